@@ -1,0 +1,70 @@
+# dbquota: `make help` lists the targets. Every target sets up what it needs itself:
+# a virtual environment in .venv/ and the control-plane binaries in ~/.cache/dbquota/.
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+
+.PHONY: help
+help: ## List the targets with what each does
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
+	  awk -F':.*## ' '{printf "  \033[1m%-14s\033[0m %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "dbquota needs Python >= 3.11"'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade 'pip>=25.1'
+	$(BIN)/python -m pip install --quiet -e . --group dev
+	touch $@
+
+.PHONY: venv
+venv: $(STAMP) ## Create .venv/ with the package (editable) and its dev tools
+
+.PHONY: binaries
+binaries: $(STAMP) ## Build or find etcd, kube-apiserver, kubectl and helm (cached by version)
+	$(BIN)/python -m e2e.controlplane build
+
+.PHONY: lint
+lint: $(STAMP) ## ruff, mypy --strict, import-linter layers, hadolint, helm lint
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+	@if [ -f Dockerfile ]; then $(BIN)/hadolint Dockerfile; fi
+	@if [ -d charts/dbquota ]; then \
+	  $(BIN)/python -m e2e.controlplane build >/dev/null && \
+	  "$$($(BIN)/python -m e2e.controlplane build | sed -n 's/^helm=//p')" lint --strict charts/dbquota; fi
+
+.PHONY: fmt
+fmt: $(STAMP) ## Format the code and apply ruff's safe fixes
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+.PHONY: test
+test: binaries ## Run every test: unit, integration (simulator), e2e (real apiserver)
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+.PHONY: test-unit
+test-unit: $(STAMP) ## Run the unit tests only (no processes, no control plane)
+	$(BIN)/pytest tests/unit $(PYTEST_ARGS)
+
+.PHONY: test-e2e
+test-e2e: binaries ## Run the e2e tests only (starts a local control plane)
+	$(BIN)/pytest e2e $(PYTEST_ARGS)
+
+.PHONY: demo
+demo: binaries ## The whole story on a local control plane: quotas, claims, an outage, recovery
+	$(BIN)/python -m e2e.demo
+
+.PHONY: bench
+bench: binaries ## Run the benchmarks in bench/ and print their figures
+	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b; done
+
+.PHONY: clean
+clean: ## Remove the virtual environment and caches in the repo (keeps ~/.cache/dbquota)
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis build dist

@@ -1,0 +1,1 @@
+"""End-to-end tests and tools that run against a real kube-apiserver and etcd."""

@@ -1,0 +1,300 @@
+"""A real local Kubernetes control plane: etcd and kube-apiserver, run as envtest runs them.
+
+Binaries come from ``KUBEBUILDER_ASSETS`` when it holds ``etcd``, ``kube-apiserver`` and
+``kubectl``; otherwise from the version-keyed cache that ``e2e/controlplane/build.sh``
+fills from the Go modules (built on first use). :func:`up` starts both processes in their
+own session on free loopback ports, with certificates made by :mod:`dbquota.kits.certs`
+(one CA signs the apiserver's serving certificate and an admin client certificate in
+``system:masters``), waits for ``/readyz`` and writes ``<dir>/kubeconfig``. :func:`down`
+stops them and removes the directory.
+
+Called by ``python -m e2e.controlplane``, by the e2e pytest fixture (``e2e/conftest.py``),
+by ``make demo`` and by the benchmarks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from dbquota.kits import certs
+
+REPO = Path(__file__).resolve().parents[2]
+BUILD_SCRIPT = REPO / "e2e" / "controlplane" / "build.sh"
+K8S_VERSION = "v1.36.3"
+ETCD_VERSION = "v3.6.16"
+HELM_VERSION = "v3.22.0"
+STATE_FILE = "controlplane.json"
+
+
+class ControlPlaneError(RuntimeError):
+    """The control plane could not be built, started or stopped; the message says where."""
+
+
+@dataclass(frozen=True)
+class Binaries:
+    """Paths of the executables the e2e suite drives."""
+
+    etcd: Path
+    kube_apiserver: Path
+    kubectl: Path
+    helm: Path
+
+
+def cache_dir() -> Path:
+    """``$DBQUOTA_CACHE`` or ``~/.cache/dbquota``: built binaries live here, keyed by version."""
+    default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dbquota"
+    return Path(os.environ.get("DBQUOTA_CACHE", default))
+
+
+def binaries(*, build: bool = True) -> Binaries:
+    """Find (and, if allowed, build) the binaries; ``KUBEBUILDER_ASSETS`` wins when complete."""
+    bin_root = cache_dir() / "bin"
+    found = Binaries(
+        etcd=bin_root / f"etcd-{ETCD_VERSION}" / "etcd",
+        kube_apiserver=bin_root / f"k8s-{K8S_VERSION}" / "kube-apiserver",
+        kubectl=bin_root / f"k8s-{K8S_VERSION}" / "kubectl",
+        helm=bin_root / f"helm-{HELM_VERSION}" / "helm",
+    )
+    assets = os.environ.get("KUBEBUILDER_ASSETS")
+    if assets and all((Path(assets) / n).is_file() for n in ("etcd", "kube-apiserver", "kubectl")):
+        found = Binaries(
+            etcd=Path(assets) / "etcd",
+            kube_apiserver=Path(assets) / "kube-apiserver",
+            kubectl=Path(assets) / "kubectl",
+            helm=found.helm,
+        )
+    missing = [p for p in asdict(found).values() if not Path(p).is_file()]
+    if missing and build:
+        env = {
+            **os.environ,
+            "K8S_VERSION": K8S_VERSION,
+            "ETCD_VERSION": ETCD_VERSION,
+            "HELM_VERSION": HELM_VERSION,
+        }
+        result = subprocess.run([str(BUILD_SCRIPT), "all"], env=env, check=False)
+        if result.returncode != 0:
+            raise ControlPlaneError(f"{BUILD_SCRIPT} failed with exit code {result.returncode}")
+        return binaries(build=False)
+    if missing:
+        raise ControlPlaneError(f"missing binaries: {', '.join(map(str, missing))}")
+    return found
+
+
+@dataclass(frozen=True)
+class State:
+    """What :func:`up` leaves in ``<dir>/controlplane.json`` for :func:`down` and for tests."""
+
+    kubeconfig: str
+    server: str
+    etcd_pid: int
+    apiserver_pid: int
+    etcd_url: str
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _kubeconfig(*, server: str, ca: bytes, client: certs.KeyPair, dir_: Path) -> Path:
+    pki = dir_ / "pki"
+    (pki / "admin.crt").write_bytes(client.cert_pem)
+    (pki / "admin.key").write_bytes(client.key_pem)
+    (pki / "admin.key").chmod(0o600)
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [
+            {
+                "name": "dbquota-local",
+                "cluster": {"server": server, "certificate-authority": str(pki / "ca.crt")},
+            }
+        ],
+        "users": [
+            {
+                "name": "admin",
+                "user": {
+                    "client-certificate": str(pki / "admin.crt"),
+                    "client-key": str(pki / "admin.key"),
+                },
+            }
+        ],
+        "contexts": [
+            {"name": "dbquota-local", "context": {"cluster": "dbquota-local", "user": "admin"}}
+        ],
+        "current-context": "dbquota-local",
+    }
+    path = dir_ / "kubeconfig"
+    path.write_text(json.dumps(config, indent=2))  # JSON is YAML: kubectl and kopf read it
+    path.chmod(0o600)
+    return path
+
+
+def _spawn(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # survives `up` returning; `down` signals it
+        )
+
+
+def _wait_ready(
+    *, server: str, dir_: Path, procs: dict[str, subprocess.Popen[bytes]], timeout: float
+) -> None:
+    pki = dir_ / "pki"
+    ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+    ctx.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
+    deadline = time.monotonic() + timeout
+    last = "no answer yet"
+    while time.monotonic() < deadline:
+        for name, proc in procs.items():
+            if proc.poll() is not None:
+                tail = (dir_ / f"{name}.log").read_text(errors="replace")[-3000:]
+                raise ControlPlaneError(f"{name} exited with {proc.returncode}; log tail:\n{tail}")
+        try:
+            with urllib.request.urlopen(f"{server}/readyz", context=ctx, timeout=2) as resp:
+                if resp.status == 200:
+                    return
+        except (urllib.error.URLError, OSError) as exc:
+            last = str(exc)
+        time.sleep(0.25)
+    raise ControlPlaneError(f"kube-apiserver not ready after {timeout:.0f}s: {last}")
+
+
+def up(dir_: Path, *, timeout: float = 90.0) -> State:
+    """Start etcd and kube-apiserver with their state under ``dir_``; return when ready."""
+    dir_ = dir_.resolve()
+    if (dir_ / STATE_FILE).exists():
+        raise ControlPlaneError(f"{dir_} already holds a control plane; run `down --dir {dir_}`")
+    bins = binaries()
+    pki = dir_ / "pki"
+    pki.mkdir(parents=True, exist_ok=True)
+    ca = certs.new_ca(common_name="dbquota-local-ca")
+    (pki / "ca.crt").write_bytes(ca.cert_pem)
+    serving = certs.issue(
+        ca=ca,
+        common_name="kube-apiserver",
+        server=True,
+        hosts=("127.0.0.1", "localhost", "10.0.0.1", "kubernetes.default.svc"),
+    )
+    serving.write(cert_path=pki / "apiserver.crt", key_path=pki / "apiserver.key")
+    admin = certs.issue(ca=ca, common_name="admin", organizations=("system:masters",), client=True)
+    sa_key, sa_pub = certs.new_signing_key()
+    (pki / "sa.key").write_bytes(sa_key)
+    (pki / "sa.pub").write_bytes(sa_pub)
+
+    etcd_port, peer_port, api_port = _free_port(), _free_port(), _free_port()
+    etcd_url = f"http://127.0.0.1:{etcd_port}"
+    peer_url = f"http://127.0.0.1:{peer_port}"
+    server = f"https://127.0.0.1:{api_port}"
+    etcd = _spawn(
+        [
+            str(bins.etcd),
+            "--name=default",
+            f"--data-dir={dir_ / 'etcd'}",
+            f"--listen-client-urls={etcd_url}",
+            f"--advertise-client-urls={etcd_url}",
+            f"--listen-peer-urls={peer_url}",
+            f"--initial-advertise-peer-urls={peer_url}",
+            f"--initial-cluster=default={peer_url}",
+            "--unsafe-no-fsync=true",
+            "--log-level=warn",
+        ],
+        dir_ / "etcd.log",
+    )
+    apiserver = _spawn(
+        [
+            str(bins.kube_apiserver),
+            f"--etcd-servers={etcd_url}",
+            f"--cert-dir={pki}",
+            f"--tls-cert-file={pki / 'apiserver.crt'}",
+            f"--tls-private-key-file={pki / 'apiserver.key'}",
+            f"--secure-port={api_port}",
+            "--bind-address=127.0.0.1",
+            "--advertise-address=127.0.0.1",
+            "--service-cluster-ip-range=10.0.0.0/24",
+            "--allow-privileged=true",
+            "--disable-admission-plugins=ServiceAccount",
+            "--authorization-mode=RBAC",
+            f"--service-account-issuer={server}/",
+            f"--service-account-key-file={pki / 'sa.pub'}",
+            f"--service-account-signing-key-file={pki / 'sa.key'}",
+            f"--client-ca-file={pki / 'ca.crt'}",
+        ],
+        dir_ / "kube-apiserver.log",
+    )
+    kubeconfig = _kubeconfig(server=server, ca=ca.cert_pem, client=admin, dir_=dir_)
+    state = State(
+        kubeconfig=str(kubeconfig),
+        server=server,
+        etcd_pid=etcd.pid,
+        apiserver_pid=apiserver.pid,
+        etcd_url=etcd_url,
+    )
+    (dir_ / STATE_FILE).write_text(json.dumps(asdict(state), indent=2))
+    try:
+        _wait_ready(
+            server=server,
+            dir_=dir_,
+            procs={"etcd": etcd, "kube-apiserver": apiserver},
+            timeout=timeout,
+        )
+    except BaseException:
+        down(dir_, remove=False)
+        raise
+    return state
+
+
+def read_state(dir_: Path) -> State:
+    """The state :func:`up` wrote, or a clear error when there is none."""
+    path = dir_ / STATE_FILE
+    if not path.exists():
+        raise ControlPlaneError(f"no control plane state in {dir_} ({STATE_FILE} missing)")
+    return State(**json.loads(path.read_text()))
+
+
+def _stop(pid: int, *, grace: float) -> None:
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pid, 0)
+        except ProcessLookupError:
+            return
+        with contextlib.suppress(ChildProcessError):  # reap our child (the fixture's case)
+            os.waitpid(pid, os.WNOHANG)
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def down(dir_: Path, *, remove: bool = True) -> None:
+    """Stop the apiserver, then etcd; remove ``dir_`` unless ``remove`` is false."""
+    dir_ = dir_.resolve()
+    state_path = dir_ / STATE_FILE
+    if state_path.exists():
+        state = read_state(dir_)
+        _stop(state.apiserver_pid, grace=10)
+        _stop(state.etcd_pid, grace=10)
+        state_path.unlink()
+    if remove and dir_.exists():
+        shutil.rmtree(dir_)

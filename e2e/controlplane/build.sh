@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# Build the local control plane (kube-apiserver, kubectl, etcd) and helm from their Go
+# modules, the way controller-runtime's envtest gets its binaries, and cache them outside
+# the repository so a fresh clone (CI) reuses them.
+#
+#   e2e/controlplane/build.sh            # build what is missing, print the bin directory
+#
+# Layout: ${DBQUOTA_CACHE:-~/.cache/dbquota}/bin/k8s-<ver>/{kube-apiserver,kubectl}
+#                                              /etcd-<ver>/etcd
+#                                              /helm-<ver>/helm
+# If KUBEBUILDER_ASSETS names a folder holding etcd, kube-apiserver and kubectl, those are
+# used and nothing is built for them.
+set -euo pipefail
+
+K8S_VERSION=${K8S_VERSION:-v1.36.3}
+ETCD_VERSION=${ETCD_VERSION:-v3.6.16}
+HELM_VERSION=${HELM_VERSION:-v3.22.0}
+CACHE=${DBQUOTA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/dbquota}
+export CGO_ENABLED=0 GOFLAGS=-buildvcs=false
+
+log() { printf '[build] %s\n' "$*" >&2; }
+
+staging_minor=${K8S_VERSION#v1.}               # 36.3
+staging_version=v0.${staging_minor}            # v0.36.3
+k8s_minor=${staging_minor%%.*}                 # 36
+STAGING="api apiextensions-apiserver apimachinery apiserver cli-runtime client-go
+cloud-provider cluster-bootstrap code-generator component-base component-helpers
+controller-manager cri-api cri-client cri-streaming csi-translation-lib
+dynamic-resource-allocation endpointslice externaljwt kms kube-aggregator
+kube-controller-manager kube-proxy kube-scheduler kubectl kubelet metrics mount-utils
+pod-security-admission sample-apiserver sample-cli-plugin sample-controller streaming"
+
+build_k8s() {
+  local out=$CACHE/bin/k8s-$K8S_VERSION
+  if [[ -x $out/kube-apiserver && -x $out/kubectl ]]; then return; fi
+  local work=$CACHE/src/k8s-$K8S_VERSION
+  mkdir -p "$work" "$out"
+  log "building kube-apiserver and kubectl $K8S_VERSION in $work (cold: tens of minutes)"
+  {
+    echo "module dbquota.local/k8s-build"
+    echo
+    echo "go 1.26"
+    echo
+    echo "require k8s.io/kubernetes $K8S_VERSION"
+    echo
+    echo "replace ("
+    for m in $STAGING; do echo "	k8s.io/$m => k8s.io/$m $staging_version"; done
+    echo ")"
+  } >"$work/go.mod"
+  cat >"$work/tools.go" <<'GO'
+//go:build tools
+
+package tools
+
+import (
+	_ "k8s.io/kubernetes/cmd/kube-apiserver"
+	_ "k8s.io/kubernetes/cmd/kubectl"
+)
+GO
+  (cd "$work" && go mod tidy)
+  local pkg=k8s.io/component-base/version
+  local ldflags="-s -w -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitMajor=1 -X $pkg.gitMinor=$k8s_minor"
+  ldflags+=" -X $pkg.gitTreeState=clean"
+  ldflags+=" -X k8s.io/client-go/pkg/version.gitVersion=$K8S_VERSION"
+  ldflags+=" -X k8s.io/client-go/pkg/version.gitMajor=1 -X k8s.io/client-go/pkg/version.gitMinor=$k8s_minor"
+  (cd "$work" && go build -trimpath -ldflags "$ldflags" -o "$out/kube-apiserver.tmp" k8s.io/kubernetes/cmd/kube-apiserver)
+  (cd "$work" && go build -trimpath -ldflags "$ldflags" -o "$out/kubectl.tmp" k8s.io/kubernetes/cmd/kubectl)
+  mv "$out/kube-apiserver.tmp" "$out/kube-apiserver"
+  mv "$out/kubectl.tmp" "$out/kubectl"
+}
+
+build_etcd() {
+  local out=$CACHE/bin/etcd-$ETCD_VERSION
+  if [[ -x $out/etcd ]]; then return; fi
+  local work=$CACHE/src/etcd-$ETCD_VERSION
+  mkdir -p "$work" "$out"
+  log "building etcd $ETCD_VERSION in $work"
+  printf 'module dbquota.local/etcd-build\n\ngo 1.26\n\nrequire go.etcd.io/etcd/server/v3 %s\n' \
+    "$ETCD_VERSION" >"$work/go.mod"
+  printf '//go:build tools\n\npackage tools\n\nimport _ "go.etcd.io/etcd/server/v3"\n' >"$work/tools.go"
+  (cd "$work" && go mod tidy)
+  (cd "$work" && go build -trimpath -ldflags "-s -w" -o "$out/etcd.tmp" go.etcd.io/etcd/server/v3)
+  mv "$out/etcd.tmp" "$out/etcd"
+}
+
+build_helm() {
+  local out=$CACHE/bin/helm-$HELM_VERSION
+  if [[ -x $out/helm ]]; then return; fi
+  mkdir -p "$out"
+  log "building helm $HELM_VERSION"
+  local pkg=helm.sh/helm/v3/internal/version
+  GOBIN=$out go install -trimpath \
+    -ldflags "-s -w -X $pkg.version=$HELM_VERSION" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+}
+
+what=${1:-all}
+case $what in
+  k8s) build_k8s ;;
+  etcd) build_etcd ;;
+  helm) build_helm ;;
+  all)
+    if [[ -n ${KUBEBUILDER_ASSETS:-} && -x $KUBEBUILDER_ASSETS/kube-apiserver \
+          && -x $KUBEBUILDER_ASSETS/etcd && -x $KUBEBUILDER_ASSETS/kubectl ]]; then
+      log "using KUBEBUILDER_ASSETS=$KUBEBUILDER_ASSETS for etcd, kube-apiserver, kubectl"
+    else
+      build_etcd
+      build_k8s
+    fi
+    build_helm
+    ;;
+  *) echo "usage: $0 [all|k8s|etcd|helm]" >&2; exit 2 ;;
+esac

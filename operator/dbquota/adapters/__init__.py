@@ -1,0 +1,1 @@
+"""adapters layer of dbquota (see STYLE.md for the layering)."""

@@ -1,0 +1,68 @@
+"""The ``dbquota`` command: ``run`` the operator, print its ``settings``, and more.
+
+The entry point of the console script (``pyproject.toml``) and of ``python -m dbquota``.
+Flags of ``run`` come from the settings tree (:mod:`dbquota.settings`); this module only
+parses, sets up logging and hands over.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+
+from dbquota import __version__, settings
+
+
+def _settings_table() -> str:
+    rows = ["| flag | environment variable | default | meaning |", "| --- | --- | --- | --- |"]
+    for knob in settings.knobs():
+        unit = f" ({knob.unit})" if knob.unit else ""
+        default = "" if knob.default is None else str(knob.default)
+        rows.append(f"| `{knob.flag}` | `{knob.env}` | `{default}` | {knob.help}{unit} |")
+    return "\n".join(rows)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line; ``run``'s flags default to their ``DBQUOTA_*`` variables."""
+    parser = argparse.ArgumentParser(prog="dbquota", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"dbquota {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the operator (kopf handlers and the webhook)")
+    settings.add_arguments(run, os.environ)
+    sub.add_parser("settings", help="print every setting as a Markdown table")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse ``argv`` and run the chosen command; returns the process exit code."""
+    try:
+        parser = build_parser()
+    except (argparse.ArgumentTypeError, ValueError) as exc:  # a bad DBQUOTA_* variable
+        print(f"dbquota: error: bad environment variable: {exc}", file=sys.stderr)
+        return 2
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    commands = {"settings": _print_settings, "run": _run}
+    return commands[args.command](args)
+
+
+def _print_settings(_: argparse.Namespace) -> int:
+    print(_settings_table())
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from dbquota.handlers import operating  # noqa: PLC0415 - import kopf only when running
+
+    operating.run(settings.from_namespace(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

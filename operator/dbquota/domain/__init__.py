@@ -1,0 +1,1 @@
+"""domain layer of dbquota (see STYLE.md for the layering)."""

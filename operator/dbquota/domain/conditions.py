@@ -1,0 +1,99 @@
+"""Status conditions as Kubernetes API conventions define them.
+
+A condition is ``type/status/reason/message/lastTransitionTime/observedGeneration``;
+``lastTransitionTime`` changes only when ``status`` flips. Reasons are one CamelCase word,
+messages are for people. Pure functions over plain dicts (the shape the API stores).
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Iterable, Sequence
+from typing import Literal, TypedDict
+
+Status = Literal["True", "False", "Unknown"]
+
+QUOTA_TYPES: tuple[str, ...] = ("Ready", "BillingAvailable", "BudgetExceeded")
+
+
+class Condition(TypedDict):
+    """One entry of ``status.conditions``."""
+
+    type: str
+    status: Status
+    reason: str
+    message: str
+    lastTransitionTime: str
+    observedGeneration: int
+
+
+def now() -> str:
+    """The current UTC time in the RFC 3339 form the API server stores."""
+    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def set_condition(
+    current: Sequence[Condition],
+    *,
+    type_: str,
+    status: Status,
+    reason: str,
+    message: str,
+    generation: int,
+    now: str,
+) -> list[Condition]:
+    """Return ``current`` with ``type_`` set; its transition time moves only on a flip."""
+    result: list[Condition] = []
+    found = False
+    for cond in current:
+        if cond["type"] != type_:
+            result.append(cond)
+            continue
+        found = True
+        flipped = cond["status"] != status
+        result.append(
+            Condition(
+                type=type_,
+                status=status,
+                reason=reason,
+                message=message,
+                lastTransitionTime=now if flipped else cond["lastTransitionTime"],
+                observedGeneration=generation,
+            )
+        )
+    if not found:
+        result.append(
+            Condition(
+                type=type_,
+                status=status,
+                reason=reason,
+                message=message,
+                lastTransitionTime=now,
+                observedGeneration=generation,
+            )
+        )
+    return result
+
+
+def initial(
+    current: Iterable[Condition],
+    *,
+    now: str,
+    generation: int,
+    types: Sequence[str] = QUOTA_TYPES,
+) -> list[Condition]:
+    """Every type in ``types`` present: existing ones kept, missing ones added as Unknown."""
+    result = list(current)
+    present = {c["type"] for c in result}
+    for type_ in types:
+        if type_ not in present:
+            result = set_condition(
+                result,
+                type_=type_,
+                status="Unknown",
+                reason="Initializing",
+                message="dbquota has not evaluated this yet",
+                generation=generation,
+                now=now,
+            )
+    return result

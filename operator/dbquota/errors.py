@@ -1,0 +1,92 @@
+"""Every error dbquota raises on purpose, in one tree.
+
+Adapters turn foreign errors (httpx, aiosqlite, kubernetes-asyncio) into these with
+``raise ... from exc``, so callers above the adapters never catch a third-party type::
+
+    DbquotaError
+    ├── ConfigurationError          bad flags, env vars or files at start-up
+    ├── BillingError                anything the billing provider did wrong
+    │   ├── BillingUnavailable      timeout, connection error, 5xx   (trips the breaker)
+    │   │   └── RateLimited         429; carries retry_after seconds (trips the breaker)
+    │   ├── MalformedPayload        body failed schema validation     (trips the breaker)
+    │   ├── UnknownCluster          404 for one cluster id            (does not trip it)
+    │   ├── BillingClientError      any other 4xx                     (does not trip it)
+    │   └── CircuitOpen             refused locally: the breaker is Open or probing
+    ├── CacheError                  the SQLite cache could not be read or written
+    │   └── CacheCorrupt            the file is not a database we can use (quarantined)
+    └── KubeError                   the Kubernetes API refused or failed a call
+        ├── Conflict                409: the object changed since we read it (CAS lost)
+        └── NotFound                404: the object is gone
+
+``BillingError.trips_breaker`` says which of them the circuit breaker counts as failures.
+"""
+
+from __future__ import annotations
+
+
+class DbquotaError(Exception):
+    """Root of every error raised on purpose by dbquota."""
+
+
+class ConfigurationError(DbquotaError):
+    """Settings that cannot work: say which one and why."""
+
+
+class BillingError(DbquotaError):
+    """The billing provider failed to give us usable data."""
+
+    trips_breaker: bool = True
+
+
+class BillingUnavailable(BillingError):
+    """Timeout, connection failure or 5xx: the provider is (maybe briefly) down."""
+
+
+class RateLimited(BillingUnavailable):
+    """429 Too Many Requests; ``retry_after`` is the provider's hint in seconds, if any."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class MalformedPayload(BillingError):
+    """A response body that failed schema validation; it is never cached."""
+
+
+class UnknownCluster(BillingError):
+    """404 for one cluster: the provider is healthy, it just has no such cluster."""
+
+    trips_breaker = False
+
+
+class BillingClientError(BillingError):
+    """Any other 4xx: our request was wrong, the provider is not at fault."""
+
+    trips_breaker = False
+
+
+class CircuitOpen(BillingError):
+    """The breaker refused the call locally; no request was sent."""
+
+    trips_breaker = False
+
+
+class CacheError(DbquotaError):
+    """The SQLite cache failed."""
+
+
+class CacheCorrupt(CacheError):
+    """The cache file is unusable; it was moved aside and a new one started."""
+
+
+class KubeError(DbquotaError):
+    """The Kubernetes API refused or failed a call."""
+
+
+class Conflict(KubeError):
+    """409 Conflict: a compare-and-swap lost to a concurrent writer; re-read and retry."""
+
+
+class NotFound(KubeError):
+    """404 Not Found."""

@@ -1,0 +1,1 @@
+"""handlers layer of dbquota (see STYLE.md for the layering)."""

@@ -1,0 +1,84 @@
+"""Start kopf with dbquota's handlers and settings: the body of ``dbquota run``.
+
+Configures kopf (progress kept in annotations, not in our schema-checked status), the
+webhook server (in dev mode: a generated CA and serving certificate for 127.0.0.1 and a
+ValidatingWebhookConfiguration that kopf registers and keeps patched), and runs the
+operator until it is told to stop. Called by :mod:`dbquota.cli`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+import kopf
+
+from dbquota import settings as settings_
+from dbquota.handlers import claims, quotas  # noqa: F401 - importing registers the handlers
+from dbquota.kits import certs
+
+logger = logging.getLogger(__name__)
+
+
+def ensure_dev_certificates(*, cert_dir: Path, host: str) -> tuple[Path, Path, Path]:
+    """A CA and a serving certificate for ``host`` in ``cert_dir``, made once, then reused."""
+    cert_dir.mkdir(parents=True, exist_ok=True)
+    ca_path, cert_path, key_path = cert_dir / "ca.crt", cert_dir / "tls.crt", cert_dir / "tls.key"
+    if not (ca_path.exists() and cert_path.exists() and key_path.exists()):
+        ca = certs.new_ca(common_name="dbquota-webhook-ca")
+        hosts = tuple(dict.fromkeys((host, "127.0.0.1", "localhost")))
+        leaf = certs.issue(ca=ca, common_name=host, hosts=hosts, server=True)
+        ca_path.write_bytes(ca.cert_pem)
+        leaf.write(cert_path=cert_path, key_path=key_path)
+        logger.info("generated a webhook CA and serving certificate in %s", cert_dir)
+    return ca_path, cert_path, key_path
+
+
+def configure(kopf_settings: kopf.OperatorSettings, cfg: settings_.Settings) -> None:
+    """Apply dbquota's choices to kopf's settings."""
+    kopf_settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
+        prefix="dbquota.io"
+    )
+    kopf_settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="dbquota.io", key="last-handled-configuration"
+    )
+    kopf_settings.posting.level = logging.WARNING  # Events only for what people should see
+    webhook = cfg.webhook
+    if webhook.dev:
+        ca, cert, key = ensure_dev_certificates(cert_dir=webhook.cert_dir, host=webhook.host)
+        kopf_settings.admission.server = kopf.WebhookServer(
+            addr=webhook.host,
+            port=webhook.port,
+            host=webhook.host,
+            certfile=str(cert),
+            pkeyfile=str(key),
+            cafile=str(ca),
+        )
+        kopf_settings.admission.managed = webhook.configuration_name
+    else:
+        kopf_settings.admission.server = kopf.WebhookServer(
+            addr=webhook.listen,
+            port=webhook.port,
+            certfile=str(webhook.cert_dir / "tls.crt"),
+            pkeyfile=str(webhook.cert_dir / "tls.key"),
+        )
+
+
+def run(cfg: settings_.Settings) -> None:
+    """Run the operator until SIGINT/SIGTERM."""
+
+    @kopf.on.startup()
+    def _startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+        configure(settings, cfg)
+
+    namespaces = [cfg.namespace] if cfg.namespace else []
+    asyncio.run(
+        kopf.operator(
+            standalone=not cfg.peering,
+            peering_name=cfg.peering or None,
+            clusterwide=not namespaces,
+            namespaces=namespaces,
+        )
+    )

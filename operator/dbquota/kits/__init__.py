@@ -1,0 +1,1 @@
+"""kits layer of dbquota (see STYLE.md for the layering)."""

@@ -1,0 +1,1 @@
+"""services layer of dbquota (see STYLE.md for the layering)."""

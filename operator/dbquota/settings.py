@@ -1,0 +1,308 @@
+"""The operator's settings: one tree of frozen dataclasses, read once at start-up.
+
+Every leaf field carries its command-line flag, its environment variable, its unit and its
+default in ``field(metadata=...)``; :func:`build_parser` turns the tree into the flags of
+``dbquota run`` and :func:`from_namespace` turns parsed flags back into the tree. A flag
+given on the command line wins over its ``DBQUOTA_*`` variable, which wins over the
+default. Nothing else in the package reads ``os.environ``.
+
+Called by :mod:`dbquota.cli` only; everything else receives a ``Settings`` (or one branch
+of it) as an argument.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+NoQuotaPolicy = Literal["Admit", "Deny"]
+
+
+def _knob(
+    default: Any,
+    *,
+    flag: str,
+    help: str,
+    unit: str = "",
+    parse: Callable[[str], Any] | None = None,
+) -> Any:
+    env = "DBQUOTA_" + flag.removeprefix("--").replace("-", "_").upper()
+    return field(
+        default=default,
+        metadata={"flag": flag, "env": env, "help": help, "unit": unit, "parse": parse},
+    )
+
+
+def _optional_path(text: str) -> Path | None:
+    return Path(text) if text else None
+
+
+def _bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+
+
+def _no_quota_policy(text: str) -> NoQuotaPolicy:
+    if text not in ("Admit", "Deny"):
+        raise argparse.ArgumentTypeError(f"expected Admit or Deny, got {text!r}")
+    return "Admit" if text == "Admit" else "Deny"
+
+
+@dataclass(frozen=True, kw_only=True)
+class BillingSettings:
+    """Where billing data comes from and how hard we may lean on the provider."""
+
+    url: str = _knob(
+        "http://127.0.0.1:8089", flag="--billing-url", help="Base URL of the billing provider API."
+    )
+    token_file: Path | None = _knob(
+        None,
+        flag="--billing-token-file",
+        help="File holding the provider's bearer token (re-read on every sync; never logged).",
+        parse=_optional_path,
+    )
+    request_timeout: float = _knob(
+        5.0, flag="--request-timeout", unit="s", help="Read timeout of one billing request."
+    )
+    connect_timeout: float = _knob(
+        2.0, flag="--connect-timeout", unit="s", help="Connect timeout of one billing request."
+    )
+    rate_limit: float = _knob(
+        50.0, flag="--rate-limit", unit="req/s", help="Client-side cap on billing requests."
+    )
+    max_concurrency: int = _knob(
+        16, flag="--max-concurrency", help="Most billing requests in flight at once."
+    )
+    sync_interval: float = _knob(
+        60.0, flag="--sync-interval", unit="s", help="Time between two billing syncs."
+    )
+    retry_attempts: int = _knob(
+        4, flag="--retry-attempts", help="Most attempts of one billing call (1 = no retry)."
+    )
+    retry_timeout: float = _knob(
+        20.0, flag="--retry-timeout", unit="s", help="Most total time spent retrying one call."
+    )
+    page_size: int = _knob(
+        1000, flag="--page-size", help="Clusters asked for per page of the bulk listing."
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class BreakerSettings:
+    """The circuit breaker around the billing provider (Resilience4j's model)."""
+
+    failure_threshold: int = _knob(
+        5, flag="--breaker-failure-threshold", help="Consecutive failures that open the breaker."
+    )
+    recovery_timeout: float = _knob(
+        30.0,
+        flag="--breaker-recovery-timeout",
+        unit="s",
+        help="Time the breaker stays Open before one half-open probe.",
+    )
+    window_size: int = _knob(
+        20, flag="--breaker-window-size", help="Calls in the sliding window for failure rate."
+    )
+    minimum_calls: int = _knob(
+        10, flag="--breaker-minimum-calls", help="Calls needed before the failure rate counts."
+    )
+    failure_rate_threshold: float = _knob(
+        0.5,
+        flag="--breaker-failure-rate",
+        unit="0..1",
+        help="Failure share of the window that opens the breaker.",
+    )
+    slow_call_duration: float = _knob(
+        3.0, flag="--breaker-slow-call-duration", unit="s", help="A call slower than this is slow."
+    )
+    slow_call_rate_threshold: float = _knob(
+        1.0,
+        flag="--breaker-slow-call-rate",
+        unit="0..1",
+        help="Slow share of the window that opens the breaker (1.0 = off).",
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class CacheSettings:
+    """The local SQLite cache of billing data."""
+
+    path: Path = _knob(
+        Path("dbquota-cache.sqlite3"),
+        flag="--cache-path",
+        help="SQLite file of the billing cache (WAL mode; created if missing).",
+        parse=Path,
+    )
+    retention: float = _knob(
+        30 * 86400.0,
+        flag="--cache-retention",
+        unit="s",
+        help="History older than this is compacted away.",
+    )
+    price_window: float = _knob(
+        30 * 86400.0,
+        flag="--price-window",
+        unit="s",
+        help="Window of price history that 'highest known price' looks at.",
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class WebhookSettings:
+    """The validating admission webhook's server."""
+
+    dev: bool = _knob(
+        False,
+        flag="--dev-webhook",
+        help="Serve on --webhook-host with a generated certificate and register the "
+        "ValidatingWebhookConfiguration ourselves (for local clusters).",
+        parse=_bool,
+    )
+    listen: str = _knob("0.0.0.0", flag="--webhook-listen", help="Address to listen on.")  # noqa: S104
+    host: str = _knob(
+        "127.0.0.1", flag="--webhook-host", help="Host the apiserver uses to reach us (dev mode)."
+    )
+    port: int = _knob(9443, flag="--webhook-port", help="TLS port of the webhook.")
+    cert_dir: Path = _knob(
+        Path("webhook-certs"),
+        flag="--webhook-cert-dir",
+        help="Folder with tls.crt and tls.key (generated there in dev mode); reloaded on change.",
+        parse=Path,
+    )
+    configuration_name: str = _knob(
+        "dbquota.io",
+        flag="--webhook-configuration",
+        help="Name of the ValidatingWebhookConfiguration registered in dev mode.",
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class EnforcementSettings:
+    """How admission decides where PRODUCT.md leaves a choice."""
+
+    no_quota: NoQuotaPolicy = _knob(
+        "Admit",
+        flag="--no-quota-policy",
+        help="Admit or Deny claims in a namespace that has no DatabaseQuota.",
+        parse=_no_quota_policy,
+    )
+    reservation_grace: float = _knob(
+        300.0,
+        flag="--reservation-grace",
+        unit="s",
+        help="A reservation whose claim never appeared is released after this.",
+    )
+    resync_interval: float = _knob(
+        30.0, flag="--resync-interval", unit="s", help="Time between quota status refreshes."
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    """All settings of ``dbquota run``."""
+
+    billing: BillingSettings = field(default_factory=BillingSettings)
+    breaker: BreakerSettings = field(default_factory=BreakerSettings)
+    cache: CacheSettings = field(default_factory=CacheSettings)
+    webhook: WebhookSettings = field(default_factory=WebhookSettings)
+    enforcement: EnforcementSettings = field(default_factory=EnforcementSettings)
+    metrics_port: int = _knob(
+        8080, flag="--metrics-port", help="Port of /metrics, /healthz and /readyz (0 = off)."
+    )
+    namespace: str = _knob(
+        "", flag="--namespace", help="Watch only this namespace ('' = all namespaces)."
+    )
+    peering: str = _knob(
+        "",
+        flag="--peering",
+        help="kopf peering name: replicas sharing it elect one reconciler; every replica "
+        "serves the webhook ('' = standalone, no peering objects needed).",
+    )
+
+
+@dataclass(frozen=True)
+class Knob:
+    """One leaf setting as documented: where it lives and how to set it."""
+
+    path: tuple[str, ...]
+    flag: str
+    env: str
+    default: Any
+    unit: str
+    help: str
+    parse: Callable[[str], Any]
+
+
+def knobs(cls: type[Any] = Settings, prefix: tuple[str, ...] = ()) -> Iterator[Knob]:
+    """Walk the settings tree depth-first, yielding every leaf with its metadata."""
+    for f in dataclasses.fields(cls):
+        if "flag" not in f.metadata:
+            assert f.default_factory is not dataclasses.MISSING
+            yield from knobs(f.default_factory, (*prefix, f.name))  # type: ignore[arg-type]
+            continue
+        default = f.default
+        parse = f.metadata["parse"] or type(default)
+        yield Knob(
+            path=(*prefix, f.name),
+            flag=f.metadata["flag"],
+            env=f.metadata["env"],
+            default=default,
+            unit=f.metadata["unit"],
+            help=f.metadata["help"],
+            parse=parse,
+        )
+
+
+def add_arguments(parser: argparse.ArgumentParser, environ: Mapping[str, str]) -> None:
+    """Add one flag per knob; a ``DBQUOTA_*`` variable in ``environ`` sets its default."""
+    for knob in knobs():
+        default = knob.default
+        if knob.env in environ:
+            default = knob.parse(environ[knob.env])
+        unit = f" [{knob.unit}]" if knob.unit else ""
+        help_ = f"{knob.help}{unit} (env {knob.env}, default {knob.default!r})"
+        dest = "_".join(knob.path)
+        if isinstance(knob.default, bool):
+            parser.add_argument(
+                knob.flag,
+                dest=dest,
+                default=default,
+                help=help_,
+                action=argparse.BooleanOptionalAction,
+            )
+        else:
+            parser.add_argument(knob.flag, dest=dest, type=knob.parse, default=default, help=help_)
+
+
+def from_namespace(ns: argparse.Namespace) -> Settings:
+    """Rebuild the frozen tree from flags parsed by a parser made with :func:`add_arguments`."""
+    values: dict[str, Any] = vars(ns)
+
+    def build(cls: type[Any], prefix: tuple[str, ...]) -> Any:
+        kwargs: dict[str, Any] = {}
+        for f in dataclasses.fields(cls):
+            path = (*prefix, f.name)
+            if "flag" in f.metadata:
+                kwargs[f.name] = values["_".join(path)]
+            else:
+                kwargs[f.name] = build(f.default_factory, path)  # type: ignore[arg-type]
+        return cls(**kwargs)
+
+    settings: Settings = build(Settings, ())
+    return settings
+
+
+def from_environ(environ: Mapping[str, str] | None = None) -> Settings:
+    """Settings from the environment alone (no flags): used by tests and tools."""
+    parser = argparse.ArgumentParser()
+    add_arguments(parser, os.environ if environ is None else environ)
+    return from_namespace(parser.parse_args([]))

@@ -1,0 +1,1 @@
+"""simulator layer of dbquota (see STYLE.md for the layering)."""

@@ -1,0 +1,89 @@
+"""Settings: flags beat DBQUOTA_* variables beat defaults; bad values fail clearly.
+
+Checks that every knob has a unique flag and variable, that the CLI table documents each
+of them, and that the README lists every flag (docs that match the code).
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import pytest
+
+from dbquota import cli, settings
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+
+
+def parse(argv: list[str], environ: dict[str, str]) -> settings.Settings:
+    parser = argparse.ArgumentParser()
+    settings.add_arguments(parser, environ)
+    return settings.from_namespace(parser.parse_args(argv))
+
+
+def test_defaults_without_flags_or_environment() -> None:
+    cfg = parse([], {})
+    assert cfg == settings.Settings()
+    assert cfg.breaker.failure_threshold == 5
+    assert cfg.webhook.dev is False
+
+
+def test_environment_overrides_default_and_flag_overrides_environment() -> None:
+    env = {"DBQUOTA_BILLING_URL": "http://env:1", "DBQUOTA_BREAKER_FAILURE_THRESHOLD": "9"}
+    cfg = parse([], env)
+    assert cfg.billing.url == "http://env:1"
+    assert cfg.breaker.failure_threshold == 9
+    cfg = parse(["--billing-url", "http://flag:2", "--dev-webhook"], env)
+    assert cfg.billing.url == "http://flag:2"
+    assert cfg.webhook.dev is True
+    assert cfg.breaker.failure_threshold == 9
+
+
+def test_boolean_and_path_values_from_environment() -> None:
+    cfg = parse([], {"DBQUOTA_DEV_WEBHOOK": "true", "DBQUOTA_BILLING_TOKEN_FILE": "/t"})
+    assert cfg.webhook.dev is True
+    assert cfg.billing.token_file == Path("/t")
+
+
+def test_bad_environment_value_names_the_problem() -> None:
+    with pytest.raises(argparse.ArgumentTypeError, match="expected Admit or Deny"):
+        parse([], {"DBQUOTA_NO_QUOTA_POLICY": "Maybe"})
+    with pytest.raises(ValueError, match="could not convert"):
+        parse([], {"DBQUOTA_REQUEST_TIMEOUT": "soon"})
+
+
+def test_bad_flag_value_exits_with_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["run", "--breaker-failure-threshold", "many"])
+    assert exc.value.code == 2
+    assert "--breaker-failure-threshold" in capsys.readouterr().err
+
+
+def test_every_knob_has_a_unique_flag_and_variable() -> None:
+    knobs = list(settings.knobs())
+    assert len({k.flag for k in knobs}) == len(knobs)
+    assert len({k.env for k in knobs}) == len(knobs)
+    assert all(k.env == "DBQUOTA_" + k.flag[2:].replace("-", "_").upper() for k in knobs)
+
+
+def test_settings_command_prints_every_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["settings"]) == 0
+    table = capsys.readouterr().out
+    for knob in settings.knobs():
+        assert f"`{knob.flag}`" in table
+        assert f"`{knob.env}`" in table
+
+
+def test_readme_documents_every_flag() -> None:
+    text = README.read_text()
+    missing = [k.flag for k in settings.knobs() if f"`{k.flag}`" not in text]
+    assert not missing, f"README.md lacks {missing}; paste `dbquota settings` into it"
+
+
+def test_bad_environment_variable_stops_the_cli_with_a_message(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DBQUOTA_SYNC_INTERVAL", "often")
+    assert cli.main(["settings"]) == 2
+    assert "bad environment variable" in capsys.readouterr().err
