@@ -37,6 +37,10 @@ ETCD_VERSION = "v3.6.16"
 HELM_VERSION = "v3.22.0"
 STATE_FILE = "controlplane.json"
 
+_children: dict[int, subprocess.Popen[bytes]] = {}
+"""Processes this interpreter started, kept so that :func:`down` reaps them (no zombies,
+no ResourceWarning); a control plane started by another process is stopped by pid."""
+
 
 class ControlPlaneError(RuntimeError):
     """The control plane could not be built, started or stopped; the message says where."""
@@ -145,13 +149,15 @@ def _kubeconfig(*, server: str, ca: bytes, client: certs.KeyPair, dir_: Path) ->
 
 def _spawn(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
-        return subprocess.Popen(
+        proc = subprocess.Popen(
             argv,
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # survives `up` returning; `down` signals it
         )
+    _children[proc.pid] = proc
+    return proc
 
 
 def _wait_ready(
@@ -270,9 +276,17 @@ def read_state(dir_: Path) -> State:
 
 
 def _stop(pid: int, *, grace: float) -> None:
+    child = _children.pop(pid, None)
     try:
         os.killpg(pid, signal.SIGTERM)
     except ProcessLookupError:
+        return
+    if child is not None:  # ours: wait on it, which also reaps it
+        try:
+            child.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(pid, signal.SIGKILL)
+            child.wait()
         return
     deadline = time.monotonic() + grace
     while time.monotonic() < deadline:
@@ -280,8 +294,6 @@ def _stop(pid: int, *, grace: float) -> None:
             os.killpg(pid, 0)
         except ProcessLookupError:
             return
-        with contextlib.suppress(ChildProcessError):  # reap our child (the fixture's case)
-            os.waitpid(pid, os.WNOHANG)
         time.sleep(0.1)
     with contextlib.suppress(ProcessLookupError):
         os.killpg(pid, signal.SIGKILL)

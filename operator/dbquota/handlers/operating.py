@@ -16,6 +16,7 @@ from typing import Any
 import kopf
 
 from dbquota import settings as settings_
+from dbquota.errors import ConfigurationError
 from dbquota.handlers import claims, quotas  # noqa: F401 - importing registers the handlers
 from dbquota.kits import certs
 
@@ -47,6 +48,12 @@ def configure(kopf_settings: kopf.OperatorSettings, cfg: settings_.Settings) -> 
     kopf_settings.posting.level = logging.WARNING  # Events only for what people should see
     webhook = cfg.webhook
     if webhook.dev:
+        if webhook.configuration_name.count(".") < 1:
+            raise ConfigurationError(
+                f"--webhook-configuration {webhook.configuration_name!r} must be a domain "
+                "with at least two dots' worth of segments once prefixed with the webhook id "
+                "(e.g. dbquota.io or e2e.dbquota.io)"
+            )
         ca, cert, key = ensure_dev_certificates(cert_dir=webhook.cert_dir, host=webhook.host)
         kopf_settings.admission.server = kopf.WebhookServer(
             addr=webhook.host,

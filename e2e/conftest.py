@@ -1,0 +1,241 @@
+"""Fixtures of the end-to-end suite: a real control plane, real kubectl, the real operator.
+
+- ``cluster`` (session): a local etcd + kube-apiserver started by :mod:`e2e.controlplane`,
+  or, with ``DBQUOTA_E2E_USE_EXISTING=1`` and ``KUBECONFIG`` set, the cluster that names
+  (then ``DBQUOTA_E2E_WEBHOOK_HOST`` must be an address of this machine that the cluster's
+  apiserver can reach, e.g. the Docker bridge IP for kind).
+- ``kubectl``: runs the real kubectl against it; ``crds`` applies ``crds/`` once.
+- ``namespace``: a fresh namespace per test.
+- ``operator`` (session): ``dbquota run --dev-webhook`` as a child process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from e2e import controlplane
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Everything under e2e/ is marked ``e2e``."""
+    for item in items:
+        if Path(str(item.fspath)).is_relative_to(REPO / "e2e"):
+            item.add_marker(pytest.mark.e2e)
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """How to reach the cluster under test."""
+
+    kubeconfig: Path
+    webhook_host: str
+    bins: controlplane.Binaries
+    state_dir: Path | None
+
+    def env(self) -> dict[str, str]:
+        """The environment for a child process talking to this cluster."""
+        return {**os.environ, "KUBECONFIG": str(self.kubeconfig)}
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    bins = controlplane.binaries()
+    if os.environ.get("DBQUOTA_E2E_USE_EXISTING") == "1" and os.environ.get("KUBECONFIG"):
+        yield Cluster(
+            kubeconfig=Path(os.environ["KUBECONFIG"]),
+            webhook_host=os.environ.get("DBQUOTA_E2E_WEBHOOK_HOST", "127.0.0.1"),
+            bins=bins,
+            state_dir=None,
+        )
+        return
+    state_dir = tmp_path_factory.mktemp("controlplane")
+    state = controlplane.up(state_dir)
+    try:
+        yield Cluster(
+            kubeconfig=Path(state.kubeconfig),
+            webhook_host="127.0.0.1",
+            bins=bins,
+            state_dir=state_dir,
+        )
+    finally:
+        controlplane.down(state_dir, remove=False)
+
+
+class Kubectl:
+    """The real kubectl, bound to the cluster under test."""
+
+    def __init__(self, cluster: Cluster) -> None:
+        self.cluster = cluster
+
+    def __call__(
+        self, *args: str, input_: str | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``kubectl args...``; raise with stderr when ``check`` and it fails."""
+        proc = subprocess.run(
+            [str(self.cluster.bins.kubectl), *args],
+            input=input_,
+            capture_output=True,
+            text=True,
+            env=self.cluster.env(),
+            timeout=60,
+            check=False,
+        )
+        if check and proc.returncode != 0:
+            raise AssertionError(f"kubectl {' '.join(args)} failed:\n{proc.stderr}")
+        return proc
+
+    def apply(
+        self, manifest: str | dict[str, Any], *, check: bool = True, extra: tuple[str, ...] = ()
+    ) -> subprocess.CompletedProcess[str]:
+        """``kubectl apply -f -`` of a YAML string or one object."""
+        text = manifest if isinstance(manifest, str) else json.dumps(manifest)
+        return self("apply", "-f", "-", *extra, input_=text, check=check)
+
+    def get_json(self, *args: str) -> dict[str, Any]:
+        """``kubectl get ... -o json`` parsed."""
+        result: dict[str, Any] = json.loads(self("get", *args, "-o", "json").stdout)
+        return result
+
+
+@pytest.fixture(scope="session")
+def kubectl(cluster: Cluster) -> Kubectl:
+    return Kubectl(cluster)
+
+
+@pytest.fixture(scope="session")
+def crds(kubectl: Kubectl) -> None:
+    kubectl("apply", "-f", str(REPO / "crds"))
+    kubectl(
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/databasequotas.dbquota.io",
+        "crd/databaseclaims.dbquota.io",
+    )
+
+
+@pytest.fixture
+def namespace(kubectl: Kubectl, crds: None) -> Iterator[str]:
+    name = f"e2e-{uuid.uuid4().hex[:8]}"
+    kubectl("create", "namespace", name)
+    yield name
+    # A bare apiserver has no namespace controller: the namespace stays Terminating, which
+    # is harmless; its objects are deleted here so that the operator lets go of them.
+    kubectl(
+        "delete", "databaseclaims,databasequotas", "--all", "-n", name, "--wait=false", check=False
+    )
+    kubectl("delete", "namespace", name, "--wait=false", check=False)
+
+
+def free_port() -> int:
+    """A free TCP port on loopback."""
+    return controlplane._free_port()
+
+
+@dataclass
+class OperatorProcess:
+    """A running ``dbquota run`` child process and where its output goes."""
+
+    proc: subprocess.Popen[bytes]
+    log: Path
+    webhook_port: int
+    metrics_port: int
+
+    def logs(self) -> str:
+        """Everything the operator printed so far."""
+        return self.log.read_text(errors="replace")
+
+
+def start_operator(
+    cluster: Cluster,
+    kubectl: Kubectl,
+    workdir: Path,
+    *,
+    extra: tuple[str, ...] = (),
+    configuration: str = "e2e.dbquota.io",
+    wait: Callable[[], bool] | None = None,
+) -> OperatorProcess:
+    """Start the operator with a dev webhook and wait until the apiserver can call it."""
+    webhook_port, metrics_port = free_port(), free_port()
+    workdir.mkdir(parents=True, exist_ok=True)
+    log = workdir / "operator.log"
+    argv = [
+        sys.executable,
+        "-m",
+        "dbquota",
+        "run",
+        "--dev-webhook",
+        f"--webhook-host={cluster.webhook_host}",
+        f"--webhook-port={webhook_port}",
+        f"--webhook-cert-dir={workdir / 'certs'}",
+        f"--webhook-configuration={configuration}",
+        f"--metrics-port={metrics_port}",
+        f"--cache-path={workdir / 'cache.sqlite3'}",
+        *extra,
+    ]
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            argv, stdout=out, stderr=subprocess.STDOUT, env=cluster.env(), cwd=workdir
+        )
+    op = OperatorProcess(proc=proc, log=log, webhook_port=webhook_port, metrics_port=metrics_port)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"operator exited with {proc.returncode}:\n{op.logs()}")
+        vwc = kubectl(
+            "get", "validatingwebhookconfiguration", configuration, "-o", "json", check=False
+        )
+        if vwc.returncode == 0:
+            urls = [w["clientConfig"].get("url", "") for w in json.loads(vwc.stdout)["webhooks"]]
+            if any(f":{webhook_port}/" in u for u in urls) and (wait is None or wait()):
+                return op
+        time.sleep(0.3)
+    stop_operator(op)
+    raise AssertionError(f"operator did not register its webhook in 60s:\n{op.logs()}")
+
+
+def stop_operator(op: OperatorProcess) -> None:
+    """SIGTERM, then SIGKILL after 15 s."""
+    if op.proc.poll() is None:
+        op.proc.terminate()
+        try:
+            op.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            op.proc.kill()
+            op.proc.wait()
+
+
+@pytest.fixture(scope="session")
+def operator(
+    cluster: Cluster, kubectl: Kubectl, crds: None, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OperatorProcess]:
+    op = start_operator(cluster, kubectl, tmp_path_factory.mktemp("operator"))
+    yield op
+    stop_operator(op)
+    kubectl("delete", "validatingwebhookconfiguration", "e2e.dbquota.io", check=False)
+    kubectl("delete", "mutatingwebhookconfiguration", "e2e.dbquota.io", check=False)
+
+
+def wait_for(predicate: Callable[[], Any], *, timeout: float = 30, what: str = "condition") -> Any:
+    """Poll ``predicate`` until it returns something truthy; fail with ``what`` after timeout."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value {last!r}")
