@@ -267,7 +267,9 @@ def test_hard_caps_hold_in_every_mode(
     quota = replace(
         quota,
         hard=quotas.HardCaps(
-            claims=data.draw(st.just(quota.hard.claims) | edge.map(lambda d: usage.claims + d)),
+            claims=data.draw(
+                st.just(quota.hard.claims) | edge.map(lambda d: max(0, usage.claims + d))
+            ),
             storage_gib=data.draw(
                 st.just(quota.hard.storage_gib)
                 | edge.map(lambda d: max(0, usage.storage_gib + growth + d))
