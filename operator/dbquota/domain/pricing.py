@@ -1,0 +1,162 @@
+"""Pricing a claim: live, conservative, and the growth an UPDATE adds.
+
+A claim costs, per month::
+
+    instance hourly price x 730 hours x replicas  +  storageGiB x price per GiB-month
+
+:func:`project_cost` prices it exactly at one :class:`~dbquota.domain.billing.PriceBook`
+(None when the book does not know its instance class). Conservative pricing
+(:func:`conservative_cost`) uses the highest unit price seen in the price history
+(:func:`highest_known`) times the quota's safety margin; a class never seen is priced as the
+most expensive class known, so an unknown or mistyped class can never be cheap.
+
+An UPDATE reserves only what it adds (:func:`growth_cost`): increases are priced at the
+high rates, decreases at the low ones, and the result is never below zero, so pricing at
+higher rates can never make an update look cheaper.
+
+:data:`PricingMode` is what ``status.pricing`` of a claim shows. Called by
+:mod:`dbquota.domain.verdicts`. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from dbquota.domain import billing, claims
+
+PricingMode = Literal["Live", "Cached", "Conservative", "StrictCap", "FailOpen"]
+"""How an admitted claim was priced (``status.pricing`` of a DatabaseClaim):
+
+- ``Live``: billing healthy and fresh, last sync succeeded, the class is in the catalog;
+- ``Cached``: not degraded, but the latest syncs failed and the cached prices served;
+- ``Conservative``: highest known prices x safetyMargin (degraded, or a class missing
+  from the catalog);
+- ``StrictCap``: admitted under StrictCap's allowance while degraded;
+- ``FailOpen``: admitted without a budget check while degraded.
+"""
+
+PRICING_MODES: tuple[PricingMode, ...] = ("Live", "Cached", "Conservative", "StrictCap", "FailOpen")
+
+
+@dataclass(frozen=True, kw_only=True)
+class UnitPrices:
+    """The two unit prices one claim's cost depends on."""
+
+    instance_hourly: float
+    """Price of one instance of the claim's class per hour."""
+    storage_gib_month: float
+    """Price of one GiB of storage per month."""
+
+
+ZERO = UnitPrices(instance_hourly=0.0, storage_gib_month=0.0)
+"""Free: the low side of an update when nothing lower is known."""
+
+
+def monthly_cost(*, claim: claims.ClaimSpec, unit: UnitPrices) -> float:
+    """The claim's monthly cost at ``unit`` prices."""
+    compute = billing.HOURS_PER_MONTH * claim.replicas * unit.instance_hourly
+    return compute + claim.storage_gib * unit.storage_gib_month
+
+
+def live_unit_prices(*, instance_class: str, prices: billing.PriceBook) -> UnitPrices | None:
+    """The book's unit prices for ``instance_class``; None when the class is not in it."""
+    hourly = prices.instance_hourly.get(instance_class)
+    if hourly is None:
+        return None
+    return UnitPrices(instance_hourly=hourly, storage_gib_month=prices.storage_gib_month)
+
+
+def project_cost(*, claim: claims.ClaimSpec, prices: billing.PriceBook) -> float | None:
+    """The claim's monthly cost at ``prices``; None when its instance class is unknown there."""
+    unit = live_unit_prices(instance_class=claim.instance_class, prices=prices)
+    return None if unit is None else monthly_cost(claim=claim, unit=unit)
+
+
+def highest_known(*books: billing.PriceBook | None) -> billing.PriceBook | None:
+    """Per class and for storage, the highest unit price in any of ``books``.
+
+    Conservative pricing reads ``highest_known(snapshot.highest, snapshot.prices)``, so the
+    latest catalog counts even before it reaches the history window. None when no book has
+    an instance class.
+    """
+    hourly: dict[str, float] = {}
+    storage = 0.0
+    observed_at = 0.0
+    for book in books:
+        if book is None:
+            continue
+        for instance_class, price in book.instance_hourly.items():
+            hourly[instance_class] = max(price, hourly.get(instance_class, price))
+        storage = max(storage, book.storage_gib_month)
+        observed_at = max(observed_at, book.observed_at)
+    if not hourly:
+        return None
+    return billing.PriceBook(
+        instance_hourly=hourly, storage_gib_month=storage, observed_at=observed_at
+    )
+
+
+def conservative_unit_prices(
+    *, instance_class: str, highest: billing.PriceBook, margin: float
+) -> UnitPrices:
+    """Highest known unit prices x ``margin``; a class never seen costs as the dearest known."""
+    hourly = highest.instance_hourly.get(instance_class, highest.highest_instance_hourly())
+    return UnitPrices(
+        instance_hourly=hourly * margin, storage_gib_month=highest.storage_gib_month * margin
+    )
+
+
+def conservative_cost(
+    *, claim: claims.ClaimSpec, highest: billing.PriceBook, margin: float
+) -> float:
+    """The claim's monthly cost at highest known unit prices x ``margin``."""
+    unit = conservative_unit_prices(
+        instance_class=claim.instance_class, highest=highest, margin=margin
+    )
+    return monthly_cost(claim=claim, unit=unit)
+
+
+def _priced_change(amount: float, *, high: float, low: float) -> float:
+    return amount * (high if amount >= 0 else low)
+
+
+def growth_cost(
+    *,
+    claim: claims.ClaimSpec,
+    old_claim: claims.ClaimSpec | None,
+    high: UnitPrices,
+    low: UnitPrices,
+) -> float:
+    """What the request adds to the monthly bill, never below zero.
+
+    ``high`` are the unit prices of ``claim``'s class, ``low`` those of ``old_claim``'s. A
+    CREATE (``old_claim`` None) adds its whole cost at ``high``. An UPDATE adds ``new - old``:
+    in the same class, more replicas or storage are priced at ``high`` and fewer at ``low``;
+    across classes, the new instances at ``high`` minus the old ones at ``low``. With
+    ``high == low`` this is exactly ``max(0, new - old)``.
+    """
+    if old_claim is None:
+        return monthly_cost(claim=claim, unit=high)
+    if claim.instance_class == old_claim.instance_class:
+        compute = _priced_change(
+            billing.HOURS_PER_MONTH * (claim.replicas - old_claim.replicas),
+            high=high.instance_hourly,
+            low=low.instance_hourly,
+        )
+    else:
+        compute = (
+            billing.HOURS_PER_MONTH * claim.replicas * high.instance_hourly
+            - billing.HOURS_PER_MONTH * old_claim.replicas * low.instance_hourly
+        )
+    storage = _priced_change(
+        claim.storage_gib - old_claim.storage_gib,
+        high=high.storage_gib_month,
+        low=low.storage_gib_month,
+    )
+    return max(0.0, compute + storage)
+
+
+def update_delta(*, new: float, old: float) -> float:
+    """``new - old``, never below zero: an UPDATE that costs less reserves nothing."""
+    return max(0.0, new - old)

@@ -1,0 +1,282 @@
+"""DatabaseQuota specs and namespace usage, as the admission decision reads them.
+
+:func:`parse_quota` turns a DatabaseQuota's ``name`` and ``spec`` (a plain dict, as kopf and
+the API server hand it over) into a frozen :class:`QuotaSpec`, applying the CRD's defaults
+for absent fields so that a spec read before defaulting decides the same way as one read
+after. :func:`parse_duration` reads Go-style durations (``15m``, ``1h30m``, ``500ms``) such
+as ``spec.degradation.maxStaleness``. :class:`Usage` is what a namespace already spends and
+holds; the services build it from billing data and the quota's reservations.
+
+Called by the admission handler and the reconciler (through the services), and by
+:func:`dbquota.domain.verdicts.decide`. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal, TypedDict, TypeVar
+
+from dbquota.domain import fields
+
+Enforcement = Literal["Enforce", "Warn", "DryRun"]
+"""What a denial does: Enforce denies; Warn admits with a warning; DryRun only records it."""
+
+Policy = Literal["Conservative", "StrictCap", "FailClosed", "FailOpen"]
+"""What admission does while billing is degraded (see :mod:`dbquota.domain.degradation`)."""
+
+ENFORCEMENTS: tuple[Enforcement, ...] = ("Enforce", "Warn", "DryRun")
+POLICIES: tuple[Policy, ...] = ("Conservative", "StrictCap", "FailClosed", "FailOpen")
+
+DEFAULT_CURRENCY = "USD"
+DEFAULT_ENFORCEMENT: Enforcement = "Enforce"
+DEFAULT_POLICY: Policy = "Conservative"
+DEFAULT_MAX_STALENESS = "15m"
+DEFAULT_SAFETY_MARGIN = 1.2
+
+
+class HardSpec(TypedDict, total=False):
+    """``spec.hard`` of a DatabaseQuota."""
+
+    claims: int
+    storageGiB: int
+
+
+class StrictCapSpec(TypedDict, total=False):
+    """``spec.degradation.strictCap`` of a DatabaseQuota."""
+
+    claims: int
+    storageGiB: int
+
+
+class DegradationSpec(TypedDict, total=False):
+    """``spec.degradation`` of a DatabaseQuota."""
+
+    policy: Policy
+    maxStaleness: str
+    safetyMargin: float
+    strictCap: StrictCapSpec
+
+
+class DatabaseQuotaSpec(TypedDict, total=False):
+    """``spec`` of a DatabaseQuota as the API stores it (``monthlyBudget`` is required)."""
+
+    monthlyBudget: float
+    currency: str
+    hard: HardSpec
+    enforcement: Enforcement
+    degradation: DegradationSpec
+
+
+@dataclass(frozen=True, kw_only=True)
+class HardCaps:
+    """Caps that need no pricing, as totals over the namespace; None means no cap."""
+
+    claims: int | None = None
+    """Most DatabaseClaims in the namespace."""
+    storage_gib: int | None = None
+    """Most storage over all claims of the namespace, in GiB."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class StrictCap:
+    """StrictCap's allowance: the most that may be newly admitted while billing is degraded.
+
+    Zero means none (the CRD's default for an absent field), as a ResourceQuota hard limit
+    of 0 does.
+    """
+
+    claims: int = 0
+    """New claims admitted while degraded."""
+    storage_gib: int = 0
+    """GiB of storage added (new claims or grown ones) while degraded."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class QuotaSpec:
+    """One DatabaseQuota, validated and with the CRD's defaults applied."""
+
+    name: str
+    """The DatabaseQuota's name (shown in every message)."""
+    monthly_budget: float
+    """Money per month for all claims of the namespace, in ``currency``; > 0."""
+    currency: str = DEFAULT_CURRENCY
+    """ISO 4217 code; default USD."""
+    hard: HardCaps = field(default_factory=HardCaps)
+    """Caps enforced in every mode; default none."""
+    enforcement: Enforcement = DEFAULT_ENFORCEMENT
+    """Default Enforce."""
+    policy: Policy = DEFAULT_POLICY
+    """Degradation policy; default Conservative."""
+    max_staleness: float = 900.0
+    """Seconds after the last successful sync at which billing data counts as stale; 15m."""
+    safety_margin: float = DEFAULT_SAFETY_MARGIN
+    """Multiplier (>= 1) on the highest known unit prices for conservative pricing; 1.2."""
+    strict_cap: StrictCap = field(default_factory=StrictCap)
+    """StrictCap's allowance; default zero claims and zero GiB."""
+
+    def __post_init__(self) -> None:
+        if not (self.monthly_budget > 0 and math.isfinite(self.monthly_budget)):
+            raise ValueError(f"monthlyBudget must be > 0, got {self.monthly_budget!r}")
+        if not (self.safety_margin >= 1 and math.isfinite(self.safety_margin)):
+            raise ValueError(f"degradation.safetyMargin must be >= 1, got {self.safety_margin!r}")
+        if not self.max_staleness >= 0:
+            raise ValueError(f"degradation.maxStaleness must be >= 0 s, got {self.max_staleness!r}")
+        for label, value in (
+            ("hard.claims", self.hard.claims),
+            ("hard.storageGiB", self.hard.storage_gib),
+            ("degradation.strictCap.claims", self.strict_cap.claims),
+            ("degradation.strictCap.storageGiB", self.strict_cap.storage_gib),
+        ):
+            if value is not None and value < 0:
+                raise ValueError(f"{label} must be >= 0, got {value}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class Usage:
+    """What a namespace already spends and holds, as one quota counts it.
+
+    Money is per month in the quota's currency. For an UPDATE, the claim being updated is
+    already counted here (in ``claims``, ``storage_gib`` and, once billed or reserved, in
+    the spend); the decision only adds its growth.
+    """
+
+    observed: float = 0.0
+    """Monthly run-rate billed for the namespace's claims (from the billing snapshot)."""
+    reserved: float = 0.0
+    """Budget held for admitted claims that billing does not show yet."""
+    claims: int = 0
+    """DatabaseClaims in the namespace (admitted ones not yet created included)."""
+    storage_gib: int = 0
+    """Storage over those claims, in GiB."""
+    degraded_claims: int = 0
+    """New claims admitted while billing was degraded (StrictCap counts these)."""
+    degraded_storage_gib: int = 0
+    """GiB admitted while billing was degraded, new claims and growth (StrictCap)."""
+
+    def __post_init__(self) -> None:
+        for label, value in (
+            ("observed", self.observed),
+            ("reserved", self.reserved),
+            ("claims", self.claims),
+            ("storage_gib", self.storage_gib),
+            ("degraded_claims", self.degraded_claims),
+            ("degraded_storage_gib", self.degraded_storage_gib),
+        ):
+            if not (value >= 0 and math.isfinite(value)):
+                raise ValueError(f"usage {label} must be a finite number >= 0, got {value!r}")
+
+    @property
+    def spend(self) -> float:
+        """Observed plus reserved, per month."""
+        return self.observed + self.reserved
+
+
+def remaining(*, quota: QuotaSpec, usage: Usage) -> float:
+    """Budget left: ``monthlyBudget - observed - reserved`` (negative when over budget)."""
+    return quota.monthly_budget - usage.spend
+
+
+_DURATION_UNITS: Mapping[str, float] = {
+    "ns": 1e-9,
+    "us": 1e-6,
+    "µs": 1e-6,  # Go accepts the micro sign and the Greek mu
+    "μs": 1e-6,
+    "ms": 1e-3,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+}
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+_DURATION = re.compile(rf"(?:{_DURATION_PART.pattern})+")
+_DURATION_HINT = "expected a duration such as 90s, 15m, 1h30m or 500ms"
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a Go-style duration: ``15m`` → 900.0, ``1h30m`` → 5400.0, ``500ms`` → 0.5.
+
+    Accepts what Go's ``time.ParseDuration`` accepts without a sign: a sequence of decimal
+    numbers each with a unit (``ns``, ``us``/``µs``, ``ms``, ``s``, ``m``, ``h``), or a bare
+    ``0``. Anything else raises ``ValueError`` saying what was expected.
+    """
+    if text == "0":
+        return 0.0
+    if not isinstance(text, str) or not _DURATION.fullmatch(text):
+        raise ValueError(f"invalid duration {text!r}: {_DURATION_HINT}")
+    return sum(
+        float(amount) * _DURATION_UNITS[unit] for amount, unit in _DURATION_PART.findall(text)
+    )
+
+
+_Choice = TypeVar("_Choice", bound=str)
+
+
+def _choice(value: str, choices: tuple[_Choice, ...], *, where: str) -> _Choice:
+    for choice in choices:
+        if value == choice:
+            return choice
+    raise ValueError(f"{where} must be one of {', '.join(choices)}, got {value!r}")
+
+
+def parse_quota(*, name: str, spec: Mapping[str, object]) -> QuotaSpec:
+    """A :class:`QuotaSpec` from a DatabaseQuota's name and ``spec``; ``ValueError`` if invalid.
+
+    Absent fields get the CRD's defaults: currency USD, enforcement Enforce, policy
+    Conservative, maxStaleness 15m, safetyMargin 1.2, strictCap 0 claims / 0 GiB, no hard
+    caps.
+    """
+    where = f"DatabaseQuota {name}: spec"
+    hard = fields.mapping(spec, "hard", where=where)
+    degradation = fields.mapping(spec, "degradation", where=where)
+    strict = fields.mapping(degradation, "strictCap", where=f"{where}.degradation")
+    max_staleness = fields.string(
+        degradation, "maxStaleness", where=f"{where}.degradation", default=DEFAULT_MAX_STALENESS
+    )
+    try:
+        staleness_seconds = parse_duration(max_staleness)
+    except ValueError as exc:
+        raise ValueError(f"{where}.degradation.maxStaleness: {exc}") from exc
+    try:
+        return QuotaSpec(
+            name=name,
+            monthly_budget=fields.number(spec, "monthlyBudget", where=where),
+            currency=fields.string(spec, "currency", where=where, default=DEFAULT_CURRENCY),
+            hard=HardCaps(
+                claims=fields.optional_integer(hard, "claims", where=f"{where}.hard"),
+                storage_gib=fields.optional_integer(hard, "storageGiB", where=f"{where}.hard"),
+            ),
+            enforcement=_choice(
+                fields.string(spec, "enforcement", where=where, default=DEFAULT_ENFORCEMENT),
+                ENFORCEMENTS,
+                where=f"{where}.enforcement",
+            ),
+            policy=_choice(
+                fields.string(
+                    degradation, "policy", where=f"{where}.degradation", default=DEFAULT_POLICY
+                ),
+                POLICIES,
+                where=f"{where}.degradation.policy",
+            ),
+            max_staleness=staleness_seconds,
+            safety_margin=fields.number(
+                degradation,
+                "safetyMargin",
+                where=f"{where}.degradation",
+                default=DEFAULT_SAFETY_MARGIN,
+            ),
+            strict_cap=StrictCap(
+                claims=fields.integer(
+                    strict, "claims", where=f"{where}.degradation.strictCap", default=0
+                ),
+                storage_gib=fields.integer(
+                    strict, "storageGiB", where=f"{where}.degradation.strictCap", default=0
+                ),
+            ),
+        )
+    except ValueError as exc:
+        message = str(exc)
+        if message.startswith("DatabaseQuota "):
+            raise
+        raise ValueError(f"{where}.{message}") from exc

@@ -1,0 +1,1 @@
+"""Unit tests of the pure domain layer (mirrors ``operator/dbquota/domain/``)."""

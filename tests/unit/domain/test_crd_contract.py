@@ -1,0 +1,46 @@
+"""The domain agrees with the CRDs in ``crds/``, which are the source of truth.
+
+Checks that the enums the domain decides with (enforcement, degradation policy, the
+pricing modes a claim's ``status.pricing`` may show) are exactly the CRDs' enums, and that
+``parse_quota`` applies the same defaults as the DatabaseQuota schema.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dbquota.domain import pricing, quotas
+
+CRDS = Path(__file__).resolve().parents[3] / "crds"
+
+
+def schema(kind: str) -> dict[str, Any]:
+    crd = yaml.safe_load((CRDS / f"{kind}.yaml").read_text())
+    spec: dict[str, Any] = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]
+    return spec
+
+
+def test_enums_match_the_crds() -> None:
+    quota = schema("databasequotas")["spec"]["properties"]
+    assert tuple(quota["enforcement"]["enum"]) == quotas.ENFORCEMENTS
+    degradation = quota["degradation"]["properties"]
+    assert tuple(degradation["policy"]["enum"]) == quotas.POLICIES
+    claim_status = schema("databaseclaims")["status"]["properties"]
+    assert tuple(claim_status["pricing"]["enum"]) == pricing.PRICING_MODES
+
+
+def test_defaults_match_the_crd() -> None:
+    spec = schema("databasequotas")["spec"]["properties"]
+    degradation = spec["degradation"]["properties"]
+    strict = degradation["strictCap"]["properties"]
+    parsed = quotas.parse_quota(name="q", spec={"monthlyBudget": 1})
+    assert parsed.currency == spec["currency"]["default"]
+    assert parsed.enforcement == spec["enforcement"]["default"]
+    assert parsed.policy == degradation["policy"]["default"]
+    assert parsed.max_staleness == quotas.parse_duration(degradation["maxStaleness"]["default"])
+    assert parsed.safety_margin == degradation["safetyMargin"]["default"]
+    assert parsed.strict_cap.claims == strict["claims"]["default"]
+    assert parsed.strict_cap.storage_gib == strict["storageGiB"]["default"]
