@@ -60,6 +60,10 @@ INVALID_QUOTAS = [
     ({"degradation": {"safetyMargin": 0.5}}, "spec.degradation.safetyMargin"),
     ({"degradation": {"policy": "StrictCap"}}, "policy StrictCap needs strictCap"),
     ({"hard": {"claims": -1}}, "spec.hard.claims"),
+    (
+        {"degradation": {"policy": "StrictCap", "strictCap": {}}},
+        "strictCap needs claims, storageGiB or both",
+    ),
 ]
 
 

@@ -84,14 +84,15 @@ class HardCaps:
 class StrictCap:
     """StrictCap's allowance: the most that may be newly admitted while billing is degraded.
 
-    Zero means none (the CRD's default for an absent field), as a ResourceQuota hard limit
-    of 0 does.
+    ``None`` leaves that dimension unlimited (``strictCap: {claims: 2}`` caps claims only);
+    0 admits none, as a ResourceQuota hard limit of 0 does. A StrictCap quota that sets
+    neither is read as ``claims=0`` (the CRD refuses it; this is the safe reading).
     """
 
-    claims: int = 0
-    """New claims admitted while degraded."""
-    storage_gib: int = 0
-    """GiB of storage added (new claims or grown ones) while degraded."""
+    claims: int | None = None
+    """New claims admitted while degraded; None = no limit on the count."""
+    storage_gib: int | None = None
+    """GiB of storage added (new claims or grown ones) while degraded; None = no limit."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -220,6 +221,14 @@ def _choice(value: str, choices: tuple[_Choice, ...], *, where: str) -> _Choice:
     raise ValueError(f"{where} must be one of {', '.join(choices)}, got {value!r}")
 
 
+def _strict_cap(strict: Mapping[str, object], *, where: str) -> StrictCap:
+    claims = fields.optional_integer(strict, "claims", where=where)
+    storage = fields.optional_integer(strict, "storageGiB", where=where)
+    if claims is None and storage is None:
+        return StrictCap(claims=0)
+    return StrictCap(claims=claims, storage_gib=storage)
+
+
 def parse_quota(*, name: str, spec: Mapping[str, object]) -> QuotaSpec:
     """A :class:`QuotaSpec` from a DatabaseQuota's name and ``spec``; ``ValueError`` if invalid.
 
@@ -266,14 +275,7 @@ def parse_quota(*, name: str, spec: Mapping[str, object]) -> QuotaSpec:
                 where=f"{where}.degradation",
                 default=DEFAULT_SAFETY_MARGIN,
             ),
-            strict_cap=StrictCap(
-                claims=fields.integer(
-                    strict, "claims", where=f"{where}.degradation.strictCap", default=0
-                ),
-                storage_gib=fields.integer(
-                    strict, "storageGiB", where=f"{where}.degradation.strictCap", default=0
-                ),
-            ),
+            strict_cap=_strict_cap(strict, where=f"{where}.degradation.strictCap"),
         )
     except ValueError as exc:
         message = str(exc)

@@ -308,7 +308,11 @@ def _strict_cap_denials(
 ) -> list[_Denial]:
     cap = quota.strict_cap
     denials: list[_Denial] = []
-    if new_claims > 0 and usage.degraded_claims + new_claims > cap.claims:
+    if (
+        cap.claims is not None
+        and new_claims > 0
+        and usage.degraded_claims + new_claims > cap.claims
+    ):
         denials.append(
             _Denial(
                 "StrictCapExceeded",
@@ -316,7 +320,11 @@ def _strict_cap_denials(
                 f"degraded and {usage.degraded_claims:,} already were",
             )
         )
-    if storage_gib > 0 and usage.degraded_storage_gib + storage_gib > cap.storage_gib:
+    if (
+        cap.storage_gib is not None
+        and storage_gib > 0
+        and usage.degraded_storage_gib + storage_gib > cap.storage_gib
+    ):
         denials.append(
             _Denial(
                 "StrictCapExceeded",
@@ -401,9 +409,11 @@ def _conservative(req: _Degraded, denials: list[_Denial], warnings: list[str]) -
 def _strict_cap(req: _Degraded, denials: list[_Denial], warnings: list[str]) -> _Outcome:
     """The allowance, plus the conservative budget check when any prices are known."""
     cap, usage = req.quota.strict_cap, req.usage
+    of_claims = "unlimited" if cap.claims is None else f"{cap.claims:,}"
+    of_storage = "unlimited" if cap.storage_gib is None else f"{cap.storage_gib:,}"
     warnings.append(
-        f"{req.why}: policy StrictCap, {usage.degraded_claims:,} of {cap.claims:,} new claims "
-        f"and {usage.degraded_storage_gib:,} of {cap.storage_gib:,} GiB already admitted "
+        f"{req.why}: policy StrictCap, {usage.degraded_claims:,} of {of_claims} new claims "
+        f"and {usage.degraded_storage_gib:,} of {of_storage} GiB already admitted "
         f"while degraded; {req.how}"
     )
     denials.extend(

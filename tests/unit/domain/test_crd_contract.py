@@ -42,5 +42,6 @@ def test_defaults_match_the_crd() -> None:
     assert parsed.policy == degradation["policy"]["default"]
     assert parsed.max_staleness == quotas.parse_duration(degradation["maxStaleness"]["default"])
     assert parsed.safety_margin == degradation["safetyMargin"]["default"]
-    assert parsed.strict_cap.claims == strict["claims"]["default"]
-    assert parsed.strict_cap.storage_gib == strict["storageGiB"]["default"]
+    assert "default" not in strict["claims"]  # absent = no limit on that dimension
+    assert "default" not in strict["storageGiB"]
+    assert parsed.strict_cap == quotas.StrictCap(claims=0)

@@ -27,7 +27,7 @@ def test_absent_fields_get_the_crd_defaults() -> None:
         policy="Conservative",
         max_staleness=900.0,
         safety_margin=1.2,
-        strict_cap=quotas.StrictCap(claims=0, storage_gib=0),
+        strict_cap=quotas.StrictCap(claims=0),
     )
 
 
@@ -55,11 +55,16 @@ def test_every_field_is_read() -> None:
     assert quota.strict_cap == quotas.StrictCap(claims=2, storage_gib=100)
 
 
-def test_partial_strict_cap_defaults_the_other_dimension_to_zero() -> None:
+def test_partial_strict_cap_leaves_the_other_dimension_unlimited() -> None:
     spec = {"monthlyBudget": 10, "degradation": {"strictCap": {"claims": 3}}}
     assert quotas.parse_quota(name="q", spec=spec).strict_cap == quotas.StrictCap(
-        claims=3, storage_gib=0
+        claims=3, storage_gib=None
     )
+
+
+def test_empty_strict_cap_admits_no_new_claims() -> None:
+    spec = {"monthlyBudget": 10, "degradation": {"policy": "StrictCap", "strictCap": {}}}
+    assert quotas.parse_quota(name="q", spec=spec).strict_cap == quotas.StrictCap(claims=0)
 
 
 @pytest.mark.parametrize(

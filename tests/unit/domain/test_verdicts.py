@@ -18,6 +18,8 @@ Checks, with exact message text where a tenant reads it:
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from dbquota.domain import billing, claims, pricing, quotas, verdicts
@@ -347,7 +349,15 @@ def test_strict_cap_default_allowance_is_zero() -> None:
     assert not decision.allowed
     assert decision.reason == "StrictCapExceeded"
     assert "at most 0 new claims" in decision.message
-    assert "at most 0 GiB of new storage" in decision.message
+
+
+def test_strict_cap_on_claims_only_leaves_storage_unlimited() -> None:
+    quota = dataclasses.replace(
+        samples.with_policy("StrictCap"), strict_cap=quotas.StrictCap(claims=1)
+    )
+    decision = decide(quota, snapshot=samples.degraded())
+    assert decision.allowed, decision.message
+    assert decision.reason == "WithinStrictCap"
 
 
 # -- degraded: FailClosed and FailOpen ----------------------------------------------------
