@@ -33,6 +33,7 @@ class Reservation(TypedDict, total=False):
     storageGiB: int
     pricing: str
     degraded: bool
+    newClaim: bool
     reservedAt: str
 
 
