@@ -61,13 +61,15 @@ Reason = Literal[
     "StrictCapExceeded",
     "BillingUnavailable",
     "BudgetExceeded",
+    "InvalidQuota",
 ]
 """One CamelCase word per outcome (condition reason, metric label).
 
 Admitted: ``WithinBudget`` (priced and fits), ``NoIncrease`` (an UPDATE that adds nothing),
 ``WithinStrictCap`` (StrictCap, degraded), ``FailOpen`` (FailOpen, degraded). Denied (or,
 under Warn/DryRun, would be): ``HardCapExceeded``, ``StrictCapExceeded``,
-``BillingUnavailable`` (FailClosed, or nothing to price with), ``BudgetExceeded``.
+``BillingUnavailable`` (FailClosed, or nothing to price with), ``BudgetExceeded``,
+``InvalidQuota`` (the quota cannot be read; the CRD schema should prevent it).
 """
 
 ADMITTED_REASONS: tuple[Reason, ...] = ("WithinBudget", "NoIncrease", "WithinStrictCap", "FailOpen")
@@ -76,6 +78,7 @@ DENIED_REASONS: tuple[Reason, ...] = (
     "StrictCapExceeded",
     "BillingUnavailable",
     "BudgetExceeded",
+    "InvalidQuota",
 )
 
 

@@ -1,43 +1,118 @@
-"""kopf admission handler for DatabaseClaim: the validating webhook's entry point.
+"""kopf handlers for DatabaseClaim: the validating webhook, an index, and the claim's status.
 
-Reads only the in-memory quota index (never the apiserver, never the billing API) and turns
-the domain's verdict into kopf's answer: an ``AdmissionError`` denies with the verdict's
-message; warnings go into the admission response.
+- ``claims_by_namespace``: every claim's name, uid, billing cluster id and storage, the
+  in-memory view admission and reconciliation count usage from.
+- ``validate_claim``: the webhook (path ``/validate-claims``). It only reads kopf's
+  indexes and the billing snapshot, reserves through the quota's ledger, and turns the
+  verdict into kopf's answer: ``AdmissionError`` denies with the verdict's message;
+  warnings go into the admission response (kubectl prints them).
+- ``claim_status``: writes ``estimatedMonthlyCost``, ``pricing`` and the ``Admitted``
+  condition from the reservation its admission took, and asks the quota to reconcile so
+  the reservation learns the claim's uid.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import kopf
 
-from dbquota.domain import verdicts
+from dbquota.domain import claims, conditions, pricing, reservations
+from dbquota.handlers import runtime as runtime_
+from dbquota.services import admitting
 
-GROUP = "dbquota.io"
+GROUP, VERSION = "dbquota.io", "v1alpha1"
 
 
-@kopf.on.validate(  # type: ignore[arg-type]
-    GROUP,
-    "v1alpha1",
-    "databaseclaims",
-    id="validate-claims",
-    operations=["CREATE", "UPDATE"],
-    side_effects=True,
+@kopf.index(GROUP, VERSION, "databaseclaims")
+def claims_by_namespace(
+    namespace: str | None, name: str | None, uid: str | None, spec: kopf.Spec, **_: Any
+) -> dict[str | None, reservations.ClaimRef]:
+    """``{namespace: ClaimRef}`` for every claim kopf has seen."""
+    try:
+        parsed = claims.parse_claim(namespace=namespace or "", name=name or "", spec=spec)
+    except ValueError:
+        return {}
+    return {namespace: reservations.ClaimRef(
+        name=name or "", uid=uid or "", cluster_id=parsed.cluster_id,
+        storage_gib=parsed.storage_gib)}
+
+
+@kopf.on.validate(
+    GROUP, VERSION, "databaseclaims",
+    id="validate-claims", operations=["CREATE", "UPDATE"], side_effects=True,
 )
-def validate_claim(
+async def validate_claim(
     spec: kopf.Spec,
+    old: kopf.Body | None,
     namespace: str | None,
     name: str | None,
-    quotas_by_namespace: kopf.Index[str | None, dict[str, Any]],
+    dryrun: bool,
     warnings: list[str],
+    memo: kopf.Memo,
+    quotas_by_namespace: kopf.Index[str | None, runtime_.QuotaEntry],
+    claims_by_namespace: kopf.Index[str | None, reservations.ClaimRef],
     **_: Any,
 ) -> None:
-    """Deny a claim that breaks a hard cap of a DatabaseQuota of its namespace."""
-    quotas = list(quotas_by_namespace.get(namespace, []))
-    verdict = verdicts.check_hard_caps(
-        claim_storage_gib=int(spec.get("storageGiB", 0)),
-        quotas=[(q["name"], q["spec"]) for q in quotas],
+    """Admit or deny a DatabaseClaim against its namespace's quotas (see module docstring)."""
+    runtime = runtime_.of(memo)
+    started = time.perf_counter()
+    old_spec = dict(old.get("spec", {})) if old else None
+    review = admitting.Review(namespace=namespace or "", name=name or "", spec=dict(spec),
+                              old_spec=old_spec, dry_run=dryrun)
+    verdict = await runtime.admission.review(
+        review,
+        quota_names=[q.name for q in quotas_by_namespace.get(namespace, [])],
+        claim_refs=list(claims_by_namespace.get(namespace, [])),
     )
+    runtime.observe_admission(verdict, seconds=time.perf_counter() - started, dry_run=dryrun)
     warnings.extend(verdict.warnings)
     if not verdict.allowed:
         raise kopf.AdmissionError(verdict.message, code=403)
+
+
+@kopf.on.resume(GROUP, VERSION, "databaseclaims")
+@kopf.on.create(GROUP, VERSION, "databaseclaims")
+@kopf.on.update(GROUP, VERSION, "databaseclaims", field="spec")
+async def claim_status(
+    spec: kopf.Spec,
+    namespace: str | None,
+    name: str | None,
+    meta: kopf.Meta,
+    status: kopf.Status,
+    patch: kopf.Patch,
+    memo: kopf.Memo,
+    quotas_by_namespace: kopf.Index[str | None, runtime_.QuotaEntry],
+    claims_by_namespace: kopf.Index[str | None, reservations.ClaimRef],
+    **_: Any,
+) -> None:
+    """Publish the claim's price and how it was priced; let its quotas learn its uid."""
+    runtime = runtime_.of(memo)
+    generation = int(meta.get("generation", 0))
+    parsed = claims.parse_claim(namespace=namespace or "", name=name or "", spec=spec)
+    quota_entries = list(quotas_by_namespace.get(namespace, []))
+    held = await runtime.find_reservation(namespace=namespace or "", claim=name or "",
+                                          quotas=[q.name for q in quota_entries])
+    snapshot = runtime.snapshot()
+    if held is not None:
+        cost, mode = float(held.get("cost", 0.0)), str(held.get("pricing", "Live"))
+    else:
+        live = pricing.project_cost(claim=parsed, prices=snapshot.prices) if (
+            snapshot.prices) else None
+        cost, mode = (live or 0.0), ("Live" if live is not None else "Conservative")
+    now = conditions.now()
+    message = f"admitted at {cost:,.2f}/month ({mode} pricing)"
+    if not quota_entries:
+        message = "admitted: the namespace has no DatabaseQuota"
+    patch.status["estimatedMonthlyCost"] = round(cost, 2)
+    if mode in pricing.PRICING_MODES:
+        patch.status["pricing"] = mode
+    patch.status["observedGeneration"] = generation
+    patch.status["conditions"] = conditions.set_condition(
+        list(status.get("conditions", [])), type_="Admitted", status="True",
+        reason=f"{mode}Pricing" if quota_entries else "NoQuota", message=message,
+        generation=generation, now=now,
+    )
+    for entry in quota_entries:
+        await runtime.reconcile(entry, claims=list(claims_by_namespace.get(namespace, [])))

@@ -1,26 +1,37 @@
 """Start kopf with dbquota's handlers and settings: the body of ``dbquota run``.
 
 Configures kopf (progress kept in annotations, not in our schema-checked status), the
-webhook server (in dev mode: a generated CA and serving certificate for 127.0.0.1 and a
-ValidatingWebhookConfiguration that kopf registers and keeps patched), and runs the
-operator until it is told to stop. Called by :mod:`dbquota.cli`.
+webhook server (in dev mode: a generated CA and serving certificate and a
+ValidatingWebhookConfiguration that kopf registers and keeps patched; otherwise the
+certificate files the Helm chart mounts, reloaded by kopf when they change), builds the
+:class:`~dbquota.handlers.runtime.Runtime` (Kubernetes connection, billing ingestion,
+admission, reconciliation, the probe and metrics server) at start-up and closes it at
+clean-up. Called by :mod:`dbquota.cli`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
 import kopf
 
 from dbquota import settings as settings_
+from dbquota.adapters import metrics
+from dbquota.adapters.kube import Kube
 from dbquota.errors import ConfigurationError
-from dbquota.handlers import claims, quotas  # noqa: F401 - importing registers the handlers
+from dbquota.handlers import claims, quotas
+from dbquota.handlers import runtime as runtime_
 from dbquota.kits import certs
+from dbquota.services import admitting, ingesting, reconciling, reserving
 
 logger = logging.getLogger(__name__)
+
+__all__ = ["claims", "quotas", "run"]  # importing claims and quotas registers their handlers
 
 
 def ensure_dev_certificates(*, cert_dir: Path, host: str) -> tuple[Path, Path, Path]:
@@ -51,34 +62,71 @@ def configure(kopf_settings: kopf.OperatorSettings, cfg: settings_.Settings) -> 
         if webhook.configuration_name.count(".") < 1:
             raise ConfigurationError(
                 f"--webhook-configuration {webhook.configuration_name!r} must be a domain "
-                "with at least two dots' worth of segments once prefixed with the webhook id "
-                "(e.g. dbquota.io or e2e.dbquota.io)"
+                "name (e.g. dbquota.io): the apiserver wants webhook names of 3 segments"
             )
         ca, cert, key = ensure_dev_certificates(cert_dir=webhook.cert_dir, host=webhook.host)
         kopf_settings.admission.server = kopf.WebhookServer(
-            addr=webhook.host,
-            port=webhook.port,
-            host=webhook.host,
-            certfile=str(cert),
-            pkeyfile=str(key),
-            cafile=str(ca),
+            addr=webhook.host, port=webhook.port, host=webhook.host,
+            certfile=str(cert), pkeyfile=str(key), cafile=str(ca),
         )
         kopf_settings.admission.managed = webhook.configuration_name
     else:
+        cert, key = webhook.cert_dir / "tls.crt", webhook.cert_dir / "tls.key"
+        if not (cert.exists() and key.exists()):
+            raise ConfigurationError(
+                f"no webhook certificate: {cert} and {key} must exist (mount the chart's "
+                "Secret there, or use --dev-webhook for a local cluster)"
+            )
         kopf_settings.admission.server = kopf.WebhookServer(
-            addr=webhook.listen,
-            port=webhook.port,
-            certfile=str(webhook.cert_dir / "tls.crt"),
-            pkeyfile=str(webhook.cert_dir / "tls.key"),
+            addr=webhook.listen, port=webhook.port, certfile=str(cert), pkeyfile=str(key),
         )
+
+
+async def _serve(cfg: settings_.Settings, memo: kopf.Memo, stop: asyncio.Event) -> None:
+    """Own every long-lived part for the operator's lifetime; close them in order on stop."""
+    async with contextlib.AsyncExitStack() as stack:
+        kube = await Kube.connect()
+        stack.push_async_callback(kube.close)
+        ingestor = await stack.enter_async_context(ingesting.running(cfg))
+        if cfg.metrics_port:
+            port = await stack.enter_async_context(
+                metrics.serve_probes(cfg.metrics_port, ready=lambda: ingestor.ready))
+            logger.info("serving /metrics, /healthz and /readyz on port %d", port)
+        ledgers = reserving.Ledgers(kube)
+        runtime = runtime_.Runtime(
+            settings=cfg, kube=kube, ledgers=ledgers, ingestor=ingestor,
+            admission=admitting.Admission(
+                ledgers=ledgers, snapshot=ingestor.snapshot, clock=time.time,
+                no_quota=cfg.enforcement.no_quota),
+            reconciler=reconciling.Reconciler(
+                kube=kube, ledgers=ledgers, snapshot=ingestor.snapshot, clock=time.time,
+                grace=cfg.enforcement.reservation_grace),
+        )
+        ingestor.add_transition_listener(runtime.on_transition)
+        memo["runtime"] = runtime
+        await stop.wait()
 
 
 def run(cfg: settings_.Settings) -> None:
     """Run the operator until SIGINT/SIGTERM."""
+    quotas.register_timer(cfg.enforcement.resync_interval)
+    stop = asyncio.Event()
+    serving: list[asyncio.Task[None]] = []
 
     @kopf.on.startup()
-    def _startup(settings: kopf.OperatorSettings, **_: Any) -> None:
+    async def _startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         configure(settings, cfg)
+        serving.append(asyncio.create_task(_serve(cfg, memo, stop), name="dbquota runtime"))
+        while "runtime" not in memo:  # fail start-up if building the runtime fails
+            if serving[0].done():
+                serving[0].result()
+            await asyncio.sleep(0.05)
+
+    @kopf.on.cleanup()
+    async def _cleanup(**_: Any) -> None:
+        stop.set()
+        if serving:
+            await serving[0]
 
     namespaces = [cfg.namespace] if cfg.namespace else []
     asyncio.run(
@@ -87,5 +135,6 @@ def run(cfg: settings_.Settings) -> None:
             peering_name=cfg.peering or None,
             clusterwide=not namespaces,
             namespaces=namespaces,
+            memo=kopf.Memo(),
         )
     )

@@ -1,9 +1,11 @@
-"""kopf handlers for DatabaseQuota: keep an in-memory index and write the status.
+"""kopf handlers for DatabaseQuota: an in-memory index, status on every change and timer.
 
-The index (``quotas_by_namespace``) is the in-memory view the admission webhook reads, so
-admission never lists quotas from the apiserver. The first visit of a quota writes a status
-with every condition present as ``Unknown`` (Kubernetes API conventions), which later
-reconciliation refines.
+- ``quotas_by_namespace``: each quota's namespace, name, uid and generation; admission
+  reads it to know which quotas apply, never listing them from the apiserver.
+- ``first_status``: on the first visit (and on spec changes) a full reconcile, which
+  writes every condition (API conventions: present from the first visit).
+- ``refresh``: a timer (``--resync-interval``) that recomputes spend, billing health,
+  reservations and conditions, so staleness and breaker state stay current.
 """
 
 from __future__ import annotations
@@ -12,27 +14,61 @@ from typing import Any
 
 import kopf
 
-from dbquota.domain import conditions
+from dbquota.domain import reservations
+from dbquota.handlers import runtime as runtime_
 
-GROUP = "dbquota.io"
+GROUP, VERSION = "dbquota.io", "v1alpha1"
 
 
-@kopf.index(GROUP, "v1alpha1", "databasequotas")
+@kopf.index(GROUP, VERSION, "databasequotas")
 def quotas_by_namespace(
-    namespace: str | None, name: str | None, spec: kopf.Spec, **_: Any
-) -> dict[str | None, dict[str, Any]]:
-    """Index every quota's spec under its namespace: ``{namespace: [{"name":…, "spec":…}]}``."""
-    return {namespace: {"name": name, "spec": dict(spec)}}
+    namespace: str | None, name: str | None, uid: str | None, meta: kopf.Meta, **_: Any
+) -> dict[str | None, runtime_.QuotaEntry]:
+    """``{namespace: QuotaEntry}`` for every quota kopf has seen."""
+    return {namespace: runtime_.QuotaEntry(namespace=namespace or "", name=name or "",
+                                           uid=uid or "",
+                                           generation=int(meta.get("generation", 0)))}
 
 
-@kopf.on.resume(GROUP, "v1alpha1", "databasequotas")
-@kopf.on.create(GROUP, "v1alpha1", "databasequotas")
-@kopf.on.update(GROUP, "v1alpha1", "databasequotas", field="spec")
-def first_status(status: kopf.Status, meta: kopf.Meta, patch: kopf.Patch, **_: Any) -> None:
-    """Write the conditions on the first visit, even as Unknown, and the observed generation."""
-    now = conditions.now()
-    current = list(status.get("conditions") or [])
-    patch.status["conditions"] = conditions.initial(
-        current, now=now, generation=meta.get("generation", 0)
-    )
-    patch.status["observedGeneration"] = meta.get("generation", 0)
+def _entry(namespace: str | None, name: str | None, uid: str | None,
+           meta: kopf.Meta) -> runtime_.QuotaEntry:
+    return runtime_.QuotaEntry(namespace=namespace or "", name=name or "", uid=uid or "",
+                               generation=int(meta.get("generation", 0)))
+
+
+@kopf.on.resume(GROUP, VERSION, "databasequotas")
+@kopf.on.create(GROUP, VERSION, "databasequotas")
+@kopf.on.update(GROUP, VERSION, "databasequotas", field="spec")
+async def first_status(
+    namespace: str | None, name: str | None, uid: str | None, meta: kopf.Meta,
+    memo: kopf.Memo,
+    claims_by_namespace: kopf.Index[str | None, reservations.ClaimRef], **_: Any,
+) -> None:
+    """The whole status, conditions included, through the quota's ledger (never kopf's
+    patch, which would land after the ledger's write and overwrite it)."""
+    runtime = runtime_.of(memo)
+    await runtime.reconcile(_entry(namespace, name, uid, meta),
+                            claims=list(claims_by_namespace.get(namespace, [])))
+
+
+def register_timer(interval: float) -> None:
+    """Register the periodic refresh; its interval is a setting, so this runs at start-up."""
+
+    @kopf.timer(GROUP, VERSION, "databasequotas", interval=interval, idle=None,
+                id="refresh")
+    async def refresh(
+        namespace: str | None, name: str | None, uid: str | None, meta: kopf.Meta,
+        memo: kopf.Memo,
+        claims_by_namespace: kopf.Index[str | None, reservations.ClaimRef], **_: Any,
+    ) -> None:
+        runtime = runtime_.of(memo)
+        await runtime.reconcile(_entry(namespace, name, uid, meta),
+                                claims=list(claims_by_namespace.get(namespace, [])))
+
+
+@kopf.on.delete(GROUP, VERSION, "databasequotas", optional=True)
+def forget(namespace: str | None, name: str | None, memo: kopf.Memo, **_: Any) -> None:
+    """Drop a deleted quota's ledger (no finalizer: nothing to clean up elsewhere)."""
+    runtime = memo.get("runtime")
+    if isinstance(runtime, runtime_.Runtime):
+        runtime.forget(namespace=namespace or "", name=name or "")

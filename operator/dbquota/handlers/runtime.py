@@ -1,0 +1,122 @@
+"""The operator's long-lived parts, built once at start-up and shared by every handler.
+
+kopf hands each handler the ``memo``; :func:`of` finds the :class:`Runtime` in it. The
+runtime owns the Kubernetes connection, the ledgers, the ingestion worker, admission and
+reconciliation, and the few glue steps between them that handlers need (reporting a
+decision to metrics and to the fallback hit rate, finding a claim's reservation).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import kopf
+
+from dbquota.adapters import metrics
+from dbquota.adapters.kube import Kube
+from dbquota.domain import billing, reservations, verdicts
+from dbquota.domain.resources import Reservation
+from dbquota.errors import KubeError
+from dbquota.services import admitting, ingesting, reconciling, reserving
+from dbquota.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class QuotaEntry:
+    """What the quota index keeps of one DatabaseQuota."""
+
+    namespace: str
+    name: str
+    uid: str
+    generation: int
+
+
+@dataclass
+class Runtime:
+    """See the module docstring."""
+
+    settings: Settings
+    kube: Kube
+    ledgers: reserving.Ledgers
+    ingestor: ingesting.Ingestor
+    admission: admitting.Admission
+    reconciler: reconciling.Reconciler
+    quotas: dict[tuple[str, str], QuotaEntry] = field(default_factory=dict)
+    tasks: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def snapshot(self) -> billing.BillingSnapshot:
+        """The current billing snapshot (in memory)."""
+        return self.ingestor.snapshot()
+
+    def observe_admission(self, verdict: verdicts.Verdict, *, seconds: float,
+                          dry_run: bool) -> None:
+        """Count one admission in metrics and in the fallback hit rate."""
+        metrics.admission_seconds.observe(seconds)
+        for decision in verdict.decisions:
+            outcome = "admitted" if decision.allowed else "denied"
+            if decision.allowed and decision.would_deny:
+                outcome = "warned"
+            metrics.admission_decisions.labels(
+                outcome=outcome, pricing=decision.pricing or "None", reason=decision.reason,
+                dry_run=str(dry_run).lower(),
+            ).inc()
+            if decision.pricing is not None:
+                self.ingestor.record_decision(from_cache=decision.pricing != "Live")
+
+    def remember(self, entry: QuotaEntry) -> None:
+        """Track a quota (for breaker Events); forget its cached copy if its spec changed."""
+        key = (entry.namespace, entry.name)
+        before = self.quotas.get(key)
+        self.quotas[key] = entry
+        if before is not None and before.generation != entry.generation:
+            self.ledgers.of(namespace=entry.namespace, name=entry.name).forget()
+
+    def forget(self, *, namespace: str, name: str) -> None:
+        """A quota was deleted."""
+        self.quotas.pop((namespace, name), None)
+        self.ledgers.drop(namespace=namespace, name=name)
+
+    async def reconcile(self, entry: QuotaEntry,
+                        claims: Sequence[reservations.ClaimRef]) -> None:
+        """Refresh one quota's status (through its ledger)."""
+        self.remember(entry)
+        await self.reconciler.reconcile(
+            quota=reconciling.QuotaRef(namespace=entry.namespace, name=entry.name,
+                                       uid=entry.uid),
+            claims=claims,
+        )
+
+    async def find_reservation(self, *, namespace: str, claim: str,
+                               quotas: Sequence[str]) -> Reservation | None:
+        """The reservation a claim's admission took on one of ``quotas``, if any."""
+        for name in quotas:
+            try:
+                quota = await self.kube.get_quota(namespace=namespace, name=name)
+            except KubeError:
+                continue
+            for held in quota.get("status", {}).get("reservations", []):
+                if held.get("claim") == claim:
+                    return held
+        return None
+
+    def on_transition(self, old: str, new: str, reason: str) -> None:
+        """Breaker transition: an Event on every quota, then refresh their status at once."""
+        refs = [reconciling.QuotaRef(namespace=q.namespace, name=q.name, uid=q.uid)
+                for q in self.quotas.values()]
+        task = asyncio.get_running_loop().create_task(
+            self.reconciler.announce_transition(refs, old=old, new=new, reason=reason))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+
+def of(memo: kopf.Memo) -> Runtime:
+    """The runtime stored in kopf's memo by the start-up handler."""
+    runtime = memo.get("runtime")
+    if not isinstance(runtime, Runtime):
+        raise kopf.TemporaryError("the operator is still starting", delay=1)
+    return runtime
