@@ -117,6 +117,8 @@ class HttpBillingProvider:
         transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
         self._cfg = cfg
+        self._token: str | None = cfg.token or None
+        self.refresh_credentials()  # before any connection exists: a bad file fails fast
         self._clock: clock_.Clock = clock if clock is not None else clock_.SystemClock()
         timeout = httpx.Timeout(
             connect=cfg.connect_timeout,
@@ -137,8 +139,6 @@ class HttpBillingProvider:
         )
         self._limiter = aiolimiter.AsyncLimiter(cfg.rate_limit, 1.0) if cfg.rate_limit > 0 else None
         self._slots = asyncio.Semaphore(max(1, cfg.max_concurrency))
-        self._token: str | None = cfg.token or None
-        self.refresh_credentials()
 
     def refresh_credentials(self) -> None:
         """Re-read the token file (called before every sync, so rotation needs no restart)."""

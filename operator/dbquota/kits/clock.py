@@ -53,6 +53,7 @@ class FakeClock:
     def __init__(self, *, start: float = 1_700_000_000.0) -> None:
         self._now = start
         self._changed = asyncio.Event()
+        self._sleepers = 0
 
     def monotonic(self) -> float:
         return self._now
@@ -68,8 +69,17 @@ class FakeClock:
         self._changed.set()
         self._changed = asyncio.Event()
 
+    @property
+    def sleepers(self) -> int:
+        """Coroutines sleeping on this clock now (tests wait for a loop to be idle)."""
+        return self._sleepers
+
     async def sleep(self, seconds: float) -> None:
         deadline = self._now + max(0.0, seconds)
-        await asyncio.sleep(0)
-        while self._now < deadline:
-            await self._changed.wait()
+        self._sleepers += 1
+        try:
+            await asyncio.sleep(0)
+            while self._now < deadline:
+                await self._changed.wait()
+        finally:
+            self._sleepers -= 1

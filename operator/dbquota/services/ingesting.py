@@ -174,6 +174,7 @@ class Ingestor:
         self._events: deque[tuple[str, str]] = deque(maxlen=50)
         self._last_compaction = -COMPACT_EVERY
         self._task: asyncio.Task[None] | None = None
+        self._persisting: asyncio.Future[billing.PriceBook | None] | None = None
         metrics.set_circuit_state(self._breaker.state)
 
     # -- what the enforcement side calls ------------------------------------------------
@@ -255,12 +256,15 @@ class Ingestor:
             metrics.staleness_seconds.set_function(self.staleness)
 
     async def stop(self) -> None:
-        """Stop the loop and wait for it."""
+        """Stop the loop and wait for it (a cache write in progress is finished first)."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        if self._persisting is not None and not self._persisting.done():
+            with contextlib.suppress(errors.DbquotaError):
+                await self._persisting
 
     async def _loop(self) -> None:
         while True:
@@ -303,7 +307,9 @@ class Ingestor:
             rejected=tally.rejected,
             error=error,
         )
-        highest = await self._persist(record)
+        # Shielded: a stop() during the write lets the transaction finish, then waits for it.
+        self._persisting = asyncio.ensure_future(self._persist(record))
+        highest = await asyncio.shield(self._persisting)
         self._apply(tally, ok=ok, finished=finished, error=error, highest=highest)
         duration = self._clock.monotonic() - started_mono
         metrics.sync_duration.labels(result="ok" if ok else "failed").observe(duration)
