@@ -28,6 +28,7 @@ import contextlib
 import dataclasses
 import functools
 import logging
+import math
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Protocol, TypeVar
@@ -262,6 +263,7 @@ class Ingestor:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+            metrics.staleness_seconds.set_function(lambda: math.nan)
         if self._persisting is not None and not self._persisting.done():
             with contextlib.suppress(errors.DbquotaError):
                 await self._persisting
