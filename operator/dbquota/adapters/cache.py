@@ -140,16 +140,21 @@ class Cache:
 
     @staticmethod
     async def _connect(path: Path) -> aiosqlite.Connection:
-        path.parent.mkdir(parents=True, exist_ok=True)
+        """A prepared connection; _Unusable for a bad file (quarantine it), CacheError for
+        anything else (a folder we cannot write, a lock held elsewhere): that is not the
+        file's fault, so it is left where it is."""
         try:
+            path.parent.mkdir(parents=True, exist_ok=True)
             conn = await aiosqlite.connect(path, isolation_level=None)
-        except sqlite3.Error as exc:
-            raise _Unusable(str(exc)) from exc
+        except (OSError, sqlite3.Error) as exc:
+            raise errors.CacheError(f"cannot open the cache at {path}: {exc}") from exc
         try:
             await _prepare(conn)
         except sqlite3.DatabaseError as exc:
             await conn.close()
-            raise _Unusable(str(exc)) from exc
+            if _is_corruption(exc):
+                raise _Unusable(str(exc)) from exc
+            raise errors.CacheError(f"cannot open the cache at {path}: {exc}") from exc
         except _Unusable:
             await conn.close()
             raise

@@ -201,6 +201,10 @@ class Ingestor:
         when its listing leaves them out)."""
         self._tracked.update(cid for cid in cluster_ids if cid)
 
+    def untrack(self, cluster_ids: Iterable[str]) -> None:
+        """Stop fetching these cluster ids (their last cost stays in the snapshot)."""
+        self._tracked.difference_update(cluster_ids)
+
     @property
     def tracked(self) -> frozenset[str]:
         """The cluster ids given to :meth:`track`."""

@@ -204,3 +204,11 @@ async def test_rebuild_moves_a_file_aside_while_running(tmp_path: Path) -> None:
     assert quarantine.moved_to.exists()
     assert await c.latest() == {}
     await c.close()
+
+
+async def test_a_file_that_cannot_be_opened_is_an_error_not_a_quarantine(tmp_path: Path) -> None:
+    folder = tmp_path / "is-a-folder.sqlite3"
+    folder.mkdir()
+    with pytest.raises(errors.CacheError, match="cannot open"):
+        await cache_.Cache.open(folder)
+    assert folder.is_dir()  # left where it was

@@ -168,6 +168,10 @@ async def test_without_a_bulk_listing_tracked_clusters_are_fetched_one_by_one(
     assert sorted(ing.snapshot().costs) == ["c1", "c2", "c4"]
     assert provider.requests["bulk"] == 1  # learned once that there is no listing
     assert provider.requests["cluster"] == 3
+    ing.untrack(["c2"])
+    await ing.sync_once()
+    assert ing.tracked == {"c1", "c4"}
+    assert provider.requests["cluster"] == 5
 
 
 async def test_tracked_clusters_missing_from_a_partial_listing_are_fetched(start: Run) -> None:
