@@ -87,7 +87,7 @@ def ingest(tmp_path: Path, clock: FakeClock) -> Start:
     return start
 
 
-async def open_breaker(ing: ingesting.Ingestor, sim: Simulator) -> None:
+async def open_breaker(ing: ingesting.Ingestor) -> None:
     await ing.sync_once()
     assert ing.snapshot().health.circuit_state == "Open"
 
@@ -119,7 +119,7 @@ async def test_an_outage_opens_the_breaker_then_nothing_is_sent(
         await ing.wait_ready()
         simulator.fault(mode="outage", style=style)
         simulator.reset_stats()
-        await open_breaker(ing, simulator)
+        await open_breaker(ing)
         assert simulator.received() == THRESHOLD
         assert error in ing.snapshot().health.last_error
         for _ in range(3):
@@ -135,7 +135,7 @@ async def test_a_refused_port_is_unavailable_and_recovery_closes_the_breaker(
         await ing.wait_ready()
         simulator.fault(mode="outage", style="refuse", seconds=1.0)
         await asyncio.sleep(0.3)  # the simulator closes its port shortly after answering
-        await open_breaker(ing, simulator)
+        await open_breaker(ing)
         assert "ConnectError" in ing.snapshot().health.last_error
         async with httpx.AsyncClient(base_url=simulator.url, timeout=1) as client:
             for _ in range(100):  # bounded wait for the port to come back
@@ -155,7 +155,7 @@ async def test_fifty_concurrent_callers_after_recovery_send_exactly_one_request(
     async with ingest(simulator) as ing:
         await ing.wait_ready()
         simulator.fault(mode="outage", style="503")
-        await open_breaker(ing, simulator)
+        await open_breaker(ing)
         simulator.fault(mode="latency", latency=0.3)  # healthy, slow: the probe stays in flight
         simulator.reset_stats()
         clock.advance(30)

@@ -28,7 +28,6 @@ import asyncio
 import email.utils
 import logging
 import math
-import time
 import urllib.parse
 from typing import Annotated, Any
 
@@ -282,7 +281,9 @@ class HttpBillingProvider:
         if 200 <= status < 300:
             return
         if status == 429:
-            retry_after = parse_retry_after(response.headers.get("Retry-After"), now=time.time())
+            retry_after = parse_retry_after(
+                response.headers.get("Retry-After"), now=self._clock.time()
+            )
             raise errors.RateLimited(
                 f"{what}: 429 rate limited (Retry-After {retry_after})", retry_after=retry_after
             )
