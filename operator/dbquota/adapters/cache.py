@@ -23,6 +23,7 @@ Used by :mod:`dbquota.services.ingesting` only.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sqlite3
 import time
@@ -145,8 +146,15 @@ class Cache:
         file's fault, so it is left where it is."""
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            conn = await aiosqlite.connect(path, isolation_level=None)
-        except (OSError, sqlite3.Error) as exc:
+        except OSError as exc:
+            raise errors.CacheError(f"cannot open the cache at {path}: {exc}") from exc
+        connecting = aiosqlite.connect(path, isolation_level=None)
+        try:
+            conn = await connecting
+        except sqlite3.Error as exc:
+            # aiosqlite stops its worker thread without waiting for it; wait here, or the
+            # thread may call back into an event loop that is gone by then.
+            await asyncio.to_thread(connecting._thread.join, 10.0)
             raise errors.CacheError(f"cannot open the cache at {path}: {exc}") from exc
         try:
             await _prepare(conn)
