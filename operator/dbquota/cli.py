@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 
-from dbquota import __version__, settings
+from dbquota import __version__, settings, simulator
 
 
 def _settings_table() -> str:
@@ -33,6 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the operator (kopf handlers and the webhook)")
     settings.add_arguments(run, os.environ)
     sub.add_parser("settings", help="print every setting as a Markdown table")
+    sim = sub.add_parser(
+        "billing-sim", help="serve a simulated billing provider with fault injection"
+    )
+    simulator.add_arguments(sim)
     return parser
 
 
@@ -48,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    commands = {"settings": _print_settings, "run": _run}
+    commands = {"settings": _print_settings, "run": _run, "billing-sim": _billing_sim}
     return commands[args.command](args)
 
 
@@ -62,6 +66,12 @@ def _run(args: argparse.Namespace) -> int:
 
     operating.run(settings.from_namespace(args))
     return 0
+
+
+def _billing_sim(args: argparse.Namespace) -> int:
+    from dbquota.simulator import server  # noqa: PLC0415 - load aiohttp only when serving
+
+    return server.run(args)
 
 
 if __name__ == "__main__":

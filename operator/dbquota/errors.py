@@ -11,6 +11,7 @@ Adapters turn foreign errors (httpx, aiosqlite, kubernetes-asyncio) into these w
     │   ├── MalformedPayload        body failed schema validation     (trips the breaker)
     │   ├── UnknownCluster          404 for one cluster id            (does not trip it)
     │   ├── BillingClientError      any other 4xx                     (does not trip it)
+    │   │   └── NoBulkListing       the provider has no bulk listing: fetch one by one
     │   └── CircuitOpen             refused locally: the breaker is Open or probing
     ├── CacheError                  the SQLite cache could not be read or written
     │   └── CacheCorrupt            the file is not a database we can use (quarantined)
@@ -51,7 +52,14 @@ class RateLimited(BillingUnavailable):
 
 
 class MalformedPayload(BillingError):
-    """A response body that failed schema validation; it is never cached."""
+    """A response body that failed schema validation; it is never cached.
+
+    ``cluster_id`` names the cluster whose data was rejected, when there is one.
+    """
+
+    def __init__(self, message: str, *, cluster_id: str | None = None) -> None:
+        super().__init__(message)
+        self.cluster_id = cluster_id
 
 
 class UnknownCluster(BillingError):
@@ -64,6 +72,10 @@ class BillingClientError(BillingError):
     """Any other 4xx: our request was wrong, the provider is not at fault."""
 
     trips_breaker = False
+
+
+class NoBulkListing(BillingClientError):
+    """The provider answered 404 to the bulk listing: it only serves per-cluster metrics."""
 
 
 class CircuitOpen(BillingError):

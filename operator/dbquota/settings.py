@@ -30,10 +30,12 @@ def _knob(
     help: str,
     unit: str = "",
     parse: Callable[[str], Any] | None = None,
+    secret: bool = False,
 ) -> Any:
     env = "DBQUOTA_" + flag.removeprefix("--").replace("-", "_").upper()
     return field(
         default=default,
+        repr=not secret,
         metadata={"flag": flag, "env": env, "help": help, "unit": unit, "parse": parse},
     )
 
@@ -69,6 +71,13 @@ class BillingSettings:
         flag="--billing-token-file",
         help="File holding the provider's bearer token (re-read on every sync; never logged).",
         parse=_optional_path,
+    )
+    token: str = _knob(
+        "",
+        flag="--billing-token",
+        help="The provider's bearer token, when there is no token file; prefer the "
+        "environment variable (flags show in ps). Never logged.",
+        secret=True,
     )
     request_timeout: float = _knob(
         5.0, flag="--request-timeout", unit="s", help="Read timeout of one billing request."

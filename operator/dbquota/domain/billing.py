@@ -35,6 +35,23 @@ class ClusterCost:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Rejection:
+    """A provider record that failed validation and was not cached: whose, and why."""
+
+    cluster_id: str | None
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class CostPage:
+    """One page of a provider's bulk listing, validated entry by entry."""
+
+    costs: tuple[ClusterCost, ...]
+    rejected: tuple[Rejection, ...] = ()
+    next_page_token: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
 class PriceBook:
     """Unit prices: hourly per instance class, and per GiB-month of storage."""
 
@@ -61,6 +78,10 @@ class BillingHealth:
         """Seconds since the last successful sync; infinity when there never was one."""
         return math.inf if self.last_success is None else max(0.0, now - self.last_success)
 
+    def degraded(self, *, now: float, max_staleness: float) -> bool:
+        """Whether live pricing cannot be trusted: breaker not Closed, or data too old."""
+        return self.circuit_state != "Closed" or self.staleness(now=now) > max_staleness
+
 
 @dataclass(frozen=True, kw_only=True)
 class BillingSnapshot:
@@ -74,3 +95,12 @@ class BillingSnapshot:
     prices: PriceBook | None = None
     highest: PriceBook | None = None
     costs: Mapping[str, ClusterCost] = field(default_factory=dict)
+
+    def fresh_cost(
+        self, cluster_id: str, *, now: float, max_staleness: float
+    ) -> ClusterCost | None:
+        """The cluster's cost if it was observed within ``max_staleness`` seconds, else None."""
+        cost = self.costs.get(cluster_id)
+        if cost is None or now - cost.observed_at > max_staleness:
+            return None
+        return cost

@@ -1,0 +1,446 @@
+"""The billing cache: one SQLite file (aiosqlite, WAL) that outlives restarts and outages.
+
+Tables (schema version in ``PRAGMA user_version``, upgraded by :data:`MIGRATIONS`)::
+
+    latest   one row per cluster: its newest cost and when it was observed
+    samples  history of costs, one row per cluster per hour (HISTORY_BUCKET), newest wins
+    prices   the price catalog with history: (kind, name, observed_at) -> unit price,
+             kind 'instance' (hourly, name = class) or 'storage' (per GiB-month, name '')
+    syncs    one row per sync: when, whether it succeeded, how many rows, the error
+
+Each sync is written by :meth:`Cache.write_sync` in ONE transaction (``BEGIN IMMEDIATE``
+… ``COMMIT``, ``executemany``), so a crash (even ``kill -9``) loses at most the sync in
+progress and never leaves a half-written one; WAL with ``synchronous=NORMAL`` keeps every
+committed transaction across a process crash.
+
+On open, a file that is not a database, fails ``PRAGMA quick_check`` or has a schema newer
+than this code is *quarantined*: renamed to ``<name>.corrupt-<epoch>`` (with its ``-wal``
+and ``-shm``), kept for post-mortems, and replaced by a new empty cache;
+:attr:`Cache.quarantined` tells the caller, who logs loudly and posts an Event. sqlite3
+errors leave as :class:`dbquota.errors.CacheError` / :class:`~dbquota.errors.CacheCorrupt`.
+Used by :mod:`dbquota.services.ingesting` only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from dbquota import errors
+from dbquota.domain import billing
+
+logger = logging.getLogger(__name__)
+
+_Row = tuple[Any, ...]  # one row as sqlite3 returns it; typed where it becomes a domain value
+
+HISTORY_BUCKET = 3600.0
+"""Seconds per history sample of one cluster (the newest sample of a bucket wins)."""
+
+MIGRATIONS: tuple[str, ...] = (
+    # v1: latest costs, cost history, price history.
+    """
+    CREATE TABLE latest (
+        cluster_id TEXT PRIMARY KEY,
+        compute REAL NOT NULL,
+        storage REAL NOT NULL,
+        observed_at REAL NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE samples (
+        cluster_id TEXT NOT NULL,
+        bucket INTEGER NOT NULL,
+        compute REAL NOT NULL,
+        storage REAL NOT NULL,
+        observed_at REAL NOT NULL,
+        PRIMARY KEY (cluster_id, bucket)
+    ) WITHOUT ROWID;
+    CREATE TABLE prices (
+        kind TEXT NOT NULL CHECK (kind IN ('instance', 'storage')),
+        name TEXT NOT NULL,
+        observed_at REAL NOT NULL,
+        unit_price REAL NOT NULL CHECK (unit_price >= 0),
+        PRIMARY KEY (kind, name, observed_at)
+    ) WITHOUT ROWID;
+    """,
+    # v2: a journal of syncs (last success survives restarts) and time indexes for
+    # retention and the price window.
+    """
+    CREATE TABLE syncs (
+        id INTEGER PRIMARY KEY,
+        started_at REAL NOT NULL,
+        finished_at REAL NOT NULL,
+        ok INTEGER NOT NULL,
+        clusters INTEGER NOT NULL,
+        rejected INTEGER NOT NULL,
+        error TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX samples_by_time ON samples (observed_at);
+    CREATE INDEX prices_by_time ON prices (observed_at);
+    """,
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+_CORRUPT_MARKERS = ("malformed", "not a database", "corrupt", "disk image")
+
+
+@dataclass(frozen=True)
+class Quarantine:
+    """A cache file that was moved aside: where to, and why."""
+
+    moved_to: Path
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class SyncRecord:
+    """What one sync brought, as :meth:`Cache.write_sync` stores it."""
+
+    started_at: float
+    finished_at: float
+    ok: bool
+    costs: Sequence[billing.ClusterCost]
+    prices: billing.PriceBook | None
+    rejected: int = 0
+    error: str = ""
+
+
+def _is_corruption(exc: sqlite3.DatabaseError) -> bool:
+    return any(marker in str(exc).lower() for marker in _CORRUPT_MARKERS)
+
+
+class Cache:
+    """An open billing cache; make one with :meth:`open`, end with :meth:`close`."""
+
+    def __init__(self, path: Path, conn: aiosqlite.Connection) -> None:
+        self.path = path
+        self._conn = conn
+        self.quarantined: Quarantine | None = None
+
+    # -- opening, quarantine ------------------------------------------------------------
+
+    @classmethod
+    async def open(cls, path: Path) -> Cache:
+        """Open (or create) the cache at ``path``, quarantining a corrupt file first."""
+        try:
+            return cls(path, await cls._connect(path))
+        except _Unusable as exc:
+            quarantine = _quarantine(path, reason=str(exc))
+        try:
+            cache = cls(path, await cls._connect(path))
+        except _Unusable as exc:
+            raise errors.CacheError(f"cannot create a new cache at {path}: {exc}") from exc
+        cache.quarantined = quarantine
+        return cache
+
+    @staticmethod
+    async def _connect(path: Path) -> aiosqlite.Connection:
+        """A prepared connection; _Unusable for a bad file (quarantine it), CacheError for
+        anything else (a folder we cannot write, a lock held elsewhere): that is not the
+        file's fault, so it is left where it is."""
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise errors.CacheError(f"cannot open the cache at {path}: {exc}") from exc
+        connecting = aiosqlite.connect(path, isolation_level=None)
+        try:
+            conn = await connecting
+        except sqlite3.Error as exc:
+            # aiosqlite stops its worker thread without waiting for it; wait here, or the
+            # thread may call back into an event loop that is gone by then.
+            await asyncio.to_thread(connecting._thread.join, 10.0)
+            raise errors.CacheError(f"cannot open the cache at {path}: {exc}") from exc
+        try:
+            await _prepare(conn)
+        except sqlite3.DatabaseError as exc:
+            await conn.close()
+            if _is_corruption(exc):
+                raise _Unusable(str(exc)) from exc
+            raise errors.CacheError(f"cannot open the cache at {path}: {exc}") from exc
+        except _Unusable:
+            await conn.close()
+            raise
+        return conn
+
+    async def rebuild(self, reason: str) -> Quarantine:
+        """Quarantine this (now corrupt) file and continue on a new one."""
+        await self._conn.close()
+        quarantine = _quarantine(self.path, reason=reason)
+        try:
+            self._conn = await self._connect(self.path)
+        except _Unusable as exc:
+            raise errors.CacheError(f"cannot create a new cache at {self.path}: {exc}") from exc
+        self.quarantined = quarantine
+        return quarantine
+
+    async def close(self) -> None:
+        """Checkpoint the WAL and close."""
+        try:
+            await self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as exc:
+            logger.warning("cache checkpoint on close failed: %s", exc)
+        await self._conn.close()
+
+    # -- writing ------------------------------------------------------------------------
+
+    async def write_sync(self, record: SyncRecord) -> int:
+        """Store one sync's costs, prices and journal row in one transaction; rows written."""
+        costs = record.costs
+        latest_rows = [(c.cluster_id, c.compute, c.storage, c.observed_at) for c in costs]
+        sample_rows = [
+            (
+                c.cluster_id,
+                int(c.observed_at // HISTORY_BUCKET),
+                c.compute,
+                c.storage,
+                c.observed_at,
+            )
+            for c in costs
+        ]
+        price_rows = list(_price_rows(record.prices))
+        try:
+            await self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                await self._conn.executemany(
+                    "INSERT INTO latest (cluster_id, compute, storage, observed_at) "
+                    "VALUES (?, ?, ?, ?) ON CONFLICT (cluster_id) DO UPDATE SET "
+                    "compute = excluded.compute, storage = excluded.storage, "
+                    "observed_at = excluded.observed_at "
+                    "WHERE excluded.observed_at >= latest.observed_at",
+                    latest_rows,
+                )
+                await self._conn.executemany(
+                    "INSERT INTO samples (cluster_id, bucket, compute, storage, observed_at) "
+                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (cluster_id, bucket) DO UPDATE SET "
+                    "compute = excluded.compute, storage = excluded.storage, "
+                    "observed_at = excluded.observed_at",
+                    sample_rows,
+                )
+                await self._conn.executemany(
+                    "INSERT OR REPLACE INTO prices (kind, name, observed_at, unit_price) "
+                    "VALUES (?, ?, ?, ?)",
+                    price_rows,
+                )
+                await self._conn.execute(
+                    "INSERT INTO syncs (started_at, finished_at, ok, clusters, rejected, error) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        record.started_at,
+                        record.finished_at,
+                        int(record.ok),
+                        len(costs),
+                        record.rejected,
+                        record.error[:1000],
+                    ),
+                )
+                await self._conn.execute("COMMIT")
+            except BaseException:
+                if self._conn.in_transaction:
+                    await self._conn.execute("ROLLBACK")
+                raise
+        except sqlite3.DatabaseError as exc:
+            raise _cache_error("write a sync", exc) from exc
+        return len(latest_rows) + len(sample_rows) + len(price_rows) + 1
+
+    async def compact(self, *, before: float) -> int:
+        """Delete history (samples, prices, syncs) older than ``before``; rows deleted.
+
+        The latest price of every item and the latest cost of every cluster are kept
+        whatever their age: they are what a long outage falls back on.
+        """
+        try:
+            await self._conn.execute("BEGIN IMMEDIATE")
+            deleted = 0
+            for sql in (
+                "DELETE FROM samples WHERE observed_at < ?",
+                "DELETE FROM prices WHERE observed_at < ? AND observed_at < "
+                "(SELECT MAX(p.observed_at) FROM prices AS p "
+                "WHERE p.kind = prices.kind AND p.name = prices.name)",
+                "DELETE FROM syncs WHERE finished_at < ? AND id < (SELECT MAX(id) FROM syncs)",
+            ):
+                cursor = await self._conn.execute(sql, (before,))
+                deleted += max(0, cursor.rowcount)
+            await self._conn.execute("COMMIT")
+            await self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        except sqlite3.DatabaseError as exc:
+            if self._conn.in_transaction:
+                await self._conn.execute("ROLLBACK")
+            raise _cache_error("compact", exc) from exc
+        return deleted
+
+    # -- reading ------------------------------------------------------------------------
+
+    async def latest(self) -> dict[str, billing.ClusterCost]:
+        """The newest cost of every cluster."""
+        rows = await self._fetchall("SELECT cluster_id, compute, storage, observed_at FROM latest")
+        return {
+            r[0]: billing.ClusterCost(cluster_id=r[0], compute=r[1], storage=r[2], observed_at=r[3])
+            for r in rows
+        }
+
+    async def staleness(self, *, now: float) -> dict[str, float]:
+        """Seconds since each cluster's cost was last observed."""
+        rows = await self._fetchall("SELECT cluster_id, observed_at FROM latest")
+        return {r[0]: max(0.0, now - r[1]) for r in rows}
+
+    async def history(self, cluster_id: str) -> list[billing.ClusterCost]:
+        """One cluster's cost history, oldest first."""
+        rows = await self._fetchall(
+            "SELECT compute, storage, observed_at FROM samples WHERE cluster_id = ? "
+            "ORDER BY bucket",
+            (cluster_id,),
+        )
+        return [
+            billing.ClusterCost(cluster_id=cluster_id, compute=r[0], storage=r[1], observed_at=r[2])
+            for r in rows
+        ]
+
+    async def latest_prices(self) -> billing.PriceBook | None:
+        """The most recently stored price catalog (None before the first)."""
+        rows = await self._fetchall(
+            "SELECT kind, name, unit_price, observed_at FROM prices "
+            "WHERE observed_at = (SELECT MAX(observed_at) FROM prices)"
+        )
+        return _book(rows)
+
+    async def highest_prices(self, *, since: float) -> billing.PriceBook | None:
+        """Per instance class and for storage, the highest unit price observed since ``since``.
+
+        The price in force at ``since`` counts too (the last one stored before it), so a
+        window that starts between two price changes still sees the price then in effect.
+        """
+        rows = await self._fetchall(
+            "SELECT kind, name, MAX(unit_price), MAX(observed_at) FROM prices AS p "
+            "WHERE observed_at >= COALESCE((SELECT MAX(q.observed_at) FROM prices AS q "
+            "WHERE q.kind = p.kind AND q.name = p.name AND q.observed_at <= ?), ?) "
+            "GROUP BY kind, name",
+            (since, since),
+        )
+        return _book(rows)
+
+    async def last_success(self) -> float | None:
+        """When the last successful sync finished (None if none is recorded)."""
+        value = await self._scalar("SELECT MAX(finished_at) FROM syncs WHERE ok = 1")
+        return None if value is None else float(value)
+
+    async def row_counts(self) -> dict[str, int]:
+        """Rows per table (for the cache-rows gauge)."""
+        counts: dict[str, int] = {}
+        for table in ("latest", "samples", "prices", "syncs"):
+            counts[table] = int(await self._scalar(f"SELECT COUNT(*) FROM {table}") or 0)  # noqa: S608 - fixed names
+        return counts
+
+    async def integrity(self) -> str:
+        """``PRAGMA integrity_check``'s verdict ('ok' when healthy)."""
+        return str(await self._scalar("PRAGMA integrity_check"))
+
+    async def _fetchall(self, sql: str, params: Sequence[object] = ()) -> list[_Row]:
+        try:
+            async with self._conn.execute(sql, params) as cursor:
+                return [tuple(r) for r in await cursor.fetchall()]
+        except sqlite3.DatabaseError as exc:
+            raise _cache_error("read", exc) from exc
+
+    async def _scalar(self, sql: str) -> Any:
+        try:
+            return await _scalar(self._conn, sql)
+        except sqlite3.DatabaseError as exc:
+            raise _cache_error("read", exc) from exc
+
+
+class _Unusable(Exception):
+    """The file cannot serve as our cache (internal: leads to quarantine)."""
+
+
+async def _prepare(conn: aiosqlite.Connection) -> None:
+    """Set the pragmas, check the file and migrate its schema; _Unusable if we cannot."""
+    await conn.execute("PRAGMA busy_timeout = 5000")
+    mode = await _scalar(conn, "PRAGMA journal_mode = WAL")
+    if str(mode).lower() != "wal":
+        raise _Unusable(f"cannot switch to WAL (journal mode {mode})")
+    await conn.execute("PRAGMA synchronous = NORMAL")
+    check = await _scalar(conn, "PRAGMA quick_check")
+    if check != "ok":
+        raise _Unusable(f"quick_check: {check}")
+    version = int(str(await _scalar(conn, "PRAGMA user_version") or 0))
+    if version > SCHEMA_VERSION:
+        raise _Unusable(f"schema version {version} is newer than {SCHEMA_VERSION}")
+    await _migrate(conn, version)
+
+
+async def _scalar(conn: aiosqlite.Connection, sql: str) -> Any:
+    async with conn.execute(sql) as cursor:
+        row = await cursor.fetchone()
+    return None if row is None else row[0]
+
+
+async def _migrate(conn: aiosqlite.Connection, version: int) -> None:
+    for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
+        statements = [s.strip() for s in script.split(";") if s.strip()]
+        await conn.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in statements:
+                await conn.execute(statement)
+            await conn.execute(f"PRAGMA user_version = {number}")
+            await conn.execute("COMMIT")
+        except BaseException:
+            await conn.execute("ROLLBACK")
+            raise
+        logger.info("billing cache schema migrated to version %d", number)
+
+
+def _quarantine(path: Path, *, reason: str) -> Quarantine:
+    target = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
+    n = 1
+    while target.exists():
+        target = path.with_name(f"{path.name}.corrupt-{int(time.time())}-{n}")
+        n += 1
+    for suffix in ("", "-wal", "-shm"):
+        source = Path(f"{path}{suffix}")
+        if source.exists():
+            source.rename(Path(f"{target}{suffix}"))
+    logger.error(
+        "BILLING CACHE QUARANTINED: %s is unusable (%s); moved it to %s and started a new, "
+        "empty cache",
+        path,
+        reason,
+        target,
+    )
+    return Quarantine(moved_to=target, reason=reason)
+
+
+def _cache_error(doing: str, exc: sqlite3.DatabaseError) -> errors.CacheError:
+    if _is_corruption(exc):
+        return errors.CacheCorrupt(f"cache file is corrupt ({doing}): {exc}")
+    return errors.CacheError(f"cache failed to {doing}: {exc}")
+
+
+def _price_rows(prices: billing.PriceBook | None) -> Iterable[tuple[str, str, float, float]]:
+    if prices is None:
+        return
+    for name, price in prices.instance_hourly.items():
+        yield ("instance", name, prices.observed_at, price)
+    yield ("storage", "", prices.observed_at, prices.storage_gib_month)
+
+
+def _book(rows: Iterable[_Row]) -> billing.PriceBook | None:
+    hourly: dict[str, float] = {}
+    storage: float | None = None
+    observed = 0.0
+    for kind, name, price, at in rows:
+        observed = max(observed, float(at))
+        if kind == "instance":
+            hourly[str(name)] = float(price)
+        else:
+            storage = float(price)
+    if storage is None and not hourly:
+        return None
+    return billing.PriceBook(
+        instance_hourly=hourly, storage_gib_month=storage or 0.0, observed_at=observed
+    )

@@ -1,0 +1,1 @@
+"""Tests of dbquota's integration (see each module's docstring)."""

@@ -1,0 +1,1 @@
+"""Tests of dbquota's adapters (see each module's docstring)."""

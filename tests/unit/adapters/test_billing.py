@@ -1,0 +1,251 @@
+"""The HTTP billing provider, driven through httpx's MockTransport.
+
+Checks: the happy paths of the three calls; that every foreign failure leaves as a
+dbquota error (timeouts, connection errors and 5xx -> BillingUnavailable, 429 ->
+RateLimited with Retry-After in seconds or as a date, 404 -> UnknownCluster or
+NoBulkListing, other 4xx -> BillingClientError); that a 200 with a non-JSON body becomes
+MalformedPayload (the seed leaked JSONDecodeError); that strings, NaN, negative, absurd
+and missing values are rejected (the seed cached "NaN-ish" and negative costs); that a bulk
+page keeps its good entries and rejects bad ones by cluster id; that cluster ids are
+URL-encoded; and that the bearer token is read from the file, re-read on refresh, sent
+only in the header and never appears in errors or logs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+
+from dbquota import errors
+from dbquota.adapters.billing import HttpBillingProvider, parse_retry_after
+from dbquota.kits.clock import FakeClock
+from dbquota.settings import BillingSettings
+
+Handler = Callable[[httpx.Request], httpx.Response]
+
+
+def provider(handler: Handler, **kw: object) -> HttpBillingProvider:
+    cfg = BillingSettings(url="http://billing.test", rate_limit=0, **kw)  # type: ignore[arg-type]
+    return HttpBillingProvider(
+        cfg, clock=FakeClock(start=1000.0), transport=httpx.MockTransport(handler)
+    )
+
+
+def body(
+    status: int,
+    payload: object = None,
+    *,
+    raw: bytes | None = None,
+    headers: dict[str, str] | None = None,
+) -> Handler:
+    content = raw if raw is not None else json.dumps(payload).encode()
+    return lambda _: httpx.Response(status, content=content, headers=headers)
+
+
+async def test_fetch_cost_returns_a_validated_cost_stamped_now() -> None:
+    p = provider(body(200, {"compute_cost": 300.5, "storage_cost": 20}))
+    cost = await p.fetch_cost("orders-db")
+    assert (cost.cluster_id, cost.compute, cost.storage, cost.observed_at) == (
+        "orders-db",
+        300.5,
+        20.0,
+        1000.0,
+    )
+    await p.aclose()
+
+
+async def test_cluster_ids_are_url_encoded() -> None:
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.raw_path.decode())
+        return httpx.Response(200, json={"compute_cost": 1, "storage_cost": 1})
+
+    p = provider(handler)
+    await p.fetch_cost("team-a/orders db")
+    assert seen == ["/metrics/team-a%2Forders%20db"]
+    await p.aclose()
+
+
+@pytest.mark.parametrize(
+    ("handler", "error"),
+    [
+        (body(503, {"error": "down"}), errors.BillingUnavailable),
+        (body(500, {}), errors.BillingUnavailable),
+        (body(404, {"error": "unknown"}), errors.UnknownCluster),
+        (body(400, {}), errors.BillingClientError),
+        (body(401, {}), errors.BillingClientError),
+        (body(429, {}, headers={"Retry-After": "7"}), errors.RateLimited),
+    ],
+)
+async def test_statuses_become_dbquota_errors(handler: Handler, error: type[Exception]) -> None:
+    p = provider(handler)
+    with pytest.raises(error):
+        await p.fetch_cost("c1")
+    await p.aclose()
+
+
+async def test_429_carries_retry_after_seconds() -> None:
+    p = provider(body(429, {}, headers={"Retry-After": "7"}))
+    with pytest.raises(errors.RateLimited) as caught:
+        await p.fetch_prices()
+    assert caught.value.retry_after == 7.0
+    assert caught.value.trips_breaker
+    await p.aclose()
+
+
+def test_retry_after_as_an_http_date() -> None:
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:30 GMT", now=1445412500.0) == pytest.approx(10)
+    assert parse_retry_after("soon", now=0) is None
+    assert parse_retry_after(None, now=0) is None
+    assert parse_retry_after("-3", now=0) == 0.0
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [httpx.ConnectError("refused"), httpx.ReadTimeout("slow"), httpx.RemoteProtocolError("reset")],
+)
+async def test_transport_failures_become_billing_unavailable(exc: Exception) -> None:
+    def handler(_: httpx.Request) -> httpx.Response:
+        raise exc
+
+    p = provider(handler)
+    with pytest.raises(errors.BillingUnavailable) as caught:
+        await p.fetch_cost("c1")
+    assert caught.value.trips_breaker
+    assert isinstance(caught.value.__cause__, httpx.TransportError)
+    await p.aclose()
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"<html>502 Bad Gateway</html>",
+        b'{"compute_cost": "NaN-ish", "storage_cost": 1}',
+        b'{"compute_cost": NaN, "storage_cost": 1}',
+        b'{"compute_cost": -5, "storage_cost": 1}',
+        b'{"compute_cost": 1e300, "storage_cost": 1}',
+        b'{"compute_cost": 1e999, "storage_cost": 1}',
+        b'{"compute_cost": 5}',
+        b'{"compute_cost": true, "storage_cost": 1}',
+        b"[]",
+        b"",
+    ],
+)
+async def test_malformed_cluster_bodies_are_rejected(raw: bytes) -> None:
+    p = provider(body(200, raw=raw))
+    with pytest.raises(errors.MalformedPayload) as caught:
+        await p.fetch_cost("c1")
+    assert caught.value.cluster_id == "c1"
+    assert caught.value.trips_breaker
+    await p.aclose()
+
+
+async def test_bulk_page_keeps_good_entries_and_rejects_bad_ones_by_id() -> None:
+    page = {
+        "clusters": [
+            {"cluster_id": "good", "compute_cost": 10.0, "storage_cost": 1.0},
+            {"cluster_id": "neg", "compute_cost": -1.0, "storage_cost": 1.0},
+            {"cluster_id": "str", "compute_cost": "12", "storage_cost": 1.0},
+            {"cluster_id": "nul", "compute_cost": None, "storage_cost": 1.0},
+            {"compute_cost": 1.0, "storage_cost": 1.0},
+        ],
+        "next_page_token": "abc",
+    }
+    p = provider(body(200, page))
+    result = await p.list_costs(None)
+    assert [c.cluster_id for c in result.costs] == ["good"]
+    assert [r.cluster_id for r in result.rejected] == ["neg", "str", "nul", None]
+    assert result.next_page_token == "abc"
+    await p.aclose()
+
+
+async def test_bulk_listing_sends_page_size_and_token() -> None:
+    seen: list[dict[str, str]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(dict(request.url.params))
+        return httpx.Response(200, json={"clusters": [], "next_page_token": None})
+
+    p = provider(handler, page_size=250)
+    page = await p.list_costs("500")
+    assert seen == [{"page_size": "250", "page_token": "500"}]
+    assert page.next_page_token is None
+    await p.aclose()
+
+
+async def test_bulk_listing_404_means_no_bulk_listing() -> None:
+    p = provider(body(404, {}))
+    with pytest.raises(errors.NoBulkListing) as caught:
+        await p.list_costs(None)
+    assert not caught.value.trips_breaker
+    await p.aclose()
+
+
+async def test_a_page_that_is_not_json_is_malformed() -> None:
+    p = provider(body(200, raw=b"oops"))
+    with pytest.raises(errors.MalformedPayload):
+        await p.list_costs(None)
+    await p.aclose()
+
+
+async def test_prices_are_validated() -> None:
+    p = provider(body(200, {"instance_hourly": {"db.r6g.large": 0.2}, "storage_gib_month": 0.1}))
+    book = await p.fetch_prices()
+    assert book.instance_hourly == {"db.r6g.large": 0.2}
+    assert book.storage_gib_month == 0.1
+    await p.aclose()
+    p = provider(body(200, {"instance_hourly": {"db.r6g.large": 1e9}, "storage_gib_month": 0.1}))
+    with pytest.raises(errors.MalformedPayload):
+        await p.fetch_prices()
+    await p.aclose()
+
+
+async def test_token_is_read_from_the_file_re_read_and_never_logged(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    token_file = tmp_path / "token"
+    token_file.write_text("s3cret-one\n")
+    seen: list[str | None] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers.get("Authorization"))
+        return httpx.Response(503, json={})
+
+    caplog.set_level(logging.DEBUG)
+    p = provider(handler, token_file=token_file)
+    with pytest.raises(errors.BillingUnavailable) as first:
+        await p.fetch_cost("c1")
+    token_file.write_text("s3cret-two")
+    p.refresh_credentials()
+    with pytest.raises(errors.BillingUnavailable):
+        await p.fetch_cost("c1")
+    assert seen == ["Bearer s3cret-one", "Bearer s3cret-two"]
+    assert "s3cret" not in str(first.value)
+    assert "s3cret" not in caplog.text
+    await p.aclose()
+
+
+async def test_token_from_settings_is_not_in_the_settings_repr() -> None:
+    cfg = BillingSettings(token="s3cret")
+    assert "s3cret" not in repr(cfg)
+    seen: list[str | None] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers.get("Authorization"))
+        return httpx.Response(200, json={"compute_cost": 1, "storage_cost": 1})
+
+    p = HttpBillingProvider(cfg, transport=httpx.MockTransport(handler))
+    await p.fetch_cost("c1")
+    assert seen == ["Bearer s3cret"]
+    await p.aclose()
+
+
+def test_a_missing_token_file_is_a_configuration_error(tmp_path: Path) -> None:
+    with pytest.raises(errors.ConfigurationError, match="token file"):
+        provider(body(200, {}), token_file=tmp_path / "absent")

@@ -1,0 +1,1 @@
+"""Tests of dbquota's kits (see each module's docstring)."""

@@ -1,0 +1,1 @@
+"""Tests of dbquota's services (see each module's docstring)."""

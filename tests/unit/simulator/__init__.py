@@ -1,0 +1,1 @@
+"""Tests of the billing simulator's pure parts (see each module's docstring)."""

@@ -1,0 +1,78 @@
+"""The simulator's data and fault decisions, without a server.
+
+Checks that the same seed gives the same clusters and prices, that prices change from one
+price period to the next, that fault JSON is validated with a reason, that faults expire
+after their ``seconds``, that ``flap`` alternates up and down by request count, that a
+fault limited to some endpoints leaves the others alone, and that ``partial`` always drops
+the same clusters.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from dbquota.simulator import catalog, faults
+
+
+def test_same_seed_same_data_and_prices_move_between_periods() -> None:
+    a = catalog.Catalog(clusters=50, seed=3, price_period=60)
+    b = catalog.Catalog(clusters=50, seed=3, price_period=60)
+    assert a.clusters == b.clusters
+    assert a.prices(30).instance_hourly == b.prices(30).instance_hourly
+    assert a.prices(30).instance_hourly != a.prices(90).instance_hourly
+    assert catalog.Catalog(clusters=50, seed=4, price_period=60).clusters != a.clusters
+    compute, storage = a.cost(a.clusters[0], 30)
+    assert compute > 0
+    assert storage > 0
+
+
+def test_extra_cluster_ids_are_served() -> None:
+    c = catalog.Catalog(clusters=2, seed=1, extra_ids=("team-a/orders-db",), price_period=60)
+    assert "team-a/orders-db" in c.by_id
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ({"mode": "meteor"}, "mode must be one of"),
+        ({"mode": "outage", "style": "fire"}, "outage style"),
+        ({"mode": "latency", "latency": -1}, "latency must be a number"),
+        ({"mode": "rate_limit", "probability": 2}, "probability"),
+        ({"mode": "none", "endpoints": ["billing"]}, "endpoints"),
+        ([], "JSON object"),
+    ],
+)
+def test_bad_faults_are_refused_with_a_reason(body: object, reason: str) -> None:
+    with pytest.raises(faults.BadFault, match=reason):
+        faults.parse(body)
+
+
+def test_a_fault_expires_after_its_seconds() -> None:
+    state = faults.FaultState(seed=1)
+    state.set(faults.parse({"mode": "outage", "seconds": 10}), now=100)
+    assert state.decide("pricing", now=105).action == "fail_503"
+    assert state.decide("pricing", now=110).action == "serve"
+    assert state.fault.mode == "none"
+
+
+def test_flap_alternates_by_request_count() -> None:
+    state = faults.FaultState(seed=1)
+    state.set(faults.parse({"mode": "flap", "up": 2, "down": 1}), now=0)
+    actions = [state.decide("cluster", now=0).action for _ in range(6)]
+    assert actions == ["serve", "serve", "fail_503"] * 2
+
+
+def test_a_fault_on_some_endpoints_leaves_the_others_alone() -> None:
+    state = faults.FaultState(seed=1)
+    state.set(faults.parse({"mode": "rate_limit", "endpoints": ["pricing"]}), now=0)
+    assert state.decide("pricing", now=0).action == "rate_limit"
+    assert state.decide("cluster", now=0).action == "serve"
+
+
+def test_partial_drops_the_same_clusters_every_time() -> None:
+    state = faults.FaultState(seed=1)
+    state.set(faults.parse({"mode": "partial", "drop": 0.5}), now=0)
+    ids = [f"cluster-{i:05d}" for i in range(200)]
+    first = [i for i in ids if state.dropped(i)]
+    assert first == [i for i in ids if state.dropped(i)]
+    assert 60 < len(first) < 140
