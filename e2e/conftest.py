@@ -6,7 +6,9 @@
   apiserver can reach, e.g. the Docker bridge IP for kind).
 - ``kubectl``: runs the real kubectl against it; ``crds`` applies ``crds/`` once.
 - ``namespace``: a fresh namespace per test.
-- ``operator`` (session): ``dbquota run --dev-webhook`` as a child process.
+- ``billing`` (session): the real billing simulator process (``dbquota billing-sim``).
+- ``operator`` (session): ``dbquota run --dev-webhook`` as a child process, syncing from
+  ``billing`` every second (``FAST`` flags), so outages show within seconds.
 """
 
 from __future__ import annotations
@@ -25,6 +27,8 @@ from typing import Any
 import pytest
 
 from e2e import controlplane
+from tests.simulating import Simulator, launch
+from tests.simulating import stop as stop_simulator
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -159,6 +163,32 @@ class OperatorProcess:
         return self.log.read_text(errors="replace")
 
 
+FAST = (
+    "--sync-interval=1",
+    "--resync-interval=1",
+    "--breaker-failure-threshold=2",
+    "--breaker-recovery-timeout=3",
+    "--retry-attempts=1",
+    "--request-timeout=1",
+    "--connect-timeout=0.5",
+    "--reservation-grace=5",
+)
+"""Settings that make an e2e run see outages and recoveries within seconds."""
+
+CLAIM_CLUSTERS = ("team-a/orders-db", "team-a/billed-db")
+"""Extra cluster ids the simulator bills, for claims whose cost should show in billing."""
+
+
+@pytest.fixture(scope="session")
+def billing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Simulator]:
+    log_path = tmp_path_factory.mktemp("billing") / "simulator.log"
+    flags = [f"--cluster-id={c}" for c in CLAIM_CLUSTERS]
+    with log_path.open("w") as log:
+        sim = launch(*flags, log=log, clusters=50, seed=11)
+    yield sim
+    stop_simulator(sim.process)
+
+
 def start_operator(
     cluster: Cluster,
     kubectl: Kubectl,
@@ -220,9 +250,18 @@ def stop_operator(op: OperatorProcess) -> None:
 
 @pytest.fixture(scope="session")
 def operator(
-    cluster: Cluster, kubectl: Kubectl, crds: None, tmp_path_factory: pytest.TempPathFactory
+    cluster: Cluster,
+    kubectl: Kubectl,
+    crds: None,
+    billing: Simulator,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[OperatorProcess]:
-    op = start_operator(cluster, kubectl, tmp_path_factory.mktemp("operator"))
+    op = start_operator(
+        cluster,
+        kubectl,
+        tmp_path_factory.mktemp("operator"),
+        extra=(f"--billing-url={billing.url}", *FAST),
+    )
     yield op
     stop_operator(op)
     kubectl("delete", "validatingwebhookconfiguration", "e2e.dbquota.io", check=False)

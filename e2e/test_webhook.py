@@ -42,7 +42,8 @@ def test_claim_over_a_hard_cap_is_refused_with_the_webhooks_message(
     kubectl.apply(quota(namespace, name="team-a", hard={"storageGiB": 100}))
     wait_for(lambda: quota_status(kubectl, namespace, "team-a"), what="the quota's status")
     expected = (
-        "denied by DatabaseQuota team-a: storageGiB 500 exceeds the hard cap of 100 GiB by 400"
+        "denied by DatabaseQuota team-a: storage would total 500 GiB, exceeding the hard cap "
+        "of 100 GiB by 400"
     )
     result = kubectl.apply(claim(namespace, name="big", storageGiB=500), check=False)
     assert result.returncode != 0

@@ -38,7 +38,8 @@ from dbquota.kits import clock as clock_
 from dbquota.kits import retrying
 from dbquota.kits.clock import FakeClock
 from dbquota.services import ingesting
-from tests.integration.conftest import ROOT, Simulator
+from tests.integration.conftest import ROOT
+from tests.simulating import Simulator
 
 pytestmark = pytest.mark.integration
 

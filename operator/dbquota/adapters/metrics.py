@@ -88,6 +88,20 @@ cache_quarantines = Counter(
     registry=REGISTRY,
 )
 
+admission_seconds = Histogram(
+    "dbquota_admission_duration_seconds",
+    "Time to decide one DatabaseClaim admission, reservation write included.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+    registry=REGISTRY,
+)
+admission_decisions = Counter(
+    "dbquota_admission_decisions_total",
+    "Admission decisions per quota, by outcome (admitted, warned, denied), pricing mode "
+    "(Live, Cached, Conservative, StrictCap, FailOpen, None), reason and dry run.",
+    ["outcome", "pricing", "reason", "dry_run"],
+    registry=REGISTRY,
+)
+
 
 def set_circuit_state(state: str) -> None:
     """Set the one-hot state gauge."""

@@ -45,7 +45,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 from dbquota.domain import billing, claims, degradation, pricing, quotas
 
@@ -604,34 +604,3 @@ def combine(decisions: Sequence[Decision]) -> Verdict:
         warnings=warnings,
         decisions=tuple(decisions),
     )
-
-
-_parse_quota = quotas.parse_quota  # check_hard_caps's argument shadows the module
-
-
-def check_hard_caps(
-    *, claim_storage_gib: int, quotas: Sequence[tuple[str, Mapping[str, Any]]]
-) -> Verdict:
-    """The walking skeleton's check, kept for ``handlers/claims.py`` until it calls :func:`decide`.
-
-    Counts the claim alone against each quota's ``hard.storageGiB`` (the handler does not
-    know the namespace's usage yet), under the quota's enforcement. ``quotas`` are
-    ``(name, spec)`` pairs as the quota index holds them.
-    """
-    warnings: list[str] = []
-    for name, spec in quotas:
-        quota = _parse_quota(name=name, spec=spec)
-        cap = quota.hard.storage_gib
-        if cap is None or claim_storage_gib <= cap:
-            continue
-        denial = _Denial(
-            "HardCapExceeded",
-            f"storageGiB {claim_storage_gib:,} exceeds the hard cap of {cap:,} GiB by "
-            f"{claim_storage_gib - cap:,}",
-        )
-        allowed, message = _apply_enforcement(
-            quota=quota, denials=[denial], admitted="", warnings=warnings
-        )
-        if not allowed:
-            return Verdict(allowed=False, message=message, warnings=tuple(warnings))
-    return Verdict(allowed=True, warnings=tuple(warnings))

@@ -27,23 +27,33 @@ GROUP, VERSION = "dbquota.io", "v1alpha1"
 
 @kopf.index(GROUP, VERSION, "databaseclaims")
 def claims_by_namespace(
-    namespace: str | None, name: str | None, uid: str | None, spec: kopf.Spec, **_: Any
+    *, namespace: str | None, name: str | None, uid: str | None, spec: kopf.Spec, **_: Any
 ) -> dict[str | None, reservations.ClaimRef]:
     """``{namespace: ClaimRef}`` for every claim kopf has seen."""
     try:
         parsed = claims.parse_claim(namespace=namespace or "", name=name or "", spec=spec)
     except ValueError:
         return {}
-    return {namespace: reservations.ClaimRef(
-        name=name or "", uid=uid or "", cluster_id=parsed.cluster_id,
-        storage_gib=parsed.storage_gib)}
+    return {
+        namespace: reservations.ClaimRef(
+            name=name or "",
+            uid=uid or "",
+            cluster_id=parsed.cluster_id,
+            storage_gib=parsed.storage_gib,
+        )
+    }
 
 
-@kopf.on.validate(
-    GROUP, VERSION, "databaseclaims",
-    id="validate-claims", operations=["CREATE", "UPDATE"], side_effects=True,
+@kopf.on.validate(  # type: ignore[arg-type]  # indexes come by name through **kwargs
+    GROUP,
+    VERSION,
+    "databaseclaims",
+    id="validate-claims",
+    operations=["CREATE", "UPDATE"],
+    side_effects=True,
 )
 async def validate_claim(
+    *,
     spec: kopf.Spec,
     old: kopf.Body | None,
     namespace: str | None,
@@ -59,8 +69,13 @@ async def validate_claim(
     runtime = runtime_.of(memo)
     started = time.perf_counter()
     old_spec = dict(old.get("spec", {})) if old else None
-    review = admitting.Review(namespace=namespace or "", name=name or "", spec=dict(spec),
-                              old_spec=old_spec, dry_run=dryrun)
+    review = admitting.Review(
+        namespace=namespace or "",
+        name=name or "",
+        spec=dict(spec),
+        old_spec=old_spec,
+        dry_run=dryrun,
+    )
     verdict = await runtime.admission.review(
         review,
         quota_names=[q.name for q in quotas_by_namespace.get(namespace, [])],
@@ -74,8 +89,9 @@ async def validate_claim(
 
 @kopf.on.resume(GROUP, VERSION, "databaseclaims")
 @kopf.on.create(GROUP, VERSION, "databaseclaims")
-@kopf.on.update(GROUP, VERSION, "databaseclaims", field="spec")
+@kopf.on.update(GROUP, VERSION, "databaseclaims", field="spec")  # type: ignore[arg-type]  # indexes come by name through **kwargs
 async def claim_status(
+    *,
     spec: kopf.Spec,
     namespace: str | None,
     name: str | None,
@@ -92,14 +108,18 @@ async def claim_status(
     generation = int(meta.get("generation", 0))
     parsed = claims.parse_claim(namespace=namespace or "", name=name or "", spec=spec)
     quota_entries = list(quotas_by_namespace.get(namespace, []))
-    held = await runtime.find_reservation(namespace=namespace or "", claim=name or "",
-                                          quotas=[q.name for q in quota_entries])
+    held = await runtime.find_reservation(
+        namespace=namespace or "", claim=name or "", quotas=[q.name for q in quota_entries]
+    )
     snapshot = runtime.snapshot()
     if held is not None:
         cost, mode = float(held.get("cost", 0.0)), str(held.get("pricing", "Live"))
     else:
-        live = pricing.project_cost(claim=parsed, prices=snapshot.prices) if (
-            snapshot.prices) else None
+        live = (
+            pricing.project_cost(claim=parsed, prices=snapshot.prices)
+            if (snapshot.prices)
+            else None
+        )
         cost, mode = (live or 0.0), ("Live" if live is not None else "Conservative")
     now = conditions.now()
     message = f"admitted at {cost:,.2f}/month ({mode} pricing)"
@@ -110,9 +130,13 @@ async def claim_status(
         patch.status["pricing"] = mode
     patch.status["observedGeneration"] = generation
     patch.status["conditions"] = conditions.set_condition(
-        list(status.get("conditions", [])), type_="Admitted", status="True",
-        reason=f"{mode}Pricing" if quota_entries else "NoQuota", message=message,
-        generation=generation, now=now,
+        list(status.get("conditions", [])),
+        type_="Admitted",
+        status="True",
+        reason=f"{mode}Pricing" if quota_entries else "NoQuota",
+        message=message,
+        generation=generation,
+        now=now,
     )
     for entry in quota_entries:
         await runtime.reconcile(entry, claims=list(claims_by_namespace.get(namespace, [])))

@@ -66,8 +66,12 @@ def configure(kopf_settings: kopf.OperatorSettings, cfg: settings_.Settings) -> 
             )
         ca, cert, key = ensure_dev_certificates(cert_dir=webhook.cert_dir, host=webhook.host)
         kopf_settings.admission.server = kopf.WebhookServer(
-            addr=webhook.host, port=webhook.port, host=webhook.host,
-            certfile=str(cert), pkeyfile=str(key), cafile=str(ca),
+            addr=webhook.host,
+            port=webhook.port,
+            host=webhook.host,
+            certfile=str(cert),
+            pkeyfile=str(key),
+            cafile=str(ca),
         )
         kopf_settings.admission.managed = webhook.configuration_name
     else:
@@ -78,7 +82,10 @@ def configure(kopf_settings: kopf.OperatorSettings, cfg: settings_.Settings) -> 
                 "Secret there, or use --dev-webhook for a local cluster)"
             )
         kopf_settings.admission.server = kopf.WebhookServer(
-            addr=webhook.listen, port=webhook.port, certfile=str(cert), pkeyfile=str(key),
+            addr=webhook.listen,
+            port=webhook.port,
+            certfile=str(cert),
+            pkeyfile=str(key),
         )
 
 
@@ -90,17 +97,28 @@ async def _serve(cfg: settings_.Settings, memo: kopf.Memo, stop: asyncio.Event) 
         ingestor = await stack.enter_async_context(ingesting.running(cfg))
         if cfg.metrics_port:
             port = await stack.enter_async_context(
-                metrics.serve_probes(cfg.metrics_port, ready=lambda: ingestor.ready))
+                metrics.serve_probes(cfg.metrics_port, ready=lambda: ingestor.ready)
+            )
             logger.info("serving /metrics, /healthz and /readyz on port %d", port)
         ledgers = reserving.Ledgers(kube)
         runtime = runtime_.Runtime(
-            settings=cfg, kube=kube, ledgers=ledgers, ingestor=ingestor,
+            settings=cfg,
+            kube=kube,
+            ledgers=ledgers,
+            ingestor=ingestor,
             admission=admitting.Admission(
-                ledgers=ledgers, snapshot=ingestor.snapshot, clock=time.time,
-                no_quota=cfg.enforcement.no_quota),
+                ledgers=ledgers,
+                snapshot=ingestor.snapshot,
+                clock=time.time,
+                no_quota=cfg.enforcement.no_quota,
+            ),
             reconciler=reconciling.Reconciler(
-                kube=kube, ledgers=ledgers, snapshot=ingestor.snapshot, clock=time.time,
-                grace=cfg.enforcement.reservation_grace),
+                kube=kube,
+                ledgers=ledgers,
+                snapshot=ingestor.snapshot,
+                clock=time.time,
+                grace=cfg.enforcement.reservation_grace,
+            ),
         )
         ingestor.add_transition_listener(runtime.on_transition)
         memo["runtime"] = runtime

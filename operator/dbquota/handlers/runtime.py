@@ -53,8 +53,9 @@ class Runtime:
         """The current billing snapshot (in memory)."""
         return self.ingestor.snapshot()
 
-    def observe_admission(self, verdict: verdicts.Verdict, *, seconds: float,
-                          dry_run: bool) -> None:
+    def observe_admission(
+        self, verdict: verdicts.Verdict, *, seconds: float, dry_run: bool
+    ) -> None:
         """Count one admission in metrics and in the fallback hit rate."""
         metrics.admission_seconds.observe(seconds)
         for decision in verdict.decisions:
@@ -62,7 +63,9 @@ class Runtime:
             if decision.allowed and decision.would_deny:
                 outcome = "warned"
             metrics.admission_decisions.labels(
-                outcome=outcome, pricing=decision.pricing or "None", reason=decision.reason,
+                outcome=outcome,
+                pricing=decision.pricing or "None",
+                reason=decision.reason,
                 dry_run=str(dry_run).lower(),
             ).inc()
             if decision.pricing is not None:
@@ -81,18 +84,17 @@ class Runtime:
         self.quotas.pop((namespace, name), None)
         self.ledgers.drop(namespace=namespace, name=name)
 
-    async def reconcile(self, entry: QuotaEntry,
-                        claims: Sequence[reservations.ClaimRef]) -> None:
+    async def reconcile(self, entry: QuotaEntry, claims: Sequence[reservations.ClaimRef]) -> None:
         """Refresh one quota's status (through its ledger)."""
         self.remember(entry)
         await self.reconciler.reconcile(
-            quota=reconciling.QuotaRef(namespace=entry.namespace, name=entry.name,
-                                       uid=entry.uid),
+            quota=reconciling.QuotaRef(namespace=entry.namespace, name=entry.name, uid=entry.uid),
             claims=claims,
         )
 
-    async def find_reservation(self, *, namespace: str, claim: str,
-                               quotas: Sequence[str]) -> Reservation | None:
+    async def find_reservation(
+        self, *, namespace: str, claim: str, quotas: Sequence[str]
+    ) -> Reservation | None:
         """The reservation a claim's admission took on one of ``quotas``, if any."""
         for name in quotas:
             try:
@@ -106,10 +108,13 @@ class Runtime:
 
     def on_transition(self, old: str, new: str, reason: str) -> None:
         """Breaker transition: an Event on every quota, then refresh their status at once."""
-        refs = [reconciling.QuotaRef(namespace=q.namespace, name=q.name, uid=q.uid)
-                for q in self.quotas.values()]
+        refs = [
+            reconciling.QuotaRef(namespace=q.namespace, name=q.name, uid=q.uid)
+            for q in self.quotas.values()
+        ]
         task = asyncio.get_running_loop().create_task(
-            self.reconciler.announce_transition(refs, old=old, new=new, reason=reason))
+            self.reconciler.announce_transition(refs, old=old, new=new, reason=reason)
+        )
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 

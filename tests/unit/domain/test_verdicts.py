@@ -13,7 +13,7 @@ Checks, with exact message text where a tenant reads it:
 - enforcement: Enforce denies, Warn admits with the denial as a warning, DryRun admits and
   only records; hard caps obey enforcement too;
 - hard caps on claims and storage, counted over the namespace, in every state;
-- combining the decisions of several quotas, and the skeleton's ``check_hard_caps``.
+- combining the decisions of several quotas.
 """
 
 from __future__ import annotations
@@ -583,18 +583,3 @@ def test_combine_admits_when_every_quota_admits() -> None:
 
 
 # -- the walking skeleton's entry point ----------------------------------------------------
-
-
-def test_check_hard_caps_counts_the_claim_alone() -> None:
-    spec = {"monthlyBudget": 10, "hard": {"storageGiB": 200}}
-    denied = verdicts.check_hard_caps(claim_storage_gib=300, quotas=[("q", spec)])
-    assert not denied.allowed
-    assert denied.message == (
-        "denied by DatabaseQuota q: storageGiB 300 exceeds the hard cap of 200 GiB by 100"
-    )
-    assert verdicts.check_hard_caps(claim_storage_gib=200, quotas=[("q", spec)]).allowed
-    warned = verdicts.check_hard_caps(
-        claim_storage_gib=300, quotas=[("q", {**spec, "enforcement": "Warn"})]
-    )
-    assert warned.allowed
-    assert warned.warnings == (f"enforcement Warn: would be {denied.message}",)
