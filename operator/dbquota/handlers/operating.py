@@ -4,12 +4,21 @@ Configures kopf (progress kept in annotations, not in our schema-checked status)
 webhook server (in dev mode: a generated CA and serving certificate for 127.0.0.1 and a
 ValidatingWebhookConfiguration that kopf registers and keeps patched), and runs the
 operator until it is told to stop. Called by :mod:`dbquota.cli`.
+
+With ``--peering NAME`` the replicas elect one reconciler through kopf peering. kopf pauses
+every operator that sees a live peer of higher *or equal* priority, so replicas that all
+ran with kopf's default priority would all pause and nothing would reconcile. Each replica
+therefore takes a priority from its start time (:func:`peering_priority`): the oldest live
+replica reconciles, a new pod of a rolling update does not take over from a healthy
+leader, and a random tie-breaker separates replicas started in the same millisecond.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
+import time
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +82,21 @@ def configure(kopf_settings: kopf.OperatorSettings, cfg: settings_.Settings) -> 
         )
 
 
+_TIEBREAKS = 1000
+
+
+def peering_priority(*, started_ms: int, tiebreak: int) -> int:
+    """kopf peering priority of a replica started at ``started_ms`` (Unix ms): older is higher.
+
+    ``tiebreak`` (0 <= tiebreak < 1000) orders replicas started in the same millisecond,
+    which kopf would otherwise both pause. The result is negative and fits an int64, as the
+    apiserver stores it.
+    """
+    if not 0 <= tiebreak < _TIEBREAKS:
+        raise ValueError(f"tiebreak must be in [0, {_TIEBREAKS}), got {tiebreak}")
+    return -started_ms * _TIEBREAKS + tiebreak
+
+
 def run(cfg: settings_.Settings) -> None:
     """Run the operator until SIGINT/SIGTERM."""
 
@@ -81,10 +105,17 @@ def run(cfg: settings_.Settings) -> None:
         configure(settings, cfg)
 
     namespaces = [cfg.namespace] if cfg.namespace else []
+    priority = None
+    if cfg.peering:
+        priority = peering_priority(
+            started_ms=time.time_ns() // 1_000_000, tiebreak=secrets.randbelow(_TIEBREAKS)
+        )
+        logger.info("peering %r with priority %d (older replicas win)", cfg.peering, priority)
     asyncio.run(
         kopf.operator(
             standalone=not cfg.peering,
             peering_name=cfg.peering or None,
+            priority=priority,
             clusterwide=not namespaces,
             namespaces=namespaces,
         )
