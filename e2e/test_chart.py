@@ -16,8 +16,10 @@ meet the other e2e tests' operator. Checks:
   ``helm template --dry-run=server`` (lookup), and ``webhook.selfSigned.rotate`` renews
   the serving certificate under the same CA;
 - two operators started with the chart's own arguments and certificate elect one
-  reconciler through the chart's peering object, serve TLS that the caBundle trusts, and
-  the leader picks up a rotated certificate without a restart;
+  reconciler through the chart's peering object (the older one) and hand over when it
+  stops; the leader's webhook denies a claim over a quota's hard cap (the standby's does
+  not yet: an operator defect, marked ``xfail(strict=True)``); a paused replica serves TLS
+  that the caBundle trusts and picks up a rotated certificate without a restart;
 - ``helm uninstall`` removes the release but keeps the CRDs.
 
 ``DBQUOTA_E2E_USE_EXISTING`` does not apply here: the release is cluster-wide, so this
@@ -33,6 +35,7 @@ import ssl
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -404,6 +407,91 @@ def test_two_replicas_elect_exactly_one_reconciler(
 
 
 RESUMED = "Resuming operations"
+
+
+def admission_review(namespace: str, storage_gib: int) -> dict[str, Any]:
+    """A dry-run AdmissionReview for creating a claim of ``storage_gib`` in ``namespace``."""
+    claim = {
+        "apiVersion": "dbquota.io/v1alpha1",
+        "kind": "DatabaseClaim",
+        "metadata": {"name": "big", "namespace": namespace},
+        "spec": {"engine": "postgres", "instanceClass": "db.r6g.large", "storageGiB": storage_gib},
+    }
+    return {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": "e2e-chart",
+            "kind": {"group": "dbquota.io", "version": "v1alpha1", "kind": "DatabaseClaim"},
+            "resource": {
+                "group": "dbquota.io",
+                "version": "v1alpha1",
+                "resource": "databaseclaims",
+            },
+            "namespace": namespace,
+            "name": "big",
+            "operation": "CREATE",
+            "userInfo": {"username": "e2e"},
+            "dryRun": True,
+            "object": claim,
+        },
+    }
+
+
+def admitted(op: Operator, ca_bundle: bytes, review: dict[str, Any]) -> bool:
+    """POST ``review`` to the operator's webhook as the apiserver would; True if allowed."""
+    ctx = ssl.create_default_context(cadata=ca_bundle.decode())
+    ctx.check_hostname = False  # the certificate names the Service; we dial 127.0.0.1
+    request = urllib.request.Request(
+        f"https://127.0.0.1:{op.webhook_port}/validate-claims",
+        data=json.dumps(review).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, context=ctx, timeout=5) as response:
+        allowed: bool = json.loads(response.read())["response"]["allowed"]
+    return allowed
+
+
+@pytest.fixture(scope="module")
+def capped_namespace(env: Env, installed: str) -> str:
+    env.kubectl("create", "namespace", "tenant")
+    env.kubectl.apply(
+        {
+            "apiVersion": "dbquota.io/v1alpha1",
+            "kind": "DatabaseQuota",
+            "metadata": {"name": "q", "namespace": "tenant"},
+            "spec": {"monthlyBudget": 1000, "hard": {"storageGiB": 100}},
+        }
+    )
+    return "tenant"
+
+
+@pytest.mark.parametrize(
+    "replica",
+    [
+        "leader",
+        pytest.param(
+            "standby",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="operator defect: kopf peering pauses a standby's watch streams, so its "
+                "quota index stays empty and its webhook admits everything; remove this "
+                "marker once the webhook's quota view no longer depends on them",
+            ),
+        ),
+    ],
+)
+def test_every_replica_denies_a_claim_over_a_hard_cap(
+    env: Env, operators: tuple[Operator, Operator], capped_namespace: str, replica: str
+) -> None:
+    op = operators[0] if replica == "leader" else operators[1]
+    bundle = env.ca_bundle()
+    review = admission_review(capped_namespace, storage_gib=500)
+    deadline = time.monotonic() + 20
+    while admitted(op, bundle, review) and time.monotonic() < deadline:
+        time.sleep(0.5)  # the replica's index may lag the quota's creation a little
+    assert not admitted(op, bundle, review)
+    assert admitted(op, bundle, admission_review(capped_namespace, storage_gib=50))
 
 
 def test_webhook_serves_tls_the_ca_bundle_trusts_and_reloads_a_rotated_certificate(
