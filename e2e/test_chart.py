@@ -14,7 +14,8 @@ meet the other e2e tests' operator. Checks:
   else (``kubectl auth can-i --as``);
 - the self-signed certificates are stable across ``helm upgrade`` and
   ``helm template --dry-run=server`` (lookup), and ``webhook.selfSigned.rotate`` renews
-  the serving certificate under the same CA;
+  the serving certificate under the same CA; a CA renewed near its expiry is put in the
+  caBundle next to the old one;
 - two operators started with the chart's own arguments and certificate elect one
   reconciler through the chart's peering object (the older one) and hand over when it
   stops; the leader's webhook denies a claim over a quota's hard cap (the standby's does
@@ -526,6 +527,25 @@ def test_webhook_serves_tls_the_ca_bundle_trusts_and_reloads_a_rotated_certifica
     )
     assert standby.proc.poll() is None
     assert standby.proc.pid == pid
+
+
+def test_a_renewed_ca_is_trusted_next_to_the_one_it_replaces(env: Env, installed: str) -> None:
+    old_bundle = env.ca_bundle()
+    # A renewal window longer than the CA's remaining life makes this upgrade renew it.
+    env.helm(
+        "upgrade", RELEASE, str(CHART), "-n", NAMESPACE, "--reuse-values",
+        "--set", "webhook.selfSigned.renewBeforeDays=4000",
+    )  # fmt: skip
+    bundle = x509_certs(env.ca_bundle())
+    assert len(bundle) == 2
+    assert bundle[1] == x509_certs(old_bundle)[0]  # the old CA stays trusted meanwhile
+    (leaf,) = x509_certs(env.secret(TLS_SECRET)["tls.crt"])
+    leaf.verify_directly_issued_by(bundle[0])
+    env.helm(
+        "upgrade", RELEASE, str(CHART), "-n", NAMESPACE, "--reuse-values",
+        "--set", "webhook.selfSigned.renewBeforeDays=180",
+    )  # fmt: skip
+    assert x509_certs(env.ca_bundle()) == bundle  # out of the window again: stable
 
 
 def test_a_stopping_leader_hands_over_at_once(
