@@ -7,6 +7,13 @@ certificate files the Helm chart mounts, reloaded by kopf when they change), bui
 :class:`~dbquota.handlers.runtime.Runtime` (Kubernetes connection, billing ingestion,
 admission, reconciliation, the probe and metrics server) at start-up and closes it at
 clean-up. Called by :mod:`dbquota.cli`.
+
+With ``--peering NAME`` the replicas elect one reconciler through kopf peering. kopf pauses
+every operator that sees a live peer of higher *or equal* priority, so replicas that all
+ran with kopf's default priority would all pause and nothing would reconcile. Each replica
+therefore takes a priority from its start time (:func:`peering_priority`): the oldest live
+replica reconciles, a new pod of a rolling update does not take over from a healthy
+leader, and a random tie-breaker separates replicas started in the same millisecond.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import time
 from pathlib import Path
 from typing import Any
@@ -89,6 +97,21 @@ def configure(kopf_settings: kopf.OperatorSettings, cfg: settings_.Settings) -> 
         )
 
 
+_TIEBREAKS = 1000
+
+
+def peering_priority(*, started_ms: int, tiebreak: int) -> int:
+    """kopf peering priority of a replica started at ``started_ms`` (Unix ms): older is higher.
+
+    ``tiebreak`` (0 <= tiebreak < 1000) orders replicas started in the same millisecond,
+    which kopf would otherwise both pause. The result is negative and fits an int64, as the
+    apiserver stores it.
+    """
+    if not 0 <= tiebreak < _TIEBREAKS:
+        raise ValueError(f"tiebreak must be in [0, {_TIEBREAKS}), got {tiebreak}")
+    return -started_ms * _TIEBREAKS + tiebreak
+
+
 async def _serve(cfg: settings_.Settings, memo: kopf.Memo, stop: asyncio.Event) -> None:
     """Own every long-lived part for the operator's lifetime; close them in order on stop."""
     async with contextlib.AsyncExitStack() as stack:
@@ -147,10 +170,17 @@ def run(cfg: settings_.Settings) -> None:
             await serving[0]
 
     namespaces = [cfg.namespace] if cfg.namespace else []
+    priority = None
+    if cfg.peering:
+        priority = peering_priority(
+            started_ms=time.time_ns() // 1_000_000, tiebreak=secrets.randbelow(_TIEBREAKS)
+        )
+        logger.info("peering %r with priority %d (older replicas win)", cfg.peering, priority)
     asyncio.run(
         kopf.operator(
             standalone=not cfg.peering,
             peering_name=cfg.peering or None,
+            priority=priority,
             clusterwide=not namespaces,
             namespaces=namespaces,
             memo=kopf.Memo(),

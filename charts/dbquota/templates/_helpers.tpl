@@ -1,0 +1,138 @@
+{{/*
+Names and labels shared by every template. Names are truncated to 63 characters (the
+DNS-label limit of Kubernetes names); suffixed names leave room for their suffix.
+*/}}
+
+{{/* The chart name, or nameOverride. */}}
+{{- define "dbquota.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+The fully qualified app name: fullnameOverride, else <release>-<chart> (just <release> when
+the release name already contains the chart name). Truncated to 48 characters so that
+"<fullname>-webhook-tls" and the other suffixed names still fit in 63.
+*/}}
+{{- define "dbquota.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 48 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 48 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 48 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* chart label value: <name>-<version>. */}}
+{{- define "dbquota.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Labels that select the operator's pods: stable across upgrades (selectors are immutable). */}}
+{{- define "dbquota.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "dbquota.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: operator
+{{- end }}
+
+{{/* Labels on every object the chart renders. */}}
+{{- define "dbquota.labels" -}}
+helm.sh/chart: {{ include "dbquota.chart" . }}
+{{ include "dbquota.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: dbquota
+{{- end }}
+
+{{/* The ServiceAccount the pods run as. */}}
+{{- define "dbquota.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "dbquota.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "dbquota.webhookServiceName" -}}
+{{- printf "%s-webhook" (include "dbquota.fullname" .) }}
+{{- end }}
+
+{{- define "dbquota.metricsServiceName" -}}
+{{- printf "%s-metrics" (include "dbquota.fullname" .) }}
+{{- end }}
+
+{{/* The Secret (type kubernetes.io/tls) the pods mount: tls.crt, tls.key, ca.crt. */}}
+{{- define "dbquota.webhookSecretName" -}}
+{{- printf "%s-webhook-tls" (include "dbquota.fullname" .) }}
+{{- end }}
+
+{{/* The Secret holding the self-signed CA (never mounted into the pods). */}}
+{{- define "dbquota.caSecretName" -}}
+{{- printf "%s-webhook-ca" (include "dbquota.fullname" .) }}
+{{- end }}
+
+{{/* The serving certificate's DNS names: the webhook Service in every spelling. */}}
+{{- define "dbquota.webhookDNSNames" -}}
+{{- $svc := include "dbquota.webhookServiceName" . }}
+{{- $ns := .Release.Namespace }}
+{{- list $svc (printf "%s.%s" $svc $ns) (printf "%s.%s.svc" $svc $ns) (printf "%s.%s.svc.%s" $svc $ns .Values.clusterDomain) | toJson }}
+{{- end }}
+
+{{/* The kopf peering name the replicas share: peering.name, else the fullname. */}}
+{{- define "dbquota.peeringName" -}}
+{{- default (include "dbquota.fullname" .) .Values.peering.name }}
+{{- end }}
+
+{{/* The image reference: repository:tag, or repository@digest when a digest is given. */}}
+{{- define "dbquota.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/* Where the pods mount things. */}}
+{{- define "dbquota.certDir" -}}/var/run/secrets/dbquota/webhook{{- end }}
+{{- define "dbquota.billingTokenDir" -}}/var/run/secrets/dbquota/billing{{- end }}
+{{- define "dbquota.cacheDir" -}}/var/cache/dbquota{{- end }}
+
+{{/*
+The operator's command-line arguments, appended to the image's entrypoint `dbquota run`.
+Every flag here is a flag of `dbquota run` (tests/chart parses them with
+dbquota.cli.build_parser()).
+*/}}
+{{- define "dbquota.args" -}}
+{{- $v := .Values -}}
+- --webhook-port={{ $v.webhook.port }}
+- --webhook-cert-dir={{ include "dbquota.certDir" . }}
+- --metrics-port={{ $v.metrics.port }}
+- --cache-path={{ include "dbquota.cacheDir" . }}/cache.sqlite3
+{{- if $v.peering.enabled }}
+- --peering={{ include "dbquota.peeringName" . }}
+{{- end }}
+{{- if $v.watchNamespace }}
+- --namespace={{ $v.watchNamespace }}
+{{- end }}
+{{- with $v.billing }}
+{{- if .url }}
+- --billing-url={{ .url }}
+{{- end }}
+{{- if .tokenSecret.name }}
+- --billing-token-file={{ include "dbquota.billingTokenDir" $ }}/{{ .tokenSecret.key }}
+{{- end }}
+- --rate-limit={{ .rateLimit }}
+- --request-timeout={{ .requestTimeout }}
+- --connect-timeout={{ .connectTimeout }}
+- --sync-interval={{ .syncInterval }}
+- --breaker-failure-threshold={{ .breaker.failureThreshold }}
+- --breaker-recovery-timeout={{ .breaker.recoveryTimeout }}
+{{- end }}
+- --no-quota-policy={{ $v.noQuotaPolicy }}
+{{- range $v.extraArgs }}
+- {{ . | quote }}
+{{- end }}
+{{- end }}

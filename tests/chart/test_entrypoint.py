@@ -1,0 +1,132 @@
+"""The image's entrypoint plus the chart's arguments make a command that ``dbquota`` accepts.
+
+No Docker engine exists on the development machines, so the image is never built here;
+instead the Dockerfile's ``ENTRYPOINT`` is read, checked to be ``dbquota run`` (a console
+script this package installs), and run with ``--help``; then, for every variant of the
+matrix, the container's arguments are parsed by ``dbquota.cli.build_parser()``, so a flag
+the chart passes that the operator lacks fails here, and the parsed settings are checked
+against the values that produced them. Also checks the Dockerfile's non-negotiables:
+multi-stage, a numeric non-root user, and the port numbers the chart expects.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from dbquota import cli, settings
+from tests.chart.conftest import MATRIX, REPO, Manifests
+
+DOCKERFILE = REPO / "Dockerfile"
+
+
+def entrypoint() -> list[str]:
+    (line,) = [ln for ln in DOCKERFILE.read_text().splitlines() if ln.startswith("ENTRYPOINT")]
+    argv: list[str] = json.loads(line.removeprefix("ENTRYPOINT"))
+    return argv
+
+
+def container_argv(manifests: Manifests) -> list[str]:
+    container = manifests.container()
+    assert "command" not in container, "the chart relies on the image's entrypoint"
+    return [*entrypoint(), *container["args"]]
+
+
+def parse(argv: list[str]) -> settings.Settings:
+    assert argv[0] == "dbquota"
+    args = cli.build_parser().parse_args(argv[1:])
+    assert args.command == "run"
+    return settings.from_namespace(args)
+
+
+def test_entrypoint_is_dbquota_run_and_answers_help() -> None:
+    assert entrypoint() == ["dbquota", "run"]
+    script = Path(sys.executable).parent / "dbquota"
+    result = subprocess.run(
+        [str(script), "run", "--help"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert "--webhook-cert-dir" in result.stdout
+
+
+def test_every_argument_the_chart_passes_is_a_flag_of_dbquota_run(variant: Manifests) -> None:
+    cfg = parse(container_argv(variant))
+    assert cfg.webhook.dev is False  # the chart owns the ValidatingWebhookConfiguration
+
+
+def test_parsed_settings_match_the_values(render: Callable[..., Manifests]) -> None:
+    cfg = parse(container_argv(render(MATRIX["everything"])))
+    assert cfg.billing.url == "http://billing:8089"
+    assert cfg.billing.token_file == Path("/var/run/secrets/dbquota/billing/t")
+    assert cfg.namespace == "team-b"
+    assert cfg.enforcement.no_quota == "Deny"
+    assert cfg.billing.max_concurrency == 4
+    assert cfg.peering == "dbq-dbquota"
+    assert cfg.cache.path.parent == Path("/var/cache/dbquota")
+
+    cfg = parse(
+        container_argv(
+            render(
+                {
+                    "billing": {
+                        "rateLimit": 7.5,
+                        "requestTimeout": 3,
+                        "connectTimeout": 1,
+                        "syncInterval": 90,
+                        "breaker": {"failureThreshold": 9, "recoveryTimeout": 45},
+                    },
+                    "peering": {"enabled": False},
+                    "replicaCount": 1,
+                }
+            )
+        )
+    )
+    assert cfg.billing.rate_limit == 7.5
+    assert cfg.billing.request_timeout == 3
+    assert cfg.billing.connect_timeout == 1
+    assert cfg.billing.sync_interval == 90
+    assert cfg.breaker.failure_threshold == 9
+    assert cfg.breaker.recovery_timeout == 45
+    assert cfg.peering == ""
+    assert cfg.billing.url == settings.BillingSettings().url  # empty value: operator default
+
+
+def test_token_file_is_where_the_secret_is_mounted(render: Callable[..., Manifests]) -> None:
+    manifests = render(MATRIX["billing-token"])
+    cfg = parse(container_argv(manifests))
+    assert cfg.billing.token_file is not None
+    (mount,) = [m for m in manifests.container()["volumeMounts"] if m["name"] == "billing-token"]
+    assert cfg.billing.token_file.parent == Path(mount["mountPath"])
+    assert mount["readOnly"] is True
+    volumes = manifests.workload()["spec"]["template"]["spec"]["volumes"]
+    (volume,) = [v for v in volumes if v["name"] == "billing-token"]
+    assert volume["secret"]["secretName"] == "billing"
+    assert volume["secret"]["items"] == [{"key": "token", "path": cfg.billing.token_file.name}]
+
+
+def test_dockerfile_is_multi_stage_with_a_numeric_non_root_user() -> None:
+    text = DOCKERFILE.read_text()
+    stages = re.findall(r"^FROM\s+(\S+)", text, flags=re.MULTILINE)
+    assert len(stages) >= 2
+    assert all("slim" in image for image in stages)
+    (user,) = re.findall(r"^USER\s+(\S+)", text, flags=re.MULTILINE)
+    uid = user.split(":")[0]
+    assert uid.isdigit()
+    assert int(uid) > 0
+    assert re.search(r"^COPY --from=builder ", text, flags=re.MULTILINE)
+    assert not re.search(r"\b(gcc|build-essential|g\+\+)\b", text)
+
+
+def test_image_user_and_ports_agree_with_the_chart(render: Callable[..., Manifests]) -> None:
+    text = DOCKERFILE.read_text()
+    (user,) = re.findall(r"^USER\s+(\S+)", text, flags=re.MULTILINE)
+    manifests = render()
+    pod = manifests.workload()["spec"]["template"]["spec"]["securityContext"]
+    assert user == f"{pod['runAsUser']}:{pod['runAsGroup']}"
+    (exposed,) = re.findall(r"^EXPOSE\s+(.+)$", text, flags=re.MULTILINE)
+    ports = {p["containerPort"] for p in manifests.container()["ports"]}
+    assert {int(p) for p in exposed.split()} == ports

@@ -1,0 +1,236 @@
+"""The chart lints, renders for every variant of the matrix, and its parts fit together.
+
+Checks: ``helm lint --strict`` for each variant; every object has a name within 63
+characters and the release's labels; Services, the PodDisruptionBudget, the topology
+spread constraints and the ServiceMonitor select the operator's pods (or its metrics
+Service); replicas follow ``replicaCount``; probes hit /healthz and /readyz on the port
+``--metrics-port`` names; a persistent cache turns the Deployment into a StatefulSet with
+one claim per pod; the metrics Service publishes not-Ready pods; the NetworkPolicy opens
+the webhook and metrics ports; the values schema refuses unknown keys at every level and
+allows every key of values.yaml; each key of values.yaml has a comment above it and a row
+in the chart README's values table. (NOTES.txt needs a cluster to render: e2e/test_chart.py.)
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.chart.conftest import CHART, MATRIX, NAMESPACE, RELEASE, HelmError, Manifests, run_helm
+
+
+@pytest.mark.parametrize("name", list(MATRIX))
+def test_helm_lint_strict_passes(helm: Path, name: str) -> None:
+    out = run_helm(helm, "lint", "--strict", str(CHART), values=MATRIX[name])
+    assert "0 chart(s) failed" in out
+
+
+def test_every_object_is_named_labelled_and_placed(variant: Manifests) -> None:
+    cluster_scoped = {
+        "CustomResourceDefinition",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "ValidatingWebhookConfiguration",
+        "ClusterKopfPeering",
+    }
+    for doc in variant.docs:
+        meta = doc["metadata"]
+        assert len(meta["name"]) <= 63, meta["name"]
+        assert meta["labels"]["app.kubernetes.io/instance"] == RELEASE
+        assert meta["labels"]["app.kubernetes.io/managed-by"] == "Helm"
+        if doc["kind"] in cluster_scoped:
+            assert "namespace" not in meta
+        elif doc["kind"] not in ("Role", "RoleBinding", "KopfPeering"):
+            assert meta["namespace"] == NAMESPACE, doc["kind"]
+
+
+def test_long_release_names_still_fit(render: Callable[..., Manifests]) -> None:
+    manifests = render({"fullnameOverride": "x" * 63})
+    for doc in manifests.docs:
+        assert len(doc["metadata"]["name"]) <= 63
+
+
+def pod_labels(manifests: Manifests) -> dict[str, str]:
+    labels: dict[str, str] = manifests.workload()["spec"]["template"]["metadata"]["labels"]
+    return labels
+
+
+def test_selectors_select_the_operator_pods(variant: Manifests) -> None:
+    labels = pod_labels(variant)
+    workload = variant.workload()
+    assert workload["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    for service in variant.of_kind("Service"):
+        assert service["spec"]["selector"].items() <= labels.items()
+    for pdb in variant.of_kind("PodDisruptionBudget"):
+        assert pdb["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    for constraint in workload["spec"]["template"]["spec"]["topologySpreadConstraints"]:
+        assert constraint["labelSelector"]["matchLabels"].items() <= labels.items()
+
+
+def test_replicas_follow_replica_count(render: Callable[..., Manifests]) -> None:
+    assert render().workload()["spec"]["replicas"] == 2
+    assert render(MATRIX["one-replica"]).workload()["spec"]["replicas"] == 1
+    assert render(MATRIX["three-replicas"]).workload()["spec"]["replicas"] == 3
+
+
+def test_replicas_spread_over_zones_and_nodes_and_drain_one_at_a_time(
+    render: Callable[..., Manifests],
+) -> None:
+    manifests = render()
+    spec = manifests.workload()["spec"]
+    keys = {c["topologyKey"] for c in spec["template"]["spec"]["topologySpreadConstraints"]}
+    assert keys == {"topology.kubernetes.io/zone", "kubernetes.io/hostname"}
+    assert manifests.one("PodDisruptionBudget")["spec"] == {
+        "maxUnavailable": 1,
+        "selector": {"matchLabels": manifests.workload()["spec"]["selector"]["matchLabels"]},
+    }
+    assert spec["strategy"]["rollingUpdate"] == {"maxUnavailable": 0, "maxSurge": 1}
+
+
+def test_probes_use_the_operators_health_endpoints(variant: Manifests) -> None:
+    container = variant.container()
+    (metrics,) = [p for p in container["ports"] if p["name"] == "metrics"]
+    assert f"--metrics-port={metrics['containerPort']}" in container["args"]
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
+    assert container["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+
+
+def test_peering_name_is_shared_by_the_pods_and_the_peering_object(variant: Manifests) -> None:
+    (peering,) = variant.of_kind("ClusterKopfPeering") + variant.of_kind("KopfPeering")
+    container = variant.container()
+    assert f"--peering={peering['metadata']['name']}" in container["args"]
+    (pod_id,) = [e for e in container["env"] if e["name"] == "POD_ID"]
+    assert pod_id["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+
+
+def test_peering_off_renders_no_peering_object(render: Callable[..., Manifests]) -> None:
+    manifests = render({"peering": {"enabled": False}, "replicaCount": 1})
+    assert not manifests.of_kind("ClusterKopfPeering")
+    assert not [a for a in manifests.container()["args"] if a.startswith("--peering")]
+
+
+def test_persistent_cache_is_a_statefulset_with_a_claim_per_pod(
+    render: Callable[..., Manifests],
+) -> None:
+    manifests = render(MATRIX["persistent-cache"])
+    assert not manifests.of_kind("Deployment")
+    sts = manifests.one("StatefulSet")
+    (claim,) = sts["spec"]["volumeClaimTemplates"]
+    assert claim["metadata"]["name"] == "cache"
+    assert claim["spec"]["resources"]["requests"]["storage"] == "5Gi"
+    volumes = {v["name"] for v in sts["spec"]["template"]["spec"]["volumes"]}
+    assert "cache" not in volumes  # the claim template provides it
+    governing = manifests.one("Service", sts["spec"]["serviceName"])
+    assert governing["spec"]["clusterIP"] == "None"
+
+
+def test_default_cache_is_a_size_limited_empty_dir(render: Callable[..., Manifests]) -> None:
+    volumes = render().workload()["spec"]["template"]["spec"]["volumes"]
+    (cache,) = [v for v in volumes if v["name"] == "cache"]
+    assert cache["emptyDir"]["sizeLimit"] == "1Gi"
+
+
+def test_metrics_service_publishes_not_ready_pods_and_the_monitor_scrapes_it(
+    render: Callable[..., Manifests],
+) -> None:
+    manifests = render(MATRIX["service-monitor"])
+    monitor = manifests.one("ServiceMonitor")
+    (service,) = [
+        s
+        for s in manifests.of_kind("Service")
+        if monitor["spec"]["selector"]["matchLabels"].items() <= s["metadata"]["labels"].items()
+    ]
+    assert service["spec"]["publishNotReadyAddresses"] is True
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["path"] == "/metrics"
+    assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
+    assert not render().of_kind("ServiceMonitor")
+
+
+def test_network_policy_admits_the_webhook_and_metrics_ports(
+    render: Callable[..., Manifests],
+) -> None:
+    manifests = render(MATRIX["network-policy"])
+    policy = manifests.one("NetworkPolicy")
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels(manifests).items()
+    ports = {p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]}
+    assert ports == {"webhook", "metrics"}
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    everything = render(MATRIX["everything"]).one("NetworkPolicy")
+    assert everything["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    assert not render().of_kind("NetworkPolicy")
+
+
+SCHEMA = json.loads((CHART / "values.schema.json").read_text())
+VALUES = yaml.safe_load((CHART / "values.yaml").read_text())
+
+
+def schema_objects(node: dict[str, Any], path: str = "") -> Iterator[tuple[str, dict[str, Any]]]:
+    if "properties" in node:
+        yield path or "/", node
+        for key, child in node["properties"].items():
+            yield from schema_objects(child, f"{path}/{key}")
+
+
+def test_schema_closes_every_object_it_describes() -> None:
+    objects = list(schema_objects(SCHEMA))
+    assert len(objects) > 10
+    for path, node in objects:
+        assert node.get("additionalProperties") is False, path
+
+
+def value_paths(
+    node: Any, schema: dict[str, Any], path: tuple[str, ...] = ()
+) -> Iterator[tuple[str, ...]]:
+    """Paths of values.yaml keys that the schema describes property by property."""
+    if not isinstance(node, dict) or "properties" not in schema:
+        return
+    for key, child in node.items():
+        assert key in schema["properties"], (
+            f"values.yaml key {'.'.join((*path, key))} not in schema"
+        )
+        yield (*path, key)
+        yield from value_paths(child, schema["properties"][key], (*path, key))
+
+
+def test_schema_refuses_unknown_keys_at_every_level(render: Callable[..., Manifests]) -> None:
+    for values in (
+        {"replicaCnt": 3},
+        {"billing": {"URL": "x"}},
+        {"webhook": {"selfSigned": {"x": 1}}},
+    ):
+        with pytest.raises(HelmError, match="additional properties"):
+            render(values)
+
+
+def test_values_yaml_keys_each_have_a_comment_above() -> None:
+    lines = (CHART / "values.yaml").read_text().splitlines()
+    paths = set(value_paths(VALUES, SCHEMA))
+    stack: list[tuple[int, str]] = []
+    seen = set()
+    for number, line in enumerate(lines):
+        match = re.match(r"^( *)([A-Za-z][A-Za-z0-9]*):", line)
+        if not match:
+            continue
+        indent = len(match.group(1))
+        while stack and stack[-1][0] >= indent:
+            stack.pop()
+        stack.append((indent, match.group(2)))
+        path = tuple(key for _, key in stack)
+        if path in paths:
+            seen.add(path)
+            assert lines[number - 1].lstrip().startswith("#"), f"no comment above {line!r}"
+    assert seen == paths
+
+
+def test_chart_readme_lists_every_value() -> None:
+    readme = (CHART / "README.md").read_text()
+    for path in value_paths(VALUES, SCHEMA):
+        assert f"`{'.'.join(path)}`" in readme, ".".join(path)
