@@ -45,10 +45,10 @@ from typing import Any
 import pytest
 import yaml
 from cryptography import x509
-from tests.chart.conftest import CHART, MATRIX, NAMESPACE, RELEASE
 
 from e2e import controlplane
 from e2e.conftest import Cluster, Kubectl, free_port, wait_for
+from tests.chart.conftest import CHART, MATRIX, NAMESPACE, RELEASE
 
 FULLNAME = f"{RELEASE}-dbquota"
 SERVICE_ACCOUNT = f"system:serviceaccount:{NAMESPACE}:{FULLNAME}"

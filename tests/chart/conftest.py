@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 import yaml
+
 from e2e import controlplane
 
 REPO = Path(__file__).resolve().parents[2]
