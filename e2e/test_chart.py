@@ -461,27 +461,18 @@ def capped_namespace(env: Env, installed: str) -> str:
             "apiVersion": "dbquota.io/v1alpha1",
             "kind": "DatabaseQuota",
             "metadata": {"name": "q", "namespace": "tenant"},
-            "spec": {"monthlyBudget": 1000, "hard": {"storageGiB": 100}},
+            # No billing runs here: FailOpen admits what the hard cap allows.
+            "spec": {
+                "monthlyBudget": 1000,
+                "hard": {"storageGiB": 100},
+                "degradation": {"policy": "FailOpen"},
+            },
         }
     )
     return "tenant"
 
 
-@pytest.mark.parametrize(
-    "replica",
-    [
-        "leader",
-        pytest.param(
-            "standby",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="operator defect: kopf peering pauses a standby's watch streams, so its "
-                "quota index stays empty and its webhook admits everything; remove this "
-                "marker once the webhook's quota view no longer depends on them",
-            ),
-        ),
-    ],
-)
+@pytest.mark.parametrize("replica", ["leader", "standby"])
 def test_every_replica_denies_a_claim_over_a_hard_cap(
     env: Env, operators: tuple[Operator, Operator], capped_namespace: str, replica: str
 ) -> None:

@@ -12,19 +12,23 @@ must be awaited on the admission path (one persistent aiohttp connection pool).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import datetime
 import json
+import logging
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, cast
 
-from kubernetes_asyncio import client, config
+from kubernetes_asyncio import client, config, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 from kubernetes_asyncio.config.config_exception import ConfigException
 
 from dbquota.domain.resources import ClaimObject, QuotaObject
 from dbquota.errors import Conflict, KubeError, NotFound
+
+logger = logging.getLogger(__name__)
 
 GROUP, VERSION = "dbquota.io", "v1alpha1"
 QUOTAS, CLAIMS = "databasequotas", "databaseclaims"
@@ -172,3 +176,97 @@ class Kube:
             await self._core.create_namespaced_event(namespace, cast(Any, event))
         except ApiException as exc:
             raise _translate(exc, f"post Event on {kind} {namespace}/{name}") from exc
+
+
+class Informer:
+    """A watch-fed, in-memory copy of every object of one dbquota kind, cluster-wide.
+
+    The admission webhook reads the namespace's quotas and claims from here, as Kubernetes'
+    ResourceQuota admission reads from an informer: no apiserver round trip per review.
+    It is deliberately independent of kopf's watches, which kopf's peering pauses on
+    standby replicas; every replica serves the webhook, so every replica needs this view.
+    It lists, then watches from the list's resourceVersion; when the watch expires (410
+    Gone) or fails, it lists again.
+    """
+
+    def __init__(self, kube: Kube, *, plural: str, namespace: str = "") -> None:
+        self._kube = kube
+        self.plural = plural
+        self._namespace = namespace
+        self._by_namespace: dict[str, dict[str, dict[str, Any]]] = {}
+        self.synced = asyncio.Event()
+
+    def in_namespace(self, namespace: str) -> list[dict[str, Any]]:
+        """Every object of the namespace, as last seen."""
+        return list(self._by_namespace.get(namespace, {}).values())
+
+    def get(self, *, namespace: str, name: str) -> dict[str, Any] | None:
+        """One object as last seen, or None."""
+        return self._by_namespace.get(namespace, {}).get(name)
+
+    def namespaces(self) -> list[str]:
+        """Namespaces holding at least one object."""
+        return [ns for ns, objs in self._by_namespace.items() if objs]
+
+    def _put(self, obj: dict[str, Any]) -> None:
+        meta = obj.get("metadata", {})
+        self._by_namespace.setdefault(meta.get("namespace", ""), {})[meta.get("name", "")] = obj
+
+    def _drop(self, obj: dict[str, Any]) -> None:
+        meta = obj.get("metadata", {})
+        self._by_namespace.get(meta.get("namespace", ""), {}).pop(meta.get("name", ""), None)
+
+    async def _list(self) -> str:
+        if self._namespace:
+            got = await self._kube._custom.list_namespaced_custom_object(
+                GROUP, VERSION, self._namespace, self.plural
+            )
+        else:
+            got = await self._kube._custom.list_cluster_custom_object(GROUP, VERSION, self.plural)
+        fresh: dict[str, dict[str, dict[str, Any]]] = {}
+        for obj in got.get("items", []):
+            meta = obj.get("metadata", {})
+            fresh.setdefault(meta.get("namespace", ""), {})[meta.get("name", "")] = obj
+        self._by_namespace = fresh
+        self.synced.set()
+        return str(got.get("metadata", {}).get("resourceVersion", ""))
+
+    async def run(self) -> None:
+        """List and watch until cancelled."""
+        while True:
+            try:
+                version = await self._list()
+                while version:
+                    version = await self._watch(version)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a watch must outlive any one failure
+                logger.exception("%s watch failed; listing again in 1s", self.plural)
+                await asyncio.sleep(1)
+
+    async def _watch(self, version: str) -> str:
+        """Apply events from ``version`` on; the version to go on from, or "" to relist."""
+        custom = self._kube._custom
+        func: Callable[..., Awaitable[Any]] = custom.list_cluster_custom_object
+        args: tuple[str, ...] = (GROUP, VERSION, self.plural)
+        if self._namespace:
+            func = custom.list_namespaced_custom_object
+            args = (GROUP, VERSION, self._namespace, self.plural)
+        async with watch.Watch().stream(
+            func,
+            *args,
+            resource_version=version,
+            timeout_seconds=300,
+            allow_watch_bookmarks=True,
+        ) as stream:
+            async for event in stream:
+                kind, obj = event["type"], event["object"]
+                if kind == "ERROR":  # 410 Gone: the version is too old to watch from
+                    logger.info("%s watch expired (%s); listing again", self.plural, obj)
+                    return ""
+                version = obj.get("metadata", {}).get("resourceVersion", version)
+                if kind in ("ADDED", "MODIFIED"):
+                    self._put(obj)
+                elif kind == "DELETED":
+                    self._drop(obj)
+        return version

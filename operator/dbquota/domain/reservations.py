@@ -21,9 +21,9 @@ from __future__ import annotations
 import datetime
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
-from dbquota.domain import billing, quotas
+from dbquota.domain import billing, claims, quotas
 from dbquota.domain.resources import QuotaStatus, Reservation
 
 ReleaseReason = Literal["Billed", "ClaimDeleted", "NeverCreated"]
@@ -37,6 +37,21 @@ class ClaimRef:
     uid: str
     cluster_id: str
     storage_gib: int
+
+
+def claim_ref(obj: Mapping[str, Any]) -> ClaimRef | None:
+    """What bookkeeping needs of a DatabaseClaim object; None for one it cannot read."""
+    meta = obj.get("metadata", {})
+    try:
+        parsed = claims.from_object(obj)
+    except ValueError:
+        return None
+    return ClaimRef(
+        name=str(meta.get("name", "")),
+        uid=str(meta.get("uid", "")),
+        cluster_id=parsed.cluster_id,
+        storage_gib=parsed.storage_gib,
+    )
 
 
 def to_rfc3339(epoch: float) -> str:

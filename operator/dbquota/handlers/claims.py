@@ -1,11 +1,10 @@
-"""kopf handlers for DatabaseClaim: the validating webhook, an index, and the claim's status.
+"""kopf handlers for DatabaseClaim: the validating webhook and the claim's status.
 
-- ``claims_by_namespace``: every claim's name, uid, billing cluster id and storage, the
-  in-memory view admission and reconciliation count usage from.
-- ``validate_claim``: the webhook (path ``/validate-claims``). It only reads kopf's
-  indexes and the billing snapshot, reserves through the quota's ledger, and turns the
-  verdict into kopf's answer: ``AdmissionError`` denies with the verdict's message;
-  warnings go into the admission response (kubectl prints them).
+- ``validate_claim``: the webhook (path ``/validate-claims``). It reads only the runtime's
+  informers (quotas and claims, kept by a watch on every replica, so a standby replica of
+  kopf peering decides as well as the leader) and the billing snapshot, reserves through
+  the quota's ledger, and turns the verdict into kopf's answer: ``AdmissionError`` denies
+  with the verdict's message; warnings go into the admission response (kubectl prints them).
 - ``claim_status``: writes ``estimatedMonthlyCost``, ``pricing`` and the ``Admitted``
   condition from the reservation its admission took, and asks the quota to reconcile so
   the reservation learns the claim's uid.
@@ -18,33 +17,14 @@ from typing import Any
 
 import kopf
 
-from dbquota.domain import claims, conditions, pricing, reservations
+from dbquota.domain import claims, conditions, pricing
 from dbquota.handlers import runtime as runtime_
 from dbquota.services import admitting
 
 GROUP, VERSION = "dbquota.io", "v1alpha1"
 
 
-@kopf.index(GROUP, VERSION, "databaseclaims")
-def claims_by_namespace(
-    *, namespace: str | None, name: str | None, uid: str | None, spec: kopf.Spec, **_: Any
-) -> dict[str | None, reservations.ClaimRef]:
-    """``{namespace: ClaimRef}`` for every claim kopf has seen."""
-    try:
-        parsed = claims.parse_claim(namespace=namespace or "", name=name or "", spec=spec)
-    except ValueError:
-        return {}
-    return {
-        namespace: reservations.ClaimRef(
-            name=name or "",
-            uid=uid or "",
-            cluster_id=parsed.cluster_id,
-            storage_gib=parsed.storage_gib,
-        )
-    }
-
-
-@kopf.on.validate(  # type: ignore[arg-type]  # indexes come by name through **kwargs
+@kopf.on.validate(
     GROUP,
     VERSION,
     "databaseclaims",
@@ -55,14 +35,12 @@ def claims_by_namespace(
 async def validate_claim(
     *,
     spec: kopf.Spec,
-    old: kopf.Body | None,
+    old: kopf.Body | None = None,
     namespace: str | None,
     name: str | None,
     dryrun: bool,
     warnings: list[str],
     memo: kopf.Memo,
-    quotas_by_namespace: kopf.Index[str | None, runtime_.QuotaEntry],
-    claims_by_namespace: kopf.Index[str | None, reservations.ClaimRef],
     **_: Any,
 ) -> None:
     """Admit or deny a DatabaseClaim against its namespace's quotas (see module docstring)."""
@@ -76,10 +54,11 @@ async def validate_claim(
         old_spec=old_spec,
         dry_run=dryrun,
     )
+    quota_entries = await runtime.quota_entries(namespace or "")
     verdict = await runtime.admission.review(
         review,
-        quota_names=[q.name for q in quotas_by_namespace.get(namespace, [])],
-        claim_refs=list(claims_by_namespace.get(namespace, [])),
+        quota_names=[q.name for q in quota_entries],
+        claim_refs=runtime.claim_refs(namespace or ""),
     )
     runtime.observe_admission(verdict, seconds=time.perf_counter() - started, dry_run=dryrun)
     warnings.extend(verdict.warnings)
@@ -89,7 +68,7 @@ async def validate_claim(
 
 @kopf.on.resume(GROUP, VERSION, "databaseclaims")
 @kopf.on.create(GROUP, VERSION, "databaseclaims")
-@kopf.on.update(GROUP, VERSION, "databaseclaims", field="spec")  # type: ignore[arg-type]  # indexes come by name through **kwargs
+@kopf.on.update(GROUP, VERSION, "databaseclaims", field="spec")
 async def claim_status(
     *,
     spec: kopf.Spec,
@@ -99,15 +78,13 @@ async def claim_status(
     status: kopf.Status,
     patch: kopf.Patch,
     memo: kopf.Memo,
-    quotas_by_namespace: kopf.Index[str | None, runtime_.QuotaEntry],
-    claims_by_namespace: kopf.Index[str | None, reservations.ClaimRef],
     **_: Any,
 ) -> None:
     """Publish the claim's price and how it was priced; let its quotas learn its uid."""
     runtime = runtime_.of(memo)
     generation = int(meta.get("generation", 0))
     parsed = claims.parse_claim(namespace=namespace or "", name=name or "", spec=spec)
-    quota_entries = list(quotas_by_namespace.get(namespace, []))
+    quota_entries = await runtime.quota_entries(namespace or "")
     held = await runtime.find_reservation(
         namespace=namespace or "", claim=name or "", quotas=[q.name for q in quota_entries]
     )
@@ -139,4 +116,4 @@ async def claim_status(
         now=now,
     )
     for entry in quota_entries:
-        await runtime.reconcile(entry, claims=list(claims_by_namespace.get(namespace, [])))
+        await runtime.reconcile(entry)

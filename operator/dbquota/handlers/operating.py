@@ -30,7 +30,7 @@ import kopf
 
 from dbquota import settings as settings_
 from dbquota.adapters import metrics
-from dbquota.adapters.kube import Kube
+from dbquota.adapters.kube import Informer, Kube
 from dbquota.errors import ConfigurationError
 from dbquota.handlers import claims, quotas
 from dbquota.handlers import runtime as runtime_
@@ -124,6 +124,13 @@ async def _serve(cfg: settings_.Settings, memo: kopf.Memo, stop: asyncio.Event) 
             )
             logger.info("serving /metrics, /healthz and /readyz on port %d", port)
         ledgers = reserving.Ledgers(kube)
+        informers = [
+            Informer(kube, plural="databasequotas", namespace=cfg.namespace),
+            Informer(kube, plural="databaseclaims", namespace=cfg.namespace),
+        ]
+        for informer in informers:
+            task = asyncio.create_task(informer.run(), name=f"informer {informer.plural}")
+            stack.callback(task.cancel)
         runtime = runtime_.Runtime(
             settings=cfg,
             kube=kube,
@@ -135,6 +142,8 @@ async def _serve(cfg: settings_.Settings, memo: kopf.Memo, stop: asyncio.Event) 
                 clock=time.time,
                 no_quota=cfg.enforcement.no_quota,
             ),
+            quota_informer=informers[0],
+            claim_informer=informers[1],
             reconciler=reconciling.Reconciler(
                 kube=kube,
                 ledgers=ledgers,

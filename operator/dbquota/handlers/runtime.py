@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import kopf
 
 from dbquota.adapters import metrics
-from dbquota.adapters.kube import Kube
+from dbquota.adapters.kube import Informer, Kube
 from dbquota.domain import billing, reservations, verdicts
 from dbquota.domain.resources import Reservation
 from dbquota.errors import KubeError
@@ -46,6 +46,8 @@ class Runtime:
     ingestor: ingesting.Ingestor
     admission: admitting.Admission
     reconciler: reconciling.Reconciler
+    quota_informer: Informer
+    claim_informer: Informer
     quotas: dict[tuple[str, str], QuotaEntry] = field(default_factory=dict)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -71,6 +73,39 @@ class Runtime:
             if decision.pricing is not None:
                 self.ingestor.record_decision(from_cache=decision.pricing != "Live")
 
+    async def quota_entries(self, namespace: str) -> list[QuotaEntry]:
+        """The namespace's quotas as the informer holds them (waiting for its first list)."""
+        await self._synced()
+        entries = []
+        for obj in self.quota_informer.in_namespace(namespace):
+            meta = obj.get("metadata", {})
+            entry = QuotaEntry(
+                namespace=namespace,
+                name=str(meta.get("name", "")),
+                uid=str(meta.get("uid", "")),
+                generation=int(meta.get("generation", 0)),
+            )
+            self.ledgers.of(namespace=namespace, name=entry.name).expect_generation(
+                entry.generation
+            )
+            entries.append(entry)
+        return entries
+
+    def claim_refs(self, namespace: str) -> list[reservations.ClaimRef]:
+        """The namespace's claims as the informer holds them."""
+        refs = (reservations.claim_ref(obj) for obj in self.claim_informer.in_namespace(namespace))
+        return [ref for ref in refs if ref is not None]
+
+    async def _synced(self, patience: float = 10.0) -> None:
+        for informer in (self.quota_informer, self.claim_informer):
+            if not informer.synced.is_set():
+                try:
+                    await asyncio.wait_for(informer.synced.wait(), patience)
+                except TimeoutError as exc:
+                    raise KubeError(
+                        f"the {informer.plural} informer has not listed yet; retry"
+                    ) from exc
+
     def remember(self, entry: QuotaEntry) -> None:
         """Track a quota (for breaker Events); forget its cached copy if its spec changed."""
         key = (entry.namespace, entry.name)
@@ -84,12 +119,13 @@ class Runtime:
         self.quotas.pop((namespace, name), None)
         self.ledgers.drop(namespace=namespace, name=name)
 
-    async def reconcile(self, entry: QuotaEntry, claims: Sequence[reservations.ClaimRef]) -> None:
+    async def reconcile(self, entry: QuotaEntry) -> None:
         """Refresh one quota's status (through its ledger)."""
         self.remember(entry)
+        await self._synced()
         await self.reconciler.reconcile(
             quota=reconciling.QuotaRef(namespace=entry.namespace, name=entry.name, uid=entry.uid),
-            claims=claims,
+            claims=self.claim_refs(entry.namespace),
         )
 
     async def find_reservation(

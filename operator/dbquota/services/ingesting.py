@@ -189,7 +189,7 @@ class Ingestor:
 
     @property
     def ready(self) -> bool:
-        """True once the warm-up sync finished (success, or failure with cached data)."""
+        """True once the warm-up sync was attempted (success or not; see ``_apply``)."""
         return self._ready
 
     async def wait_ready(self) -> None:
@@ -459,10 +459,19 @@ class Ingestor:
         )
         self._stale_health = False
         metrics.consecutive_failures.set(self._breaker.consecutive_failures)
-        if not self._ready and (ok or self._snapshot.costs or self._snapshot.prices):
+        if not self._ready:
+            # Ready once the warm-up sync was attempted, whatever it got: the cache was
+            # loaded before it, and a provider that is down is what the quotas'
+            # degradation policies are for. Waiting for it would keep every webhook pod
+            # unready, and failurePolicy Fail would then refuse every claim.
             self._ready = True
             self._ready_event.set()
-            logger.info("billing cache is warm (%d clusters)", len(costs))
+            if ok:
+                logger.info("billing cache is warm (%d clusters)", len(costs))
+            else:
+                logger.warning(
+                    "warm-up sync failed; serving degraded from %d cached clusters", len(costs)
+                )
 
     async def _maybe_compact(self, *, now: float) -> None:
         if self._clock.monotonic() - self._last_compaction < COMPACT_EVERY:

@@ -109,6 +109,17 @@ class Ledger:
         """Drop the cached copy (e.g. after someone else changed the quota)."""
         self._latest = None
 
+    def expect_generation(self, generation: int) -> None:
+        """Drop the cached copy if the quota's spec changed since it was read.
+
+        Status writes do not bump ``metadata.generation``, spec changes do: a denial
+        (which writes nothing, so no conflict would tell us) must see a raised budget.
+        """
+        if self._latest is not None:
+            cached = int(self._latest.get("metadata", {}).get("generation", 0))
+            if cached < generation:
+                self._latest = None
+
     async def reserve(self, decide: Decide[R], *, dry_run: bool) -> R:
         """Decide one request in the next batch and hold its reservation unless dry-run."""
         pending: _Pending[R] = _Pending(decide=decide, mutate=None, dry_run=dry_run)
