@@ -184,7 +184,7 @@ def billing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Simulator]:
     log_path = tmp_path_factory.mktemp("billing") / "simulator.log"
     flags = [f"--cluster-id={c}" for c in CLAIM_CLUSTERS]
     with log_path.open("w") as log:
-        sim = launch(*flags, log=log, clusters=50, seed=11)
+        sim = launch(*flags, "--price-period=3600", log=log, clusters=50, seed=11)
     yield sim
     stop_simulator(sim.process)
 

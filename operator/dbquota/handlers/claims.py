@@ -60,7 +60,13 @@ async def validate_claim(
         quota_names=[q.name for q in quota_entries],
         claim_refs=runtime.claim_refs(namespace or ""),
     )
-    runtime.observe_admission(verdict, seconds=time.perf_counter() - started, dry_run=dryrun)
+    runtime.observe_admission(
+        verdict,
+        namespace=namespace or "",
+        claim=name or "",
+        seconds=time.perf_counter() - started,
+        dry_run=dryrun,
+    )
     warnings.extend(verdict.warnings)
     if not verdict.allowed:
         raise kopf.AdmissionError(verdict.message, code=403)

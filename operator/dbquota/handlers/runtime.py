@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import kopf
 
@@ -56,9 +57,17 @@ class Runtime:
         return self.ingestor.snapshot()
 
     def observe_admission(
-        self, verdict: verdicts.Verdict, *, seconds: float, dry_run: bool
+        self,
+        verdict: verdicts.Verdict,
+        *,
+        namespace: str,
+        claim: str,
+        seconds: float,
+        dry_run: bool,
     ) -> None:
-        """Count one admission in metrics and in the fallback hit rate."""
+        """Count one admission in metrics and in the fallback hit rate; record what Warn and
+        DryRun quotas let through as a ``WouldDeny`` Event on the quota (in the background,
+        off the admission path)."""
         metrics.admission_seconds.observe(seconds)
         for decision in verdict.decisions:
             outcome = "admitted" if decision.allowed else "denied"
@@ -72,6 +81,31 @@ class Runtime:
             ).inc()
             if decision.pricing is not None:
                 self.ingestor.record_decision(from_cache=decision.pricing != "Live")
+            if decision.allowed and decision.would_deny and not dry_run:
+                self._would_deny(namespace=namespace, claim=claim, decision=decision)
+
+    def _would_deny(self, *, namespace: str, claim: str, decision: verdicts.Decision) -> None:
+        obj = self.quota_informer.get(namespace=namespace, name=decision.quota)
+        if obj is None:
+            return
+        ref = reconciling.QuotaRef(
+            namespace=namespace,
+            name=decision.quota,
+            uid=str(obj.get("metadata", {}).get("uid", "")),
+        )
+        self._background(
+            self.reconciler.record(
+                ref,
+                type_="Warning",
+                reason="WouldDeny",
+                message=f"claim {claim} admitted by enforcement mode only: {decision.message}",
+            )
+        )
+
+    def _background(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
     async def quota_entries(self, namespace: str) -> list[QuotaEntry]:
         """The namespace's quotas as the informer holds them (waiting for its first list)."""
@@ -143,16 +177,16 @@ class Runtime:
         return None
 
     def on_transition(self, old: str, new: str, reason: str) -> None:
-        """Breaker transition: an Event on every quota, then refresh their status at once."""
+        """Breaker transition: an Event on every quota this replica knows.
+
+        The status itself follows on the leader's next ``--resync-interval`` refresh: a
+        standby replica (its own breaker, its own view) must not write it.
+        """
         refs = [
             reconciling.QuotaRef(namespace=q.namespace, name=q.name, uid=q.uid)
             for q in self.quotas.values()
         ]
-        task = asyncio.get_running_loop().create_task(
-            self.reconciler.announce_transition(refs, old=old, new=new, reason=reason)
-        )
-        self.tasks.add(task)
-        task.add_done_callback(self.tasks.discard)
+        self._background(self.reconciler.announce_transition(refs, old=old, new=new, reason=reason))
 
 
 def of(memo: kopf.Memo) -> Runtime:

@@ -100,6 +100,10 @@ class Reconciler:
                 quota, type_, f"Circuit{new}", f"billing circuit breaker {old} -> {new}: {reason}"
             )
 
+    async def record(self, quota: QuotaRef, *, type_: str, reason: str, message: str) -> None:
+        """Post one Event on a quota (failures are logged, not raised)."""
+        await self._event(quota, type_, reason, message)
+
     async def _event(self, quota: QuotaRef, type_: str, reason: str, message: str) -> None:
         try:
             await self._kube.post_event(
