@@ -4,17 +4,19 @@ Two ledgers on two separate API connections (as two webhook replicas would have)
 200 reservations of 100.00 each at one quota whose budget fits exactly 10: exactly 10 are
 admitted, the status holds exactly those 10, and remaining is 0. Dry-run requests are
 decided but reserve nothing. A reconciler-style update through the same ledger is applied
-in queue order without losing reservations.
+in queue order without losing reservations, while the session operator reconciles too.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Sequence
 
 import pytest
 
 from dbquota.adapters.kube import Kube
+from dbquota.domain import reservations
 from dbquota.domain.resources import QuotaObject, QuotaStatus, Reservation
 from dbquota.services import reserving
 from e2e.conftest import Cluster, Kubectl
@@ -37,7 +39,7 @@ def admit_if_it_fits(claim: str, cost: float) -> reserving.Decide[bool]:
         total = observed + sum(float(r.get("cost", 0.0)) for r in held) + cost
         if total > budget:
             return reserving.Outcome(result=False)
-        res = Reservation(claim=claim, cost=cost, reservedAt="2026-01-01T00:00:00Z")
+        res = Reservation(claim=claim, cost=cost, reservedAt=reservations.to_rfc3339(time.time()))
         return reserving.Outcome(result=True, reservation=res)
 
     return decide
@@ -91,4 +93,9 @@ async def test_update_through_the_ledger_keeps_reservations(
     )
     status = kubectl.get_json("dbq", "budget", "-n", namespace)["status"]
     assert {r["claim"] for r in status["reservations"]} == {"a", "b"}
-    assert status["spend"] == {"observed": 250.0, "reserved": 200.0, "remaining": 550.0}
+    # The operator's own reconciler may have written since; whoever wrote last, the
+    # spend adds up and no reservation was lost.
+    spend = status["spend"]
+    assert spend["reserved"] == 200.0
+    assert spend["observed"] in (0.0, 250.0)
+    assert spend["remaining"] == 1000.0 - spend["observed"] - spend["reserved"]
