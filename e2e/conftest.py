@@ -189,6 +189,30 @@ def billing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Simulator]:
     stop_simulator(sim.process)
 
 
+def spawn_operator(cluster: Cluster, workdir: Path, *args: str) -> OperatorProcess:
+    """``dbquota run`` in ``workdir`` on free webhook and metrics ports, certificates in
+    ``workdir/certs``, cache in ``workdir``; ``args`` are added to the command line."""
+    webhook_port, metrics_port = free_port(), free_port()
+    workdir.mkdir(parents=True, exist_ok=True)
+    log = workdir / "operator.log"
+    argv = [
+        sys.executable,
+        "-m",
+        "dbquota",
+        "run",
+        f"--webhook-port={webhook_port}",
+        f"--webhook-cert-dir={workdir / 'certs'}",
+        f"--metrics-port={metrics_port}",
+        f"--cache-path={workdir / 'cache.sqlite3'}",
+        *args,
+    ]
+    with log.open("ab") as out:
+        proc = subprocess.Popen(
+            argv, stdout=out, stderr=subprocess.STDOUT, env=cluster.env(), cwd=workdir
+        )
+    return OperatorProcess(proc=proc, log=log, webhook_port=webhook_port, metrics_port=metrics_port)
+
+
 def start_operator(
     cluster: Cluster,
     kubectl: Kubectl,
@@ -199,28 +223,15 @@ def start_operator(
     wait: Callable[[], bool] | None = None,
 ) -> OperatorProcess:
     """Start the operator with a dev webhook and wait until the apiserver can call it."""
-    webhook_port, metrics_port = free_port(), free_port()
-    workdir.mkdir(parents=True, exist_ok=True)
-    log = workdir / "operator.log"
-    argv = [
-        sys.executable,
-        "-m",
-        "dbquota",
-        "run",
+    op = spawn_operator(
+        cluster,
+        workdir,
         "--dev-webhook",
         f"--webhook-host={cluster.webhook_host}",
-        f"--webhook-port={webhook_port}",
-        f"--webhook-cert-dir={workdir / 'certs'}",
         f"--webhook-configuration={configuration}",
-        f"--metrics-port={metrics_port}",
-        f"--cache-path={workdir / 'cache.sqlite3'}",
         *extra,
-    ]
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            argv, stdout=out, stderr=subprocess.STDOUT, env=cluster.env(), cwd=workdir
-        )
-    op = OperatorProcess(proc=proc, log=log, webhook_port=webhook_port, metrics_port=metrics_port)
+    )
+    proc, webhook_port = op.proc, op.webhook_port
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:

@@ -18,8 +18,6 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
-import subprocess
-import sys
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -34,7 +32,7 @@ from e2e.conftest import (
     Cluster,
     Kubectl,
     OperatorProcess,
-    free_port,
+    spawn_operator,
     stop_operator,
     wait_for,
 )
@@ -240,28 +238,11 @@ def second_replica(
     cluster: Cluster, billing: Simulator, tmp_path: Path
 ) -> Iterator[tuple[OperatorProcess, Path]]:
     """Another ``dbquota run`` sharing the cluster: serves the webhook, registers nothing."""
-    certs = tmp_path / "certs"
-    ca, _, _ = ensure_dev_certificates(cert_dir=certs, host="127.0.0.1")
-    port, metrics_port = free_port(), free_port()
-    log = tmp_path / "operator.log"
-    argv = [
-        sys.executable,
-        "-m",
-        "dbquota",
-        "run",
-        "--webhook-listen=127.0.0.1",
-        f"--webhook-port={port}",
-        f"--webhook-cert-dir={certs}",
-        f"--metrics-port={metrics_port}",
-        f"--cache-path={tmp_path / 'cache.sqlite3'}",
-        f"--billing-url={billing.url}",
-        *FAST,
-    ]
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            argv, stdout=out, stderr=subprocess.STDOUT, env=cluster.env(), cwd=tmp_path
-        )
-    op = OperatorProcess(proc=proc, log=log, webhook_port=port, metrics_port=metrics_port)
+    ca, _, _ = ensure_dev_certificates(cert_dir=tmp_path / "certs", host="127.0.0.1")
+    op = spawn_operator(
+        cluster, tmp_path, "--webhook-listen=127.0.0.1", f"--billing-url={billing.url}", *FAST
+    )
+    metrics_port = op.metrics_port
 
     def ready() -> bool:
         try:
