@@ -153,6 +153,7 @@ async def _serve(cfg: settings_.Settings, memo: kopf.Memo, stop: asyncio.Event) 
             ),
         )
         ingestor.add_transition_listener(runtime.on_transition)
+        ingestor.add_event_listener(runtime.on_ingest_event)
         memo["runtime"] = runtime
         await stop.wait()
 

@@ -50,6 +50,9 @@ class Runtime:
     quota_informer: Informer
     claim_informer: Informer
     quotas: dict[tuple[str, str], QuotaEntry] = field(default_factory=dict)
+    ingest_events: list[tuple[str, str]] = field(default_factory=list)
+    """Recent ingestion events, delivered to quotas this replica starts reconciling later
+    (a cache quarantined at start-up happens before any quota is known)."""
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     def snapshot(self) -> billing.BillingSnapshot:
@@ -145,6 +148,12 @@ class Runtime:
         key = (entry.namespace, entry.name)
         before = self.quotas.get(key)
         self.quotas[key] = entry
+        if before is None:
+            ref = reconciling.QuotaRef(namespace=entry.namespace, name=entry.name, uid=entry.uid)
+            for reason, message in self.ingest_events:
+                self._background(
+                    self.reconciler.record(ref, type_="Warning", reason=reason, message=message)
+                )
         if before is not None and before.generation != entry.generation:
             self.ledgers.of(namespace=entry.namespace, name=entry.name).forget()
 
@@ -157,9 +166,11 @@ class Runtime:
         """Refresh one quota's status (through its ledger)."""
         self.remember(entry)
         await self._synced()
+        claims = self.claim_refs(entry.namespace)
+        self.ingestor.track(ref.cluster_id for ref in claims)  # fetched one by one if no bulk
         await self.reconciler.reconcile(
             quota=reconciling.QuotaRef(namespace=entry.namespace, name=entry.name, uid=entry.uid),
-            claims=self.claim_refs(entry.namespace),
+            claims=claims,
         )
 
     async def find_reservation(
@@ -177,16 +188,28 @@ class Runtime:
         return None
 
     def on_transition(self, old: str, new: str, reason: str) -> None:
-        """Breaker transition: an Event on every quota this replica knows.
+        """Breaker transition: an Event on every quota this replica reconciles.
 
-        The status itself follows on the leader's next ``--resync-interval`` refresh: a
-        standby replica (its own breaker, its own view) must not write it.
+        Only the reconciling replica (the leader under ``--peering``) knows quotas here, so
+        Events are not doubled by standbys; the status itself follows on the leader's next
+        ``--resync-interval`` refresh.
         """
-        refs = [
+        self._background(
+            self.reconciler.announce_transition(self._refs(), old=old, new=new, reason=reason)
+        )
+
+    def on_ingest_event(self, reason: str, message: str) -> None:
+        """An ingestion event (e.g. ``CacheQuarantined``) as a Warning Event on every quota."""
+        self.ingest_events = [*self.ingest_events[-9:], (reason, message)]
+        self._background(
+            self.reconciler.announce(self._refs(), type_="Warning", reason=reason, message=message)
+        )
+
+    def _refs(self) -> list[reconciling.QuotaRef]:
+        return [
             reconciling.QuotaRef(namespace=q.namespace, name=q.name, uid=q.uid)
             for q in self.quotas.values()
         ]
-        self._background(self.reconciler.announce_transition(refs, old=old, new=new, reason=reason))
 
 
 def of(memo: kopf.Memo) -> Runtime:

@@ -94,11 +94,19 @@ class Reconciler:
         self, quotas: Sequence[QuotaRef], *, old: str, new: str, reason: str
     ) -> None:
         """Post a circuit breaker transition as an Event on every quota."""
-        type_ = "Normal" if new == "Closed" else "Warning"
+        await self.announce(
+            quotas,
+            type_="Normal" if new == "Closed" else "Warning",
+            reason=f"Circuit{new}",
+            message=f"billing circuit breaker {old} -> {new}: {reason}",
+        )
+
+    async def announce(
+        self, quotas: Sequence[QuotaRef], *, type_: str, reason: str, message: str
+    ) -> None:
+        """Post the same Event on every quota (news about billing concerns them all)."""
         for quota in quotas:
-            await self._event(
-                quota, type_, f"Circuit{new}", f"billing circuit breaker {old} -> {new}: {reason}"
-            )
+            await self._event(quota, type_, reason, message)
 
     async def record(self, quota: QuotaRef, *, type_: str, reason: str, message: str) -> None:
         """Post one Event on a quota (failures are logged, not raised)."""

@@ -1,0 +1,73 @@
+"""Operating the real operator process: probes, metrics, and a corrupt cache file.
+
+Checks that ``dbquota run`` serves ``/healthz``, ``/readyz`` and ``/metrics`` (breaker
+state, admission decisions by outcome and pricing) on its metrics port; and that a cache
+file that is not SQLite is moved aside (kept, not deleted), rebuilt, and announced as a
+``CacheQuarantined`` Warning Event on the quotas the operator reconciles.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import httpx
+
+from e2e.conftest import (
+    FAST,
+    Cluster,
+    Kubectl,
+    OperatorProcess,
+    spawn_operator,
+    stop_operator,
+    wait_for,
+)
+from e2e.test_crds import claim, quota
+from tests.simulating import Simulator
+
+
+def test_probes_and_metrics_of_the_running_operator(
+    kubectl: Kubectl, operator: OperatorProcess, namespace: str
+) -> None:
+    base = f"http://127.0.0.1:{operator.metrics_port}"
+    assert httpx.get(f"{base}/healthz", timeout=5).status_code == 200
+    assert httpx.get(f"{base}/readyz", timeout=5).status_code == 200
+    kubectl.apply(quota(namespace, name="q", monthlyBudget=5000))
+    wait_for(lambda: kubectl.get_json("dbq", "q", "-n", namespace).get("status"), what="status")
+    kubectl.apply(claim(namespace, name="metered"))
+    text = httpx.get(f"{base}/metrics", timeout=5).text
+    assert 'dbquota_billing_circuit_state{state="Closed"} 1.0' in text
+    assert "dbquota_admission_duration_seconds_count" in text
+    assert 'outcome="admitted",pricing="Live"' in text
+
+
+def test_a_corrupt_cache_is_quarantined_rebuilt_and_announced(
+    cluster: Cluster,
+    kubectl: Kubectl,
+    crds: None,
+    billing: Simulator,
+    namespace: str,
+    tmp_path: Path,
+) -> None:
+    cache = tmp_path / "cache.sqlite3"
+    cache.write_bytes(b"this is not a database, and it must not be deleted\n" * 100)
+    from dbquota.handlers.operating import ensure_dev_certificates  # noqa: PLC0415
+
+    ensure_dev_certificates(cert_dir=tmp_path / "certs", host="127.0.0.1")
+    op = spawn_operator(
+        cluster, tmp_path, "--webhook-listen=127.0.0.1", f"--billing-url={billing.url}", *FAST
+    )
+    try:
+        kubectl.apply(quota(namespace, name="q", monthlyBudget=5000))
+
+        def quarantined() -> list[str]:
+            events = kubectl.get_json("events", "-n", namespace)["items"]
+            return [e["message"] for e in events if e["reason"] == "CacheQuarantined"]
+
+        messages = wait_for(quarantined, timeout=60, what="a CacheQuarantined Event")
+        assert str(cache) in messages[0] or "corrupt" in messages[0]
+        kept = list(tmp_path.glob("cache.sqlite3.corrupt-*"))
+        assert kept, list(tmp_path.iterdir())
+        assert kept[0].read_bytes().startswith(b"this is not a database")
+        assert cache.read_bytes().startswith(b"SQLite format 3")
+    finally:
+        stop_operator(op)
