@@ -158,8 +158,21 @@ async def _serve(cfg: settings_.Settings, memo: kopf.Memo, stop: asyncio.Event) 
         await stop.wait()
 
 
+class DenialsAreNotErrors(logging.Filter):
+    """kopf logs every denial of the webhook as "Webhook ... failed permanently" at ERROR.
+    A denied claim is the operator working, so such records are logged at INFO instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if record.levelno == logging.ERROR and message.startswith("Webhook 'validate-claims'"):
+            record.levelno, record.levelname = logging.INFO, "INFO"
+            record.msg, record.args = message.replace("failed permanently", "denied", 1), ()
+        return True
+
+
 def run(cfg: settings_.Settings) -> None:
     """Run the operator until SIGINT/SIGTERM."""
+    logging.getLogger("kopf.objects").addFilter(DenialsAreNotErrors())
     quotas.register_timer(cfg.enforcement.resync_interval)
     stop = asyncio.Event()
     serving: list[asyncio.Task[None]] = []

@@ -1,34 +1,42 @@
-"""Peering priorities: the oldest replica wins, and no two replicas ever tie.
+"""Start-up helpers of ``dbquota run``: dev certificates and log hygiene.
 
-kopf pauses every operator that sees a live peer of equal priority, so a tie would leave a
-Deployment with no reconciler at all; these tests pin the properties that prevent it.
+Checks that dev certificates are made once and reused (so a restart keeps the caBundle
+kopf registered), that they serve the webhook host, and that kopf's ERROR record for a
+webhook denial is logged at INFO as a denial, while other errors stay errors.
 """
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
+
 import pytest
+from cryptography import x509
 
 from dbquota.handlers import operating
 
 
-def test_an_older_replica_has_the_higher_priority_whatever_the_tiebreakers() -> None:
-    older = operating.peering_priority(started_ms=1_700_000_000_000, tiebreak=0)
-    newer = operating.peering_priority(started_ms=1_700_000_000_001, tiebreak=999)
-    assert older > newer
+def test_dev_certificates_are_made_once_for_the_host(tmp_path: Path) -> None:
+    ca, cert, key = operating.ensure_dev_certificates(cert_dir=tmp_path, host="10.1.2.3")
+    first = cert.read_bytes()
+    again = operating.ensure_dev_certificates(cert_dir=tmp_path, host="10.1.2.3")
+    assert again == (ca, cert, key)
+    assert cert.read_bytes() == first
+    leaf = x509.load_pem_x509_certificate(first)
+    sans = leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    assert "10.1.2.3" in {str(ip) for ip in sans.get_values_for_type(x509.IPAddress)}
+    assert key.stat().st_mode & 0o077 == 0
 
 
-def test_replicas_started_in_the_same_millisecond_are_ordered_by_the_tiebreaker() -> None:
-    a = operating.peering_priority(started_ms=1_700_000_000_000, tiebreak=1)
-    b = operating.peering_priority(started_ms=1_700_000_000_000, tiebreak=2)
-    assert a != b
-
-
-def test_priority_fits_the_int64_the_apiserver_stores_for_centuries() -> None:
-    year_2300_ms = 10_500_000_000_000
-    assert abs(operating.peering_priority(started_ms=year_2300_ms, tiebreak=0)) < 2**63
-
-
-@pytest.mark.parametrize("tiebreak", [-1, 1000])
-def test_out_of_range_tiebreaker_is_refused(tiebreak: int) -> None:
-    with pytest.raises(ValueError, match="tiebreak"):
-        operating.peering_priority(started_ms=0, tiebreak=tiebreak)
+def test_denials_are_logged_as_info_and_other_errors_stay_errors(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    logger = logging.getLogger("kopf.objects.test")
+    logger.addFilter(operating.DenialsAreNotErrors())
+    with caplog.at_level(logging.DEBUG, logger="kopf.objects.test"):
+        logger.error("Webhook 'validate-claims' failed permanently: denied by DatabaseQuota q")
+        logger.error("Handler 'first_status' failed permanently: boom")
+    (denial, failure) = caplog.records
+    assert denial.levelno == logging.INFO
+    assert denial.getMessage() == "Webhook 'validate-claims' denied: denied by DatabaseQuota q"
+    assert failure.levelno == logging.ERROR
