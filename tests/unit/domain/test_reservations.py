@@ -142,3 +142,12 @@ def test_observed_spend_counts_each_billed_cluster_once() -> None:
         claims=[ref("a"), shared, ref("unbilled")], costs={"ns/a": cost("a", T0)}
     )
     assert total == 100.0
+
+
+def test_observed_spend_leaves_out_claims_whose_cost_is_still_reserved() -> None:
+    total = reservations.observed_spend(
+        claims=[ref("a"), ref("b")],
+        costs={"ns/a": cost("a", T0), "ns/b": cost("b", T0)},
+        reserved={"b"},
+    )
+    assert total == 100.0
