@@ -183,7 +183,9 @@ def settle(
             released.append((res, "ClaimDeleted"))
             continue
         cost = costs.get(claim.cluster_id)
-        if cost is not None and cost.observed_at >= reserved_at:
+        # reservedAt has whole seconds (truncated): only a sample from the next second on
+        # is surely taken after the reservation; one from the same second may predate it.
+        if cost is not None and cost.observed_at >= reserved_at + 1.0:
             released.append((res, "Billed"))
             continue
         learned = res.copy()
