@@ -1,29 +1,118 @@
 """``make demo``: the whole story on a fresh machine, narrated step by step.
 
-Starts a local control plane (etcd + kube-apiserver built from their Go modules), installs
-the CRDs, starts the operator with its dev webhook, applies the objects in ``examples/``,
-shows what ``kubectl`` shows after each step, and tears everything down, also on Ctrl-C
-or failure. ``--keep`` leaves it all running and prints how to reach it.
+A local control plane (etcd + kube-apiserver built from their Go modules), the CRDs, the
+billing simulator in its own process, and the operator with its dev webhook, syncing from
+the simulator every 2 s. Then the objects in ``examples/``: a tenant's quota, claims
+admitted at live prices, one denied over budget with its reason. Then the simulator goes
+down: the circuit breaker opens, the quota shows ``Open`` and degraded, a new claim is
+priced conservatively (with a kubectl warning), and every recovery timeout the breaker
+lets exactly one probe through. The simulator recovers; the next single probe closes the
+breaker. ``kubectl get databasequotas`` follows every step.
+
+Each step checks that what it narrates happened, within a bounded wait, so the demo is
+also a smoke test (``e2e/test_demo.py``): it exits non-zero, saying which step failed and
+where the logs are, when one did not. Everything is torn down at the end, also on failure,
+Ctrl-C or SIGTERM. ``--keep`` leaves it all running and prints how to reach it.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import re
+import signal
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
+from typing import Any, TypeVar
+
+import httpx
 
 from e2e import controlplane
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
+NAMESPACE = QUOTA = "team-a"
 
 BOLD, DIM, RED, GREEN, RESET = "\033[1m", "\033[2m", "\033[31m", "\033[32m", "\033[0m"
 if not sys.stdout.isatty():
     BOLD = DIM = RED = GREEN = RESET = ""
+CHECK = "✓"
+try:
+    CHECK.encode(sys.stdout.encoding or "ascii")
+except (UnicodeEncodeError, LookupError):
+    CHECK = "ok:"
+
+SIM_CLUSTERS, SIM_SEED, SIM_BILLED = 50, 47, "orders-db"
+"""The simulator's data. With this seed it bills cluster ``orders-db`` as what
+``examples/claim-orders.yaml`` asks for (one db.r6g.large, 100 GiB), so the claim's
+observed cost matches its estimate."""
+
+RECOVERY_TIMEOUT = 8.0
+OPERATOR_FLAGS = (
+    "--sync-interval=2",
+    "--resync-interval=1",
+    "--breaker-failure-threshold=2",
+    f"--breaker-recovery-timeout={RECOVERY_TIMEOUT:g}",
+    "--retry-attempts=1",
+    "--request-timeout=1",
+    "--connect-timeout=0.5",
+)
+"""Fast settings, so that an outage and a recovery show within seconds."""
+
+T = TypeVar("T")
+
+
+class DemoFailed(RuntimeError):
+    """A step did not behave as narrated."""
+
+
+class Billing:
+    """The billing simulator's control API (``docs/simulator.md``)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+
+    def fault(self, **fault: Any) -> None:
+        httpx.post(f"{self.url}/_faults", json=fault, timeout=5).raise_for_status()
+
+    def stats(self) -> dict[str, Any]:
+        stats: dict[str, Any] = httpx.get(f"{self.url}/_stats", timeout=5).json()
+        return stats
+
+    def reset_stats(self) -> None:
+        httpx.delete(f"{self.url}/_stats", timeout=5).raise_for_status()
+
+    def pricing(self) -> dict[str, Any]:
+        prices: dict[str, Any] = httpx.get(f"{self.url}/pricing", timeout=5).json()
+        return prices
+
+
+def received(stats: dict[str, Any]) -> dict[str, int]:
+    """Requests received by endpoint."""
+    return dict(stats["received"])
+
+
+def delta(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
+    """What ``after`` counts beyond ``before``, endpoints with no change left out."""
+    diff = {k: v - before.get(k, 0) for k, v in after.items()}
+    return {k: v for k, v in diff.items() if v}
+
+
+def requests_text(counts: dict[str, int]) -> str:
+    """``1 GET /pricing, 1 GET /metrics (bulk)`` for people."""
+    names = {
+        "pricing": "GET /pricing",
+        "bulk": "GET /metrics (bulk)",
+        "cluster": "GET /metrics/{id}",
+    }
+    parts = [f"{n} {names.get(k, k)}" for k, n in sorted(counts.items()) if n]
+    return ", ".join(parts) or "none"
 
 
 class Demo:
@@ -34,34 +123,107 @@ class Demo:
         self.bins = controlplane.binaries()
         self.env = {**os.environ, "KUBECONFIG": str(workdir / "kubeconfig")}
         self.step_no = 0
-        self.children: list[subprocess.Popen[bytes]] = []
+        self.children: dict[str, subprocess.Popen[bytes]] = {}
+        self.started = time.monotonic()
 
     def step(self, text: str) -> None:
         self.step_no += 1
-        print(f"\n{BOLD}== {self.step_no}. {text}{RESET}", flush=True)
+        elapsed = time.monotonic() - self.started
+        print(f"\n{BOLD}== {self.step_no}. {text}{RESET} {DIM}[{elapsed:.0f}s]{RESET}", flush=True)
 
     def say(self, text: str) -> None:
         print(f"   {text}", flush=True)
 
+    def good(self, text: str) -> None:
+        print(f"   {GREEN}{CHECK} {text}{RESET}", flush=True)
+
     def kubectl(self, *args: str, show: bool = True, check: bool = True) -> str:
-        cmd = ["kubectl", *args]
+        """Run kubectl; its output (stderr interleaved, as a terminal shows it) is returned."""
         if show:
-            print(f"{DIM}$ {' '.join(cmd)}{RESET}", flush=True)
+            print(f"{DIM}$ kubectl {' '.join(args)}{RESET}", flush=True)
         proc = subprocess.run(
             [str(self.bins.kubectl), *args],
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+        out = proc.stdout.rstrip()
+        if show and out:
+            colour = RED if proc.returncode else ""
+            print(f"{colour}{out}{RESET if colour else ''}", flush=True)
+        if check and proc.returncode != 0:
+            raise DemoFailed(f"kubectl {' '.join(args)} failed: {out}")
+        return out
+
+    def get_json(self, *args: str) -> dict[str, Any]:
+        """``kubectl get ARGS -o json``, parsed; ``{}`` when it fails (not there yet)."""
+        proc = subprocess.run(
+            [str(self.bins.kubectl), "get", *args, "-o", "json"],
             env=self.env,
             capture_output=True,
             text=True,
             check=False,
             timeout=60,
         )
-        out = (proc.stdout + proc.stderr).rstrip()
-        if show and out:
-            colour = RED if proc.returncode else ""
-            print(f"{colour}{out}{RESET if colour else ''}", flush=True)
-        if check and proc.returncode != 0:
-            raise RuntimeError(f"kubectl {' '.join(args)} failed: {out}")
-        return out
+        if proc.returncode != 0:
+            return {}
+        result: dict[str, Any] = json.loads(proc.stdout)
+        return result
+
+    def quotas(self, *extra: str) -> None:
+        """What the issue asks for after every step."""
+        self.kubectl("get", "databasequotas", *extra)
+
+    def quota_status(self) -> dict[str, Any]:
+        status: dict[str, Any] = self.get_json("databasequota", QUOTA).get("status", {})
+        return status
+
+    def billing_state(self) -> tuple[str, bool | None]:
+        """(circuitState, degraded) as the quota's status shows them."""
+        billing = self.quota_status().get("billing", {})
+        return str(billing.get("circuitState", "")), billing.get("degraded")
+
+    def claim_status(self, name: str) -> dict[str, Any]:
+        status: dict[str, Any] = self.get_json("databaseclaim", name).get("status", {})
+        return status
+
+    def wait_priced(self, name: str) -> dict[str, Any]:
+        """The claim's status once the operator wrote its cost and pricing."""
+
+        def priced() -> dict[str, Any] | None:
+            status = self.claim_status(name)
+            return status if status.get("pricing") else None
+
+        return self.wait_until(
+            f"claim {name}'s status (estimatedMonthlyCost, pricing)",
+            priced,
+            last=lambda: self.claim_status(name),
+        )
+
+    def breaker_events(self) -> list[tuple[str, str]]:
+        """(reason, message) of the quota's circuit breaker Events, oldest first."""
+        items = self.get_json(
+            "events",
+            "--field-selector",
+            f"involvedObject.kind=DatabaseQuota,involvedObject.name={QUOTA}",
+        ).get("items", [])
+        items.sort(key=lambda e: int(e["metadata"]["resourceVersion"]))
+        return [
+            (e["reason"], e["message"]) for e in items if str(e["reason"]).startswith("Circuit")
+        ]
+
+    def show_breaker_events(self) -> None:
+        self.kubectl(
+            "get",
+            "events",
+            "--field-selector=involvedObject.kind=DatabaseQuota",
+            "--sort-by=.metadata.resourceVersion",
+            "-o",
+            "custom-columns=TIME:.lastTimestamp,TYPE:.type,REASON:.reason,MESSAGE:.message",
+        )
 
     def spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
         log = self.workdir / f"{name}.log"
@@ -69,20 +231,38 @@ class Demo:
             proc = subprocess.Popen(
                 argv, env=self.env, stdout=out, stderr=subprocess.STDOUT, cwd=self.workdir
             )
-        self.children.append(proc)
+        self.children[name] = proc
         return proc
 
-    def wait_until(self, what: str, predicate: object, timeout: float = 60) -> None:
-        assert callable(predicate)
+    def wait_until(
+        self,
+        what: str,
+        predicate: Callable[[], T | None],
+        *,
+        timeout: float = 30,
+        interval: float = 0.3,
+        last: Callable[[], object] | None = None,
+    ) -> T:
+        """Poll ``predicate`` until it returns something truthy (returned); fail after timeout
+        with ``what`` and, if given, what ``last()`` shows then."""
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if predicate():
-                return
-            time.sleep(0.3)
-        raise RuntimeError(f"timed out waiting for {what}")
+        while True:
+            for name, proc in self.children.items():
+                if proc.poll() is not None:
+                    raise DemoFailed(
+                        f"the {name} exited with {proc.returncode} while waiting for {what} "
+                        f"(see {name}.log)"
+                    )
+            value = predicate()
+            if value:
+                return value
+            if time.monotonic() >= deadline:
+                seen = f"; last seen: {last()}" if last is not None else ""
+                raise DemoFailed(f"timed out after {timeout:g}s waiting for {what}{seen}")
+            time.sleep(interval)
 
     def stop_children(self) -> None:
-        for proc in reversed(self.children):
+        for proc in reversed(self.children.values()):
             if proc.poll() is None:
                 proc.terminate()
                 try:
@@ -90,6 +270,273 @@ class Demo:
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
+
+
+def expect(condition: bool, failure: str) -> None:
+    """Fail the demo with ``failure`` unless ``condition``."""
+    if not condition:
+        raise DemoFailed(failure)
+
+
+def start_billing(demo: Demo) -> Billing:
+    demo.step("Start the billing simulator: a real HTTP billing provider, in its own process")
+    argv = [sys.executable, "-m", "dbquota", "billing-sim", "--port=0"]
+    argv += [f"--clusters={SIM_CLUSTERS}", f"--seed={SIM_SEED}", f"--cluster-id={SIM_BILLED}"]
+    demo.say(f"$ dbquota billing-sim {' '.join(argv[4:])}")
+    demo.spawn("billing-sim", argv)
+    log = demo.workdir / "billing-sim.log"
+
+    def url() -> str:
+        text = log.read_text(errors="replace") if log.exists() else ""
+        match = re.search(r"listening on (http://\S+)", text)
+        return match.group(1) if match else ""
+
+    billing = Billing(demo.wait_until("the simulator to listen", url, timeout=30))
+    demo.say(f"listening on {billing.url}: {SIM_CLUSTERS} clusters, plus {SIM_BILLED}")
+    prices = billing.pricing()
+    hourly = prices["instance_hourly"]
+    demo.say(f"$ curl {billing.url}/pricing   (prices move every minute, by up to 15 %)")
+    for cls in ("db.r6g.large", "db.r6g.xlarge", "db.r6g.4xlarge", "db.m6g.large"):
+        demo.say(f"  {cls:<16} {hourly[cls]:.4f} {prices['currency']}/hour")
+    demo.say(f"  storage          {prices['storage_gib_month']:.4f} {prices['currency']}/GiB-month")
+    demo.say("a claim costs hourly price x 730 h x replicas + GiB x storage price, per month")
+    return billing
+
+
+def start_operator(demo: Demo, billing: Billing) -> None:
+    demo.step("Start the operator: webhook on 127.0.0.1 (TLS, generated certificate)")
+    flags = [f"--billing-url={billing.url}", *OPERATOR_FLAGS]
+    demo.say(f"$ dbquota run --dev-webhook {' '.join(flags)}")
+    demo.say(
+        f"(syncs billing every 2 s; the breaker opens after 2 failures and probes after "
+        f"{RECOVERY_TIMEOUT:g} s)"
+    )
+    demo.spawn(
+        "operator",
+        [
+            sys.executable,
+            "-m",
+            "dbquota",
+            "run",
+            "--dev-webhook",
+            f"--webhook-port={controlplane._free_port()}",
+            f"--webhook-cert-dir={demo.workdir / 'certs'}",
+            f"--cache-path={demo.workdir / 'cache.sqlite3'}",
+            "--metrics-port=0",
+            *flags,
+        ],
+    )
+    demo.wait_until(
+        "the operator to register its webhook",
+        lambda: (
+            "dbquota.io"
+            in demo.kubectl("get", "validatingwebhookconfigurations", show=False, check=False)
+        ),
+        timeout=60,
+    )
+    demo.kubectl("get", "validatingwebhookconfigurations")
+
+
+def tenant(demo: Demo) -> None:
+    demo.step("A tenant namespace with its monthly budget: 5,000 USD, policy Conservative")
+    demo.kubectl("apply", "-f", str(EXAMPLES / "namespace.yaml"))
+    demo.kubectl("config", "set-context", "--current", f"--namespace={NAMESPACE}")
+    demo.kubectl("apply", "-f", str(EXAMPLES / "quota-team-a.yaml"))
+    demo.wait_until(
+        "the quota's status to show billing healthy (circuit Closed, not degraded)",
+        lambda: demo.billing_state() == ("Closed", False),
+        timeout=45,
+        last=demo.billing_state,
+    )
+    demo.quotas()
+    demo.good("billing is live: CIRCUIT Closed, DEGRADED false")
+
+
+def admitted(demo: Demo) -> None:
+    demo.step("Two claims within the budget are admitted, priced at live prices")
+    for name in ("orders", "reporting"):
+        out = demo.kubectl("apply", "-f", str(EXAMPLES / f"claim-{name}.yaml"))
+        expect(f"databaseclaim.dbquota.io/{name} created" in out, f"claim {name} not created")
+    for name in ("orders", "reporting"):
+        status = demo.wait_priced(name)
+        expect(status["pricing"] == "Live", f"claim {name} was priced {status['pricing']}")
+    demo.kubectl("get", "databaseclaims")
+    demo.good("admitted; PRICING Live")
+    demo.say("each admission reserves its cost on the quota until billing shows the database:")
+    demo.quotas("-o", "wide")
+
+    demo.say(f"the simulator bills cluster {SIM_BILLED} (claim orders); at the next sync the")
+    demo.say("operator sees its cost, releases that reservation and counts it as SPEND:")
+
+    def billed() -> bool:
+        status = demo.quota_status()
+        held = [r.get("claim") for r in status.get("reservations", [])]
+        return "orders" not in held and float(status.get("spend", {}).get("observed", 0)) > 0
+
+    demo.wait_until(
+        f"billing to show {SIM_BILLED}: observed spend, no reservation for orders",
+        billed,
+        timeout=30,
+        last=lambda: {k: demo.quota_status().get(k) for k in ("spend", "reservations")},
+    )
+    demo.quotas("-o", "wide")
+    demo.good("SPEND is what billing observes; RESERVED what is admitted but not billed yet")
+
+
+def denied(demo: Demo) -> None:
+    demo.step("A claim that would take team-a over its budget is denied, with the reason")
+    out = demo.kubectl("apply", "-f", str(EXAMPLES / "claim-analytics.yaml"), check=False)
+    match = re.search(
+        r"denied by DatabaseQuota team-a: projected ([\d,.]+) USD/month exceeds budget "
+        r"5,000\.00 by ([\d,.]+) \(.*prices live\)",
+        out,
+    )
+    expect(match is not None, "the over-budget claim was not denied with a budget message")
+    expect(not demo.get_json("databaseclaim", "analytics"), "the denied claim exists after all")
+    assert match is not None
+    demo.good(f"denied: projected {match.group(1)} USD/month is {match.group(2)} over budget")
+    demo.quotas()
+
+
+def outage(demo: Demo, billing: Billing) -> dict[str, Any]:
+    """The simulator goes down; returns its counts from when the breaker opened."""
+    demo.step("The billing API goes down")
+    billing.reset_stats()
+    demo.say(f'$ curl -X POST {billing.url}/_faults -d \'{{"mode": "outage"}}\'')
+    billing.fault(mode="outage")
+    demo.say("every billing request now gets 503; after 2 failed calls the breaker opens")
+    demo.wait_until(
+        "the quota to show CIRCUIT Open and DEGRADED true",
+        lambda: demo.billing_state() == ("Open", True),
+        timeout=30,
+        last=demo.billing_state,
+    )
+    at_open = billing.stats()
+    demo.quotas()
+    failed = sum(o.get("503", 0) for o in at_open["outcomes"].values())
+    expect(failed == 2, f"the breaker opened after {failed} failed requests, not 2")
+    demo.say(f"the simulator answered {failed} requests with 503 before the breaker opened")
+    reason = demo.quota_status().get("billing", {}).get("degradedReason", "")
+    demo.good(f"CIRCUIT Open, DEGRADED true: {reason}")
+    demo.say("the transition is an Event on every quota (kubectl describe databasequota shows it):")
+    demo.show_breaker_events()
+    expect(
+        ("CircuitOpen" in [r for r, _ in demo.breaker_events()]),
+        "no CircuitOpen Event on the quota",
+    )
+    return at_open
+
+
+def conservative(demo: Demo, last_prices: dict[str, Any]) -> None:
+    demo.step("While billing is down, a new claim is priced conservatively")
+    demo.say("nothing on the admission path waits for billing; the quota's policy applies:")
+    out = demo.kubectl("apply", "-f", str(EXAMPLES / "claim-search.yaml"))
+    expect(
+        "Warning: billing degraded (circuit Open" in out and "policy Conservative" in out,
+        "the admission carried no conservative-pricing warning",
+    )
+    status = demo.wait_priced("search")
+    expect(status["pricing"] == "Conservative", f"claim search was priced {status['pricing']}")
+    demo.kubectl("get", "databaseclaims")
+    # claim-search.yaml: 2 x db.m6g.large, 200 GiB
+    live = 730 * 2 * last_prices["instance_hourly"]["db.m6g.large"]
+    live += 200 * last_prices["storage_gib_month"]
+    cost = float(status["estimatedMonthlyCost"])
+    demo.good(f"admitted at {cost:,.2f} USD/month, PRICING Conservative")
+    demo.say(
+        f"(at the simulator's prices just before the outage: {live:,.2f}; conservative "
+        "pricing takes the highest prices billing ever showed, x safetyMargin 1.2)"
+    )
+    demo.quotas()
+
+
+def single_probes(demo: Demo, billing: Billing, at_open: dict[str, Any]) -> None:
+    demo.step(
+        f"Still down: every {RECOVERY_TIMEOUT:g} s the breaker lets exactly one probe through"
+    )
+    demo.say("while Open, the operator's syncs (every 2 s) send nothing; when the recovery")
+    demo.say("timeout ends, ONE request probes the provider (HalfOpen); it fails, Open again")
+
+    def probes_failed() -> int:
+        return sum(1 for r, m in demo.breaker_events() if r == "CircuitOpen" and "probe" in m)
+
+    demo.wait_until(
+        "a failed half-open probe (a second CircuitOpen Event)",
+        probes_failed,
+        timeout=RECOVERY_TIMEOUT + 20,
+        last=demo.breaker_events,
+    )
+    # A consistent reading: the failed probes the Events show, and the requests since the
+    # breaker opened, with no probe in between (the next one is a recovery timeout away).
+    for _ in range(10):
+        probes = probes_failed()
+        stats = billing.stats()
+        if probes_failed() == probes:
+            break
+        time.sleep(0.5)
+    sent = delta(received(stats), received(at_open))
+    refused = stats["outcomes"].get("pricing", {}).get("503", 0)
+    refused -= at_open["outcomes"].get("pricing", {}).get("503", 0)
+    demo.show_breaker_events()
+    demo.say(f"requests since the breaker opened: {requests_text(sent)}")
+    expect(
+        sent == {"pricing": probes} and refused == probes,
+        f"{probes} half-open probe(s) failed, but the operator sent {requests_text(sent)} "
+        f"({refused} answered 503)",
+    )
+    demo.good(f"{probes} probe(s), one request each (GET /pricing), answered 503")
+    demo.quotas()
+
+
+def recovery(demo: Demo, billing: Billing) -> None:
+    demo.step("The billing API recovers")
+    at_recovery = billing.stats()
+    before = received(at_recovery)
+    ok_before = at_recovery["outcomes"].get("pricing", {}).get("ok", 0)
+    demo.say(f'$ curl -X POST {billing.url}/_faults -d \'{{"mode": "none"}}\'')
+    billing.fault(mode="none")
+    recovered = time.monotonic()
+    demo.say(f"the breaker is still Open: nothing is sent until its {RECOVERY_TIMEOUT:g} s are up")
+    first: list[tuple[float, dict[str, int], int]] = []
+
+    def closed() -> bool:
+        if not first:  # until the probe, only the simulator's counts are polled
+            stats = billing.stats()
+            sent = delta(received(stats), before)
+            if not sent:
+                return False
+            after = time.monotonic() - recovered
+            time.sleep(0.3)  # counted on arrival; its outcome once answered
+            answered = billing.stats()["outcomes"].get("pricing", {}).get("ok", 0)
+            first.append((after, sent, answered - ok_before))
+        return demo.billing_state() == ("Closed", False)
+
+    demo.wait_until(
+        "the breaker to close (CIRCUIT Closed, DEGRADED false)",
+        closed,
+        timeout=RECOVERY_TIMEOUT + 20,
+        interval=0.1,
+        last=demo.billing_state,
+    )
+    after, sent, ok = first[0]
+    demo.quotas()
+    demo.show_breaker_events()
+    events = demo.breaker_events()
+    reasons = [r for r, _ in events]
+    expect(
+        reasons[-2:] == ["CircuitHalfOpen", "CircuitClosed"] and "probe succeeded" in events[-1][1],
+        f"the Events do not end with HalfOpen -> Closed (probe succeeded): {reasons}",
+    )
+    expect(
+        sent.get("pricing") == 1,
+        f"the first requests after recovery were {requests_text(sent)}, not one probe",
+    )
+    expect(ok == 1, "the first request after recovery (the probe) did not succeed")
+    demo.say(
+        f"first request after recovery: +{after:.1f}s, {requests_text({'pricing': 1})}: the "
+        "single half-open probe; it succeeded"
+    )
+    demo.good("Open -> HalfOpen -> Closed on one probe; syncing resumed, prices live again")
 
 
 def run(demo: Demo) -> None:
@@ -102,90 +549,56 @@ def run(demo: Demo) -> None:
     demo.step("Install the CRDs: DatabaseQuota (dbq) and DatabaseClaim (dbc)")
     demo.kubectl("apply", "-f", str(REPO / "crds"))
     demo.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
+    demo.quotas("-A")
 
-    demo.step("Start the operator with its webhook on 127.0.0.1 (TLS, generated certificate)")
-    demo.spawn(
-        "operator",
-        [
-            sys.executable,
-            "-m",
-            "dbquota",
-            "run",
-            "--dev-webhook",
-            f"--webhook-cert-dir={demo.workdir / 'certs'}",
-            f"--cache-path={demo.workdir / 'cache.sqlite3'}",
-            "--metrics-port=0",
-        ],
-    )
-    demo.wait_until(
-        "the webhook registration",
-        lambda: (
-            "dbquota.io"
-            in demo.kubectl("get", "validatingwebhookconfigurations", show=False, check=False)
-        ),
-    )
-    demo.kubectl("get", "validatingwebhookconfigurations")
-
-    demo.step("A tenant namespace with its monthly budget")
-    demo.kubectl("apply", "-f", str(EXAMPLES / "namespace.yaml"))
-    demo.kubectl("apply", "-f", str(EXAMPLES / "quota-team-a.yaml"))
-    demo.wait_until(
-        "the quota's first status",
-        lambda: (
-            "Ready"
-            in demo.kubectl(
-                "get",
-                "dbq",
-                "team-a",
-                "-n",
-                "team-a",
-                "-o",
-                "jsonpath={.status.conditions[*].type}",
-                show=False,
-                check=False,
-            )
-        ),
-    )
-    demo.kubectl("get", "databasequotas", "-n", "team-a")
-
-    demo.step("A claim within the quota is admitted")
-    demo.kubectl("apply", "-f", str(EXAMPLES / "claim-orders.yaml"))
-
-    demo.step("A claim beyond the quota's hard storage cap is denied, with the reason")
-    out = demo.kubectl("apply", "-f", str(EXAMPLES / "claim-analytics.yaml"), check=False)
-    if "denied" not in out:
-        raise RuntimeError("the over-cap claim was not denied")
-    demo.say(f"{GREEN}denied by the webhook, as it should be{RESET}")
+    billing = start_billing(demo)
+    start_operator(demo, billing)
+    demo.quotas("-A")
+    tenant(demo)
+    admitted(demo)
+    denied(demo)
+    last_prices = billing.pricing()
+    at_open = outage(demo, billing)
+    conservative(demo, last_prices)
+    single_probes(demo, billing, at_open)
+    recovery(demo, billing)
 
     demo.step("What FinOps sees")
     demo.kubectl("get", "databasequotas,databaseclaims", "-A")
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    del signum, frame
+    raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m e2e.demo", description=__doc__)
     parser.add_argument("--keep", action="store_true", help="leave everything running")
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)  # tear down on SIGTERM too, as on Ctrl-C
     workdir = Path(tempfile.mkdtemp(prefix="dbquota-demo-"))
     demo = Demo(workdir)
     ok = False
     try:
         run(demo)
         ok = True
-    except (RuntimeError, controlplane.ControlPlaneError) as exc:
+    except (DemoFailed, controlplane.ControlPlaneError, httpx.HTTPError) as exc:
         print(f"\n{RED}demo failed: {exc}{RESET}\nlogs are in {workdir}", file=sys.stderr)
     except KeyboardInterrupt:
-        print("\ninterrupted", file=sys.stderr)
+        print(f"\ninterrupted; logs are in {workdir}", file=sys.stderr)
     finally:
         if args.keep and ok:
+            pids = " ".join(str(p.pid) for p in demo.children.values())
             print(f"\nstill running; export KUBECONFIG={workdir / 'kubeconfig'}")
-            print(f"stop with: python -m e2e.controlplane down --dir {workdir / 'cp'}")
+            print(f"stop with: kill {pids}; python -m e2e.controlplane down --dir {workdir / 'cp'}")
         else:
-            demo.step("Tear down: operator, apiserver, etcd")
+            demo.step("Tear down: operator, billing simulator, apiserver, etcd")
             demo.stop_children()
             controlplane.down(workdir / "cp", remove=False)
             if ok:
                 subprocess.run(["rm", "-rf", str(workdir)], check=False)
-            demo.say("done")
+            demo.say(f"done in {time.monotonic() - demo.started:.0f}s")
     return 0 if ok else 1
 
 

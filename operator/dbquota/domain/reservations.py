@@ -19,7 +19,7 @@ Release rules (checked on every reconcile):
 from __future__ import annotations
 
 import datetime
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -68,12 +68,23 @@ def from_rfc3339(text: str) -> float:
 
 
 def observed_spend(
-    *, claims: Iterable[ClaimRef], costs: Mapping[str, billing.ClusterCost]
+    *,
+    claims: Iterable[ClaimRef],
+    costs: Mapping[str, billing.ClusterCost],
+    reserved: Collection[str] = (),
 ) -> float:
-    """The monthly run-rate billing shows for the namespace's claims."""
+    """The monthly run-rate billing shows for the namespace's claims.
+
+    Claims named in ``reserved`` are left out: a new claim's reservation holds its whole
+    cost until billing samples its cluster after the reservation (then :func:`settle`
+    releases it), so a sample from before (a cluster that existed before its claim, or a
+    deleted claim's under the same clusterId) would count it twice.
+    """
     seen: set[str] = set()
     total = 0.0
     for claim in claims:
+        if claim.name in reserved:
+            continue
         if claim.cluster_id in costs and claim.cluster_id not in seen:
             seen.add(claim.cluster_id)
             total += costs[claim.cluster_id].total
@@ -172,7 +183,9 @@ def settle(
             released.append((res, "ClaimDeleted"))
             continue
         cost = costs.get(claim.cluster_id)
-        if cost is not None and cost.observed_at >= reserved_at:
+        # reservedAt has whole seconds (truncated): only a sample from the next second on
+        # is surely taken after the reservation; one from the same second may predate it.
+        if cost is not None and cost.observed_at >= reserved_at + 1.0:
             released.append((res, "Billed"))
             continue
         learned = res.copy()

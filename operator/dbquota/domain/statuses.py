@@ -116,7 +116,8 @@ def quota_status(
     kept, released = reservations.settle(
         held=old.get("reservations", []), claims=claims, costs=snapshot.costs, now=now, grace=grace
     )
-    observed = reservations.observed_spend(claims=claims, costs=snapshot.costs)
+    whole = {str(r.get("claim", "")) for r in kept if r.get("newClaim")}
+    observed = reservations.observed_spend(claims=claims, costs=snapshot.costs, reserved=whole)
     reserved = round(sum(float(r.get("cost", 0.0)) for r in kept), 2)
     remaining = round(spec.monthly_budget - observed - reserved, 2)
     billing_, assessed = billing_status(

@@ -142,3 +142,35 @@ def test_observed_spend_counts_each_billed_cluster_once() -> None:
         claims=[ref("a"), shared, ref("unbilled")], costs={"ns/a": cost("a", T0)}
     )
     assert total == 100.0
+
+
+def test_observed_spend_leaves_out_claims_whose_cost_is_still_reserved() -> None:
+    total = reservations.observed_spend(
+        claims=[ref("a"), ref("b")],
+        costs={"ns/a": cost("a", T0), "ns/b": cost("b", T0)},
+        reserved={"b"},
+    )
+    assert total == 100.0
+
+
+def test_settle_keeps_a_reservation_sampled_earlier_within_the_same_second() -> None:
+    # reservedAt has whole seconds: a hold taken at T0 + 0.8 reads "...T09:00:00Z", and a
+    # sample from T0 + 0.3 predates it (it cannot show an update's growth yet).
+    held = reservations.hold(
+        previous=None,
+        claim_name="a",
+        cost=50.0,
+        storage_gib=0,
+        pricing="Live",
+        degraded=False,
+        new_claim=False,
+        now=T0 + 0.8,
+    )
+    kept, released = reservations.settle(
+        held=[held], claims=[ref("a")], costs={"ns/a": cost("a", T0 + 0.3)}, now=T0 + 2, grace=300
+    )
+    assert (len(kept), released) == (1, [])
+    kept, released = reservations.settle(
+        held=[held], claims=[ref("a")], costs={"ns/a": cost("a", T0 + 1)}, now=T0 + 2, grace=300
+    )
+    assert (kept, [why for _, why in released]) == ([], ["Billed"])
