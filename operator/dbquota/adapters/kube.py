@@ -25,7 +25,7 @@ from kubernetes_asyncio import client, config, watch
 from kubernetes_asyncio.client.exceptions import ApiException
 from kubernetes_asyncio.config.config_exception import ConfigException
 
-from dbquota.domain.resources import ClaimObject, QuotaObject
+from dbquota.domain.resources import QuotaObject
 from dbquota.errors import Conflict, KubeError, NotFound
 
 logger = logging.getLogger(__name__)
@@ -88,16 +88,6 @@ class Kube:
             raise _translate(exc, f"get DatabaseQuota {namespace}/{name}") from exc
         return cast(QuotaObject, obj)
 
-    async def list_quotas(self, *, namespace: str) -> list[QuotaObject]:
-        """Every DatabaseQuota of a namespace."""
-        try:
-            got = await self._custom.list_namespaced_custom_object(
-                GROUP, VERSION, namespace, QUOTAS
-            )
-        except ApiException as exc:
-            raise _translate(exc, f"list DatabaseQuotas in {namespace}") from exc
-        return cast(list[QuotaObject], got.get("items", []))
-
     async def patch_quota_status(
         self,
         *,
@@ -120,24 +110,6 @@ class Kube:
         except ApiException as exc:
             raise _translate(exc, f"patch DatabaseQuota {namespace}/{name} status") from exc
         return cast(QuotaObject, obj)
-
-    async def patch_claim_status(
-        self, *, namespace: str, name: str, status: Mapping[str, Any]
-    ) -> ClaimObject:
-        """Merge-patch a DatabaseClaim's status."""
-        try:
-            obj = await self._custom.patch_namespaced_custom_object_status(
-                GROUP,
-                VERSION,
-                namespace,
-                CLAIMS,
-                name,
-                {"status": dict(status)},
-                **MERGE_PATCH,
-            )
-        except ApiException as exc:
-            raise _translate(exc, f"patch DatabaseClaim {namespace}/{name} status") from exc
-        return cast(ClaimObject, obj)
 
     async def post_event(
         self,
@@ -203,10 +175,6 @@ class Informer:
     def get(self, *, namespace: str, name: str) -> dict[str, Any] | None:
         """One object as last seen, or None."""
         return self._by_namespace.get(namespace, {}).get(name)
-
-    def namespaces(self) -> list[str]:
-        """Namespaces holding at least one object."""
-        return [ns for ns, objs in self._by_namespace.items() if objs]
 
     def _put(self, obj: dict[str, Any]) -> None:
         meta = obj.get("metadata", {})

@@ -76,22 +76,3 @@ class QuotaObject(TypedDict, total=False):
     metadata: ObjectMeta
     spec: dict[str, object]
     status: QuotaStatus
-
-
-class ClaimStatus(TypedDict, total=False):
-    """``status`` of a DatabaseClaim."""
-
-    observedGeneration: int
-    estimatedMonthlyCost: float
-    pricing: str
-    conditions: list[Condition]
-
-
-class ClaimObject(TypedDict, total=False):
-    """A DatabaseClaim as the API returns it."""
-
-    apiVersion: str
-    kind: str
-    metadata: ObjectMeta
-    spec: dict[str, object]
-    status: ClaimStatus
