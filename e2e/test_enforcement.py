@@ -11,6 +11,7 @@ AdmissionReviews in parallel to two operator processes sharing one quota that fi
 the budget). Then, during a simulator outage: the breaker opens and the quota says so,
 and each degradation policy (Conservative, StrictCap, FailClosed, FailOpen) decides as
 PRODUCT.md says, with a warning naming the policy; after recovery the breaker closes.
+Reservations are released once billing shows the claim and once the claim is deleted.
 """
 
 from __future__ import annotations
@@ -432,3 +433,38 @@ class TestOutage:
         refused = kubectl.apply(claim(namespace, name="extra"), check=False)
         assert refused.returncode != 0
         assert "hard cap of 1 claims" in refused.stderr
+
+
+def released(kubectl: Kubectl, namespace: str) -> list[str]:
+    events = kubectl.get_json("events", "-n", namespace)["items"]
+    return [e["message"] for e in events if e["reason"] == "ReservationReleased"]
+
+
+def test_reservation_is_released_once_billing_shows_the_claim(
+    kubectl: Kubectl, operator: OperatorProcess, namespace: str
+) -> None:
+    live_quota(kubectl, namespace, "team-a", monthlyBudget=5000)
+    kubectl.apply(claim(namespace, name="billed", clusterId="team-a/billed-db"))
+    messages = wait_for(lambda: released(kubectl, namespace), timeout=30, what="a release")
+    assert "claim billed: billing now shows its cost" in messages[0]
+    got = status(kubectl, namespace, "team-a")
+    assert got["reservations"] == []
+    assert got["spend"]["observed"] > 0
+    assert got["spend"]["remaining"] == pytest.approx(5000 - got["spend"]["observed"], abs=0.01)
+
+
+def test_reservation_is_released_when_its_claim_is_deleted(
+    kubectl: Kubectl, operator: OperatorProcess, namespace: str
+) -> None:
+    live_quota(kubectl, namespace, "team-a", monthlyBudget=5000)
+    kubectl.apply(claim(namespace, name="brief"))
+    wait_for(
+        lambda: [
+            r for r in status(kubectl, namespace, "team-a").get("reservations", []) if r.get("uid")
+        ],
+        what="the reservation to learn the claim's uid",
+    )
+    kubectl("delete", "dbc", "brief", "-n", namespace)
+    messages = wait_for(lambda: released(kubectl, namespace), timeout=30, what="a release")
+    assert "claim brief: the claim was deleted" in messages[0]
+    assert status(kubectl, namespace, "team-a")["spend"]["reserved"] == 0
