@@ -17,15 +17,19 @@ same name, so the reservation list stays bounded) on an open-loop timetable: req
 due at ``start + i / rate`` and goes out then, whatever the earlier ones are doing. Each
 request's latency is measured client-side from the time it was due (so a client that
 falls behind its timetable shows as latency, not as a lower rate), over TLS with
-keep-alive (one ``httpx.AsyncClient``, HTTP/1.1, the webhook's CA bundle). The same rates
-run again during a billing outage (the simulator's ``outage`` fault, after the quota's
-status shows the circuit Open), which proves enforcement does not wait for billing.
-``--dry-run`` marks every review dry-run (decided, nothing written): the webhook's latency
-without the reservation write, for comparison.
+keep-alive (HTTP/1.1 httpx clients trusting the webhook's CA bundle, one per connection,
+at most ``--connections``). Each rate runs twice in a row: healthy, then during a billing
+outage (the simulator's ``outage`` fault, once the quota's status shows the circuit Open;
+then the fault is lifted and the next rate waits for billing to be live again). Pairing
+the phases per rate keeps slow drifts of a shared machine out of the outage/healthy
+ratio, which shows whether enforcement waits for billing. ``--dry-run`` marks every
+review dry-run (decided, nothing written): the webhook's latency without the reservation
+write, for comparison.
 
 Reported per phase and rate: requests sent, admitted, errors (denials, HTTP errors,
 timeouts), achieved throughput (answers per second of the run), p50/p99/max latency, the
-client's own lag behind the timetable, the operator's CPU and its own mean admission time
+client's own lag behind the timetable, the CPU of the client, the operator, the apiserver
+and etcd (from /proc), the operator's own mean admission time
 (``dbquota_admission_duration_seconds``), decisions counted by the operator's
 ``dbquota_admission_decisions_total`` and the apiserver's own count of requests on the
 quota (``apiserver_request_total``: status PATCHes that succeeded, 409 conflicts, GETs),
@@ -456,6 +460,22 @@ async def scrape(client: httpx.AsyncClient, port: int) -> tuple[float, float, fl
     return decisions, seconds, count
 
 
+async def enter(stack: Stack, phase: str) -> None:
+    """Start or end the billing outage; return once the quota's status shows the breaker so."""
+    assert stack.simulator is not None
+    outage = phase == "outage"
+    stack.simulator.fault(mode="outage" if outage else "none")
+
+    def arrived() -> bool:
+        state = billing_state(stack)
+        return state[0] == "Open" if outage else state == ("Closed", False)
+
+    what = "the circuit Open" if outage else "billing live again (Closed, not degraded)"
+    await asyncio.to_thread(wait_for, arrived, timeout=60, what=f"the quota's status: {what}")
+    state, degraded = await asyncio.to_thread(billing_state, stack)
+    print(f"{phase}: quota status shows circuit {state}, degraded {degraded}", flush=True)
+
+
 async def measure(stack: Stack, args: argparse.Namespace, rates: list[float]) -> list[Run]:
     assert stack.operator is not None
     assert stack.simulator is not None
@@ -475,18 +495,12 @@ async def measure(stack: Stack, args: argparse.Namespace, rates: list[float]) ->
                 warm = Run(phase="warm-up", rate=rates[0], seconds=args.warmup)
                 await drive(conns, warm, names=names, counter=counter, dry_run=args.dry_run)
                 print(f"warm-up: {warm.ok}/{warm.sent} admitted, errors {warm.errors}")
-            for phase in ("healthy", "outage"):
-                if phase == "outage":
-                    stack.simulator.fault(mode="outage")
-                    await asyncio.to_thread(
-                        wait_for,
-                        lambda: billing_state(stack)[0] == "Open",
-                        timeout=60,
-                        what="the quota's status to show the circuit Open",
-                    )
-                    state, degraded = await asyncio.to_thread(billing_state, stack)
-                    print(f"outage: quota status shows circuit {state}, degraded {degraded}")
-                for rate in rates:
+            current = "healthy"  # start() waited for billing to be live
+            for rate in rates:
+                for phase in ("healthy", "outage"):
+                    if phase != current:
+                        await enter(stack, phase)
+                        current = phase
                     run = Run(phase=phase, rate=rate, seconds=args.seconds)
                     decisions0, sum0, count0 = await scrape(plain, stack.metrics_port)
                     calls0 = await quota_calls(apiserver)
@@ -572,9 +586,12 @@ def report(runs: list[Run], *, rss_peak: float, rss_now: float, load: tuple[floa
     healthy = {r.rate: r for r in runs if r.phase == "healthy"}
     outage = [r for r in runs if r.phase == "outage"]
     table(
-        "| rate/s | healthy p99 ms | outage p99 ms | outage / healthy |",
+        "| rate/s | healthy p50 ms | outage p50 ms | healthy p99 ms | outage p99 ms "
+        "| outage / healthy p50 | outage / healthy p99 |",
         [
-            f"| {r.rate:g} | {healthy[r.rate].pct(0.99):.1f} | {r.pct(0.99):.1f} "
+            f"| {r.rate:g} | {healthy[r.rate].pct(0.5):.1f} | {r.pct(0.5):.1f} "
+            f"| {healthy[r.rate].pct(0.99):.1f} | {r.pct(0.99):.1f} "
+            f"| {r.pct(0.5) / healthy[r.rate].pct(0.5):.2f} "
             f"| {r.pct(0.99) / healthy[r.rate].pct(0.99):.2f} |"
             for r in outage
         ],
