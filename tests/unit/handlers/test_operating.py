@@ -1,13 +1,16 @@
 """Start-up helpers of ``dbquota run``: dev certificates and log hygiene.
 
 Checks that dev certificates are made once and reused (so a restart keeps the caBundle
-kopf registered), that they serve the webhook host, and that kopf's ERROR record for a
-webhook denial is logged at INFO as a denial, while other errors stay errors.
+kopf registered), that they serve the webhook host; that kopf's ERROR record for a
+webhook denial is logged at INFO as a denial, while other errors stay errors; and that an
+admitted review logs nothing at INFO (no access line, no "succeeded" line) while denials,
+other handlers' lines and everything at debug level stay.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -40,3 +43,42 @@ def test_denials_are_logged_as_info_and_other_errors_stay_errors(
     assert denial.levelno == logging.INFO
     assert denial.getMessage() == "Webhook 'validate-claims' denied: denied by DatabaseQuota q"
     assert failure.levelno == logging.ERROR
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    root, access, objects = (logging.getLogger(n) for n in ("", "aiohttp.access", "kopf.objects"))
+    saved = (root.level, access.level, list(objects.filters))
+    yield
+    root.setLevel(saved[0])
+    access.setLevel(saved[1])
+    objects.filters[:] = saved[2]
+
+
+def _passes(logger: str, level: int, message: str) -> bool:
+    record = logging.LogRecord(logger, level, __file__, 1, message, None, None)
+    return logging.getLogger(logger).isEnabledFor(level) and logging.getLogger(logger).filter(
+        record
+    )
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_admission_requests_log_nothing_at_info_but_denials_and_other_handlers_still_do() -> None:
+    logging.getLogger().setLevel(logging.INFO)
+    operating.quiet_admission_logs()
+    operating.quiet_admission_logs()  # idempotent: configure runs once per start-up
+    assert not _passes("aiohttp.access", logging.INFO, '127.0.0.1 "POST /validate-claims" 200')
+    assert _passes("aiohttp.access", logging.WARNING, "something is wrong")
+    assert not _passes("kopf.objects", logging.INFO, "Webhook 'validate-claims' succeeded.")
+    assert _passes("kopf.objects", logging.INFO, "Handler 'first_status' succeeded.")
+    denied = "Webhook 'validate-claims' failed permanently: denied by DatabaseQuota q"
+    assert _passes("kopf.objects", logging.ERROR, denied)
+    assert len(logging.getLogger("kopf.objects").filters) == 1
+
+
+@pytest.mark.usefixtures("restore_logging")
+def test_debug_logging_keeps_every_admission_line() -> None:
+    logging.getLogger().setLevel(logging.DEBUG)
+    operating.quiet_admission_logs()
+    assert _passes("aiohttp.access", logging.INFO, '127.0.0.1 "POST /validate-claims" 200')
+    assert _passes("kopf.objects", logging.INFO, "Webhook 'validate-claims' succeeded.")

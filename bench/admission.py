@@ -1,0 +1,671 @@
+"""Benchmark: AdmissionReview POSTs to the webhook at fixed rates, healthy and in an outage.
+
+    python bench/admission.py [--rates 50,100,200] [--seconds 10] [--claims 100]
+                              [--connections 32] [--warmup 3] [--dry-run] [--keep]
+
+Starts, in a temporary directory, everything the admission path touches: a real etcd and
+kube-apiserver (:mod:`e2e.controlplane`, ``crds/`` applied), the billing simulator
+(:func:`tests.simulating.launch`) and ``dbquota run --dev-webhook`` syncing from it every
+second. It creates one namespace with one DatabaseQuota (policy Conservative, a budget no
+run can exhaust, so every review is admitted and every admission writes a reservation to
+the quota's status on the apiserver) and waits until the quota's status shows billing
+live (circuit Closed, not degraded).
+
+Then, for each rate, it sends AdmissionReview CREATE requests (not dry-run) for claims
+whose names cycle over ``--claims`` names (a CREATE replaces the earlier reservation of the
+same name, so the reservation list stays bounded) on an open-loop timetable: request i is
+due at ``start + i / rate`` and goes out then, whatever the earlier ones are doing. Each
+request's latency is measured client-side from the time it was due (so a client that
+falls behind its timetable shows as latency, not as a lower rate), over TLS with
+keep-alive (HTTP/1.1 httpx clients trusting the webhook's CA bundle, one per connection,
+at most ``--connections``). Each rate runs twice in a row: healthy, then during a billing
+outage (the simulator's ``outage`` fault, once the quota's status shows the circuit Open;
+then the fault is lifted and the next rate waits for billing to be live again). Pairing
+the phases per rate keeps slow drifts of a shared machine out of the outage/healthy
+ratio, which shows whether enforcement waits for billing. ``--dry-run`` marks every
+review dry-run (decided, nothing written): the webhook's latency without the reservation
+write, for comparison.
+
+Reported per phase and rate: requests sent, admitted, errors (denials, HTTP errors,
+timeouts), achieved throughput (answers per second of the run), p50/p99/max latency, the
+client's own lag behind the timetable, the CPU of the client, the operator, the apiserver
+and etcd (from /proc), the operator's own mean admission time
+(``dbquota_admission_duration_seconds``), decisions counted by the operator's
+``dbquota_admission_decisions_total`` and the apiserver's own count of requests on the
+quota (``apiserver_request_total``: status PATCHes that succeeded, 409 conflicts, GETs),
+which holds the reservation batches and the reconciler's refreshes. The operator's
+peak RSS (``VmHWM``) and the load average come last. Everything is torn down at the end,
+also on Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import collections
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # e2e/ and tests/ are not installed: import them from the repo
+
+from e2e import controlplane  # noqa: E402
+from tests import simulating  # noqa: E402
+
+NAMESPACE = "bench"
+QUOTA = "q"
+CONFIGURATION = "bench.dbquota.io"
+GROUP_VERSION = {"group": "dbquota.io", "version": "v1alpha1"}
+KIND = {**GROUP_VERSION, "kind": "DatabaseClaim"}
+FAST = (
+    "--sync-interval=1",
+    "--resync-interval=1",
+    "--breaker-failure-threshold=2",
+    "--breaker-recovery-timeout=3",
+    "--retry-attempts=1",
+    "--request-timeout=1",
+    "--connect-timeout=0.5",
+)
+"""As the e2e suite's: billing syncs every second, so the outage shows within seconds."""
+
+
+class Interrupted(Exception):
+    """SIGTERM: unwind like Ctrl-C so that everything is torn down."""
+
+
+# ---------------------------------------------------------------------------- processes
+
+
+@dataclass
+class Stack:
+    """What this run started, torn down in reverse order by :meth:`close`."""
+
+    workdir: Path
+    kubectl_bin: Path
+    kubeconfig: Path | None = None
+    server: str = ""
+    simulator: simulating.Simulator | None = None
+    operator: subprocess.Popen[bytes] | None = None
+    webhook_port: int = 0
+    metrics_port: int = 0
+    controlplane_up: bool = False
+    apiserver_pid: int = 0
+    etcd_pid: int = 0
+
+    def kubectl(self, *args: str, input_: str | None = None) -> str:
+        proc = subprocess.run(
+            [str(self.kubectl_bin), *args],
+            input=input_,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "KUBECONFIG": str(self.kubeconfig)},
+            timeout=60,
+            check=False,
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"kubectl {' '.join(args)} failed:\n{proc.stderr}")
+        return proc.stdout
+
+    def quota_status(self) -> dict[str, Any]:
+        got: dict[str, Any] = json.loads(
+            self.kubectl("get", "dbq", QUOTA, "-n", NAMESPACE, "-o", "json")
+        ).get("status", {})
+        return got
+
+    def close(self) -> None:
+        if self.operator is not None and self.operator.poll() is None:
+            self.operator.terminate()
+            try:
+                self.operator.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.operator.kill()
+                self.operator.wait()
+        if self.simulator is not None:
+            simulating.stop(self.simulator.process)
+        if self.controlplane_up:
+            controlplane.down(self.workdir / "controlplane", remove=False)
+
+
+def wait_for(predicate: Callable[[], Any], *, timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(0.25)
+    raise RuntimeError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
+
+
+def start(stack: Stack, *, budget: float) -> None:
+    """Control plane, CRDs, simulator, operator, namespace and quota; billing live."""
+    state = controlplane.up(stack.workdir / "controlplane")
+    stack.controlplane_up = True
+    stack.kubeconfig, stack.server = Path(state.kubeconfig), state.server
+    stack.apiserver_pid, stack.etcd_pid = state.apiserver_pid, state.etcd_pid
+    stack.kubectl("apply", "-f", str(ROOT / "crds"))
+    stack.kubectl(
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/databasequotas.dbquota.io",
+        "crd/databaseclaims.dbquota.io",
+    )
+    with (stack.workdir / "simulator.log").open("w") as log:
+        stack.simulator = simulating.launch(log=log, clusters=50, seed=11)
+
+    stack.webhook_port, stack.metrics_port = controlplane._free_port(), controlplane._free_port()
+    argv = [
+        sys.executable,
+        "-m",
+        "dbquota",
+        "run",
+        "--dev-webhook",
+        "--webhook-host=127.0.0.1",
+        f"--webhook-port={stack.webhook_port}",
+        f"--webhook-cert-dir={stack.workdir / 'certs'}",
+        f"--webhook-configuration={CONFIGURATION}",
+        f"--metrics-port={stack.metrics_port}",
+        f"--cache-path={stack.workdir / 'cache.sqlite3'}",
+        f"--billing-url={stack.simulator.url}",
+        *FAST,
+    ]
+    with (stack.workdir / "operator.log").open("ab") as out:
+        stack.operator = subprocess.Popen(
+            argv,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "KUBECONFIG": str(stack.kubeconfig)},
+            cwd=stack.workdir,
+        )
+
+    def registered() -> bool:
+        assert stack.operator is not None
+        if stack.operator.poll() is not None:
+            raise RuntimeError(f"the operator exited with {stack.operator.returncode}")
+        try:
+            vwc = json.loads(
+                stack.kubectl("get", "validatingwebhookconfiguration", CONFIGURATION, "-o", "json")
+            )
+        except RuntimeError:
+            return False
+        urls = [w["clientConfig"].get("url", "") for w in vwc["webhooks"]]
+        return any(f":{stack.webhook_port}/" in u for u in urls)
+
+    wait_for(registered, timeout=60, what="the operator's webhook configuration")
+    stack.kubectl("create", "namespace", NAMESPACE)
+    quota = {
+        "apiVersion": "dbquota.io/v1alpha1",
+        "kind": "DatabaseQuota",
+        "metadata": {"name": QUOTA, "namespace": NAMESPACE},
+        "spec": {"monthlyBudget": budget, "degradation": {"policy": "Conservative"}},
+    }
+    stack.kubectl("apply", "-f", "-", input_=json.dumps(quota))
+    wait_for(
+        lambda: billing_state(stack) == ("Closed", False),
+        timeout=60,
+        what="the quota's status to show billing live (circuit Closed, not degraded)",
+    )
+
+
+def billing_state(stack: Stack) -> tuple[str, bool]:
+    billing = stack.quota_status().get("billing", {})
+    return str(billing.get("circuitState", "")), bool(billing.get("degraded", True))
+
+
+def proc_status(pid: int, key: str) -> float:
+    """A ``kB`` field of /proc/<pid>/status, in MiB."""
+    text = Path(f"/proc/{pid}/status").read_text()
+    match = re.search(rf"^{key}:\s+(\d+) kB", text, re.MULTILINE)
+    return int(match.group(1)) / 1024.0 if match else float("nan")
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# ---------------------------------------------------------------------------- measuring
+
+
+def review(name: str, *, storage_gib: int, dry_run: bool) -> bytes:
+    """An AdmissionReview of a DatabaseClaim CREATE, as the apiserver sends it."""
+    claim = {
+        "apiVersion": "dbquota.io/v1alpha1",
+        "kind": "DatabaseClaim",
+        "metadata": {"name": name, "namespace": NAMESPACE},
+        "spec": {
+            "engine": "postgres",
+            "instanceClass": "db.r6g.large",
+            "storageGiB": storage_gib,
+            "replicas": 1,
+        },
+    }
+    body = {
+        "apiVersion": "admission.k8s.io/v1",
+        "kind": "AdmissionReview",
+        "request": {
+            "uid": str(uuid.uuid4()),
+            "kind": KIND,
+            "resource": {**GROUP_VERSION, "resource": "databaseclaims"},
+            "requestKind": KIND,
+            "namespace": NAMESPACE,
+            "name": name,
+            "operation": "CREATE",
+            "userInfo": {"username": "bench", "groups": ["system:authenticated"]},
+            "object": claim,
+            "oldObject": None,
+            "dryRun": dry_run,
+            "options": {"apiVersion": "meta.k8s.io/v1", "kind": "CreateOptions"},
+        },
+    }
+    return json.dumps(body).encode()
+
+
+@dataclass
+class Run:
+    """One rate's measurements."""
+
+    phase: str
+    rate: float
+    seconds: float
+    latencies: list[float] = field(default_factory=list)  # seconds, from the time it was due
+    lags: list[float] = field(default_factory=list)  # seconds the send started late
+    ok: int = 0
+    errors: dict[str, int] = field(default_factory=dict)
+    elapsed: float = 0.0
+    client_cpu: float = 0.0
+    operator_cpu: float = 0.0
+    apiserver_cpu: float = 0.0
+    connections: int = 0  # connections open after the run (never closed: a high-water mark)
+    etcd_cpu: float = 0.0
+    server_mean_ms: float = float("nan")
+    decisions: int = 0
+    calls: dict[str, float] = field(default_factory=dict)  # apiserver requests on the quota
+    load: float = 0.0
+
+    @property
+    def sent(self) -> int:
+        return len(self.latencies)
+
+    def error(self, kind: str) -> None:
+        self.errors[kind] = self.errors.get(kind, 0) + 1
+
+    def pct(self, q: float) -> float:
+        ordered = sorted(self.latencies)
+        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
+class Connections:
+    """Keep-alive TLS connections to the webhook, one single-connection httpx client each.
+
+    A request takes an idle connection, opens a new one while fewer than ``limit`` are
+    open, or else waits in FIFO order for the next one released, as the apiserver's webhook
+    client would wait for a connection. (One shared ``httpx.AsyncClient`` with a pool of
+    ``limit`` connections does work in proportion to its connections and its queued
+    requests on every request: once a backlog formed, the client fell behind its own
+    timetable and the figures measured the client.)
+    """
+
+    def __init__(self, *, url: str, ctx: ssl.SSLContext, limit: int) -> None:
+        self.url = url
+        self._ctx = ctx
+        self._limit = limit
+        self._idle: list[httpx.AsyncClient] = []
+        self._open: list[httpx.AsyncClient] = []
+        self._waiters: collections.deque[asyncio.Future[httpx.AsyncClient]] = collections.deque()
+
+    async def post(self, body: bytes) -> httpx.Response:
+        client = await self._acquire()
+        try:
+            return await client.post(
+                self.url, content=body, headers={"Content-Type": "application/json"}
+            )
+        finally:
+            self._release(client)
+
+    async def _acquire(self) -> httpx.AsyncClient:
+        if self._idle:
+            return self._idle.pop()
+        if len(self._open) < self._limit:
+            limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
+            client = httpx.AsyncClient(verify=self._ctx, http1=True, limits=limits, timeout=10.0)
+            self._open.append(client)
+            return client
+        waiter: asyncio.Future[httpx.AsyncClient] = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        return await waiter
+
+    def _release(self, client: httpx.AsyncClient) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(client)
+                return
+        self._idle.append(client)
+
+    @property
+    def opened(self) -> int:
+        return len(self._open)
+
+    async def aclose(self) -> None:
+        for client in self._open:
+            await client.aclose()
+
+
+async def one(conns: Connections, body: bytes, due: float, run: Run) -> None:
+    loop = asyncio.get_running_loop()
+    run.lags.append(max(0.0, loop.time() - due))
+    try:
+        response = await conns.post(body)
+        if response.status_code != 200:
+            run.error(f"HTTP {response.status_code}")
+        elif json.loads(response.content)["response"]["allowed"]:
+            run.ok += 1
+        else:
+            run.error("denied")
+    except httpx.HTTPError as exc:
+        run.error(type(exc).__name__)
+    run.latencies.append(loop.time() - due)
+
+
+async def drive(
+    conns: Connections,
+    run: Run,
+    *,
+    names: list[str],
+    counter: Iterator[int],
+    dry_run: bool,
+) -> None:
+    """Send ``rate * seconds`` reviews on an open-loop timetable; wait for every answer."""
+    loop = asyncio.get_running_loop()
+    total = round(run.rate * run.seconds)
+    bodies = [
+        review(names[next(counter) % len(names)], storage_gib=10, dry_run=dry_run)
+        for _ in range(total)
+    ]
+    tasks: list[asyncio.Task[None]] = []
+    cpu0 = time.process_time()
+    start = loop.time() + 0.05
+    for i, body in enumerate(bodies):
+        due = start + i / run.rate
+        delay = due - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(conns, body, due, run)))
+    await asyncio.gather(*tasks)
+    run.elapsed = loop.time() - start
+    run.client_cpu = (time.process_time() - cpu0) / run.elapsed
+
+
+def apiserver_client(stack: Stack) -> httpx.AsyncClient:
+    """A client of the apiserver with the admin certificate the control plane made."""
+    assert stack.kubeconfig is not None
+    pki = stack.kubeconfig.parent / "pki"
+    ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+    ctx.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
+    return httpx.AsyncClient(base_url=stack.server, verify=ctx, timeout=10.0)
+
+
+async def quota_calls(client: httpx.AsyncClient) -> dict[str, float]:
+    """The apiserver's own count of requests on DatabaseQuotas (by verb, subresource, code),
+    and the seconds it spent on status PATCHes (key ``seconds``), so far."""
+    text = (await client.get("/metrics")).text
+    counts: dict[str, float] = {}
+    for line in text.splitlines():
+        if 'resource="databasequotas"' not in line:
+            continue
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
+        value = float(line.rsplit(" ", 1)[1])
+        if line.startswith("apiserver_request_total{") and labels["verb"] not in ("WATCH", "LIST"):
+            key = " ".join(
+                filter(None, (labels["verb"], labels.get("subresource"), labels["code"]))
+            )
+            counts[key] = counts.get(key, 0) + value
+        elif line.startswith("apiserver_request_duration_seconds_sum{") and (
+            labels["verb"] == "PATCH" and labels.get("subresource") == "status"
+        ):
+            counts["seconds"] = counts.get("seconds", 0) + value
+    return counts
+
+
+async def scrape(client: httpx.AsyncClient, port: int) -> tuple[float, float, float]:
+    """(admission decisions, admission seconds sum, admission count) so far."""
+    text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+    decisions = seconds = count = 0.0
+    for line in text.splitlines():
+        if line.startswith("dbquota_admission_decisions_total{"):
+            decisions += float(line.rsplit(" ", 1)[1])
+        elif line.startswith("dbquota_admission_duration_seconds_sum "):
+            seconds = float(line.rsplit(" ", 1)[1])
+        elif line.startswith("dbquota_admission_duration_seconds_count "):
+            count = float(line.rsplit(" ", 1)[1])
+    return decisions, seconds, count
+
+
+async def enter(stack: Stack, phase: str) -> None:
+    """Start or end the billing outage; return once the quota's status shows the breaker so."""
+    assert stack.simulator is not None
+    outage = phase == "outage"
+    stack.simulator.fault(mode="outage" if outage else "none")
+
+    def arrived() -> bool:
+        state = billing_state(stack)
+        return state[0] == "Open" if outage else state == ("Closed", False)
+
+    what = "the circuit Open" if outage else "billing live again (Closed, not degraded)"
+    await asyncio.to_thread(wait_for, arrived, timeout=60, what=f"the quota's status: {what}")
+    state, degraded = await asyncio.to_thread(billing_state, stack)
+    print(f"{phase}: quota status shows circuit {state}, degraded {degraded}", flush=True)
+
+
+async def measure(stack: Stack, args: argparse.Namespace, rates: list[float]) -> list[Run]:
+    assert stack.operator is not None
+    assert stack.simulator is not None
+    pids = [stack.operator.pid, stack.apiserver_pid, stack.etcd_pid]
+    ctx = ssl.create_default_context(cafile=str(stack.workdir / "certs" / "ca.crt"))
+    url = f"https://127.0.0.1:{stack.webhook_port}/validate-claims"
+    conns = Connections(url=url, ctx=ctx, limit=args.connections)
+    names = [f"claim-{i:03d}" for i in range(args.claims)]
+    counter = iter(range(10**12))
+    runs: list[Run] = []
+    async with (
+        httpx.AsyncClient(timeout=5.0) as plain,
+        apiserver_client(stack) as apiserver,
+    ):
+        try:
+            if args.warmup > 0:  # connections, TLS sessions, the ledger's cached quota
+                warm = Run(phase="warm-up", rate=rates[0], seconds=args.warmup)
+                await drive(conns, warm, names=names, counter=counter, dry_run=args.dry_run)
+                print(f"warm-up: {warm.ok}/{warm.sent} admitted, errors {warm.errors}")
+            current = "healthy"  # start() waited for billing to be live
+            for rate in rates:
+                for phase in ("healthy", "outage"):
+                    if phase != current:
+                        await enter(stack, phase)
+                        current = phase
+                    run = Run(phase=phase, rate=rate, seconds=args.seconds)
+                    decisions0, sum0, count0 = await scrape(plain, stack.metrics_port)
+                    calls0 = await quota_calls(apiserver)
+                    cpu0 = [cpu_seconds(p) for p in pids]
+                    await drive(conns, run, names=names, counter=counter, dry_run=args.dry_run)
+                    decisions1, sum1, count1 = await scrape(plain, stack.metrics_port)
+                    cpu = [
+                        (cpu_seconds(p) - c) / run.elapsed for p, c in zip(pids, cpu0, strict=True)
+                    ]
+                    run.operator_cpu, run.apiserver_cpu, run.etcd_cpu = cpu
+                    run.decisions = round(decisions1 - decisions0)
+                    calls1 = await quota_calls(apiserver)
+                    run.calls = {k: v - calls0.get(k, 0) for k, v in calls1.items()}
+                    run.calls = {k: v for k, v in sorted(run.calls.items()) if v}
+                    if count1 > count0:
+                        run.server_mean_ms = (sum1 - sum0) / (count1 - count0) * 1000
+                    run.load = os.getloadavg()[0]
+                    run.connections = conns.opened
+                    runs.append(run)
+                    print(
+                        f"{phase} {rate:g}/s: {run.ok}/{run.sent} admitted, "
+                        f"p50 {run.pct(0.5):.1f} ms, p99 {run.pct(0.99):.1f} ms",
+                        flush=True,
+                    )
+                    await asyncio.sleep(1.0)
+        finally:
+            await conns.aclose()
+            stack.simulator.fault(mode="none")
+    return runs
+
+
+# ---------------------------------------------------------------------------- reporting
+
+LATENCY = (
+    "| phase | rate/s | sent | ok | errors | achieved/s | p50 ms | p99 ms | max ms "
+    "| client send lag p99 ms |"
+)
+COSTS = (
+    "| phase | rate/s | CPU client / operator / apiserver / etcd | operator CPU ms per review "
+    "| operator mean ms | decisions | status writes (409s) | reviews per write "
+    "| apiserver ms per write | other quota calls | conns | load |"
+)
+
+
+def latency_row(run: Run) -> str:
+    errors = sum(run.errors.values())
+    err = f"{errors} ({', '.join(f'{k} {v}' for k, v in run.errors.items())})" if errors else "0"
+    lag99 = sorted(run.lags)[min(len(run.lags) - 1, int(0.99 * len(run.lags)))] * 1000
+    return (
+        f"| {run.phase} | {run.rate:g} | {run.sent} | {run.ok} | {err} "
+        f"| {run.sent / run.elapsed:.1f} | {run.pct(0.50):.1f} | {run.pct(0.99):.1f} "
+        f"| {max(run.latencies) * 1000:.1f} | {lag99:.1f} |"
+    )
+
+
+def costs_row(run: Run) -> str:
+    patches = ("PATCH status 200", "PATCH status 409", "seconds")
+    writes = round(run.calls.get(patches[0], 0))
+    conflicts = round(run.calls.get(patches[1], 0))
+    total = sum(run.calls.get(k, 0) for k in patches[:2])
+    patch_ms = f"{run.calls['seconds'] / total * 1000:.1f}" if total else "-"
+    per_write = f"{run.decisions / writes:.1f}" if writes else "-"
+    other = ", ".join(f"{k} {v:.0f}" for k, v in run.calls.items() if k not in patches)
+    op_ms = run.operator_cpu * run.elapsed / run.sent * 1000
+    return (
+        f"| {run.phase} | {run.rate:g} | {run.client_cpu:.0%} / {run.operator_cpu:.0%} "
+        f"/ {run.apiserver_cpu:.0%} / {run.etcd_cpu:.0%} | {op_ms:.2f} "
+        f"| {run.server_mean_ms:.1f} | {run.decisions} | {writes} ({conflicts}) | {per_write} "
+        f"| {patch_ms} | {other or '-'} | {run.connections} | {run.load:.2f} |"
+    )
+
+
+def table(header: str, rows: list[str]) -> None:
+    print("\n" + header)
+    print("| --- | ---: |" + " ---: |" * (header.count("|") - 3))
+    for row in rows:
+        print(row)
+
+
+def report(runs: list[Run], *, rss_peak: float, rss_now: float, load: tuple[float, ...]) -> None:
+    table(LATENCY, [latency_row(r) for r in runs])
+    table(COSTS, [costs_row(r) for r in runs])
+    healthy = {r.rate: r for r in runs if r.phase == "healthy"}
+    outage = [r for r in runs if r.phase == "outage"]
+    table(
+        "| rate/s | healthy p50 ms | outage p50 ms | healthy p99 ms | outage p99 ms "
+        "| outage / healthy p50 | outage / healthy p99 |",
+        [
+            f"| {r.rate:g} | {healthy[r.rate].pct(0.5):.1f} | {r.pct(0.5):.1f} "
+            f"| {healthy[r.rate].pct(0.99):.1f} | {r.pct(0.99):.1f} "
+            f"| {r.pct(0.5) / healthy[r.rate].pct(0.5):.2f} "
+            f"| {r.pct(0.99) / healthy[r.rate].pct(0.99):.2f} |"
+            for r in outage
+        ],
+    )
+    print(
+        f"\noperator peak RSS (VmHWM) {rss_peak:.0f} MiB, RSS at the end {rss_now:.0f} MiB; "
+        f"load average at the end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
+    )
+    top = healthy[max(healthy)]
+    verdict = "met" if top.pct(0.99) <= 10.0 and not top.errors else "NOT met"
+    print(f"target p99 <= 10 ms at {top.rate:g}/s (healthy): {verdict} ({top.pct(0.99):.1f} ms)")
+    ratios = [r.pct(0.99) / healthy[r.rate].pct(0.99) for r in outage]
+    verdict = "met" if ratios and max(ratios) <= 1.2 else "NOT met"
+    print(f"target outage p99 within 1.2x of healthy: {verdict} (worst {max(ratios):.2f}x)")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rates", default="50,100,200", help="reviews per second, comma-separated")
+    parser.add_argument("--seconds", type=float, default=10.0, help="duration of each rate")
+    parser.add_argument("--claims", type=int, default=100, help="claim names to cycle over")
+    parser.add_argument("--connections", type=int, default=32, help="client connection limit")
+    parser.add_argument("--warmup", type=float, default=3.0, help="seconds of warm-up, unmeasured")
+    parser.add_argument("--budget", type=float, default=1e9, help="the quota's monthly budget")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="mark the reviews dry-run: decided, nothing reserved (the webhook without writes)",
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
+    args = parser.parse_args()
+    rates = [float(r) for r in args.rates.split(",") if r]
+
+    def on_sigterm(*_: object) -> None:
+        raise Interrupted
+
+    signal.signal(signal.SIGTERM, on_sigterm)
+    bins = controlplane.binaries()
+    workdir = Path(tempfile.mkdtemp(prefix="dbquota-bench-admission-"))
+    stack = Stack(workdir=workdir, kubectl_bin=bins.kubectl)
+    print(
+        f"machine: {os.cpu_count()} cores, {platform.python_implementation()} "
+        f"{platform.python_version()}, {platform.system()} {platform.release()}; load average "
+        f"at start {' '.join(f'{x:.2f}' for x in os.getloadavg())}; work dir {workdir}",
+        flush=True,
+    )
+    failed = True
+    try:
+        started = time.monotonic()
+        start(stack, budget=args.budget)
+        print(f"control plane, simulator, operator up in {time.monotonic() - started:.1f} s")
+        runs = asyncio.run(measure(stack, args, rates))
+        assert stack.operator is not None
+        pid = stack.operator.pid
+        report(
+            runs,
+            rss_peak=proc_status(pid, "VmHWM"),
+            rss_now=proc_status(pid, "VmRSS"),
+            load=os.getloadavg(),
+        )
+        failed = False
+    except (KeyboardInterrupt, Interrupted):
+        print("\ninterrupted: tearing down", file=sys.stderr)
+    finally:
+        if failed and (workdir / "operator.log").exists():
+            tail = (workdir / "operator.log").read_text(errors="replace")[-3000:]
+            print(f"operator log tail:\n{tail}", file=sys.stderr)
+        stack.close()
+        if args.keep or failed:
+            print(f"work directory kept: {workdir}", file=sys.stderr)
+        else:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
