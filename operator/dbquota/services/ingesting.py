@@ -535,11 +535,19 @@ class Ingestor:
         return self._from_cache / len(self._decisions) if self._decisions else 0.0
 
     def _health(self) -> billing.BillingHealth:
+        # The last error is news only while something is failing: once the breaker is
+        # Closed with no failure since and the last sync succeeded, an old error shown
+        # beside a healthy breaker in every quota's status would only mislead.
+        failing = (
+            self._breaker.state != "Closed"
+            or self._breaker.consecutive_failures > 0
+            or not self._last_sync_ok
+        )
         return billing.BillingHealth(
             circuit_state=self._breaker.state,
             last_success=self._last_success,
             consecutive_failures=self._breaker.consecutive_failures,
-            last_error=self._last_error or self._breaker.last_error,
+            last_error=(self._last_error or self._breaker.last_error) if failing else "",
             fallback_hit_rate=self._fallback_hit_rate(),
         )
 

@@ -331,10 +331,14 @@ async def test_ready_after_a_failed_warm_up_even_with_an_empty_cache(
     snapshot = ing.snapshot()
     assert snapshot.prices is None
     assert snapshot.health.last_success is None
+    assert snapshot.health.last_error  # the failure is news while it lasts
     provider.mode = "ok"
     clock.advance(30)  # the failed warm-up opened the breaker
     await ing.sync_once()
-    assert ing.snapshot().health.last_success is not None
+    health = ing.snapshot().health
+    assert health.last_success is not None
+    assert health.circuit_state == "Closed"
+    assert health.last_error == ""  # no stale error beside a healthy breaker
 
 
 async def test_restart_keeps_data_and_is_ready_from_the_cache_while_down(
