@@ -240,7 +240,9 @@ def start_operator(
             "get", "validatingwebhookconfiguration", configuration, "-o", "json", check=False
         )
         if vwc.returncode == 0:
-            urls = [w["clientConfig"].get("url", "") for w in json.loads(vwc.stdout)["webhooks"]]
+            # kopf creates the configuration, then patches its webhooks in: none yet = wait.
+            webhooks = json.loads(vwc.stdout).get("webhooks") or []
+            urls = [w.get("clientConfig", {}).get("url", "") for w in webhooks]
             if any(f":{webhook_port}/" in u for u in urls) and (wait is None or wait()):
                 return op
         time.sleep(0.3)

@@ -328,9 +328,17 @@ def start_operator(demo: Demo, billing: Billing) -> None:
     )
     demo.wait_until(
         "the operator to register its webhook",
-        lambda: (
-            "dbquota.io"
-            in demo.kubectl("get", "validatingwebhookconfigurations", show=False, check=False)
+        lambda: (  # kopf creates the configuration, then patches its webhook in
+            "validate-claims.dbquota.io"
+            in demo.kubectl(
+                "get",
+                "validatingwebhookconfiguration",
+                "dbquota.io",
+                "-o",
+                "jsonpath={.webhooks[*].name}",
+                show=False,
+                check=False,
+            )
         ),
         timeout=60,
     )
