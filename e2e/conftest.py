@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 
 from e2e import controlplane
-from tests.simulating import Simulator, launch
+from tests.simulating import FAST_SYNC, Simulator, launch
 from tests.simulating import stop as stop_simulator
 
 REPO = Path(__file__).resolve().parents[1]
@@ -163,17 +163,8 @@ class OperatorProcess:
         return self.log.read_text(errors="replace")
 
 
-FAST = (
-    "--sync-interval=1",
-    "--resync-interval=1",
-    "--breaker-failure-threshold=2",
-    "--breaker-recovery-timeout=3",
-    "--retry-attempts=1",
-    "--request-timeout=1",
-    "--connect-timeout=0.5",
-    "--reservation-grace=5",
-)
-"""Settings that make an e2e run see outages and recoveries within seconds."""
+FAST = (*FAST_SYNC, "--reservation-grace=5")
+"""Settings that make an e2e run see outages, recoveries and released holds within seconds."""
 
 CLAIM_CLUSTERS = ("team-a/orders-db", "team-a/billed-db")
 """Extra cluster ids the simulator bills, for claims whose cost should show in billing."""

@@ -20,6 +20,18 @@ import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 
+FAST_SYNC = (
+    "--sync-interval=1",
+    "--resync-interval=1",
+    "--breaker-failure-threshold=2",
+    "--breaker-recovery-timeout=3",
+    "--retry-attempts=1",
+    "--request-timeout=1",
+    "--connect-timeout=0.5",
+)
+"""``dbquota run`` flags for driving an operator against a simulator: billing syncs every
+second, so an outage (and its recovery) shows in the quota's status within seconds."""
+
 
 @dataclass
 class Simulator:
