@@ -66,6 +66,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # e2e/ and tests/ are not installed: import them from the repo
 
 from e2e import controlplane  # noqa: E402
+from e2e.waiting import wait_for as _wait_for  # noqa: E402
 from tests import simulating  # noqa: E402
 
 NAMESPACE = "bench"
@@ -135,14 +136,8 @@ class Stack:
 
 
 def wait_for(predicate: Callable[[], Any], *, timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(0.25)
-    raise RuntimeError(f"timed out after {timeout:.0f}s waiting for {what}; last: {last!r}")
+    """:func:`e2e.waiting.wait_for`, failing with RuntimeError: the bench is not a test."""
+    return _wait_for(predicate, timeout=timeout, what=what, error=RuntimeError, interval=0.25)
 
 
 def start(stack: Stack, *, budget: float) -> None:

@@ -270,15 +270,3 @@ def operator(
     stop_operator(op)
     kubectl("delete", "validatingwebhookconfiguration", "e2e.dbquota.io", check=False)
     kubectl("delete", "mutatingwebhookconfiguration", "e2e.dbquota.io", check=False)
-
-
-def wait_for(predicate: Callable[[], Any], *, timeout: float = 30, what: str = "condition") -> Any:
-    """Poll ``predicate`` until it returns something truthy; fail with ``what`` after timeout."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(0.2)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value {last!r}")

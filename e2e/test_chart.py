@@ -47,7 +47,8 @@ import yaml
 from cryptography import x509
 
 from e2e import controlplane
-from e2e.conftest import Cluster, Kubectl, free_port, wait_for
+from e2e.conftest import Cluster, Kubectl, free_port
+from e2e.waiting import wait_for
 from tests.chart.conftest import CHART, MATRIX, NAMESPACE, RELEASE
 
 FULLNAME = f"{RELEASE}-dbquota"

@@ -35,9 +35,9 @@ from e2e.conftest import (
     OperatorProcess,
     spawn_operator,
     stop_operator,
-    wait_for,
 )
 from e2e.test_crds import claim, quota
+from e2e.waiting import wait_for
 from tests.simulating import Simulator
 
 CLASS, STORAGE = "db.r6g.large", 100

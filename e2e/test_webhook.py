@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from e2e.conftest import Kubectl, OperatorProcess, wait_for
+from e2e.conftest import Kubectl, OperatorProcess
 from e2e.test_crds import claim, quota
+from e2e.waiting import wait_for
 
 
 def quota_status(kubectl: Kubectl, namespace: str, name: str) -> dict[str, Any]:

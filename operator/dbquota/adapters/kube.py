@@ -19,7 +19,7 @@ import json
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, cast
+from typing import Any, Generic, TypeVar, cast
 
 from kubernetes_asyncio import client, config, watch
 from kubernetes_asyncio.client.exceptions import ApiException
@@ -29,6 +29,8 @@ from dbquota.domain.resources import QuotaObject
 from dbquota.errors import Conflict, KubeError, NotFound
 
 logger = logging.getLogger(__name__)
+
+D = TypeVar("D")  # what an Informer derives from each object
 
 GROUP, VERSION = "dbquota.io", "v1alpha1"
 QUOTAS, CLAIMS = "databasequotas", "databaseclaims"
@@ -150,8 +152,12 @@ class Kube:
             raise _translate(exc, f"post Event on {kind} {namespace}/{name}") from exc
 
 
-class Informer:
+class Informer(Generic[D]):
     """A watch-fed, in-memory copy of every object of one dbquota kind, cluster-wide.
+
+    ``derive`` turns each object into what readers need (``None`` to skip it) once per
+    watch event, so a read costs no parsing however often it happens: the webhook reads a
+    namespace's claims on every review.
 
     The admission webhook reads the namespace's quotas and claims from here, as Kubernetes'
     ResourceQuota admission reads from an informer: no apiserver round trip per review.
@@ -161,24 +167,37 @@ class Informer:
     Gone) or fails, it lists again.
     """
 
-    def __init__(self, kube: Kube, *, plural: str, namespace: str = "") -> None:
+    def __init__(
+        self,
+        kube: Kube,
+        *,
+        plural: str,
+        derive: Callable[[dict[str, Any]], D | None],
+        namespace: str = "",
+    ) -> None:
         self._kube = kube
         self.plural = plural
+        self._derive = derive
         self._namespace = namespace
-        self._by_namespace: dict[str, dict[str, dict[str, Any]]] = {}
+        self._by_namespace: dict[str, dict[str, tuple[dict[str, Any], D | None]]] = {}
         self.synced = asyncio.Event()
 
-    def in_namespace(self, namespace: str) -> list[dict[str, Any]]:
-        """Every object of the namespace, as last seen."""
-        return list(self._by_namespace.get(namespace, {}).values())
+    def in_namespace(self, namespace: str) -> list[D]:
+        """What ``derive`` made of every object of the namespace, as last seen."""
+        entries = self._by_namespace.get(namespace, {}).values()
+        return [derived for _, derived in entries if derived is not None]
 
     def get(self, *, namespace: str, name: str) -> dict[str, Any] | None:
         """One object as last seen, or None."""
-        return self._by_namespace.get(namespace, {}).get(name)
+        entry = self._by_namespace.get(namespace, {}).get(name)
+        return None if entry is None else entry[0]
 
-    def _put(self, obj: dict[str, Any]) -> None:
+    def _put(
+        self, obj: dict[str, Any], into: dict[str, dict[str, tuple[dict[str, Any], D | None]]]
+    ) -> None:
         meta = obj.get("metadata", {})
-        self._by_namespace.setdefault(meta.get("namespace", ""), {})[meta.get("name", "")] = obj
+        slot = into.setdefault(meta.get("namespace", ""), {})
+        slot[meta.get("name", "")] = (obj, self._derive(obj))
 
     def _drop(self, obj: dict[str, Any]) -> None:
         meta = obj.get("metadata", {})
@@ -191,10 +210,9 @@ class Informer:
             )
         else:
             got = await self._kube._custom.list_cluster_custom_object(GROUP, VERSION, self.plural)
-        fresh: dict[str, dict[str, dict[str, Any]]] = {}
+        fresh: dict[str, dict[str, tuple[dict[str, Any], D | None]]] = {}
         for obj in got.get("items", []):
-            meta = obj.get("metadata", {})
-            fresh.setdefault(meta.get("namespace", ""), {})[meta.get("name", "")] = obj
+            self._put(obj, fresh)
         self._by_namespace = fresh
         self.synced.set()
         return str(got.get("metadata", {}).get("resourceVersion", ""))
@@ -234,7 +252,7 @@ class Informer:
                     return ""
                 version = obj.get("metadata", {}).get("resourceVersion", version)
                 if kind in ("ADDED", "MODIFIED"):
-                    self._put(obj)
+                    self._put(obj, self._by_namespace)
                 elif kind == "DELETED":
                     self._drop(obj)
         return version

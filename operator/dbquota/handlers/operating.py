@@ -31,6 +31,7 @@ import kopf
 from dbquota import settings as settings_
 from dbquota.adapters import metrics
 from dbquota.adapters.kube import Informer, Kube
+from dbquota.domain import reservations
 from dbquota.errors import ConfigurationError
 from dbquota.handlers import claims, quotas
 from dbquota.handlers import runtime as runtime_
@@ -158,12 +159,14 @@ async def _serve(cfg: settings_.Settings, memo: kopf.Memo, stop: asyncio.Event) 
             )
             logger.info("serving /metrics, /healthz and /readyz on port %d", port)
         ledgers = reserving.Ledgers(kube)
-        informers = [
-            Informer(kube, plural="databasequotas", namespace=cfg.namespace),
-            Informer(kube, plural="databaseclaims", namespace=cfg.namespace),
-        ]
-        for informer in informers:
-            task = asyncio.create_task(informer.run(), name=f"informer {informer.plural}")
+        quota_informer = Informer(
+            kube, plural="databasequotas", derive=runtime_.quota_entry, namespace=cfg.namespace
+        )
+        claim_informer = Informer(
+            kube, plural="databaseclaims", derive=reservations.claim_ref, namespace=cfg.namespace
+        )
+        for run_informer in (quota_informer.run, claim_informer.run):
+            task = asyncio.create_task(run_informer(), name="informer")
             stack.callback(task.cancel)
         runtime = runtime_.Runtime(
             settings=cfg,
@@ -176,8 +179,8 @@ async def _serve(cfg: settings_.Settings, memo: kopf.Memo, stop: asyncio.Event) 
                 clock=time.time,
                 no_quota=cfg.enforcement.no_quota,
             ),
-            quota_informer=informers[0],
-            claim_informer=informers[1],
+            quota_informer=quota_informer,
+            claim_informer=claim_informer,
             reconciler=reconciling.Reconciler(
                 kube=kube,
                 ledgers=ledgers,

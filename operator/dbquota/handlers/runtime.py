@@ -47,8 +47,8 @@ class Runtime:
     ingestor: ingesting.Ingestor
     admission: admitting.Admission
     reconciler: reconciling.Reconciler
-    quota_informer: Informer
-    claim_informer: Informer
+    quota_informer: Informer[QuotaEntry]
+    claim_informer: Informer[reservations.ClaimRef]
     quotas: dict[tuple[str, str], QuotaEntry] = field(default_factory=dict)
     ingest_events: list[tuple[str, str]] = field(default_factory=list)
     """Recent ingestion events, delivered to quotas this replica starts reconciling later
@@ -113,25 +113,16 @@ class Runtime:
     async def quota_entries(self, namespace: str) -> list[QuotaEntry]:
         """The namespace's quotas as the informer holds them (waiting for its first list)."""
         await self._synced()
-        entries = []
-        for obj in self.quota_informer.in_namespace(namespace):
-            meta = obj.get("metadata", {})
-            entry = QuotaEntry(
-                namespace=namespace,
-                name=str(meta.get("name", "")),
-                uid=str(meta.get("uid", "")),
-                generation=int(meta.get("generation", 0)),
-            )
+        entries = self.quota_informer.in_namespace(namespace)
+        for entry in entries:
             self.ledgers.of(namespace=namespace, name=entry.name).expect_generation(
                 entry.generation
             )
-            entries.append(entry)
         return entries
 
     def claim_refs(self, namespace: str) -> list[reservations.ClaimRef]:
-        """The namespace's claims as the informer holds them."""
-        refs = (reservations.claim_ref(obj) for obj in self.claim_informer.in_namespace(namespace))
-        return [ref for ref in refs if ref is not None]
+        """The namespace's claims as the informer holds them (parsed once per event)."""
+        return self.claim_informer.in_namespace(namespace)
 
     async def _synced(self, patience: float = 10.0) -> None:
         for informer in (self.quota_informer, self.claim_informer):
@@ -144,7 +135,11 @@ class Runtime:
                     ) from exc
 
     def remember(self, entry: QuotaEntry) -> None:
-        """Track a quota (for breaker Events); forget its cached copy if its spec changed."""
+        """Track a quota this replica reconciles (for breaker and ingestion Events).
+
+        A spec change needs nothing here: the ledger drops its cached copy when the
+        generation moves (:meth:`~dbquota.services.reserving.Ledger.expect_generation`).
+        """
         key = (entry.namespace, entry.name)
         before = self.quotas.get(key)
         self.quotas[key] = entry
@@ -154,8 +149,6 @@ class Runtime:
                 self._background(
                     self.reconciler.record(ref, type_="Warning", reason=reason, message=message)
                 )
-        if before is not None and before.generation != entry.generation:
-            self.ledgers.of(namespace=entry.namespace, name=entry.name).forget()
 
     def forget(self, *, namespace: str, name: str) -> None:
         """A quota was deleted."""
@@ -176,15 +169,21 @@ class Runtime:
     async def find_reservation(
         self, *, namespace: str, claim: str, quotas: Sequence[str]
     ) -> Reservation | None:
-        """The reservation a claim's admission took on one of ``quotas``, if any."""
+        """The reservation a claim's admission took on one of ``quotas``, if any.
+
+        Read from the informer's copy of each quota; only if the hold is not there yet (its
+        watch event still in flight) is the quota read from the apiserver.
+        """
         for name in quotas:
-            try:
-                quota = await self.kube.get_quota(namespace=namespace, name=name)
-            except KubeError:
-                continue
-            for held in quota.get("status", {}).get("reservations", []):
-                if held.get("claim") == claim:
-                    return held
+            held = _held_for(claim, self.quota_informer.get(namespace=namespace, name=name))
+            if held is None:
+                try:
+                    quota = await self.kube.get_quota(namespace=namespace, name=name)
+                except KubeError:
+                    continue
+                held = _held_for(claim, dict(quota))
+            if held is not None:
+                return held
         return None
 
     def on_transition(self, old: str, new: str, reason: str) -> None:
@@ -210,6 +209,24 @@ class Runtime:
             reconciling.QuotaRef(namespace=q.namespace, name=q.name, uid=q.uid)
             for q in self.quotas.values()
         ]
+
+
+def quota_entry(obj: dict[str, Any]) -> QuotaEntry:
+    """What the quota informer keeps of a DatabaseQuota object."""
+    meta = obj.get("metadata", {})
+    return QuotaEntry(
+        namespace=str(meta.get("namespace", "")),
+        name=str(meta.get("name", "")),
+        uid=str(meta.get("uid", "")),
+        generation=int(meta.get("generation", 0)),
+    )
+
+
+def _held_for(claim: str, quota: dict[str, Any] | None) -> Reservation | None:
+    if quota is None:
+        return None
+    holds: list[Reservation] = quota.get("status", {}).get("reservations", [])
+    return next((held for held in holds if held.get("claim") == claim), None)
 
 
 def of(memo: kopf.Memo) -> Runtime:

@@ -1,0 +1,27 @@
+"""Polling with a deadline, for the e2e suite and the benchmarks that drive real processes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+
+def wait_for(
+    predicate: Callable[[], Any],
+    *,
+    timeout: float = 30,
+    what: str = "condition",
+    error: type[Exception] = AssertionError,
+    interval: float = 0.2,
+) -> Any:
+    """Poll ``predicate`` until it returns something truthy, and return that; after
+    ``timeout`` seconds raise ``error`` naming ``what`` and the last value seen."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise error(f"timed out after {timeout:.0f}s waiting for {what}; last value {last!r}")
