@@ -28,7 +28,7 @@ import pytest
 
 from e2e import controlplane
 from tests.simulating import FAST_SYNC, Simulator, launch
-from tests.simulating import stop as stop_simulator
+from tests.simulating import stop as stop_process
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -177,7 +177,7 @@ def billing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Simulator]:
     with log_path.open("w") as log:
         sim = launch(*flags, "--price-period=3600", log=log, clusters=50, seed=11)
     yield sim
-    stop_simulator(sim.process)
+    stop_process(sim.process)
 
 
 def spawn_operator(cluster: Cluster, workdir: Path, *args: str) -> OperatorProcess:
@@ -243,13 +243,7 @@ def start_operator(
 
 def stop_operator(op: OperatorProcess) -> None:
     """SIGTERM, then SIGKILL after 15 s."""
-    if op.proc.poll() is None:
-        op.proc.terminate()
-        try:
-            op.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            op.proc.kill()
-            op.proc.wait()
+    stop_process(op.proc)
 
 
 @pytest.fixture(scope="session")

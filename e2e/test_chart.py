@@ -50,6 +50,7 @@ from e2e import controlplane
 from e2e.conftest import Cluster, Kubectl, free_port
 from e2e.waiting import wait_for
 from tests.chart.conftest import CHART, MATRIX, NAMESPACE, RELEASE
+from tests.simulating import stop as stop_process
 
 FULLNAME = f"{RELEASE}-dbquota"
 SERVICE_ACCOUNT = f"system:serviceaccount:{NAMESPACE}:{FULLNAME}"
@@ -292,13 +293,7 @@ class Operator:
         return self.log.read_text(errors="replace")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
 
 
 def write_certs(cert_dir: Path, secret: dict[str, bytes]) -> None:

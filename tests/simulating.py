@@ -72,12 +72,13 @@ def _read_line(process: subprocess.Popen[str], timeout: float) -> str:
     return process.stdout.readline()
 
 
-def stop(process: subprocess.Popen[str]) -> None:
-    """Stop a child process: SIGTERM, then SIGKILL if it lingers."""
+def stop(process: subprocess.Popen[Any], *, grace: float = 15) -> None:
+    """Stop a child process (the simulator, an operator): SIGTERM, then SIGKILL if it
+    lingers past ``grace`` seconds; reaps it and closes its piped stdout."""
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
         try:
-            process.wait(timeout=10)
+            process.wait(timeout=grace)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait(timeout=10)
