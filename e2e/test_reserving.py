@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator, Sequence
 import pytest
 
 from dbquota.adapters.kube import Kube
-from dbquota.domain import reservations
+from dbquota.domain import escrow, reservations
 from dbquota.domain.resources import QuotaObject, QuotaStatus, Reservation
 from dbquota.services import reserving
 from e2e.conftest import Cluster, Kubectl
@@ -33,36 +33,90 @@ async def kubes(cluster: Cluster) -> AsyncIterator[tuple[Kube, Kube]]:
 
 
 def admit_if_it_fits(claim: str, cost: float) -> reserving.Decide[bool]:
-    def decide(q: QuotaObject, held: Sequence[Reservation]) -> reserving.Outcome[bool]:
+    def decide(
+        q: QuotaObject, held: Sequence[Reservation], others: escrow.Allowance
+    ) -> reserving.Outcome[bool]:
         budget = float(str(q.get("spec", {})["monthlyBudget"]))
         observed = float(q.get("status", {}).get("spend", {}).get("observed", 0.0))
-        total = observed + sum(float(r.get("cost", 0.0)) for r in held) + cost
+        total = observed + sum(float(r.get("cost", 0.0)) for r in held) + others.cost + cost
         if total > budget:
-            return reserving.Outcome(result=False)
+            return reserving.Outcome(result=False, admitted=False)
         res = Reservation(claim=claim, cost=cost, reservedAt=reservations.to_rfc3339(time.time()))
-        return reserving.Outcome(result=True, reservation=res)
+        return reserving.Outcome(
+            result=True,
+            reservation=res,
+            take=escrow.Allowance(cost=cost),
+            room=escrow.Allowance(cost=budget - total),
+            escrow=True,
+        )
 
     return decide
 
 
+@pytest.mark.parametrize("share", [0.0, 0.25, 0.5])
 async def test_two_replicas_never_over_admit(
-    kubectl: Kubectl, namespace: str, kubes: tuple[Kube, Kube]
+    kubectl: Kubectl, namespace: str, kubes: tuple[Kube, Kube], share: float
 ) -> None:
+    """With escrow (share > 0) too: the replicas' escrow never lets them promise the same
+    budget twice, and what one holds is given back or used, so together they admit all
+    that fits."""
     kubectl.apply(quota(namespace, name="budget", monthlyBudget=1000))
-    replicas = [reserving.Ledger(kube=k, namespace=namespace, name="budget") for k in kubes]
-    results = await asyncio.gather(
-        *(
-            replicas[i % 2].reserve(admit_if_it_fits(f"c{i}", 100.0), dry_run=False)
-            for i in range(200)
-        )
-    )
+    replicas = [
+        reserving.Ledger(kube=k, namespace=namespace, name="budget", holder=f"r{i}", share=share)
+        for i, k in enumerate(kubes)
+    ]
+
+    async def review(i: int) -> bool:
+        await asyncio.sleep(i / 100)  # spread over 2 s: later ones find escrow held
+        return await replicas[i % 2].reserve(admit_if_it_fits(f"c{i}", 100.0), dry_run=False)
+
+    results = await asyncio.gather(*(review(i) for i in range(200)))
     assert sum(results) == 10
+    if share:
+        assert sum(r.from_escrow for r in replicas) > 0
+    for replica in replicas:
+        await replica.close()  # writes what escrow admitted, gives the escrow back
     status = kubectl.get_json("dbq", "budget", "-n", namespace)["status"]
     assert len(status["reservations"]) == 10
     assert status["spend"] == {"observed": 0.0, "reserved": 1000.0, "remaining": 0.0}
-    # Batching: far fewer writes than admissions would need one by one.
-    assert sum(r.writes for r in replicas) <= 10
-    assert sum(r.conflicts for r in replicas) >= 0
+    assert status.get("escrow", []) == []
+    if share == 0.0:  # batching: far fewer writes than admissions would need one by one
+        assert sum(r.writes for r in replicas) <= 10
+        assert sum(r.from_escrow for r in replicas) == 0
+
+
+async def test_escrow_admits_from_memory_and_never_overcommits(
+    kubectl: Kubectl, namespace: str, kubes: tuple[Kube, Kube]
+) -> None:
+    """After one exact admission a replica holds escrow and admits from memory; at every
+    instant the apiserver's reservations plus escrow stay within the budget."""
+    kubectl.apply(quota(namespace, name="budget", monthlyBudget=10_000))
+    ledger = reserving.Ledger(kube=kubes[0], namespace=namespace, name="budget", share=0.5)
+    assert await ledger.reserve(admit_if_it_fits("first", 100.0), dry_run=False)
+    status = kubectl.get_json("dbq", "budget", "-n", namespace)["status"]
+    (held,) = status["escrow"]
+    assert held["holder"] == ledger.holder
+    assert held["cost"] == 4950.0  # half of the 9,900 left after the first claim
+    assert status["spend"]["reserved"] + held["cost"] <= 10_000
+    for i in range(20):
+        assert await ledger.reserve(admit_if_it_fits(f"c{i}", 100.0), dry_run=False)
+    assert ledger.from_escrow == 20
+    await ledger.close()
+    status = kubectl.get_json("dbq", "budget", "-n", namespace)["status"]
+    assert len(status["reservations"]) == 21
+    assert status["spend"]["reserved"] == 2100.0
+    assert status.get("escrow", []) == []
+
+
+async def test_idle_escrow_is_given_back(
+    kubectl: Kubectl, namespace: str, kubes: tuple[Kube, Kube]
+) -> None:
+    kubectl.apply(quota(namespace, name="budget", monthlyBudget=1000))
+    ledger = reserving.Ledger(kube=kubes[0], namespace=namespace, name="budget", share=0.5)
+    assert await ledger.reserve(admit_if_it_fits("first", 100.0), dry_run=False)
+    assert kubectl.get_json("dbq", "budget", "-n", namespace)["status"]["escrow"]
+    await asyncio.sleep(reserving.IDLE_RETURN + 1.0)
+    assert kubectl.get_json("dbq", "budget", "-n", namespace)["status"].get("escrow") == []
 
 
 async def test_dry_run_reserves_nothing(

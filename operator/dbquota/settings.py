@@ -53,6 +53,16 @@ def _bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
 
 
+def _share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a fraction from 0 to below 1, got {text!r}")
+    return value
+
+
 def _no_quota_policy(text: str) -> NoQuotaPolicy:
     if text not in ("Admit", "Deny"):
         raise argparse.ArgumentTypeError(f"expected Admit or Deny, got {text!r}")
@@ -212,6 +222,13 @@ class EnforcementSettings:
     )
     resync_interval: float = _knob(
         30.0, flag="--resync-interval", unit="s", help="Time between quota status refreshes."
+    )
+    escrow_share: float = _knob(
+        0.25,
+        flag="--escrow-share",
+        help="Share of a quota's free room each webhook replica holds in escrow to admit "
+        "claims without waiting for their reservation write (0 = every admission waits).",
+        parse=_share,
     )
 
 

@@ -102,6 +102,14 @@ admission_decisions = Counter(
     registry=REGISTRY,
 )
 
+admission_paths = Counter(
+    "dbquota_admission_reservations_total",
+    "Reservations taken per quota, by path: escrow (admitted from the replica's escrow, "
+    "written a moment later) or exact (decided and written by compare-and-swap first).",
+    ["path"],
+    registry=REGISTRY,
+)
+
 
 def set_circuit_state(state: str) -> None:
     """Set the one-hot state gauge."""

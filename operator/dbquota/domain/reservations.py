@@ -14,6 +14,12 @@ Release rules (checked on every reconcile):
 - ``NeverCreated``: no claim of that name appeared within the grace period; the request
   was admitted but failed later (another webhook denied it, the client gave up). This is
   ResourceQuota's "replenishment" of charges for objects that never got created.
+
+And the converse, :func:`adopt`: a claim that exists with no reservation and that billing
+does not show yet (its replica crashed between admitting it from escrow and writing the
+reservation, or it was created while the webhook was bypassed) gets one, at the price its
+status shows, once it is :data:`ADOPT_AFTER` old, so that its cost is counted until
+billing shows it.
 """
 
 from __future__ import annotations
@@ -28,6 +34,11 @@ from dbquota.domain.resources import QuotaStatus, Reservation
 
 ReleaseReason = Literal["Billed", "ClaimDeleted", "NeverCreated"]
 
+ADOPT_AFTER = 30.0
+"""Seconds a claim may exist without a reservation before :func:`adopt` gives it one. An
+admission from escrow writes its reservation within a fraction of a second; this leaves
+room for a slow write without counting a claim twice for long."""
+
 
 @dataclass(frozen=True, kw_only=True)
 class ClaimRef:
@@ -37,20 +48,31 @@ class ClaimRef:
     uid: str
     cluster_id: str
     storage_gib: int
+    created: float = 0.0
+    """``metadata.creationTimestamp`` as epoch seconds (0.0: unknown, i.e. long ago)."""
+    cost: float | None = None
+    """``status.estimatedMonthlyCost``, once the operator has written it."""
+    pricing: str | None = None
+    """``status.pricing``: how that cost was priced."""
 
 
 def claim_ref(obj: Mapping[str, Any]) -> ClaimRef | None:
     """What bookkeeping needs of a DatabaseClaim object; None for one it cannot read."""
     meta = obj.get("metadata", {})
+    status = obj.get("status") or {}
     try:
         parsed = claims.from_object(obj)
     except ValueError:
         return None
+    cost = status.get("estimatedMonthlyCost")
     return ClaimRef(
         name=str(meta.get("name", "")),
         uid=str(meta.get("uid", "")),
         cluster_id=parsed.cluster_id,
         storage_gib=parsed.storage_gib,
+        created=from_rfc3339(str(meta.get("creationTimestamp", ""))),
+        cost=float(cost) if isinstance(cost, int | float) else None,
+        pricing=str(status["pricing"]) if status.get("pricing") else None,
     )
 
 
@@ -192,3 +214,37 @@ def settle(
         learned["uid"] = claim.uid
         kept.append(learned)
     return kept, released
+
+
+def adopt(
+    *,
+    held: Sequence[Reservation],
+    claims: Sequence[ClaimRef],
+    costs: Mapping[str, billing.ClusterCost],
+    now: float,
+    after: float = ADOPT_AFTER,
+) -> list[Reservation]:
+    """Reservations for claims that exist, hold none and are not billed (module docstring).
+
+    A claim is adopted once it is ``after`` seconds old and its status shows its price.
+    """
+    holding = {str(r.get("claim", "")) for r in held}
+    adopted: list[Reservation] = []
+    for claim in claims:
+        if claim.name in holding or claim.cluster_id in costs or claim.cost is None:
+            continue
+        if now - claim.created < after:
+            continue
+        adopted.append(
+            Reservation(
+                claim=claim.name,
+                uid=claim.uid,
+                cost=round(max(0.0, claim.cost), 2),
+                storageGiB=claim.storage_gib,
+                pricing=claim.pricing or "None",
+                degraded=False,
+                newClaim=True,
+                reservedAt=to_rfc3339(now),
+            )
+        )
+    return adopted

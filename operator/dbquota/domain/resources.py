@@ -37,6 +37,17 @@ class Reservation(TypedDict, total=False):
     reservedAt: str
 
 
+class Escrow(TypedDict, total=False):
+    """Budget one webhook replica holds ahead of admissions (see :mod:`dbquota.domain.escrow`)."""
+
+    holder: str
+    cost: float
+    claims: int
+    storageGiB: int
+    generation: int
+    expiresAt: str
+
+
 class Spend(TypedDict, total=False):
     """``status.spend`` of a DatabaseQuota."""
 
@@ -65,6 +76,7 @@ class QuotaStatus(TypedDict, total=False):
     spend: Spend
     billing: BillingStatus
     reservations: list[Reservation]
+    escrow: list[Escrow]
     conditions: list[Condition]
 
 

@@ -19,8 +19,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from dbquota.domain import billing, conditions, degradation, quotas, reservations
-from dbquota.domain.resources import BillingStatus, QuotaObject, QuotaStatus, Reservation
+from dbquota.domain import billing, conditions, degradation, escrow, quotas, reservations
+from dbquota.domain.resources import BillingStatus, Escrow, QuotaObject, QuotaStatus, Reservation
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,10 @@ class Refresh:
     released: tuple[tuple[Reservation, reservations.ReleaseReason], ...]
     budget_crossed: bool | None
     """True: went over budget; False: back within it; None: no change."""
+    adopted: tuple[Reservation, ...] = ()
+    """Reservations taken for claims that existed without one."""
+    expired: tuple[Escrow, ...] = ()
+    """Escrow of replicas that stopped renewing it, let go."""
 
 
 def _money(value: float) -> str:
@@ -116,6 +120,9 @@ def quota_status(
     kept, released = reservations.settle(
         held=old.get("reservations", []), claims=claims, costs=snapshot.costs, now=now, grace=grace
     )
+    adopted = reservations.adopt(held=kept, claims=claims, costs=snapshot.costs, now=now)
+    kept += adopted
+    escrowed, expired = escrow.prune(escrow.entries_of(old), now=now, after=escrow.PRUNE_AFTER)
     whole = {str(r.get("claim", "")) for r in kept if r.get("newClaim")}
     observed = reservations.observed_spend(claims=claims, costs=snapshot.costs, reserved=whole)
     reserved = round(sum(float(r.get("cost", 0.0)) for r in kept), 2)
@@ -152,9 +159,12 @@ def quota_status(
             billing=billing_,
             reservations=kept,
             conditions=current,
+            **({"escrow": escrowed} if expired else {}),
         ),
         released=tuple(released),
         budget_crossed=_crossing(was_over=was_over, over=over),
+        adopted=tuple(adopted),
+        expired=tuple(expired),
     )
 
 

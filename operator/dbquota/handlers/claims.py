@@ -6,22 +6,29 @@
   the quota's ledger, and turns the verdict into kopf's answer: ``AdmissionError`` denies
   with the verdict's message; warnings go into the admission response (kubectl prints them).
 - ``claim_status``: writes ``estimatedMonthlyCost``, ``pricing`` and the ``Admitted``
-  condition from the reservation its admission took, and asks the quota to reconcile so
-  the reservation learns the claim's uid.
+  condition from the reservation its admission took (waiting briefly for it when the
+  admission came from escrow), and asks the quota to reconcile so the reservation learns
+  the claim's uid.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from typing import Any
 
 import kopf
 
-from dbquota.domain import claims, conditions, pricing
+from dbquota.domain import claims, conditions, pricing, reservations
 from dbquota.handlers import runtime as runtime_
 from dbquota.services import admitting
 
 GROUP, VERSION = "dbquota.io", "v1alpha1"
+HOLD_PATIENCE = 10.0
+"""Seconds after a claim's creation during which its status waits for its reservation
+(an admission from escrow writes it within a fraction of a second)."""
+HOLD_POLL = 0.1
+"""Seconds between two looks for that reservation."""
 
 
 @kopf.on.validate(
@@ -91,9 +98,17 @@ async def claim_status(
     generation = int(meta.get("generation", 0))
     parsed = claims.parse_claim(namespace=namespace or "", name=name or "", spec=spec)
     quota_entries = await runtime.quota_entries(namespace or "")
+    quota_names = [q.name for q in quota_entries]
     held = await runtime.find_reservation(
-        namespace=namespace or "", claim=name or "", quotas=[q.name for q in quota_entries]
+        namespace=namespace or "", claim=name or "", quotas=quota_names
     )
+    # Admitted from a replica's escrow, its reservation is written a moment after it.
+    patience = reservations.from_rfc3339(str(meta.get("creationTimestamp", ""))) + HOLD_PATIENCE
+    while held is None and quota_names and time.time() < patience:
+        await asyncio.sleep(HOLD_POLL)
+        held = await runtime.find_reservation(
+            namespace=namespace or "", claim=name or "", quotas=quota_names
+        )
     snapshot = runtime.snapshot()
     if held is not None:
         cost, mode = float(held.get("cost", 0.0)), str(held.get("pricing", "Live"))

@@ -5,7 +5,9 @@ indexes hold (the namespace's quotas and claims) and the billing snapshot; it ne
 the billing API. For each quota, the decision runs inside the quota's ledger
 (:mod:`dbquota.services.reserving`), against the quota as just read from the apiserver and
 the reservations it holds, so that concurrent admissions through any number of replicas
-are decided one after another and reserve by compare-and-swap.
+are decided one after another and reserve by compare-and-swap; or, when the replica's
+escrow covers a CREATE, at once against what the replica last read (the other replicas'
+escrow counted as used).
 
 With several quotas in a namespace every one must admit; they are visited in name order
 and a denial stops the visit. A hold already taken on an earlier quota for a claim that a
@@ -19,7 +21,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from dbquota.domain import billing, claims, quotas, reservations, verdicts
+from dbquota.domain import billing, claims, escrow, quotas, reservations, verdicts
 from dbquota.domain.resources import QuotaObject, Reservation
 from dbquota.services import reserving
 from dbquota.settings import NoQuotaPolicy
@@ -114,13 +116,14 @@ class Admission:
         claim_refs: Sequence[reservations.ClaimRef],
     ) -> reserving.Decide[verdicts.Decision]:
         def decide(
-            quota_obj: QuotaObject, held: Sequence[Reservation]
+            quota_obj: QuotaObject, held: Sequence[Reservation], others: escrow.Allowance
         ) -> reserving.Outcome[verdicts.Decision]:
             name = quota_obj.get("metadata", {}).get("name", "?")
             try:
                 quota = quotas.parse_quota(name=name, spec=quota_obj.get("spec", {}))
             except ValueError as exc:  # the CRD schema should make this impossible
                 return reserving.Outcome(
+                    admitted=False,
                     result=verdicts.Decision(
                         quota=name,
                         allowed=False,
@@ -131,21 +134,24 @@ class Admission:
                         policy=None,
                         reason="InvalidQuota",
                         message=f"denied: DatabaseQuota {name} is invalid ({exc}); fix it first",
-                    )
+                    ),
                 )
             now = self._clock()
-            usage = reservations.usage(
-                status=quota_obj.get("status", {}),
-                held=held,
-                claims=claim_refs,
-                claim_name=review.name,
-                creating=old is None,
+            usage = escrow.with_held(
+                reservations.usage(
+                    status=quota_obj.get("status", {}),
+                    held=held,
+                    claims=claim_refs,
+                    claim_name=review.name,
+                    creating=old is None,
+                ),
+                others,
             )
             decision = verdicts.decide(
                 quota=quota, claim=claim, old_claim=old, usage=usage, snapshot=snapshot, now=now
             )
             if not decision.allowed:
-                return reserving.Outcome(result=decision)
+                return reserving.Outcome(admitted=False, result=decision)
             previous = next((r for r in held if r.get("claim") == review.name), None)
             if old is None:
                 previous = None  # a CREATE replaces a hold left by an earlier attempt
@@ -161,6 +167,17 @@ class Admission:
                 new_claim=old is None,
                 now=now,
             )
-            return reserving.Outcome(result=decision, reservation=hold)
+            take = escrow.take(
+                cost=decision.cost, new_claims=decision.new_claims, storage_gib=decision.storage_gib
+            )
+            return reserving.Outcome(
+                result=decision,
+                reservation=hold,
+                take=take,
+                room=escrow.free(quota=quota, usage=escrow.with_held(usage, take)),
+                # Escrow serves CREATEs only (an UPDATE's hold builds on the current one),
+                # and never StrictCap's degraded allowance (module docstring of escrow).
+                escrow=old is None and not (decision.degraded and quota.policy == "StrictCap"),
+            )
 
         return decide

@@ -81,6 +81,23 @@ class Reconciler:
                 f"released {held.get('cost', 0.0):,.2f} held for claim "
                 f"{held.get('claim')}: {_RELEASE_WHY[why]}",
             )
+        for held in refresh.adopted:
+            await self._event(
+                quota,
+                "Warning",
+                "ReservationAdopted",
+                f"holding {held.get('cost', 0.0):,.2f} for claim {held.get('claim')}, which "
+                "exists with no reservation and is not billed yet (admitted by a replica that "
+                "stopped before writing it, or created while the webhook was bypassed)",
+            )
+        for lapsed in refresh.expired:
+            await self._event(
+                quota,
+                "Warning",
+                "EscrowExpired",
+                f"let go of {lapsed.get('cost', 0.0):,.2f} held in escrow by replica "
+                f"{lapsed.get('holder')}, which stopped renewing it at {lapsed.get('expiresAt')}",
+            )
         if refresh.budget_crossed is not None:
             conds = {c["type"]: c for c in refresh.status.get("conditions", [])}
             message = conds["BudgetExceeded"]["message"]

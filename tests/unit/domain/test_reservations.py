@@ -174,3 +174,62 @@ def test_settle_keeps_a_reservation_sampled_earlier_within_the_same_second() -> 
         held=[held], claims=[ref("a")], costs={"ns/a": cost("a", T0 + 1)}, now=T0 + 2, grace=300
     )
     assert (kept, [why for _, why in released]) == ([], ["Billed"])
+
+
+def priced(
+    name: str, *, cost: float | None, created: float, cluster: str = ""
+) -> reservations.ClaimRef:
+    return reservations.ClaimRef(
+        name=name,
+        uid=f"uid-{name}",
+        cluster_id=cluster or f"ns/{name}",
+        storage_gib=20,
+        created=created,
+        cost=cost,
+        pricing="Live",
+    )
+
+
+def test_adopt_holds_claims_that_exist_unreserved_and_unbilled() -> None:
+    now = T0 + 100
+    claims = [
+        priced("orphan", cost=250.0, created=T0),
+        priced("held", cost=100.0, created=T0),
+        priced("billed", cost=100.0, created=T0),
+        priced("young", cost=100.0, created=now - 5),
+        priced("unpriced", cost=None, created=T0),
+    ]
+    costs = {
+        "ns/billed": billing.ClusterCost(
+            cluster_id="ns/billed", compute=90.0, storage=10.0, observed_at=T0
+        )
+    }
+    adopted = reservations.adopt(held=[res("held")], claims=claims, costs=costs, now=now)
+    assert adopted == [
+        Reservation(
+            claim="orphan",
+            uid="uid-orphan",
+            cost=250.0,
+            storageGiB=20,
+            pricing="Live",
+            degraded=False,
+            newClaim=True,
+            reservedAt=reservations.to_rfc3339(now),
+        )
+    ]
+
+
+def test_claim_ref_reads_creation_and_price() -> None:
+    obj = {
+        "metadata": {
+            "name": "c",
+            "namespace": "ns",
+            "uid": "u",
+            "creationTimestamp": "2026-11-27T09:00:00Z",
+        },
+        "spec": {"engine": "postgres", "instanceClass": "db.small", "storageGiB": 20},
+        "status": {"estimatedMonthlyCost": 12.5, "pricing": "Conservative"},
+    }
+    ref_ = reservations.claim_ref(obj)
+    assert ref_ is not None
+    assert (ref_.created, ref_.cost, ref_.pricing) == (T0, 12.5, "Conservative")
