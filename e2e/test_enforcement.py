@@ -299,8 +299,14 @@ def test_two_replicas_sharing_a_quota_admit_exactly_what_fits(
 
     results = asyncio.run(send_all())
     assert sum(results) == 10
-    held = status(kubectl, namespace, "shared")
-    assert len(held["reservations"]) == 10
+    held = wait_for(  # reservations admitted from escrow are written a moment later
+        lambda: (
+            (got := status(kubectl, namespace, "shared"))
+            and len(got.get("reservations", [])) == 10
+            and got
+        ),
+        what="10 reservations",
+    )
     assert held["spend"]["reserved"] == pytest.approx(10 * cost, abs=0.05)
     assert held["spend"]["reserved"] + held["spend"]["observed"] <= budget
 
@@ -322,6 +328,41 @@ def test_parallel_kubectl_creates_never_exceed_the_budget(
     assert len(names) == 10
     spend = status(kubectl, namespace, "parallel")["spend"]
     assert spend["reserved"] + spend["observed"] <= budget
+
+
+def escrow_admissions(operator: OperatorProcess) -> float:
+    text = httpx.get(f"http://127.0.0.1:{operator.metrics_port}/metrics", timeout=5).text
+    line = 'dbquota_admission_reservations_total{path="escrow"} '
+    return sum(float(x.removeprefix(line)) for x in text.splitlines() if x.startswith(line))
+
+
+def test_claims_admitted_from_escrow_are_reserved_and_the_escrow_given_back(
+    kubectl: Kubectl, operator: OperatorProcess, namespace: str, billing: Simulator
+) -> None:
+    """After the first (exact) admission the replica holds escrow on the quota and admits
+    the next claims from it; their reservations, claim status and spend all show up, and
+    the escrow is given back once the replica is idle."""
+    cost = unit_cost(billing)
+    live_quota(kubectl, namespace, "roomy", monthlyBudget=round(cost * 100, 2))
+    before = escrow_admissions(operator)
+    # One kubectl: the creates follow each other within milliseconds. The first is
+    # decided exactly and takes the escrow; the next ones are admitted from it.
+    claims = [claim(namespace, name=f"e{i}", storageGiB=STORAGE) for i in range(6)]
+    kubectl.apply(json.dumps({"apiVersion": "v1", "kind": "List", "items": claims}))
+    assert escrow_admissions(operator) - before >= 1
+    for i in range(6):
+        got = claim_status(kubectl, namespace, f"e{i}")
+        assert (got["pricing"], got["estimatedMonthlyCost"]) == ("Live", pytest.approx(cost))
+    settled = wait_for(
+        lambda: (
+            (got := status(kubectl, namespace, "roomy"))
+            and not got.get("escrow")
+            and len(got.get("reservations", [])) == 6
+            and got
+        ),
+        what="6 reservations and the escrow given back",
+    )
+    assert settled["spend"]["reserved"] == pytest.approx(6 * cost, abs=0.05)
 
 
 # -- during an outage ---------------------------------------------------------------------

@@ -9,7 +9,7 @@ reservation holds only its growth, so the earlier sample still counts beside it.
 from __future__ import annotations
 
 from dbquota.domain import billing, reservations, statuses
-from dbquota.domain.resources import QuotaObject, Reservation, Spend
+from dbquota.domain.resources import Escrow, QuotaObject, Reservation, Spend
 
 RESERVED_AT = "2026-11-27T09:00:00Z"
 T0 = reservations.from_rfc3339(RESERVED_AT)
@@ -55,3 +55,39 @@ def test_new_claim_is_observed_once_billing_samples_it_after_the_reservation() -
 def test_update_growth_is_reserved_beside_the_earlier_sample() -> None:
     got = spend(quota(hold(50.0, new_claim=False)), sampled(T0 - 30))
     assert got == {"observed": 170.0, "reserved": 50.0, "remaining": 4780.0}
+
+
+def test_an_orphan_claim_is_adopted_and_long_expired_escrow_let_go() -> None:
+    orphan = reservations.ClaimRef(
+        name="orders",
+        uid="u1",
+        cluster_id="orders-db",
+        storage_gib=100,
+        created=T0 - 60,
+        cost=165.0,
+        pricing="Live",
+    )
+    quota_obj = quota()
+    quota_obj["status"]["escrow"] = [
+        Escrow(holder="crashed", cost=1000.0, expiresAt="2026-11-27T08:50:00Z"),
+        Escrow(holder="alive", cost=500.0, expiresAt="2026-11-27T09:00:10Z"),
+    ]
+    refresh = statuses.quota_status(
+        quota=quota_obj, snapshot=billing.BillingSnapshot(), claims=[orphan], now=T0, grace=300
+    )
+    assert [r["claim"] for r in refresh.adopted] == ["orders"]
+    assert refresh.status["spend"] == {"observed": 0.0, "reserved": 165.0, "remaining": 4835.0}
+    assert [e["holder"] for e in refresh.expired] == ["crashed"]
+    assert [e["holder"] for e in refresh.status["escrow"]] == ["alive"]
+
+
+def test_escrow_is_left_alone_when_nothing_expired() -> None:
+    quota_obj = quota()
+    quota_obj["status"]["escrow"] = [
+        Escrow(holder="alive", cost=500.0, expiresAt="2026-11-27T09:00:10Z")
+    ]
+    refresh = statuses.quota_status(
+        quota=quota_obj, snapshot=billing.BillingSnapshot(), claims=[], now=T0, grace=300
+    )
+    assert "escrow" not in refresh.status  # the ledger keeps the entries it read
+    assert refresh.expired == ()
