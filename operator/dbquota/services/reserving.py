@@ -224,10 +224,8 @@ class Ledger:
             return decide(quota, held, self._others(quota)).result
         served = self._from_escrow(decide) if not dry_run else None
         if served is not None:
-            metrics.admission_paths.labels(path="escrow").inc()
             return served.result
         if not dry_run:
-            metrics.admission_paths.labels(path="exact").inc()
             self._active = time.monotonic()
         pending: _Pending[R] = _Pending(decide=decide, mutate=None, dry_run=dry_run)
         result = await self._enqueue(pending)
@@ -282,6 +280,7 @@ class Ledger:
             self._typical = outcome.take
         self._active = time.monotonic()
         self.from_escrow += 1
+        metrics.admission_paths.labels(path="escrow").inc()
         self._start()
         return outcome
 
@@ -297,21 +296,15 @@ class Ledger:
 
     async def _drain(self) -> None:
         """The writer: exact rounds at once, escrow flushes batched, the escrow returned."""
-        while True:
-            self._wake.clear()
-            now = time.monotonic()
-            if self._queue:
-                delay = 0.0
-            elif self._unwritten:
-                delay = 0.0 if self._closing else self._last_write + FLUSH_INTERVAL - now
-            elif self._held_on_server:
-                delay = 0.0 if self._closing else self._active + IDLE_RETURN - now
-            else:
-                return
+        while (delay := self._next_delay()) is not None:
             if delay > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), delay)
                 continue
+            if self._queue:
+                self._queue = [p for p in self._queue if not self._served_from_escrow(p)]
+                if not self._queue:
+                    continue  # all served by the escrow the last round took
             batch, self._queue = self._queue, []
             try:
                 await self._process(batch)
@@ -319,17 +312,41 @@ class Ledger:
                 for p in batch:
                     if not p.future.done():
                         p.future.set_exception(exc)
-                if self._unwritten or self._held_on_server:
-                    logger.warning(
-                        "could not write DatabaseQuota %s/%s status (retrying in %.1fs): %s",
-                        self.namespace,
-                        self.name,
-                        RETRY_DELAY,
-                        exc,
-                    )
-                    if self._closing:
-                        return
-                    await asyncio.sleep(RETRY_DELAY)
+                if not (self._unwritten or self._held_on_server):
+                    continue
+                logger.warning(
+                    "could not write DatabaseQuota %s/%s status (retrying in %.1fs): %s",
+                    self.namespace,
+                    self.name,
+                    RETRY_DELAY,
+                    exc,
+                )
+                if self._closing:
+                    return
+                await asyncio.sleep(RETRY_DELAY)
+
+    def _next_delay(self) -> float | None:
+        """Seconds until the writer's next round (<= 0: now); None: nothing left to do."""
+        self._wake.clear()
+        now = time.monotonic()
+        if self._queue:
+            return 0.0
+        if self._unwritten:
+            return 0.0 if self._closing else self._last_write + FLUSH_INTERVAL - now
+        if self._held_on_server:
+            return 0.0 if self._closing else self._active + IDLE_RETURN - now
+        return None
+
+    def _served_from_escrow(self, pending: _Pending[object]) -> bool:
+        """Serve a queued request from the escrow if it covers it now (e.g. the escrow the
+        round it queued behind has just taken): one write for a burst, not two."""
+        if pending.decide is None or pending.dry_run or pending.future.done():
+            return False
+        outcome = self._from_escrow(pending.decide)
+        if outcome is None:
+            return False
+        pending.future.set_result(outcome.result)
+        return True
 
     async def _read(self) -> QuotaObject:
         if self._stale or self._latest is None:
@@ -360,6 +377,8 @@ class Ledger:
             for i, p in enumerate(batch):
                 if i in round_.results and not p.future.done():
                     p.future.set_result(round_.results[i])
+                    if p.decide is not None and not p.dry_run:
+                        metrics.admission_paths.labels(path="exact").inc()
             if round_.waiting:
                 self._queue[:0] = round_.waiting
                 self._stale = True  # see whether the others gave some back
