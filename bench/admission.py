@@ -1,7 +1,8 @@
 """Benchmark: AdmissionReview POSTs to the webhook at fixed rates, healthy and in an outage.
 
-    python bench/admission.py [--rates 50,100,200] [--seconds 10] [--claims 100]
+    python bench/admission.py [--rates 50,100,200] [--seconds 20] [--lead-in 1] [--claims 100]
                               [--connections 32] [--warmup 3] [--dry-run] [--keep]
+                              [--operator-arg=--escrow-share=0 ...]
 
 Starts, in a temporary directory, everything the admission path touches: a real etcd and
 kube-apiserver (:mod:`e2e.controlplane`, ``crds/`` applied), the billing simulator
@@ -17,14 +18,18 @@ same name, so the reservation list stays bounded) on an open-loop timetable: req
 due at ``start + i / rate`` and goes out then, whatever the earlier ones are doing. Each
 request's latency is measured client-side from the time it was due (so a client that
 falls behind its timetable shows as latency, not as a lower rate), over TLS with
-keep-alive (HTTP/1.1 httpx clients trusting the webhook's CA bundle, one per connection,
-at most ``--connections``). Each rate runs twice in a row: healthy, then during a billing
+keep-alive (HTTP/1.1 over asyncio TLS streams trusting the webhook's CA bundle, at most
+``--connections``; see :class:`Connections` for why not httpx). The client collects no
+garbage during a run. Each rate runs twice in a row: healthy, then during a billing
 outage (the simulator's ``outage`` fault, once the quota's status shows the circuit Open;
-then the fault is lifted and the next rate waits for billing to be live again). Pairing
+then the fault is lifted and the next rate waits for billing to be live again); each
+phase starts with ``--lead-in`` seconds at its rate that are not measured. Pairing
 the phases per rate keeps slow drifts of a shared machine out of the outage/healthy
 ratio, which shows whether enforcement waits for billing. ``--dry-run`` marks every
 review dry-run (decided, nothing written): the webhook's latency without the reservation
-write, for comparison.
+write, for comparison. ``--operator-arg`` passes a flag to ``dbquota run``: with
+``--operator-arg=--escrow-share=0`` every admission waits for its reservation write (the
+exact path), for comparison with escrow.
 
 Reported per phase and rate: requests sent, admitted, errors (denials, HTTP errors,
 timeouts), achieved throughput (answers per second of the run), p50/p99/max latency, the
@@ -142,7 +147,7 @@ def wait_for(predicate: Callable[[], Any], *, timeout: float, what: str) -> Any:
     return _wait_for(predicate, timeout=timeout, what=what, error=RuntimeError, interval=0.25)
 
 
-def start(stack: Stack, *, budget: float) -> None:
+def start(stack: Stack, *, budget: float, operator_args: list[str]) -> None:
     """Control plane, CRDs, simulator, operator, namespace and quota; billing live."""
     state = controlplane.up(stack.workdir / "controlplane")
     stack.controlplane_up = True
@@ -174,6 +179,7 @@ def start(stack: Stack, *, budget: float) -> None:
         f"--cache-path={stack.workdir / 'cache.sqlite3'}",
         f"--billing-url={stack.simulator.url}",
         *FAST,
+        *operator_args,
     ]
     with (stack.workdir / "operator.log").open("ab") as out:
         stack.operator = subprocess.Popen(
@@ -194,7 +200,8 @@ def start(stack: Stack, *, budget: float) -> None:
             )
         except RuntimeError:
             return False
-        urls = [w["clientConfig"].get("url", "") for w in vwc["webhooks"]]
+        # kopf creates the configuration first and adds its webhook a moment later
+        urls = [w["clientConfig"].get("url", "") for w in vwc.get("webhooks") or []]
         return any(f":{stack.webhook_port}/" in u for u in urls)
 
     wait_for(registered, timeout=60, what="the operator's webhook configuration")
@@ -287,6 +294,7 @@ class Run:
     etcd_cpu: float = 0.0
     server_mean_ms: float = float("nan")
     decisions: int = 0
+    from_escrow: int = 0  # reservations admitted from the replica's escrow
     calls: dict[str, float] = field(default_factory=dict)  # apiserver requests on the quota
     load: float = 0.0
 
@@ -488,18 +496,21 @@ async def quota_calls(client: httpx.AsyncClient) -> dict[str, float]:
     return counts
 
 
-async def scrape(client: httpx.AsyncClient, port: int) -> tuple[float, float, float]:
-    """(admission decisions, admission seconds sum, admission count) so far."""
+async def scrape(client: httpx.AsyncClient, port: int) -> tuple[float, float, float, float]:
+    """(admission decisions, admission seconds sum, admission count, reservations taken
+    from escrow) so far."""
     text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
-    decisions = seconds = count = 0.0
+    decisions = seconds = count = escrow = 0.0
     for line in text.splitlines():
-        if line.startswith("dbquota_admission_decisions_total{"):
+        if line.startswith('dbquota_admission_reservations_total{path="escrow"}'):
+            escrow = float(line.rsplit(" ", 1)[1])
+        elif line.startswith("dbquota_admission_decisions_total{"):
             decisions += float(line.rsplit(" ", 1)[1])
         elif line.startswith("dbquota_admission_duration_seconds_sum "):
             seconds = float(line.rsplit(" ", 1)[1])
         elif line.startswith("dbquota_admission_duration_seconds_count "):
             count = float(line.rsplit(" ", 1)[1])
-    return decisions, seconds, count
+    return decisions, seconds, count, escrow
 
 
 async def enter(stack: Stack, phase: str) -> None:
@@ -543,17 +554,23 @@ async def measure(stack: Stack, args: argparse.Namespace, rates: list[float]) ->
                     if phase != current:
                         await enter(stack, phase)
                         current = phase
+                    # Unmeasured lead-in at this rate: after the pause between phases the
+                    # replica has given its escrow back (idle), so the first reviews take
+                    # the exact path, whose cost --operator-arg=--escrow-share=0 measures.
+                    lead = Run(phase="lead-in", rate=rate, seconds=args.lead_in)
+                    await drive(conns, lead, names=names, counter=counter, dry_run=args.dry_run)
                     run = Run(phase=phase, rate=rate, seconds=args.seconds)
-                    decisions0, sum0, count0 = await scrape(plain, stack.metrics_port)
+                    decisions0, sum0, count0, escrow0 = await scrape(plain, stack.metrics_port)
                     calls0 = await quota_calls(apiserver)
                     cpu0 = [cpu_seconds(p) for p in pids]
                     await drive(conns, run, names=names, counter=counter, dry_run=args.dry_run)
-                    decisions1, sum1, count1 = await scrape(plain, stack.metrics_port)
+                    decisions1, sum1, count1, escrow1 = await scrape(plain, stack.metrics_port)
                     cpu = [
                         (cpu_seconds(p) - c) / run.elapsed for p, c in zip(pids, cpu0, strict=True)
                     ]
                     run.operator_cpu, run.apiserver_cpu, run.etcd_cpu = cpu
                     run.decisions = round(decisions1 - decisions0)
+                    run.from_escrow = round(escrow1 - escrow0)
                     calls1 = await quota_calls(apiserver)
                     run.calls = {k: v - calls0.get(k, 0) for k, v in calls1.items()}
                     run.calls = {k: v for k, v in sorted(run.calls.items()) if v}
@@ -582,7 +599,7 @@ LATENCY = (
 )
 COSTS = (
     "| phase | rate/s | CPU client / operator / apiserver / etcd | operator CPU ms per review "
-    "| operator mean ms | decisions | status writes (409s) | reviews per write "
+    "| operator mean ms | decisions | from escrow | status writes (409s) | reviews per write "
     "| apiserver ms per write | other quota calls | conns | load |"
 )
 
@@ -610,7 +627,8 @@ def costs_row(run: Run) -> str:
     return (
         f"| {run.phase} | {run.rate:g} | {run.client_cpu:.0%} / {run.operator_cpu:.0%} "
         f"/ {run.apiserver_cpu:.0%} / {run.etcd_cpu:.0%} | {op_ms:.2f} "
-        f"| {run.server_mean_ms:.1f} | {run.decisions} | {writes} ({conflicts}) | {per_write} "
+        f"| {run.server_mean_ms:.1f} | {run.decisions} | {run.from_escrow} "
+        f"| {writes} ({conflicts}) | {per_write} "
         f"| {patch_ms} | {other or '-'} | {run.connections} | {run.load:.2f} |"
     )
 
@@ -653,7 +671,10 @@ def report(runs: list[Run], *, rss_peak: float, rss_now: float, load: tuple[floa
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rates", default="50,100,200", help="reviews per second, comma-separated")
-    parser.add_argument("--seconds", type=float, default=10.0, help="duration of each rate")
+    parser.add_argument("--seconds", type=float, default=20.0, help="duration of each rate")
+    parser.add_argument(
+        "--lead-in", type=float, default=1.0, help="unmeasured seconds before each phase"
+    )
     parser.add_argument("--claims", type=int, default=100, help="claim names to cycle over")
     parser.add_argument("--connections", type=int, default=32, help="client connection limit")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds of warm-up, unmeasured")
@@ -662,6 +683,13 @@ def main() -> int:
         "--dry-run",
         action="store_true",
         help="mark the reviews dry-run: decided, nothing reserved (the webhook without writes)",
+    )
+    parser.add_argument(
+        "--operator-arg",
+        action="append",
+        default=[],
+        metavar="FLAG",
+        help="an extra flag for `dbquota run` (repeatable), e.g. --operator-arg=--escrow-share=0",
     )
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
     args = parser.parse_args()
@@ -683,7 +711,7 @@ def main() -> int:
     failed = True
     try:
         started = time.monotonic()
-        start(stack, budget=args.budget)
+        start(stack, budget=args.budget, operator_args=args.operator_arg)
         print(f"control plane, simulator, operator up in {time.monotonic() - started:.1f} s")
         runs = asyncio.run(measure(stack, args, rates))
         assert stack.operator is not None

@@ -10,8 +10,10 @@ in queue order without losing reservations, while the session operator reconcile
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from collections.abc import AsyncIterator, Sequence
+from typing import NoReturn
 
 import pytest
 
@@ -20,7 +22,7 @@ from dbquota.domain import escrow, reservations
 from dbquota.domain.resources import QuotaObject, QuotaStatus, Reservation
 from dbquota.services import reserving
 from e2e.conftest import Cluster, Kubectl
-from e2e.test_crds import quota
+from e2e.test_crds import claim, quota
 
 
 @pytest.fixture
@@ -153,3 +155,52 @@ async def test_update_through_the_ledger_keeps_reservations(
     assert spend["reserved"] == 200.0
     assert spend["observed"] in (0.0, 250.0)
     assert spend["remaining"] == 1000.0 - spend["observed"] - spend["reserved"]
+
+
+async def test_a_crashed_replicas_escrow_keeps_covering_what_it_admitted(
+    kubectl: Kubectl, namespace: str, kubes: tuple[Kube, Kube], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A replica admits from its escrow and dies before writing those reservations: its
+    escrow stays on the status, so the other replica cannot hand out that budget again."""
+    monkeypatch.setattr(reserving, "CONTENDED_WAIT", 0.5)
+    # The claims exist (created before the quota, so nothing reserved them), so that the
+    # session operator's reconciler keeps their reservations (no NeverCreated release).
+    names = [f"a{i}" for i in range(5)] + [f"b{i}" for i in range(6)]
+    items = [claim(namespace, name=name) for name in names]
+    kubectl.apply(json.dumps({"apiVersion": "v1", "kind": "List", "items": items}))
+    kubectl.apply(quota(namespace, name="budget", monthlyBudget=1000))
+    crashing = reserving.Ledger(
+        kube=kubes[0], namespace=namespace, name="budget", holder="crashing", share=0.5
+    )
+    assert await crashing.reserve(admit_if_it_fits("a0", 100.0), dry_run=False)  # exact
+    local = [
+        await crashing.reserve(admit_if_it_fits(f"a{i}", 100.0), dry_run=False) for i in range(1, 5)
+    ]
+    assert all(local)
+    assert crashing.from_escrow == 4
+    crashing.kube = Unreachable()  # type: ignore[assignment]  # "dies": a1..a4 never written
+    status = kubectl.get_json("dbq", "budget", "-n", namespace)["status"]
+    assert [r["claim"] for r in status["reservations"]] == ["a0"]
+    assert status["escrow"][0]["cost"] == 450.0  # half of the 900 left after a0
+
+    survivor = reserving.Ledger(kube=kubes[1], namespace=namespace, name="budget", share=0.0)
+    admitted = [
+        await survivor.reserve(admit_if_it_fits(f"b{i}", 100.0), dry_run=False) for i in range(6)
+    ]
+    assert sum(admitted) == 4  # 1000 - a0 - the crashed replica's 450 in escrow
+    assert 5 + sum(admitted) <= 10  # with a0..a4: never more than the budget fits
+    status = kubectl.get_json("dbq", "budget", "-n", namespace)["status"]
+    reserved = sum(r["cost"] for r in status["reservations"])
+    assert reserved + sum(e["cost"] for e in status["escrow"]) <= 1000
+    assert crashing._writer is not None
+    crashing._writer.cancel()
+
+
+class Unreachable:
+    """A Kubernetes connection that never answers: a replica that has died, as seen by it."""
+
+    async def get_quota(self, **_: object) -> NoReturn:
+        await asyncio.Event().wait()
+        raise AssertionError
+
+    patch_quota_status = get_quota

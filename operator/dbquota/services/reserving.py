@@ -298,8 +298,11 @@ class Ledger:
         """The writer: exact rounds at once, escrow flushes batched, the escrow returned."""
         while (delay := self._next_delay()) is not None:
             if delay > 0:
+                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+                # that arrives as the event is set, and the writer must stop when cancelled.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), delay)
+                    async with asyncio.timeout(delay):
+                        await self._wake.wait()
                 continue
             if self._queue:
                 self._queue = [p for p in self._queue if not self._served_from_escrow(p)]
