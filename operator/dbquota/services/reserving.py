@@ -214,7 +214,7 @@ class Ledger:
         """
         if self._latest is not None and _generation(self._latest) < generation:
             self._latest, self._stale = None, True
-        if self._escrow_generation != generation:
+        if self._escrow_generation < generation:  # (an informer lagging behind is no news)
             self._escrow = escrow.NOTHING
 
     async def reserve(self, decide: Decide[R], *, dry_run: bool) -> R:

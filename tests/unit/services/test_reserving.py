@@ -6,7 +6,8 @@ way, then writes those reservations in one batch; at every write the store never
 reservations plus escrow over the budget (the invariant that makes escrow safe), also
 with two replicas racing at the edge of the budget, where together they admit exactly what
 fits; a request kept out only by another replica's escrow waits until that replica gives
-it back; a spec change stops admissions from the old escrow; a failed write keeps the
+it back; a spec change stops admissions from the old escrow (an informer that has not
+seen the change yet does not); a failed write keeps the
 reservations admitted from escrow and writes them on retry; close() writes them and gives
 the escrow back; denials and UPDATE-like outcomes always take the exact path.
 """
@@ -246,3 +247,13 @@ async def test_dry_run_reserves_nothing() -> None:
     assert await replica.reserve(admit_if_it_fits("dry", 100.0), dry_run=True)
     await replica.close()
     assert [r["claim"] for r in store.quota["status"]["reservations"]] == ["real"]
+
+
+async def test_an_informer_lagging_behind_the_ledger_does_not_drop_the_escrow() -> None:
+    store = Store(budget=10_000)
+    store.change_spec(budget=10_000)  # generation 2
+    replica = ledger(store)
+    await replica.reserve(admit_if_it_fits("first", 100.0), dry_run=False)
+    replica.expect_generation(1)  # the informer has not seen generation 2 yet
+    assert await replica.reserve(admit_if_it_fits("second", 100.0), dry_run=False)
+    assert replica.from_escrow == 1
