@@ -311,6 +311,36 @@ def test_two_replicas_sharing_a_quota_admit_exactly_what_fits(
     assert held["spend"]["reserved"] + held["spend"]["observed"] <= budget
 
 
+def test_a_replica_stopped_gracefully_writes_what_it_admitted_from_escrow(
+    kubectl: Kubectl,
+    operator: OperatorProcess,
+    second_replica: tuple[OperatorProcess, Path],
+    namespace: str,
+    billing: Simulator,
+) -> None:
+    """SIGTERM right after admissions from escrow (within one batch interval): shutdown
+    writes their reservations and gives the escrow back; nothing admitted is lost."""
+    names = [f"g{i}" for i in range(10)]
+    # The claims exist (created before the quota: nothing reserved them), so the session
+    # operator keeps their reservations instead of releasing them as never created.
+    items = [claim(namespace, name=name) for name in names]
+    kubectl.apply(json.dumps({"apiVersion": "v1", "kind": "List", "items": items}))
+    cost = unit_cost(billing)
+    live_quota(kubectl, namespace, "graceful", monthlyBudget=round(cost * 100, 2))
+    replica, replica_ca = second_replica
+    url = f"https://127.0.0.1:{replica.webhook_port}/validate-claims"
+    with httpx.Client(verify=ssl.create_default_context(cafile=str(replica_ca))) as client:
+        for name in names:
+            answer = client.post(url, json=review(namespace, name), timeout=30)
+            assert answer.json()["response"]["allowed"]
+    stop_operator(replica)
+    assert replica.proc.returncode == 0
+    held = status(kubectl, namespace, "graceful")
+    assert sorted(r["claim"] for r in held["reservations"]) == names
+    assert held.get("escrow", []) == []
+    assert "could not write" not in replica.log.read_text()
+
+
 def test_parallel_kubectl_creates_never_exceed_the_budget(
     kubectl: Kubectl, operator: OperatorProcess, namespace: str, billing: Simulator
 ) -> None:
