@@ -140,6 +140,7 @@ def with_held(usage: quotas.Usage, held: Allowance) -> quotas.Usage:
     return replace(
         usage,
         reserved=round(usage.reserved + held.cost, 2),
+        escrowed=round(usage.escrowed + held.cost, 2),
         claims=usage.claims + (held.claims or 0),
         storage_gib=usage.storage_gib + (held.storage_gib or 0),
     )

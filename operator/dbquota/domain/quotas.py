@@ -156,6 +156,9 @@ class Usage:
     """New claims admitted while billing was degraded (StrictCap counts these)."""
     degraded_storage_gib: int = 0
     """GiB admitted while billing was degraded, new claims and growth (StrictCap)."""
+    escrowed: float = 0.0
+    """The part of ``reserved`` that other webhook replicas hold in escrow (not yet spent
+    on claims; see :mod:`dbquota.domain.escrow`), named in messages."""
 
     def __post_init__(self) -> None:
         for label, value in (
@@ -165,6 +168,7 @@ class Usage:
             ("storage_gib", self.storage_gib),
             ("degraded_claims", self.degraded_claims),
             ("degraded_storage_gib", self.degraded_storage_gib),
+            ("escrowed", self.escrowed),
         ):
             if not (value >= 0 and math.isfinite(value)):
                 raise ValueError(f"usage {label} must be a finite number >= 0, got {value!r}")

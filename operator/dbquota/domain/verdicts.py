@@ -205,8 +205,14 @@ def _budget_denial(
 
 
 def _breakdown(*, usage: quotas.Usage, priced: _Priced, label: str) -> str:
+    escrowed = (
+        f" (of which {_money(usage.escrowed)} held by other webhook replicas for claims they "
+        "may admit)"
+        if usage.escrowed > 0
+        else ""
+    )
     return (
-        f"observed {_money(usage.observed)} + reserved {_money(usage.reserved)} + "
+        f"observed {_money(usage.observed)} + reserved {_money(usage.reserved)}{escrowed} + "
         f"{label} {_money(priced.cost)}; {priced.basis}"
     )
 

@@ -13,7 +13,8 @@ Checks, with exact message text where a tenant reads it:
 - enforcement: Enforce denies, Warn admits with the denial as a warning, DryRun admits and
   only records; hard caps obey enforcement too;
 - hard caps on claims and storage, counted over the namespace, in every state;
-- combining the decisions of several quotas.
+- combining the decisions of several quotas;
+- a denial names the part of "reserved" that other replicas hold in escrow.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import dataclasses
 
 import pytest
 
-from dbquota.domain import billing, claims, pricing, quotas, verdicts
+from dbquota.domain import billing, claims, escrow, pricing, quotas, verdicts
 from tests.unit.domain import samples
 
 WHY = "billing degraded (circuit Open, data 1,234s old > maxStaleness 900s)"
@@ -63,6 +64,16 @@ def test_live_budget_denial_message() -> None:
         "prices live)"
     )
     assert decision.warnings == ()
+
+
+def test_denial_names_budget_other_replicas_hold_in_escrow() -> None:
+    usage = escrow.with_held(quotas.Usage(observed=4500, reserved=100), escrow.Allowance(200))
+    decision = decide(samples.quota(), usage=usage)
+    assert decision.message == (
+        "denied by DatabaseQuota team-a: projected 5,210.40 USD/month exceeds budget "
+        "5,000.00 by 210.40 (observed 4,500.00 + reserved 300.00 (of which 200.00 held by "
+        "other webhook replicas for claims they may admit) + this claim 410.40; prices live)"
+    )
 
 
 def test_live_admission_within_budget() -> None:
