@@ -72,8 +72,9 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # e2e/ and tests/ are not installed: import them from the repo
 
-from e2e import controlplane  # noqa: E402
+from e2e import controlplane, scraping  # noqa: E402
 from e2e.waiting import wait_for as _wait_for  # noqa: E402
+from e2e.waiting import webhook_points_at  # noqa: E402
 from tests import simulating  # noqa: E402
 
 NAMESPACE = "bench"
@@ -200,9 +201,7 @@ def start(stack: Stack, *, budget: float, operator_args: list[str]) -> None:
             )
         except RuntimeError:
             return False
-        # kopf creates the configuration first and adds its webhook a moment later
-        urls = [w["clientConfig"].get("url", "") for w in vwc.get("webhooks") or []]
-        return any(f":{stack.webhook_port}/" in u for u in urls)
+        return webhook_points_at(vwc, stack.webhook_port)
 
     wait_for(registered, timeout=60, what="the operator's webhook configuration")
     stack.kubectl("create", "namespace", NAMESPACE)
@@ -479,38 +478,32 @@ async def quota_calls(client: httpx.AsyncClient) -> dict[str, float]:
     and the seconds it spent on status PATCHes (key ``seconds``), so far."""
     text = (await client.get("/metrics")).text
     counts: dict[str, float] = {}
-    for line in text.splitlines():
-        if 'resource="databasequotas"' not in line:
+    for sample in scraping.samples(text):
+        labels = sample.labels
+        if labels.get("resource") != "databasequotas":
             continue
-        labels = dict(re.findall(r'(\w+)="([^"]*)"', line))
-        value = float(line.rsplit(" ", 1)[1])
-        if line.startswith("apiserver_request_total{") and labels["verb"] not in ("WATCH", "LIST"):
+        if sample.name == "apiserver_request_total" and labels["verb"] not in ("WATCH", "LIST"):
             key = " ".join(
                 filter(None, (labels["verb"], labels.get("subresource"), labels["code"]))
             )
-            counts[key] = counts.get(key, 0) + value
-        elif line.startswith("apiserver_request_duration_seconds_sum{") and (
+            counts[key] = counts.get(key, 0) + sample.value
+        elif sample.name == "apiserver_request_duration_seconds_sum" and (
             labels["verb"] == "PATCH" and labels.get("subresource") == "status"
         ):
-            counts["seconds"] = counts.get("seconds", 0) + value
+            counts["seconds"] = counts.get("seconds", 0) + sample.value
     return counts
 
 
 async def scrape(client: httpx.AsyncClient, port: int) -> tuple[float, float, float, float]:
     """(admission decisions, admission seconds sum, admission count, reservations taken
     from escrow) so far."""
-    text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
-    decisions = seconds = count = escrow = 0.0
-    for line in text.splitlines():
-        if line.startswith('dbquota_admission_reservations_total{path="escrow"}'):
-            escrow = float(line.rsplit(" ", 1)[1])
-        elif line.startswith("dbquota_admission_decisions_total{"):
-            decisions += float(line.rsplit(" ", 1)[1])
-        elif line.startswith("dbquota_admission_duration_seconds_sum "):
-            seconds = float(line.rsplit(" ", 1)[1])
-        elif line.startswith("dbquota_admission_duration_seconds_count "):
-            count = float(line.rsplit(" ", 1)[1])
-    return decisions, seconds, count, escrow
+    parsed = scraping.samples((await client.get(f"http://127.0.0.1:{port}/metrics")).text)
+    return (
+        scraping.total(parsed, "dbquota_admission_decisions_total"),
+        scraping.total(parsed, "dbquota_admission_duration_seconds_sum"),
+        scraping.total(parsed, "dbquota_admission_duration_seconds_count"),
+        scraping.total(parsed, "dbquota_admission_reservations_total", path="escrow"),
+    )
 
 
 async def enter(stack: Stack, phase: str) -> None:

@@ -27,6 +27,7 @@ from typing import Any
 import pytest
 
 from e2e import controlplane
+from e2e.waiting import webhook_points_at
 from tests.simulating import FAST_SYNC, Simulator, launch
 from tests.simulating import stop as stop_process
 
@@ -102,9 +103,16 @@ class Kubectl:
         return proc
 
     def apply(
-        self, manifest: str | dict[str, Any], *, check: bool = True, extra: tuple[str, ...] = ()
+        self,
+        manifest: str | dict[str, Any] | list[dict[str, Any]],
+        *,
+        check: bool = True,
+        extra: tuple[str, ...] = (),
     ) -> subprocess.CompletedProcess[str]:
-        """``kubectl apply -f -`` of a YAML string or one object."""
+        """``kubectl apply -f -`` of a YAML string, one object, or several in one call (a
+        ``List``: kubectl creates them one after the other within milliseconds)."""
+        if isinstance(manifest, list):
+            manifest = {"apiVersion": "v1", "kind": "List", "items": manifest}
         text = manifest if isinstance(manifest, str) else json.dumps(manifest)
         return self("apply", "-f", "-", *extra, input_=text, check=check)
 
@@ -230,12 +238,12 @@ def start_operator(
         vwc = kubectl(
             "get", "validatingwebhookconfiguration", configuration, "-o", "json", check=False
         )
-        if vwc.returncode == 0:
-            # kopf creates the configuration, then patches its webhooks in: none yet = wait.
-            webhooks = json.loads(vwc.stdout).get("webhooks") or []
-            urls = [w.get("clientConfig", {}).get("url", "") for w in webhooks]
-            if any(f":{webhook_port}/" in u for u in urls) and (wait is None or wait()):
-                return op
+        if (
+            vwc.returncode == 0
+            and webhook_points_at(json.loads(vwc.stdout), webhook_port)
+            and (wait is None or wait())
+        ):
+            return op
         time.sleep(0.3)
     stop_operator(op)
     raise AssertionError(f"operator did not register its webhook in 60s:\n{op.logs()}")

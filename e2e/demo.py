@@ -34,6 +34,7 @@ from typing import Any, TypeVar
 import httpx
 
 from e2e import controlplane
+from e2e.waiting import webhook_points_at
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
@@ -311,6 +312,7 @@ def start_operator(demo: Demo, billing: Billing) -> None:
         f"(syncs billing every 2 s; the breaker opens after 2 failures and probes after "
         f"{RECOVERY_TIMEOUT:g} s)"
     )
+    port = controlplane._free_port()
     demo.spawn(
         "operator",
         [
@@ -319,7 +321,7 @@ def start_operator(demo: Demo, billing: Billing) -> None:
             "dbquota",
             "run",
             "--dev-webhook",
-            f"--webhook-port={controlplane._free_port()}",
+            f"--webhook-port={port}",
             f"--webhook-cert-dir={demo.workdir / 'certs'}",
             f"--cache-path={demo.workdir / 'cache.sqlite3'}",
             "--metrics-port=0",
@@ -328,17 +330,8 @@ def start_operator(demo: Demo, billing: Billing) -> None:
     )
     demo.wait_until(
         "the operator to register its webhook",
-        lambda: (  # kopf creates the configuration, then patches its webhook in
-            "validate-claims.dbquota.io"
-            in demo.kubectl(
-                "get",
-                "validatingwebhookconfiguration",
-                "dbquota.io",
-                "-o",
-                "jsonpath={.webhooks[*].name}",
-                show=False,
-                check=False,
-            )
+        lambda: webhook_points_at(
+            demo.get_json("validatingwebhookconfiguration", "dbquota.io"), port
         ),
         timeout=60,
     )

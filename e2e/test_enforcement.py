@@ -28,6 +28,7 @@ import httpx
 import pytest
 
 from dbquota.handlers.operating import ensure_dev_certificates
+from e2e import scraping
 from e2e.conftest import (
     FAST,
     Cluster,
@@ -324,7 +325,7 @@ def test_a_replica_stopped_gracefully_writes_what_it_admitted_from_escrow(
     # The claims exist (created before the quota: nothing reserved them), so the session
     # operator keeps their reservations instead of releasing them as never created.
     items = [claim(namespace, name=name) for name in names]
-    kubectl.apply(json.dumps({"apiVersion": "v1", "kind": "List", "items": items}))
+    kubectl.apply(items)
     cost = unit_cost(billing)
     live_quota(kubectl, namespace, "graceful", monthlyBudget=round(cost * 100, 2))
     replica, replica_ca = second_replica
@@ -362,8 +363,9 @@ def test_parallel_kubectl_creates_never_exceed_the_budget(
 
 def escrow_admissions(operator: OperatorProcess) -> float:
     text = httpx.get(f"http://127.0.0.1:{operator.metrics_port}/metrics", timeout=5).text
-    line = 'dbquota_admission_reservations_total{path="escrow"} '
-    return sum(float(x.removeprefix(line)) for x in text.splitlines() if x.startswith(line))
+    return scraping.total(
+        scraping.samples(text), "dbquota_admission_reservations_total", path="escrow"
+    )
 
 
 def test_claims_admitted_from_escrow_are_reserved_and_the_escrow_given_back(
@@ -378,7 +380,7 @@ def test_claims_admitted_from_escrow_are_reserved_and_the_escrow_given_back(
     # One kubectl: the creates follow each other within milliseconds. The first is
     # decided exactly and takes the escrow; the next ones are admitted from it.
     claims = [claim(namespace, name=f"e{i}", storageGiB=STORAGE) for i in range(6)]
-    kubectl.apply(json.dumps({"apiVersion": "v1", "kind": "List", "items": claims}))
+    kubectl.apply(claims)
     assert escrow_admissions(operator) - before >= 1
     for i in range(6):
         got = claim_status(kubectl, namespace, f"e{i}")

@@ -10,19 +10,17 @@ in queue order without losing reservations, while the session operator reconcile
 from __future__ import annotations
 
 import asyncio
-import json
-import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from typing import NoReturn
 
 import pytest
 
 from dbquota.adapters.kube import Kube
-from dbquota.domain import escrow, reservations
-from dbquota.domain.resources import QuotaObject, QuotaStatus, Reservation
+from dbquota.domain.resources import QuotaObject, QuotaStatus
 from dbquota.services import reserving
 from e2e.conftest import Cluster, Kubectl
 from e2e.test_crds import claim, quota
+from tests.deciding import admit_if_it_fits
 
 
 @pytest.fixture
@@ -32,27 +30,6 @@ async def kubes(cluster: Cluster) -> AsyncIterator[tuple[Kube, Kube]]:
     yield first, second
     await first.close()
     await second.close()
-
-
-def admit_if_it_fits(claim: str, cost: float) -> reserving.Decide[bool]:
-    def decide(
-        q: QuotaObject, held: Sequence[Reservation], others: escrow.Allowance
-    ) -> reserving.Outcome[bool]:
-        budget = float(str(q.get("spec", {})["monthlyBudget"]))
-        observed = float(q.get("status", {}).get("spend", {}).get("observed", 0.0))
-        total = observed + sum(float(r.get("cost", 0.0)) for r in held) + others.cost + cost
-        if total > budget:
-            return reserving.Outcome(result=False, admitted=False)
-        res = Reservation(claim=claim, cost=cost, reservedAt=reservations.to_rfc3339(time.time()))
-        return reserving.Outcome(
-            result=True,
-            reservation=res,
-            take=escrow.Allowance(cost=cost),
-            room=escrow.Allowance(cost=budget - total),
-            escrow=True,
-        )
-
-    return decide
 
 
 @pytest.mark.parametrize("share", [0.0, 0.25, 0.5])
@@ -167,7 +144,7 @@ async def test_a_crashed_replicas_escrow_keeps_covering_what_it_admitted(
     # session operator's reconciler keeps their reservations (no NeverCreated release).
     names = [f"a{i}" for i in range(5)] + [f"b{i}" for i in range(6)]
     items = [claim(namespace, name=name) for name in names]
-    kubectl.apply(json.dumps({"apiVersion": "v1", "kind": "List", "items": items}))
+    kubectl.apply(items)
     kubectl.apply(quota(namespace, name="budget", monthlyBudget=1000))
     crashing = reserving.Ledger(
         kube=kubes[0], namespace=namespace, name="budget", holder="crashing", share=0.5

@@ -1,9 +1,10 @@
-"""Polling with a deadline, for the e2e suite and the benchmarks that drive real processes."""
+"""Polling with a deadline, for the e2e suite and the benchmarks that drive real processes,
+and the conditions they poll for in more than one place."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 
@@ -25,3 +26,13 @@ def wait_for(
             return last
         time.sleep(interval)
     raise error(f"timed out after {timeout:.0f}s waiting for {what}; last value {last!r}")
+
+
+def webhook_points_at(configuration: Mapping[str, Any], port: int) -> bool:
+    """Whether a ValidatingWebhookConfiguration (as JSON) calls a webhook on ``port``.
+
+    kopf creates the configuration first and patches its webhook in a moment later, so a
+    configuration with no ``webhooks`` yet is not registered.
+    """
+    urls = [w.get("clientConfig", {}).get("url", "") for w in configuration.get("webhooks") or []]
+    return any(f":{port}/" in url for url in urls)

@@ -187,6 +187,11 @@ class Informer(Generic[D]):
         entries = self._by_namespace.get(namespace, {}).values()
         return [derived for _, derived in entries if derived is not None]
 
+    def derived(self, *, namespace: str, name: str) -> D | None:
+        """What ``derive`` made of one object, as last seen, or None."""
+        entry = self._by_namespace.get(namespace, {}).get(name)
+        return None if entry is None else entry[1]
+
     def get(self, *, namespace: str, name: str) -> dict[str, Any] | None:
         """One object as last seen, or None."""
         entry = self._by_namespace.get(namespace, {}).get(name)

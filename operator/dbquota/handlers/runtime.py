@@ -36,6 +36,11 @@ class QuotaEntry:
     uid: str
     generation: int
 
+    @property
+    def ref(self) -> reconciling.QuotaRef:
+        """Which quota to post Events on."""
+        return reconciling.QuotaRef(namespace=self.namespace, name=self.name, uid=self.uid)
+
 
 @dataclass
 class Runtime:
@@ -88,17 +93,12 @@ class Runtime:
                 self._would_deny(namespace=namespace, claim=claim, decision=decision)
 
     def _would_deny(self, *, namespace: str, claim: str, decision: verdicts.Decision) -> None:
-        obj = self.quota_informer.get(namespace=namespace, name=decision.quota)
-        if obj is None:
+        entry = self.quota_informer.derived(namespace=namespace, name=decision.quota)
+        if entry is None:
             return
-        ref = reconciling.QuotaRef(
-            namespace=namespace,
-            name=decision.quota,
-            uid=str(obj.get("metadata", {}).get("uid", "")),
-        )
         self._background(
             self.reconciler.record(
-                ref,
+                entry.ref,
                 type_="Warning",
                 reason="WouldDeny",
                 message=f"claim {claim} admitted by enforcement mode only: {decision.message}",
@@ -144,10 +144,11 @@ class Runtime:
         before = self.quotas.get(key)
         self.quotas[key] = entry
         if before is None:
-            ref = reconciling.QuotaRef(namespace=entry.namespace, name=entry.name, uid=entry.uid)
             for reason, message in self.ingest_events:
                 self._background(
-                    self.reconciler.record(ref, type_="Warning", reason=reason, message=message)
+                    self.reconciler.record(
+                        entry.ref, type_="Warning", reason=reason, message=message
+                    )
                 )
 
     def forget(self, *, namespace: str, name: str) -> None:
@@ -162,7 +163,7 @@ class Runtime:
         claims = self.claim_refs(entry.namespace)
         self.ingestor.track(ref.cluster_id for ref in claims)  # fetched one by one if no bulk
         await self.reconciler.reconcile(
-            quota=reconciling.QuotaRef(namespace=entry.namespace, name=entry.name, uid=entry.uid),
+            quota=entry.ref,
             claims=claims,
         )
 
@@ -205,10 +206,7 @@ class Runtime:
         )
 
     def _refs(self) -> list[reconciling.QuotaRef]:
-        return [
-            reconciling.QuotaRef(namespace=q.namespace, name=q.name, uid=q.uid)
-            for q in self.quotas.values()
-        ]
+        return [q.ref for q in self.quotas.values()]
 
 
 def quota_entry(obj: dict[str, Any]) -> QuotaEntry:

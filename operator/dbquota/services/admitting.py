@@ -174,7 +174,7 @@ class Admission:
                 result=decision,
                 reservation=hold,
                 take=take,
-                room=escrow.free(quota=quota, usage=escrow.with_held(usage, take)),
+                room=escrow.free(quota=quota, usage=usage).minus(take),
                 # Escrow serves CREATEs only (an UPDATE's hold builds on the current one),
                 # and never StrictCap's degraded allowance (module docstring of escrow).
                 escrow=old is None and not (decision.degraded and quota.policy == "StrictCap"),

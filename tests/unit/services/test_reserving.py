@@ -17,15 +17,15 @@ from __future__ import annotations
 import asyncio
 import copy
 import time
-from collections.abc import Sequence
 from typing import Any
 
 import pytest
 
-from dbquota.domain import escrow, reservations
-from dbquota.domain.resources import QuotaObject, Reservation
+from dbquota.domain import escrow
+from dbquota.domain.resources import QuotaObject
 from dbquota.errors import Conflict, KubeError
 from dbquota.services import reserving
+from tests.deciding import admit_if_it_fits
 
 
 class Store:
@@ -78,27 +78,6 @@ class Store:
         self.writes.append(copy.deepcopy(status))
         assert self.committed() <= self.budget + 1e-6, "reservations + escrow over budget"
         return copy.deepcopy(self.quota)  # type: ignore[return-value]
-
-
-def admit_if_it_fits(claim: str, cost: float, *, escrow_ok: bool = True) -> reserving.Decide[bool]:
-    def decide(
-        q: QuotaObject, held: Sequence[Reservation], others: escrow.Allowance
-    ) -> reserving.Outcome[bool]:
-        budget = float(str(q.get("spec", {})["monthlyBudget"]))
-        total = sum(float(r.get("cost", 0.0)) for r in held) + others.cost + cost
-        if total > budget + 1e-9:
-            return reserving.Outcome(result=False, admitted=False)
-        return reserving.Outcome(
-            result=True,
-            reservation=Reservation(
-                claim=claim, cost=cost, reservedAt=reservations.to_rfc3339(time.time())
-            ),
-            take=escrow.Allowance(cost=cost),
-            room=escrow.Allowance(cost=budget - total),
-            escrow=escrow_ok,
-        )
-
-    return decide
 
 
 def ledger(store: Store, holder: str = "me", share: float = 0.5) -> reserving.Ledger:
