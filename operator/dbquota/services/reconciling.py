@@ -11,6 +11,7 @@ on every quota, so ``kubectl describe databasequota`` tells the story.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -50,6 +51,7 @@ class Reconciler:
         self._snapshot = snapshot
         self._clock = clock
         self._grace = grace
+        self._announcing = asyncio.Lock()
 
     async def reconcile(
         self, *, quota: QuotaRef, claims: Sequence[reservations.ClaimRef]
@@ -121,9 +123,16 @@ class Reconciler:
     async def announce(
         self, quotas: Sequence[QuotaRef], *, type_: str, reason: str, message: str
     ) -> None:
-        """Post the same Event on every quota (news about billing concerns them all)."""
-        for quota in quotas:
-            await self._event(quota, type_, reason, message)
+        """Post the same Event on every quota (news about billing concerns them all).
+
+        Announcements are posted one after another, in the order they were made: breaker
+        transitions come milliseconds apart (HalfOpen, then Closed), each posted from its
+        own background task, and without the lock a slow first POST let the later Event
+        be created first, so ``kubectl get events`` told the story out of order.
+        """
+        async with self._announcing:
+            for quota in quotas:
+                await self._event(quota, type_, reason, message)
 
     async def record(self, quota: QuotaRef, *, type_: str, reason: str, message: str) -> None:
         """Post one Event on a quota (failures are logged, not raised)."""
