@@ -37,7 +37,6 @@ def test_every_object_is_named_labelled_and_placed(variant: Manifests) -> None:
         "ClusterRole",
         "ClusterRoleBinding",
         "ValidatingWebhookConfiguration",
-        "ClusterKopfPeering",
     }
     for doc in variant.docs:
         meta = doc["metadata"]
@@ -46,7 +45,7 @@ def test_every_object_is_named_labelled_and_placed(variant: Manifests) -> None:
         assert meta["labels"]["app.kubernetes.io/managed-by"] == "Helm"
         if doc["kind"] in cluster_scoped:
             assert "namespace" not in meta
-        elif doc["kind"] not in ("Role", "RoleBinding", "KopfPeering"):
+        elif doc["kind"] not in ("Role", "RoleBinding"):
             assert meta["namespace"] == NAMESPACE, doc["kind"]
 
 
@@ -102,18 +101,17 @@ def test_probes_use_the_operators_health_endpoints(variant: Manifests) -> None:
     assert container["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
 
 
-def test_peering_name_is_shared_by_the_pods_and_the_peering_object(variant: Manifests) -> None:
-    (peering,) = variant.of_kind("ClusterKopfPeering") + variant.of_kind("KopfPeering")
+def test_leases_live_in_the_release_namespace(variant: Manifests) -> None:
     container = variant.container()
-    assert f"--peering={peering['metadata']['name']}" in container["args"]
-    (pod_id,) = [e for e in container["env"] if e["name"] == "POD_ID"]
-    assert pod_id["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert f"--lease-namespace={NAMESPACE}" in container["args"]
+    assert "--leader-election" in container["args"]
+    assert f"--leader-lease={RELEASE}-dbquota-leader" in container["args"]
 
 
-def test_peering_off_renders_no_peering_object(render: Callable[..., Manifests]) -> None:
-    manifests = render({"peering": {"enabled": False}, "replicaCount": 1})
-    assert not manifests.of_kind("ClusterKopfPeering")
-    assert not [a for a in manifests.container()["args"] if a.startswith("--peering")]
+def test_leader_election_off_is_passed_on(render: Callable[..., Manifests]) -> None:
+    values = {"leaderElection": {"enabled": False}, "replicaCount": 1}
+    manifests = render(values)
+    assert "--no-leader-election" in manifests.container()["args"]
 
 
 def test_persistent_cache_is_a_statefulset_with_a_claim_per_pod(

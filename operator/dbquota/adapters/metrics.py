@@ -54,6 +54,16 @@ staleness_seconds = Gauge(
     "Seconds since the last successful billing sync (+Inf before the first).",
     registry=REGISTRY,
 )
+tracked_clusters = Gauge(
+    "dbquota_billing_tracked_clusters",
+    "Cluster ids some claim names, fetched one by one when the bulk listing leaves them out.",
+    registry=REGISTRY,
+)
+unknown_clusters = Gauge(
+    "dbquota_billing_unknown_clusters",
+    "Tracked cluster ids the provider answered 404 for, not asked again until their backoff ends.",
+    registry=REGISTRY,
+)
 consecutive_failures = Gauge(
     "dbquota_billing_consecutive_failures",
     "Billing calls failed in a row.",

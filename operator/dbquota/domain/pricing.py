@@ -160,3 +160,19 @@ def growth_cost(
 def update_delta(*, new: float, old: float) -> float:
     """``new - old``, never below zero: an UPDATE that costs less reserves nothing."""
     return max(0.0, new - old)
+
+
+def estimate(
+    *, claim: claims.ClaimSpec, snapshot: billing.BillingSnapshot, margin: float
+) -> tuple[float, PricingMode | None]:
+    """A claim's monthly cost when no admission priced it (a claim adopted by the
+    reconciler): at the current catalog when it knows the class, else at highest known
+    prices x ``margin``; ``(0.0, None)`` with no prices at all."""
+    if snapshot.prices is not None:
+        live = project_cost(claim=claim, prices=snapshot.prices)
+        if live is not None:
+            return live, "Live"
+    highest = highest_known(snapshot.highest, snapshot.prices)
+    if highest is None:
+        return 0.0, None
+    return conservative_cost(claim=claim, highest=highest, margin=margin), "Conservative"

@@ -1,45 +1,62 @@
-"""Admission of one DatabaseClaim: decide against each quota of its namespace and reserve.
+"""Admission of one claim: orchestration only.
 
-Called by the webhook handler (:mod:`dbquota.handlers.claims`) with what kopf's in-memory
-indexes hold (the namespace's quotas and claims) and the billing snapshot; it never calls
-the billing API. For each quota, the decision runs inside the quota's ledger
-(:mod:`dbquota.services.reserving`), against the quota as just read from the apiserver and
-the reservations it holds, so that concurrent admissions through any number of replicas
-are decided one after another and reserve by compare-and-swap; or, when the replica's
-escrow covers a CREATE, at once against what the replica last read (the other replicas'
-escrow counted as used).
+Called by the webhook (:mod:`dbquota.handlers.webhook`) for every AdmissionReview of a
+claim. It parses the object (a malformed one is denied in our words: field and reason),
+finds the namespace's quotas in the quota informer (no apiserver call), and asks each
+quota's reservation ledger (:mod:`dbquota.services.reserving`) for a decision, which the
+ledger takes with the pure :func:`dbquota.domain.admission.admit`. It never calls the
+billing API and never counts claims: usage comes from the quota's status totals.
 
 With several quotas in a namespace every one must admit; they are visited in name order
-and a denial stops the visit. A hold already taken on an earlier quota for a claim that a
-later quota denies is released by the reconciler once the grace period shows the claim
-never appeared (``NeverCreated``).
+and a denial stops the visit. A reservation already taken on an earlier quota for a claim
+that a later quota denies is released by the reconciler once its grace period shows the
+claim never appeared (``NeverCreated``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
-from dbquota.domain import billing, claims, escrow, quotas, reservations, verdicts
-from dbquota.domain.resources import QuotaObject, Reservation
+from dbquota.adapters.kube import Informer
+from dbquota.domain import admission, claims, verdicts
+from dbquota.errors import KubeError
 from dbquota.services import reserving
 from dbquota.settings import NoQuotaPolicy
 
 logger = logging.getLogger(__name__)
 
-DecisionListener = Callable[[verdicts.Decision], None]
+SYNC_PATIENCE = 5.0
+"""Seconds a review waits for the quota watch's first list at start-up (a replica is not
+Ready before it has listed, so the apiserver rarely calls it that early)."""
 
 
 @dataclass(frozen=True, kw_only=True)
 class Review:
-    """One AdmissionReview of a DatabaseClaim, reduced to what admission needs."""
+    """One AdmissionReview of a claim, reduced to what admission needs."""
 
     namespace: str
     name: str
     spec: Mapping[str, object]
     old_spec: Mapping[str, object] | None
     dry_run: bool
+    uid: str = ""
+    """The object's uid (set by the apiserver before admission; a review without one
+    holds its reservation under the object's name)."""
+    generation: int = 1
+    """The object's ``metadata.generation`` (bumped on spec changes before admission)."""
+    old_status: Mapping[str, object] | None = None
+    """The object's status before an UPDATE (its price so far)."""
+
+
+def _charged(status: Mapping[str, object] | None) -> float:
+    cost = (status or {}).get("estimatedMonthlyCost")
+    if isinstance(cost, bool) or not isinstance(cost, int | float) or cost < 0:
+        return 0.0
+    return float(cost)
 
 
 class Admission:
@@ -49,24 +66,29 @@ class Admission:
         self,
         *,
         ledgers: reserving.Ledgers,
-        snapshot: Callable[[], billing.BillingSnapshot],
-        clock: Callable[[], float],
+        quotas: Informer[Any],
         no_quota: NoQuotaPolicy,
-        listeners: Sequence[DecisionListener] = (),
     ) -> None:
         self._ledgers = ledgers
-        self._snapshot = snapshot
-        self._clock = clock
+        self._quotas = quotas
         self._no_quota = no_quota
-        self._listeners = list(listeners)
 
-    async def review(
-        self,
-        review: Review,
-        *,
-        quota_names: Sequence[str],
-        claim_refs: Sequence[reservations.ClaimRef],
-    ) -> verdicts.Verdict:
+    async def _synced(self) -> bool:
+        """Whether the quota watch has listed (waiting a little at start-up)."""
+        if self._quotas.synced.is_set():
+            return True
+        try:
+            async with asyncio.timeout(SYNC_PATIENCE):
+                await self._quotas.synced.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    def quota_names(self, namespace: str) -> list[str]:
+        """The namespace's quotas, as the watch holds them."""
+        return sorted(str(getattr(q, "name", "")) for q in self._quotas.in_namespace(namespace))
+
+    async def review(self, review: Review) -> verdicts.Verdict:
         """The verdict on ``review``; admitted (non-dry-run) claims hold budget on each quota."""
         try:
             claim = claims.parse_claim(
@@ -81,7 +103,14 @@ class Admission:
             )
         except ValueError as exc:
             return verdicts.Verdict(allowed=False, message=f"invalid DatabaseClaim: {exc}")
-        if not quota_names:
+        if not await self._synced():
+            return verdicts.Verdict(
+                allowed=False,
+                message="not decided: dbquota has not listed the DatabaseQuotas yet (starting "
+                "up); nothing was reserved, try again",
+            )
+        names = self.quota_names(review.namespace)
+        if not names:
             if self._no_quota == "Deny":
                 return verdicts.Verdict(
                     allowed=False,
@@ -91,93 +120,40 @@ class Admission:
                     ),
                 )
             return verdicts.Verdict(allowed=True)
-        snapshot = self._snapshot()
+        request = admission.Request(
+            name=review.name,
+            uid=review.uid or f"name:{review.namespace}/{review.name}",
+            generation=review.generation,
+            claim=claim,
+            old=old,
+            charged=_charged(review.old_status),
+            dry_run=review.dry_run,
+        )
         decisions: list[verdicts.Decision] = []
-        for quota_name in sorted(quota_names):
-            ledger = self._ledgers.of(namespace=review.namespace, name=quota_name)
-            decide = self._decider(
-                review=review, claim=claim, old=old, snapshot=snapshot, claim_refs=claim_refs
-            )
-            decision = await ledger.reserve(decide, dry_run=review.dry_run)
+        for name in names:
+            ledger = self._ledgers.of(namespace=review.namespace, name=name)
+            seen = self._quotas.get(namespace=review.namespace, name=name)
+            if seen is not None:
+                ledger.observe(seen)  # type: ignore[arg-type]
+            try:
+                decision = await ledger.reserve(request)
+            except KubeError as exc:
+                logger.warning(
+                    "could not reserve for claim %s/%s on DatabaseQuota %s: %s",
+                    review.namespace,
+                    review.name,
+                    name,
+                    exc,
+                )
+                return verdicts.Verdict(
+                    allowed=False,
+                    message=(
+                        f"not decided: DatabaseQuota {review.namespace}/{name} could not be "
+                        f"updated in time ({exc}); nothing was reserved, try again"
+                    ),
+                    decisions=tuple(decisions),
+                )
             decisions.append(decision)
-            for listener in self._listeners:
-                listener(decision)
             if not decision.allowed:
                 break
         return verdicts.combine(decisions)
-
-    def _decider(
-        self,
-        *,
-        review: Review,
-        claim: claims.ClaimSpec,
-        old: claims.ClaimSpec | None,
-        snapshot: billing.BillingSnapshot,
-        claim_refs: Sequence[reservations.ClaimRef],
-    ) -> reserving.Decide[verdicts.Decision]:
-        def decide(
-            quota_obj: QuotaObject, held: Sequence[Reservation], others: escrow.Allowance
-        ) -> reserving.Outcome[verdicts.Decision]:
-            name = quota_obj.get("metadata", {}).get("name", "?")
-            try:
-                quota = quotas.parse_quota(name=name, spec=quota_obj.get("spec", {}))
-            except ValueError as exc:  # the CRD schema should make this impossible
-                return reserving.Outcome(
-                    admitted=False,
-                    result=verdicts.Decision(
-                        quota=name,
-                        allowed=False,
-                        would_deny=True,
-                        cost=0.0,
-                        pricing=None,
-                        degraded=False,
-                        policy=None,
-                        reason="InvalidQuota",
-                        message=f"denied: DatabaseQuota {name} is invalid ({exc}); fix it first",
-                    ),
-                )
-            now = self._clock()
-            usage = escrow.with_held(
-                reservations.usage(
-                    status=quota_obj.get("status", {}),
-                    held=held,
-                    claims=claim_refs,
-                    claim_name=review.name,
-                    creating=old is None,
-                ),
-                others,
-            )
-            decision = verdicts.decide(
-                quota=quota, claim=claim, old_claim=old, usage=usage, snapshot=snapshot, now=now
-            )
-            if not decision.allowed:
-                return reserving.Outcome(admitted=False, result=decision)
-            previous = next((r for r in held if r.get("claim") == review.name), None)
-            if old is None:
-                previous = None  # a CREATE replaces a hold left by an earlier attempt
-            elif decision.cost <= 0 and decision.storage_gib <= 0:
-                return reserving.Outcome(result=decision)  # an update that adds nothing
-            hold = reservations.hold(
-                previous=previous,
-                claim_name=review.name,
-                cost=decision.cost,
-                storage_gib=decision.storage_gib if old is not None else claim.storage_gib,
-                pricing=decision.pricing,
-                degraded=decision.degraded,
-                new_claim=old is None,
-                now=now,
-            )
-            take = escrow.take(
-                cost=decision.cost, new_claims=decision.new_claims, storage_gib=decision.storage_gib
-            )
-            return reserving.Outcome(
-                result=decision,
-                reservation=hold,
-                take=take,
-                room=escrow.free(quota=quota, usage=usage).minus(take),
-                # Escrow serves CREATEs only (an UPDATE's hold builds on the current one),
-                # and never StrictCap's degraded allowance (module docstring of escrow).
-                escrow=old is None and not (decision.degraded and quota.policy == "StrictCap"),
-            )
-
-        return decide

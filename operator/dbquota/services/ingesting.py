@@ -54,9 +54,15 @@ COMPACT_EVERY = 3600.0
 """Seconds between two compactions of the cache's history."""
 MAX_PAGES = 100_000
 """Most pages of one bulk listing (a provider that never ends its listing is broken)."""
+UNKNOWN_BACKOFF = 60.0
+"""Seconds before a cluster the provider answered 404 for is asked for again; doubled at
+each further 404, up to :data:`UNKNOWN_BACKOFF_MAX`."""
+UNKNOWN_BACKOFF_MAX = 3600.0
+"""Longest wait before asking again for a cluster the provider keeps not knowing."""
 
 TransitionListener = Callable[[str, str, str], None]
 EventListener = Callable[[str, str], None]
+SyncListener = Callable[[], None]
 
 
 class BillingProvider(Protocol):
@@ -157,7 +163,9 @@ class Ingestor:
             attempts=max(1, cfg.billing.retry_attempts), timeout=cfg.billing.retry_timeout
         )
         self._coalescer: coalescing.Coalescer[str, billing.ClusterCost] = coalescing.Coalescer()
-        self._tracked: set[str] = set()
+        self._tracked: dict[str, int] = {}  # cluster id -> claims that name it
+        self._unknown: dict[str, tuple[float, float]] = {}  # id -> (retry at, backoff)
+        self._stopping = False
         self._bulk: bool | None = None  # unknown until the provider tells us
         snap = initial or billing.BillingSnapshot()
         self._last_success = snap.health.last_success
@@ -172,6 +180,7 @@ class Ingestor:
         self._sync_lock = asyncio.Lock()
         self._transition_listeners: list[TransitionListener] = []
         self._event_listeners: list[EventListener] = []
+        self._sync_listeners: list[SyncListener] = []
         self._events: deque[tuple[str, str]] = deque(maxlen=50)
         self._last_compaction = -COMPACT_EVERY
         self._task: asyncio.Task[None] | None = None
@@ -197,18 +206,36 @@ class Ingestor:
         await self._ready_event.wait()
 
     def track(self, cluster_ids: Iterable[str]) -> None:
-        """Add cluster ids to fetch one by one when the provider has no bulk listing (or
-        when its listing leaves them out)."""
-        self._tracked.update(cid for cid in cluster_ids if cid)
+        """Count one more claim naming each of these cluster ids: they are fetched one by
+        one when the provider has no bulk listing (or when its listing leaves them out).
+        The claim informer calls this for every claim that appears."""
+        for cid in cluster_ids:
+            if cid:
+                self._tracked[cid] = self._tracked.get(cid, 0) + 1
+        metrics.tracked_clusters.set(len(self._tracked))
 
     def untrack(self, cluster_ids: Iterable[str]) -> None:
-        """Stop fetching these cluster ids (their last cost stays in the snapshot)."""
-        self._tracked.difference_update(cluster_ids)
+        """Count one claim less for each id; an id no claim names any more is no longer
+        fetched (its last cost stays in the snapshot). Called when a claim goes away."""
+        for cid in cluster_ids:
+            left = self._tracked.get(cid, 0) - 1
+            if left > 0:
+                self._tracked[cid] = left
+            else:
+                self._tracked.pop(cid, None)
+                self._unknown.pop(cid, None)
+        metrics.tracked_clusters.set(len(self._tracked))
+        metrics.unknown_clusters.set(len(self._unknown))
 
     @property
     def tracked(self) -> frozenset[str]:
-        """The cluster ids given to :meth:`track`."""
+        """The cluster ids some claim names."""
         return frozenset(self._tracked)
+
+    @property
+    def unknown(self) -> frozenset[str]:
+        """Tracked ids the provider answered 404 for, not asked again until their backoff ends."""
+        return frozenset(self._unknown)
 
     def record_decision(self, *, from_cache: bool) -> None:
         """Count one admission decision; feeds the fallback hit rate (last 1000 decisions)."""
@@ -222,6 +249,10 @@ class Ingestor:
     def add_transition_listener(self, cb: TransitionListener) -> None:
         """Call ``cb(old_state, new_state, reason)`` on every breaker transition."""
         self._transition_listeners.append(cb)
+
+    def add_sync_listener(self, cb: SyncListener) -> None:
+        """Call ``cb()`` after every sync (its results are in the snapshot by then)."""
+        self._sync_listeners.append(cb)
 
     def add_event_listener(self, cb: EventListener) -> None:
         """Call ``cb(reason, message)`` for Event-worthy happenings (a quarantined cache);
@@ -261,7 +292,12 @@ class Ingestor:
             metrics.staleness_seconds.set_function(self.staleness)
 
     async def stop(self) -> None:
-        """Stop the loop and wait for it (a cache write in progress is finished first)."""
+        """Stop the loop and wait for it (a cache write in progress is finished first).
+
+        From here on the breaker's transitions are neither announced nor published: a
+        call cut short by our own shutdown is not news about the provider.
+        """
+        self._stopping = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -330,6 +366,11 @@ class Ingestor:
             tally.unknown,
             f"; {error}" if error else "",
         )
+        for cb in list(self._sync_listeners):
+            try:
+                cb()
+            except Exception:
+                logger.exception("a sync listener failed")
         await self._maybe_compact(now=finished)
 
     async def _fetch_costs(self, tally: _SyncTally) -> None:
@@ -342,7 +383,14 @@ class Ingestor:
             except errors.DbquotaError as exc:
                 tally.errors.append(f"bulk listing: {exc}")
                 return
-        missing = sorted(cid for cid in self._tracked if cid not in tally.costs)
+        now = self._clock.monotonic()
+        for cid in tally.costs:
+            self._unknown.pop(cid, None)
+        missing = sorted(
+            cid
+            for cid in self._tracked
+            if cid not in tally.costs and self._unknown.get(cid, (0.0, 0.0))[0] <= now
+        )
         if missing:
             await self._fetch_each(missing, tally)
 
@@ -377,8 +425,10 @@ class Ingestor:
                     return
                 try:
                     tally.costs[cid] = await self.fetch(cid)
+                    self._unknown.pop(cid, None)
                 except errors.UnknownCluster:
                     tally.unknown += 1
+                    self._forget_for_a_while(cid)
                 except errors.MalformedPayload:
                     tally.rejected += 1
                 except errors.CircuitOpen as exc:
@@ -394,6 +444,13 @@ class Ingestor:
         if failures:
             more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
             tally.errors.append(f"per-cluster fetches: {failures[-1]}{more}")
+
+    def _forget_for_a_while(self, cluster_id: str) -> None:
+        """Negative-cache a 404: ask again after a backoff that doubles each time."""
+        _, backoff = self._unknown.get(cluster_id, (0.0, UNKNOWN_BACKOFF / 2))
+        backoff = min(UNKNOWN_BACKOFF_MAX, backoff * 2)
+        self._unknown[cluster_id] = (self._clock.monotonic() + backoff, backoff)
+        metrics.unknown_clusters.set(len(self._unknown))
 
     async def _persist(self, record: cache_.SyncRecord) -> billing.PriceBook | None:
         """Write the sync; on a corrupt file, quarantine, rebuild from memory, write again."""
@@ -490,7 +547,7 @@ class Ingestor:
     async def _call(self, endpoint: str, fn: Callable[[], Awaitable[T]]) -> T:
         async def attempt() -> T:
             try:
-                result = await self._breaker.call(fn, is_failure=_trips)
+                result = await self._breaker.call(fn, is_failure=self._trips)
             except breaker.Refused as exc:
                 metrics.billing_calls.labels(endpoint=endpoint, outcome="circuit_open").inc()
                 raise errors.CircuitOpen(f"billing circuit breaker: {exc}") from exc
@@ -519,6 +576,10 @@ class Ingestor:
             clock=self._clock,
             on_retry=on_retry,
         )
+
+    def _trips(self, exc: BaseException) -> bool:
+        """Whether a failed call counts against the provider (never during our shutdown)."""
+        return not self._stopping and _trips(exc)
 
     def _reject(self, endpoint: str, cluster_id: str | None, reason: str) -> None:
         metrics.rejected_payloads.labels(endpoint=endpoint).inc()
@@ -552,6 +613,8 @@ class Ingestor:
         )
 
     def _on_transition(self, transition: breaker.Transition) -> None:
+        if self._stopping:
+            return
         metrics.set_circuit_state(transition.new)
         metrics.circuit_transitions.labels(from_state=transition.old, to_state=transition.new).inc()
         log = logger.warning if transition.new == "Open" else logger.info

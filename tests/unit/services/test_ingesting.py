@@ -46,6 +46,7 @@ class Provider:
         self.hidden: set[str] = set()
         self.bad: dict[str, bytes] = {}
         self.requests: Counter[str] = Counter()
+        self.asked: Counter[str] = Counter()  # per-cluster requests by cluster id
         self.gate: asyncio.Event | None = None
 
     async def __call__(self, request: httpx.Request) -> httpx.Response:
@@ -76,6 +77,7 @@ class Provider:
             )
             return httpx.Response(200, content=f'{{"clusters": [{raw}]}}'.encode())
         cid = path.removeprefix("/metrics/")
+        self.asked[cid] += 1
         if cid in self.bad:
             return httpx.Response(200, content=self.bad[cid])
         if cid not in self.costs:
@@ -172,6 +174,47 @@ async def test_without_a_bulk_listing_tracked_clusters_are_fetched_one_by_one(
     await ing.sync_once()
     assert ing.tracked == {"c1", "c4"}
     assert provider.requests["cluster"] == 5
+
+
+async def test_a_cluster_is_tracked_while_any_claim_names_it(start: Run) -> None:
+    provider = Provider(5, bulk=False)
+    ing = await start(provider)
+    ing.track(["c1", "c1"])  # two claims share one clusterId
+    ing.untrack(["c1"])
+    assert ing.tracked == {"c1"}
+    ing.untrack(["c1"])
+    assert ing.tracked == set()
+    ing.untrack(["never-tracked"])  # harmless
+    await ing.sync_once()
+    assert provider.requests["cluster"] == 0
+
+
+async def test_a_cluster_the_provider_does_not_know_is_asked_again_only_after_a_backoff(
+    start: Run, clock: FakeClock
+) -> None:
+    provider = Provider(2, bulk=False)
+    ing = await start(provider)
+    ing.track(["c0", "gone"])
+    await ing.sync_once()
+    assert provider.asked["gone"] == 1
+    assert ing.unknown == {"gone"}
+    for _ in range(3):  # syncs within the backoff do not ask again
+        await ing.sync_once()
+    assert provider.asked["gone"] == 1
+    assert provider.asked["c0"] == 4
+    clock.advance(ingesting.UNKNOWN_BACKOFF + 1)
+    await ing.sync_once()
+    assert provider.asked["gone"] == 2  # asked again, then backs off twice as long
+    clock.advance(ingesting.UNKNOWN_BACKOFF + 1)
+    await ing.sync_once()
+    assert provider.asked["gone"] == 2
+    provider.costs["gone"] = (5.0, 1.0)  # the provider learns of it
+    clock.advance(2 * ingesting.UNKNOWN_BACKOFF)
+    await ing.sync_once()
+    assert "gone" in ing.snapshot().costs
+    assert ing.unknown == set()
+    ing.untrack(["gone"])
+    assert ing.tracked == {"c0"}
 
 
 async def test_tracked_clusters_missing_from_a_partial_listing_are_fetched(start: Run) -> None:
