@@ -16,6 +16,7 @@ from typing import Any
 
 import kopf
 
+from dbquota.adapters import metrics
 from dbquota.handlers import runtime as runtime_
 
 GROUP, VERSION = "dbquota.io", "v1alpha1"
@@ -58,7 +59,9 @@ def register_timer(interval: float) -> None:
 
 @kopf.on.delete(GROUP, VERSION, "databasequotas", optional=True)
 def forget(*, namespace: str | None, name: str | None, memo: kopf.Memo, **_: Any) -> None:
-    """Drop a deleted quota's ledger (no finalizer: nothing to clean up elsewhere)."""
+    """Drop a deleted quota's ledger and metrics (no finalizer: nothing to clean up
+    elsewhere)."""
+    metrics.forget_quota(namespace=namespace or "", name=name or "")
     runtime = memo.get("runtime")
     if isinstance(runtime, runtime_.Runtime):
         runtime.forget(namespace=namespace or "", name=name or "")

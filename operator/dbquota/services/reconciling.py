@@ -6,7 +6,9 @@ kopf's index holds for the namespace. The status is computed by
 compare-and-swap*, so a reconcile never overwrites a reservation that an admission took a
 moment earlier. Events follow the write: budget crossings and released reservations on
 the quota, and (via :meth:`Reconciler.announce_transition`) circuit breaker transitions
-on every quota, so ``kubectl describe databasequota`` tells the story.
+on every quota, so ``kubectl describe databasequota`` tells the story. Each written status
+is also published as the quota's ``dbquota_quota_*`` metrics
+(:func:`dbquota.adapters.metrics.publish_quota`).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from dbquota.adapters import metrics
 from dbquota.adapters.kube import Kube
 from dbquota.domain import billing, reservations, statuses
 from dbquota.domain.resources import QuotaObject, QuotaStatus
@@ -59,12 +62,14 @@ class Reconciler:
         """Refresh one quota's status; returns what changed (None if the quota is gone)."""
         snapshot, now = self._snapshot(), self._clock()
         refreshed: list[statuses.Refresh] = []
+        read: list[QuotaObject] = []
 
         def mutate(current: QuotaObject) -> QuotaStatus:
             refresh = statuses.quota_status(
                 quota=current, snapshot=snapshot, claims=claims, now=now, grace=self._grace
             )
             refreshed[:] = [refresh]
+            read[:] = [current]
             return refresh.status
 
         ledger = self._ledgers.of(namespace=quota.namespace, name=quota.name)
@@ -75,6 +80,13 @@ class Reconciler:
             self._ledgers.drop(namespace=quota.namespace, name=quota.name)
             return None
         refresh = refreshed[0]
+        metrics.publish_quota(
+            namespace=quota.namespace,
+            name=quota.name,
+            spec=read[0].get("spec", {}),
+            status=refresh.status,
+            escrow_expired=len(refresh.expired),
+        )
         for held, why in refresh.released:
             await self._event(
                 quota,
