@@ -90,6 +90,7 @@ STUB_CRDS = [
     stub_crd("cert-manager.io", "Issuer", "issuers"),
     stub_crd("cert-manager.io", "ClusterIssuer", "clusterissuers", scope="Cluster"),
     stub_crd("monitoring.coreos.com", "ServiceMonitor", "servicemonitors"),
+    stub_crd("monitoring.coreos.com", "PrometheusRule", "prometheusrules"),
 ]
 
 
@@ -143,6 +144,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
             "--timeout=60s",
             "crd/certificates.cert-manager.io",
             "crd/servicemonitors.monitoring.coreos.com",
+            "crd/prometheusrules.monitoring.coreos.com",
         )
         yield Env(cluster=cluster, kubectl=kubectl)
     finally:

@@ -2,7 +2,8 @@
 
 Binaries come from ``KUBEBUILDER_ASSETS`` when it holds ``etcd``, ``kube-apiserver`` and
 ``kubectl``; otherwise from the version-keyed cache that ``e2e/controlplane/build.sh``
-fills from the Go modules (built on first use). :func:`up` starts both processes in their
+fills from the Go modules (built on first use), as do ``helm`` and ``promtool`` (which the
+chart tests use). :func:`up` starts both processes in their
 own session on free loopback ports, with certificates made by :mod:`dbquota.kits.certs`
 (one CA signs the apiserver's serving certificate and an admin client certificate in
 ``system:masters``), waits for ``/readyz`` and writes ``<dir>/kubeconfig``. :func:`down`
@@ -36,6 +37,7 @@ BUILD_SCRIPT = REPO / "e2e" / "controlplane" / "build.sh"
 K8S_VERSION = "v1.36.3"
 ETCD_VERSION = "v3.6.16"
 HELM_VERSION = "v3.22.0"
+PROMETHEUS_VERSION = "v3.16.0"  # promtool, for the chart's alert rules (tests/chart)
 STATE_FILE = "controlplane.json"
 
 _children: dict[int, subprocess.Popen[bytes]] = {}
@@ -55,6 +57,7 @@ class Binaries:
     kube_apiserver: Path
     kubectl: Path
     helm: Path
+    promtool: Path
 
 
 def cache_dir() -> Path:
@@ -71,6 +74,7 @@ def binaries(*, build: bool = True) -> Binaries:
         kube_apiserver=bin_root / f"k8s-{K8S_VERSION}" / "kube-apiserver",
         kubectl=bin_root / f"k8s-{K8S_VERSION}" / "kubectl",
         helm=bin_root / f"helm-{HELM_VERSION}" / "helm",
+        promtool=bin_root / f"promtool-{PROMETHEUS_VERSION}" / "promtool",
     )
     assets = os.environ.get("KUBEBUILDER_ASSETS")
     if assets and all((Path(assets) / n).is_file() for n in ("etcd", "kube-apiserver", "kubectl")):
@@ -79,6 +83,7 @@ def binaries(*, build: bool = True) -> Binaries:
             kube_apiserver=Path(assets) / "kube-apiserver",
             kubectl=Path(assets) / "kubectl",
             helm=found.helm,
+            promtool=found.promtool,
         )
     missing = [p for p in asdict(found).values() if not Path(p).is_file()]
     if missing and build:
@@ -87,6 +92,7 @@ def binaries(*, build: bool = True) -> Binaries:
             "K8S_VERSION": K8S_VERSION,
             "ETCD_VERSION": ETCD_VERSION,
             "HELM_VERSION": HELM_VERSION,
+            "PROMETHEUS_VERSION": PROMETHEUS_VERSION,
         }
         result = subprocess.run([str(BUILD_SCRIPT), "all"], env=env, check=False)
         if result.returncode != 0:

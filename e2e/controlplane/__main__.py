@@ -1,6 +1,7 @@
 """``python -m e2e.controlplane {build,up,down,env}``: manage the local control plane.
 
-build            build (or find) etcd, kube-apiserver, kubectl and helm; print their paths
+build            build (or find) etcd, kube-apiserver, kubectl, helm and promtool; print
+                 their paths
 up --dir D       start etcd + kube-apiserver, write D/kubeconfig, return when ready
 down --dir D     stop both and remove D
 """

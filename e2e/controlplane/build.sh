@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Build the local control plane (kube-apiserver, kubectl, etcd) and helm from their Go
-# modules, the way controller-runtime's envtest gets its binaries, and cache them outside
-# the repository so a fresh clone (CI) reuses them.
+# Build the local control plane (kube-apiserver, kubectl, etcd), helm and promtool from
+# their Go modules, the way controller-runtime's envtest gets its binaries, and cache them
+# outside the repository so a fresh clone (CI) reuses them.
 #
-#   e2e/controlplane/build.sh            # build what is missing, print the bin directory
+#   e2e/controlplane/build.sh [all|k8s|etcd|helm|promtool]   # build what is missing
 #
 # Layout: ${DBQUOTA_CACHE:-~/.cache/dbquota}/bin/k8s-<ver>/{kube-apiserver,kubectl}
 #                                              /etcd-<ver>/etcd
 #                                              /helm-<ver>/helm
+#                                              /promtool-<ver>/promtool
 # If KUBEBUILDER_ASSETS names a folder holding etcd, kube-apiserver and kubectl, those are
 # used and nothing is built for them.
 set -euo pipefail
@@ -15,6 +16,7 @@ set -euo pipefail
 K8S_VERSION=${K8S_VERSION:-v1.36.3}
 ETCD_VERSION=${ETCD_VERSION:-v3.6.16}
 HELM_VERSION=${HELM_VERSION:-v3.22.0}
+PROMETHEUS_VERSION=${PROMETHEUS_VERSION:-v3.16.0}
 CACHE=${DBQUOTA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/dbquota}
 export CGO_ENABLED=0 GOFLAGS=-buildvcs=false
 
@@ -93,11 +95,33 @@ build_helm() {
     -ldflags "-s -w -X $pkg.version=$HELM_VERSION" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
 }
 
+# promtool checks and unit-tests the chart's PrometheusRule (tests/chart). Prometheus
+# publishes its Go module as v0.<major*100+minor>.<patch>: release v3.16.0 is module
+# v0.316.0. Its go.mod has no replace directives, so `go install pkg@version` builds it
+# with exactly the dependency versions Prometheus pins. The remove_all_sd tag leaves out
+# the service-discovery plugins (cloud SDKs, most of the build; rule checks and tests
+# need none of them).
+build_promtool() {
+  local out=$CACHE/bin/promtool-$PROMETHEUS_VERSION
+  if [[ -x $out/promtool ]]; then return; fi
+  mkdir -p "$out"
+  local release=${PROMETHEUS_VERSION#v}                    # 3.16.0
+  local major=${release%%.*} rest=${release#*.}            # 3, 16.0
+  local minor=${rest%%.*} patch=${rest#*.}                 # 16, 0
+  local module_version=v0.$((major * 100 + minor)).$patch  # v0.316.0
+  log "building promtool $PROMETHEUS_VERSION (module $module_version)"
+  local pkg=github.com/prometheus/common/version
+  GOBIN=$out go install -trimpath -tags remove_all_sd \
+    -ldflags "-s -w -X $pkg.Version=$release -X $pkg.Branch=HEAD -X $pkg.Revision=$module_version" \
+    "github.com/prometheus/prometheus/cmd/promtool@$module_version"
+}
+
 what=${1:-all}
 case $what in
   k8s) build_k8s ;;
   etcd) build_etcd ;;
   helm) build_helm ;;
+  promtool) build_promtool ;;
   all)
     if [[ -n ${KUBEBUILDER_ASSETS:-} && -x $KUBEBUILDER_ASSETS/kube-apiserver \
           && -x $KUBEBUILDER_ASSETS/etcd && -x $KUBEBUILDER_ASSETS/kubectl ]]; then
@@ -107,6 +131,7 @@ case $what in
       build_k8s
     fi
     build_helm
+    build_promtool
     ;;
-  *) echo "usage: $0 [all|k8s|etcd|helm]" >&2; exit 2 ;;
+  *) echo "usage: $0 [all|k8s|etcd|helm|promtool]" >&2; exit 2 ;;
 esac

@@ -1,14 +1,15 @@
 """The chart lints, renders for every variant of the matrix, and its parts fit together.
 
 Checks: ``helm lint --strict`` for each variant; every object has a name within 63
-characters and the release's labels; Services, the PodDisruptionBudget, the topology
-spread constraints and the ServiceMonitor select the operator's pods (or its metrics
-Service); replicas follow ``replicaCount``; probes hit /healthz and /readyz on the port
-``--metrics-port`` names; a persistent cache turns the Deployment into a StatefulSet with
-one claim per pod; the metrics Service publishes not-Ready pods; the NetworkPolicy opens
-the webhook and metrics ports; the values schema refuses unknown keys at every level and
-allows every key of values.yaml; each key of values.yaml has a comment above it and a row
-in the chart README's values table. (NOTES.txt needs a cluster to render: e2e/test_chart.py.)
+characters and the release's labels; Services, the PodDisruptionBudget, the topology spread
+constraints and the ServiceMonitor select the operator's pods (or its metrics Service,
+honouring the exposed labels); replicas follow ``replicaCount``; probes hit /healthz and
+/readyz on the port ``--metrics-port`` names; a persistent cache turns the Deployment into a
+StatefulSet with one claim per pod; the metrics Service publishes not-Ready pods; the
+NetworkPolicy opens the webhook and metrics ports; the values schema refuses unknown keys at
+every level and allows every key of values.yaml; each key of values.yaml has a comment above
+it and a row in the chart README's values table. (NOTES.txt needs a cluster to render:
+e2e/test_chart.py.)
 """
 
 from __future__ import annotations
@@ -148,6 +149,7 @@ def test_metrics_service_publishes_not_ready_pods_and_the_monitor_scrapes_it(
     assert service["spec"]["publishNotReadyAddresses"] is True
     (endpoint,) = monitor["spec"]["endpoints"]
     assert endpoint["path"] == "/metrics"
+    assert endpoint["honorLabels"] is True  # per-quota series keep the quota's namespace
     assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
     assert not render().of_kind("ServiceMonitor")
 

@@ -141,6 +141,9 @@ async def _serve(cfg: settings_.Settings, memo: kopf.Memo, stop: asyncio.Event) 
         kube = await Kube.connect()
         stack.push_async_callback(kube.close)
         ingestor = await stack.enter_async_context(ingesting.running(cfg))
+        # The leader republishes each quota every resync; three missed turns mean it no
+        # longer leads (or cannot write), and its per-quota figures would only mislead.
+        metrics.quota_series.expire_after(3 * cfg.enforcement.resync_interval)
         holder = reserving.holder_id()
         timing = leasing.Timing(
             lease_duration=cfg.leases.duration,

@@ -19,6 +19,7 @@ from typing import Any
 
 import kopf
 
+from dbquota.adapters import metrics
 from dbquota.handlers import runtime as runtime_
 
 GROUP, VERSION = "dbquota.io", "v1alpha1"
@@ -42,7 +43,9 @@ def register_timer(interval: float) -> None:
 
 @kopf.on.delete(GROUP, VERSION, "databasequotas", optional=True)
 def forget(*, namespace: str | None, name: str | None, memo: kopf.Memo, **_: Any) -> None:
-    """Drop a deleted quota's ledger and dirty mark (no finalizer: nothing to clean up)."""
+    """Drop a deleted quota's ledger, dirty mark and metrics (no finalizer: nothing to clean
+    up elsewhere)."""
+    metrics.forget_quota(namespace=namespace or "", name=name or "")
     runtime = memo.get("runtime")
     if isinstance(runtime, runtime_.Runtime):
         runtime.ledgers.drop(namespace=namespace or "", name=name or "")

@@ -28,7 +28,6 @@ import contextlib
 import dataclasses
 import functools
 import logging
-import math
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Protocol, TypeVar
@@ -243,7 +242,7 @@ class Ingestor:
             self._from_cache -= 1
         self._decisions.append(from_cache)
         self._from_cache += int(from_cache)
-        metrics.fallback_hit_rate.set(self._fallback_hit_rate())
+        metrics.fallback_ratio.set(self._fallback_hit_rate())
         self._stale_health = True
 
     def add_transition_listener(self, cb: TransitionListener) -> None:
@@ -264,6 +263,10 @@ class Ingestor:
     def staleness(self) -> float:
         """Seconds since the last successful sync (infinity before the first)."""
         return self.snapshot().health.staleness(now=self._clock.time())
+
+    def _last_success_timestamp(self) -> float:
+        """Unix time of the last successful sync, 0.0 before the first (for metrics)."""
+        return self._last_success if self._last_success is not None else 0.0
 
     def is_degraded(self, *, max_staleness: float) -> bool:
         """Whether a quota with this ``maxStaleness`` must use its degradation policy."""
@@ -289,7 +292,7 @@ class Ingestor:
         """Start the periodic loop (its first turn is the warm-up sync)."""
         if self._task is None:
             self._task = asyncio.create_task(self._loop(), name="dbquota-billing-sync")
-            metrics.staleness_seconds.set_function(self.staleness)
+            metrics.last_success.set_function(self._last_success_timestamp)
 
     async def stop(self) -> None:
         """Stop the loop and wait for it (a cache write in progress is finished first).
@@ -303,7 +306,8 @@ class Ingestor:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-            metrics.staleness_seconds.set_function(lambda: math.nan)
+            stopped_at = self._last_success_timestamp()  # a fact still: keep it, unbound
+            metrics.last_success.set_function(lambda: stopped_at)
         if self._persisting is not None and not self._persisting.done():
             with contextlib.suppress(errors.DbquotaError):
                 await self._persisting

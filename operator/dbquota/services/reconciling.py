@@ -15,7 +15,9 @@ ledgers, never in their queue, so an admission never waits for it. It writes onl
 something other than the mere age of the data changed, unless the periodic resync asks
 (so ``stalenessSeconds`` stays current without a write per event). Events follow the
 write: released and adopted reservations, lapsed escrow, budget crossings, and (via
-:meth:`Reconciler.announce_transition`) circuit breaker transitions.
+:meth:`Reconciler.announce_transition`) circuit breaker transitions. Each written status is
+also published as the quota's ``dbquota_quota_*`` metrics
+(:func:`dbquota.adapters.metrics.publish_quota`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
+from dbquota.adapters import metrics
 from dbquota.adapters.kube import Informer
 from dbquota.domain import billing, reservations, statuses
 from dbquota.domain.resources import QuotaObject
@@ -239,6 +242,13 @@ class Reconciler:
                 return None
             self.writes += 1
             self._quotas.put(cast(dict[str, Any], written))
+            metrics.publish_quota(
+                namespace=namespace,
+                name=name,
+                spec=written.get("spec", {}),
+                status=refresh.status,
+                escrow_expired=len(refresh.expired),
+            )
             self._on_written(written, refresh)
             await self._announce_refresh(quota_ref(cast(dict[str, Any], written)), refresh)
             self._follow_up(namespace, name, refresh)

@@ -4,10 +4,11 @@ Checks, one behaviour each: a sync fills the cache and swaps in a snapshot (bulk
 per-cluster when there is none, per-cluster for tracked ids a partial listing left out);
 malformed payloads are never cached, are counted and logged with their cluster id (seed
 defect 2) and a non-JSON 200 never escapes (defect 3); 404s for unknown clusters leave the
-breaker Closed (defect 4); data older than maxStaleness is degraded (defect 5); an outage
-opens the breaker, listeners hear "Closed"/"Open"/"HalfOpen" words, and after the recovery
-timeout 50 concurrent fetches make exactly one request (defect 1); readiness after the
-warm-up; a restart keeps the data and the last success; the fallback hit rate; a
+breaker Closed (defect 4); data older than maxStaleness is degraded (defect 5) and the
+exported last-success timestamp says how old; an outage opens the breaker, listeners hear
+"Closed"/"Open"/"HalfOpen" words, and after the recovery timeout 50 concurrent fetches
+make exactly one request (defect 1); readiness after the warm-up; a restart keeps the data
+and the last success; the fallback hit rate (and ``dbquota_fallback_ratio``); a
 quarantined cache is announced as an Event; a cache that turns corrupt mid-run is rebuilt
 from memory; the highest price over the window; snapshot() touches no I/O.
 """
@@ -293,6 +294,8 @@ async def test_data_older_than_max_staleness_is_degraded(start: Run, clock: Fake
     clock.advance(901)
     await ing.sync_once()
     assert ing.staleness() == pytest.approx(901)
+    last_success = sample("dbquota_billing_last_success_timestamp_seconds")
+    assert clock.time() - last_success == pytest.approx(901)  # staleness, as PromQL reads it
     assert ing.is_degraded(max_staleness=900)
     assert ing.snapshot().fresh_cost("c0", now=clock.time(), max_staleness=900) is None
     assert ing.snapshot().costs["c0"].compute == 100.0  # still there for Conservative pricing
@@ -409,10 +412,11 @@ async def test_fallback_hit_rate_is_the_share_of_recent_decisions_from_cache(
     for from_cache in (True, False, False, True):
         ing.record_decision(from_cache=from_cache)
     assert ing.snapshot().health.fallback_hit_rate == 0.5
+    assert sample("dbquota_fallback_ratio") == 0.5
     for _ in range(ingesting.DECISION_WINDOW):
         ing.record_decision(from_cache=False)
     assert ing.snapshot().health.fallback_hit_rate == 0.0
-    assert sample("dbquota_billing_fallback_hit_rate") == 0.0
+    assert sample("dbquota_fallback_ratio") == 0.0
 
 
 async def test_a_quarantined_cache_is_announced_to_event_listeners(

@@ -4,8 +4,10 @@ Checks: a burst of marks on one quota costs one refresh per interval, not one pe
 a refresh ends the reservations whose claims now show their price and writes totals
 recounted from the claims; a refresh that would only age the figures writes nothing
 unless forced (the periodic resync); a lost compare-and-swap race is retried on a fresh
-read; a standby (not leading) writes nothing; and breaker transitions are announced as
-Events in the order they happened, even when the first POST is slow.
+read; a standby (not leading) writes nothing; a written status is published as the
+quota's ``dbquota_quota_*`` metrics (a quota that is gone publishes nothing); and breaker
+transitions are announced as Events in the order they happened, even when the first POST
+is slow.
 """
 
 from __future__ import annotations
@@ -18,10 +20,11 @@ from typing import Any
 
 import pytest
 
+from dbquota.adapters import metrics
 from dbquota.adapters.kube import CLAIMS, QUOTAS, Informer, Resource
 from dbquota.domain import billing, reservations
 from dbquota.domain.resources import QuotaObject
-from dbquota.errors import Conflict
+from dbquota.errors import Conflict, NotFound
 from dbquota.kits import timestamps
 from dbquota.services import reconciling
 
@@ -49,6 +52,8 @@ class Apiserver:
         self.slow_first: str | None = None
 
     async def get_quota(self, *, namespace: str, name: str) -> QuotaObject:
+        if self.quota["metadata"]["name"] != name:
+            raise NotFound(f"DatabaseQuota {namespace}/{name} not found")
         return copy.deepcopy(self.quota)  # type: ignore[return-value]
 
     async def patch_quota_status(
@@ -111,7 +116,7 @@ def hold(name: str, cost: float) -> dict[str, Any]:
         "delta": cost,
         "storageGiB": 10,
         "newClaim": True,
-        "reservedAt": timestamps.to_rfc3339(NOW),
+        "reservedAt": timestamps.to_rfc3339(time.time()),
     }
 
 
@@ -198,6 +203,31 @@ async def test_a_standby_writes_nothing() -> None:
     reconciler.mark("ns", "q", force=True)
     await run_for(reconciler, 0.1)
     assert api.writes == 0
+
+
+def gauge(name: str, quota: str, **labels: str) -> float | None:
+    return metrics.REGISTRY.get_sample_value(name, {"namespace": "ns", "quota": quota, **labels})
+
+
+async def test_a_written_status_is_published_as_metrics() -> None:
+    api = Apiserver()
+    api.quota["spec"] = {"monthlyBudget": 400, "degradation": {"maxStaleness": "5m"}}
+    api.quota["status"] = {"reservations": [hold("db", 100.0)]}
+    reconciler, _ = setup(api)
+    assert await reconciler.refresh("ns", "q") is not None
+    assert gauge("dbquota_quota_budget", "q") == 400
+    assert gauge("dbquota_quota_spend", "q", kind="reserved") == 100
+    assert gauge("dbquota_quota_spend", "q", kind="observed") == 0
+    assert gauge("dbquota_quota_remaining", "q") == 300
+    assert gauge("dbquota_quota_used_ratio", "q") == 0.25
+    assert gauge("dbquota_quota_max_staleness_seconds", "q") == 300
+
+
+async def test_a_quota_that_is_gone_publishes_nothing() -> None:
+    api = Apiserver()
+    reconciler, _ = setup(api)
+    assert await reconciler.refresh("ns", "gone") is None
+    assert gauge("dbquota_quota_budget", "gone") is None
 
 
 async def test_transitions_are_posted_in_order() -> None:
