@@ -7,6 +7,9 @@ quota's reservation ledger (:mod:`dbquota.services.reserving`) for a decision, w
 ledger takes with the pure :func:`dbquota.domain.admission.admit`. It never calls the
 billing API and never counts claims: usage comes from the quota's status totals.
 
+A dry run (``kubectl apply --dry-run=server``, ``kubectl dbquota explain``) reserves
+nothing and gets one more warning per quota that says how it decided (:func:`explain`).
+
 With several quotas in a namespace every one must admit; they are visited in name order
 and a denial stops the visit. A reservation already taken on an earlier quota for a claim
 that a later quota denies is released by the reconciler once its grace period shows the
@@ -18,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from dbquota.adapters.kube import Informer
@@ -156,4 +159,25 @@ class Admission:
             decisions.append(decision)
             if not decision.allowed:
                 break
-        return verdicts.combine(decisions)
+        verdict = verdicts.combine(decisions)
+        if review.dry_run:  # say why, for `kubectl dbquota explain` and --dry-run=server
+            verdict = replace(
+                verdict, warnings=(*verdict.warnings, *(explain(d) for d in decisions))
+            )
+        return verdict
+
+
+EXPLAIN = "dbquota explain:"
+"""The start of the warning a dry run gets for each quota's decision (at most 256
+characters, as the apiserver keeps them): ``key=value`` fields, read by ``kubectl dbquota
+explain``."""
+
+
+def explain(decision: verdicts.Decision) -> str:
+    """One quota's decision as a dry run's warning (see :data:`EXPLAIN`)."""
+    verdict = "denied" if not decision.allowed else "warned" if decision.would_deny else "admitted"
+    return (
+        f"{EXPLAIN} quota={decision.quota} verdict={verdict} reason={decision.reason} "
+        f"cost={decision.cost:.2f} pricing={decision.pricing or 'None'} "
+        f"degraded={str(decision.degraded).lower()} policy={decision.policy or '-'}"
+    )[:256]
