@@ -73,6 +73,9 @@ class BillingHealth:
     consecutive_failures: int = 0
     last_error: str = ""
     fallback_hit_rate: float = 0.0
+    left_out: int = 0
+    """Tracked clusters the last bulk listing left out though an earlier one showed them
+    (a partial listing: they were fetched one by one)."""
 
     def staleness(self, *, now: float) -> float:
         """Seconds since the last successful sync; infinity when there never was one."""

@@ -87,6 +87,7 @@ class BillingStatus(TypedDict, total=False):
     fallbackHitRate: float
     consecutiveFailures: int
     lastError: str
+    leftOutOfListing: int
 
 
 class QuotaStatus(TypedDict, total=False):

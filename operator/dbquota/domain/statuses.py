@@ -78,6 +78,7 @@ def billing_status(
         fallbackHitRate=round(health.fallback_hit_rate, 4),
         consecutiveFailures=health.consecutive_failures,
         lastError=health.last_error[:512],
+        leftOutOfListing=health.left_out,
     )
     if health.last_success is not None:
         status["lastSuccessfulSync"] = timestamps.to_rfc3339(health.last_success)

@@ -105,15 +105,15 @@ def add(status: QuotaStatus, holds: Iterable[Reservation], *, budget: float) -> 
     """``status`` with ``holds`` added to its reservations and totals (each replaces an
     earlier reservation of the same uid)."""
     usage = of_status(status)
-    held = list(status.get("reservations") or [])
+    held = {str(r.get("uid", "")): r for r in status.get("reservations") or []}
     for new in holds:
-        uid = new.get("uid")
-        replacing = next((r for r in held if r.get("uid") == uid), None)
-        usage = with_hold(usage, new, replacing=replacing)
-        held = [r for r in held if r is not replacing]
-        held.append(new)
+        uid = str(new.get("uid", ""))
+        usage = with_hold(usage, new, replacing=held.pop(uid, None))
+        held[uid] = new  # (a replaced reservation moves to the end, as the newest)
     spend, used = fields(usage, budget=budget)
-    return cast(QuotaStatus, {**status, "reservations": held, "spend": spend, "used": used})
+    return cast(
+        QuotaStatus, {**status, "reservations": list(held.values()), "spend": spend, "used": used}
+    )
 
 
 @dataclass(frozen=True)

@@ -56,6 +56,9 @@ MAX_PAGES = 100_000
 UNKNOWN_BACKOFF = 60.0
 """Seconds before a cluster the provider answered 404 for is asked for again; doubled at
 each further 404, up to :data:`UNKNOWN_BACKOFF_MAX`."""
+NEW_PER_SYNC = 50
+"""With a bulk listing, most tracked clusters no listing has shown yet asked for one by one
+in one sync (the rest in later syncs)."""
 UNKNOWN_BACKOFF_MAX = 3600.0
 """Longest wait before asking again for a cluster the provider keeps not knowing."""
 
@@ -137,6 +140,7 @@ class _SyncTally:
     prices: billing.PriceBook | None = None
     rejected: int = 0
     unknown: int = 0
+    left_out: int = 0  # tracked clusters a bulk listing showed before and left out now
     errors: list[str] = dataclasses.field(default_factory=list)
 
 
@@ -165,6 +169,7 @@ class Ingestor:
         self._tracked: dict[str, int] = {}  # cluster id -> claims that name it
         self._unknown: dict[str, tuple[float, float]] = {}  # id -> (retry at, backoff)
         self._stopping = False
+        self._left_out = 0
         self._bulk: bool | None = None  # unknown until the provider tells us
         snap = initial or billing.BillingSnapshot()
         self._last_success = snap.health.last_success
@@ -387,16 +392,34 @@ class Ingestor:
             except errors.DbquotaError as exc:
                 tally.errors.append(f"bulk listing: {exc}")
                 return
-        now = self._clock.monotonic()
         for cid in tally.costs:
             self._unknown.pop(cid, None)
-        missing = sorted(
+        missing = self._to_fetch_one_by_one(tally)
+        if missing:
+            await self._fetch_each(missing, tally)
+
+    def _to_fetch_one_by_one(self, tally: _SyncTally) -> list[str]:
+        """Tracked clusters to fetch one by one after the listing (if any).
+
+        With a bulk listing: those it showed before and leaves out now (a partial listing,
+        counted in the health as ``left_out``), and at most :data:`NEW_PER_SYNC` of those
+        no listing ever showed. Those are mostly new claims the provider does not bill yet,
+        which a later listing shows: asking for each at once would make a sync as long as
+        a burst of claims is large. Without a listing, every tracked cluster. Either way,
+        never one the provider answered 404 for until its backoff ends.
+        """
+        now = self._clock.monotonic()
+        due = sorted(
             cid
             for cid in self._tracked
             if cid not in tally.costs and self._unknown.get(cid, (0.0, 0.0))[0] <= now
         )
-        if missing:
-            await self._fetch_each(missing, tally)
+        if not self._bulk:
+            return due
+        known = self._snapshot.costs
+        left_out = [c for c in due if c in known]
+        tally.left_out = len(left_out)
+        return left_out + [c for c in due if c not in known][:NEW_PER_SYNC]
 
     async def _list_all(self, tally: _SyncTally) -> None:
         token: str | None = None
@@ -512,6 +535,7 @@ class Ingestor:
         if error:
             self._last_error = error
         self._last_sync_ok = ok
+        self._left_out = tally.left_out
         self._snapshot = billing.BillingSnapshot(
             health=self._health(),
             prices=tally.prices or old.prices,
@@ -614,11 +638,16 @@ class Ingestor:
             consecutive_failures=self._breaker.consecutive_failures,
             last_error=(self._last_error or self._breaker.last_error) if failing else "",
             fallback_hit_rate=self._fallback_hit_rate(),
+            left_out=self._left_out,
         )
 
     def _on_transition(self, transition: breaker.Transition) -> None:
         if self._stopping:
             return
+        if transition.new == "Closed":
+            # The probe succeeded: the failed syncs before it are no longer news (their
+            # error would otherwise sit beside "Closed" until this sync finishes).
+            self._last_sync_ok = True
         metrics.set_circuit_state(transition.new)
         metrics.circuit_transitions.labels(from_state=transition.old, to_state=transition.new).inc()
         log = logger.warning if transition.new == "Open" else logger.info

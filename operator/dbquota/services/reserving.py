@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import random
@@ -346,8 +347,15 @@ class Ledger:
         ):
             return False
         self._escrow = self._escrow.minus(outcome.take)
-        self._unwritten[str(outcome.hold.get("uid", ""))] = outcome.hold
-        self._view_cache = None
+        uid = str(outcome.hold.get("uid", ""))
+        self._unwritten[uid] = outcome.hold
+        view = self._view_cache
+        if view is not None:  # move the view along: O(1), not a rebuild per admission
+            replacing = view.held.get(uid)
+            view.held[uid] = outcome.hold
+            self._view_cache = dataclasses.replace(
+                view, usage=usage.with_hold(view.usage, outcome.hold, replacing=replacing)
+            )
         self._typical = outcome.take
         self._active = time.monotonic()
         self.from_escrow += 1

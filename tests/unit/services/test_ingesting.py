@@ -220,13 +220,28 @@ async def test_a_cluster_the_provider_does_not_know_is_asked_again_only_after_a_
 
 async def test_tracked_clusters_missing_from_a_partial_listing_are_fetched(start: Run) -> None:
     provider = Provider(5)
-    provider.hidden = {"c2", "c3"}
-    ing = await start(provider)
+    ing = await start(provider)  # a listing shows every cluster
     ing.track(["c2"])
+    provider.hidden = {"c2", "c3"}  # the next listing leaves some out
     await ing.sync_once()
     assert "c2" in ing.snapshot().costs
-    assert "c3" not in ing.snapshot().costs
-    assert provider.requests["cluster"] == 1
+    assert provider.asked == {"c2": 1}  # not c3: no claim names it
+    assert ing.snapshot().health.left_out == 1  # a partial listing shows in the health
+
+
+async def test_clusters_no_listing_showed_are_asked_for_a_few_at_a_time(start: Run) -> None:
+    provider = Provider(5)
+    ing = await start(provider)
+    new = [f"new-{i}" for i in range(2 * ingesting.NEW_PER_SYNC)]  # a burst of new claims
+    ing.track(new)
+    await ing.sync_once()
+    assert sum(provider.asked.values()) == ingesting.NEW_PER_SYNC
+    await ing.sync_once()
+    assert sum(provider.asked.values()) == 2 * ingesting.NEW_PER_SYNC
+    await ing.sync_once()  # each answered 404: none asked again before its backoff
+    assert sum(provider.asked.values()) == 2 * ingesting.NEW_PER_SYNC
+    assert ing.unknown == set(new)
+    assert ing.snapshot().health.left_out == 0
 
 
 async def test_malformed_payloads_are_counted_logged_and_never_cached(
