@@ -191,16 +191,16 @@ def _threshold_condition(
     if not thresholds:
         return "False", "NoThresholds", "no budget alerts: spec.alerts.thresholds is not set"
     share = math.floor(spend / spec.monthly_budget * 1000) / 10
-    spending = f"{share:.1f}% of the monthly budget spent ({spent})"
+    spending = f"{share:.1f}% of the monthly budget spent, {spent}"
     if not reached:
         return (
             "False",
             "BelowThresholds",
-            f"{spending}, below the lowest threshold {thresholds[0]}%",
+            f"below the lowest threshold {thresholds[0]}%: {spending}",
         )
     higher = [t for t in thresholds if t > reached]
-    following = f"; next threshold {higher[0]}%" if higher else ""
-    return "True", "ThresholdReached", f"threshold {reached}% reached: {spending}{following}"
+    following = f", next {higher[0]}%" if higher else ""
+    return "True", "ThresholdReached", f"threshold {reached}% reached{following}: {spending}"
 
 
 Pricer = Callable[[reservations.ClaimRef, quotas.QuotaSpec], tuple[float, str | None]]

@@ -203,8 +203,9 @@ def test_crossing_up_is_announced_once_per_threshold_passed() -> None:
     assert got.crossed[1].message.startswith("spend reached 80% of the monthly budget: 820.00")
     assert conditions(got)["BudgetThresholdReached"] == ("True", "ThresholdReached")
     message = {c["type"]: c["message"] for c in got.status["conditions"]}
-    assert message["BudgetThresholdReached"].startswith("threshold 80% reached: 82.0% of")
-    assert message["BudgetThresholdReached"].endswith("next threshold 90%")
+    assert message["BudgetThresholdReached"].startswith(
+        "threshold 80% reached, next 90%: 82.0% of the monthly budget spent, 820.00 of 1,000.00"
+    )
 
 
 def test_crossing_down_is_announced_highest_first() -> None:
