@@ -33,7 +33,7 @@ from dbquota.errors import ConfigurationError
 from dbquota.handlers import claims, quotas
 from dbquota.handlers import runtime as runtime_
 from dbquota.kits import certs
-from dbquota.services import admitting, ingesting, leasing, publishing, reconciling, reserving
+from dbquota.services import admitting, ingesting, leasing, publishing, reconciling, stores
 
 logger = logging.getLogger(__name__)
 
@@ -144,7 +144,7 @@ async def _serve(cfg: settings_.Settings, memo: kopf.Memo, stop: asyncio.Event) 
         # The leader republishes each quota every resync; three missed turns mean it no
         # longer leads (or cannot write), and its per-quota figures would only mislead.
         metrics.quota_series.expire_after(3 * cfg.enforcement.resync_interval)
-        holder = reserving.holder_id()
+        holder = stores.holder_id()
         timing = leasing.Timing(
             lease_duration=cfg.leases.duration,
             renew_deadline=cfg.leases.renew_deadline,
@@ -160,7 +160,7 @@ async def _serve(cfg: settings_.Settings, memo: kopf.Memo, stop: asyncio.Event) 
         liveness = leasing.Liveness(
             kube, namespace=cfg.leases.namespace, holder=holder, timing=timing
         )
-        ledgers = reserving.Ledgers(
+        ledgers = admitting.Ledgers(
             kube,
             snapshot=ingestor.snapshot,
             share=cfg.enforcement.escrow_share,
