@@ -9,6 +9,10 @@ own session on free loopback ports, with certificates made by :mod:`dbquota.kits
 ``system:masters``), waits for ``/readyz`` and writes ``<dir>/kubeconfig``. :func:`down`
 stops them and removes the directory.
 
+:func:`upstream_crds` gives the CRDs of the database operators dbquota prices
+(CloudNativePG, Zalando, Crossplane's provider-aws), which ``build.sh crds`` copies out of
+their Go modules at the pinned versions of :data:`UPSTREAM_CRDS`.
+
 Called by ``python -m e2e.controlplane``, by the e2e pytest fixture (``e2e/conftest.py``),
 by ``make demo`` and by the benchmarks.
 """
@@ -39,6 +43,43 @@ ETCD_VERSION = "v3.6.16"
 HELM_VERSION = "v3.22.0"
 PROMETHEUS_VERSION = "v3.16.0"  # promtool, for the chart's alert rules (tests/chart)
 STATE_FILE = "controlplane.json"
+
+
+@dataclass(frozen=True)
+class UpstreamCrd:
+    """One upstream CRD: the Go module and version it comes from, and its file there."""
+
+    name: str
+    """The cache folder's name: ``crds/<name>-<version>/``."""
+    module: str
+    version: str
+    file: str
+    """Its path inside the module."""
+
+
+UPSTREAM_CRDS: dict[str, UpstreamCrd] = {
+    "Cluster.postgresql.cnpg.io": UpstreamCrd(
+        name="cloudnative-pg",
+        module="github.com/cloudnative-pg/cloudnative-pg",
+        version="v1.27.1",
+        file="config/crd/bases/postgresql.cnpg.io_clusters.yaml",
+    ),
+    "postgresql.acid.zalan.do": UpstreamCrd(
+        name="postgres-operator",
+        module="github.com/zalando/postgres-operator",
+        version="v1.14.0",
+        file="manifests/postgresql.crd.yaml",
+    ),
+    "Instance.rds.aws.upbound.io": UpstreamCrd(
+        name="provider-aws",
+        module="github.com/upbound/provider-aws",
+        version="v1.14.0",
+        file="package/crds/rds.aws.upbound.io_instances.yaml",
+    ),
+}
+"""Keyed by ``<Kind>.<group>`` (a Kind alone is ambiguous: provider-aws has an RDS
+``Cluster`` too). build.sh pins the same versions (``CNPG_VERSION`` …); the environment
+passed to it here keeps them equal."""
 
 _children: dict[int, subprocess.Popen[bytes]] = {}
 """Processes this interpreter started, kept so that :func:`down` reaps them (no zombies,
@@ -100,6 +141,33 @@ def binaries(*, build: bool = True) -> Binaries:
         return binaries(build=False)
     if missing:
         raise ControlPlaneError(f"missing binaries: {', '.join(map(str, missing))}")
+    return found
+
+
+def upstream_crds(*, fetch: bool = True) -> dict[str, Path]:
+    """``<Kind>.<group>`` -> the path of its CRD file in the cache, fetched when missing
+    (``build.sh crds``: the Go module proxy, through the module cache) unless ``fetch`` is
+    false, when a missing one is an error."""
+    found = {
+        kind: cache_dir() / "crds" / f"{crd.name}-{crd.version}" / Path(crd.file).name
+        for kind, crd in UPSTREAM_CRDS.items()
+    }
+    missing = [path for path in found.values() if not path.is_file()]
+    if missing and fetch:
+        env = {
+            **os.environ,
+            "CNPG_VERSION": UPSTREAM_CRDS["Cluster.postgresql.cnpg.io"].version,
+            "ZALANDO_VERSION": UPSTREAM_CRDS["postgresql.acid.zalan.do"].version,
+            "PROVIDER_AWS_VERSION": UPSTREAM_CRDS["Instance.rds.aws.upbound.io"].version,
+        }
+        result = subprocess.run([str(BUILD_SCRIPT), "crds"], env=env, check=False)
+        if result.returncode != 0:
+            raise ControlPlaneError(
+                f"{BUILD_SCRIPT} crds failed with exit code {result.returncode}"
+            )
+        return upstream_crds(fetch=False)
+    if missing:
+        raise ControlPlaneError(f"missing upstream CRDs: {', '.join(map(str, missing))}")
     return found
 
 

@@ -370,7 +370,7 @@ def _rv(obj: Mapping[str, Any]) -> str:
 
 def _later(a: str, b: str) -> bool:
     """Whether resourceVersion ``a`` is later than ``b`` (see
-    :func:`dbquota.services.reserving.newer` for why integers are compared)."""
+    :func:`dbquota.domain.views.newer` for why integers are compared)."""
     if a.isdigit() and b.isdigit():
         return int(a) > int(b)
     return a != b

@@ -37,11 +37,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from dbquota.domain import quotas
-from dbquota.domain.resources import Escrow
+from dbquota.domain.resources import Escrow, Reservation
 
 
 @dataclass(frozen=True)
@@ -192,3 +192,121 @@ def prune(
 def entries_of(status: Mapping[str, Any]) -> list[Escrow]:
     """The escrow entries of a quota status (none on an older status)."""
     return list(status.get("escrow") or [])
+
+
+@dataclass
+class Account:
+    """One replica's escrow on one quota, and the admissions it served not yet written.
+
+    The state machine of the escrow path, apart from the compare-and-swap writer that
+    moves it to the apiserver (:class:`dbquota.services.reserving.Ledger`): what the
+    replica may still admit from memory, under which quota generation, whether an entry
+    of its own is on the status, what it admitted and has not written, and when it last
+    admitted (to give the escrow back when idle). Times are the caller's monotonic
+    seconds; nothing here reads a clock.
+    """
+
+    share: float
+    """The share of the quota's free room to take (``--escrow-share``; 0: no escrow)."""
+    flush_interval: float
+    """Seconds between two writes of what was admitted from escrow."""
+    idle_return: float
+    """Seconds without admissions after which the escrow is given back."""
+    allowance: Allowance = NOTHING
+    """What may still be admitted from memory."""
+    generation: int = -1
+    """The quota generation the allowance was granted under."""
+    on_server: bool = False
+    """Whether the quota's status holds an escrow entry of ours."""
+    unwritten: dict[str, Reservation] = field(default_factory=dict)
+    """Reservations admitted from escrow, by uid, not written yet."""
+    typical: Allowance = NOTHING
+    """What the last admission took (a grant too small for one is no use)."""
+    active: float = 0.0
+    """When the last admission happened."""
+    last_write: float = 0.0
+    """When the last write went through."""
+    closing: bool = False
+
+    def covers(self, take: Allowance, *, generation: int, alive: bool) -> bool:
+        """Whether this escrow covers an admission drawing ``take`` on a quota at
+        ``generation`` (the caller checks the admission may come from escrow at all)."""
+        return (
+            not self.closing
+            and alive
+            and not self.allowance.empty
+            and generation == self.generation
+            and self.allowance.fits(take)
+        )
+
+    def admit(self, *, hold: Reservation, take: Allowance, now: float) -> None:
+        """Serve one admission from the allowance; its reservation waits for the next write."""
+        self.allowance = self.allowance.minus(take)
+        self.unwritten[str(hold.get("uid", ""))] = hold
+        self.typical = take
+        self.active = now
+
+    def spec_changed(self, generation: int) -> None:
+        """A newer quota generation: what was granted under the old spec admits no more."""
+        if self.generation < generation:
+            self.allowance = NOTHING
+
+    def close(self) -> None:
+        """Shutting down: admit nothing more; the next write returns the entry."""
+        self.closing = True
+        self.allowance = NOTHING
+
+    @property
+    def owes_a_write(self) -> bool:
+        """Whether something must still reach the apiserver (reservations or a return)."""
+        return bool(self.unwritten) or self.on_server
+
+    def next_delay(self, now: float) -> float | None:
+        """Seconds until the next write this account needs (<= 0: now); None: none."""
+        if self.unwritten:
+            return 0.0 if self.closing else self.last_write + self.flush_interval - now
+        if self.on_server:
+            return 0.0 if self.closing else self.active + self.idle_return - now
+        return None
+
+    def idle(self, now: float) -> bool:
+        """Whether no admission happened for :attr:`idle_return`."""
+        return now - self.active >= self.idle_return
+
+    def renews(self, *, generation: int, exact: bool, now: float, alive: bool) -> bool:
+        """Whether a round should give back what is left and take a fresh share: the spec
+        changed, idle, closing, the lease not trusted, or an exact request came while
+        what is left would not cover an admission like the last one."""
+        return (
+            generation != self.generation
+            or self.closing
+            or self.idle(now)
+            or not alive
+            or (exact and not self.allowance.fits(self.typical))
+        )
+
+    def grant(self, room: Allowance) -> Allowance:
+        """The share of ``room`` to take (see :func:`grant`)."""
+        return grant(room=room, share=self.share, typical=self.typical)
+
+    def written(
+        self,
+        flushing: Mapping[str, Reservation],
+        *,
+        renewed: Allowance | None,
+        generation: int,
+        on_server: bool,
+        now: float | None,
+    ) -> None:
+        """A round's patch reached the apiserver at ``now`` (None: it needed none): the
+        reservations it carried are no longer owed; a renewed grant (``renewed``) becomes
+        the allowance."""
+        for uid, reservation in flushing.items():
+            if self.unwritten.get(uid) is reservation:
+                del self.unwritten[uid]
+        self.on_server = on_server
+        if now is not None:
+            self.last_write = now
+        if renewed is not None:
+            self.allowance = renewed
+            self.generation = generation

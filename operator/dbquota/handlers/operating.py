@@ -40,7 +40,7 @@ from dbquota.services import (
     publishing,
     reconciling,
     recording,
-    reserving,
+    stores,
 )
 
 logger = logging.getLogger(__name__)
@@ -148,7 +148,7 @@ async def _serve(cfg: settings_.Settings, memo: kopf.Memo, stop: asyncio.Event) 
     async with contextlib.AsyncExitStack() as stack:
         kube = await Kube.connect()
         stack.push_async_callback(kube.close)
-        holder = reserving.holder_id()
+        holder = stores.holder_id()
         events = recording.Recorder(kube, instance=holder)
         stack.push_async_callback(events.close)  # final series counts, before kube closes
         ingestor = await stack.enter_async_context(ingesting.running(cfg))
@@ -170,7 +170,7 @@ async def _serve(cfg: settings_.Settings, memo: kopf.Memo, stop: asyncio.Event) 
         liveness = leasing.Liveness(
             kube, namespace=cfg.leases.namespace, holder=holder, timing=timing
         )
-        ledgers = reserving.Ledgers(
+        ledgers = admitting.Ledgers(
             kube,
             snapshot=ingestor.snapshot,
             share=cfg.enforcement.escrow_share,

@@ -15,14 +15,15 @@ import logging
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
 from dbquota.adapters import metrics
 from dbquota.adapters.kube import Informer, Kube
 from dbquota.domain import reservations, verdicts
-from dbquota.services import admitting, ingesting, leasing, publishing, reconciling, reserving
+from dbquota.domain.resources import QuotaObject
+from dbquota.services import admitting, ingesting, leasing, publishing, reconciling
 from dbquota.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ class Runtime:
     ingestor: ingesting.Ingestor
     quota_informer: Informer[reconciling.QuotaRef]
     claim_informer: Informer[reservations.ClaimRef]
-    ledgers: reserving.Ledgers
+    ledgers: admitting.Ledgers
     admission: admitting.Admission
     reconciler: reconciling.Reconciler
     publisher: publishing.Publisher
@@ -102,7 +103,7 @@ class Runtime:
     ) -> None:
         obj = self.quota_informer.get(namespace=namespace, name=name)
         if obj is not None:
-            self.ledgers.observe(obj)  # type: ignore[arg-type]
+            self.ledgers.observe(cast(QuotaObject, obj))
         if after is None:
             self.ledgers.drop(namespace=namespace, name=name)
             self.reconciler.forget(namespace, name)

@@ -20,14 +20,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
 from dbquota.adapters.kube import Informer
-from dbquota.domain import admission, claims, verdicts
+from dbquota.domain import admission, billing, claims, verdicts
+from dbquota.domain.resources import QuotaObject
 from dbquota.errors import KubeError
-from dbquota.services import reserving
+from dbquota.services import reserving, stores
 from dbquota.settings import NoQuotaPolicy
 
 logger = logging.getLogger(__name__)
@@ -68,7 +69,7 @@ class Admission:
     def __init__(
         self,
         *,
-        ledgers: reserving.Ledgers,
+        ledgers: Ledgers,
         quotas: Informer[Any],
         no_quota: NoQuotaPolicy,
     ) -> None:
@@ -181,3 +182,61 @@ def explain(decision: verdicts.Decision) -> str:
         f"cost={decision.cost:.2f} pricing={decision.pricing or 'None'} "
         f"degraded={str(decision.degraded).lower()} policy={decision.policy or '-'}"
     )[:256]
+
+
+class Ledgers:
+    """One :class:`~dbquota.services.reserving.Ledger` per quota, created on first use; all
+    share one escrow holder (this replica)."""
+
+    def __init__(
+        self,
+        store: stores.QuotaStore,
+        *,
+        snapshot: Callable[[], billing.BillingSnapshot],
+        share: float = 0.0,
+        holder: str | None = None,
+        alive: Callable[[], bool] = lambda: True,
+        live: Callable[[str], bool] = lambda _: True,
+        in_flight_limit: int | None = None,
+    ) -> None:
+        self.store = store
+        self.share = share
+        self.holder = holder or stores.holder_id()
+        self._snapshot = snapshot
+        self._alive = alive
+        self._live = live
+        self._limit = in_flight_limit
+        self._ledgers: dict[tuple[str, str], reserving.Ledger] = {}
+
+    def of(self, *, namespace: str, name: str) -> reserving.Ledger:
+        """The ledger of quota ``namespace/name``."""
+        key = (namespace, name)
+        ledger = self._ledgers.get(key)
+        if ledger is None:
+            ledger = self._ledgers[key] = reserving.Ledger(
+                store=self.store,
+                namespace=namespace,
+                name=name,
+                snapshot=self._snapshot,
+                holder=self.holder,
+                share=self.share,
+                alive=self._alive,
+                live=self._live,
+                in_flight_limit=self._limit,
+            )
+        return ledger
+
+    def observe(self, quota: QuotaObject) -> None:
+        """A quota as the watch delivered it (only ledgers already in use care)."""
+        meta = quota.get("metadata", {})
+        ledger = self._ledgers.get((str(meta.get("namespace", "")), str(meta.get("name", ""))))
+        if ledger is not None:
+            ledger.observe(quota)
+
+    def drop(self, *, namespace: str, name: str) -> None:
+        """Forget a deleted quota."""
+        self._ledgers.pop((namespace, name), None)
+
+    async def close(self) -> None:
+        """Write every pending reservation and give every escrow back (shutdown)."""
+        await asyncio.gather(*(ledger.close() for ledger in self._ledgers.values()))

@@ -37,7 +37,7 @@ from dbquota.domain import billing, reservations, statuses
 from dbquota.domain.resources import QuotaObject
 from dbquota.errors import Conflict, KubeError, NotFound
 from dbquota.services import recording
-from dbquota.services.reserving import QuotaStore
+from dbquota.services.stores import QuotaStore
 
 logger = logging.getLogger(__name__)
 
