@@ -211,20 +211,22 @@ class Recorder:
             else:
                 self._schedule(series)
             return
-        if series is not None:  # ended: its last count first, then a new Event
-            await self._write(series)
-            self._drop(series)
+        ended = series  # quiet too long (or None): a new Event, the old count written first
+        if ended is not None:
+            self._drop(ended)
         series = _Series(
             key=key,
             event=self._new_event(regarding, now=now, type_=type_, reason=reason, action=action),
             note=note,
             last_observed=now,
+            last_write=self._clock.monotonic(),  # repeats meanwhile wait for the create
         )
         self._series[key] = series
-        self._by_object.setdefault(key.regarding, {})[key] = series
-        for earlier in list(self._by_object[key.regarding].values()):
-            if earlier is not series and earlier.pending:
-                await self._write(earlier)
+        same_object = self._by_object.setdefault(key.regarding, {})
+        same_object[key] = series
+        earlier = [s for s in same_object.values() if s is not series and s.pending]
+        for pending in ([ended] if ended is not None else []) + earlier:
+            await self._write(pending)
         await self._write(series)
 
     async def flush(self) -> None:

@@ -4,7 +4,8 @@ Checks: an Event carries what ``events.k8s.io/v1`` asks for (eventTime in micros
 action, reason, note, type, regarding with its uid, reporting controller and instance)
 under a name that sorts by time; 1,000 repeats of one Event are one create and a few
 PATCHes, with the right count and the latest note; a repeat after a quiet interval is
-written at once; shutdown writes the final count; Events that differ in object, reason,
+written at once; repeats arriving while the first is being created join it; shutdown
+writes the final count; Events that differ in object, reason,
 type or action stay apart; a series ends after a long quiet; pending repeats on an object
 are written before a new Event on it; an Event that vanished is created again with its
 count; a failed write is tried again later; nothing is recorded after shutdown.
@@ -34,11 +35,14 @@ class Writer:
         self.names: set[str] = set()
         self.fail_next = 0
         self.gone: set[str] = set()
+        self.slow: asyncio.Event | None = None  # creates wait for it while set
 
     async def create_event(self, *, namespace: str, event: Event) -> Event:
         if self.fail_next:
             self.fail_next -= 1
             raise KubeError("create events: HTTP 503 apiserver busy")
+        if self.slow is not None:
+            await self.slow.wait()
         name = event["metadata"]["name"]
         self.names.add(name)
         self.gone.discard(name)
@@ -126,6 +130,19 @@ async def test_shutdown_writes_the_final_count() -> None:
     assert writer.verbs() == ["create", "patch"]
     assert writer.last_count() == 3
     assert writer.writes[-1][2]["note"] == "claim c over budget"
+
+
+async def test_concurrent_repeats_while_the_first_is_being_created_are_one_event() -> None:
+    writer, fake = Writer(), clock.FakeClock()
+    writer.slow = asyncio.Event()
+    rec = recorder(writer, fake)
+    tasks = [asyncio.create_task(would_deny(rec, f"c{i}")) for i in range(100)]
+    await settle()
+    writer.slow.set()
+    await asyncio.gather(*tasks)
+    await rec.close()
+    assert writer.verbs() == ["create", "patch"]
+    assert writer.last_count() == 100
 
 
 async def test_a_repeat_after_a_quiet_interval_is_written_at_once() -> None:
