@@ -30,8 +30,8 @@ Event, as client-go does.
 
 **Order.** A caller that awaits :meth:`Recorder.record` call after call has its Events
 created in that order, and before a new Event is created on an object, the series updates
-still pending on that object are written first: the apiserver never shows an Event
-without the earlier occurrences on the same object.
+still pending on that object are written first: no Event appears on the apiserver ahead
+of repeats on the same object that happened before it.
 
 Failures are logged, never raised (an Event is worth a log line, not a failed reconcile):
 a write that fails is tried again :data:`INTERVAL` later, up to :data:`MAX_TRIES` times; a
