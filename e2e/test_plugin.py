@@ -529,7 +529,10 @@ def test_status_shows_reservations_escrow_leases_conditions_and_events(
                 },
             }
         )
-    for name, reason, ago in (("e2", "CircuitOpen", 60), ("e1", "BudgetExceeded", 600)):
+    for name, reason, message, ago in (
+        ("e2", "CircuitOpen", "billing circuit breaker Closed -> Open: HTTP 503", 60),
+        ("e1", "BudgetExceeded", "over budget by 20.00: 1,020.00 of 1,000.00 USD/month", 600),
+    ):
         stamp = timestamps.to_rfc3339(time.time() - ago)
         kubectl.apply(
             {
@@ -545,7 +548,7 @@ def test_status_shows_reservations_escrow_leases_conditions_and_events(
                 },
                 "type": "Warning",
                 "reason": reason,
-                "message": f"{reason} message",
+                "message": message,
                 "firstTimestamp": stamp,
                 "lastTimestamp": stamp,
                 "count": 1,
