@@ -186,7 +186,7 @@ def explain(
     else:
         verdict = "warned" if any(d.verdict == "warned" for d in decisions) else "admitted"
         reason_ = decisions[-1].reason if decisions else "NoQuota"
-        text = "" if quotas else f"namespace {namespace} has no DatabaseQuota"
+        text = "" if quotas or decisions else f"namespace {namespace} has no DatabaseQuota"
     return Explanation(
         namespace=namespace,
         name=name,

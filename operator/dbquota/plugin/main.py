@@ -247,10 +247,8 @@ async def _explain(
         operation, answer = await fetching.dry_run(session, namespace=namespace, claim=manifest.obj)
         if answer.status == 404 and answer.reason == "NotFound":
             raise ConfigurationError(f"{manifest.where}: namespace {namespace} not found")
-        meta = answer.obj.get("metadata") if answer.ok else None
-        name = (meta or manifest.obj["metadata"]).get("name") or manifest.obj["metadata"].get(
-            "generateName", ""
-        )
+        sent, stored = manifest.obj["metadata"], answer.obj.get("metadata") if answer.ok else {}
+        name = (stored or {}).get("name") or sent.get("name") or sent.get("generateName", "")
         figures = [reports.figures(q) for q in await fetching.quotas(session, namespace=namespace)]
         results.append(
             explanations.explain(

@@ -5,9 +5,9 @@ into the same decision, for an admission, a Warn-mode admission and a denial, in
 field order, with unknown fields and a word cut short; that other warnings are not taken
 for ours; how an answer becomes a verdict: admitted, warned, denied with the webhook's own
 words, a quota the webhook never reached (``unchecked``), a claim the apiserver refused
-as invalid, and a namespace without quota; that an answer which explains nothing is an
-error that says what to check (no webhook answered, the webhook could not be called, RBAC);
-and the table and document layouts.
+as invalid, a namespace without quota, and a decision on a quota no longer listed; that
+an answer which explains nothing is an error that says what to check (no webhook answered,
+the webhook could not be called, RBAC); and the table and document layouts.
 """
 
 from __future__ import annotations
@@ -309,3 +309,13 @@ def test_the_document_is_stable_and_says_the_overall_verdict() -> None:
     assert explanations.overall([admitted]) == "admitted"
     denied = explain(ok=False, status=403, message=RELAYED)
     assert explanations.overall([admitted, warned, denied]) == "denied"
+
+
+def test_a_decision_on_a_quota_listed_no_more_is_kept_without_figures() -> None:
+    got = explain(warnings=(admitting.explain(decision(quota="gone")),))
+    assert (got.verdict, got.reason, got.message) == ("admitted", "WithinBudget", "")
+    (line,) = got.quotas
+    assert (line.outcome, line.figures) == ("admitted", None)
+    row = explanations.explanation_text(got).splitlines()[2].split()
+    assert row[:4] == ["gone", "admitted", "WithinBudget", "410.40"]
+    assert row[-5:] == ["-"] * 5
