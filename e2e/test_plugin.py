@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -318,6 +319,8 @@ def test_status_shows_a_replicas_escrow_then_the_events_that_end_it(
     cost = unit_cost(billing)
     live_quota(kubectl, namespace, "shared", monthlyBudget=round(cost * 100, 2))
     replica, ca = request.getfixturevalue("second_replica")
+    # Ready (/readyz) means its billing cache is warm; its webhook may bind a moment later.
+    wait_for(lambda: listening(replica.webhook_port), what="the replica's webhook to listen")
     with httpx.Client(verify=ssl.create_default_context(cafile=str(ca)), timeout=30) as client:
         answer = client.post(
             f"https://127.0.0.1:{replica.webhook_port}/validate-claims",
@@ -328,6 +331,15 @@ def test_status_shows_a_replicas_escrow_then_the_events_that_end_it(
         frozen(plugin, kubectl, namespace, replica=replica, answer=answer.json(), cost=cost)
     finally:
         replica.proc.send_signal(signal.SIGCONT)  # for the fixture to stop it
+
+
+def listening(port: int) -> bool:
+    """Whether something accepts connections on ``port`` of loopback."""
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
 
 
 def frozen(
