@@ -371,7 +371,7 @@ def deployment(
 
         def ready() -> bool:
             if not deployment.state()["Running"]:
-                raise AssertionError(f"the container exited:\n{deployment.logs()}")
+                raise AssertionError(f"the container exited: {deployment.state()['ExitCode']}")
             return deployment.probe("/readyz") == 200
 
         try:
