@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -367,10 +366,3 @@ def from_namespace(ns: argparse.Namespace) -> Settings:
 
     settings: Settings = build(Settings, ())
     return settings
-
-
-def from_environ(environ: Mapping[str, str] | None = None) -> Settings:
-    """Settings from the environment alone (no flags): used by tests and tools."""
-    parser = argparse.ArgumentParser()
-    add_arguments(parser, os.environ if environ is None else environ)
-    return from_namespace(parser.parse_args([]))

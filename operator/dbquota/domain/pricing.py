@@ -195,11 +195,6 @@ def growth_cost(
     return max(0.0, compute + storage)
 
 
-def update_delta(*, new: float, old: float) -> float:
-    """``new - old``, never below zero: an UPDATE that costs less reserves nothing."""
-    return max(0.0, new - old)
-
-
 def estimate(
     *, claim: claims.ClaimSpec, snapshot: billing.BillingSnapshot, margin: float
 ) -> tuple[float, PricingMode | None]:
