@@ -11,8 +11,8 @@ AdmissionReviews in parallel to two operator processes sharing one quota that fi
 10 admit exactly 10; 100 parallel ``kubectl create`` never push reserved + observed over
 the budget). Then, during a simulator outage: the breaker opens and the quota says so,
 and each degradation policy (Conservative, StrictCap, FailClosed, FailOpen) decides as
-PRODUCT.md says, with a warning naming the policy (a Conservative price shows in the
-quota's fallback hit rate); after recovery the breaker closes.
+the README's policy table says, with a warning naming the policy (a Conservative price
+shows in the quota's fallback hit rate); after recovery the breaker closes.
 A claim counts at its price until billing shows it, then at its billed cost; deleting it
 gives its budget back.
 """

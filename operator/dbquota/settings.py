@@ -205,7 +205,9 @@ class WebhookSettings:
 
 @dataclass(frozen=True, kw_only=True)
 class EnforcementSettings:
-    """How admission decides where PRODUCT.md leaves a choice."""
+    """Choices of admission that are the operator's, not a quota's: namespaces without a
+    quota, how long a reservation waits for its claim, how many may be in flight, how
+    often statuses are refreshed, and the escrow share."""
 
     no_quota: NoQuotaPolicy = _knob(
         "Admit",
