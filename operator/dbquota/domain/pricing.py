@@ -27,7 +27,8 @@ default class, unpriced) at the dearest known class; None when no requests price
 known at all, which the caller treats like "no prices".
 
 :data:`PricingMode` is what ``status.pricing`` of a claim shows. Called by
-:mod:`dbquota.domain.verdicts`. Pure: no I/O.
+:mod:`dbquota.domain.quotes` (the price of one admission request) and by the status
+writers (:func:`estimate`). Pure: no I/O.
 """
 
 from __future__ import annotations

@@ -8,7 +8,8 @@ as ``spec.degradation.maxStaleness``. :class:`Usage` is what a namespace already
 holds; the services build it from billing data and the quota's reservations.
 
 Called by the admission handler and the reconciler (through the services), and by
-:func:`dbquota.domain.verdicts.decide`. Pure: no I/O.
+:func:`dbquota.domain.verdicts.decide`. :data:`POLICIES` are the names of
+:data:`dbquota.domain.policies.RULES`. Pure: no I/O.
 """
 
 from __future__ import annotations
