@@ -4,7 +4,7 @@ Checks defaults (currency, enforcement, degradation policy, replicas), and that 
 of invalid object is refused by the OpenAPI schema or a CEL rule with a message naming
 the field: negative budget, unknown policy or enforcement, missing instanceClass, storage
 out of range, bad currency and duration, StrictCap without a cap, a changed clusterId.
-Also checks that ``kubectl get`` prints the columns PRODUCT.md promises. No operator runs
+Also checks that ``kubectl get`` prints the columns the README promises. No operator runs
 here: this is the API contract alone.
 """
 

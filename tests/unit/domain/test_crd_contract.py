@@ -1,8 +1,10 @@
 """The domain agrees with the CRDs in ``crds/``, which are the source of truth.
 
 Checks that the enums the domain decides with (enforcement, degradation policy, the
-pricing modes a claim's ``status.pricing`` may show) are exactly the CRDs' enums, and that
-``parse_quota`` applies the same defaults as the DatabaseQuota schema.
+pricing modes a claim's ``status.pricing`` may show) are exactly the CRDs' enums, that
+every field a degradation policy's rule needs is required by a CEL rule of the CRD for
+that policy (and no other policy is constrained so), and that ``parse_quota`` applies
+the same defaults as the DatabaseQuota schema.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from dbquota.domain import pricing, quotas
+from dbquota.domain import policies, pricing, quotas
 
 CRDS = Path(__file__).resolve().parents[3] / "crds"
 
@@ -30,6 +32,17 @@ def test_enums_match_the_crds() -> None:
     assert tuple(degradation["policy"]["enum"]) == quotas.POLICIES
     claim_status = schema("databaseclaims")["status"]["properties"]
     assert tuple(claim_status["pricing"]["enum"]) == pricing.PRICING_MODES
+
+
+def test_the_crd_requires_what_each_policy_needs() -> None:
+    degradation = schema("databasequotas")["spec"]["properties"]["degradation"]
+    rules = {v["rule"] for v in degradation.get("x-kubernetes-validations", [])}
+    needed = {
+        f"!has(self.policy) || self.policy != '{rule.name}' || has(self.{field})"
+        for rule in policies.RULES.values()
+        for field in rule.needs
+    }
+    assert needed == {r for r in rules if r.startswith("!has(self.policy)")}
 
 
 def test_defaults_match_the_crd() -> None:
