@@ -5,7 +5,7 @@ of invalid object is refused by the OpenAPI schema or a CEL rule with a message 
 the field: negative budget, unknown policy or enforcement, missing instanceClass, storage
 out of range, bad currency and duration, StrictCap without a cap, alert thresholds out of
 range, repeated, unsorted or too many, a changed clusterId.
-Also checks that ``kubectl get`` prints the columns PRODUCT.md promises. No operator runs
+Also checks that ``kubectl get`` prints the columns the README promises. No operator runs
 here: this is the API contract alone.
 """
 

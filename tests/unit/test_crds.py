@@ -1,9 +1,10 @@
 """The CRD files: every printer column points at a path that exists in the schema.
 
 A column whose jsonPath names no schema field prints an empty cell forever; this catches
-typos without a cluster. Also checks the API contract's field names exist, and that every
-schema node holds only OpenAPI keywords (an unquoted comma in a YAML flow mapping turns
-the rest of a description into a stray key, which a strict ``kubectl create`` refuses).
+typos without a cluster. Also checks that the status fields the README's API tables
+document exist, and that every schema node holds only OpenAPI keywords (an unquoted comma
+in a YAML flow mapping turns the rest of a description into a stray key, which a strict
+``kubectl create`` refuses).
 """
 
 from __future__ import annotations

@@ -78,13 +78,6 @@ CLAIMS = Resource("dbquota.io", "v1alpha1", "databaseclaims", "DatabaseClaim")
 LEASES = Resource("coordination.k8s.io", "v1", "leases", "Lease")
 EVENTS = Resource("", "v1", "events", "Event")
 EVENTS_V1 = Resource("events.k8s.io", "v1", "events", "Event")
-WEBHOOKS = Resource(
-    "admissionregistration.k8s.io",
-    "v1",
-    "validatingwebhookconfigurations",
-    "ValidatingWebhookConfiguration",
-    namespaced=False,
-)
 
 
 def _message(status: int, body: bytes) -> str:

@@ -8,7 +8,8 @@ as ``spec.degradation.maxStaleness``. :class:`Usage` is what a namespace already
 holds; the services build it from billing data and the quota's reservations.
 
 Called by the admission handler and the reconciler (through the services), and by
-:func:`dbquota.domain.verdicts.decide`. Pure: no I/O.
+:func:`dbquota.domain.verdicts.decide`. :data:`POLICIES` are the names of
+:data:`dbquota.domain.policies.RULES`. Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -19,16 +20,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal, TypedDict, TypeVar
 
-from dbquota.domain import fields
+from dbquota.domain import fields, policies
 
 Enforcement = Literal["Enforce", "Warn", "DryRun"]
 """What a denial does: Enforce denies; Warn admits with a warning; DryRun only records it."""
 
-Policy = Literal["Conservative", "StrictCap", "FailClosed", "FailOpen"]
-"""What admission does while billing is degraded (see :mod:`dbquota.domain.degradation`)."""
+Policy = str
+"""What admission does while billing is degraded: one of :data:`POLICIES`."""
 
 ENFORCEMENTS: tuple[Enforcement, ...] = ("Enforce", "Warn", "DryRun")
-POLICIES: tuple[Policy, ...] = ("Conservative", "StrictCap", "FailClosed", "FailOpen")
+POLICIES: tuple[Policy, ...] = tuple(policies.RULES)
+"""The degradation policies, in the CRD enum's order: the names of
+:data:`dbquota.domain.policies.RULES`, where each one's rule is."""
 
 DEFAULT_CURRENCY = "USD"
 DEFAULT_ENFORCEMENT: Enforcement = "Enforce"

@@ -213,7 +213,7 @@ async def _serve(cfg: settings_.Settings, memo: kopf.Memo, stop: asyncio.Event) 
                 events=events,
                 quotas=quota_informer,
                 claims=claim_informer,
-                snapshot=ingestor.snapshot,
+                snapshot=lambda: runtime.billing_snapshot() if runtime else ingestor.snapshot(),
                 clock=time.time,
                 grace=cfg.enforcement.reservation_grace,
                 leading=leading,

@@ -2,8 +2,10 @@
 
 Checks that the enums the domain decides with (enforcement, degradation policy, the
 pricing modes a claim's ``status.pricing`` may show) are exactly the CRDs' enums, that
-``parse_quota`` applies the same defaults as the DatabaseQuota schema, and that it holds
-alert thresholds to the schema's limits.
+every field a degradation policy's rule needs is required by a CEL rule of the CRD for
+that policy (and no other policy is constrained so), that ``parse_quota`` applies the
+same defaults as the DatabaseQuota schema, and that it holds alert thresholds to the
+schema's limits.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from dbquota.domain import pricing, quotas
+from dbquota.domain import policies, pricing, quotas
 
 CRDS = Path(__file__).resolve().parents[3] / "crds"
 
@@ -31,6 +33,17 @@ def test_enums_match_the_crds() -> None:
     assert tuple(degradation["policy"]["enum"]) == quotas.POLICIES
     claim_status = schema("databaseclaims")["status"]["properties"]
     assert tuple(claim_status["pricing"]["enum"]) == pricing.PRICING_MODES
+
+
+def test_the_crd_requires_what_each_policy_needs() -> None:
+    degradation = schema("databasequotas")["spec"]["properties"]["degradation"]
+    rules = {v["rule"] for v in degradation.get("x-kubernetes-validations", [])}
+    needed = {
+        f"!has(self.policy) || self.policy != '{rule.name}' || has(self.{field})"
+        for rule in policies.RULES.values()
+        for field in rule.needs
+    }
+    assert needed == {r for r in rules if r.startswith("!has(self.policy)")}
 
 
 def test_defaults_match_the_crd() -> None:
