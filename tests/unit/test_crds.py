@@ -56,6 +56,7 @@ def test_quota_schema_has_the_product_contract_fields() -> None:
         "spec.degradation.maxStaleness",
         "spec.degradation.safetyMargin",
         "spec.degradation.strictCap.claims",
+        "spec.alerts.thresholds",
         "status.observedGeneration",
         "status.spend.observed",
         "status.spend.reserved",
@@ -66,6 +67,7 @@ def test_quota_schema_has_the_product_contract_fields() -> None:
         "status.billing.stalenessSeconds",
         "status.billing.fallbackHitRate",
         "status.billing.consecutiveFailures",
+        "status.alerts.reached",
         "status.conditions",
     ]:
         assert schema_has(schema, path), path

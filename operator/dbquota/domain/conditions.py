@@ -13,7 +13,12 @@ from typing import Literal, TypedDict
 
 Status = Literal["True", "False", "Unknown"]
 
-QUOTA_TYPES: tuple[str, ...] = ("Ready", "BillingAvailable", "BudgetExceeded")
+QUOTA_TYPES: tuple[str, ...] = (
+    "Ready",
+    "BillingAvailable",
+    "BudgetExceeded",
+    "BudgetThresholdReached",
+)
 
 
 class Condition(TypedDict):

@@ -33,7 +33,15 @@ from dbquota.errors import ConfigurationError
 from dbquota.handlers import claims, quotas
 from dbquota.handlers import runtime as runtime_
 from dbquota.kits import certs
-from dbquota.services import admitting, ingesting, leasing, publishing, reconciling, stores
+from dbquota.services import (
+    admitting,
+    ingesting,
+    leasing,
+    publishing,
+    reconciling,
+    recording,
+    stores,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -135,16 +143,18 @@ async def _serve(cfg: settings_.Settings, memo: kopf.Memo, stop: asyncio.Event) 
     Closing runs in reverse: the background workers stop, the ledgers write what they
     admitted and give their escrow back, the leases are released (a standby takes over at
     once), the watches stop, the ingestion loop stops (its breaker no longer announcing),
-    and the connections close last.
+    the Event recorder writes its final series counts, and the connections close last.
     """
     async with contextlib.AsyncExitStack() as stack:
         kube = await Kube.connect()
         stack.push_async_callback(kube.close)
+        holder = stores.holder_id()
+        events = recording.Recorder(kube, instance=holder)
+        stack.push_async_callback(events.close)  # final series counts, before kube closes
         ingestor = await stack.enter_async_context(ingesting.running(cfg))
         # The leader republishes each quota every resync; three missed turns mean it no
         # longer leads (or cannot write), and its per-quota figures would only mislead.
         metrics.quota_series.expire_after(3 * cfg.enforcement.resync_interval)
-        holder = stores.holder_id()
         timing = leasing.Timing(
             lease_duration=cfg.leases.duration,
             renew_deadline=cfg.leases.renew_deadline,
@@ -200,6 +210,7 @@ async def _serve(cfg: settings_.Settings, memo: kopf.Memo, stop: asyncio.Event) 
             ),
             reconciler=reconciling.Reconciler(
                 kube=kube,
+                events=events,
                 quotas=quota_informer,
                 claims=claim_informer,
                 snapshot=lambda: runtime.billing_snapshot() if runtime else ingestor.snapshot(),

@@ -163,6 +163,7 @@ class Runtime:
                 ref,
                 type_="Warning",
                 reason="WouldDeny",
+                action="Admit",
                 message=f"claim {claim} admitted by enforcement mode only: {decision.message}",
             )
         )
@@ -191,13 +192,17 @@ class Runtime:
         """
         self.ingest_events = [*self.ingest_events[-9:], (reason, message)]
         self._background(
-            self.reconciler.announce(self._refs(), type_="Warning", reason=reason, message=message)
+            self.reconciler.announce(
+                self._refs(), type_="Warning", reason=reason, action="Sync", message=message
+            )
         )
 
     def _replay_ingest_events(self, ref: reconciling.QuotaRef) -> None:
         for reason, message in self.ingest_events:
             self._background(
-                self.reconciler.record(ref, type_="Warning", reason=reason, message=message)
+                self.reconciler.record(
+                    ref, type_="Warning", reason=reason, action="Sync", message=message
+                )
             )
 
     def _refs(self) -> list[reconciling.QuotaRef]:

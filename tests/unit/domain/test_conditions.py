@@ -71,4 +71,5 @@ def test_every_quota_condition_is_present_from_the_first_visit() -> None:
         ("Ready", "Unknown", "Initializing"),
         ("BillingAvailable", "Unknown", "Initializing"),
         ("BudgetExceeded", "Unknown", "Initializing"),
+        ("BudgetThresholdReached", "Unknown", "Initializing"),
     ]

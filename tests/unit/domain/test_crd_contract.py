@@ -3,8 +3,9 @@
 Checks that the enums the domain decides with (enforcement, degradation policy, the
 pricing modes a claim's ``status.pricing`` may show) are exactly the CRDs' enums, that
 every field a degradation policy's rule needs is required by a CEL rule of the CRD for
-that policy (and no other policy is constrained so), and that ``parse_quota`` applies
-the same defaults as the DatabaseQuota schema.
+that policy (and no other policy is constrained so), that ``parse_quota`` applies the
+same defaults as the DatabaseQuota schema, and that it holds alert thresholds to the
+schema's limits.
 """
 
 from __future__ import annotations
@@ -58,3 +59,14 @@ def test_defaults_match_the_crd() -> None:
     assert "default" not in strict["claims"]  # absent = no limit on that dimension
     assert "default" not in strict["storageGiB"]
     assert parsed.strict_cap == quotas.StrictCap(claims=0)
+
+
+def test_alert_threshold_limits_match_the_crd() -> None:
+    thresholds = schema("databasequotas")["spec"]["properties"]["alerts"]["properties"]
+    thresholds = thresholds["thresholds"]
+    assert thresholds["items"]["minimum"] == 1
+    assert thresholds["items"]["maximum"] == quotas.MAX_THRESHOLD
+    assert thresholds["maxItems"] == quotas.MAX_THRESHOLDS
+    assert thresholds["x-kubernetes-list-type"] == "set"  # unique
+    assert [r["rule"] for r in thresholds["x-kubernetes-validations"]] == ["self.isSorted()"]
+    assert quotas.parse_quota(name="q", spec={"monthlyBudget": 1}).alert_thresholds == ()
