@@ -86,14 +86,16 @@ def admit(
     reservation is still in flight builds on it); ``holder`` names the replica deciding.
     A CREATE is refused while ``in_flight_limit`` reservations are in flight: only objects
     that really appear keep budget, and reviews nobody follows with an object (forged, or
-    failing later) cannot pile up.
+    failing later) cannot pile up. Under ``Warn`` and ``DryRun``, which never deny, such a
+    CREATE is decided as usual and holds nothing.
     """
-    if (
+    crowded = (
         in_flight_limit is not None
         and request.creating
         and not request.dry_run
         and len(held) >= in_flight_limit
-    ):
+    )
+    if crowded and quota.enforcement == "Enforce":
         return Outcome(decision=_too_many(quota, len(held)))
     counted = escrow.with_held(usage, others)
     decision = verdicts.decide(
@@ -104,7 +106,7 @@ def admit(
         snapshot=snapshot,
         now=now,
     )
-    if not decision.allowed:
+    if not decision.allowed or crowded:
         return Outcome(decision=decision)
     if not request.creating and decision.cost <= 0 and decision.storage_gib <= 0:
         return Outcome(decision=decision)  # an update that adds nothing holds nothing

@@ -191,9 +191,9 @@ def test_the_same_inputs_give_the_same_outcome(
 def test_creates_are_refused_while_too_many_admissions_are_in_flight() -> None:
     held = {f"u{i}": Reservation(claim=f"c{i}", uid=f"u{i}", delta=1.0) for i in range(3)}
 
-    def decide(req: admission.Request) -> admission.Outcome:
+    def decide(req: admission.Request, **spec: object) -> admission.Outcome:
         return admission.admit(
-            quota=samples.quota(),
+            quota=samples.quota(**spec),
             usage=quotas.Usage(),
             others=escrow.NOTHING,
             request=req,
@@ -211,3 +211,6 @@ def test_creates_are_refused_while_too_many_admissions_are_in_flight() -> None:
     same = samples.claim()
     assert decide(request(same, old=same, charged=410.4)).admitted  # updates are not held
     assert decide(request(dry_run=True)).admitted  # nor dry runs
+    warned = decide(request(), enforcement="Warn")  # Warn never denies: it holds nothing
+    assert warned.admitted
+    assert warned.hold is None
