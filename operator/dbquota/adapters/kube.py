@@ -36,6 +36,8 @@ GROUP, VERSION = "dbquota.io", "v1alpha1"
 QUOTAS, CLAIMS = "databasequotas", "databaseclaims"
 MERGE_PATCH: dict[str, Any] = {"_content_type": "application/merge-patch+json"}
 """kubernetes-asyncio picks strategic-merge for dicts, which custom resources refuse."""
+APPLY_PATCH: dict[str, Any] = {"_content_type": "application/apply-patch+yaml"}
+"""Server-side apply; its YAML body may be JSON."""
 
 
 def _translate(exc: ApiException, what: str) -> KubeError:
@@ -150,6 +152,22 @@ class Kube:
             await self._core.create_namespaced_event(namespace, cast(Any, event))
         except ApiException as exc:
             raise _translate(exc, f"post Event on {kind} {namespace}/{name}") from exc
+
+    async def apply_validating_webhook_configuration(self, body: Mapping[str, Any]) -> None:
+        """Create or update a ValidatingWebhookConfiguration by server-side apply (field
+        manager ``dbquota``, forced): how ``--dev-webhook`` registers the webhook."""
+        name = str(body["metadata"]["name"])
+        api = client.AdmissionregistrationV1Api(self._api_client)
+        try:
+            await api.patch_validating_webhook_configuration(
+                name,
+                dict(body),
+                field_manager="dbquota",
+                force=True,
+                **APPLY_PATCH,
+            )
+        except ApiException as exc:
+            raise _translate(exc, f"apply ValidatingWebhookConfiguration {name}") from exc
 
 
 class Informer(Generic[D]):

@@ -8,8 +8,9 @@ on one port (``--metrics-port``)::
     GET /healthz   200 while the event loop runs (liveness)
     GET /readyz    200 once ``ready()`` is true, 503 before (readiness: the cache is warm)
 
-Written to by :mod:`dbquota.services.ingesting` (billing series) and by the enforcement
-side (its own series on the same registry).
+Written to by :mod:`dbquota.services.ingesting` (billing series), by the enforcement side
+(its own series on the same registry) and by the webhook server
+(:mod:`dbquota.handlers.webhook`: requests it refused).
 """
 
 from __future__ import annotations
@@ -107,6 +108,16 @@ admission_paths = Counter(
     "Reservations taken per quota, by path: escrow (admitted from the replica's escrow, "
     "written a moment later) or exact (decided and written by compare-and-swap first).",
     ["path"],
+    registry=REGISTRY,
+)
+
+webhook_rejected = Counter(
+    "dbquota_webhook_rejected_requests_total",
+    "Requests to the admission webhook refused before admission, by reason: malformed "
+    "(not an AdmissionReview, HTTP 400), too_large (413), method (405), path (404), "
+    "client (a client certificate whose name is not allowed, 403), http (unparsable "
+    "HTTP), timeout (the body did not arrive in time, 408).",
+    ["reason"],
     registry=REGISTRY,
 )
 

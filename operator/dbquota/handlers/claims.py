@@ -1,14 +1,10 @@
-"""kopf handlers for DatabaseClaim: the validating webhook and the claim's status.
+"""kopf handler for DatabaseClaim: the claim's status.
 
-- ``validate_claim``: the webhook (path ``/validate-claims``). It reads only the runtime's
-  informers (quotas and claims, kept by a watch on every replica, so a standby replica of
-  kopf peering decides as well as the leader) and the billing snapshot, reserves through
-  the quota's ledger, and turns the verdict into kopf's answer: ``AdmissionError`` denies
-  with the verdict's message; warnings go into the admission response (kubectl prints them).
-- ``claim_status``: writes ``estimatedMonthlyCost``, ``pricing`` and the ``Admitted``
-  condition from the reservation its admission took (waiting briefly for it when the
-  admission came from escrow), and asks the quota to reconcile so the reservation learns
-  the claim's uid.
+``claim_status`` writes ``estimatedMonthlyCost``, ``pricing`` and the ``Admitted``
+condition from the reservation its admission took (waiting briefly for it when the
+admission came from escrow), and asks the quota to reconcile so the reservation learns the
+claim's uid. Admission itself is the webhook's (:mod:`dbquota.handlers.webhook`, through
+:func:`dbquota.handlers.operating.admit_claims`).
 """
 
 from __future__ import annotations
@@ -21,7 +17,6 @@ import kopf
 
 from dbquota.domain import claims, conditions, pricing, reservations
 from dbquota.handlers import runtime as runtime_
-from dbquota.services import admitting
 
 GROUP, VERSION = "dbquota.io", "v1alpha1"
 HOLD_PATIENCE = 10.0
@@ -29,54 +24,6 @@ HOLD_PATIENCE = 10.0
 (an admission from escrow writes it within a fraction of a second)."""
 HOLD_POLL = 0.1
 """Seconds between two looks for that reservation."""
-
-
-@kopf.on.validate(
-    GROUP,
-    VERSION,
-    "databaseclaims",
-    id="validate-claims",
-    operations=["CREATE", "UPDATE"],
-    side_effects=True,
-)
-async def validate_claim(
-    *,
-    spec: kopf.Spec,
-    old: kopf.Body | None = None,
-    namespace: str | None,
-    name: str | None,
-    dryrun: bool,
-    warnings: list[str],
-    memo: kopf.Memo,
-    **_: Any,
-) -> None:
-    """Admit or deny a DatabaseClaim against its namespace's quotas (see module docstring)."""
-    runtime = runtime_.of(memo)
-    started = time.perf_counter()
-    old_spec = dict(old.get("spec", {})) if old else None
-    review = admitting.Review(
-        namespace=namespace or "",
-        name=name or "",
-        spec=dict(spec),
-        old_spec=old_spec,
-        dry_run=dryrun,
-    )
-    quota_entries = await runtime.quota_entries(namespace or "")
-    verdict = await runtime.admission.review(
-        review,
-        quota_names=[q.name for q in quota_entries],
-        claim_refs=runtime.claim_refs(namespace or ""),
-    )
-    runtime.observe_admission(
-        verdict,
-        namespace=namespace or "",
-        claim=name or "",
-        seconds=time.perf_counter() - started,
-        dry_run=dryrun,
-    )
-    warnings.extend(verdict.warnings)
-    if not verdict.allowed:
-        raise kopf.AdmissionError(verdict.message, code=403)
 
 
 @kopf.on.resume(GROUP, VERSION, "databaseclaims")

@@ -1,8 +1,8 @@
 """Admission of one DatabaseClaim: decide against each quota of its namespace and reserve.
 
-Called by the webhook handler (:mod:`dbquota.handlers.claims`) with what kopf's in-memory
-indexes hold (the namespace's quotas and claims) and the billing snapshot; it never calls
-the billing API. For each quota, the decision runs inside the quota's ledger
+Called by the webhook's admission adapter (:mod:`dbquota.handlers.operating`) with what
+the informers hold (the namespace's quotas and claims) and the billing snapshot; it never
+calls the billing API. For each quota, the decision runs inside the quota's ledger
 (:mod:`dbquota.services.reserving`), against the quota as just read from the apiserver and
 the reservations it holds, so that concurrent admissions through any number of replicas
 are decided one after another and reserve by compare-and-swap; or, when the replica's
@@ -18,7 +18,7 @@ never appeared (``NeverCreated``).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from dbquota.domain import billing, claims, escrow, quotas, reservations, verdicts
@@ -37,8 +37,10 @@ class Review:
 
     namespace: str
     name: str
-    spec: Mapping[str, object]
-    old_spec: Mapping[str, object] | None
+    spec: object
+    """The claim's ``spec``: any JSON value; parsing denies a bad one in its own words."""
+    old_spec: object | None
+    """The previous ``spec`` of an UPDATE (any JSON value but null), None for a CREATE."""
     dry_run: bool
 
 
@@ -76,7 +78,10 @@ class Admission:
                 None
                 if review.old_spec is None
                 else claims.parse_claim(
-                    namespace=review.namespace, name=review.name, spec=review.old_spec
+                    namespace=review.namespace,
+                    name=review.name,
+                    spec=review.old_spec,
+                    field="oldObject.spec",
                 )
             )
         except ValueError as exc:
