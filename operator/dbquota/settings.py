@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 NoQuotaPolicy = Literal["Admit", "Deny"]
+EventLoop = Literal["uvloop", "asyncio"]
 
 
 def _knob(
@@ -75,6 +76,12 @@ def _webhook_timeout(text: str) -> int:
     if not 1 <= value <= 30:
         raise argparse.ArgumentTypeError(f"expected whole seconds from 1 to 30, got {text!r}")
     return value
+
+
+def _event_loop(text: str) -> EventLoop:
+    if text not in ("uvloop", "asyncio"):
+        raise argparse.ArgumentTypeError(f"expected uvloop or asyncio, got {text!r}")
+    return "uvloop" if text == "uvloop" else "asyncio"
 
 
 def _no_quota_policy(text: str) -> NoQuotaPolicy:
@@ -288,6 +295,12 @@ class Settings:
     )
     namespace: str = _knob(
         "", flag="--namespace", help="Watch only this namespace ('' = all namespaces)."
+    )
+    event_loop: EventLoop = _knob(
+        "uvloop",
+        flag="--event-loop",
+        help="uvloop (compiled, less CPU per admission) or asyncio (the standard library's).",
+        parse=_event_loop,
     )
     peering: str = _knob(
         "",

@@ -26,9 +26,11 @@ import gc
 import logging
 import secrets
 import time
+from collections.abc import Callable
 from typing import Any
 
 import kopf
+import uvloop
 
 from dbquota import settings as settings_
 from dbquota.adapters import metrics
@@ -267,13 +269,25 @@ def run(cfg: settings_.Settings) -> None:
             started_ms=time.time_ns() // 1_000_000, tiebreak=secrets.randbelow(_TIEBREAKS)
         )
         logger.info("peering %r with priority %d (older replicas win)", cfg.peering, priority)
-    asyncio.run(
-        kopf.operator(
-            standalone=not cfg.peering,
-            peering_name=cfg.peering or None,
-            priority=priority,
-            clusterwide=not namespaces,
-            namespaces=namespaces,
-            memo=kopf.Memo(),
+    with asyncio.Runner(loop_factory=_loop_factory(cfg.event_loop)) as runner:
+        runner.run(
+            kopf.operator(
+                standalone=not cfg.peering,
+                peering_name=cfg.peering or None,
+                priority=priority,
+                clusterwide=not namespaces,
+                namespaces=namespaces,
+                memo=kopf.Memo(),
+            )
         )
-    )
+
+
+def _loop_factory(kind: settings_.EventLoop) -> Callable[[], asyncio.AbstractEventLoop]:
+    """uvloop's event loop (what ``kopf run`` picks when uvloop is installed), or asyncio's.
+
+    uvloop's TLS and socket handling are compiled: in ``bench/admission.py`` it took the
+    webhook's own CPU per review from 0.31 to 0.25 ms, about 5 % of the whole operator's.
+    """
+    if kind == "uvloop":
+        return uvloop.new_event_loop
+    return asyncio.new_event_loop

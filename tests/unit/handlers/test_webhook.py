@@ -3,8 +3,11 @@
 Checks that a review of a handled kind is answered with what ``admit`` says (status code,
 message, warnings, the request's uid); that other operations and kinds are admitted
 without asking it; that junk bodies get 400 with the fixed message, oversized ones 413,
-other paths 404 and methods 405, each counted by reason and logged as one WARNING line
-without traceback, at most one per second with the count of the unlogged ones; that an
+other paths 404 and methods 405, unparsable HTTP 400 and a body that never arrives 408,
+each counted by reason and logged as one WARNING line without traceback, at most one per
+second with the count of the unlogged ones; that pipelined requests are answered in order
+and the apiserver's ``?timeout=`` query is accepted; that ``Expect: 100-continue`` is
+answered; that an
 exception in ``admit`` denies with a fixed message and is logged once with its traceback;
 that TLS 1.2 is the minimum (1.2 and 1.3 are served); that new certificate files are
 served to new connections without a restart; that with a client CA a client without a
@@ -20,6 +23,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 import ssl
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field, replace
@@ -216,6 +220,67 @@ async def test_an_exception_in_admit_denies_with_a_fixed_message_logged_once(
     assert "NoneType" not in answer.text
     (record,) = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert record.exc_info is not None
+
+
+async def exchange(port: int, ctx: ssl.SSLContext, data: bytes) -> bytes:
+    """Write raw bytes on a fresh TLS connection; everything read until the server closes."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx)
+    writer.write(data)
+    try:
+        return await asyncio.wait_for(reader.read(-1), timeout=30)
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError, ssl.SSLError):
+            await writer.wait_closed()
+
+
+def post(body: bytes, *, target: bytes = b"/validate-claims", extra: bytes = b"") -> bytes:
+    return (
+        b"POST %s HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: %d\r\n%s\r\n%s" % (target, len(body), extra, body)
+    )
+
+
+async def test_pipelined_requests_are_answered_in_order_with_the_apiservers_query(
+    served: Served, tmp_path: Path
+) -> None:
+    requests = (
+        post(review(uid="first"), target=b"/validate-claims?timeout=10s")
+        + post(b"{}")
+        + post(review(uid="last"), extra=b"Connection: close\r\n")
+    )
+    answers = await exchange(served.port, client_context(tmp_path), requests)
+    statuses = re.findall(rb"HTTP/1.1 (\d{3}) ", answers)
+    assert statuses == [b"200", b"400", b"200"]
+    assert answers.index(b'"uid":"first"') < answers.index(b"malformed") < answers.index(b"last")
+
+
+async def test_unparsable_http_gets_400_and_the_connection_closes(
+    served: Served, tmp_path: Path
+) -> None:
+    before = rejected("http")
+    answer = await exchange(served.port, client_context(tmp_path), b"NOT HTTP AT ALL\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.1 400 ")
+    assert rejected("http") == before + 1
+
+
+async def test_a_client_that_expects_100_continue_gets_it(served: Served, tmp_path: Path) -> None:
+    request = post(review(), extra=b"Expect: 100-continue\r\nConnection: close\r\n")
+    answer = await exchange(served.port, client_context(tmp_path), request)
+    assert answer.startswith(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n")
+
+
+async def test_a_body_that_never_arrives_gets_408(
+    tmp_path: Path, admitter: Admitter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(webhook, "BODY_PATIENCE", 0.2)
+    before = rejected("timeout")
+    async with webhook.serving(settings(tmp_path), admit=admitter, kinds=KINDS) as port:
+        partial = post(review())[:-10]  # the headers promise more than is sent
+        answer = await exchange(port, client_context(tmp_path), partial)
+    assert answer.startswith(b"HTTP/1.1 408 ")
+    assert rejected("timeout") == before + 1
+    assert admitter.seen is None
 
 
 def test_refusals_log_one_line_per_interval_with_the_count_of_the_others(
