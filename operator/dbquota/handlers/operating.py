@@ -285,8 +285,9 @@ def run(cfg: settings_.Settings) -> None:
 def _loop_factory(kind: settings_.EventLoop) -> Callable[[], asyncio.AbstractEventLoop]:
     """uvloop's event loop (what ``kopf run`` picks when uvloop is installed), or asyncio's.
 
-    uvloop's TLS and socket handling are compiled: in ``bench/admission.py`` it took the
-    webhook's own CPU per review from 0.31 to 0.25 ms, about 5 % of the whole operator's.
+    uvloop's TLS and socket handling are compiled: it took the webhook server's own CPU
+    per review from 0.31 to 0.25 ms, a few per cent of the whole operator's
+    (``bench/README.md``).
     """
     if kind == "uvloop":
         return uvloop.new_event_loop

@@ -27,8 +27,8 @@ Every refused request (1-4) is counted in ``dbquota_webhook_rejected_requests_to
 HTTP/1.1 is spoken on an asyncio protocol with httptools (the llhttp parser, as aiohttp's
 own C parser): keep-alive, pipelined requests answered in order, one review admitted at a
 time per connection (the apiserver sends one per connection), answers without a task when
-no admission is needed. aiohttp's server did the same job for about 0.15 ms more CPU per
-review (``bench/README.md``), a quarter of the budget of a whole admission.
+no admission is needed. aiohttp's low-level server did the same job for about 0.1 ms more CPU
+per review (``bench/README.md``), a sixth of the budget of a whole admission.
 
 TLS (at least 1.2) uses ``tls.crt`` and ``tls.key`` of ``--webhook-cert-dir`` (generated
 there by :func:`ensure_dev_certificates` in dev mode). Every :data:`RELOAD_INTERVAL` seconds
@@ -73,7 +73,8 @@ PATH: Final = "/validate-claims"
 MAX_BODY: Final = 4 * 1024 * 1024
 """Bytes of the largest body read; a larger one is refused with 413."""
 BODY_PATIENCE: Final = 10.0
-"""Seconds a request's body may take to arrive after its headers (408 after that)."""
+"""Seconds a request may take to arrive from its first byte (408 after that), and a TLS
+handshake to complete."""
 RELOAD_INTERVAL: Final = 3.0
 """Seconds between two looks at the certificate files' modification times."""
 STOP_PATIENCE: Final = 5.0
@@ -241,6 +242,8 @@ class _Request:
 
 @dataclass(frozen=True)
 class _Response:
+    """One answer; :meth:`encode` writes it as HTTP/1.1."""
+
     status: int
     body: bytes
     content_type: bytes = _TEXT
