@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP) ## Create .venv/ with the package (editable) and its dev tools
 
 .PHONY: binaries
-binaries: $(STAMP) ## Build or find etcd, kube-apiserver, kubectl and helm (cached by version)
+binaries: $(STAMP) ## Build or find etcd, kube-apiserver, kubectl, helm, promtool (cached by version)
 	$(BIN)/python -m e2e.controlplane build
 
 .PHONY: lint

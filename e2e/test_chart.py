@@ -6,21 +6,21 @@ meet the other e2e tests' operator. Checks:
 
 - every variant of the rendering matrix (``tests/chart``) passes
   ``kubectl apply --dry-run=server``, with cert-manager's and the Prometheus Operator's
-  CRDs stubbed and kopf's peering CRDs applied from the chart's ``crds/``;
+  CRDs stubbed;
 - ``helm install`` (never ``--wait``: a bare apiserver runs no pods) creates the CRDs
-  (Established, kept by ``helm.sh/resource-policy``), the RBAC, the peering object and a
-  webhook configuration with a caBundle; NOTES.txt tells how to check the install;
+  (Established, kept by ``helm.sh/resource-policy``), the RBAC and a webhook
+  configuration with a caBundle; NOTES.txt tells how to check the install;
 - the real RBAC authorizer gives the ServiceAccount what the operator uses and nothing
   else (``kubectl auth can-i --as``);
 - the self-signed certificates are stable across ``helm upgrade`` and
   ``helm template --dry-run=server`` (lookup), and ``webhook.selfSigned.rotate`` renews
   the serving certificate under the same CA; a CA renewed near its expiry is put in the
   caBundle next to the old one;
-- two operators started with the chart's own arguments and certificate elect one
-  reconciler through the chart's peering object (the older one) and hand over when it
-  stops; the leader's webhook denies a claim over a quota's hard cap (the standby's does
-  not yet: an operator defect, marked ``xfail(strict=True)``); a paused replica serves TLS
-  that the caBundle trusts and picks up a rotated certificate without a restart;
+- two operators started with the chart's own arguments and certificate each renew a
+  liveness Lease and elect one reconciler through the leader Lease (the first to start
+  keeps it), and hand over at once when it stops; both replicas' webhooks deny a claim over
+  a quota's hard cap; the standby serves TLS that the caBundle trusts and picks up a
+  rotated certificate without a restart;
 - ``helm uninstall`` removes the release but keeps the CRDs.
 
 ``DBQUOTA_E2E_USE_EXISTING`` does not apply here: the release is cluster-wide, so this
@@ -90,6 +90,7 @@ STUB_CRDS = [
     stub_crd("cert-manager.io", "Issuer", "issuers"),
     stub_crd("cert-manager.io", "ClusterIssuer", "clusterissuers", scope="Cluster"),
     stub_crd("monitoring.coreos.com", "ServiceMonitor", "servicemonitors"),
+    stub_crd("monitoring.coreos.com", "PrometheusRule", "prometheusrules"),
 ]
 
 
@@ -137,15 +138,13 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         for ns in (NAMESPACE, "team-a", "team-b"):
             kubectl("create", "namespace", ns)
         kubectl.apply("\n---\n".join(json.dumps(c) for c in STUB_CRDS))
-        kubectl("apply", "-f", str(CHART / "crds" / "kopf-peerings.yaml"))
         kubectl(
             "wait",
             "--for=condition=Established",
             "--timeout=60s",
             "crd/certificates.cert-manager.io",
             "crd/servicemonitors.monitoring.coreos.com",
-            "crd/clusterkopfpeerings.kopf.dev",
-            "crd/kopfpeerings.kopf.dev",
+            "crd/prometheusrules.monitoring.coreos.com",
         )
         yield Env(cluster=cluster, kubectl=kubectl)
     finally:
@@ -190,12 +189,12 @@ def test_install_creates_the_crds_and_keeps_them(env: Env, installed: str) -> No
     assert "No resources found" in env.kubectl("get", "databasequotas", "-A").stderr
 
 
-def test_install_creates_rbac_peering_webhook_and_workload(env: Env, installed: str) -> None:
+def test_install_creates_rbac_webhook_and_workload(env: Env, installed: str) -> None:
     assert env.kubectl.get_json("clusterrole", FULLNAME)["rules"]
     binding = env.kubectl.get_json("clusterrolebinding", FULLNAME)
     assert binding["subjects"][0]["name"] == FULLNAME
     env.kubectl.get_json("serviceaccount", FULLNAME, "-n", NAMESPACE)
-    env.kubectl.get_json("clusterkopfpeering", FULLNAME)
+    env.kubectl.get_json("role", f"{FULLNAME}-leases", "-n", NAMESPACE)
     env.kubectl.get_json("deployment", FULLNAME, "-n", NAMESPACE)
     env.kubectl.get_json("poddisruptionbudget", FULLNAME, "-n", NAMESPACE)
     service = env.kubectl.get_json("service", f"{FULLNAME}-webhook", "-n", NAMESPACE)
@@ -212,29 +211,33 @@ def test_install_creates_rbac_peering_webhook_and_workload(env: Env, installed: 
 def test_notes_say_how_to_check_the_install(installed: str) -> None:
     notes = installed.split("NOTES:", 1)[1]
     assert "kubectl get databasequotas -A" in notes
-    assert f"clusterkopfpeering {FULLNAME}" in notes
+    assert f"get lease {FULLNAME}-leader" in notes
     assert "billing.url is not set" not in notes
 
 
 CAN = [
     ("list", "databasequotas.dbquota.io", "--all-namespaces"),
     ("watch", "databaseclaims.dbquota.io", "--all-namespaces"),
-    ("patch", "databaseclaims.dbquota.io", "-n", "team-a"),
-    ("update", "databasequotas.dbquota.io", "--subresource=status", "-n", "team-a"),
+    ("patch", "databasequotas.dbquota.io", "-n", "team-a"),
+    ("patch", "databasequotas.dbquota.io", "--subresource=status", "-n", "team-a"),
+    ("patch", "databaseclaims.dbquota.io", "--subresource=status", "-n", "team-a"),
     ("create", "events", "-n", "team-a"),
     ("create", "events.events.k8s.io", "-n", "team-a"),
     ("list", "namespaces"),
     ("watch", "customresourcedefinitions.apiextensions.k8s.io"),
-    ("watch", "clusterkopfpeerings.kopf.dev"),
-    ("patch", f"clusterkopfpeerings.kopf.dev/{FULLNAME}"),
+    ("create", "leases.coordination.k8s.io", "-n", NAMESPACE),
+    ("update", "leases.coordination.k8s.io", "-n", NAMESPACE),
+    ("watch", "leases.coordination.k8s.io", "-n", NAMESPACE),
 ]
 CANNOT = [
     ("delete", "databasequotas.dbquota.io", "-n", "team-a"),
     ("create", "databaseclaims.dbquota.io", "-n", "team-a"),
+    ("patch", "databaseclaims.dbquota.io", "-n", "team-a"),
     ("get", "secrets", "-n", NAMESPACE),
     ("list", "pods", "-n", NAMESPACE),
     ("delete", "events", "-n", "team-a"),
-    ("patch", "clusterkopfpeerings.kopf.dev/someone-else"),
+    ("create", "leases.coordination.k8s.io", "-n", "team-a"),
+    ("update", "leases.coordination.k8s.io", "-n", "kube-system"),
     ("patch", "validatingwebhookconfigurations.admissionregistration.k8s.io"),
     ("update", "customresourcedefinitions.apiextensions.k8s.io"),
     ("get", "namespaces/team-a"),
@@ -314,7 +317,7 @@ def chart_args(env: Env) -> list[str]:
     return args
 
 
-def start_operator(env: Env, workdir: Path, pod: str) -> Operator:
+def start_operator(env: Env, workdir: Path) -> Operator:
     workdir.mkdir(parents=True, exist_ok=True)
     cert_dir = workdir / "certs"
     write_certs(cert_dir, env.secret(TLS_SECRET))
@@ -337,7 +340,7 @@ def start_operator(env: Env, workdir: Path, pod: str) -> Operator:
             [sys.executable, "-m", "dbquota", "run", *args],
             stdout=out,
             stderr=subprocess.STDOUT,
-            env={**env.cluster.env(), "POD_ID": pod},
+            env=env.cluster.env(),
             cwd=workdir,
         )
     return Operator(proc=proc, log=log, webhook_port=port, cert_dir=cert_dir)
@@ -366,44 +369,63 @@ def operators(
     env: Env, installed: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[Operator, Operator]]:
     root = tmp_path_factory.mktemp("chart-operators")
-    first = start_operator(env, root / "a", "pod-a")
+    first = start_operator(env, root / "a")
     started: list[Operator] = [first]
     try:
         wait_for(
-            lambda: "pod-a" in peers(env) or first.proc.poll() is not None,
+            lambda: leader(env).startswith(holder_of(first)) or first.proc.poll() is not None,
             timeout=60,
-            what="the first operator to join the peering",
+            what="the first operator to take the leader Lease",
         )
         assert first.proc.poll() is None, first.logs()
-        second = start_operator(env, root / "b", "pod-b")
+        second = start_operator(env, root / "b")
         started.append(second)
-        wait_for(lambda: {"pod-a", "pod-b"} <= set(peers(env)), timeout=60, what="both peers")
+        wait_for(
+            lambda: {holder_of(first), holder_of(second)} <= set(replicas(env)),
+            timeout=60,
+            what="both replicas' liveness Leases",
+        )
         yield first, second
     finally:
         for op in started:
             op.stop()
 
 
-def peers(env: Env) -> dict[str, Any]:
-    status: dict[str, Any] = env.kubectl.get_json("clusterkopfpeering", FULLNAME).get("status", {})
-    return status
+def holder_of(op: Operator) -> str:
+    """How a replica's Leases name it: ``<host>-<pid>-<nonce>``, matched up to the pid."""
+    return f"{socket.gethostname()}-{op.proc.pid}-"
+
+
+def leader(env: Env) -> str:
+    got = env.kubectl(
+        "get", "lease", f"{FULLNAME}-leader", "-n", NAMESPACE, "-o", "json", check=False
+    )
+    if got.returncode != 0:
+        return ""
+    return str(json.loads(got.stdout)["spec"].get("holderIdentity") or "")
+
+
+def replicas(env: Env) -> list[str]:
+    """The start (``<host>-<pid>-``) of every live replica Lease's holder."""
+    leases = env.kubectl.get_json("lease", "-n", NAMESPACE, "-l", "dbquota.io/lease=replica")
+    holders = [str(item["spec"]["holderIdentity"]) for item in leases["items"]]
+    return [h.rsplit("-", 1)[0] + "-" for h in holders]
 
 
 def test_two_replicas_elect_exactly_one_reconciler(
     env: Env, operators: tuple[Operator, Operator]
 ) -> None:
     first, second = operators
-    priorities = {pod: peer["priority"] for pod, peer in peers(env).items()}
-    assert priorities["pod-a"] > priorities["pod-b"]  # the older replica leads
-    # kopf starts a peered operator paused and logs when it resumes: only the leader does.
-    wait_for(lambda: RESUMED in first.logs(), timeout=30, what="the older replica to lead")
-    time.sleep(5)  # the younger one has seen the leader by now; it must stay paused
-    assert RESUMED not in second.logs()
+    assert leader(env).startswith(holder_of(first))
+    wait_for(lambda: LEADING in first.logs(), timeout=30, what="the first replica to lead")
+    time.sleep(5)  # the second has tried to acquire by now; the first keeps renewing
+    assert leader(env).startswith(holder_of(first))
+    assert LEADING not in second.logs()
     assert first.proc.poll() is None
     assert second.proc.poll() is None
 
 
-RESUMED = "Resuming operations"
+LEADING = "took leadership"
 
 
 def admission_review(namespace: str, storage_gib: int) -> dict[str, Any]:
@@ -540,8 +562,9 @@ def test_a_stopping_leader_hands_over_at_once(
 ) -> None:
     first, second = operators
     first.stop()
-    wait_for(lambda: RESUMED in second.logs(), timeout=20, what="the standby to take over")
-    assert "pod-a" not in peers(env)
+    wait_for(lambda: LEADING in second.logs(), timeout=10, what="the standby to take over")
+    assert leader(env).startswith(holder_of(second))
+    assert holder_of(first) not in replicas(env)  # its liveness Lease went with it
 
 
 def test_uninstall_keeps_the_crds(env: Env, installed: str) -> None:
@@ -551,7 +574,6 @@ def test_uninstall_keeps_the_crds(env: Env, installed: str) -> None:
     for kind, name in [
         ("validatingwebhookconfiguration", FULLNAME),
         ("clusterrole", FULLNAME),
-        ("clusterkopfpeering", FULLNAME),
     ]:
         assert env.kubectl("get", kind, name, check=False).returncode != 0, kind
     assert env.kubectl("get", "secret", TLS_SECRET, "-n", NAMESPACE, check=False).returncode != 0

@@ -2,7 +2,8 @@
 
 Binaries come from ``KUBEBUILDER_ASSETS`` when it holds ``etcd``, ``kube-apiserver`` and
 ``kubectl``; otherwise from the version-keyed cache that ``e2e/controlplane/build.sh``
-fills from the Go modules (built on first use). :func:`up` starts both processes in their
+fills from the Go modules (built on first use), as do ``helm`` and ``promtool`` (which the
+chart tests use). :func:`up` starts both processes in their
 own session on free loopback ports, with certificates made by :mod:`dbquota.kits.certs`
 (one CA signs the apiserver's serving certificate and an admin client certificate in
 ``system:masters``), waits for ``/readyz`` and writes ``<dir>/kubeconfig``. :func:`down`
@@ -14,6 +15,10 @@ for a real cluster: a second CA (``pki/webhook-client-ca.crt``, in
 certificate (``pki/webhook-client.crt``), which ``pki/webhook-kubeconfig`` gives to every
 webhook host (user ``*``) and which ``admission.json`` (``--admission-control-config-file``)
 hands to the ValidatingAdmissionWebhook and MutatingAdmissionWebhook plugins.
+
+:func:`upstream_crds` gives the CRDs of the database operators dbquota prices
+(CloudNativePG, Zalando, Crossplane's provider-aws), which ``build.sh crds`` copies out of
+their Go modules at the pinned versions of :data:`UPSTREAM_CRDS`.
 
 Called by ``python -m e2e.controlplane``, by the e2e pytest fixture (``e2e/conftest.py``),
 by ``make demo`` and by the benchmarks.
@@ -43,7 +48,45 @@ BUILD_SCRIPT = REPO / "e2e" / "controlplane" / "build.sh"
 K8S_VERSION = "v1.36.3"
 ETCD_VERSION = "v3.6.16"
 HELM_VERSION = "v3.22.0"
+PROMETHEUS_VERSION = "v3.16.0"  # promtool, for the chart's alert rules (tests/chart)
 STATE_FILE = "controlplane.json"
+
+
+@dataclass(frozen=True)
+class UpstreamCrd:
+    """One upstream CRD: the Go module and version it comes from, and its file there."""
+
+    name: str
+    """The cache folder's name: ``crds/<name>-<version>/``."""
+    module: str
+    version: str
+    file: str
+    """Its path inside the module."""
+
+
+UPSTREAM_CRDS: dict[str, UpstreamCrd] = {
+    "Cluster.postgresql.cnpg.io": UpstreamCrd(
+        name="cloudnative-pg",
+        module="github.com/cloudnative-pg/cloudnative-pg",
+        version="v1.27.1",
+        file="config/crd/bases/postgresql.cnpg.io_clusters.yaml",
+    ),
+    "postgresql.acid.zalan.do": UpstreamCrd(
+        name="postgres-operator",
+        module="github.com/zalando/postgres-operator",
+        version="v1.14.0",
+        file="manifests/postgresql.crd.yaml",
+    ),
+    "Instance.rds.aws.upbound.io": UpstreamCrd(
+        name="provider-aws",
+        module="github.com/upbound/provider-aws",
+        version="v1.14.0",
+        file="package/crds/rds.aws.upbound.io_instances.yaml",
+    ),
+}
+"""Keyed by ``<Kind>.<group>`` (a Kind alone is ambiguous: provider-aws has an RDS
+``Cluster`` too). build.sh pins the same versions (``CNPG_VERSION`` …); the environment
+passed to it here keeps them equal."""
 
 _children: dict[int, subprocess.Popen[bytes]] = {}
 """Processes this interpreter started, kept so that :func:`down` reaps them (no zombies,
@@ -62,6 +105,7 @@ class Binaries:
     kube_apiserver: Path
     kubectl: Path
     helm: Path
+    promtool: Path
 
 
 def cache_dir() -> Path:
@@ -78,6 +122,7 @@ def binaries(*, build: bool = True) -> Binaries:
         kube_apiserver=bin_root / f"k8s-{K8S_VERSION}" / "kube-apiserver",
         kubectl=bin_root / f"k8s-{K8S_VERSION}" / "kubectl",
         helm=bin_root / f"helm-{HELM_VERSION}" / "helm",
+        promtool=bin_root / f"promtool-{PROMETHEUS_VERSION}" / "promtool",
     )
     assets = os.environ.get("KUBEBUILDER_ASSETS")
     if assets and all((Path(assets) / n).is_file() for n in ("etcd", "kube-apiserver", "kubectl")):
@@ -86,6 +131,7 @@ def binaries(*, build: bool = True) -> Binaries:
             kube_apiserver=Path(assets) / "kube-apiserver",
             kubectl=Path(assets) / "kubectl",
             helm=found.helm,
+            promtool=found.promtool,
         )
     missing = [p for p in asdict(found).values() if not Path(p).is_file()]
     if missing and build:
@@ -94,6 +140,7 @@ def binaries(*, build: bool = True) -> Binaries:
             "K8S_VERSION": K8S_VERSION,
             "ETCD_VERSION": ETCD_VERSION,
             "HELM_VERSION": HELM_VERSION,
+            "PROMETHEUS_VERSION": PROMETHEUS_VERSION,
         }
         result = subprocess.run([str(BUILD_SCRIPT), "all"], env=env, check=False)
         if result.returncode != 0:
@@ -101,6 +148,33 @@ def binaries(*, build: bool = True) -> Binaries:
         return binaries(build=False)
     if missing:
         raise ControlPlaneError(f"missing binaries: {', '.join(map(str, missing))}")
+    return found
+
+
+def upstream_crds(*, fetch: bool = True) -> dict[str, Path]:
+    """``<Kind>.<group>`` -> the path of its CRD file in the cache, fetched when missing
+    (``build.sh crds``: the Go module proxy, through the module cache) unless ``fetch`` is
+    false, when a missing one is an error."""
+    found = {
+        kind: cache_dir() / "crds" / f"{crd.name}-{crd.version}" / Path(crd.file).name
+        for kind, crd in UPSTREAM_CRDS.items()
+    }
+    missing = [path for path in found.values() if not path.is_file()]
+    if missing and fetch:
+        env = {
+            **os.environ,
+            "CNPG_VERSION": UPSTREAM_CRDS["Cluster.postgresql.cnpg.io"].version,
+            "ZALANDO_VERSION": UPSTREAM_CRDS["postgresql.acid.zalan.do"].version,
+            "PROVIDER_AWS_VERSION": UPSTREAM_CRDS["Instance.rds.aws.upbound.io"].version,
+        }
+        result = subprocess.run([str(BUILD_SCRIPT), "crds"], env=env, check=False)
+        if result.returncode != 0:
+            raise ControlPlaneError(
+                f"{BUILD_SCRIPT} crds failed with exit code {result.returncode}"
+            )
+        return upstream_crds(fetch=False)
+    if missing:
+        raise ControlPlaneError(f"missing upstream CRDs: {', '.join(map(str, missing))}")
     return found
 
 

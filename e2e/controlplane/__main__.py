@@ -1,6 +1,8 @@
 """``python -m e2e.controlplane {build,up,down,env}``: manage the local control plane.
 
-build            build (or find) etcd, kube-apiserver, kubectl and helm; print their paths
+build            build (or find) etcd, kube-apiserver, kubectl, helm and promtool; print
+                 their paths
+crds             fetch (or find) the upstream CRDs (CloudNativePG, Zalando, provider-aws)
 up --dir D       start etcd + kube-apiserver, write D/kubeconfig, return when ready
 down --dir D     stop both and remove D
 """
@@ -23,6 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("build", help="build or find the binaries and print their paths")
+    sub.add_parser("crds", help="fetch or find the upstream CRDs and print their paths")
     for name in ("up", "down"):
         p = sub.add_parser(name, help=f"{name} the control plane")
         p.add_argument("--dir", type=Path, required=True, help="state directory")
@@ -31,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "build":
             for name, path in asdict(controlplane.binaries()).items():
                 print(f"{name}={path}")
+        elif args.command == "crds":
+            for kind, path in controlplane.upstream_crds().items():
+                print(f"{kind}={path}")
         elif args.command == "up":
             state = controlplane.up(args.dir)
             print(f"control plane ready at {state.server}")

@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
-# Build the local control plane (kube-apiserver, kubectl, etcd) and helm from their Go
-# modules, the way controller-runtime's envtest gets its binaries, and cache them outside
-# the repository so a fresh clone (CI) reuses them.
+# Build the local control plane (kube-apiserver, kubectl, etcd), helm and promtool from
+# their Go modules, the way controller-runtime's envtest gets its binaries, and cache them
+# outside the repository so a fresh clone (CI) reuses them. The `crds` target fetches the
+# CRDs of the database operators dbquota prices (CloudNativePG, Zalando, Crossplane's
+# provider-aws) from their Go modules at pinned versions, the same way.
 #
-#   e2e/controlplane/build.sh            # build what is missing, print the bin directory
+#   e2e/controlplane/build.sh [all|k8s|etcd|helm|promtool|crds]   # build what is missing
 #
 # Layout: ${DBQUOTA_CACHE:-~/.cache/dbquota}/bin/k8s-<ver>/{kube-apiserver,kubectl}
 #                                              /etcd-<ver>/etcd
 #                                              /helm-<ver>/helm
+#                                              /promtool-<ver>/promtool
+#                                          /crds/<module name>-<ver>/<crd file>
 # If KUBEBUILDER_ASSETS names a folder holding etcd, kube-apiserver and kubectl, those are
 # used and nothing is built for them.
 set -euo pipefail
@@ -15,6 +19,10 @@ set -euo pipefail
 K8S_VERSION=${K8S_VERSION:-v1.36.3}
 ETCD_VERSION=${ETCD_VERSION:-v3.6.16}
 HELM_VERSION=${HELM_VERSION:-v3.22.0}
+PROMETHEUS_VERSION=${PROMETHEUS_VERSION:-v3.16.0}
+CNPG_VERSION=${CNPG_VERSION:-v1.27.1}
+ZALANDO_VERSION=${ZALANDO_VERSION:-v1.14.0}
+PROVIDER_AWS_VERSION=${PROVIDER_AWS_VERSION:-v1.14.0}
 CACHE=${DBQUOTA_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/dbquota}
 export CGO_ENABLED=0 GOFLAGS=-buildvcs=false
 
@@ -93,11 +101,58 @@ build_helm() {
     -ldflags "-s -w -X $pkg.version=$HELM_VERSION" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
 }
 
+# promtool checks and unit-tests the chart's PrometheusRule (tests/chart). Prometheus
+# publishes its Go module as v0.<major*100+minor>.<patch>: release v3.16.0 is module
+# v0.316.0. Its go.mod has no replace directives, so `go install pkg@version` builds it
+# with exactly the dependency versions Prometheus pins. The remove_all_sd tag leaves out
+# the service-discovery plugins (cloud SDKs, most of the build; rule checks and tests
+# need none of them).
+build_promtool() {
+  local out=$CACHE/bin/promtool-$PROMETHEUS_VERSION
+  if [[ -x $out/promtool ]]; then return; fi
+  mkdir -p "$out"
+  local release=${PROMETHEUS_VERSION#v}                    # 3.16.0
+  local major=${release%%.*} rest=${release#*.}            # 3, 16.0
+  local minor=${rest%%.*} patch=${rest#*.}                 # 16, 0
+  local module_version=v0.$((major * 100 + minor)).$patch  # v0.316.0
+  log "building promtool $PROMETHEUS_VERSION (module $module_version)"
+  local pkg=github.com/prometheus/common/version
+  GOBIN=$out go install -trimpath -tags remove_all_sd \
+    -ldflags "-s -w -X $pkg.Version=$release -X $pkg.Branch=HEAD -X $pkg.Revision=$module_version" \
+    "github.com/prometheus/prometheus/cmd/promtool@$module_version"
+}
+
+# fetch_crd NAME MODULE VERSION FILE: copy FILE of MODULE@VERSION (from the Go module
+# proxy, through the module cache) to $CACHE/crds/NAME-VERSION/.
+fetch_crd() {
+  local name=$1 module=$2 version=$3 file=$4
+  local out=$CACHE/crds/$name-$version
+  if [[ -f $out/${file##*/} ]]; then return; fi
+  log "fetching $module@$version for $file"
+  local dir
+  dir=$(go mod download -json "$module@$version" |
+    python3 -c 'import json, sys; d = json.load(sys.stdin); print(d.get("Dir") or sys.exit(d.get("Error", "no Dir")))')
+  mkdir -p "$out"
+  install -m 0644 "$dir/$file" "$out/${file##*/}.tmp"
+  mv "$out/${file##*/}.tmp" "$out/${file##*/}"
+}
+
+fetch_crds() {
+  fetch_crd cloudnative-pg github.com/cloudnative-pg/cloudnative-pg "$CNPG_VERSION" \
+    config/crd/bases/postgresql.cnpg.io_clusters.yaml
+  fetch_crd postgres-operator github.com/zalando/postgres-operator "$ZALANDO_VERSION" \
+    manifests/postgresql.crd.yaml
+  fetch_crd provider-aws github.com/upbound/provider-aws "$PROVIDER_AWS_VERSION" \
+    package/crds/rds.aws.upbound.io_instances.yaml
+}
+
 what=${1:-all}
 case $what in
   k8s) build_k8s ;;
   etcd) build_etcd ;;
   helm) build_helm ;;
+  promtool) build_promtool ;;
+  crds) fetch_crds ;;
   all)
     if [[ -n ${KUBEBUILDER_ASSETS:-} && -x $KUBEBUILDER_ASSETS/kube-apiserver \
           && -x $KUBEBUILDER_ASSETS/etcd && -x $KUBEBUILDER_ASSETS/kubectl ]]; then
@@ -107,6 +162,8 @@ case $what in
       build_k8s
     fi
     build_helm
+    build_promtool
+    fetch_crds
     ;;
-  *) echo "usage: $0 [all|k8s|etcd|helm]" >&2; exit 2 ;;
+  *) echo "usage: $0 [all|k8s|etcd|helm|promtool|crds]" >&2; exit 2 ;;
 esac

@@ -264,10 +264,17 @@ class EnforcementSettings:
         parse=_no_quota_policy,
     )
     reservation_grace: float = _knob(
-        300.0,
+        10.0,
         flag="--reservation-grace",
         unit="s",
-        help="A reservation whose claim never appeared is released after this.",
+        help="A reservation whose object has not appeared this long after its admission is "
+        "released (the request failed later, or the review was forged).",
+    )
+    max_reservations: int = _knob(
+        500,
+        flag="--max-reservations",
+        help="Most admissions in flight (objects not shown up yet) one quota holds; further "
+        "CREATEs are refused until some are confirmed or released (0 = no limit).",
     )
     resync_interval: float = _knob(
         30.0, flag="--resync-interval", unit="s", help="Time between quota status refreshes."
@@ -282,6 +289,46 @@ class EnforcementSettings:
 
 
 @dataclass(frozen=True, kw_only=True)
+class LeaseSettings:
+    """Leases (coordination.k8s.io): each replica's liveness, and the reconciler's leader.
+
+    client-go's leader election durations; renew deadline < lease duration, and the
+    difference bounds how far apart replicas' clocks may run during one lease.
+    """
+
+    namespace: str = _knob(
+        "default",
+        flag="--lease-namespace",
+        help="Namespace of the replicas' Leases (the chart sets the release's namespace).",
+    )
+    leader_election: bool = _knob(
+        True,
+        flag="--leader-election",
+        help="Elect one replica to reconcile through a Lease; false: this replica always "
+        "reconciles (run only one replica then). Every replica serves the webhook.",
+        parse=_bool,
+    )
+    leader_lease: str = _knob(
+        "dbquota-leader", flag="--leader-lease", help="Name of the leader election Lease."
+    )
+    duration: float = _knob(
+        15.0,
+        flag="--lease-duration",
+        unit="s",
+        help="Time without renewal after which other replicas count a lease lapsed.",
+    )
+    renew_deadline: float = _knob(
+        10.0,
+        flag="--lease-renew-deadline",
+        unit="s",
+        help="Time after its last renewal during which a replica trusts its own lease.",
+    )
+    retry_period: float = _knob(
+        2.0, flag="--lease-retry-period", unit="s", help="Time between two renewals."
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
 class Settings:
     """All settings of ``dbquota run``."""
 
@@ -290,6 +337,7 @@ class Settings:
     cache: CacheSettings = field(default_factory=CacheSettings)
     webhook: WebhookSettings = field(default_factory=WebhookSettings)
     enforcement: EnforcementSettings = field(default_factory=EnforcementSettings)
+    leases: LeaseSettings = field(default_factory=LeaseSettings)
     metrics_port: int = _knob(
         8080, flag="--metrics-port", help="Port of /metrics, /healthz and /readyz (0 = off)."
     )
@@ -301,12 +349,6 @@ class Settings:
         flag="--event-loop",
         help="uvloop (compiled, less CPU per admission) or asyncio (the standard library's).",
         parse=_event_loop,
-    )
-    peering: str = _knob(
-        "",
-        flag="--peering",
-        help="kopf peering name: replicas sharing it elect one reconciler; every replica "
-        "serves the webhook ('' = standalone, no peering objects needed).",
     )
 
 

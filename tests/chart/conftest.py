@@ -4,7 +4,8 @@
 and returns a :class:`Manifests`; ``MATRIX`` is the set of value combinations that every
 structural test runs over: defaults, cert-manager (own CA and an existing issuer),
 ServiceMonitor, persistent cache, 1 and 3 replicas, one watched namespace, no
-NetworkPolicy, a webhook client CA, a billing token Secret, and everything at once.
+NetworkPolicy, a webhook client CA, a billing token Secret, the Grafana dashboard and
+PrometheusRule, and everything at once.
 """
 
 from __future__ import annotations
@@ -48,10 +49,21 @@ MATRIX: dict[str, dict[str, Any]] = {
     "billing-token": {
         "billing": {"url": "https://billing.finops.svc:8443", "tokenSecret": {"name": "billing"}}
     },
+    "monitoring": {
+        "metrics": {
+            "serviceMonitor": {"enabled": True},
+            "grafanaDashboard": {"enabled": True},
+            "prometheusRule": {"enabled": True},
+        }
+    },
     "everything": {
         "replicaCount": 3,
         "certManager": {"enabled": True},
-        "metrics": {"serviceMonitor": {"enabled": True}},
+        "metrics": {
+            "serviceMonitor": {"enabled": True},
+            "grafanaDashboard": {"enabled": True, "annotations": {"grafana_folder": "FinOps"}},
+            "prometheusRule": {"enabled": True, "runbookUrl": "https://git.example.com/r"},
+        },
         "cache": {"persistence": {"enabled": True}},
         "networkPolicy": {
             "webhookCIDRs": ["10.20.0.0/16"],
@@ -99,6 +111,11 @@ class Manifests:
 @pytest.fixture(scope="session")
 def helm() -> Path:
     return controlplane.binaries().helm
+
+
+@pytest.fixture(scope="session")
+def promtool() -> Path:
+    return controlplane.binaries().promtool
 
 
 def run_helm(helm: Path, *args: str, values: dict[str, Any] | None = None) -> str:

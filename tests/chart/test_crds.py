@@ -3,8 +3,7 @@
 Checks that ``charts/dbquota/files/crds/`` holds exactly the files of ``crds/`` with the
 same bytes; that the rendered CRDs equal the parsed ``crds/`` files except for the labels
 and the ``helm.sh/resource-policy: keep`` annotation the chart adds; that ``crds.keep``
-and ``crds.install`` switch the annotation and the CRDs off; and that kopf's peering CRDs
-in the chart's ``crds/`` folder define the kinds the peering object and RBAC use.
+and ``crds.install`` switch the annotation and the CRDs off.
 """
 
 from __future__ import annotations
@@ -13,7 +12,6 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 import yaml
 
 from tests.chart.conftest import CHART, REPO, Doc, Manifests
@@ -80,21 +78,3 @@ def test_crds_can_be_left_to_helm_on_uninstall_or_switched_off(
     for crd in render({"crds": {"keep": False}}).of_kind("CustomResourceDefinition"):
         assert "helm.sh/resource-policy" not in crd["metadata"].get("annotations", {})
     assert not render({"crds": {"install": False}}).of_kind("CustomResourceDefinition")
-
-
-def load_all(path: Path) -> list[Doc]:
-    return [d for d in yaml.safe_load_all(path.read_text()) if d]
-
-
-@pytest.mark.parametrize(
-    ("kind", "scope"), [("ClusterKopfPeering", "Cluster"), ("KopfPeering", "Namespaced")]
-)
-def test_kopf_peering_crds_define_the_kinds_the_chart_uses(kind: str, scope: str) -> None:
-    crds = {c["spec"]["names"]["kind"]: c for c in load_all(CHART / "crds" / "kopf-peerings.yaml")}
-    crd = crds[kind]
-    assert crd["spec"]["group"] == "kopf.dev"
-    assert crd["spec"]["scope"] == scope
-    (version,) = crd["spec"]["versions"]
-    assert version["name"] == "v1"
-    status = version["schema"]["openAPIV3Schema"]["properties"]["status"]
-    assert status["x-kubernetes-preserve-unknown-fields"] is True

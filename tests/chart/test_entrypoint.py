@@ -69,7 +69,9 @@ def test_parsed_settings_match_the_values(render: Callable[..., Manifests]) -> N
     assert cfg.namespace == "team-b"
     assert cfg.enforcement.no_quota == "Deny"
     assert cfg.billing.max_concurrency == 4
-    assert cfg.peering == "dbq-dbquota"
+    assert cfg.leases.leader_election is True
+    assert cfg.leases.leader_lease == "dbq-dbquota-leader"
+    assert cfg.leases.namespace == "dbquota-system"
     assert cfg.cache.path.parent == Path("/var/cache/dbquota")
 
     cfg = parse(
@@ -83,7 +85,12 @@ def test_parsed_settings_match_the_values(render: Callable[..., Manifests]) -> N
                         "syncInterval": 90,
                         "breaker": {"failureThreshold": 9, "recoveryTimeout": 45},
                     },
-                    "peering": {"enabled": False},
+                    "leaderElection": {
+                        "enabled": False,
+                        "leaseDuration": 20,
+                        "renewDeadline": 12,
+                        "retryPeriod": 3,
+                    },
                     "replicaCount": 1,
                 }
             )
@@ -95,7 +102,8 @@ def test_parsed_settings_match_the_values(render: Callable[..., Manifests]) -> N
     assert cfg.billing.sync_interval == 90
     assert cfg.breaker.failure_threshold == 9
     assert cfg.breaker.recovery_timeout == 45
-    assert cfg.peering == ""
+    assert cfg.leases.leader_election is False
+    assert (cfg.leases.duration, cfg.leases.renew_deadline, cfg.leases.retry_period) == (20, 12, 3)
     assert cfg.billing.url == settings.BillingSettings().url  # empty value: operator default
 
 

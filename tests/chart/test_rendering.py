@@ -1,16 +1,16 @@
 """The chart lints, renders for every variant of the matrix, and its parts fit together.
 
 Checks: ``helm lint --strict`` for each variant; every object has a name within 63
-characters and the release's labels; Services, the PodDisruptionBudget, the topology
-spread constraints and the ServiceMonitor select the operator's pods (or its metrics
-Service); replicas follow ``replicaCount``; probes hit /healthz and /readyz on the port
-``--metrics-port`` names; a persistent cache turns the Deployment into a StatefulSet with
-one claim per pod; the metrics Service publishes not-Ready pods; the NetworkPolicy opens
-the webhook port to private address ranges and the metrics port to Prometheus by
-default, both configurable, with CIDRs checked by the schema; the values schema refuses
-unknown keys at every level and allows every key of values.yaml; each key of values.yaml
-has a comment above it and a row in the chart README's values table. (NOTES.txt needs a
-cluster to render: e2e/test_chart.py.)
+characters and the release's labels; Services, the PodDisruptionBudget, the topology spread
+constraints and the ServiceMonitor select the operator's pods (or its metrics Service,
+honouring the exposed labels); replicas follow ``replicaCount``; probes hit /healthz and
+/readyz on the port ``--metrics-port`` names; a persistent cache turns the Deployment into a
+StatefulSet with one claim per pod; the metrics Service publishes not-Ready pods; the
+NetworkPolicy opens the webhook port to private address ranges and the metrics port to
+Prometheus by default, both configurable, with CIDRs checked by the schema; the values
+schema refuses unknown keys at every level and allows every key of values.yaml; each key of
+values.yaml has a comment above it and a row in the chart README's values table. (NOTES.txt
+needs a cluster to render: e2e/test_chart.py.)
 """
 
 from __future__ import annotations
@@ -48,7 +48,6 @@ def test_every_object_is_named_labelled_and_placed(variant: Manifests) -> None:
         "ClusterRole",
         "ClusterRoleBinding",
         "ValidatingWebhookConfiguration",
-        "ClusterKopfPeering",
     }
     for doc in variant.docs:
         meta = doc["metadata"]
@@ -57,7 +56,7 @@ def test_every_object_is_named_labelled_and_placed(variant: Manifests) -> None:
         assert meta["labels"]["app.kubernetes.io/managed-by"] == "Helm"
         if doc["kind"] in cluster_scoped:
             assert "namespace" not in meta
-        elif doc["kind"] not in ("Role", "RoleBinding", "KopfPeering"):
+        elif doc["kind"] not in ("Role", "RoleBinding"):
             assert meta["namespace"] == NAMESPACE, doc["kind"]
 
 
@@ -113,18 +112,17 @@ def test_probes_use_the_operators_health_endpoints(variant: Manifests) -> None:
     assert container["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
 
 
-def test_peering_name_is_shared_by_the_pods_and_the_peering_object(variant: Manifests) -> None:
-    (peering,) = variant.of_kind("ClusterKopfPeering") + variant.of_kind("KopfPeering")
+def test_leases_live_in_the_release_namespace(variant: Manifests) -> None:
     container = variant.container()
-    assert f"--peering={peering['metadata']['name']}" in container["args"]
-    (pod_id,) = [e for e in container["env"] if e["name"] == "POD_ID"]
-    assert pod_id["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
+    assert f"--lease-namespace={NAMESPACE}" in container["args"]
+    assert "--leader-election" in container["args"]
+    assert f"--leader-lease={RELEASE}-dbquota-leader" in container["args"]
 
 
-def test_peering_off_renders_no_peering_object(render: Callable[..., Manifests]) -> None:
-    manifests = render({"peering": {"enabled": False}, "replicaCount": 1})
-    assert not manifests.of_kind("ClusterKopfPeering")
-    assert not [a for a in manifests.container()["args"] if a.startswith("--peering")]
+def test_leader_election_off_is_passed_on(render: Callable[..., Manifests]) -> None:
+    values = {"leaderElection": {"enabled": False}, "replicaCount": 1}
+    manifests = render(values)
+    assert "--no-leader-election" in manifests.container()["args"]
 
 
 def test_persistent_cache_is_a_statefulset_with_a_claim_per_pod(
@@ -161,6 +159,7 @@ def test_metrics_service_publishes_not_ready_pods_and_the_monitor_scrapes_it(
     assert service["spec"]["publishNotReadyAddresses"] is True
     (endpoint,) = monitor["spec"]["endpoints"]
     assert endpoint["path"] == "/metrics"
+    assert endpoint["honorLabels"] is True  # per-quota series keep the quota's namespace
     assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
     assert not render().of_kind("ServiceMonitor")
 

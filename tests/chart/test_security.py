@@ -2,8 +2,8 @@
 
 Checks, for every variant of the matrix: no RBAC rule has a ``*`` anywhere; the rules are
 exactly the verbs and resources the operator uses (the full table is pinned here, so that
-a new permission is a reviewed change); kopf peering may write only its own peering object;
-with one watched namespace the namespaced permissions become a Role there. The pod runs as
+a new permission is a reviewed change); Leases only in the release's namespace; with one
+watched namespace the namespaced permissions become a Role there. The pod runs as
 a non-root numeric user with ``seccompProfile: RuntimeDefault``, a read-only root
 filesystem, no privilege escalation and every capability dropped, with resource requests
 and limits, and only its cache and /tmp writable.
@@ -36,25 +36,20 @@ def expand(groups: list[str], resources: list[str], verbs: list[str], name: str 
 CLUSTER_NEEDS = expand(["apiextensions.k8s.io"], ["customresourcedefinitions"], ["list", "watch"])
 CLUSTER_NEEDS |= expand([""], ["namespaces"], ["list", "watch"])
 NAMESPACED_NEEDS = (
-    expand(
-        ["dbquota.io"],
-        ["databasequotas", "databaseclaims"],
-        ["get", "list", "watch", "patch", "update"],
-    )
-    | expand(
-        ["dbquota.io"],
-        ["databasequotas/status", "databaseclaims/status"],
-        ["get", "patch", "update"],
-    )
+    expand(["dbquota.io"], ["databasequotas"], ["get", "list", "watch", "patch"])
+    | expand(["dbquota.io"], ["databaseclaims"], ["get", "list", "watch"])
+    | expand(["dbquota.io"], ["databasequotas/status", "databaseclaims/status"], ["get", "patch"])
     | expand([""], ["events"], ["create", "patch"])
     | expand(["events.k8s.io"], ["events"], ["create", "patch"])
 )
+LEASE_NEEDS = expand(
+    ["coordination.k8s.io"], ["leases"], ["get", "list", "watch", "create", "update", "delete"]
+)
 
 
-def peering_needs(resource: str, name: str) -> set[Rule]:
-    return expand(["kopf.dev"], [resource], ["list", "watch"]) | expand(
-        ["kopf.dev"], [resource], ["get", "patch"], name
-    )
+def lease_role(manifests: Manifests) -> Doc:
+    (role,) = [r for r in manifests.of_kind("Role") if r["metadata"]["name"].endswith("-leases")]
+    return role
 
 
 def test_no_rbac_rule_has_a_wildcard(variant: Manifests) -> None:
@@ -72,10 +67,11 @@ def test_cluster_wide_rules_are_exactly_what_the_operator_uses(
 ) -> None:
     manifests = render()
     role = manifests.one("ClusterRole")
-    peering = manifests.one("ClusterKopfPeering")["metadata"]["name"]
-    expected = CLUSTER_NEEDS | NAMESPACED_NEEDS | peering_needs("clusterkopfpeerings", peering)
-    assert rules_of(role) == expected
-    assert not manifests.of_kind("Role")
+    assert rules_of(role) == CLUSTER_NEEDS | NAMESPACED_NEEDS
+    leases = lease_role(manifests)
+    assert leases["metadata"]["namespace"] == "dbquota-system"
+    assert rules_of(leases) == LEASE_NEEDS
+    assert len(manifests.of_kind("Role")) == 1
 
 
 def test_one_watched_namespace_gets_a_role_there_and_a_minimal_cluster_role(
@@ -83,16 +79,15 @@ def test_one_watched_namespace_gets_a_role_there_and_a_minimal_cluster_role(
 ) -> None:
     manifests = render(MATRIX["one-namespace"])
     assert rules_of(manifests.one("ClusterRole")) == CLUSTER_NEEDS
-    role = manifests.one("Role")
+    (role,) = [r for r in manifests.of_kind("Role") if r is not lease_role(manifests)]
     assert role["metadata"]["namespace"] == "team-a"
-    peering = manifests.one("KopfPeering")
-    assert peering["metadata"]["namespace"] == "team-a"
-    assert rules_of(role) == NAMESPACED_NEEDS | peering_needs(
-        "kopfpeerings", peering["metadata"]["name"]
-    )
-    binding = manifests.one("RoleBinding")
+    assert rules_of(role) == NAMESPACED_NEEDS
+    (binding,) = [
+        b
+        for b in manifests.of_kind("RoleBinding")
+        if b["roleRef"]["name"] == role["metadata"]["name"]
+    ]
     assert binding["metadata"]["namespace"] == "team-a"
-    assert binding["roleRef"]["name"] == role["metadata"]["name"]
 
 
 def test_bindings_grant_the_roles_to_the_pods_service_account(variant: Manifests) -> None:

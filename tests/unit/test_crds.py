@@ -1,7 +1,9 @@
 """The CRD files: every printer column points at a path that exists in the schema.
 
 A column whose jsonPath names no schema field prints an empty cell forever; this catches
-typos without a cluster. Also checks the API contract's field names from PRODUCT.md exist.
+typos without a cluster. Also checks the API contract's field names exist, and that every
+schema node holds only OpenAPI keywords (an unquoted comma in a YAML flow mapping turns
+the rest of a description into a stray key, which a strict ``kubectl create`` refuses).
 """
 
 from __future__ import annotations
@@ -82,3 +84,28 @@ def test_claim_schema_has_the_product_contract_fields() -> None:
         "status.conditions",
     ]:
         assert schema_has(schema, path), path
+
+
+SCHEMA_KEYWORDS = {
+    "type", "description", "properties", "items", "required", "enum", "default", "format",
+    "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "minLength", "maxLength",
+    "pattern", "minItems", "maxItems", "uniqueItems", "additionalProperties", "nullable",
+    "x-kubernetes-validations", "x-kubernetes-list-type", "x-kubernetes-list-map-keys",
+    "x-kubernetes-preserve-unknown-fields", "x-kubernetes-int-or-string",
+}  # fmt: skip
+
+
+def schema_nodes(node: dict[str, Any]) -> list[dict[str, Any]]:
+    found = [node]
+    for child in node.get("properties", {}).values():
+        found += schema_nodes(child)
+    if isinstance(node.get("items"), dict):
+        found += schema_nodes(node["items"])
+    return found
+
+
+@pytest.mark.parametrize("name", ["databasequotas.yaml", "databaseclaims.yaml"])
+def test_every_schema_node_holds_only_openapi_keywords(name: str) -> None:
+    schema = load(name)["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    for node in schema_nodes(schema):
+        assert set(node) <= SCHEMA_KEYWORDS, set(node) - SCHEMA_KEYWORDS

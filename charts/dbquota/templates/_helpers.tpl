@@ -56,6 +56,10 @@ app.kubernetes.io/part-of: dbquota
 {{- end }}
 {{- end }}
 
+{{/* The webhook's name in the ValidatingWebhookConfiguration; the apiserver's admission
+metrics label their series with it (name="..."). */}}
+{{- define "dbquota.webhookName" -}}validate-claims.dbquota.io{{- end }}
+
 {{- define "dbquota.webhookServiceName" -}}
 {{- printf "%s-webhook" (include "dbquota.fullname" .) }}
 {{- end }}
@@ -81,9 +85,9 @@ app.kubernetes.io/part-of: dbquota
 {{- list $svc (printf "%s.%s" $svc $ns) (printf "%s.%s.svc" $svc $ns) (printf "%s.%s.svc.%s" $svc $ns .Values.clusterDomain) | toJson }}
 {{- end }}
 
-{{/* The kopf peering name the replicas share: peering.name, else the fullname. */}}
-{{- define "dbquota.peeringName" -}}
-{{- default (include "dbquota.fullname" .) .Values.peering.name }}
+{{/* The leader election Lease: <fullname>-leader. */}}
+{{- define "dbquota.leaderLease" -}}
+{{- printf "%s-leader" (include "dbquota.fullname" . | trunc 56 | trimSuffix "-") }}
 {{- end }}
 
 {{/* The image reference: repository:tag, or repository@digest when a digest is given. */}}
@@ -124,8 +128,13 @@ dbquota.cli.build_parser()).
 - --webhook-cert-dir={{ include "dbquota.certDir" . }}
 - --metrics-port={{ $v.metrics.port }}
 - --cache-path={{ include "dbquota.cacheDir" . }}/cache.sqlite3
-{{- if $v.peering.enabled }}
-- --peering={{ include "dbquota.peeringName" . }}
+- --lease-namespace={{ .Release.Namespace }}
+{{- with $v.leaderElection }}
+- --{{ if not .enabled }}no-{{ end }}leader-election
+- --leader-lease={{ include "dbquota.leaderLease" $ }}
+- --lease-duration={{ .leaseDuration }}
+- --lease-renew-deadline={{ .renewDeadline }}
+- --lease-retry-period={{ .retryPeriod }}
 {{- end }}
 {{- if $v.watchNamespace }}
 - --namespace={{ $v.watchNamespace }}

@@ -15,7 +15,11 @@ type (``raise … from exc``)::
     200 that fails validation       -> MalformedPayload (never cached)
 
 Validation checks types strictly (no strings for numbers), finiteness, non-negativity and
-plausible ranges (:data:`MAX_MONTHLY_COST` and friends). A bulk page is validated entry by
+plausible ranges (:data:`MAX_MONTHLY_COST` and friends). The catalog's requests prices
+(``vcpu_hourly`` and ``memory_gib_hourly``, which come as a pair, ``storage_class_gib_month``
+and ``default_storage_class_gib_month``) are optional, so an older provider's catalog
+still validates and means "no requests pricing known"; present, they are checked like the
+rest, and ``null`` is not "absent". A bulk page is validated entry by
 entry: a bad entry is returned as a :class:`~dbquota.domain.billing.Rejection` with its
 cluster id, and the good ones are kept. The bearer token comes from the token file
 (re-read by :meth:`HttpBillingProvider.refresh_credentials`) or from settings; it is sent
@@ -48,12 +52,19 @@ MAX_HOURLY_PRICE = 10_000.0
 """Largest plausible hourly price of one instance class."""
 MAX_STORAGE_PRICE = 100.0
 """Largest plausible price of one GiB-month of storage."""
+MAX_VCPU_HOURLY = 100.0
+"""Largest plausible price of one vCPU requested for an hour."""
+MAX_MEMORY_GIB_HOURLY = 10.0
+"""Largest plausible price of one GiB of memory requested for an hour."""
 
 Cost = Annotated[float, msgspec.Meta(ge=0.0, le=MAX_MONTHLY_COST)]
 Hourly = Annotated[float, msgspec.Meta(ge=0.0, le=MAX_HOURLY_PRICE)]
 StoragePrice = Annotated[float, msgspec.Meta(ge=0.0, le=MAX_STORAGE_PRICE)]
 ClusterId = Annotated[str, msgspec.Meta(min_length=1, max_length=253)]
 ClassName = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+VcpuPrice = Annotated[float, msgspec.Meta(ge=0.0, le=MAX_VCPU_HOURLY)]
+MemoryPrice = Annotated[float, msgspec.Meta(ge=0.0, le=MAX_MEMORY_GIB_HOURLY)]
+StorageClassName = Annotated[str, msgspec.Meta(min_length=1, max_length=253)]
 
 
 class _Metrics(msgspec.Struct):
@@ -80,6 +91,17 @@ class _LoosePage(msgspec.Struct):
 class _Pricing(msgspec.Struct):
     instance_hourly: dict[ClassName, Hourly]
     storage_gib_month: StoragePrice
+    # Requests pricing: optional (UNSET when absent; null is refused, not taken as absent).
+    vcpu_hourly: VcpuPrice | msgspec.UnsetType = msgspec.UNSET
+    memory_gib_hourly: MemoryPrice | msgspec.UnsetType = msgspec.UNSET
+    storage_class_gib_month: dict[StorageClassName, StoragePrice] | msgspec.UnsetType = (
+        msgspec.UNSET
+    )
+    default_storage_class_gib_month: StoragePrice | msgspec.UnsetType = msgspec.UNSET
+
+    def __post_init__(self) -> None:
+        if (self.vcpu_hourly is msgspec.UNSET) != (self.memory_gib_hourly is msgspec.UNSET):
+            raise ValueError("vcpu_hourly and memory_gib_hourly come together, or neither")
 
 
 _metrics_decoder = msgspec.json.Decoder(_Metrics)
@@ -223,10 +245,20 @@ class HttpBillingProvider:
             body = _pricing_decoder.decode(response.content)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             raise errors.MalformedPayload(f"price catalog: {exc}") from exc
+        classes: dict[str | None, float] = {}
+        if body.storage_class_gib_month is not msgspec.UNSET:
+            classes.update(body.storage_class_gib_month)
+        if body.default_storage_class_gib_month is not msgspec.UNSET:
+            classes[billing.DEFAULT_STORAGE_CLASS] = body.default_storage_class_gib_month
         return billing.PriceBook(
             instance_hourly=dict(body.instance_hourly),
             storage_gib_month=body.storage_gib_month,
             observed_at=self._clock.time(),
+            vcpu_hourly=None if body.vcpu_hourly is msgspec.UNSET else body.vcpu_hourly,
+            memory_gib_hourly=(
+                None if body.memory_gib_hourly is msgspec.UNSET else body.memory_gib_hourly
+            ),
+            storage_class_gib_month=classes,
         )
 
     # -- plumbing -----------------------------------------------------------------------

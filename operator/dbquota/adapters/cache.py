@@ -5,7 +5,10 @@ Tables (schema version in ``PRAGMA user_version``, upgraded by :data:`MIGRATIONS
     latest   one row per cluster: its newest cost and when it was observed
     samples  history of costs, one row per cluster per hour (HISTORY_BUCKET), newest wins
     prices   the price catalog with history: (kind, name, observed_at) -> unit price,
-             kind 'instance' (hourly, name = class) or 'storage' (per GiB-month, name '')
+             kind 'instance' (hourly, name = class) or 'storage' (per GiB-month, name ''),
+             and for pricing requests (schema v3): 'vcpu' and 'memory' (hourly, per vCPU
+             and per GiB, name '') and 'storage_class' (per GiB-month, name = class, ''
+             for the default class)
     syncs    one row per sync: when, whether it succeeded, how many rows, the error
 
 Each sync is written by :meth:`Cache.write_sync` in ONE transaction (``BEGIN IMMEDIATE``
@@ -82,6 +85,23 @@ MIGRATIONS: tuple[str, ...] = (
         error TEXT NOT NULL DEFAULT ''
     );
     CREATE INDEX samples_by_time ON samples (observed_at);
+    CREATE INDEX prices_by_time ON prices (observed_at);
+    """,
+    # v3: requests prices (vCPU, memory, per storage class) in the price history. SQLite
+    # cannot widen a CHECK in place: copy into a new table, drop the old, rename.
+    """
+    CREATE TABLE prices_v3 (
+        kind TEXT NOT NULL
+            CHECK (kind IN ('instance', 'storage', 'vcpu', 'memory', 'storage_class')),
+        name TEXT NOT NULL,
+        observed_at REAL NOT NULL,
+        unit_price REAL NOT NULL CHECK (unit_price >= 0),
+        PRIMARY KEY (kind, name, observed_at)
+    ) WITHOUT ROWID;
+    INSERT INTO prices_v3 (kind, name, observed_at, unit_price)
+        SELECT kind, name, observed_at, unit_price FROM prices;
+    DROP TABLE prices;
+    ALTER TABLE prices_v3 RENAME TO prices;
     CREATE INDEX prices_by_time ON prices (observed_at);
     """,
 )
@@ -310,7 +330,8 @@ class Cache:
         return _book(rows)
 
     async def highest_prices(self, *, since: float) -> billing.PriceBook | None:
-        """Per instance class and for storage, the highest unit price observed since ``since``.
+        """Per instance class, for storage, per vCPU and GiB of memory and per storage
+        class, the highest unit price observed since ``since``.
 
         The price in force at ``since`` counts too (the last one stored before it), so a
         window that starts between two price changes still sees the price then in effect.
@@ -421,26 +442,45 @@ def _cache_error(doing: str, exc: sqlite3.DatabaseError) -> errors.CacheError:
     return errors.CacheError(f"cache failed to {doing}: {exc}")
 
 
+_DEFAULT_CLASS_NAME = ""
+"""How the default storage class (None in a PriceBook) is named in the prices table."""
+
+
 def _price_rows(prices: billing.PriceBook | None) -> Iterable[tuple[str, str, float, float]]:
     if prices is None:
         return
+    at = prices.observed_at
     for name, price in prices.instance_hourly.items():
-        yield ("instance", name, prices.observed_at, price)
-    yield ("storage", "", prices.observed_at, prices.storage_gib_month)
+        yield ("instance", name, at, price)
+    yield ("storage", "", at, prices.storage_gib_month)
+    if prices.vcpu_hourly is not None:
+        yield ("vcpu", "", at, prices.vcpu_hourly)
+    if prices.memory_gib_hourly is not None:
+        yield ("memory", "", at, prices.memory_gib_hourly)
+    for storage_class, price in prices.storage_class_gib_month.items():
+        yield ("storage_class", storage_class or _DEFAULT_CLASS_NAME, at, price)
 
 
 def _book(rows: Iterable[_Row]) -> billing.PriceBook | None:
     hourly: dict[str, float] = {}
-    storage: float | None = None
-    observed = 0.0
+    classes: dict[str | None, float] = {}
+    single: dict[str, float] = {}  # storage, vcpu, memory
+    observed: float | None = None
     for kind, name, price, at in rows:
-        observed = max(observed, float(at))
+        observed = max(float(at), observed or 0.0)
         if kind == "instance":
             hourly[str(name)] = float(price)
+        elif kind == "storage_class":
+            classes[str(name) or billing.DEFAULT_STORAGE_CLASS] = float(price)
         else:
-            storage = float(price)
-    if storage is None and not hourly:
+            single[str(kind)] = float(price)
+    if observed is None:
         return None
     return billing.PriceBook(
-        instance_hourly=hourly, storage_gib_month=storage or 0.0, observed_at=observed
+        instance_hourly=hourly,
+        storage_gib_month=single.get("storage", 0.0),
+        observed_at=observed,
+        vcpu_hourly=single.get("vcpu"),
+        memory_gib_hourly=single.get("memory"),
+        storage_class_gib_month=classes,
     )

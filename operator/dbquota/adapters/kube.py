@@ -1,63 +1,108 @@
-"""The Kubernetes API calls dbquota makes, through kubernetes-asyncio, with our errors.
+"""The Kubernetes API calls dbquota makes, and the watches that feed its in-memory views.
 
-Used by the reservation and reconciliation services. Every foreign error becomes one of
-:mod:`dbquota.errors` (``Conflict`` for 409, ``NotFound`` for 404, ``KubeError`` for the
-rest) with ``raise ... from exc``. A merge patch that carries ``metadata.resourceVersion``
-is a compare-and-swap: the apiserver applies it only if the object still has that version,
-which is how reservations avoid over-admission (as ResourceQuota's admission does).
+kubernetes-asyncio gives us the connection: it reads the kubeconfig or the in-cluster
+service account (refreshing its token) and owns one aiohttp connection pool. On top of
+it this module makes plain JSON requests to the few paths dbquota uses, decoded with
+msgspec: the generated API classes serialise and deserialise every call through model
+objects, which cost more CPU than the apiserver round trip on the paths a busy webhook
+and reconciler take (status writes at hundreds per second).
 
-kopf has its own API client for watching; this one serves the request/response calls that
-must be awaited on the admission path (one persistent aiohttp connection pool).
+Every failure becomes one of :mod:`dbquota.errors` (``Conflict`` for 409, ``NotFound``
+for 404, ``KubeError`` for the rest, closed connections included) with
+``raise ... from exc``. A merge patch or a PUT that carries ``metadata.resourceVersion``
+is a compare-and-swap: the apiserver applies it only if the object still has that
+version, which is how reservations avoid over-admission (as ResourceQuota's admission
+does).
+
+:class:`Informer` keeps a watch-fed copy of one kind, as client-go's informers do: it
+lists, watches from the list's ``resourceVersion``, and lists again when the watch
+expires (410) or fails. Used by every service that reads Kubernetes objects.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
-import json
 import logging
-import uuid
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Generic, TypeVar, cast
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, NamedTuple, Protocol, TypeVar, cast
+from urllib.parse import quote, urlencode
 
-from kubernetes_asyncio import client, config, watch
-from kubernetes_asyncio.client.exceptions import ApiException
+import aiohttp
+import msgspec
+from kubernetes_asyncio import client, config
 from kubernetes_asyncio.config.config_exception import ConfigException
 
-from dbquota.domain.resources import QuotaObject
+from dbquota.domain.resources import ClaimStatus, QuotaObject
 from dbquota.errors import Conflict, KubeError, NotFound
+from dbquota.kits import timestamps
 
 logger = logging.getLogger(__name__)
 
 D = TypeVar("D")  # what an Informer derives from each object
 
-GROUP, VERSION = "dbquota.io", "v1alpha1"
-QUOTAS, CLAIMS = "databasequotas", "databaseclaims"
-MERGE_PATCH: dict[str, Any] = {"_content_type": "application/merge-patch+json"}
-"""kubernetes-asyncio picks strategic-merge for dicts, which custom resources refuse."""
-APPLY_PATCH: dict[str, Any] = {"_content_type": "application/apply-patch+yaml"}
-"""Server-side apply; its YAML body may be JSON."""
+MERGE = "application/merge-patch+json"
+APPLY = "application/apply-patch+yaml"  # server-side apply; its YAML may be JSON
+_json_decode = msgspec.json.Decoder(dict[str, Any]).decode
+_json_encode = msgspec.json.Encoder().encode
 
 
-def _translate(exc: ApiException, what: str) -> KubeError:
-    reason = exc.reason or ""
-    with contextlib.suppress(ValueError, AttributeError):  # keep the HTTP reason then
-        reason = json.loads(exc.body or "{}").get("message", reason)
-    if exc.status == 409:
-        return Conflict(f"{what}: {reason}")
-    if exc.status == 404:
-        return NotFound(f"{what}: {reason}")
-    return KubeError(f"{what}: HTTP {exc.status} {reason}")
+class Resource(NamedTuple):
+    """One kind of object as the API serves it."""
+
+    group: str
+    version: str
+    plural: str
+    kind: str
+    namespaced: bool = True
+
+    def path(self, namespace: str = "", name: str = "", subresource: str = "") -> str:
+        """The URL path of the collection, of one object, or of its subresource."""
+        base = f"/api/{self.version}" if not self.group else f"/apis/{self.group}/{self.version}"
+        if self.namespaced and namespace:
+            base += f"/namespaces/{quote(namespace, safe='')}"
+        base += f"/{self.plural}"
+        if name:
+            base += f"/{quote(name, safe='')}"
+        if subresource:
+            base += f"/{subresource}"
+        return base
+
+    @property
+    def api_version(self) -> str:
+        """``group/version`` (or ``version`` for the core group)."""
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+
+QUOTAS = Resource("dbquota.io", "v1alpha1", "databasequotas", "DatabaseQuota")
+CLAIMS = Resource("dbquota.io", "v1alpha1", "databaseclaims", "DatabaseClaim")
+LEASES = Resource("coordination.k8s.io", "v1", "leases", "Lease")
+EVENTS = Resource("", "v1", "events", "Event")
+WEBHOOKS = Resource(
+    "admissionregistration.k8s.io",
+    "v1",
+    "validatingwebhookconfigurations",
+    "ValidatingWebhookConfiguration",
+    namespaced=False,
+)
+
+
+def _message(status: int, body: bytes) -> str:
+    with contextlib.suppress(msgspec.DecodeError, TypeError, AttributeError):
+        text = _json_decode(body).get("message")
+        if isinstance(text, str):
+            return text
+    return body[:200].decode("utf-8", "replace") or f"HTTP {status}"
 
 
 class Kube:
-    """A connection to the Kubernetes API for dbquota's own objects and Events."""
+    """A connection to the Kubernetes API for dbquota's objects, Leases and Events."""
 
     def __init__(self, api_client: client.ApiClient) -> None:
         self._api_client = api_client
-        self._custom = client.CustomObjectsApi(api_client)
-        self._core = client.CoreV1Api(api_client)
+        self._host = str(api_client.configuration.host or "").rstrip("/")
+        self._closed = False
 
     @classmethod
     async def connect(cls, *, kubeconfig: str | None = None) -> Kube:
@@ -75,22 +120,177 @@ class Kube:
                 )
             except (ConfigException, OSError) as exc:
                 raise KubeError(f"no Kubernetes credentials: {exc}") from exc
-        configuration.connection_pool_maxsize = 32
+        configuration.connection_pool_maxsize = 64
         return cls(client.ApiClient(configuration))
 
     async def close(self) -> None:
-        """Close the connection pool."""
+        """Close the connection pool; later calls raise ``KubeError``."""
+        self._closed = True
         await self._api_client.close()
+
+    async def _headers(self, content_type: str | None) -> dict[str, str]:
+        headers: dict[str, str] = {"Accept": "application/json"}
+        if content_type:
+            headers["Content-Type"] = content_type
+        await self._api_client.update_params_for_auth(headers, [], ["BearerToken"])
+        return headers
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        what: str,
+        query: Mapping[str, str] | None = None,
+        body: object = None,
+        content_type: str | None = None,
+        seconds: float = 30.0,
+    ) -> dict[str, Any]:
+        """One API call; the decoded JSON answer. ``what`` names it in errors."""
+        if self._closed:
+            raise KubeError(f"{what}: the Kubernetes connection is closed")
+        url = self._host + path + (f"?{urlencode(query)}" if query else "")
+        data = None if body is None else _json_encode(body)
+        headers = await self._headers(content_type or ("application/json" if data else None))
+        session = self._api_client.rest_client.pool_manager
+        try:
+            async with session.request(
+                method,
+                url,
+                data=data,
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=seconds),
+            ) as resp:
+                raw = await resp.read()
+                status = resp.status
+        except (aiohttp.ClientError, TimeoutError, RuntimeError) as exc:
+            # RuntimeError: "Session is closed" while shutting down.
+            raise KubeError(f"{what}: {type(exc).__name__}: {exc}") from exc
+        if status == 409:
+            raise Conflict(f"{what}: {_message(status, raw)}")
+        if status == 404:
+            raise NotFound(f"{what}: {_message(status, raw)}")
+        if not 200 <= status < 300:
+            raise KubeError(f"{what}: HTTP {status} {_message(status, raw)}")
+        try:
+            return _json_decode(raw) if raw else {}
+        except msgspec.DecodeError as exc:
+            raise KubeError(f"{what}: the apiserver answered with invalid JSON") from exc
+
+    # -- objects ------------------------------------------------------------------------
+
+    async def get(self, resource: Resource, *, namespace: str, name: str) -> dict[str, Any]:
+        """One object."""
+        return await self.request(
+            "GET",
+            resource.path(namespace, name),
+            what=f"get {resource.kind} {namespace}/{name}",
+        )
+
+    async def create(
+        self, resource: Resource, *, namespace: str, body: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Create one object (``Conflict`` when it exists)."""
+        name = body.get("metadata", {}).get("name", "")
+        return await self.request(
+            "POST",
+            resource.path(namespace),
+            what=f"create {resource.kind} {namespace}/{name}",
+            body=body,
+        )
+
+    async def replace(
+        self, resource: Resource, *, namespace: str, name: str, body: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Replace one object; with ``metadata.resourceVersion`` it is a compare-and-swap."""
+        return await self.request(
+            "PUT",
+            resource.path(namespace, name),
+            what=f"replace {resource.kind} {namespace}/{name}",
+            body=body,
+        )
+
+    async def patch(
+        self,
+        resource: Resource,
+        *,
+        namespace: str,
+        name: str,
+        body: Mapping[str, Any],
+        subresource: str = "",
+    ) -> dict[str, Any]:
+        """Merge-patch one object (or its ``subresource``)."""
+        return await self.request(
+            "PATCH",
+            resource.path(namespace, name, subresource),
+            what=f"patch {resource.kind} {namespace}/{name}"
+            + (f"/{subresource}" * bool(subresource)),
+            body=body,
+            content_type=MERGE,
+        )
+
+    async def delete(self, resource: Resource, *, namespace: str, name: str) -> None:
+        """Delete one object (gone already is fine)."""
+        with contextlib.suppress(NotFound):
+            await self.request(
+                "DELETE",
+                resource.path(namespace, name),
+                what=f"delete {resource.kind} {namespace}/{name}",
+            )
+
+    async def list(self, resource: Resource, *, namespace: str = "") -> dict[str, Any]:
+        """Every object of ``resource`` (in ``namespace``, or everywhere)."""
+        return await self.request(
+            "GET",
+            resource.path(namespace),
+            what=f"list {resource.plural}",
+            seconds=120.0,
+        )
+
+    async def watch(
+        self,
+        resource: Resource,
+        *,
+        namespace: str = "",
+        version: str,
+        seconds: int = 300,
+    ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """Watch events (type, object) from ``version`` until the server ends the stream."""
+        what = f"watch {resource.plural}"
+        if self._closed:
+            raise KubeError(f"{what}: the Kubernetes connection is closed")
+        query = {
+            "watch": "1",
+            "resourceVersion": version,
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": str(seconds),
+        }
+        url = f"{self._host}{resource.path(namespace)}?{urlencode(query)}"
+        headers = await self._headers(None)
+        session = self._api_client.rest_client.pool_manager
+        try:
+            async with session.get(
+                url,
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=None, sock_read=seconds + 30),
+            ) as resp:
+                if resp.status != 200:
+                    raw = await resp.read()
+                    raise KubeError(f"{what}: HTTP {resp.status} {_message(resp.status, raw)}")
+                while line := await resp.content.readline():
+                    try:
+                        event = _json_decode(line)
+                    except msgspec.DecodeError as exc:
+                        raise KubeError(f"{what}: invalid JSON in the stream") from exc
+                    yield str(event.get("type", "")), event.get("object") or {}
+        except (aiohttp.ClientError, TimeoutError, RuntimeError) as exc:
+            raise KubeError(f"{what}: {type(exc).__name__}: {exc}") from exc
+
+    # -- dbquota's own objects ----------------------------------------------------------
 
     async def get_quota(self, *, namespace: str, name: str) -> QuotaObject:
         """Read one DatabaseQuota, status included."""
-        try:
-            obj = await self._custom.get_namespaced_custom_object(
-                GROUP, VERSION, namespace, QUOTAS, name
-            )
-        except ApiException as exc:
-            raise _translate(exc, f"get DatabaseQuota {namespace}/{name}") from exc
-        return cast(QuotaObject, obj)
+        return cast(QuotaObject, await self.get(QUOTAS, namespace=namespace, name=name))
 
     async def patch_quota_status(
         self,
@@ -107,13 +307,19 @@ class Kube:
         body: dict[str, Any] = {"status": dict(status)}
         if resource_version is not None:
             body["metadata"] = {"resourceVersion": resource_version}
-        try:
-            obj = await self._custom.patch_namespaced_custom_object_status(
-                GROUP, VERSION, namespace, QUOTAS, name, body, **MERGE_PATCH
-            )
-        except ApiException as exc:
-            raise _translate(exc, f"patch DatabaseQuota {namespace}/{name} status") from exc
+        obj = await self.patch(
+            QUOTAS, namespace=namespace, name=name, body=body, subresource="status"
+        )
         return cast(QuotaObject, obj)
+
+    async def patch_claim_status(
+        self, *, namespace: str, name: str, uid: str, status: ClaimStatus
+    ) -> dict[str, Any]:
+        """Merge-patch a DatabaseClaim's status, only if it is still the object ``uid``."""
+        body = {"metadata": {"uid": uid}, "status": dict(status)}
+        return await self.patch(
+            CLAIMS, namespace=namespace, name=name, body=body, subresource="status"
+        )
 
     async def post_event(
         self,
@@ -125,15 +331,16 @@ class Kube:
         type_: str,
         reason: str,
         message: str,
+        api_version: str = QUOTAS.api_version,
     ) -> None:
-        """Record a core/v1 Event on one of our objects (``kubectl describe`` shows it)."""
-        now = datetime.datetime.now(datetime.UTC)
+        """Record a core/v1 Event on an object (``kubectl describe`` shows it)."""
+        now = timestamps.now()
         event = {
             "apiVersion": "v1",
             "kind": "Event",
-            "metadata": {"name": f"{name}.{uuid.uuid4().hex[:16]}", "namespace": namespace},
+            "metadata": {"generateName": f"{name}.", "namespace": namespace},
             "involvedObject": {
-                "apiVersion": f"{GROUP}/{VERSION}",
+                "apiVersion": api_version,
                 "kind": kind,
                 "name": name,
                 "namespace": namespace,
@@ -144,138 +351,198 @@ class Kube:
             "message": message[:1024],
             "source": {"component": "dbquota"},
             "reportingComponent": "dbquota.io/operator",
-            "firstTimestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "lastTimestamp": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "firstTimestamp": now,
+            "lastTimestamp": now,
             "count": 1,
         }
-        try:
-            await self._core.create_namespaced_event(namespace, cast(Any, event))
-        except ApiException as exc:
-            raise _translate(exc, f"post Event on {kind} {namespace}/{name}") from exc
+        await self.create(EVENTS, namespace=namespace, body=event)
 
     async def apply_validating_webhook_configuration(self, body: Mapping[str, Any]) -> None:
         """Create or update a ValidatingWebhookConfiguration by server-side apply (field
         manager ``dbquota``, forced): how ``--dev-webhook`` registers the webhook."""
         name = str(body["metadata"]["name"])
-        api = client.AdmissionregistrationV1Api(self._api_client)
-        try:
-            await api.patch_validating_webhook_configuration(
-                name,
-                dict(body),
-                field_manager="dbquota",
-                force=True,
-                **APPLY_PATCH,
-            )
-        except ApiException as exc:
-            raise _translate(exc, f"apply ValidatingWebhookConfiguration {name}") from exc
+        await self.request(
+            "PATCH",
+            WEBHOOKS.path(name=name),
+            what=f"apply ValidatingWebhookConfiguration {name}",
+            query={"fieldManager": "dbquota", "force": "true"},
+            body=body,
+            content_type=APPLY,
+        )
+
+
+class Source(Protocol):
+    """What an :class:`Informer` reads from (:class:`Kube`; a fake in unit tests)."""
+
+    async def list(self, resource: Resource, *, namespace: str = "") -> dict[str, Any]:
+        """Every object of ``resource``, and the list's resourceVersion."""
+        ...
+
+    def watch(
+        self, resource: Resource, *, namespace: str = "", version: str, seconds: int = 300
+    ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """Watch events from ``version`` on."""
+        ...
+
+
+Listener = Callable[[str, str, D | None, D | None], None]
+"""``listener(namespace, name, before, after)``: an object appeared (before None), changed,
+or went away (after None), as the informer derived it."""
+
+
+@dataclass
+class _Entry(Generic[D]):
+    version: str
+    derived: D | None
+    obj: dict[str, Any] | None
+
+
+def _rv(obj: Mapping[str, Any]) -> str:
+    return str(obj.get("metadata", {}).get("resourceVersion", ""))
+
+
+def _later(a: str, b: str) -> bool:
+    """Whether resourceVersion ``a`` is later than ``b`` (see
+    :func:`dbquota.domain.views.newer` for why integers are compared)."""
+    if a.isdigit() and b.isdigit():
+        return int(a) > int(b)
+    return a != b
 
 
 class Informer(Generic[D]):
-    """A watch-fed, in-memory copy of every object of one dbquota kind, cluster-wide.
+    """A watch-fed, in-memory copy of every object of one kind (in one namespace or all).
 
     ``derive`` turns each object into what readers need (``None`` to skip it) once per
-    watch event, so a read costs no parsing however often it happens: the webhook reads a
-    namespace's claims on every review.
-
-    The admission webhook reads the namespace's quotas and claims from here, as Kubernetes'
-    ResourceQuota admission reads from an informer: no apiserver round trip per review.
-    It is deliberately independent of kopf's watches, which kopf's peering pauses on
-    standby replicas; every replica serves the webhook, so every replica needs this view.
-    It lists, then watches from the list's resourceVersion; when the watch expires (410
-    Gone) or fails, it lists again.
+    watch event, so a read costs no parsing however often it happens. Full objects are
+    kept only with ``keep_objects`` (quotas, which are few and read whole by the
+    reservation ledgers); claims keep only what was derived, so 10,000 of them cost a few
+    MiB. Listeners hear of every change, including those found by a relist, so services
+    react to events instead of polling. Writers hand their own results to :meth:`put`, so
+    readers see a write before its watch event arrives.
     """
 
     def __init__(
         self,
-        kube: Kube,
+        kube: Source,
+        resource: Resource,
         *,
-        plural: str,
         derive: Callable[[dict[str, Any]], D | None],
         namespace: str = "",
+        keep_objects: bool = False,
     ) -> None:
         self._kube = kube
-        self.plural = plural
+        self.resource = resource
         self._derive = derive
         self._namespace = namespace
-        self._by_namespace: dict[str, dict[str, tuple[dict[str, Any], D | None]]] = {}
+        self._keep = keep_objects
+        self._store: dict[str, dict[str, _Entry[D]]] = {}
+        self._listeners: list[Listener[D]] = []
         self.synced = asyncio.Event()
+
+    @property
+    def plural(self) -> str:
+        """The resource's plural name (for messages)."""
+        return self.resource.plural
+
+    def add_listener(self, listener: Listener[D]) -> None:
+        """Call ``listener`` on every change from now on."""
+        self._listeners.append(listener)
 
     def in_namespace(self, namespace: str) -> list[D]:
         """What ``derive`` made of every object of the namespace, as last seen."""
-        entries = self._by_namespace.get(namespace, {}).values()
-        return [derived for _, derived in entries if derived is not None]
+        entries = self._store.get(namespace, {}).values()
+        return [e.derived for e in entries if e.derived is not None]
+
+    def namespaces(self) -> list[str]:
+        """Namespaces with at least one object."""
+        return [ns for ns, entries in self._store.items() if entries]
 
     def derived(self, *, namespace: str, name: str) -> D | None:
         """What ``derive`` made of one object, as last seen, or None."""
-        entry = self._by_namespace.get(namespace, {}).get(name)
-        return None if entry is None else entry[1]
+        entry = self._store.get(namespace, {}).get(name)
+        return None if entry is None else entry.derived
 
     def get(self, *, namespace: str, name: str) -> dict[str, Any] | None:
-        """One object as last seen, or None."""
-        entry = self._by_namespace.get(namespace, {}).get(name)
-        return None if entry is None else entry[0]
+        """One object as last seen (only with ``keep_objects``), or None."""
+        entry = self._store.get(namespace, {}).get(name)
+        return None if entry is None else entry.obj
 
-    def _put(
-        self, obj: dict[str, Any], into: dict[str, dict[str, tuple[dict[str, Any], D | None]]]
-    ) -> None:
-        meta = obj.get("metadata", {})
-        slot = into.setdefault(meta.get("namespace", ""), {})
-        slot[meta.get("name", "")] = (obj, self._derive(obj))
+    def put(self, obj: dict[str, Any]) -> None:
+        """An object as a write of ours returned it: kept if it is newer than our copy."""
+        self._apply("MODIFIED", obj)
 
-    def _drop(self, obj: dict[str, Any]) -> None:
-        meta = obj.get("metadata", {})
-        self._by_namespace.get(meta.get("namespace", ""), {}).pop(meta.get("name", ""), None)
+    def _apply(self, kind: str, obj: dict[str, Any]) -> None:
+        meta = obj.get("metadata") or {}
+        namespace, name = str(meta.get("namespace", "")), str(meta.get("name", ""))
+        slot = self._store.setdefault(namespace, {})
+        before = slot.get(name)
+        if kind == "DELETED":
+            if before is None:
+                return
+            del slot[name]
+            self._tell(namespace, name, before.derived, None)
+            return
+        version = _rv(obj)
+        if before is not None and not _later(version, before.version):
+            return
+        entry = _Entry(version, self._derive(obj), obj if self._keep else None)
+        slot[name] = entry
+        self._tell(namespace, name, None if before is None else before.derived, entry.derived)
+
+    def _tell(self, namespace: str, name: str, before: D | None, after: D | None) -> None:
+        if before is None and after is None:
+            return
+        for listener in self._listeners:
+            try:
+                listener(namespace, name, before, after)
+            except Exception:
+                logger.exception("a %s listener failed", self.plural)
 
     async def _list(self) -> str:
-        if self._namespace:
-            got = await self._kube._custom.list_namespaced_custom_object(
-                GROUP, VERSION, self._namespace, self.plural
-            )
-        else:
-            got = await self._kube._custom.list_cluster_custom_object(GROUP, VERSION, self.plural)
-        fresh: dict[str, dict[str, tuple[dict[str, Any], D | None]]] = {}
-        for obj in got.get("items", []):
-            self._put(obj, fresh)
-        self._by_namespace = fresh
+        got = await self._kube.list(self.resource, namespace=self._namespace)
+        seen: set[tuple[str, str]] = set()
+        for obj in got.get("items") or []:
+            meta = obj.get("metadata") or {}
+            seen.add((str(meta.get("namespace", "")), str(meta.get("name", ""))))
+            self._apply("ADDED", obj)
+        for namespace, slot in list(self._store.items()):
+            for name in [n for n in slot if (namespace, n) not in seen]:
+                before = slot.pop(name)
+                self._tell(namespace, name, before.derived, None)
         self.synced.set()
         return str(got.get("metadata", {}).get("resourceVersion", ""))
 
     async def run(self) -> None:
         """List and watch until cancelled."""
+        failures = 0
         while True:
             try:
                 version = await self._list()
+                failures = 0
                 while version:
                     version = await self._watch(version)
             except asyncio.CancelledError:
                 raise
+            except KubeError as exc:  # the apiserver busy or restarting: say so, no traceback
+                failures += 1
+                delay = min(30.0, 0.5 * 2 ** min(failures, 6))
+                logger.warning(
+                    "%s watch failed (%s); listing again in %.0fs", self.plural, exc, delay
+                )
+                await asyncio.sleep(delay)
             except Exception:  # a watch must outlive any one failure
                 logger.exception("%s watch failed; listing again in 1s", self.plural)
                 await asyncio.sleep(1)
 
     async def _watch(self, version: str) -> str:
         """Apply events from ``version`` on; the version to go on from, or "" to relist."""
-        custom = self._kube._custom
-        func: Callable[..., Awaitable[Any]] = custom.list_cluster_custom_object
-        args: tuple[str, ...] = (GROUP, VERSION, self.plural)
-        if self._namespace:
-            func = custom.list_namespaced_custom_object
-            args = (GROUP, VERSION, self._namespace, self.plural)
-        async with watch.Watch().stream(
-            func,
-            *args,
-            resource_version=version,
-            timeout_seconds=300,
-            allow_watch_bookmarks=True,
-        ) as stream:
-            async for event in stream:
-                kind, obj = event["type"], event["object"]
-                if kind == "ERROR":  # 410 Gone: the version is too old to watch from
-                    logger.info("%s watch expired (%s); listing again", self.plural, obj)
-                    return ""
-                version = obj.get("metadata", {}).get("resourceVersion", version)
-                if kind in ("ADDED", "MODIFIED"):
-                    self._put(obj, self._by_namespace)
-                elif kind == "DELETED":
-                    self._drop(obj)
+        async for kind, obj in self._kube.watch(
+            self.resource, namespace=self._namespace, version=version
+        ):
+            if kind == "ERROR":  # 410 Gone: the version is too old to watch from
+                logger.info("%s watch expired (%s); listing again", self.plural, obj.get("message"))
+                return ""
+            version = _rv(obj) or version
+            if kind in ("ADDED", "MODIFIED", "DELETED"):
+                self._apply(kind, obj)
         return version

@@ -8,19 +8,56 @@ on one port (``--metrics-port``)::
     GET /healthz   200 while the event loop runs (liveness)
     GET /readyz    200 once ``ready()`` is true, 503 before (readiness: the cache is warm)
 
-Written to by :mod:`dbquota.services.ingesting` (billing series), by the enforcement side
-(its own series on the same registry) and by the webhook server
-(:mod:`dbquota.handlers.webhook`: requests it refused).
+Names follow Prometheus' naming practice: base units (``_seconds``), ``_total`` on
+counters, ``_ratio`` for 0-1 shares, ``_timestamp_seconds`` for points in time (Unix
+seconds; ages are computed in PromQL as ``time() - x``). Money is in the quota's currency
+per month (``dbquota_quota_info`` names it).
+
+Two kinds of series:
+
+- **per replica** (no quota label): billing, cache and admission series, written by
+  :mod:`dbquota.services.ingesting`, :mod:`dbquota.services.reserving`, the admission
+  handler and the webhook server (:mod:`dbquota.handlers.webhook`: requests it refused).
+  Every replica exports its own; aggregate across pods in PromQL.
+- **per quota** (labels ``namespace`` and ``quota``): budget, spend, remaining, used ratio,
+  max staleness and expired escrow, set by :func:`publish_quota` from the status the
+  reconciler just wrote (:mod:`dbquota.services.reconciling`) and dropped by
+  :func:`forget_quota` when the quota is deleted (:mod:`dbquota.handlers.quotas`). Only the
+  replica that reconciles (the leader under ``--peering``) exports them; a quota it has
+  not published for :meth:`QuotaSeries.expire_after` seconds (three ``--resync-interval``
+  by default, set at start-up) leaves the exposition, so a replica that lost the
+  election stops reporting figures it no longer refreshes. Cardinality is one series per
+  quota and metric (two for spend): bounded by the number of DatabaseQuotas. The
+  admission counters carry no quota label on purpose: every replica counts them, and
+  only the leader hears of a deletion, so per-quota labels there would pile up series of
+  deleted quotas on the other replicas.
+
+The ``namespace`` label is the quota's namespace. A Prometheus scrape adds its own
+``namespace`` target label (the operator's), which wins unless the scrape honours the
+exposed labels: the chart's ServiceMonitor sets ``honorLabels: true``, as
+kube-state-metrics' does, for that reason.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator, Callable
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from dataclasses import dataclass
 
 import prometheus_client
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from dbquota.domain import quotas
+from dbquota.domain.resources import QuotaStatus
+
+# No ``<counter>_created`` gauge beside every counter and histogram: in the text format
+# Prometheus reads them as separate gauges, doubling the series for nothing it uses.
+prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -50,9 +87,19 @@ rejected_payloads = Counter(
     ["endpoint"],
     registry=REGISTRY,
 )
-staleness_seconds = Gauge(
-    "dbquota_billing_staleness_seconds",
-    "Seconds since the last successful billing sync (+Inf before the first).",
+last_success = Gauge(
+    "dbquota_billing_last_success_timestamp_seconds",
+    "Unix time of the last successful billing sync (0: none yet). Staleness is time() minus this.",
+    registry=REGISTRY,
+)
+tracked_clusters = Gauge(
+    "dbquota_billing_tracked_clusters",
+    "Cluster ids some claim names, fetched one by one when the bulk listing leaves them out.",
+    registry=REGISTRY,
+)
+unknown_clusters = Gauge(
+    "dbquota_billing_unknown_clusters",
+    "Tracked cluster ids the provider answered 404 for, not asked again until their backoff ends.",
     registry=REGISTRY,
 )
 consecutive_failures = Gauge(
@@ -60,9 +107,11 @@ consecutive_failures = Gauge(
     "Billing calls failed in a row.",
     registry=REGISTRY,
 )
-fallback_hit_rate = Gauge(
-    "dbquota_billing_fallback_hit_rate",
-    "Share of recent admission decisions served from cached (not live) billing data.",
+fallback_ratio = Gauge(
+    "dbquota_fallback_ratio",
+    "Share (0-1) of this replica's last 1000 priced admission decisions that were priced "
+    "from cached or conservative data instead of live prices (pricing Cached, "
+    "Conservative, StrictCap or FailOpen).",
     registry=REGISTRY,
 )
 sync_duration = Histogram(
@@ -97,16 +146,19 @@ admission_seconds = Histogram(
 )
 admission_decisions = Counter(
     "dbquota_admission_decisions_total",
-    "Admission decisions per quota, by outcome (admitted, warned, denied), pricing mode "
-    "(Live, Cached, Conservative, StrictCap, FailOpen, None), reason and dry run.",
+    "Admission decisions, one for each DatabaseQuota a reviewed claim was checked against "
+    "(no quota label: see dbquota_quota_* for per-quota figures), by outcome (admitted, "
+    "warned, denied), pricing mode (Live, Cached, Conservative, StrictCap, FailOpen, "
+    "None), reason and dry run.",
     ["outcome", "pricing", "reason", "dry_run"],
     registry=REGISTRY,
 )
 
 admission_paths = Counter(
     "dbquota_admission_reservations_total",
-    "Reservations taken per quota, by path: escrow (admitted from the replica's escrow, "
-    "written a moment later) or exact (decided and written by compare-and-swap first).",
+    "Reservations taken (over all quotas), by path: escrow (admitted from the replica's "
+    "escrow, written a moment later) or exact (decided and written by compare-and-swap "
+    "first).",
     ["path"],
     registry=REGISTRY,
 )
@@ -120,6 +172,171 @@ webhook_rejected = Counter(
     ["reason"],
     registry=REGISTRY,
 )
+
+
+@dataclass(frozen=True, kw_only=True)
+class _QuotaFigures:
+    """What one quota's last published status says, and when it was published."""
+
+    budget: float
+    observed: float
+    reserved: float
+    remaining: float
+    max_staleness: float
+    currency: str
+    enforcement: str
+    policy: str
+    published: float
+    """:meth:`QuotaSeries` clock reading at publication (monotonic seconds)."""
+
+
+QUOTA_LABELS = ("namespace", "quota")
+
+
+class QuotaSeries(Collector):
+    """The per-quota series: what the reconciler last wrote for each quota.
+
+    A custom collector rather than labelled Gauges so that a quota's series appear and
+    go together (published, forgotten, expired) and so that expiry needs no sweeping
+    task. Safe to publish from the event loop while a scrape runs in another thread.
+    """
+
+    def __init__(
+        self, *, expire_after: float = 90.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._expire_after = expire_after
+        self._clock = clock
+        self._figures: dict[tuple[str, str], _QuotaFigures] = {}
+        self._escrow_expired: dict[tuple[str, str], int] = {}
+        self._lock = threading.Lock()
+
+    def expire_after(self, seconds: float) -> None:
+        """Drop a quota's series from the exposition once unpublished for ``seconds``."""
+        if not seconds > 0:
+            raise ValueError(f"expire_after must be a positive number of seconds, got {seconds}")
+        self._expire_after = seconds
+
+    def publish(
+        self,
+        *,
+        namespace: str,
+        name: str,
+        spec: Mapping[str, object],
+        status: QuotaStatus,
+        escrow_expired: int = 0,
+    ) -> None:
+        """Record a quota's figures from its spec and the status just written.
+
+        A spec that cannot be read (the status then says ``Ready=False/InvalidSpec`` and
+        holds no spend) removes the quota's gauges: there is no budget to report.
+        """
+        key = (namespace, name)
+        spend = status.get("spend")
+        try:
+            parsed = quotas.parse_quota(name=name, spec=spec)
+        except ValueError:
+            parsed = None
+        with self._lock:
+            self._escrow_expired[key] = self._escrow_expired.get(key, 0) + escrow_expired
+            if parsed is None or spend is None:
+                self._figures.pop(key, None)
+                return
+            self._figures[key] = _QuotaFigures(
+                budget=parsed.monthly_budget,
+                observed=float(spend.get("observed", 0.0)),
+                reserved=float(spend.get("reserved", 0.0)),
+                remaining=float(spend.get("remaining", parsed.monthly_budget)),
+                max_staleness=parsed.max_staleness,
+                currency=parsed.currency,
+                enforcement=parsed.enforcement,
+                policy=parsed.policy,
+                published=self._clock(),
+            )
+
+    def forget(self, *, namespace: str, name: str) -> None:
+        """Remove every series of a deleted quota."""
+        with self._lock:
+            self._figures.pop((namespace, name), None)
+            self._escrow_expired.pop((namespace, name), None)
+
+    def collect(self) -> Iterator[Metric]:
+        """The families, each present (perhaps without samples) so that names are known."""
+        with self._lock:
+            oldest = self._clock() - self._expire_after
+            live = {k: f for k, f in self._figures.items() if f.published >= oldest}
+            expired = {k: n for k, n in self._escrow_expired.items() if k in live}
+        info = GaugeMetricFamily(
+            "dbquota_quota_info",
+            "1 for each DatabaseQuota, with its currency, enforcement and degradation policy.",
+            labels=[*QUOTA_LABELS, "currency", "enforcement", "policy"],
+        )
+        budget = _gauge("dbquota_quota_budget", "spec.monthlyBudget, per month.")
+        spend = GaugeMetricFamily(
+            "dbquota_quota_spend",
+            "status.spend per month, by kind: observed (billed run-rate) or reserved "
+            "(admitted, not billed yet).",
+            labels=[*QUOTA_LABELS, "kind"],
+        )
+        remaining = _gauge(
+            "dbquota_quota_remaining",
+            "status.spend.remaining per month: budget - observed - reserved (negative when "
+            "over budget).",
+        )
+        used = _gauge(
+            "dbquota_quota_used_ratio",
+            "(observed + reserved) / budget; 1 or more means the budget is used up.",
+        )
+        staleness = _gauge(
+            "dbquota_quota_max_staleness_seconds",
+            "spec.degradation.maxStaleness: billing data older than this puts the quota's "
+            "admissions in degraded mode.",
+        )
+        escrow_expired = CounterMetricFamily(
+            "dbquota_escrow_expired",
+            "Escrow entries let go because their replica stopped renewing them (it died "
+            "holding budget), counted by the reconciler.",
+            labels=list(QUOTA_LABELS),
+        )
+        for (namespace, name), f in sorted(live.items()):
+            labels = [namespace, name]
+            info.add_metric([*labels, f.currency, f.enforcement, f.policy], 1.0)
+            budget.add_metric(labels, f.budget)
+            spend.add_metric([*labels, "observed"], f.observed)
+            spend.add_metric([*labels, "reserved"], f.reserved)
+            remaining.add_metric(labels, f.remaining)
+            used.add_metric(labels, (f.observed + f.reserved) / f.budget)
+            staleness.add_metric(labels, f.max_staleness)
+            escrow_expired.add_metric(labels, float(expired.get((namespace, name), 0)))
+        yield from (info, budget, spend, remaining, used, staleness, escrow_expired)
+
+
+def _gauge(name: str, documentation: str) -> GaugeMetricFamily:
+    return GaugeMetricFamily(name, documentation, labels=list(QUOTA_LABELS))
+
+
+quota_series = QuotaSeries()
+REGISTRY.register(quota_series)
+
+
+def publish_quota(
+    *,
+    namespace: str,
+    name: str,
+    spec: Mapping[str, object],
+    status: QuotaStatus,
+    escrow_expired: int = 0,
+) -> None:
+    """Export a quota's figures from the status the reconciler just wrote (see
+    :meth:`QuotaSeries.publish`); ``escrow_expired`` is how many escrow entries that
+    write let go."""
+    quota_series.publish(
+        namespace=namespace, name=name, spec=spec, status=status, escrow_expired=escrow_expired
+    )
+
+
+def forget_quota(*, namespace: str, name: str) -> None:
+    """Remove a deleted quota's series."""
+    quota_series.forget(namespace=namespace, name=name)
 
 
 def set_circuit_state(state: str) -> None:

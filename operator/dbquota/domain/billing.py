@@ -51,17 +51,38 @@ class CostPage:
     next_page_token: str | None = None
 
 
+DEFAULT_STORAGE_CLASS = None
+"""The key of :attr:`PriceBook.storage_class_gib_month` for volumes that name no storage
+class (they get the cluster's default class)."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class PriceBook:
-    """Unit prices: hourly per instance class, and per GiB-month of storage."""
+    """Unit prices: hourly per instance class, and per GiB-month of storage.
+
+    Pricing by requests (databases that run as pods: CloudNativePG, Zalando) adds three
+    optional parts; a provider that does not price requests leaves them at None / empty:
+
+    - ``vcpu_hourly``: one vCPU requested, per hour;
+    - ``memory_gib_hourly``: one GiB of memory requested, per hour;
+    - ``storage_class_gib_month``: one GiB-month of a volume, per storage class name,
+      with :data:`DEFAULT_STORAGE_CLASS` (None) for volumes that name no class.
+    """
 
     instance_hourly: Mapping[str, float]
     storage_gib_month: float
     observed_at: float
+    vcpu_hourly: float | None = None
+    memory_gib_hourly: float | None = None
+    storage_class_gib_month: Mapping[str | None, float] = field(default_factory=dict)
 
     def highest_instance_hourly(self) -> float:
         """The most expensive class's hourly price (0.0 for an empty book)."""
         return max(self.instance_hourly.values(), default=0.0)
+
+    def prices_requests(self) -> bool:
+        """Whether the book prices requests: vCPU and memory both known."""
+        return self.vcpu_hourly is not None and self.memory_gib_hourly is not None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -73,6 +94,9 @@ class BillingHealth:
     consecutive_failures: int = 0
     last_error: str = ""
     fallback_hit_rate: float = 0.0
+    left_out: int = 0
+    """Tracked clusters the last bulk listing left out though an earlier one showed them
+    (a partial listing: they were fetched one by one)."""
 
     def staleness(self, *, now: float) -> float:
         """Seconds since the last successful sync; infinity when there never was one."""
@@ -87,8 +111,9 @@ class BillingHealth:
 class BillingSnapshot:
     """Everything admission and status publishing read, taken at one instant.
 
-    ``prices`` is the latest catalog; ``highest`` holds, per instance class and for storage,
-    the highest unit price seen in the price history window (what Conservative pricing uses).
+    ``prices`` is the latest catalog; ``highest`` holds, per instance class, for storage,
+    per vCPU and GiB of memory and per storage class, the highest unit price seen in the
+    price history window (what Conservative pricing uses).
     """
 
     health: BillingHealth = field(default_factory=BillingHealth)

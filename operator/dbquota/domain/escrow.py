@@ -8,15 +8,21 @@ the status as an :class:`Escrow` entry in its own name, and then admits claims t
 what is left of its share from memory, writing their reservations in batches a moment
 later. The invariant the exact path keeps still holds on the apiserver at every instant:
 
-    observed + reservations + every replica's escrow <= budget (and the hard caps)
+    observed + reserved + every replica's escrow <= budget (and the hard caps)
 
 because each local admission moves an amount from the replica's escrow to a reservation,
 and one status write moves it on the apiserver (reservations up, escrow down, together).
 Other replicas count every escrow but their own as used, so no two replicas can promise
-the same budget. A replica that crashes leaves its escrow counted until it expires and a
-grace period has passed; the reconciler then drops it and *adopts* claims that exist with
-no reservation and no billing yet (:func:`dbquota.domain.reservations.adopt`), which is
-what covers admissions whose reservations were never written.
+the same budget.
+
+An escrow is only as good as its holder. Each replica renews a Lease
+(:mod:`dbquota.services.leasing`) and admits from its escrow only while its last renewal
+is younger than the renew deadline, which is shorter than the lease duration by more
+than any clock skew. Once the lease has lapsed, as seen by the reconciler, the holder
+cannot be admitting from it any more: the reconciler drops the entry (:func:`prune`) and,
+in the same write, *adopts* the claims that exist with no price and no reservation
+(:func:`dbquota.domain.reservations.orphans`), which is what covers admissions whose
+reservations the holder never wrote.
 
 Dimensions: money always; the claim count and storage only when the quota caps them
 (:class:`Allowance` keeps ``None`` for an uncapped dimension). Admissions that StrictCap
@@ -30,18 +36,12 @@ compare-and-swap rounds.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from dbquota.domain import quotas, reservations
-from dbquota.domain.resources import Escrow
-
-PRUNE_AFTER = 120.0
-"""Seconds after an escrow's ``expiresAt`` at which the reconciler lets it go: time for
-the apiserver to finish creating a claim admitted just before (its request timeout is a
-minute) and for :func:`dbquota.domain.reservations.adopt` to have given it a reservation,
-which happens in the same status write."""
+from dbquota.domain import quotas
+from dbquota.domain.resources import Escrow, Reservation
 
 
 @dataclass(frozen=True)
@@ -91,6 +91,11 @@ class Allowance:
         """Whether it holds nothing worth keeping (no money, or no claim it could admit)."""
         return self.cost <= 0.0 or self.claims == 0
 
+    @property
+    def nothing(self) -> bool:
+        """Whether it holds nothing at all in any dimension."""
+        return self.cost <= 0.0 and not self.claims and not self.storage_gib
+
 
 NOTHING = Allowance()
 
@@ -102,14 +107,9 @@ def take(*, cost: float, new_claims: int, storage_gib: int) -> Allowance:
     )
 
 
-def entry(*, holder: str, allowance: Allowance, generation: int, expires: float) -> Escrow:
-    """The status entry recording ``allowance`` as held by ``holder`` until ``expires``."""
-    held = Escrow(
-        holder=holder,
-        cost=round(allowance.cost, 2),
-        generation=generation,
-        expiresAt=reservations.to_rfc3339(expires),
-    )
+def entry(*, holder: str, allowance: Allowance, generation: int) -> Escrow:
+    """The status entry recording ``allowance`` as held by ``holder``."""
+    held = Escrow(holder=holder, cost=round(allowance.cost, 2), generation=generation)
     if allowance.claims is not None:
         held["claims"] = allowance.claims
     if allowance.storage_gib is not None:
@@ -118,10 +118,11 @@ def entry(*, holder: str, allowance: Allowance, generation: int, expires: float)
 
 
 def held_by_others(entries: Iterable[Escrow], *, holder: str) -> Allowance:
-    """The sum of every escrow on the status but ``holder``'s, expired ones included.
+    """The sum of every escrow on the status but ``holder``'s, lapsed holders' included.
 
-    An expired escrow still counts: its holder may have admitted claims whose
-    reservations it never wrote. Only the reconciler lets it go (:func:`prune`).
+    A lapsed holder's escrow still counts: it may have admitted claims whose reservations
+    it never wrote. Only the reconciler lets it go (:func:`prune`), adopting those claims
+    in the same write.
     """
     cost, claims, storage = 0.0, 0, 0
     for held in entries:
@@ -177,17 +178,135 @@ def grant(*, room: Allowance, share: float, typical: Allowance) -> Allowance:
 
 
 def prune(
-    entries: Iterable[Escrow], *, now: float, after: float
+    entries: Iterable[Escrow], *, live: Callable[[str], bool]
 ) -> tuple[list[Escrow], list[Escrow]]:
-    """Split escrow entries into those kept and those expired more than ``after`` ago."""
+    """Split escrow entries into those of live holders and those of holders whose lease
+    has lapsed (``live(holder)`` is false)."""
     kept: list[Escrow] = []
     dropped: list[Escrow] = []
     for held in entries:
-        expires = reservations.from_rfc3339(str(held.get("expiresAt", "")))
-        (dropped if now > expires + after else kept).append(held)
+        (kept if live(str(held.get("holder", ""))) else dropped).append(held)
     return kept, dropped
 
 
 def entries_of(status: Mapping[str, Any]) -> list[Escrow]:
     """The escrow entries of a quota status (none on an older status)."""
     return list(status.get("escrow") or [])
+
+
+@dataclass
+class Account:
+    """One replica's escrow on one quota, and the admissions it served not yet written.
+
+    The state machine of the escrow path, apart from the compare-and-swap writer that
+    moves it to the apiserver (:class:`dbquota.services.reserving.Ledger`): what the
+    replica may still admit from memory, under which quota generation, whether an entry
+    of its own is on the status, what it admitted and has not written, and when it last
+    admitted (to give the escrow back when idle). Times are the caller's monotonic
+    seconds; nothing here reads a clock.
+    """
+
+    share: float
+    """The share of the quota's free room to take (``--escrow-share``; 0: no escrow)."""
+    flush_interval: float
+    """Seconds between two writes of what was admitted from escrow."""
+    idle_return: float
+    """Seconds without admissions after which the escrow is given back."""
+    allowance: Allowance = NOTHING
+    """What may still be admitted from memory."""
+    generation: int = -1
+    """The quota generation the allowance was granted under."""
+    on_server: bool = False
+    """Whether the quota's status holds an escrow entry of ours."""
+    unwritten: dict[str, Reservation] = field(default_factory=dict)
+    """Reservations admitted from escrow, by uid, not written yet."""
+    typical: Allowance = NOTHING
+    """What the last admission took (a grant too small for one is no use)."""
+    active: float = 0.0
+    """When the last admission happened."""
+    last_write: float = 0.0
+    """When the last write went through."""
+    closing: bool = False
+
+    def covers(self, take: Allowance, *, generation: int, alive: bool) -> bool:
+        """Whether this escrow covers an admission drawing ``take`` on a quota at
+        ``generation`` (the caller checks the admission may come from escrow at all)."""
+        return (
+            not self.closing
+            and alive
+            and not self.allowance.empty
+            and generation == self.generation
+            and self.allowance.fits(take)
+        )
+
+    def admit(self, *, hold: Reservation, take: Allowance, now: float) -> None:
+        """Serve one admission from the allowance; its reservation waits for the next write."""
+        self.allowance = self.allowance.minus(take)
+        self.unwritten[str(hold.get("uid", ""))] = hold
+        self.typical = take
+        self.active = now
+
+    def spec_changed(self, generation: int) -> None:
+        """A newer quota generation: what was granted under the old spec admits no more."""
+        if self.generation < generation:
+            self.allowance = NOTHING
+
+    def close(self) -> None:
+        """Shutting down: admit nothing more; the next write returns the entry."""
+        self.closing = True
+        self.allowance = NOTHING
+
+    @property
+    def owes_a_write(self) -> bool:
+        """Whether something must still reach the apiserver (reservations or a return)."""
+        return bool(self.unwritten) or self.on_server
+
+    def next_delay(self, now: float) -> float | None:
+        """Seconds until the next write this account needs (<= 0: now); None: none."""
+        if self.unwritten:
+            return 0.0 if self.closing else self.last_write + self.flush_interval - now
+        if self.on_server:
+            return 0.0 if self.closing else self.active + self.idle_return - now
+        return None
+
+    def idle(self, now: float) -> bool:
+        """Whether no admission happened for :attr:`idle_return`."""
+        return now - self.active >= self.idle_return
+
+    def renews(self, *, generation: int, exact: bool, now: float, alive: bool) -> bool:
+        """Whether a round should give back what is left and take a fresh share: the spec
+        changed, idle, closing, the lease not trusted, or an exact request came while
+        what is left would not cover an admission like the last one."""
+        return (
+            generation != self.generation
+            or self.closing
+            or self.idle(now)
+            or not alive
+            or (exact and not self.allowance.fits(self.typical))
+        )
+
+    def grant(self, room: Allowance) -> Allowance:
+        """The share of ``room`` to take (see :func:`grant`)."""
+        return grant(room=room, share=self.share, typical=self.typical)
+
+    def written(
+        self,
+        flushing: Mapping[str, Reservation],
+        *,
+        renewed: Allowance | None,
+        generation: int,
+        on_server: bool,
+        now: float | None,
+    ) -> None:
+        """A round's patch reached the apiserver at ``now`` (None: it needed none): the
+        reservations it carried are no longer owed; a renewed grant (``renewed``) becomes
+        the allowance."""
+        for uid, reservation in flushing.items():
+            if self.unwritten.get(uid) is reservation:
+                del self.unwritten[uid]
+        self.on_server = on_server
+        if now is not None:
+            self.last_write = now
+        if renewed is not None:
+            self.allowance = renewed
+            self.generation = generation

@@ -14,12 +14,25 @@ An UPDATE reserves only what it adds (:func:`growth_cost`): increases are priced
 high rates, decreases at the low ones, and the result is never below zero, so pricing at
 higher rates can never make an update look cheaper.
 
+Databases that run as pods (CloudNativePG, Zalando) are priced by what they request::
+
+    instances x (vCPU x price per vCPU-hour + memory GiB x price per GiB-hour) x 730
+      + instances x sum of (volume GiB x its storage class's price per GiB-month)
+
+:func:`requests_cost` prices that at one book: None when the book has no requests prices
+or a volume's storage class is not in it (the caller then prices conservatively, as for an
+unknown instance class). :func:`conservative_requests_cost` prices it at the highest known
+prices (:func:`highest_known_requests`) x margin, a storage class never seen (or the
+default class, unpriced) at the dearest known class; None when no requests prices are
+known at all, which the caller treats like "no prices".
+
 :data:`PricingMode` is what ``status.pricing`` of a claim shows. Called by
 :mod:`dbquota.domain.verdicts`. Pure: no I/O.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
@@ -78,22 +91,47 @@ def highest_known(*books: billing.PriceBook | None) -> billing.PriceBook | None:
 
     Conservative pricing reads ``highest_known(snapshot.highest, snapshot.prices)``, so the
     latest catalog counts even before it reaches the history window. None when no book has
-    an instance class.
+    an instance class (claims are priced by class). The requests prices (vCPU, memory, per
+    storage class) are merged the same way; :func:`highest_known_requests` is the variant
+    for pricing requests, None only when no book prices requests.
     """
+    merged = _merged(books)
+    return merged if merged is not None and merged.instance_hourly else None
+
+
+def highest_known_requests(*books: billing.PriceBook | None) -> billing.PriceBook | None:
+    """Like :func:`highest_known`, but None only when no book prices requests (vCPU and
+    memory), whether or not any has an instance class."""
+    merged = _merged(books)
+    return merged if merged is not None and merged.prices_requests() else None
+
+
+def _highest(a: float | None, b: float | None) -> float | None:
+    return b if a is None else a if b is None else max(a, b)
+
+
+def _merged(books: Iterable[billing.PriceBook | None]) -> billing.PriceBook | None:
+    present = [book for book in books if book is not None]
+    if not present:
+        return None
     hourly: dict[str, float] = {}
-    storage = 0.0
-    observed_at = 0.0
-    for book in books:
-        if book is None:
-            continue
+    classes: dict[str | None, float] = {}
+    vcpu: float | None = None
+    memory: float | None = None
+    for book in present:
         for instance_class, price in book.instance_hourly.items():
             hourly[instance_class] = max(price, hourly.get(instance_class, price))
-        storage = max(storage, book.storage_gib_month)
-        observed_at = max(observed_at, book.observed_at)
-    if not hourly:
-        return None
+        for storage_class, price in book.storage_class_gib_month.items():
+            classes[storage_class] = max(price, classes.get(storage_class, price))
+        vcpu = _highest(vcpu, book.vcpu_hourly)
+        memory = _highest(memory, book.memory_gib_hourly)
     return billing.PriceBook(
-        instance_hourly=hourly, storage_gib_month=storage, observed_at=observed_at
+        instance_hourly=hourly,
+        storage_gib_month=max(book.storage_gib_month for book in present),
+        observed_at=max(book.observed_at for book in present),
+        vcpu_hourly=vcpu,
+        memory_gib_hourly=memory,
+        storage_class_gib_month=classes,
     )
 
 
@@ -160,3 +198,90 @@ def growth_cost(
 def update_delta(*, new: float, old: float) -> float:
     """``new - old``, never below zero: an UPDATE that costs less reserves nothing."""
     return max(0.0, new - old)
+
+
+def estimate(
+    *, claim: claims.ClaimSpec, snapshot: billing.BillingSnapshot, margin: float
+) -> tuple[float, PricingMode | None]:
+    """A claim's monthly cost when no admission priced it (a claim adopted by the
+    reconciler): at the current catalog when it knows the class, else at highest known
+    prices x ``margin``; ``(0.0, None)`` with no prices at all."""
+    if snapshot.prices is not None:
+        live = project_cost(claim=claim, prices=snapshot.prices)
+        if live is not None:
+            return live, "Live"
+    highest = highest_known(snapshot.highest, snapshot.prices)
+    if highest is None:
+        return 0.0, None
+    return conservative_cost(claim=claim, highest=highest, margin=margin), "Conservative"
+
+
+# -- pricing by requests ------------------------------------------------------------------
+
+
+def requests_cost(
+    *,
+    instances: int,
+    cpu: float,
+    memory_gib: float,
+    volumes: Iterable[tuple[str | None, float]],
+    prices: billing.PriceBook,
+) -> float | None:
+    """Monthly cost of ``instances`` pods of ``cpu`` vCPU and ``memory_gib`` GiB requested,
+    each with ``volumes`` (storage class or None for the default class, GiB), at ``prices``.
+
+    None when the book does not price requests, or does not know a volume's storage class:
+    the caller then prices conservatively, as for an instance class missing from the book.
+    """
+    if prices.vcpu_hourly is None or prices.memory_gib_hourly is None:
+        return None
+    storage = 0.0
+    for storage_class, gib in volumes:
+        price = prices.storage_class_gib_month.get(storage_class)
+        if price is None:
+            return None
+        storage += gib * price
+    return _requests_monthly(
+        instances=instances,
+        cpu=cpu * prices.vcpu_hourly,
+        memory=memory_gib * prices.memory_gib_hourly,
+        storage=storage,
+    )
+
+
+def conservative_requests_cost(
+    *,
+    instances: int,
+    cpu: float,
+    memory_gib: float,
+    volumes: Iterable[tuple[str | None, float]],
+    highest: billing.PriceBook,
+    margin: float,
+) -> float | None:
+    """The same demand at ``highest`` unit prices x ``margin``.
+
+    ``highest`` is :func:`highest_known_requests` of the history and the latest book. A
+    storage class it does not know (the default class included) costs as the dearest class
+    it knows. None when it does not price requests, or when volumes are asked for and no
+    storage class price is known at all: the caller treats that like "no prices".
+    """
+    if highest.vcpu_hourly is None or highest.memory_gib_hourly is None:
+        return None
+    dearest = max(highest.storage_class_gib_month.values(), default=None)
+    storage = 0.0
+    for storage_class, gib in volumes:
+        price = highest.storage_class_gib_month.get(storage_class, dearest)
+        if price is None:
+            return None
+        storage += gib * price
+    return margin * _requests_monthly(
+        instances=instances,
+        cpu=cpu * highest.vcpu_hourly,
+        memory=memory_gib * highest.memory_gib_hourly,
+        storage=storage,
+    )
+
+
+def _requests_monthly(*, instances: int, cpu: float, memory: float, storage: float) -> float:
+    """``cpu`` and ``memory`` are one instance's prices per hour, ``storage`` per month."""
+    return instances * ((cpu + memory) * billing.HOURS_PER_MONTH + storage)

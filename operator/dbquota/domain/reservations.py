@@ -1,250 +1,221 @@
-"""Reservation bookkeeping: what a namespace uses, and when held budget is let go.
+"""Reservations: the budget an admission holds while it is in flight, and what ends it.
 
-A reservation holds an admitted claim's projected cost on its quota's status until the
-billing data shows the claim, so that claims admitted seconds apart are all counted (the
-billing API lags by minutes to hours). Pure functions; the reservation service
-(:mod:`dbquota.services.reserving`) and the reconciler call them inside their
-compare-and-swap writes.
+The objects are the ledger. Once a claim exists and its status shows the price its
+admission charged (``status.estimatedMonthlyCost`` for that ``generation``), every quota of
+its namespace counts it at that price until billing shows its cluster (see
+:mod:`dbquota.domain.usage`). Between the webhook's answer and that moment the price lives
+on the quota as a *reservation* (``status.reservations``): one entry per admission in
+flight, so the quota's size does not grow with its claims, as ResourceQuota keeps totals
+and not objects.
 
-Release rules (checked on every reconcile):
+A reservation ends (:func:`settle`) when
 
-- ``Billed``: billing shows the claim's cluster with a sample taken after the reservation;
-  its cost is now in ``observed``, so holding it too would count it twice.
-- ``ClaimDeleted``: the claim existed (the reservation learned its uid) and is gone.
-- ``NeverCreated``: no claim of that name appeared within the grace period; the request
-  was admitted but failed later (another webhook denied it, the client gave up). This is
-  ResourceQuota's "replenishment" of charges for objects that never got created.
+- ``Confirmed``: its claim exists and its status shows the price for the reservation's
+  generation; the claim now carries the cost (no Event: this is the normal path);
+- ``ClaimDeleted``: its claim was deleted before it was confirmed;
+- ``NeverCreated``: no object with its uid appeared within the grace period (another
+  webhook denied the request, the client gave up, or someone forged the review).
 
-And the converse, :func:`adopt`: a claim that exists with no reservation and that billing
-does not show yet (its replica crashed between admitting it from escrow and writing the
-reservation, or it was created while the webhook was bypassed) gets one, at the price its
-status shows, once it is :data:`ADOPT_AFTER` old, so that its cost is counted until
-billing shows it.
+And the converse, :func:`adopt`: a claim that exists with no price and no reservation
+(its replica admitted it from escrow and died before writing the reservation, or it was
+created while the webhook was bypassed) gets a reservation at a price the reconciler
+computes, so that it is counted from then on.
+
+Pure functions; the reservation service (:mod:`dbquota.services.reserving`) builds holds,
+the reconciler (:mod:`dbquota.services.reconciling`) settles and adopts.
 """
 
 from __future__ import annotations
 
-import datetime
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from dbquota.domain import billing, claims, quotas
-from dbquota.domain.resources import QuotaStatus, Reservation
+from dbquota.domain import claims
+from dbquota.domain.resources import Reservation
+from dbquota.kits import timestamps
 
-ReleaseReason = Literal["Billed", "ClaimDeleted", "NeverCreated"]
+ReleaseReason = Literal["ClaimDeleted", "NeverCreated"]
 
 ADOPT_AFTER = 30.0
-"""Seconds a claim may exist without a reservation before :func:`adopt` gives it one. An
-admission from escrow writes its reservation within a fraction of a second; this leaves
-room for a slow write without counting a claim twice for long."""
+"""Seconds a claim may exist with no price and no reservation before :func:`adopt` gives it
+one even though some replica's escrow may still cover it (a live replica writes what it
+admitted from escrow within a fraction of a second)."""
+
+ADOPTED = "adopted"
+"""The ``holder`` of reservations the reconciler made for claims that had none."""
 
 
 @dataclass(frozen=True, kw_only=True)
 class ClaimRef:
-    """What reservation bookkeeping needs to know of one existing DatabaseClaim."""
+    """What bookkeeping needs to know of one existing claim (kept by the claim informer)."""
 
     name: str
     uid: str
     cluster_id: str
     storage_gib: int
+    generation: int = 1
     created: float = 0.0
     """``metadata.creationTimestamp`` as epoch seconds (0.0: unknown, i.e. long ago)."""
     cost: float | None = None
-    """``status.estimatedMonthlyCost``, once the operator has written it."""
+    """``status.estimatedMonthlyCost``: the price the claim is counted at, once written."""
+    priced_generation: int = 0
+    """``status.observedGeneration``: the generation ``cost`` was charged for."""
+    reserved_at: float = 0.0
+    """``status.reservedAt``: when that price was charged (billing samples from before do
+    not show it yet)."""
     pricing: str | None = None
-    """``status.pricing``: how that cost was priced."""
+    """``status.pricing``: how the cost was priced."""
+    degraded: bool = False
+    """``status.degraded``: admitted while billing was degraded (StrictCap counts it)."""
+    spec: claims.ClaimSpec | None = None
+    """The parsed spec, to price the claim when no admission did (:func:`adopt`)."""
+
+    @property
+    def priced(self) -> bool:
+        """Whether the status shows a price for the current generation."""
+        return self.cost is not None and self.priced_generation >= self.generation
 
 
 def claim_ref(obj: Mapping[str, Any]) -> ClaimRef | None:
     """What bookkeeping needs of a DatabaseClaim object; None for one it cannot read."""
-    meta = obj.get("metadata", {})
+    meta = obj.get("metadata") or {}
     status = obj.get("status") or {}
     try:
         parsed = claims.from_object(obj)
     except ValueError:
         return None
     cost = status.get("estimatedMonthlyCost")
+    generation = meta.get("generation")
+    priced_generation = status.get("observedGeneration")
     return ClaimRef(
         name=str(meta.get("name", "")),
         uid=str(meta.get("uid", "")),
         cluster_id=parsed.cluster_id,
         storage_gib=parsed.storage_gib,
-        created=from_rfc3339(str(meta.get("creationTimestamp", ""))),
-        cost=float(cost) if isinstance(cost, int | float) else None,
+        generation=generation if isinstance(generation, int) else 1,
+        created=timestamps.from_rfc3339(meta.get("creationTimestamp")),
+        cost=float(cost) if isinstance(cost, int | float) and cost >= 0 else None,
+        priced_generation=priced_generation if isinstance(priced_generation, int) else 0,
+        reserved_at=timestamps.from_rfc3339(status.get("reservedAt")),
         pricing=str(status["pricing"]) if status.get("pricing") else None,
-    )
-
-
-def to_rfc3339(epoch: float) -> str:
-    """Epoch seconds as the API's timestamp format."""
-    return datetime.datetime.fromtimestamp(epoch, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def from_rfc3339(text: str) -> float:
-    """The API's timestamp format as epoch seconds (0.0 for junk, i.e. "long ago")."""
-    try:
-        return datetime.datetime.fromisoformat(text).timestamp()  # 3.11 reads the trailing Z
-    except (TypeError, ValueError):
-        return 0.0
-
-
-def observed_spend(
-    *,
-    claims: Iterable[ClaimRef],
-    costs: Mapping[str, billing.ClusterCost],
-    reserved: Collection[str] = (),
-) -> float:
-    """The monthly run-rate billing shows for the namespace's claims.
-
-    Claims named in ``reserved`` are left out: a new claim's reservation holds its whole
-    cost until billing samples its cluster after the reservation (then :func:`settle`
-    releases it), so a sample from before (a cluster that existed before its claim, or a
-    deleted claim's under the same clusterId) would count it twice.
-    """
-    seen: set[str] = set()
-    total = 0.0
-    for claim in claims:
-        if claim.name in reserved:
-            continue
-        if claim.cluster_id in costs and claim.cluster_id not in seen:
-            seen.add(claim.cluster_id)
-            total += costs[claim.cluster_id].total
-    return round(total, 2)
-
-
-def usage(
-    *,
-    status: QuotaStatus,
-    held: Sequence[Reservation],
-    claims: Sequence[ClaimRef],
-    claim_name: str,
-    creating: bool,
-) -> quotas.Usage:
-    """A quota's usage as :func:`dbquota.domain.verdicts.decide` expects it.
-
-    On CREATE the claim under review is left out (a reservation of the same name, from an
-    earlier attempt, is replaced, not added to); on UPDATE it is counted.
-    """
-
-    def counts(name: str) -> bool:
-        return not (creating and name == claim_name)
-
-    existing = {c.name: c for c in claims if counts(c.name)}
-    reservations = [r for r in held if counts(str(r.get("claim", "")))]
-    pending = [r for r in reservations if r.get("claim") not in existing]
-    degraded = [r for r in reservations if r.get("degraded")]
-    return quotas.Usage(
-        observed=max(0.0, float(status.get("spend", {}).get("observed", 0.0))),
-        reserved=round(sum(max(0.0, float(r.get("cost", 0.0))) for r in reservations), 2),
-        claims=len(existing) + len(pending),
-        storage_gib=sum(c.storage_gib for c in existing.values())
-        + sum(int(r.get("storageGiB", 0)) for r in pending),
-        degraded_claims=sum(1 for r in degraded if r.get("newClaim")),
-        degraded_storage_gib=sum(int(r.get("storageGiB", 0)) for r in degraded),
+        degraded=status.get("degraded") is True,
+        spec=parsed,
     )
 
 
 def hold(
     *,
-    previous: Reservation | None,
     claim_name: str,
+    uid: str,
+    generation: int,
+    charged: float,
     cost: float,
     storage_gib: int,
     pricing: str | None,
     degraded: bool,
     new_claim: bool,
+    holder: str,
     now: float,
+    previous: Reservation | None = None,
 ) -> Reservation:
-    """The reservation to keep after admitting a claim (or an update, on top of ``previous``)."""
-    base_cost = float(previous.get("cost", 0.0)) if previous else 0.0
+    """The reservation an admission takes.
+
+    ``charged`` is what the claim is already counted at (its status price, 0 for a
+    CREATE); ``cost`` is what this admission adds. An UPDATE of a claim whose own
+    reservation is still in flight (``previous``) builds on it and replaces it.
+    """
+    base_delta = float(previous.get("delta", 0.0)) if previous else 0.0
     base_storage = int(previous.get("storageGiB", 0)) if previous else 0
+    if previous:
+        charged = float(previous.get("cost", 0.0))
+    added = max(0.0, cost)
     held = Reservation(
         claim=claim_name,
-        cost=round(base_cost + max(0.0, cost), 2),
+        uid=uid,
+        generation=generation,
+        cost=round(charged + added, 2),
+        delta=round(base_delta + added, 2),
         storageGiB=base_storage + max(0, storage_gib),
         pricing=pricing or "None",
-        degraded=degraded or bool(previous and previous.get("degraded")),
-        newClaim=new_claim or bool(previous and previous.get("newClaim")),
-        reservedAt=to_rfc3339(now),
+        reservedAt=timestamps.to_rfc3339(now),
+        holder=holder,
     )
-    if previous and previous.get("uid"):
-        held["uid"] = previous["uid"]
+    # Flags only when set: a quota holds hundreds of these during a burst.
+    if degraded or (previous and previous.get("degraded")):
+        held["degraded"] = True
+    if new_claim or (previous and previous.get("newClaim")):
+        held["newClaim"] = True
     return held
+
+
+def by_uid(held: Iterable[Reservation]) -> dict[str, Reservation]:
+    """Reservations by the uid of their object (the last one wins)."""
+    return {str(r.get("uid", "")): r for r in held}
 
 
 def settle(
     *,
     held: Sequence[Reservation],
     claims: Sequence[ClaimRef],
-    costs: Mapping[str, billing.ClusterCost],
+    deleted: Collection[str] = (),
     now: float,
     grace: float,
-) -> tuple[list[Reservation], list[tuple[Reservation, ReleaseReason]]]:
-    """Split reservations into those still needed and those to release, with the reason.
-
-    Reservations of existing claims learn the claim's uid here (so a later deletion is
-    recognised at once).
-    """
-    by_name = {c.name: c for c in claims}
+) -> tuple[list[Reservation], list[Reservation], list[tuple[Reservation, ReleaseReason]]]:
+    """Split reservations into those still in flight, those confirmed by their claim, and
+    those to release with the reason (module docstring). ``deleted`` are uids of claims
+    seen deleted recently."""
+    by_uid_ = {c.uid: c for c in claims}
     kept: list[Reservation] = []
+    confirmed: list[Reservation] = []
     released: list[tuple[Reservation, ReleaseReason]] = []
     for res in held:
-        name = str(res.get("claim", ""))
-        reserved_at = from_rfc3339(str(res.get("reservedAt", "")))
-        claim = by_name.get(name)
-        if claim is None:
-            if res.get("uid"):
-                released.append((res, "ClaimDeleted"))
-            elif now - reserved_at > grace:
-                released.append((res, "NeverCreated"))
+        uid = str(res.get("uid", ""))
+        claim = by_uid_.get(uid)
+        if claim is not None:
+            if claim.cost is not None and claim.priced_generation >= int(res.get("generation", 1)):
+                confirmed.append(res)
             else:
                 kept.append(res)
-            continue
-        if res.get("uid") and res["uid"] != claim.uid:  # deleted and created again
+        elif uid in deleted:
             released.append((res, "ClaimDeleted"))
-            continue
-        cost = costs.get(claim.cluster_id)
-        # reservedAt has whole seconds (truncated): only a sample from the next second on
-        # is surely taken after the reservation; one from the same second may predate it.
-        if cost is not None and cost.observed_at >= reserved_at + 1.0:
-            released.append((res, "Billed"))
-            continue
-        learned = res.copy()
-        learned["uid"] = claim.uid
-        kept.append(learned)
-    return kept, released
+        elif now - timestamps.from_rfc3339(res.get("reservedAt")) > grace:
+            released.append((res, "NeverCreated"))
+        else:
+            kept.append(res)
+    return kept, confirmed, released
 
 
-def adopt(
-    *,
-    held: Sequence[Reservation],
-    claims: Sequence[ClaimRef],
-    costs: Mapping[str, billing.ClusterCost],
-    now: float,
-    after: float = ADOPT_AFTER,
-) -> list[Reservation]:
-    """Reservations for claims that exist, hold none and are not billed (module docstring).
+def orphans(
+    *, held: Sequence[Reservation], claims: Sequence[ClaimRef], now: float, covered: bool
+) -> list[ClaimRef]:
+    """Claims that exist with no price for their generation and no reservation in flight.
 
-    A claim is adopted once it is ``after`` seconds old and its status shows its price.
+    While ``covered`` (some live replica's escrow may still hold their cost, their
+    reservation not written yet) only those older than :data:`ADOPT_AFTER` count.
     """
-    holding = {str(r.get("claim", "")) for r in held}
-    adopted: list[Reservation] = []
-    for claim in claims:
-        if claim.name in holding or claim.cluster_id in costs or claim.cost is None:
-            continue
-        if now - claim.created < after:
-            continue
-        adopted.append(
-            Reservation(
-                claim=claim.name,
-                uid=claim.uid,
-                cost=round(max(0.0, claim.cost), 2),
-                storageGiB=claim.storage_gib,
-                pricing=claim.pricing or "None",
-                degraded=False,
-                newClaim=True,
-                reservedAt=to_rfc3339(now),
-            )
-        )
-    return adopted
+    holding = {str(r.get("uid", "")) for r in held}
+    return [
+        c
+        for c in claims
+        if c.cost is None
+        and c.uid not in holding
+        and (not covered or now - c.created >= ADOPT_AFTER)
+    ]
+
+
+def adopt(*, claim: ClaimRef, cost: float, pricing: str | None, now: float) -> Reservation:
+    """The reservation the reconciler takes for an orphan claim, priced ``cost``."""
+    return hold(
+        claim_name=claim.name,
+        uid=claim.uid,
+        generation=claim.generation,
+        charged=0.0,
+        cost=cost,
+        storage_gib=claim.storage_gib,
+        pricing=pricing,
+        degraded=False,
+        new_claim=True,
+        holder=ADOPTED,
+        now=now,
+    )

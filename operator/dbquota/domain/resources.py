@@ -25,16 +25,28 @@ class ObjectMeta(TypedDict, total=False):
 
 
 class Reservation(TypedDict, total=False):
-    """Budget held on a quota for an admitted claim until billing shows it."""
+    """Budget held on a quota for an admission still *in flight*: the webhook admitted it,
+    and the object does not show its price yet (see :mod:`dbquota.domain.reservations`)."""
 
     claim: str
+    """The object's name."""
     uid: str
+    """The object's uid (the apiserver assigns it before admission)."""
+    generation: int
+    """The object's ``metadata.generation`` this admission was for."""
     cost: float
+    """The object's whole monthly price once this admission is in."""
+    delta: float
+    """What this admission adds to ``spend.reserved``: the whole cost for a CREATE, the
+    growth for an UPDATE."""
     storageGiB: int
+    """Storage this admission adds, in GiB."""
     pricing: str
     degraded: bool
     newClaim: bool
     reservedAt: str
+    holder: str
+    """The webhook replica that took it, or ``adopted``."""
 
 
 class Escrow(TypedDict, total=False):
@@ -45,7 +57,6 @@ class Escrow(TypedDict, total=False):
     claims: int
     storageGiB: int
     generation: int
-    expiresAt: str
 
 
 class Spend(TypedDict, total=False):
@@ -54,6 +65,15 @@ class Spend(TypedDict, total=False):
     observed: float
     reserved: float
     remaining: float
+
+
+class Used(TypedDict, total=False):
+    """``status.used`` of a DatabaseQuota: counts the hard caps and StrictCap limit."""
+
+    claims: int
+    storageGiB: int
+    degradedClaims: int
+    degradedStorageGiB: int
 
 
 class BillingStatus(TypedDict, total=False):
@@ -67,6 +87,7 @@ class BillingStatus(TypedDict, total=False):
     fallbackHitRate: float
     consecutiveFailures: int
     lastError: str
+    leftOutOfListing: int
 
 
 class QuotaStatus(TypedDict, total=False):
@@ -74,6 +95,7 @@ class QuotaStatus(TypedDict, total=False):
 
     observedGeneration: int
     spend: Spend
+    used: Used
     billing: BillingStatus
     reservations: list[Reservation]
     escrow: list[Escrow]
@@ -88,3 +110,15 @@ class QuotaObject(TypedDict, total=False):
     metadata: ObjectMeta
     spec: dict[str, object]
     status: QuotaStatus
+
+
+class ClaimStatus(TypedDict, total=False):
+    """``status`` of a DatabaseClaim: the price its admission charged, which is what every
+    quota of its namespace counts it at until billing shows it."""
+
+    observedGeneration: int
+    estimatedMonthlyCost: float
+    pricing: str
+    reservedAt: str
+    degraded: bool
+    conditions: list[Condition]

@@ -1,14 +1,24 @@
-"""A DatabaseQuota's status, computed from its spec, the billing snapshot and its claims.
+"""A DatabaseQuota's status, recomputed from its spec, its claims and the billing snapshot.
 
 Pure: the reconciler (:mod:`dbquota.services.reconciling`) calls :func:`quota_status`
-inside a compare-and-swap write and posts Events for what :class:`Refresh` reports.
+inside a compare-and-swap write and posts Events for what :class:`Refresh` reports. One
+visit settles the reservations in flight (:func:`dbquota.domain.reservations.settle`),
+drops the escrow of replicas whose lease lapsed and adopts what they left unwritten,
+recounts the totals from the claims (:func:`dbquota.domain.usage.recount`), and writes
+billing health and the conditions.
 
 Conditions (Kubernetes API conventions; each present from the first visit):
 
-- ``Ready``: ``True/Reconciled`` once the status reflects spec and billing;
-  ``False/InvalidSpec`` when the spec cannot be read.
+- ``Ready``: ``True/Reconciled`` while the quota can be enforced as specified;
+  ``False/BillingUnavailable`` while the billing data is older than the quota's
+  ``maxStaleness`` (or there never was any), so decisions follow the degradation policy
+  rather than prices; ``False/InvalidSpec`` when the spec cannot be read. A quota that is
+  over budget is Ready: denying claims is the quota working. Health checks built on
+  ``Ready`` (Argo CD, Flux, kstatus) thus show a quota that cannot see prices as
+  degraded, and one that is merely spent as healthy.
 - ``BillingAvailable``: ``True/BillingLive``; ``False`` with ``CircuitOpen``,
-  ``CircuitHalfOpen``, ``BillingStale`` or ``NoBillingData`` while degraded.
+  ``CircuitHalfOpen``, ``BillingStale`` or ``NoBillingData`` while degraded (a brief
+  breaker trip with fresh data is shown here, not in ``Ready``).
 - ``BudgetExceeded``: ``True/OverBudget`` when observed + reserved exceed the budget,
   else ``False/WithinBudget``.
 """
@@ -16,11 +26,21 @@ Conditions (Kubernetes API conventions; each present from the first visit):
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
 
-from dbquota.domain import billing, conditions, degradation, escrow, quotas, reservations
+from dbquota.domain import (
+    billing,
+    conditions,
+    degradation,
+    escrow,
+    pricing,
+    quotas,
+    reservations,
+    usage,
+)
 from dbquota.domain.resources import BillingStatus, Escrow, QuotaObject, QuotaStatus, Reservation
+from dbquota.kits import timestamps
 
 
 @dataclass(frozen=True)
@@ -28,13 +48,17 @@ class Refresh:
     """A new status and what changed that people should hear about (as Events)."""
 
     status: QuotaStatus
-    released: tuple[tuple[Reservation, reservations.ReleaseReason], ...]
-    budget_crossed: bool | None
+    released: tuple[tuple[Reservation, reservations.ReleaseReason], ...] = ()
+    budget_crossed: bool | None = None
     """True: went over budget; False: back within it; None: no change."""
     adopted: tuple[Reservation, ...] = ()
-    """Reservations taken for claims that existed without one."""
+    """Reservations taken for claims that existed without a price or a reservation."""
     expired: tuple[Escrow, ...] = ()
-    """Escrow of replicas that stopped renewing it, let go."""
+    """Escrow of replicas whose lease lapsed, let go."""
+    confirmed: int = 0
+    """Reservations that ended because their claim now carries the price."""
+    spec: quotas.QuotaSpec | None = field(default=None, compare=False)
+    """The parsed spec (None when invalid)."""
 
 
 def _money(value: float) -> str:
@@ -54,9 +78,10 @@ def billing_status(
         fallbackHitRate=round(health.fallback_hit_rate, 4),
         consecutiveFailures=health.consecutive_failures,
         lastError=health.last_error[:512],
+        leftOutOfListing=health.left_out,
     )
     if health.last_success is not None:
-        status["lastSuccessfulSync"] = reservations.to_rfc3339(health.last_success)
+        status["lastSuccessfulSync"] = timestamps.to_rfc3339(health.last_success)
     if math.isfinite(assessed.staleness):
         status["stalenessSeconds"] = int(assessed.staleness)
     return status, assessed
@@ -79,6 +104,41 @@ def _billing_condition(
     return "False", reason, assessed.describe()
 
 
+def _ready_condition(
+    spec: quotas.QuotaSpec, snapshot: billing.BillingSnapshot, now: float
+) -> tuple[conditions.Status, str, str]:
+    staleness = snapshot.health.staleness(now=now)
+    if staleness <= spec.max_staleness and degradation.has_prices(snapshot):
+        return "True", "Reconciled", "status reflects the spec, the billing data and claims"
+    seen = (
+        "no billing data yet"
+        if not math.isfinite(staleness) or not degradation.has_prices(snapshot)
+        else f"billing data {degradation.describe_age(staleness)} old"
+    )
+    return (
+        "False",
+        "BillingUnavailable",
+        f"{seen}, beyond maxStaleness {degradation.seconds(spec.max_staleness)}: claims are "
+        f"decided by degradation policy {spec.policy}",
+    )
+
+
+Pricer = Callable[[reservations.ClaimRef, quotas.QuotaSpec], tuple[float, str | None]]
+
+
+def price_orphan(
+    snapshot: billing.BillingSnapshot,
+) -> Pricer:
+    """How the reconciler prices a claim it adopts (see :func:`dbquota.domain.pricing.estimate`)."""
+
+    def price(claim: reservations.ClaimRef, spec: quotas.QuotaSpec) -> tuple[float, str | None]:
+        if claim.spec is None:
+            return 0.0, None
+        return pricing.estimate(claim=claim.spec, snapshot=snapshot, margin=spec.safety_margin)
+
+    return price
+
+
 def quota_status(
     *,
     quota: QuotaObject,
@@ -86,13 +146,19 @@ def quota_status(
     claims: Sequence[reservations.ClaimRef],
     now: float,
     grace: float,
+    live: Callable[[str], bool] = lambda _: True,
+    deleted: Collection[str] = (),
 ) -> Refresh:
-    """The quota's whole status after one reconcile (reservations settled)."""
+    """The quota's whole status after one reconcile (module docstring).
+
+    ``live(holder)`` says whether an escrow holder's lease is still live; ``deleted`` are
+    uids of claims seen deleted recently.
+    """
     meta = quota.get("metadata", {})
     generation = int(meta.get("generation", 0))
-    old = quota.get("status", {})
+    old = quota.get("status") or {}
     current = list(old.get("conditions", []))
-    stamp = reservations.to_rfc3339(now)
+    stamp = timestamps.to_rfc3339(now)
 
     def cond(type_: str, status: conditions.Status, reason: str, message: str) -> None:
         nonlocal current
@@ -111,32 +177,34 @@ def quota_status(
     except ValueError as exc:
         cond("Ready", "False", "InvalidSpec", str(exc))
         current = conditions.initial(current, now=stamp, generation=generation)
-        return Refresh(
-            status=QuotaStatus(conditions=current, observedGeneration=generation),
-            released=(),
-            budget_crossed=None,
-        )
+        return Refresh(status=QuotaStatus(conditions=current, observedGeneration=generation))
 
-    kept, released = reservations.settle(
-        held=old.get("reservations", []), claims=claims, costs=snapshot.costs, now=now, grace=grace
+    kept, confirmed, released = reservations.settle(
+        held=old.get("reservations") or [], claims=claims, deleted=deleted, now=now, grace=grace
     )
-    adopted = reservations.adopt(held=kept, claims=claims, costs=snapshot.costs, now=now)
+    escrowed, expired = escrow.prune(escrow.entries_of(old), live=live)
+    price = price_orphan(snapshot)
+    adopted = [
+        reservations.adopt(claim=claim, cost=cost, pricing=mode, now=now)
+        for claim in reservations.orphans(
+            held=kept, claims=claims, now=now, covered=bool(escrowed) and not expired
+        )
+        for cost, mode in [price(claim, spec)]
+    ]
     kept += adopted
-    escrowed, expired = escrow.prune(escrow.entries_of(old), now=now, after=escrow.PRUNE_AFTER)
-    whole = {str(r.get("claim", "")) for r in kept if r.get("newClaim")}
-    observed = reservations.observed_spend(claims=claims, costs=snapshot.costs, reserved=whole)
-    reserved = round(sum(float(r.get("cost", 0.0)) for r in kept), 2)
-    remaining = round(spec.monthly_budget - observed - reserved, 2)
+    counted = usage.recount(claims=claims, held=kept, costs=snapshot.costs).usage
+    spend, used = usage.fields(counted, budget=spec.monthly_budget)
     billing_, assessed = billing_status(
         snapshot=snapshot, max_staleness=spec.max_staleness, now=now
     )
 
-    cond("Ready", "True", "Reconciled", "status reflects the spec, the billing data and claims")
+    cond("Ready", *_ready_condition(spec, snapshot, now))
     cond("BillingAvailable", *_billing_condition(snapshot, assessed))
+    remaining = spend["remaining"]
     over = remaining < 0
     spent = (
-        f"{_money(observed + reserved)} of {_money(spec.monthly_budget)} {spec.currency}"
-        f"/month (observed {_money(observed)} + reserved {_money(reserved)})"
+        f"{_money(counted.spend)} of {_money(spec.monthly_budget)} {spec.currency}"
+        f"/month (observed {_money(counted.observed)} + reserved {_money(counted.reserved)})"
     )
     if over:
         cond(
@@ -155,17 +223,37 @@ def quota_status(
     return Refresh(
         status=QuotaStatus(
             observedGeneration=generation,
-            spend={"observed": observed, "reserved": reserved, "remaining": remaining},
+            spend=spend,
+            used=used,
             billing=billing_,
             reservations=kept,
             conditions=current,
-            **({"escrow": escrowed} if expired else {}),
+            **({"escrow": escrowed} if expired else {}),  # else the ledgers' to write
         ),
         released=tuple(released),
         budget_crossed=_crossing(was_over=was_over, over=over),
         adopted=tuple(adopted),
         expired=tuple(expired),
+        confirmed=len(confirmed),
+        spec=spec,
     )
+
+
+_VOLATILE_BILLING = ("stalenessSeconds",)
+
+
+def material(status: QuotaStatus) -> QuotaStatus:
+    """``status`` without what changes with the mere passing of time (staleness and the
+    condition messages that state an age), to tell a refresh worth writing from one that
+    only ages the figures."""
+    billing_ = {
+        k: v for k, v in (status.get("billing") or {}).items() if k not in _VOLATILE_BILLING
+    }
+    conds = [
+        {k: v for k, v in c.items() if k != "message" or c["type"] == "BudgetExceeded"}
+        for c in status.get("conditions", [])
+    ]
+    return QuotaStatus(**{**status, "billing": billing_, "conditions": conds})  # type: ignore[typeddict-item]
 
 
 def _crossing(*, was_over: bool | None, over: bool) -> bool | None:

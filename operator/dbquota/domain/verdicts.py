@@ -62,6 +62,7 @@ Reason = Literal[
     "BillingUnavailable",
     "BudgetExceeded",
     "InvalidQuota",
+    "TooManyInFlight",
 ]
 """One CamelCase word per outcome (condition reason, metric label).
 
@@ -69,7 +70,9 @@ Admitted: ``WithinBudget`` (priced and fits), ``NoIncrease`` (an UPDATE that add
 ``WithinStrictCap`` (StrictCap, degraded), ``FailOpen`` (FailOpen, degraded). Denied (or,
 under Warn/DryRun, would be): ``HardCapExceeded``, ``StrictCapExceeded``,
 ``BillingUnavailable`` (FailClosed, or nothing to price with), ``BudgetExceeded``,
-``InvalidQuota`` (the quota cannot be read; the CRD schema should prevent it).
+``InvalidQuota`` (the quota cannot be read; the CRD schema should prevent it),
+``TooManyInFlight`` (the quota already holds ``--max-reservations`` admissions whose
+objects have not shown up yet).
 """
 
 ADMITTED_REASONS: tuple[Reason, ...] = ("WithinBudget", "NoIncrease", "WithinStrictCap", "FailOpen")
@@ -79,6 +82,7 @@ DENIED_REASONS: tuple[Reason, ...] = (
     "BillingUnavailable",
     "BudgetExceeded",
     "InvalidQuota",
+    "TooManyInFlight",
 )
 
 

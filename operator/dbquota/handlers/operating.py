@@ -5,16 +5,12 @@ the :class:`~dbquota.handlers.runtime.Runtime` (Kubernetes connection, billing i
 admission, reconciliation, the probe and metrics server) at start-up, then serves the
 admission webhook (:mod:`dbquota.handlers.webhook`, with :func:`admit_claims` as its
 ``admit``) and, in dev mode, registers it (:func:`register_dev_webhook`); at clean-up it
-stops the webhook first, then closes the rest in reverse order. kopf runs the quota and
-claim handlers and the operator's lifecycle; it serves no webhook. Called by
-:mod:`dbquota.cli`.
+stops the webhook first, then closes the rest in reverse order. kopf runs the quota
+handlers and the operator's lifecycle; it serves no webhook. Called by :mod:`dbquota.cli`.
 
-With ``--peering NAME`` the replicas elect one reconciler through kopf peering. kopf pauses
-every operator that sees a live peer of higher *or equal* priority, so replicas that all
-ran with kopf's default priority would all pause and nothing would reconcile. Each replica
-therefore takes a priority from its start time (:func:`peering_priority`): the oldest live
-replica reconciles, a new pod of a rolling update does not take over from a healthy
-leader, and a random tie-breaker separates replicas started in the same millisecond.
+Leadership for reconciliation comes from a coordination.k8s.io Lease
+(:mod:`dbquota.services.leasing`), not from kopf peering: kopf runs standalone on every
+replica, its quota handlers only mark quotas dirty, and the reconciler acts on the leader.
 """
 
 from __future__ import annotations
@@ -24,7 +20,6 @@ import base64
 import contextlib
 import gc
 import logging
-import secrets
 import time
 from collections.abc import Callable
 from typing import Any
@@ -34,16 +29,16 @@ import uvloop
 
 from dbquota import settings as settings_
 from dbquota.adapters import metrics
-from dbquota.adapters.kube import Informer, Kube
+from dbquota.adapters.kube import CLAIMS, QUOTAS, Informer, Kube
 from dbquota.domain import reservations, reviews
 from dbquota.errors import ConfigurationError, DbquotaError
-from dbquota.handlers import claims, quotas, webhook
+from dbquota.handlers import quotas, webhook
 from dbquota.handlers import runtime as runtime_
-from dbquota.services import admitting, ingesting, reconciling, reserving
+from dbquota.services import admitting, ingesting, leasing, publishing, reconciling, stores
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["claims", "quotas", "run"]  # importing claims and quotas registers their handlers
+__all__ = ["quotas", "run"]  # importing quotas registers its handlers
 
 
 def configure(kopf_settings: kopf.OperatorSettings) -> None:
@@ -57,7 +52,7 @@ def configure(kopf_settings: kopf.OperatorSettings) -> None:
     kopf_settings.posting.level = logging.WARNING  # Events only for what people should see
 
 
-CLAIM_KINDS = frozenset({(claims.GROUP, "DatabaseClaim")})
+CLAIM_KINDS = frozenset({(CLAIMS.group, CLAIMS.kind)})
 """The (group, kind) pairs the webhook admits through :func:`admit_claims`."""
 
 
@@ -65,11 +60,11 @@ def admit_claims(runtime: runtime_.Runtime) -> webhook.Admit:
     """The webhook's ``admit``: one DatabaseClaim review through admission, then metrics.
 
     The one place that turns a decoded review into the admission service's call, and its
-    verdict into the webhook's answer. It reads only the runtime's informers (quotas and
-    claims, kept by a watch on every replica, so a standby replica of kopf peering decides
-    as well as the leader) and the billing snapshot, and reserves through the quota's
-    ledger. An error of ours (e.g. the informers have not listed yet) denies the review
-    with its message and code 503; the apiserver's retry or the user's asks again.
+    verdict into the webhook's answer. Admission reads only the runtime's watches (quotas,
+    kept on every replica, so a standby decides as well as the leader) and the billing
+    snapshot, and reserves through the quota's ledger. An error of ours (a reservation
+    write that failed) denies the review with its message and code 503; the apiserver's
+    retry or the user's asks again.
     """
 
     async def admit(review: reviews.Review) -> reviews.Answer:
@@ -77,22 +72,23 @@ def admit_claims(runtime: runtime_.Runtime) -> webhook.Admit:
         request = review.request
         namespace, name = request.namespace, request.object_name
         dry_run = bool(request.dry_run)
+        new = request.object
         old = request.old_object if request.operation == "UPDATE" else None
         claim = admitting.Review(
             namespace=namespace,
             name=name,
-            spec=None if request.object is None else request.object.spec,
+            spec=None if new is None else new.spec,
             # An UPDATE's old object always has a spec; a null one reads as empty.
             old_spec=None if old is None else ({} if old.spec is None else old.spec),
+            old_status=(
+                None if old is None else old.status if isinstance(old.status, dict) else {}
+            ),
             dry_run=dry_run,
+            uid="" if new is None else new.metadata.uid,
+            generation=1 if new is None else new.metadata.generation or 1,
         )
         try:
-            quota_entries = await runtime.quota_entries(namespace)
-            verdict = await runtime.admission.review(
-                claim,
-                quota_names=[q.name for q in quota_entries],
-                claim_refs=runtime.claim_refs(namespace),
-            )
+            verdict = await runtime.admission.review(claim)
         except DbquotaError as exc:
             logger.warning("could not decide on DatabaseClaim %s/%s: %s", namespace, name, exc)
             return reviews.Answer(
@@ -140,9 +136,9 @@ async def register_dev_webhook(kube: Kube, cfg: settings_.WebhookSettings, *, po
                     "matchPolicy": "Equivalent",
                     "rules": [
                         {
-                            "apiGroups": [claims.GROUP],
-                            "apiVersions": [claims.VERSION],
-                            "resources": ["databaseclaims"],
+                            "apiGroups": [CLAIMS.group],
+                            "apiVersions": [CLAIMS.version],
+                            "resources": [CLAIMS.plural],
                             "operations": ["CREATE", "UPDATE"],
                             "scope": "Namespaced",
                         }
@@ -158,66 +154,129 @@ async def register_dev_webhook(kube: Kube, cfg: settings_.WebhookSettings, *, po
     logger.info("registered ValidatingWebhookConfiguration %s for port %d", name, port)
 
 
-_TIEBREAKS = 1000
-
-
-def peering_priority(*, started_ms: int, tiebreak: int) -> int:
-    """kopf peering priority of a replica started at ``started_ms`` (Unix ms): older is higher.
-
-    ``tiebreak`` (0 <= tiebreak < 1000) orders replicas started in the same millisecond,
-    which kopf would otherwise both pause. The result is negative and fits an int64, as the
-    apiserver stores it.
-    """
-    if not 0 <= tiebreak < _TIEBREAKS:
-        raise ValueError(f"tiebreak must be in [0, {_TIEBREAKS}), got {tiebreak}")
-    return -started_ms * _TIEBREAKS + tiebreak
-
-
 async def _serve(cfg: settings_.Settings, memo: kopf.Memo, stop: asyncio.Event) -> None:
-    """Own every long-lived part for the operator's lifetime; close them in order on stop."""
+    """Own every long-lived part for the operator's lifetime; close them in order on stop.
+
+    Closing runs in reverse: the background workers stop, the ledgers write what they
+    admitted and give their escrow back, the leases are released (a standby takes over at
+    once), the watches stop, the ingestion loop stops (its breaker no longer announcing),
+    and the connections close last.
+    """
     async with contextlib.AsyncExitStack() as stack:
         kube = await Kube.connect()
         stack.push_async_callback(kube.close)
         ingestor = await stack.enter_async_context(ingesting.running(cfg))
-        if cfg.metrics_port:
-            port = await stack.enter_async_context(
-                metrics.serve_probes(cfg.metrics_port, ready=lambda: ingestor.ready)
-            )
-            logger.info("serving /metrics, /healthz and /readyz on port %d", port)
-        ledgers = reserving.Ledgers(kube, share=cfg.enforcement.escrow_share)
-        stack.push_async_callback(ledgers.close)  # before the connection closes
+        # The leader republishes each quota every resync; three missed turns mean it no
+        # longer leads (or cannot write), and its per-quota figures would only mislead.
+        metrics.quota_series.expire_after(3 * cfg.enforcement.resync_interval)
+        holder = stores.holder_id()
+        timing = leasing.Timing(
+            lease_duration=cfg.leases.duration,
+            renew_deadline=cfg.leases.renew_deadline,
+            retry_period=cfg.leases.retry_period,
+        )
         quota_informer = Informer(
-            kube, plural="databasequotas", derive=runtime_.quota_entry, namespace=cfg.namespace
+            kube, QUOTAS, derive=reconciling.quota_ref, namespace=cfg.namespace, keep_objects=True
         )
         claim_informer = Informer(
-            kube, plural="databaseclaims", derive=reservations.claim_ref, namespace=cfg.namespace
+            kube, CLAIMS, derive=reservations.claim_ref, namespace=cfg.namespace
         )
-        for run_informer in (quota_informer.run, claim_informer.run):
-            task = asyncio.create_task(run_informer(), name="informer")
-            stack.callback(task.cancel)
+        leases = leasing.LeaseWatch(kube, namespace=cfg.leases.namespace, timing=timing)
+        liveness = leasing.Liveness(
+            kube, namespace=cfg.leases.namespace, holder=holder, timing=timing
+        )
+        ledgers = admitting.Ledgers(
+            kube,
+            snapshot=ingestor.snapshot,
+            share=cfg.enforcement.escrow_share,
+            holder=holder,
+            alive=liveness.alive,
+            live=leases.live,
+            in_flight_limit=cfg.enforcement.max_reservations or None,
+        )
+        runtime: runtime_.Runtime | None = None
+
+        def leading() -> bool:
+            return runtime is not None and runtime.leading()
+
+        election = (
+            leasing.LeaderElection(
+                kube,
+                namespace=cfg.leases.namespace,
+                name=cfg.leases.leader_lease,
+                holder=holder,
+                timing=timing,
+                on_change=lambda now_leading: (
+                    runtime.on_leadership(now_leading) if runtime is not None else None
+                ),
+            )
+            if cfg.leases.leader_election
+            else None
+        )
         runtime = runtime_.Runtime(
             settings=cfg,
             kube=kube,
-            ledgers=ledgers,
             ingestor=ingestor,
-            admission=admitting.Admission(
-                ledgers=ledgers,
-                snapshot=ingestor.snapshot,
-                clock=time.time,
-                no_quota=cfg.enforcement.no_quota,
-            ),
             quota_informer=quota_informer,
             claim_informer=claim_informer,
+            ledgers=ledgers,
+            admission=admitting.Admission(
+                ledgers=ledgers, quotas=quota_informer, no_quota=cfg.enforcement.no_quota
+            ),
             reconciler=reconciling.Reconciler(
                 kube=kube,
-                ledgers=ledgers,
+                quotas=quota_informer,
+                claims=claim_informer,
                 snapshot=ingestor.snapshot,
                 clock=time.time,
                 grace=cfg.enforcement.reservation_grace,
+                leading=leading,
+                live=leases.live,
+                next_lapse=leases.next_lapse,
+                deleted=lambda namespace: runtime.recently_deleted(namespace) if runtime else set(),
             ),
+            publisher=publishing.Publisher(
+                kube=kube,
+                claims=claim_informer,
+                quotas=quota_informer,
+                snapshot=ingestor.snapshot,
+                leading=leading,
+                on_published=lambda namespace: (
+                    runtime.reconciler.mark_namespace(namespace) if runtime else None
+                ),
+            ),
+            liveness=liveness,
+            leases=leases,
+            election=election,
         )
-        ingestor.add_transition_listener(runtime.on_transition)
-        ingestor.add_event_listener(runtime.on_ingest_event)
+        runtime.wire()
+        tasks = [
+            asyncio.create_task(quota_informer.run(), name="quota watch"),
+            asyncio.create_task(claim_informer.run(), name="claim watch"),
+            asyncio.create_task(leases.informer.run(), name="lease watch"),
+        ]
+        stack.push_async_callback(_cancel, tasks)
+        await liveness.start()
+        stack.push_async_callback(liveness.stop)
+        if election is not None:
+            election.start()
+            stack.push_async_callback(election.stop)
+        else:
+            runtime.on_leadership(True)
+        stack.push_async_callback(ledgers.close)
+        workers = [
+            asyncio.create_task(runtime.reconciler.run(), name="reconciler"),
+            asyncio.create_task(runtime.publisher.run(), name="claim status publisher"),
+        ]
+        stack.push_async_callback(_cancel, workers)
+        if cfg.metrics_port:
+            port = await stack.enter_async_context(
+                metrics.serve_probes(
+                    cfg.metrics_port,
+                    ready=lambda: ingestor.ready and quota_informer.synced.is_set(),
+                )
+            )
+            logger.info("serving /metrics, /healthz and /readyz on port %d", port)
         # Entered last, left first: no review is in flight when the ledgers flush and close.
         port = await stack.enter_async_context(
             webhook.serving(cfg.webhook, admit=admit_claims(runtime), kinds=CLAIM_KINDS)
@@ -227,6 +286,13 @@ async def _serve(cfg: settings_.Settings, memo: kopf.Memo, stop: asyncio.Event) 
         memo["runtime"] = runtime
         _freeze_heap()
         await stop.wait()
+        del memo["runtime"]
+
+
+async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _freeze_heap() -> None:
@@ -245,36 +311,31 @@ def run(cfg: settings_.Settings) -> None:
     """Run the operator until SIGINT/SIGTERM."""
     quotas.register_timer(cfg.enforcement.resync_interval)
     stop = asyncio.Event()
-    serving: list[asyncio.Task[None]] = []
+    serving: list[asyncio.Task[None]] = []  # at most one: the current attempt
 
     @kopf.on.startup()
     async def _startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         configure(settings)
-        serving.append(asyncio.create_task(_serve(cfg, memo, stop), name="dbquota runtime"))
+        if not serving or serving[0].done():  # a retry after a failed attempt starts anew
+            serving[:] = [asyncio.create_task(_serve(cfg, memo, stop), name="dbquota runtime")]
+        task = serving[0]
         while "runtime" not in memo:  # fail start-up if building the runtime fails
-            if serving[0].done():
-                serving[0].result()
+            if task.done():
+                task.result()
             await asyncio.sleep(0.05)
 
     @kopf.on.cleanup()
     async def _cleanup(**_: Any) -> None:
         stop.set()
-        if serving:
-            await serving[0]
+        if serving and not serving[0].done():
+            with contextlib.suppress(Exception):
+                await serving[0]
 
     namespaces = [cfg.namespace] if cfg.namespace else []
-    priority = None
-    if cfg.peering:
-        priority = peering_priority(
-            started_ms=time.time_ns() // 1_000_000, tiebreak=secrets.randbelow(_TIEBREAKS)
-        )
-        logger.info("peering %r with priority %d (older replicas win)", cfg.peering, priority)
     with asyncio.Runner(loop_factory=_loop_factory(cfg.event_loop)) as runner:
         runner.run(
             kopf.operator(
-                standalone=not cfg.peering,
-                peering_name=cfg.peering or None,
-                priority=priority,
+                standalone=True,
                 clusterwide=not namespaces,
                 namespaces=namespaces,
                 memo=kopf.Memo(),

@@ -1,39 +1,46 @@
-"""Admission of one DatabaseClaim: decide against each quota of its namespace and reserve.
+"""Admission of one claim: orchestration only.
 
-Called by the webhook's admission adapter (:mod:`dbquota.handlers.operating`) with what
-the informers hold (the namespace's quotas and claims) and the billing snapshot; it never
-calls the billing API. For each quota, the decision runs inside the quota's ledger
-(:mod:`dbquota.services.reserving`), against the quota as just read from the apiserver and
-the reservations it holds, so that concurrent admissions through any number of replicas
-are decided one after another and reserve by compare-and-swap; or, when the replica's
-escrow covers a CREATE, at once against what the replica last read (the other replicas'
-escrow counted as used).
+Called by the webhook (:mod:`dbquota.handlers.webhook`) for every AdmissionReview of a
+claim. It parses the object (a malformed one is denied in our words: field and reason),
+finds the namespace's quotas in the quota informer (no apiserver call), and asks each
+quota's reservation ledger (:mod:`dbquota.services.reserving`) for a decision, which the
+ledger takes with the pure :func:`dbquota.domain.admission.admit`. It never calls the
+billing API and never counts claims: usage comes from the quota's status totals.
+
+A dry run (``kubectl apply --dry-run=server``, ``kubectl dbquota explain``) reserves
+nothing and gets one more warning per quota that says how it decided (:func:`explain`).
 
 With several quotas in a namespace every one must admit; they are visited in name order
-and a denial stops the visit. A hold already taken on an earlier quota for a claim that a
-later quota denies is released by the reconciler once the grace period shows the claim
-never appeared (``NeverCreated``).
+and a denial stops the visit. A reservation already taken on an earlier quota for a claim
+that a later quota denies is released by the reconciler once its grace period shows the
+claim never appeared (``NeverCreated``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, replace
+from typing import Any
 
-from dbquota.domain import billing, claims, escrow, quotas, reservations, verdicts
-from dbquota.domain.resources import QuotaObject, Reservation
-from dbquota.services import reserving
+from dbquota.adapters.kube import Informer
+from dbquota.domain import admission, billing, claims, verdicts
+from dbquota.domain.resources import QuotaObject
+from dbquota.errors import KubeError
+from dbquota.services import reserving, stores
 from dbquota.settings import NoQuotaPolicy
 
 logger = logging.getLogger(__name__)
 
-DecisionListener = Callable[[verdicts.Decision], None]
+SYNC_PATIENCE = 5.0
+"""Seconds a review waits for the quota watch's first list at start-up (a replica is not
+Ready before it has listed, so the apiserver rarely calls it that early)."""
 
 
 @dataclass(frozen=True, kw_only=True)
 class Review:
-    """One AdmissionReview of a DatabaseClaim, reduced to what admission needs."""
+    """One AdmissionReview of a claim, reduced to what admission needs."""
 
     namespace: str
     name: str
@@ -42,6 +49,20 @@ class Review:
     old_spec: object | None
     """The previous ``spec`` of an UPDATE (any JSON value but null), None for a CREATE."""
     dry_run: bool
+    uid: str = ""
+    """The object's uid (set by the apiserver before admission; a review without one
+    holds its reservation under the object's name)."""
+    generation: int = 1
+    """The object's ``metadata.generation`` (bumped on spec changes before admission)."""
+    old_status: Mapping[str, object] | None = None
+    """The object's status before an UPDATE (its price so far)."""
+
+
+def _charged(status: Mapping[str, object] | None) -> float:
+    cost = (status or {}).get("estimatedMonthlyCost")
+    if isinstance(cost, bool) or not isinstance(cost, int | float) or cost < 0:
+        return 0.0
+    return float(cost)
 
 
 class Admission:
@@ -50,25 +71,30 @@ class Admission:
     def __init__(
         self,
         *,
-        ledgers: reserving.Ledgers,
-        snapshot: Callable[[], billing.BillingSnapshot],
-        clock: Callable[[], float],
+        ledgers: Ledgers,
+        quotas: Informer[Any],
         no_quota: NoQuotaPolicy,
-        listeners: Sequence[DecisionListener] = (),
     ) -> None:
         self._ledgers = ledgers
-        self._snapshot = snapshot
-        self._clock = clock
+        self._quotas = quotas
         self._no_quota = no_quota
-        self._listeners = list(listeners)
 
-    async def review(
-        self,
-        review: Review,
-        *,
-        quota_names: Sequence[str],
-        claim_refs: Sequence[reservations.ClaimRef],
-    ) -> verdicts.Verdict:
+    async def _synced(self) -> bool:
+        """Whether the quota watch has listed (waiting a little at start-up)."""
+        if self._quotas.synced.is_set():
+            return True
+        try:
+            async with asyncio.timeout(SYNC_PATIENCE):
+                await self._quotas.synced.wait()
+        except TimeoutError:
+            return False
+        return True
+
+    def quota_names(self, namespace: str) -> list[str]:
+        """The namespace's quotas, as the watch holds them."""
+        return sorted(str(getattr(q, "name", "")) for q in self._quotas.in_namespace(namespace))
+
+    async def review(self, review: Review) -> verdicts.Verdict:
         """The verdict on ``review``; admitted (non-dry-run) claims hold budget on each quota."""
         try:
             claim = claims.parse_claim(
@@ -86,7 +112,14 @@ class Admission:
             )
         except ValueError as exc:
             return verdicts.Verdict(allowed=False, message=f"invalid DatabaseClaim: {exc}")
-        if not quota_names:
+        if not await self._synced():
+            return verdicts.Verdict(
+                allowed=False,
+                message="not decided: dbquota has not listed the DatabaseQuotas yet (starting "
+                "up); nothing was reserved, try again",
+            )
+        names = self.quota_names(review.namespace)
+        if not names:
             if self._no_quota == "Deny":
                 return verdicts.Verdict(
                     allowed=False,
@@ -96,93 +129,119 @@ class Admission:
                     ),
                 )
             return verdicts.Verdict(allowed=True)
-        snapshot = self._snapshot()
+        request = admission.Request(
+            name=review.name,
+            uid=review.uid or f"name:{review.namespace}/{review.name}",
+            generation=review.generation,
+            claim=claim,
+            old=old,
+            charged=_charged(review.old_status),
+            dry_run=review.dry_run,
+        )
         decisions: list[verdicts.Decision] = []
-        for quota_name in sorted(quota_names):
-            ledger = self._ledgers.of(namespace=review.namespace, name=quota_name)
-            decide = self._decider(
-                review=review, claim=claim, old=old, snapshot=snapshot, claim_refs=claim_refs
-            )
-            decision = await ledger.reserve(decide, dry_run=review.dry_run)
+        for name in names:
+            ledger = self._ledgers.of(namespace=review.namespace, name=name)
+            seen = self._quotas.get(namespace=review.namespace, name=name)
+            if seen is not None:
+                ledger.observe(seen)  # type: ignore[arg-type]
+            try:
+                decision = await ledger.reserve(request)
+            except KubeError as exc:
+                logger.warning(
+                    "could not reserve for claim %s/%s on DatabaseQuota %s: %s",
+                    review.namespace,
+                    review.name,
+                    name,
+                    exc,
+                )
+                return verdicts.Verdict(
+                    allowed=False,
+                    message=(
+                        f"not decided: DatabaseQuota {review.namespace}/{name} could not be "
+                        f"updated in time ({exc}); nothing was reserved, try again"
+                    ),
+                    decisions=tuple(decisions),
+                )
             decisions.append(decision)
-            for listener in self._listeners:
-                listener(decision)
             if not decision.allowed:
                 break
-        return verdicts.combine(decisions)
+        verdict = verdicts.combine(decisions)
+        if review.dry_run:  # say why, for `kubectl dbquota explain` and --dry-run=server
+            verdict = replace(
+                verdict, warnings=(*verdict.warnings, *(explain(d) for d in decisions))
+            )
+        return verdict
 
-    def _decider(
+
+EXPLAIN = "dbquota explain:"
+"""The start of the warning a dry run gets for each quota's decision (at most 256
+characters, as the apiserver keeps them): ``key=value`` fields, read by ``kubectl dbquota
+explain``."""
+
+
+def explain(decision: verdicts.Decision) -> str:
+    """One quota's decision as a dry run's warning (see :data:`EXPLAIN`)."""
+    verdict = "denied" if not decision.allowed else "warned" if decision.would_deny else "admitted"
+    return (
+        f"{EXPLAIN} quota={decision.quota} verdict={verdict} reason={decision.reason} "
+        f"cost={decision.cost:.2f} pricing={decision.pricing or 'None'} "
+        f"degraded={str(decision.degraded).lower()} policy={decision.policy or '-'}"
+    )[:256]
+
+
+class Ledgers:
+    """One :class:`~dbquota.services.reserving.Ledger` per quota, created on first use; all
+    share one escrow holder (this replica)."""
+
+    def __init__(
         self,
+        store: stores.QuotaStore,
         *,
-        review: Review,
-        claim: claims.ClaimSpec,
-        old: claims.ClaimSpec | None,
-        snapshot: billing.BillingSnapshot,
-        claim_refs: Sequence[reservations.ClaimRef],
-    ) -> reserving.Decide[verdicts.Decision]:
-        def decide(
-            quota_obj: QuotaObject, held: Sequence[Reservation], others: escrow.Allowance
-        ) -> reserving.Outcome[verdicts.Decision]:
-            name = quota_obj.get("metadata", {}).get("name", "?")
-            try:
-                quota = quotas.parse_quota(name=name, spec=quota_obj.get("spec", {}))
-            except ValueError as exc:  # the CRD schema should make this impossible
-                return reserving.Outcome(
-                    admitted=False,
-                    result=verdicts.Decision(
-                        quota=name,
-                        allowed=False,
-                        would_deny=True,
-                        cost=0.0,
-                        pricing=None,
-                        degraded=False,
-                        policy=None,
-                        reason="InvalidQuota",
-                        message=f"denied: DatabaseQuota {name} is invalid ({exc}); fix it first",
-                    ),
-                )
-            now = self._clock()
-            usage = escrow.with_held(
-                reservations.usage(
-                    status=quota_obj.get("status", {}),
-                    held=held,
-                    claims=claim_refs,
-                    claim_name=review.name,
-                    creating=old is None,
-                ),
-                others,
-            )
-            decision = verdicts.decide(
-                quota=quota, claim=claim, old_claim=old, usage=usage, snapshot=snapshot, now=now
-            )
-            if not decision.allowed:
-                return reserving.Outcome(admitted=False, result=decision)
-            previous = next((r for r in held if r.get("claim") == review.name), None)
-            if old is None:
-                previous = None  # a CREATE replaces a hold left by an earlier attempt
-            elif decision.cost <= 0 and decision.storage_gib <= 0:
-                return reserving.Outcome(result=decision)  # an update that adds nothing
-            hold = reservations.hold(
-                previous=previous,
-                claim_name=review.name,
-                cost=decision.cost,
-                storage_gib=decision.storage_gib if old is not None else claim.storage_gib,
-                pricing=decision.pricing,
-                degraded=decision.degraded,
-                new_claim=old is None,
-                now=now,
-            )
-            take = escrow.take(
-                cost=decision.cost, new_claims=decision.new_claims, storage_gib=decision.storage_gib
-            )
-            return reserving.Outcome(
-                result=decision,
-                reservation=hold,
-                take=take,
-                room=escrow.free(quota=quota, usage=usage).minus(take),
-                # Escrow serves CREATEs only (an UPDATE's hold builds on the current one),
-                # and never StrictCap's degraded allowance (module docstring of escrow).
-                escrow=old is None and not (decision.degraded and quota.policy == "StrictCap"),
-            )
+        snapshot: Callable[[], billing.BillingSnapshot],
+        share: float = 0.0,
+        holder: str | None = None,
+        alive: Callable[[], bool] = lambda: True,
+        live: Callable[[str], bool] = lambda _: True,
+        in_flight_limit: int | None = None,
+    ) -> None:
+        self.store = store
+        self.share = share
+        self.holder = holder or stores.holder_id()
+        self._snapshot = snapshot
+        self._alive = alive
+        self._live = live
+        self._limit = in_flight_limit
+        self._ledgers: dict[tuple[str, str], reserving.Ledger] = {}
 
-        return decide
+    def of(self, *, namespace: str, name: str) -> reserving.Ledger:
+        """The ledger of quota ``namespace/name``."""
+        key = (namespace, name)
+        ledger = self._ledgers.get(key)
+        if ledger is None:
+            ledger = self._ledgers[key] = reserving.Ledger(
+                store=self.store,
+                namespace=namespace,
+                name=name,
+                snapshot=self._snapshot,
+                holder=self.holder,
+                share=self.share,
+                alive=self._alive,
+                live=self._live,
+                in_flight_limit=self._limit,
+            )
+        return ledger
+
+    def observe(self, quota: QuotaObject) -> None:
+        """A quota as the watch delivered it (only ledgers already in use care)."""
+        meta = quota.get("metadata", {})
+        ledger = self._ledgers.get((str(meta.get("namespace", "")), str(meta.get("name", ""))))
+        if ledger is not None:
+            ledger.observe(quota)
+
+    def drop(self, *, namespace: str, name: str) -> None:
+        """Forget a deleted quota."""
+        self._ledgers.pop((namespace, name), None)
+
+    async def close(self) -> None:
+        """Write every pending reservation and give every escrow back (shutdown)."""
+        await asyncio.gather(*(ledger.close() for ledger in self._ledgers.values()))

@@ -28,7 +28,6 @@ import contextlib
 import dataclasses
 import functools
 import logging
-import math
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from typing import Protocol, TypeVar
@@ -54,9 +53,18 @@ COMPACT_EVERY = 3600.0
 """Seconds between two compactions of the cache's history."""
 MAX_PAGES = 100_000
 """Most pages of one bulk listing (a provider that never ends its listing is broken)."""
+UNKNOWN_BACKOFF = 60.0
+"""Seconds before a cluster the provider answered 404 for is asked for again; doubled at
+each further 404, up to :data:`UNKNOWN_BACKOFF_MAX`."""
+NEW_PER_SYNC = 50
+"""With a bulk listing, most tracked clusters no listing has shown yet asked for one by one
+in one sync (the rest in later syncs)."""
+UNKNOWN_BACKOFF_MAX = 3600.0
+"""Longest wait before asking again for a cluster the provider keeps not knowing."""
 
 TransitionListener = Callable[[str, str, str], None]
 EventListener = Callable[[str, str], None]
+SyncListener = Callable[[], None]
 
 
 class BillingProvider(Protocol):
@@ -132,6 +140,7 @@ class _SyncTally:
     prices: billing.PriceBook | None = None
     rejected: int = 0
     unknown: int = 0
+    left_out: int = 0  # tracked clusters a bulk listing showed before and left out now
     errors: list[str] = dataclasses.field(default_factory=list)
 
 
@@ -157,7 +166,10 @@ class Ingestor:
             attempts=max(1, cfg.billing.retry_attempts), timeout=cfg.billing.retry_timeout
         )
         self._coalescer: coalescing.Coalescer[str, billing.ClusterCost] = coalescing.Coalescer()
-        self._tracked: set[str] = set()
+        self._tracked: dict[str, int] = {}  # cluster id -> claims that name it
+        self._unknown: dict[str, tuple[float, float]] = {}  # id -> (retry at, backoff)
+        self._stopping = False
+        self._left_out = 0
         self._bulk: bool | None = None  # unknown until the provider tells us
         snap = initial or billing.BillingSnapshot()
         self._last_success = snap.health.last_success
@@ -172,6 +184,7 @@ class Ingestor:
         self._sync_lock = asyncio.Lock()
         self._transition_listeners: list[TransitionListener] = []
         self._event_listeners: list[EventListener] = []
+        self._sync_listeners: list[SyncListener] = []
         self._events: deque[tuple[str, str]] = deque(maxlen=50)
         self._last_compaction = -COMPACT_EVERY
         self._task: asyncio.Task[None] | None = None
@@ -197,18 +210,36 @@ class Ingestor:
         await self._ready_event.wait()
 
     def track(self, cluster_ids: Iterable[str]) -> None:
-        """Add cluster ids to fetch one by one when the provider has no bulk listing (or
-        when its listing leaves them out)."""
-        self._tracked.update(cid for cid in cluster_ids if cid)
+        """Count one more claim naming each of these cluster ids: they are fetched one by
+        one when the provider has no bulk listing (or when its listing leaves them out).
+        The claim informer calls this for every claim that appears."""
+        for cid in cluster_ids:
+            if cid:
+                self._tracked[cid] = self._tracked.get(cid, 0) + 1
+        metrics.tracked_clusters.set(len(self._tracked))
 
     def untrack(self, cluster_ids: Iterable[str]) -> None:
-        """Stop fetching these cluster ids (their last cost stays in the snapshot)."""
-        self._tracked.difference_update(cluster_ids)
+        """Count one claim less for each id; an id no claim names any more is no longer
+        fetched (its last cost stays in the snapshot). Called when a claim goes away."""
+        for cid in cluster_ids:
+            left = self._tracked.get(cid, 0) - 1
+            if left > 0:
+                self._tracked[cid] = left
+            else:
+                self._tracked.pop(cid, None)
+                self._unknown.pop(cid, None)
+        metrics.tracked_clusters.set(len(self._tracked))
+        metrics.unknown_clusters.set(len(self._unknown))
 
     @property
     def tracked(self) -> frozenset[str]:
-        """The cluster ids given to :meth:`track`."""
+        """The cluster ids some claim names."""
         return frozenset(self._tracked)
+
+    @property
+    def unknown(self) -> frozenset[str]:
+        """Tracked ids the provider answered 404 for, not asked again until their backoff ends."""
+        return frozenset(self._unknown)
 
     def record_decision(self, *, from_cache: bool) -> None:
         """Count one admission decision; feeds the fallback hit rate (last 1000 decisions)."""
@@ -216,12 +247,16 @@ class Ingestor:
             self._from_cache -= 1
         self._decisions.append(from_cache)
         self._from_cache += int(from_cache)
-        metrics.fallback_hit_rate.set(self._fallback_hit_rate())
+        metrics.fallback_ratio.set(self._fallback_hit_rate())
         self._stale_health = True
 
     def add_transition_listener(self, cb: TransitionListener) -> None:
         """Call ``cb(old_state, new_state, reason)`` on every breaker transition."""
         self._transition_listeners.append(cb)
+
+    def add_sync_listener(self, cb: SyncListener) -> None:
+        """Call ``cb()`` after every sync (its results are in the snapshot by then)."""
+        self._sync_listeners.append(cb)
 
     def add_event_listener(self, cb: EventListener) -> None:
         """Call ``cb(reason, message)`` for Event-worthy happenings (a quarantined cache);
@@ -233,6 +268,10 @@ class Ingestor:
     def staleness(self) -> float:
         """Seconds since the last successful sync (infinity before the first)."""
         return self.snapshot().health.staleness(now=self._clock.time())
+
+    def _last_success_timestamp(self) -> float:
+        """Unix time of the last successful sync, 0.0 before the first (for metrics)."""
+        return self._last_success if self._last_success is not None else 0.0
 
     def is_degraded(self, *, max_staleness: float) -> bool:
         """Whether a quota with this ``maxStaleness`` must use its degradation policy."""
@@ -258,16 +297,22 @@ class Ingestor:
         """Start the periodic loop (its first turn is the warm-up sync)."""
         if self._task is None:
             self._task = asyncio.create_task(self._loop(), name="dbquota-billing-sync")
-            metrics.staleness_seconds.set_function(self.staleness)
+            metrics.last_success.set_function(self._last_success_timestamp)
 
     async def stop(self) -> None:
-        """Stop the loop and wait for it (a cache write in progress is finished first)."""
+        """Stop the loop and wait for it (a cache write in progress is finished first).
+
+        From here on the breaker's transitions are neither announced nor published: a
+        call cut short by our own shutdown is not news about the provider.
+        """
+        self._stopping = True
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-            metrics.staleness_seconds.set_function(lambda: math.nan)
+            stopped_at = self._last_success_timestamp()  # a fact still: keep it, unbound
+            metrics.last_success.set_function(lambda: stopped_at)
         if self._persisting is not None and not self._persisting.done():
             with contextlib.suppress(errors.DbquotaError):
                 await self._persisting
@@ -330,6 +375,11 @@ class Ingestor:
             tally.unknown,
             f"; {error}" if error else "",
         )
+        for cb in list(self._sync_listeners):
+            try:
+                cb()
+            except Exception:
+                logger.exception("a sync listener failed")
         await self._maybe_compact(now=finished)
 
     async def _fetch_costs(self, tally: _SyncTally) -> None:
@@ -342,9 +392,34 @@ class Ingestor:
             except errors.DbquotaError as exc:
                 tally.errors.append(f"bulk listing: {exc}")
                 return
-        missing = sorted(cid for cid in self._tracked if cid not in tally.costs)
+        for cid in tally.costs:
+            self._unknown.pop(cid, None)
+        missing = self._to_fetch_one_by_one(tally)
         if missing:
             await self._fetch_each(missing, tally)
+
+    def _to_fetch_one_by_one(self, tally: _SyncTally) -> list[str]:
+        """Tracked clusters to fetch one by one after the listing (if any).
+
+        With a bulk listing: those it showed before and leaves out now (a partial listing,
+        counted in the health as ``left_out``), and at most :data:`NEW_PER_SYNC` of those
+        no listing ever showed. Those are mostly new claims the provider does not bill yet,
+        which a later listing shows: asking for each at once would make a sync as long as
+        a burst of claims is large. Without a listing, every tracked cluster. Either way,
+        never one the provider answered 404 for until its backoff ends.
+        """
+        now = self._clock.monotonic()
+        due = sorted(
+            cid
+            for cid in self._tracked
+            if cid not in tally.costs and self._unknown.get(cid, (0.0, 0.0))[0] <= now
+        )
+        if not self._bulk:
+            return due
+        known = self._snapshot.costs
+        left_out = [c for c in due if c in known]
+        tally.left_out = len(left_out)
+        return left_out + [c for c in due if c not in known][:NEW_PER_SYNC]
 
     async def _list_all(self, tally: _SyncTally) -> None:
         token: str | None = None
@@ -377,8 +452,10 @@ class Ingestor:
                     return
                 try:
                     tally.costs[cid] = await self.fetch(cid)
+                    self._unknown.pop(cid, None)
                 except errors.UnknownCluster:
                     tally.unknown += 1
+                    self._forget_for_a_while(cid)
                 except errors.MalformedPayload:
                     tally.rejected += 1
                 except errors.CircuitOpen as exc:
@@ -394,6 +471,13 @@ class Ingestor:
         if failures:
             more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
             tally.errors.append(f"per-cluster fetches: {failures[-1]}{more}")
+
+    def _forget_for_a_while(self, cluster_id: str) -> None:
+        """Negative-cache a 404: ask again after a backoff that doubles each time."""
+        _, backoff = self._unknown.get(cluster_id, (0.0, UNKNOWN_BACKOFF / 2))
+        backoff = min(UNKNOWN_BACKOFF_MAX, backoff * 2)
+        self._unknown[cluster_id] = (self._clock.monotonic() + backoff, backoff)
+        metrics.unknown_clusters.set(len(self._unknown))
 
     async def _persist(self, record: cache_.SyncRecord) -> billing.PriceBook | None:
         """Write the sync; on a corrupt file, quarantine, rebuild from memory, write again."""
@@ -451,6 +535,7 @@ class Ingestor:
         if error:
             self._last_error = error
         self._last_sync_ok = ok
+        self._left_out = tally.left_out
         self._snapshot = billing.BillingSnapshot(
             health=self._health(),
             prices=tally.prices or old.prices,
@@ -490,7 +575,7 @@ class Ingestor:
     async def _call(self, endpoint: str, fn: Callable[[], Awaitable[T]]) -> T:
         async def attempt() -> T:
             try:
-                result = await self._breaker.call(fn, is_failure=_trips)
+                result = await self._breaker.call(fn, is_failure=self._trips)
             except breaker.Refused as exc:
                 metrics.billing_calls.labels(endpoint=endpoint, outcome="circuit_open").inc()
                 raise errors.CircuitOpen(f"billing circuit breaker: {exc}") from exc
@@ -519,6 +604,10 @@ class Ingestor:
             clock=self._clock,
             on_retry=on_retry,
         )
+
+    def _trips(self, exc: BaseException) -> bool:
+        """Whether a failed call counts against the provider (never during our shutdown)."""
+        return not self._stopping and _trips(exc)
 
     def _reject(self, endpoint: str, cluster_id: str | None, reason: str) -> None:
         metrics.rejected_payloads.labels(endpoint=endpoint).inc()
@@ -549,9 +638,16 @@ class Ingestor:
             consecutive_failures=self._breaker.consecutive_failures,
             last_error=(self._last_error or self._breaker.last_error) if failing else "",
             fallback_hit_rate=self._fallback_hit_rate(),
+            left_out=self._left_out,
         )
 
     def _on_transition(self, transition: breaker.Transition) -> None:
+        if self._stopping:
+            return
+        if transition.new == "Closed":
+            # The probe succeeded: the failed syncs before it are no longer news (their
+            # error would otherwise sit beside "Closed" until this sync finishes).
+            self._last_sync_ok = True
         metrics.set_circuit_state(transition.new)
         metrics.circuit_transitions.labels(from_state=transition.old, to_state=transition.new).inc()
         log = logger.warning if transition.new == "Open" else logger.info

@@ -1,28 +1,71 @@
-"""Reconciliation of DatabaseQuota status: spend, billing health, reservations, conditions.
+"""Reconciliation of DatabaseQuota status: totals, reservations, escrow, billing health, conditions.
 
-Called by the quota handlers (on create/update/resume and on a timer) with the claims
-kopf's index holds for the namespace. The status is computed by
-:func:`dbquota.domain.statuses.quota_status` from the quota *as read inside the ledger's
-compare-and-swap*, so a reconcile never overwrites a reservation that an admission took a
-moment earlier. Events follow the write: budget crossings and released reservations on
-the quota, and (via :meth:`Reconciler.announce_transition`) circuit breaker transitions
-on every quota, so ``kubectl describe databasequota`` tells the story.
+Runs on the leader only (:class:`dbquota.services.leasing.LeaderElection`). Nothing asks
+for a reconcile directly: events *mark* a quota dirty (:meth:`Reconciler.mark`) — a claim
+created, priced or deleted, a reservation to settle, a lease that lapsed, a billing sync,
+a spec change, the periodic resync — and one worker refreshes each dirty quota at most
+once per :data:`MIN_INTERVAL`, however many events came. So a burst of 200 claims a second
+costs a few status writes a second, not one per claim.
+
+A refresh reads the quota from the watch, recomputes the whole status with
+:func:`dbquota.domain.statuses.quota_status` from the namespace's claims (the claim
+informer) and the billing snapshot, and writes it by compare-and-swap on the quota's
+``resourceVersion``, re-reading on a conflict. It runs beside the webhook's reservation
+ledgers, never in their queue, so an admission never waits for it. It writes only when
+something other than the mere age of the data changed, unless the periodic resync asks
+(so ``stalenessSeconds`` stays current without a write per event). Events follow the
+write: released and adopted reservations, lapsed escrow, budget crossings, and (via
+:meth:`Reconciler.announce_transition`) circuit breaker transitions. Each written status is
+also published as the quota's ``dbquota_quota_*`` metrics
+(:func:`dbquota.adapters.metrics.publish_quota`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol, cast
 
-from dbquota.adapters.kube import Kube
+from dbquota.adapters import metrics
+from dbquota.adapters.kube import Informer
 from dbquota.domain import billing, reservations, statuses
-from dbquota.domain.resources import QuotaObject, QuotaStatus
-from dbquota.errors import KubeError, NotFound
-from dbquota.services import reserving
+from dbquota.domain.resources import QuotaObject
+from dbquota.errors import Conflict, KubeError, NotFound
+from dbquota.services.stores import QuotaStore
 
 logger = logging.getLogger(__name__)
+
+MIN_INTERVAL = 0.5
+"""Seconds between two refreshes of one quota, however often it is marked dirty."""
+WORKERS = 4
+"""Quotas refreshed at once."""
+MAX_CONFLICTS = 5
+"""Compare-and-swap attempts of one refresh before it is marked dirty again for later."""
+
+
+class EventPoster(Protocol):
+    """Where Events go (:class:`dbquota.adapters.kube.Kube`; a list in unit tests)."""
+
+    async def post_event(
+        self,
+        *,
+        namespace: str,
+        kind: str,
+        name: str,
+        uid: str,
+        type_: str,
+        reason: str,
+        message: str,
+    ) -> None:
+        """Record one Event on an object."""
+        ...
+
+
+class Store(QuotaStore, EventPoster, Protocol):
+    """What the reconciler writes to: quota status by compare-and-swap, and Events."""
 
 
 @dataclass(frozen=True)
@@ -34,47 +77,201 @@ class QuotaRef:
     uid: str
 
 
+def quota_ref(obj: dict[str, Any]) -> QuotaRef:
+    """What the quota informer keeps of a DatabaseQuota beside the object itself."""
+    meta = obj.get("metadata") or {}
+    return QuotaRef(
+        namespace=str(meta.get("namespace", "")),
+        name=str(meta.get("name", "")),
+        uid=str(meta.get("uid", "")),
+    )
+
+
 class Reconciler:
-    """Writes quota status through the ledgers; see the module docstring."""
+    """Writes quota status on the leader; see the module docstring."""
 
     def __init__(
         self,
         *,
-        kube: Kube,
-        ledgers: reserving.Ledgers,
+        kube: Store,
+        quotas: Informer[QuotaRef],
+        claims: Informer[reservations.ClaimRef],
         snapshot: Callable[[], billing.BillingSnapshot],
         clock: Callable[[], float],
         grace: float,
+        leading: Callable[[], bool] = lambda: True,
+        live: Callable[[str], bool] = lambda _: True,
+        next_lapse: Callable[[list[str]], float | None] = lambda _: None,
+        deleted: Callable[[str], Collection[str]] = lambda _: (),
+        on_written: Callable[[QuotaObject, statuses.Refresh], None] = lambda *_: None,
     ) -> None:
         self._kube = kube
-        self._ledgers = ledgers
+        self._quotas = quotas
+        self._claims = claims
         self._snapshot = snapshot
         self._clock = clock
         self._grace = grace
+        self._leading = leading
+        self._live = live
+        self._next_lapse = next_lapse
+        self._deleted = deleted
+        self._on_written = on_written
+        self._dirty: dict[tuple[str, str], bool] = {}  # -> whether a write is wanted anyway
+        self._due: dict[tuple[str, str], float] = {}  # monotonic time a mark falls due
+        self._last: dict[tuple[str, str], float] = {}  # monotonic time of the last refresh
+        self._wake = asyncio.Event()
         self._announcing = asyncio.Lock()
+        self.refreshes = 0
+        self.writes = 0
 
-    async def reconcile(
-        self, *, quota: QuotaRef, claims: Sequence[reservations.ClaimRef]
-    ) -> statuses.Refresh | None:
-        """Refresh one quota's status; returns what changed (None if the quota is gone)."""
-        snapshot, now = self._snapshot(), self._clock()
-        refreshed: list[statuses.Refresh] = []
+    # -- what marks a quota dirty ------------------------------------------------------------
 
-        def mutate(current: QuotaObject) -> QuotaStatus:
-            refresh = statuses.quota_status(
-                quota=current, snapshot=snapshot, claims=claims, now=now, grace=self._grace
-            )
-            refreshed[:] = [refresh]
-            return refresh.status
+    def mark(self, namespace: str, name: str, *, force: bool = False, after: float = 0.0) -> None:
+        """Refresh this quota soon (not before ``after`` seconds); ``force`` writes even if
+        only the figures' age changed."""
+        key = (namespace, name)
+        due = time.monotonic() + after
+        if key not in self._dirty or due < self._due.get(key, due):
+            self._due[key] = due
+        self._dirty[key] = self._dirty.get(key, False) or force
+        self._wake.set()
 
-        ledger = self._ledgers.of(namespace=quota.namespace, name=quota.name)
-        ledger.forget()  # read afresh: a reconcile is also when we catch up with others
+    def mark_namespace(self, namespace: str, *, force: bool = False) -> None:
+        """Refresh every quota of ``namespace`` soon."""
+        for ref in self._quotas.in_namespace(namespace):
+            self.mark(namespace, ref.name, force=force)
+
+    def mark_all(self, *, force: bool = False) -> None:
+        """Refresh every quota soon (a billing sync, a new leader, the periodic resync)."""
+        for namespace in self._quotas.namespaces():
+            self.mark_namespace(namespace, force=force)
+
+    def forget(self, namespace: str, name: str) -> None:
+        """A quota was deleted."""
+        self._dirty.pop((namespace, name), None)
+        self._due.pop((namespace, name), None)
+        self._last.pop((namespace, name), None)
+
+    # -- the worker ----------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Refresh dirty quotas while leading, each at most once per :data:`MIN_INTERVAL`."""
+        running: set[asyncio.Task[None]] = set()
+        while True:
+            self._wake.clear()
+            delay = MIN_INTERVAL
+            if self._leading():
+                now = time.monotonic()
+                busy = {t.get_name() for t in running}
+                for key, force in list(self._dirty.items()):
+                    if len(running) >= WORKERS:
+                        break
+                    wait = max(
+                        self._last.get(key, -MIN_INTERVAL) + MIN_INTERVAL - now,
+                        self._due.get(key, now) - now,
+                    )
+                    if wait > 0 or f"{key[0]}/{key[1]}" in busy:
+                        delay = min(delay, max(wait, 0.01))
+                        continue
+                    del self._dirty[key]
+                    self._due.pop(key, None)
+                    self._last[key] = now
+                    task = asyncio.create_task(
+                        self._refresh_logged(*key, force=force), name=f"{key[0]}/{key[1]}"
+                    )
+                    running.add(task)
+                    task.add_done_callback(running.discard)
+                    task.add_done_callback(lambda _: self._wake.set())
+            if not self._dirty:
+                delay = 3600.0
+            elif not self._leading():
+                delay = 1.0
+            try:
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()
+            except TimeoutError:
+                pass
+
+    async def _refresh_logged(self, namespace: str, name: str, *, force: bool) -> None:
         try:
-            await ledger.update(mutate)
-        except NotFound:
-            self._ledgers.drop(namespace=quota.namespace, name=quota.name)
-            return None
-        refresh = refreshed[0]
+            await self.refresh(namespace, name, force=force)
+        except KubeError as exc:
+            logger.warning("could not refresh DatabaseQuota %s/%s: %s", namespace, name, exc)
+            self.mark(namespace, name, force=force)
+
+    async def refresh(
+        self, namespace: str, name: str, *, force: bool = True
+    ) -> statuses.Refresh | None:
+        """Recompute and write one quota's status now; None if the quota is gone."""
+        self.refreshes += 1
+        quota = cast(QuotaObject | None, self._quotas.get(namespace=namespace, name=name))
+        for _attempt in range(MAX_CONFLICTS):
+            if quota is None:
+                try:
+                    quota = await self._kube.get_quota(namespace=namespace, name=name)
+                except NotFound:
+                    self.forget(namespace, name)
+                    return None
+            refresh = statuses.quota_status(
+                quota=quota,
+                snapshot=self._snapshot(),
+                claims=self._claims.in_namespace(namespace),
+                now=self._clock(),
+                grace=self._grace,
+                live=self._live,
+                deleted=self._deleted(namespace),
+            )
+            old = quota.get("status") or {}
+            if not force and statuses.material(refresh.status) == statuses.material(
+                cast(Any, {k: old.get(k) for k in refresh.status})
+            ):
+                self._follow_up(namespace, name, refresh)
+                return refresh
+            try:
+                written = await self._kube.patch_quota_status(
+                    namespace=namespace,
+                    name=name,
+                    status=refresh.status,
+                    resource_version=quota.get("metadata", {}).get("resourceVersion"),
+                )
+            except Conflict:
+                quota = None  # read afresh
+                continue
+            except NotFound:
+                self.forget(namespace, name)
+                return None
+            self.writes += 1
+            self._quotas.put(cast(dict[str, Any], written))
+            metrics.publish_quota(
+                namespace=namespace,
+                name=name,
+                spec=written.get("spec", {}),
+                status=refresh.status,
+                escrow_expired=len(refresh.expired),
+            )
+            self._on_written(written, refresh)
+            await self._announce_refresh(quota_ref(cast(dict[str, Any], written)), refresh)
+            self._follow_up(namespace, name, refresh)
+            return refresh
+        self.mark(namespace, name, force=force)
+        return None
+
+    def _follow_up(self, namespace: str, name: str, refresh: statuses.Refresh) -> None:
+        """Come back while reservations are in flight (to confirm or release them), and when
+        the lease of a replica holding escrow here would lapse (to let that escrow go)."""
+        if refresh.status.get("reservations"):
+            self.mark(namespace, name)
+        quota = self._quotas.get(namespace=namespace, name=name) or {}
+        holders = [
+            str(e.get("holder", "")) for e in (quota.get("status") or {}).get("escrow") or []
+        ]
+        lapse = self._next_lapse(holders) if holders else None
+        if lapse is not None:
+            self.mark(namespace, name, after=lapse + 0.05)
+
+    # -- Events --------------------------------------------------------------------------------
+
+    async def _announce_refresh(self, quota: QuotaRef, refresh: statuses.Refresh) -> None:
         for held, why in refresh.released:
             await self._event(
                 quota,
@@ -89,8 +286,8 @@ class Reconciler:
                 "Warning",
                 "ReservationAdopted",
                 f"holding {held.get('cost', 0.0):,.2f} for claim {held.get('claim')}, which "
-                "exists with no reservation and is not billed yet (admitted by a replica that "
-                "stopped before writing it, or created while the webhook was bypassed)",
+                "exists with no price and no reservation (admitted by a replica that stopped "
+                "before writing it, or created while the webhook was bypassed)",
             )
         for lapsed in refresh.expired:
             await self._event(
@@ -98,7 +295,7 @@ class Reconciler:
                 "Warning",
                 "EscrowExpired",
                 f"let go of {lapsed.get('cost', 0.0):,.2f} held in escrow by replica "
-                f"{lapsed.get('holder')}, which stopped renewing it at {lapsed.get('expiresAt')}",
+                f"{lapsed.get('holder')}, whose lease lapsed",
             )
         if refresh.budget_crossed is not None:
             conds = {c["type"]: c for c in refresh.status.get("conditions", [])}
@@ -107,7 +304,6 @@ class Reconciler:
                 await self._event(quota, "Warning", "BudgetExceeded", message)
             else:
                 await self._event(quota, "Normal", "WithinBudget", message)
-        return refresh
 
     async def announce_transition(
         self, quotas: Sequence[QuotaRef], *, old: str, new: str, reason: str
@@ -156,7 +352,6 @@ class Reconciler:
 
 
 _RELEASE_WHY: dict[reservations.ReleaseReason, str] = {
-    "Billed": "billing now shows its cost",
-    "ClaimDeleted": "the claim was deleted",
-    "NeverCreated": "the claim never appeared after admission",
+    "ClaimDeleted": "the claim was deleted before its price was written on it",
+    "NeverCreated": "no claim appeared after admission",
 }

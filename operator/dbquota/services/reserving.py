@@ -1,34 +1,30 @@
 """Reservations on a DatabaseQuota's status: by compare-and-swap, batched, and from escrow.
 
-**The exact path** is the method of Kubernetes' ResourceQuota admission plugin: read the
-quota (and its ``resourceVersion``), decide every pending request against the reservations
-already held *plus those admitted earlier in the same batch*, and write the new reservation
-list with a merge patch that carries the ``resourceVersion`` read. If another writer got
-there first, the apiserver answers 409; we re-read and decide the whole batch again.
-Batching (one writer task per quota, taking every request queued while the previous write
-was in flight) keeps throughput up under bursts: N concurrent claims cost one round
-instead of N rounds with N-1 conflicts each (kubernetes#67761).
+One :class:`Ledger` per quota and replica serialises that replica's writes:
 
-**The escrow path** takes that write off the review's path (the why and the invariant are
-in :mod:`dbquota.domain.escrow`). Every exact round also sets this replica's escrow: a
-share (``--escrow-share``) of the room left, written in the same compare-and-swap. A
-CREATE that the escrow covers is then admitted from memory at once; its reservation joins
-the next write, which moves the amount from the escrow to the reservation on the
-apiserver in one patch, at most every :data:`FLUSH_INTERVAL`. Denials, UPDATEs and
-StrictCap's degraded admissions always take the exact path; so does a CREATE the escrow
-cannot cover, and that round returns what was left of the escrow and takes a fresh share.
-A replica idle for :data:`IDLE_RETURN` gives its escrow back; one that stops renewing it
-(crashed) leaves it counted until the reconciler prunes it.
+- **The exact path** is the method of Kubernetes' ResourceQuota admission plugin: read
+  the quota and its ``resourceVersion``, decide every queued request in order
+  (:func:`dbquota.domain.rounds.plan`), write reservations and totals with a merge patch
+  that carries the ``resourceVersion`` read. On a 409 another writer got there first: read
+  again and decide the whole batch again, until :data:`RESERVE_DEADLINE` (losing races is
+  a retry, not a denial). One writer task per quota takes every request queued while the
+  previous write was in flight, so N concurrent claims cost one round, not N rounds with
+  N-1 conflicts each (kubernetes#67761).
+- **The escrow path** takes that write off the review's path (the why and the invariant
+  are in :mod:`dbquota.domain.escrow`): a CREATE the replica's escrow covers is admitted
+  from memory at once, and its reservation joins the next write, at most every
+  :data:`FLUSH_INTERVAL`. The escrow is given back after :data:`IDLE_RETURN` idle, and
+  serves only while this replica's liveness lease is trusted (``alive()``).
+- **No wait where nothing is at stake**: an UPDATE that adds nothing and every dry run
+  are decided against what this replica last saw (:mod:`dbquota.domain.views`; the watch
+  keeps it current) and answered at once.
+- A request that only *live* other replicas' escrow keeps out waits up to
+  :data:`CONTENDED_WAIT` for them to use or return it, re-reading every
+  :data:`CONTENDED_POLL`; a lapsed holder's escrow is not waited for.
 
-A request that only other replicas' escrow keeps out (it would fit without it) waits up
-to :data:`CONTENDED_WAIT` for them to use or return it, re-reading the quota every
-:data:`CONTENDED_POLL`, so that near the end of a budget the replicas together admit
-exactly what fits. Requests marked dry-run are decided against what this replica last
-read and reserve nothing.
-
-The reconciler's status updates go through the same ledger (:meth:`Ledger.update`) so the
-process never conflicts with itself. Called by :mod:`dbquota.services.admitting` and
-:mod:`dbquota.services.reconciling`.
+The reconciler writes the status through its own compare-and-swap
+(:mod:`dbquota.services.reconciling`), never through this queue, so its refreshes never
+delay an admission. Called by :mod:`dbquota.services.admitting`.
 """
 
 from __future__ import annotations
@@ -36,37 +32,38 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import socket
+import random
 import time
-import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar, cast
 
 from dbquota.adapters import metrics
-from dbquota.adapters.kube import Kube
-from dbquota.domain import escrow
-from dbquota.domain.resources import Escrow, QuotaObject, QuotaStatus, Reservation
-from dbquota.errors import Conflict, KubeError
+from dbquota.domain import (
+    admission,
+    billing,
+    escrow,
+    quotas,
+    reservations,
+    rounds,
+    usage,
+    verdicts,
+    views,
+)
+from dbquota.domain.resources import QuotaObject, QuotaStatus, Reservation
+from dbquota.errors import Conflict
+from dbquota.services import stores
 
 logger = logging.getLogger(__name__)
 
-R = TypeVar("R")  # what a decision returns to its caller
-
-MAX_ATTEMPTS = 8
-"""CAS rounds per batch before giving up (ResourceQuota uses 3; our batches are larger)."""
+RESERVE_DEADLINE = 8.0
+"""Most seconds one batch keeps retrying lost compare-and-swap races before it gives up
+(below the webhook's timeout, so the answer says why instead of timing out)."""
 FLUSH_INTERVAL = 0.25
 """Seconds between two writes of reservations admitted from escrow (batching them)."""
 IDLE_RETURN = 1.0
 """Seconds without admissions after which a replica gives its escrow back."""
-ESCROW_TTL = 15.0
-"""Seconds an escrow entry is valid after each write (``expiresAt``); renewed by every write."""
-ESCROW_MARGIN = 5.0
-"""This replica stops admitting from an escrow this long before it expires, so that a
-clock skew up to that between replicas cannot make another one see it expired early."""
 CONTENDED_WAIT = 3.0
-"""Most seconds a request waits for other replicas' escrow before it is decided with it."""
+"""Most seconds a request waits for live other replicas' escrow before it is decided with it."""
 CONTENDED_POLL = 0.05
 """Seconds between re-reads of the quota while a request waits for other replicas' escrow."""
 CLOSE_PATIENCE = 5.0
@@ -75,219 +72,155 @@ RETRY_DELAY = 0.5
 """Seconds before retrying to write reservations after a failed write."""
 
 
-class ReservationConflictError(KubeError):
-    """The quota kept changing under us for every attempt: the caller should deny and retry."""
-
-
-@dataclass(frozen=True)
-class Outcome(Generic[R]):
-    """A decision on one request: what to tell its caller and the reservation to hold.
-
-    ``reservation`` replaces any earlier reservation of the same claim name; ``None`` holds
-    nothing (a denial, or a dry-run decision). ``take`` is what the reservation draws on
-    the quota's room and ``room`` what is left after it; ``escrow`` says whether an
-    admission like this one may be served from escrow at all.
-    """
-
-    result: R
-    admitted: bool = True
-    reservation: Reservation | None = None
-    take: escrow.Allowance = escrow.NOTHING
-    room: escrow.Allowance | None = None
-    escrow: bool = False
-
-
-Decide = Callable[[QuotaObject, Sequence[Reservation], escrow.Allowance], Outcome[R]]
-"""Decide one request given the quota as read, the reservations held so far and the escrow
-of other replicas (to count as used)."""
-
-Mutate = Callable[[QuotaObject], QuotaStatus | None]
-"""Compute a status patch from the quota as read; ``None`` means nothing to write."""
+_generation = views.generation_of
 
 
 @dataclass
-class _Pending(Generic[R]):
-    decide: Decide[R] | None
-    mutate: Mutate | None
-    dry_run: bool
-    deadline: float | None = None  # set once other replicas' escrow keeps it waiting
-    future: asyncio.Future[R | None] = field(
+class _Pending:
+    request: admission.Request
+    deadline: float | None = None  # set once live other replicas' escrow keeps it waiting
+    future: asyncio.Future[verdicts.Decision] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
 
 
-@dataclass
-class _Round:
-    """What one compare-and-swap round writes and answers (see :meth:`Ledger._plan`)."""
-
-    flushing: dict[str, Reservation]
-    working: dict[str, Any]
-    renew: bool = False
-    kept: escrow.Allowance = escrow.NOTHING
-    refused: bool = False  # some request of the batch was denied or left waiting
-    mine: Escrow | None = None
-    patch: dict[str, Any] = field(default_factory=dict)
-    results: dict[int, object] = field(default_factory=dict)
-    waiting: list[_Pending[object]] = field(default_factory=list)
-
-
-def holder_id() -> str:
-    """A name for this process's escrow entries: the pod (host) name, pid and a nonce."""
-    return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
-
-
-def totals(*, quota: QuotaObject, reservations: Sequence[Reservation]) -> QuotaStatus:
-    """The ``spend`` fields that follow from the reservations: reserved and remaining."""
-    reserved = round(sum(float(r.get("cost", 0.0)) for r in reservations), 2)
-    observed = float(quota.get("status", {}).get("spend", {}).get("observed", 0.0))
-    budget = float(str(quota.get("spec", {}).get("monthlyBudget", 0.0)))
-    return QuotaStatus(
-        reservations=list(reservations),
-        spend={
-            "observed": observed,
-            "reserved": reserved,
-            "remaining": round(budget - observed - reserved, 2),
-        },
-    )
-
-
-def upsert(reservations: Sequence[Reservation], new: Reservation) -> list[Reservation]:
-    """``reservations`` with ``new`` replacing any entry of the same claim."""
-    kept = [r for r in reservations if r.get("claim") != new.get("claim")]
-    kept.append(new)
-    return kept
-
-
-def _generation(quota: QuotaObject) -> int:
-    return int(quota.get("metadata", {}).get("generation", 0))
-
-
 class Ledger:
-    """Serialises the status writes of one DatabaseQuota; see the module docstring."""
+    """Serialises one replica's reservations on one DatabaseQuota; see the module docstring."""
 
     def __init__(
         self,
         *,
-        kube: Kube,
+        store: stores.QuotaStore,
         namespace: str,
         name: str,
+        snapshot: Callable[[], billing.BillingSnapshot],
         holder: str | None = None,
         share: float = 0.0,
+        alive: Callable[[], bool] = lambda: True,
+        live: Callable[[str], bool] = lambda _: True,
+        clock: Callable[[], float] = time.time,
+        in_flight_limit: int | None = None,
     ) -> None:
-        self.kube = kube
+        self.store = store
         self.namespace = namespace
         self.name = name
-        self.holder = holder or holder_id()
+        self.holder = holder or stores.holder_id()
         self.share = share
-        self._queue: list[_Pending[object]] = []
+        self._snapshot = snapshot
+        self._alive = alive
+        self._live = live
+        self._clock = clock
+        self._limit = in_flight_limit
+        self._queue: list[_Pending] = []
         self._writer: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
-        self._latest: QuotaObject | None = None  # as last read or written
-        self._stale = True  # re-read before the next compare-and-swap round
-        self._escrow = escrow.NOTHING  # what this replica may still admit from memory
-        self._escrow_generation = -1
-        self._escrow_until = 0.0  # monotonic: no admission from escrow after this
-        self._held_on_server = False  # whether the status holds an escrow entry of ours
-        self._unwritten: dict[str, Reservation] = {}  # admitted from escrow, not yet written
-        self._typical = escrow.NOTHING  # what the last admission took
-        self._active = 0.0  # monotonic time of the last admission
-        self._last_write = 0.0
-        self._closing = False
+        self.known = views.QuotaView(name=name, holder=self.holder)
+        self.account = escrow.Account(
+            share=share, flush_interval=FLUSH_INTERVAL, idle_return=IDLE_RETURN
+        )
         self.writes = 0
         self.conflicts = 0
         self.from_escrow = 0
 
-    def forget(self) -> None:
-        """Read the quota afresh for the next round (e.g. someone else changed it).
+    # -- what admission calls ------------------------------------------------------------
 
-        Admissions from escrow and dry-run decisions go on using the copy: the escrow, not
-        the copy, is what guarantees their budget.
-        """
-        self._stale = True
+    def observe(self, quota: QuotaObject) -> None:
+        """A newer copy of the quota (from the watch, or a write of another writer): decide
+        against it from now on. A spec change (new generation) ends the escrow taken under
+        the old spec; an informer lagging behind the ledger's own writes is no news."""
+        if self.known.observe(quota):
+            self.account.spec_changed(_generation(quota))
 
-    def expect_generation(self, generation: int) -> None:
-        """Drop the cached copy and stop using the escrow if the quota's spec changed.
-
-        Status writes do not bump ``metadata.generation``, spec changes do: a denial
-        (which writes nothing, so no conflict would tell us) must see a raised budget, and
-        an escrow taken under the old spec must not admit under the new one.
-        """
-        if self._latest is not None and _generation(self._latest) < generation:
-            self._latest, self._stale = None, True
-        if self._escrow_generation < generation:  # (an informer lagging behind is no news)
-            self._escrow = escrow.NOTHING
-
-    async def reserve(self, decide: Decide[R], *, dry_run: bool) -> R:
+    async def reserve(self, request: admission.Request) -> verdicts.Decision:
         """Decide one request; hold its reservation unless dry-run (module docstring)."""
-        if dry_run and self._latest is not None:
-            quota, held = self._view()
-            return decide(quota, held, self._others(quota)).result
-        served = self._from_escrow(decide) if not dry_run else None
-        if served is not None:
-            return served.result
-        if not dry_run:
-            self._active = time.monotonic()
-        pending: _Pending[R] = _Pending(decide=decide, mutate=None, dry_run=dry_run)
-        result = await self._enqueue(pending)
-        assert result is not None
-        return result
-
-    async def update(self, mutate: Mutate) -> None:
-        """Apply a status patch computed from the freshest quota, by CAS, in queue order."""
-        await self._enqueue(_Pending(decide=None, mutate=mutate, dry_run=False))
+        if self.known.latest is None:
+            await self._read_fresh()
+        quick = self._quick(request)
+        if quick is not None:
+            return quick
+        if not request.dry_run:
+            self.account.active = time.monotonic()
+        pending = _Pending(request=request)
+        self._queue.append(pending)
+        self._start()
+        return await asyncio.shield(pending.future)
 
     async def close(self) -> None:
         """Write what was admitted from escrow and give the escrow back (shutdown)."""
-        self._closing = True
-        self._escrow = escrow.NOTHING
-        if not (self._unwritten or self._held_on_server or self._queue):
+        self.account.close()
+        if not (self.account.owes_a_write or self._queue):
             return
         self._start()
         assert self._writer is not None
         with contextlib.suppress(Exception):
             await asyncio.wait_for(asyncio.shield(self._writer), CLOSE_PATIENCE)
 
-    def _view(self) -> tuple[QuotaObject, list[Reservation]]:
-        """The quota as last read, with the reservations admitted from escrow on it."""
-        assert self._latest is not None
-        held = self._latest.get("status", {}).get("reservations", [])
-        if not self._unwritten:
-            return self._latest, held
-        unwritten = self._unwritten
-        kept = [r for r in held if r.get("claim") not in unwritten]
-        return self._latest, [*kept, *unwritten.values()]
+    # -- the view and the decision ----------------------------------------------------------
 
-    def _others(self, quota: QuotaObject) -> escrow.Allowance:
-        return escrow.held_by_others(escrow.entries_of(quota.get("status", {})), holder=self.holder)
+    def _decide(
+        self,
+        request: admission.Request,
+        status: QuotaStatus,
+        others: escrow.Allowance,
+        *,
+        counted: quotas.Usage | None = None,
+        held: Mapping[str, Reservation] | None = None,
+    ) -> admission.Outcome:
+        """Decide one request against ``status`` (or the ``counted`` usage and ``held``
+        reservations already derived from it) with :func:`dbquota.domain.admission.admit`."""
+        spec = self.known.spec()
+        if isinstance(spec, ValueError):
+            return admission.invalid_quota(self.name, spec)
+        outcome = admission.admit(
+            quota=spec,
+            usage=usage.of_status(status) if counted is None else counted,
+            others=others,
+            request=request,
+            held=reservations.by_uid(status.get("reservations") or []) if held is None else held,
+            snapshot=self._snapshot(),
+            now=self._clock(),
+            holder=self.holder,
+            in_flight_limit=self._limit,
+        )
+        return admission.dry(outcome) if request.dry_run else outcome
 
-    def _from_escrow(self, decide: Decide[R]) -> Outcome[R] | None:
-        """Admit from this replica's escrow if it covers the request; None: go exact."""
+    def _quick(self, request: admission.Request) -> verdicts.Decision | None:
+        """Answer at once when no write is at stake: a dry run, an update that adds
+        nothing, or a CREATE this replica's escrow covers. None: queue it."""
+        view = self.known.current(self.account.unwritten)
+        if isinstance(view, ValueError):
+            return admission.invalid_quota(self.name, view).decision
+        outcome = self._decide(
+            request, view.quota.get("status") or {}, view.others, counted=view.usage, held=view.held
+        )
+        if request.dry_run:
+            return outcome.decision
+        if outcome.admitted and outcome.hold is None:
+            return outcome.decision  # e.g. an update that adds nothing
+        if self._from_escrow(outcome):
+            return outcome.decision
+        return None
+
+    def _from_escrow(self, outcome: admission.Outcome) -> bool:
+        """Admit from this replica's escrow if it covers the outcome (module docstring)."""
+        hold, latest = outcome.hold, self.known.latest
         if (
-            self._closing
-            or self._latest is None
-            or self._escrow.empty
-            or time.monotonic() >= self._escrow_until
-            or _generation(self._latest) != self._escrow_generation
+            latest is None
+            or hold is None
+            or not (outcome.admitted and outcome.escrow_ok)
+            or not self.account.covers(
+                outcome.take, generation=_generation(latest), alive=self._alive()
+            )
         ):
-            return None
-        quota, held = self._view()
-        outcome = decide(quota, held, self._others(quota))
-        if not (outcome.admitted and outcome.escrow) or not self._escrow.fits(outcome.take):
-            return None
-        if outcome.reservation is not None:
-            self._escrow = self._escrow.minus(outcome.take)
-            self._unwritten[str(outcome.reservation.get("claim", ""))] = outcome.reservation
-            self._typical = outcome.take
-        self._active = time.monotonic()
+            return False
+        self.account.admit(hold=hold, take=outcome.take, now=time.monotonic())
+        self.known.admitted(hold)
         self.from_escrow += 1
         metrics.admission_paths.labels(path="escrow").inc()
         self._start()
-        return outcome
+        return True
 
-    async def _enqueue(self, pending: _Pending[R]) -> R | None:
-        self._queue.append(pending)  # type: ignore[arg-type]
-        self._start()
-        return await asyncio.shield(pending.future)
+    # -- the writer ------------------------------------------------------------------------
 
     def _start(self) -> None:
         self._wake.set()
@@ -305,7 +238,7 @@ class Ledger:
                         await self._wake.wait()
                 continue
             if self._queue:
-                self._queue = [p for p in self._queue if not self._served_from_escrow(p)]
+                self._queue = [p for p in self._queue if not self._served_at_once(p)]
                 if not self._queue:
                     continue  # all served by the escrow the last round took
             batch, self._queue = self._queue, []
@@ -315,7 +248,7 @@ class Ledger:
                 for p in batch:
                     if not p.future.done():
                         p.future.set_exception(exc)
-                if not (self._unwritten or self._held_on_server):
+                if not self.account.owes_a_write:
                     continue
                 logger.warning(
                     "could not write DatabaseQuota %s/%s status (retrying in %.1fs): %s",
@@ -324,216 +257,98 @@ class Ledger:
                     RETRY_DELAY,
                     exc,
                 )
-                if self._closing:
+                if self.account.closing:
                     return
                 await asyncio.sleep(RETRY_DELAY)
 
     def _next_delay(self) -> float | None:
         """Seconds until the writer's next round (<= 0: now); None: nothing left to do."""
         self._wake.clear()
-        now = time.monotonic()
         if self._queue:
             return 0.0
-        if self._unwritten:
-            return 0.0 if self._closing else self._last_write + FLUSH_INTERVAL - now
-        if self._held_on_server:
-            return 0.0 if self._closing else self._active + IDLE_RETURN - now
-        return None
+        return self.account.next_delay(time.monotonic())
 
-    def _served_from_escrow(self, pending: _Pending[object]) -> bool:
+    def _served_at_once(self, pending: _Pending) -> bool:
         """Serve a queued request from the escrow if it covers it now (e.g. the escrow the
         round it queued behind has just taken): one write for a burst, not two."""
-        if pending.decide is None or pending.dry_run or pending.future.done():
+        if pending.future.done() or pending.deadline is not None or self.known.latest is None:
             return False
-        outcome = self._from_escrow(pending.decide)
-        if outcome is None:
+        decision = self._quick(pending.request)
+        if decision is None:
             return False
-        pending.future.set_result(outcome.result)
+        pending.future.set_result(decision)
         return True
 
-    async def _read(self) -> QuotaObject:
-        if self._stale or self._latest is None:
-            self._latest = await self.kube.get_quota(namespace=self.namespace, name=self.name)
-            self._stale = False
-        return self._latest
+    async def _read_fresh(self) -> QuotaObject:
+        quota = await self.store.get_quota(namespace=self.namespace, name=self.name)
+        if views.newer(quota, self.known.latest) or self.known.stale:
+            self.known.set(quota)
+        self.known.stale = False
+        assert self.known.latest is not None
+        return self.known.latest
 
-    async def _process(self, batch: list[_Pending[object]]) -> None:
-        for _attempt in range(MAX_ATTEMPTS):
-            quota = await self._read()
-            round_ = self._plan(quota, batch)
-            sent = time.monotonic()
+    async def _process(self, batch: list[_Pending]) -> None:
+        deadline = time.monotonic() + RESERVE_DEADLINE
+        attempt = 0
+        while True:
+            known = self.known
+            quota = known.latest if known.latest and not known.stale else await self._read_fresh()
+            round_ = rounds.plan(
+                quota=quota,
+                spec=self.known.spec(quota),
+                requests=[p.request for p in batch],
+                account=self.account,
+                holder=self.holder,
+                alive=self._alive(),
+                live=self._live,
+                may_wait=lambda i: self._may_wait(batch[i]),
+                decide=self._decide,
+                now=time.monotonic(),
+            )
             if round_.patch:
                 try:
-                    self._latest = await self.kube.patch_quota_status(
+                    written = await self.store.patch_quota_status(
                         namespace=self.namespace,
                         name=self.name,
                         status=round_.patch,
                         resource_version=quota.get("metadata", {}).get("resourceVersion"),
                     )
-                    self.writes += 1
-                    self._last_write = time.monotonic()
                 except Conflict:
                     self.conflicts += 1
-                    self._stale = True
+                    self.known.stale = True
+                    attempt += 1
+                    if time.monotonic() >= deadline:
+                        break
+                    if attempt > 2:  # a hot quota: let the other writers through
+                        await asyncio.sleep(random.uniform(0, min(0.2, 0.01 * 2**attempt)))  # noqa: S311
                     continue
-            self._written(round_, generation=_generation(quota), sent=sent)
+                self.known.set(written)
+                self.writes += 1
+            self.account.written(
+                round_.flushing,
+                renewed=round_.kept if round_.renew else None,
+                generation=_generation(quota),
+                on_server=round_.mine is not None,
+                now=time.monotonic() if round_.patch else None,
+            )
+            self.known.forget_view()
             for i, p in enumerate(batch):
                 if i in round_.results and not p.future.done():
                     p.future.set_result(round_.results[i])
-                    if p.decide is not None and not p.dry_run:
-                        metrics.admission_paths.labels(path="exact").inc()
+                    metrics.admission_paths.labels(path="exact").inc()
             if round_.waiting:
-                self._queue[:0] = round_.waiting
-                self._stale = True  # see whether the others gave some back
+                self._queue[:0] = [batch[i] for i in round_.waiting]
+                self.known.stale = True  # see whether the others gave some back
                 await asyncio.sleep(CONTENDED_POLL)
             return
-        raise ReservationConflictError(
-            f"DatabaseQuota {self.namespace}/{self.name} changed under every one of "
-            f"{MAX_ATTEMPTS} compare-and-swap attempts; try again"
+        raise stores.ReservationConflictError(
+            f"DatabaseQuota {self.namespace}/{self.name} kept changing under "
+            f"{attempt} compare-and-swap attempts in {RESERVE_DEADLINE:.0f}s; try again"
         )
 
-    def _plan(self, quota: QuotaObject, batch: list[_Pending[object]]) -> _Round:
-        """One round's status patch: escrow admissions written, the batch decided, the
-        escrow kept, renewed or returned, and what to tell each waiter.
-
-        The escrow is renewed (what is left given back, a fresh share taken) when the spec
-        changed, when idle or closing (then nothing is taken), and when an exact request
-        comes while what is left would not cover an admission like the last one. Otherwise
-        it stays ours and is counted as used by this round's decisions, since admissions
-        from it go on while the round is written; should that deny a request, the round
-        is planned again with the escrow given back.
-        """
-        generation = _generation(quota)
-        idle = time.monotonic() - self._active >= IDLE_RETURN
-        exact = any(p.decide is not None and not p.dry_run for p in batch)
-        renew = (
-            generation != self._escrow_generation
-            or self._closing
-            or idle
-            or (exact and not self._escrow.fits(self._typical))
-        )
-        round_ = self._round(quota, batch, renew=renew, idle=idle)
-        if not renew and not round_.kept.empty and round_.refused:
-            round_ = self._round(quota, batch, renew=True, idle=idle)
-        return round_
-
-    def _round(
-        self, quota: QuotaObject, batch: list[_Pending[object]], *, renew: bool, idle: bool
-    ) -> _Round:
-        base: dict[str, Any] = dict(quota.get("status") or {})
-        round_ = _Round(flushing=dict(self._unwritten), working=dict(base), renew=renew)
-        working = round_.working  # the status as it will be after this round
-        for reservation in round_.flushing.values():
-            working["reservations"] = upsert(working.get("reservations", []), reservation)
-        round_.kept = self._escrow  # what stays ours unless this round renews the grant
-        if renew:
-            self._escrow = round_.kept = escrow.NOTHING  # nothing admitted from it meanwhile
-        room = self._decide_batch(quota, batch, round_)
-        if renew and not (self._closing or idle) and room is not None:
-            round_.kept = escrow.grant(room=room, share=self.share, typical=self._typical)
-        round_.mine = self._entry(round_.kept, generation=_generation(quota))
-        entries = [e for e in escrow.entries_of(working) if e.get("holder") != self.holder]
-        working["escrow"] = entries + ([round_.mine] if round_.mine is not None else [])
-        if working.get("reservations") != base.get("reservations"):
-            view = cast(QuotaObject, {**quota, "status": working})
-            working.update(totals(quota=view, reservations=working.get("reservations", [])))
-        round_.patch = {k: v for k, v in working.items() if base.get(k) != v}
-        if not working["escrow"] and "escrow" not in base:
-            round_.patch.pop("escrow", None)
-        return round_
-
-    def _decide_batch(
-        self, quota: QuotaObject, batch: list[_Pending[object]], round_: _Round
-    ) -> escrow.Allowance | None:
-        """Decide the batch in order into ``round_``; the room left after the last admission."""
-        working = round_.working
-        others = escrow.held_by_others(escrow.entries_of(working), holder=self.holder)
-        others = others.plus(round_.kept)  # what admissions from escrow may still take
-        room: escrow.Allowance | None = None
-        for i, p in enumerate(batch):
-            view = cast(QuotaObject, {**quota, "status": working})
-            if p.decide is None:
-                assert p.mutate is not None
-                working.update(p.mutate(view) or {})
-                round_.results[i] = None
-                continue
-            held = list(working.get("reservations", []))
-            outcome = p.decide(view, held, others)
-            round_.refused = round_.refused or not (p.dry_run or outcome.admitted)
-            if (
-                not outcome.admitted
-                and others != escrow.NOTHING
-                and self._may_wait(p)
-                and p.decide(view, held, escrow.NOTHING).admitted
-            ):
-                round_.waiting.append(p)  # only other replicas' escrow keeps it out
-                continue
-            if outcome.reservation is not None and not p.dry_run:
-                working["reservations"] = upsert(
-                    working.get("reservations", []), outcome.reservation
-                )
-                self._typical = outcome.take
-            room = outcome.room if outcome.room is not None else room
-            round_.results[i] = outcome.result
-        return room
-
-    def _written(self, round_: _Round, *, generation: int, sent: float) -> None:
-        """Bookkeeping once a round's patch is on the apiserver (or needed none)."""
-        for name, reservation in round_.flushing.items():
-            if self._unwritten.get(name) is reservation:
-                del self._unwritten[name]
-        self._held_on_server = round_.mine is not None
-        if round_.renew:
-            self._escrow = round_.kept
-            self._escrow_generation = generation
-        if round_.mine is not None:
-            self._escrow_until = sent + ESCROW_TTL - ESCROW_MARGIN
-
-    def _may_wait(self, pending: _Pending[object]) -> bool:
+    def _may_wait(self, pending: _Pending) -> bool:
         """Whether ``pending`` may still wait for other replicas' escrow (starts its clock)."""
         now = time.monotonic()
         if pending.deadline is None:
             pending.deadline = now + CONTENDED_WAIT
         return now < pending.deadline
-
-    def _entry(self, kept: escrow.Allowance, *, generation: int) -> Escrow | None:
-        if kept.empty:
-            return None
-        return escrow.entry(
-            holder=self.holder,
-            allowance=kept,
-            generation=generation,
-            expires=time.time() + ESCROW_TTL,
-        )
-
-
-class Ledgers:
-    """One :class:`Ledger` per quota, created on first use; all share one escrow holder."""
-
-    def __init__(self, kube: Kube, *, share: float = 0.0, holder: str | None = None) -> None:
-        self.kube = kube
-        self.share = share
-        self.holder = holder or holder_id()
-        self._ledgers: dict[tuple[str, str], Ledger] = {}
-
-    def of(self, *, namespace: str, name: str) -> Ledger:
-        """The ledger of quota ``namespace/name``."""
-        key = (namespace, name)
-        ledger = self._ledgers.get(key)
-        if ledger is None:
-            ledger = self._ledgers[key] = Ledger(
-                kube=self.kube,
-                namespace=namespace,
-                name=name,
-                holder=self.holder,
-                share=self.share,
-            )
-        return ledger
-
-    def drop(self, *, namespace: str, name: str) -> None:
-        """Forget a deleted quota."""
-        self._ledgers.pop((namespace, name), None)
-
-    async def close(self) -> None:
-        """Write every pending reservation and give every escrow back (shutdown)."""
-        await asyncio.gather(*(ledger.close() for ledger in self._ledgers.values()))

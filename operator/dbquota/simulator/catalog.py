@@ -6,6 +6,11 @@ replica count and a storage size drawn from the seed. Unit prices move every
 from the seed and the period number), so the highest price seen over a window differs
 from the current one. A cluster's monthly run-rate is its class's hourly price x 730 x
 replicas (compute) plus its GiB x the storage price (storage).
+
+The catalog also prices requests, for databases that run as pods: a vCPU-hour, a GiB-hour
+of memory, and a GiB-month per storage class (:data:`BASE_STORAGE_CLASS_GIB_MONTH`) plus
+the cluster's default class; they move by up to ±15 % per period like the rest, drawn
+after the instance and storage prices so that those stay what they were for a seed.
 """
 
 from __future__ import annotations
@@ -28,6 +33,10 @@ BASE_HOURLY = {
     "db.x2g.large": 0.334,
 }
 BASE_STORAGE_GIB_MONTH = 0.115
+BASE_VCPU_HOURLY = 0.0336
+BASE_MEMORY_GIB_HOURLY = 0.0045
+BASE_STORAGE_CLASS_GIB_MONTH = {"gp3": 0.08, "premium-rwo": 0.17, "standard": 0.04}
+BASE_DEFAULT_STORAGE_CLASS_GIB_MONTH = 0.10
 STORAGE_SIZES = (20, 50, 100, 200, 500, 1000, 2000)
 
 
@@ -48,6 +57,10 @@ class Prices:
     period: int
     instance_hourly: dict[str, float]
     storage_gib_month: float
+    vcpu_hourly: float
+    memory_gib_hourly: float
+    storage_class_gib_month: dict[str, float]
+    default_storage_class_gib_month: float
 
 
 class Catalog:
@@ -86,7 +99,21 @@ class Catalog:
                 for cls, base in sorted(BASE_HOURLY.items())
             }
             storage = round(BASE_STORAGE_GIB_MONTH * (0.85 + 0.3 * rng.random()), 5)
-            self._prices = Prices(period=period, instance_hourly=hourly, storage_gib_month=storage)
+
+            def move(base: float) -> float:
+                return round(base * (0.85 + 0.3 * rng.random()), 6)
+
+            self._prices = Prices(
+                period=period,
+                instance_hourly=hourly,
+                storage_gib_month=storage,
+                vcpu_hourly=move(BASE_VCPU_HOURLY),
+                memory_gib_hourly=move(BASE_MEMORY_GIB_HOURLY),
+                storage_class_gib_month={
+                    name: move(base) for name, base in sorted(BASE_STORAGE_CLASS_GIB_MONTH.items())
+                },
+                default_storage_class_gib_month=move(BASE_DEFAULT_STORAGE_CLASS_GIB_MONTH),
+            )
         return self._prices
 
     def cost(self, cluster: Cluster, now: float) -> tuple[float, float]:

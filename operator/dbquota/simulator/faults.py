@@ -8,7 +8,9 @@ examples)::
     latency     latency (seconds), jitter (extra random 0..jitter), probability (of a spike)
     rate_limit  retry_after (seconds, in the header), probability
     malformed   style: non_json | missing | string | nan | negative | absurd | mixed,
-                probability (per body; per cluster entry in bulk pages)
+                probability (per body; per cluster entry in bulk pages),
+                field (pricing only: corrupt this field of the real catalog instead of
+                serving a canned bad body; one of PRICING_FIELDS)
     partial     drop (share of clusters left out of bulk pages)
     flap        up, down (requests served / failed in turn), or period (seconds each),
                 style: 503 | reset
@@ -28,6 +30,14 @@ ENDPOINTS = ("cluster", "bulk", "pricing")
 MODES = ("none", "outage", "latency", "rate_limit", "malformed", "partial", "flap")
 OUTAGE_STYLES = ("503", "hang", "reset", "refuse")
 MALFORMED_STYLES = ("non_json", "missing", "string", "nan", "negative", "absurd", "mixed")
+PRICING_FIELDS = (
+    "instance_hourly",
+    "storage_gib_month",
+    "vcpu_hourly",
+    "memory_gib_hourly",
+    "storage_class_gib_month",
+    "default_storage_class_gib_month",
+)
 
 Action = Literal["serve", "fail_503", "hang", "reset", "rate_limit", "malformed"]
 
@@ -53,6 +63,7 @@ class Fault:
     up: int = 5
     down: int = 5
     period: float | None = None
+    pricing_field: str = ""
     raw: dict[str, Any] = field(default_factory=dict)
 
 
@@ -82,7 +93,10 @@ def parse(body: object) -> Fault:
         style = style or "mixed"
         if style not in MALFORMED_STYLES:
             raise BadFault(f"malformed style must be one of {MALFORMED_STYLES}")
-    elif mode == "flap":
+    target = body.get("field", "")
+    if target and (mode != "malformed" or target not in PRICING_FIELDS):
+        raise BadFault(f"field is for malformed pricing, one of {', '.join(PRICING_FIELDS)}")
+    if mode == "flap":
         style = style or "503"
         if style not in ("503", "reset"):
             raise BadFault("flap style must be 503 or reset")
@@ -108,6 +122,7 @@ def parse(body: object) -> Fault:
         up=int(_number(body, "up", 5)),
         down=int(_number(body, "down", 5, low=1)),
         period=None if period is None else _number(body, "period", 0.0, low=0.001),
+        pricing_field=str(target),
         raw=dict(body),
     )
 

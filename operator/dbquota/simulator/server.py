@@ -7,7 +7,10 @@ Provider API (what dbquota's HTTP provider calls)::
                                       {"clusters": [{"cluster_id", "compute_cost",
                                         "storage_cost"}…], "next_page_token": str | null}
     GET  /pricing                     {"currency", "instance_hourly": {class: float},
-                                        "storage_gib_month": float, "period": int}
+                                        "storage_gib_month": float, "period": int,
+                                        "vcpu_hourly": float, "memory_gib_hourly": float,
+                                        "storage_class_gib_month": {class: float},
+                                        "default_storage_class_gib_month": float}
 
 Control API (never faulted)::
 
@@ -113,6 +116,12 @@ class Simulator:
             )
         if decision.action == "malformed":
             outcomes["malformed"] += 1
+            if endpoint == "pricing" and self.faults.fault.pricing_field:
+                body = _corrupt_pricing(
+                    self._pricing_body(), self.faults.fault.pricing_field, decision.style
+                )
+                if body is not None:
+                    return _json(body)
             return _malformed(decision.style, endpoint)
         if decision.delay > 0:
             outcomes["delayed"] += 1
@@ -175,16 +184,21 @@ class Simulator:
         early = await self._guard(request, "pricing")
         if early is not None:
             return early
-        prices = self.catalog.prices(self.now())
         self.stats.outcomes["pricing"]["ok"] += 1
-        return _json(
-            {
-                "currency": "USD",
-                "period": prices.period,
-                "instance_hourly": prices.instance_hourly,
-                "storage_gib_month": prices.storage_gib_month,
-            }
-        )
+        return _json(self._pricing_body())
+
+    def _pricing_body(self) -> dict[str, Any]:
+        prices = self.catalog.prices(self.now())
+        return {
+            "currency": "USD",
+            "period": prices.period,
+            "instance_hourly": prices.instance_hourly,
+            "storage_gib_month": prices.storage_gib_month,
+            "vcpu_hourly": prices.vcpu_hourly,
+            "memory_gib_hourly": prices.memory_gib_hourly,
+            "storage_class_gib_month": prices.storage_class_gib_month,
+            "default_storage_class_gib_month": prices.default_storage_class_gib_month,
+        }
 
     # -- control endpoints --------------------------------------------------------------
 
@@ -265,6 +279,33 @@ def _corrupt(entry: dict[str, Any], style: str) -> dict[str, Any]:
         corrupted["compute_cost"] = -abs(entry["compute_cost"]) - 1.0
     elif style == "absurd":
         corrupted["compute_cost"] = 1e300
+    return corrupted
+
+
+def _corrupt_pricing(body: dict[str, Any], name: str, style: str) -> dict[str, Any] | None:
+    """The real catalog with field ``name`` corrupted by ``style`` (None: ``non_json``,
+    which has no field to corrupt). In a per-class field, the first class is corrupted."""
+    if style == "non_json":
+        return None
+    corrupted = dict(body)
+    if style == "missing":
+        del corrupted[name]
+        return corrupted
+    value = corrupted[name]
+    key = None
+    if isinstance(value, dict):
+        key = min(value)
+        value = value[key]
+    bad: object = {
+        "string": "cheap",
+        "nan": math.nan,  # msgspec writes null: still not a number
+        "negative": -abs(value) - 1.0,
+        "absurd": 1e300,
+    }[style]
+    if key is None:
+        corrupted[name] = bad
+    else:
+        corrupted[name] = {**corrupted[name], key: bad}
     return corrupted
 
 

@@ -5,7 +5,9 @@ dbquota error (timeouts, connection errors and 5xx -> BillingUnavailable, 429 ->
 RateLimited with Retry-After in seconds or as a date, 404 -> UnknownCluster or
 NoBulkListing, other 4xx -> BillingClientError); that a 200 with a non-JSON body becomes
 MalformedPayload (the seed leaked JSONDecodeError); that strings, NaN, negative, absurd
-and missing values are rejected (the seed cached "NaN-ish" and negative costs); that a bulk
+and missing values are rejected (the seed cached "NaN-ish" and negative costs); that the
+catalog's optional requests prices are read (the default storage class under None), may
+be absent (an older provider) and are rejected like the rest when bad; that a bulk
 page keeps its good entries and rejects bad ones by cluster id; that cluster ids are
 URL-encoded; and that the bearer token is read from the file, re-read on refresh, sent
 only in the header and never appears in errors or logs.
@@ -201,6 +203,77 @@ async def test_prices_are_validated() -> None:
     assert book.storage_gib_month == 0.1
     await p.aclose()
     p = provider(body(200, {"instance_hourly": {"db.r6g.large": 1e9}, "storage_gib_month": 0.1}))
+    with pytest.raises(errors.MalformedPayload):
+        await p.fetch_prices()
+    await p.aclose()
+
+
+CATALOG: dict[str, object] = {
+    "instance_hourly": {"db.r6g.large": 0.2},
+    "storage_gib_month": 0.1,
+    "vcpu_hourly": 0.034,
+    "memory_gib_hourly": 0.0045,
+    "storage_class_gib_month": {"standard": 0.04, "premium-rwo": 0.17},
+    "default_storage_class_gib_month": 0.1,
+}
+
+
+async def test_requests_prices_are_read_with_the_default_class_under_none() -> None:
+    p = provider(body(200, CATALOG))
+    book = await p.fetch_prices()
+    assert (book.vcpu_hourly, book.memory_gib_hourly) == (0.034, 0.0045)
+    assert book.storage_class_gib_month == {"standard": 0.04, "premium-rwo": 0.17, None: 0.1}
+    assert book.prices_requests()
+    await p.aclose()
+
+
+async def test_an_older_provider_without_requests_prices_still_validates() -> None:
+    p = provider(body(200, {"instance_hourly": {"db.r6g.large": 0.2}, "storage_gib_month": 0.1}))
+    book = await p.fetch_prices()
+    assert (book.vcpu_hourly, book.memory_gib_hourly) == (None, None)
+    assert book.storage_class_gib_month == {}
+    assert not book.prices_requests()
+    await p.aclose()
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"vcpu_hourly": "cheap"}, "Expected `float`, got `str` - at `$.vcpu_hourly`"),
+        ({"vcpu_hourly": None}, "got `null` - at `$.vcpu_hourly`"),
+        ({"memory_gib_hourly": -0.1}, "Expected `float` >= 0.0 - at `$.memory_gib_hourly`"),
+        ({"memory_gib_hourly": 1e300}, "<= 10.0 - at `$.memory_gib_hourly`"),
+        ({"vcpu_hourly": 101.0}, "<= 100.0 - at `$.vcpu_hourly`"),
+        ({"memory_gib_hourly": "drop"}, "Expected `float`"),
+        ({"storage_class_gib_month": {"gp3": -1}}, "at `$.storage_class_gib_month[...]`"),
+        ({"storage_class_gib_month": {"gp3": None}}, "got `null`"),
+        ({"storage_class_gib_month": {"": 0.1}}, "length >= 1"),
+        ({"storage_class_gib_month": [0.1]}, "Expected `object`, got `array`"),
+        ({"default_storage_class_gib_month": 1e9}, "<= 100.0"),
+    ],
+)
+async def test_bad_requests_prices_reject_the_whole_catalog(
+    change: dict[str, object], reason: str
+) -> None:
+    p = provider(body(200, {**CATALOG, **change}))
+    with pytest.raises(errors.MalformedPayload, match="price catalog") as caught:
+        await p.fetch_prices()
+    assert reason in str(caught.value)
+    await p.aclose()
+
+
+@pytest.mark.parametrize("missing", ["vcpu_hourly", "memory_gib_hourly"])
+async def test_vcpu_and_memory_prices_come_as_a_pair(missing: str) -> None:
+    catalog = {k: v for k, v in CATALOG.items() if k != missing}
+    p = provider(body(200, catalog))
+    with pytest.raises(errors.MalformedPayload, match="come together"):
+        await p.fetch_prices()
+    await p.aclose()
+
+
+async def test_nan_in_a_requests_price_is_not_json() -> None:
+    raw = json.dumps(CATALOG).replace("0.034", "NaN").encode()
+    p = provider(body(200, raw=raw))
     with pytest.raises(errors.MalformedPayload):
         await p.fetch_prices()
     await p.aclose()

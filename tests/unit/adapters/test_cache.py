@@ -1,12 +1,15 @@
 """The SQLite billing cache on real files in a temporary folder.
 
 Checks: WAL mode and the schema version; that a v1 file is migrated in place keeping its
-rows; that a sync's rows are written in ONE transaction (a bad row leaves none of that
-sync behind) and that writing does not block the event loop (the seed wrote with blocking
-sqlite3 calls); latest-per-cluster, history buckets, staleness; the highest price per
-class over a window, counting the price in force when the window starts; compaction that
-keeps the newest price and cost; and that a file which is not a database, or fails its
-check, or has a newer schema, is moved aside (kept) and replaced by a working cache.
+rows, and a v2 file keeping its price history (v3 adds requests prices); that requests
+prices (vCPU, memory, per storage class with the default class) are stored with history,
+read back highest-per-class over a window and survive reopening; that a sync's rows are
+written in ONE transaction (a bad row leaves none of that sync behind) and that writing
+does not block the event loop (the seed wrote with blocking sqlite3 calls);
+latest-per-cluster, history buckets, staleness; the highest price per class over a window,
+counting the price in force when the window starts; compaction that keeps the newest price
+and cost; and that a file which is not a database, or fails its check, or has a newer
+schema, is moved aside (kept) and replaced by a working cache.
 """
 
 from __future__ import annotations
@@ -59,6 +62,78 @@ async def test_a_v1_file_is_migrated_keeping_its_rows(tmp_path: Path) -> None:
     assert c.quarantined is None
     assert (await c.latest())["c1"].compute == 5.0
     assert await c.last_success() is None  # the v2 journal exists and is empty
+    await c.close()
+
+
+async def test_a_v2_file_is_migrated_keeping_its_price_history(tmp_path: Path) -> None:
+    path = tmp_path / "v2.sqlite3"
+    with sqlite3.connect(path) as raw:
+        for script in cache_.MIGRATIONS[:2]:
+            raw.executescript(script)
+        raw.execute("INSERT INTO prices VALUES ('instance', 'db.r6g.large', 100.0, 0.5)")
+        raw.execute("INSERT INTO prices VALUES ('storage', '', 100.0, 0.1)")
+        raw.execute("PRAGMA user_version = 2")
+    c = await cache_.Cache.open(path)
+    assert c.quarantined is None
+    old = await c.latest_prices()
+    assert old is not None
+    assert (old.instance_hourly, old.storage_gib_month) == ({"db.r6g.large": 0.5}, 0.1)
+    assert (old.vcpu_hourly, old.storage_class_gib_month) == (None, {})  # nothing known yet
+    await c.write_sync(record([], requests_book(200, vcpu=0.03), at=200))
+    highest = await c.highest_prices(since=0)
+    assert highest is not None
+    assert highest.instance_hourly["db.r6g.large"] == 0.5  # the v2 history still counts
+    assert highest.vcpu_hourly == 0.03
+    await c.close()
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == cache_.SCHEMA_VERSION == 3
+        indexes = raw.execute("SELECT name FROM sqlite_master WHERE type = 'index'").fetchall()
+        assert ("prices_by_time",) in indexes
+        with pytest.raises(sqlite3.IntegrityError):  # the widened CHECK still refuses
+            raw.execute("INSERT INTO prices VALUES ('vcpu', '', 300.0, -1.0)")
+
+
+def requests_book(
+    at: float, *, vcpu: float, gp3: float = 0.08, default: float = 0.1, extra: bool = False
+) -> PriceBook:
+    classes: dict[str | None, float] = {None: default, "gp3": gp3, "standard": 0.04}
+    if extra:
+        classes["premium-rwo"] = 0.17
+    return PriceBook(
+        instance_hourly={"db.r6g.large": 0.2},
+        storage_gib_month=0.1,
+        observed_at=at,
+        vcpu_hourly=vcpu,
+        memory_gib_hourly=0.0045,
+        storage_class_gib_month=classes,
+    )
+
+
+async def test_requests_prices_are_stored_with_history_and_survive_reopening(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "c.sqlite3"
+    c = await cache_.Cache.open(path)
+    rows = await c.write_sync(record([], requests_book(100, vcpu=0.05, gp3=0.12, extra=True)))
+    assert rows == 1 + 1 + 2 + 4 + 1  # class, storage, vcpu + memory, 4 storage classes, sync
+    await c.write_sync(record([], requests_book(200, vcpu=0.03, gp3=0.07, default=0.2)))
+    await c.write_sync(record([], requests_book(300, vcpu=0.04, gp3=0.08)))
+    await c.close()
+    c = await cache_.Cache.open(path)
+    latest = await c.latest_prices()
+    assert latest == requests_book(300, vcpu=0.04, gp3=0.08)
+    highest = await c.highest_prices(since=150)  # 100's prices were in force at 150
+    assert highest is not None
+    assert highest.vcpu_hourly == 0.05
+    assert dict(highest.storage_class_gib_month) == {
+        None: 0.2,
+        "gp3": 0.12,
+        "standard": 0.04,
+        "premium-rwo": 0.17,
+    }
+    highest = await c.highest_prices(since=250)
+    assert highest is not None
+    assert (highest.vcpu_hourly, highest.storage_class_gib_month["gp3"]) == (0.04, 0.08)
     await c.close()
 
 

@@ -1,10 +1,10 @@
 """Escrow arithmetic: what fits, what is left, what others hold, what a replica may take.
 
-Checks that an uncapped dimension never limits; that other replicas' escrow (expired ones
-too) is counted as used and a replica's own is not; that the room left follows the budget
-and the hard caps; that a grant is a share of the room, rounded down, and nothing when it
-would not fit an admission like the last one; and that only entries expired longer than
-the prune delay are let go. A hypothesis property: however a grant is consumed, the takes
+Checks that an uncapped dimension never limits; that other replicas' escrow (lapsed
+holders' too) is counted as used and a replica's own is not; that the room left follows
+the budget and the hard caps; that a grant is a share of the room, rounded down, and
+nothing when it would not fit an admission like the last one; and that only entries of
+holders whose lease lapsed are let go. A hypothesis property: however a grant is consumed, the takes
 never add up to more than the grant.
 """
 
@@ -13,14 +13,12 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dbquota.domain import escrow, quotas, reservations
+from dbquota.domain import escrow, quotas
 from dbquota.domain.resources import Escrow
-
-T0 = reservations.from_rfc3339("2026-11-27T09:00:00Z")
 
 
 def held(holder: str, cost: float, **extra: object) -> Escrow:
-    e = Escrow(holder=holder, cost=cost, expiresAt="2026-11-27T09:00:00Z")
+    e = Escrow(holder=holder, cost=cost, generation=1)
     e.update(extra)  # type: ignore[typeddict-item]
     return e
 
@@ -51,11 +49,11 @@ def test_empty_when_it_could_admit_nothing() -> None:
     assert not escrow.Allowance(cost=100.0).empty
 
 
-def test_other_replicas_escrow_counts_expired_too_but_not_ones_own() -> None:
+def test_other_replicas_escrow_counts_lapsed_ones_too_but_not_ones_own() -> None:
     entries = [
         held("me", 1000.0, claims=5),
         held("a", 200.0, claims=1, storageGiB=50),
-        held("b", 100.5, expiresAt="2000-01-01T00:00:00Z"),
+        held("lapsed", 100.5),
     ]
     assert escrow.held_by_others(entries, holder="me") == escrow.Allowance(
         cost=300.5, claims=1, storage_gib=50
@@ -99,24 +97,17 @@ def test_grant_is_a_share_rounded_down_or_nothing_when_too_small() -> None:
 
 def test_entry_records_capped_dimensions_only() -> None:
     entry = escrow.entry(
-        holder="me", allowance=escrow.Allowance(cost=12.345, claims=2), generation=3, expires=T0
+        holder="me", allowance=escrow.Allowance(cost=12.346, claims=2), generation=3
     )
-    assert entry == {
-        "holder": "me",
-        "cost": 12.35,
-        "claims": 2,
-        "generation": 3,
-        "expiresAt": "2026-11-27T09:00:00Z",
-    }
+    assert entry == {"holder": "me", "cost": 12.35, "claims": 2, "generation": 3}
 
 
-def test_prune_lets_go_only_long_expired_entries() -> None:
-    entries = [held("fresh", 1.0), held("old", 2.0, expiresAt="2026-11-27T08:57:00Z")]
-    kept, dropped = escrow.prune(entries, now=T0 - 100, after=escrow.PRUNE_AFTER)
-    assert ([e["holder"] for e in kept], dropped) == (["fresh", "old"], [])
-    kept, dropped = escrow.prune(entries, now=T0 + 60, after=escrow.PRUNE_AFTER)
-    assert [e["holder"] for e in kept] == ["fresh"]  # expired a minute ago: still counted
-    assert [e["holder"] for e in dropped] == ["old"]
+def test_prune_lets_go_only_entries_of_lapsed_holders() -> None:
+    entries = [held("live", 1.0), held("lapsed", 2.0)]
+    kept, dropped = escrow.prune(entries, live=lambda holder: holder != "lapsed")
+    assert [e["holder"] for e in kept] == ["live"]
+    assert [e["holder"] for e in dropped] == ["lapsed"]
+    assert escrow.prune(entries, live=lambda _: True) == (entries, [])
 
 
 @given(

@@ -4,10 +4,11 @@ Checks, one behaviour each: a sync fills the cache and swaps in a snapshot (bulk
 per-cluster when there is none, per-cluster for tracked ids a partial listing left out);
 malformed payloads are never cached, are counted and logged with their cluster id (seed
 defect 2) and a non-JSON 200 never escapes (defect 3); 404s for unknown clusters leave the
-breaker Closed (defect 4); data older than maxStaleness is degraded (defect 5); an outage
-opens the breaker, listeners hear "Closed"/"Open"/"HalfOpen" words, and after the recovery
-timeout 50 concurrent fetches make exactly one request (defect 1); readiness after the
-warm-up; a restart keeps the data and the last success; the fallback hit rate; a
+breaker Closed (defect 4); data older than maxStaleness is degraded (defect 5) and the
+exported last-success timestamp says how old; an outage opens the breaker, listeners hear
+"Closed"/"Open"/"HalfOpen" words, and after the recovery timeout 50 concurrent fetches
+make exactly one request (defect 1); readiness after the warm-up; a restart keeps the data
+and the last success; the fallback hit rate (and ``dbquota_fallback_ratio``); a
 quarantined cache is announced as an Event; a cache that turns corrupt mid-run is rebuilt
 from memory; the highest price over the window; snapshot() touches no I/O.
 """
@@ -46,6 +47,7 @@ class Provider:
         self.hidden: set[str] = set()
         self.bad: dict[str, bytes] = {}
         self.requests: Counter[str] = Counter()
+        self.asked: Counter[str] = Counter()  # per-cluster requests by cluster id
         self.gate: asyncio.Event | None = None
 
     async def __call__(self, request: httpx.Request) -> httpx.Response:
@@ -76,6 +78,7 @@ class Provider:
             )
             return httpx.Response(200, content=f'{{"clusters": [{raw}]}}'.encode())
         cid = path.removeprefix("/metrics/")
+        self.asked[cid] += 1
         if cid in self.bad:
             return httpx.Response(200, content=self.bad[cid])
         if cid not in self.costs:
@@ -174,15 +177,71 @@ async def test_without_a_bulk_listing_tracked_clusters_are_fetched_one_by_one(
     assert provider.requests["cluster"] == 5
 
 
+async def test_a_cluster_is_tracked_while_any_claim_names_it(start: Run) -> None:
+    provider = Provider(5, bulk=False)
+    ing = await start(provider)
+    ing.track(["c1", "c1"])  # two claims share one clusterId
+    ing.untrack(["c1"])
+    assert ing.tracked == {"c1"}
+    ing.untrack(["c1"])
+    assert ing.tracked == set()
+    ing.untrack(["never-tracked"])  # harmless
+    await ing.sync_once()
+    assert provider.requests["cluster"] == 0
+
+
+async def test_a_cluster_the_provider_does_not_know_is_asked_again_only_after_a_backoff(
+    start: Run, clock: FakeClock
+) -> None:
+    provider = Provider(2, bulk=False)
+    ing = await start(provider)
+    ing.track(["c0", "gone"])
+    await ing.sync_once()
+    assert provider.asked["gone"] == 1
+    assert ing.unknown == {"gone"}
+    for _ in range(3):  # syncs within the backoff do not ask again
+        await ing.sync_once()
+    assert provider.asked["gone"] == 1
+    assert provider.asked["c0"] == 4
+    clock.advance(ingesting.UNKNOWN_BACKOFF + 1)
+    await ing.sync_once()
+    assert provider.asked["gone"] == 2  # asked again, then backs off twice as long
+    clock.advance(ingesting.UNKNOWN_BACKOFF + 1)
+    await ing.sync_once()
+    assert provider.asked["gone"] == 2
+    provider.costs["gone"] = (5.0, 1.0)  # the provider learns of it
+    clock.advance(2 * ingesting.UNKNOWN_BACKOFF)
+    await ing.sync_once()
+    assert "gone" in ing.snapshot().costs
+    assert ing.unknown == set()
+    ing.untrack(["gone"])
+    assert ing.tracked == {"c0"}
+
+
 async def test_tracked_clusters_missing_from_a_partial_listing_are_fetched(start: Run) -> None:
     provider = Provider(5)
-    provider.hidden = {"c2", "c3"}
-    ing = await start(provider)
+    ing = await start(provider)  # a listing shows every cluster
     ing.track(["c2"])
+    provider.hidden = {"c2", "c3"}  # the next listing leaves some out
     await ing.sync_once()
     assert "c2" in ing.snapshot().costs
-    assert "c3" not in ing.snapshot().costs
-    assert provider.requests["cluster"] == 1
+    assert provider.asked == {"c2": 1}  # not c3: no claim names it
+    assert ing.snapshot().health.left_out == 1  # a partial listing shows in the health
+
+
+async def test_clusters_no_listing_showed_are_asked_for_a_few_at_a_time(start: Run) -> None:
+    provider = Provider(5)
+    ing = await start(provider)
+    new = [f"new-{i}" for i in range(2 * ingesting.NEW_PER_SYNC)]  # a burst of new claims
+    ing.track(new)
+    await ing.sync_once()
+    assert sum(provider.asked.values()) == ingesting.NEW_PER_SYNC
+    await ing.sync_once()
+    assert sum(provider.asked.values()) == 2 * ingesting.NEW_PER_SYNC
+    await ing.sync_once()  # each answered 404: none asked again before its backoff
+    assert sum(provider.asked.values()) == 2 * ingesting.NEW_PER_SYNC
+    assert ing.unknown == set(new)
+    assert ing.snapshot().health.left_out == 0
 
 
 async def test_malformed_payloads_are_counted_logged_and_never_cached(
@@ -250,6 +309,8 @@ async def test_data_older_than_max_staleness_is_degraded(start: Run, clock: Fake
     clock.advance(901)
     await ing.sync_once()
     assert ing.staleness() == pytest.approx(901)
+    last_success = sample("dbquota_billing_last_success_timestamp_seconds")
+    assert clock.time() - last_success == pytest.approx(901)  # staleness, as PromQL reads it
     assert ing.is_degraded(max_staleness=900)
     assert ing.snapshot().fresh_cost("c0", now=clock.time(), max_staleness=900) is None
     assert ing.snapshot().costs["c0"].compute == 100.0  # still there for Conservative pricing
@@ -366,10 +427,11 @@ async def test_fallback_hit_rate_is_the_share_of_recent_decisions_from_cache(
     for from_cache in (True, False, False, True):
         ing.record_decision(from_cache=from_cache)
     assert ing.snapshot().health.fallback_hit_rate == 0.5
+    assert sample("dbquota_fallback_ratio") == 0.5
     for _ in range(ingesting.DECISION_WINDOW):
         ing.record_decision(from_cache=False)
     assert ing.snapshot().health.fallback_hit_rate == 0.0
-    assert sample("dbquota_billing_fallback_hit_rate") == 0.0
+    assert sample("dbquota_fallback_ratio") == 0.0
 
 
 async def test_a_quarantined_cache_is_announced_to_event_listeners(

@@ -1,37 +1,239 @@
-"""Breaker transitions are announced as Events in the order they happened.
+"""The reconciler against an in-memory quota store and informers fed by hand.
 
-Each transition is posted from its own background task; the first POST is made slow here,
-as a busy apiserver can make it, and the Events must still be created in order.
+Checks: a burst of marks on one quota costs one refresh per interval, not one per mark;
+a refresh ends the reservations whose claims now show their price and writes totals
+recounted from the claims; a refresh that would only age the figures writes nothing
+unless forced (the periodic resync); a lost compare-and-swap race is retried on a fresh
+read; a standby (not leading) writes nothing; a written status is published as the
+quota's ``dbquota_quota_*`` metrics (a quota that is gone publishes nothing); and breaker
+transitions are announced as Events in the order they happened, even when the first POST
+is slow.
 """
 
 from __future__ import annotations
 
 import asyncio
+import copy
+import time
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-from dbquota.domain import billing
+import pytest
+
+from dbquota.adapters import metrics
+from dbquota.adapters.kube import CLAIMS, QUOTAS, Informer, Resource
+from dbquota.domain import billing, reservations
+from dbquota.domain.resources import QuotaObject
+from dbquota.errors import Conflict, NotFound
+from dbquota.kits import timestamps
 from dbquota.services import reconciling
 
+NOW = time.time()
 
-class SlowFirstPost:
+
+class Apiserver:
+    """One quota by resourceVersion, Events in a list; also a source for informers."""
+
     def __init__(self) -> None:
-        self.created: list[str] = []
+        self.quota: dict[str, Any] = {
+            "metadata": {
+                "name": "q",
+                "namespace": "ns",
+                "uid": "uq",
+                "resourceVersion": "1",
+                "generation": 1,
+            },
+            "spec": {"monthlyBudget": 1000},
+            "status": {},
+        }
+        self.writes = 0
+        self.conflict_next = 0
+        self.events: list[str] = []
+        self.slow_first: str | None = None
+
+    async def get_quota(self, *, namespace: str, name: str) -> QuotaObject:
+        if self.quota["metadata"]["name"] != name:
+            raise NotFound(f"DatabaseQuota {namespace}/{name} not found")
+        return copy.deepcopy(self.quota)  # type: ignore[return-value]
+
+    async def patch_quota_status(
+        self,
+        *,
+        namespace: str,
+        name: str,
+        status: Mapping[str, Any],
+        resource_version: str | None,
+    ) -> QuotaObject:
+        meta = self.quota["metadata"]
+        if self.conflict_next:
+            self.conflict_next -= 1
+            meta["resourceVersion"] = str(int(meta["resourceVersion"]) + 1)
+        if resource_version != meta["resourceVersion"]:
+            raise Conflict("changed")
+        self.quota["status"].update(copy.deepcopy(dict(status)))
+        meta["resourceVersion"] = str(int(meta["resourceVersion"]) + 1)
+        self.writes += 1
+        return copy.deepcopy(self.quota)  # type: ignore[return-value]
 
     async def post_event(self, *, reason: str, **_: Any) -> None:
-        if not self.created and reason == "CircuitHalfOpen":
+        if reason == self.slow_first and not self.events:
             await asyncio.sleep(0.05)
-        self.created.append(reason)
+        self.events.append(reason)
+
+    async def list(self, resource: Resource, *, namespace: str = "") -> dict[str, Any]:
+        raise AssertionError("informers are fed by hand here")
+
+    async def watch(
+        self, resource: Resource, *, namespace: str = "", version: str, seconds: int = 300
+    ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        nothing: list[tuple[str, dict[str, Any]]] = []
+        for event in nothing:
+            yield event
+        raise AssertionError("informers are fed by hand here")
+
+
+def claim(name: str, **status: object) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": name,
+            "namespace": "ns",
+            "uid": f"uid-{name}",
+            "generation": 1,
+            "resourceVersion": "1",
+            "creationTimestamp": timestamps.to_rfc3339(NOW),
+        },
+        "spec": {"engine": "postgres", "instanceClass": "db.test", "storageGiB": 10},
+        "status": status,
+    }
+
+
+def hold(name: str, cost: float) -> dict[str, Any]:
+    return {
+        "claim": name,
+        "uid": f"uid-{name}",
+        "generation": 1,
+        "cost": cost,
+        "delta": cost,
+        "storageGiB": 10,
+        "newClaim": True,
+        "reservedAt": timestamps.to_rfc3339(time.time()),
+    }
+
+
+def setup(
+    api: Apiserver, *, leading: bool = True
+) -> tuple[reconciling.Reconciler, Informer[reservations.ClaimRef]]:
+    quotas = Informer(api, QUOTAS, derive=reconciling.quota_ref, keep_objects=True)
+    quotas.put(copy.deepcopy(api.quota))
+    claims = Informer(api, CLAIMS, derive=reservations.claim_ref)
+    reconciler = reconciling.Reconciler(
+        kube=api,
+        quotas=quotas,
+        claims=claims,
+        snapshot=billing.BillingSnapshot,
+        clock=time.time,
+        grace=10.0,
+        leading=lambda: leading,
+    )
+    return reconciler, claims
+
+
+@pytest.fixture(autouse=True)
+def quick(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(reconciling, "MIN_INTERVAL", 0.05)
+
+
+async def run_for(reconciler: reconciling.Reconciler, seconds: float) -> None:
+    task = asyncio.create_task(reconciler.run())
+    await asyncio.sleep(seconds)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_a_burst_of_marks_costs_one_refresh_per_interval() -> None:
+    api = Apiserver()
+    reconciler, _ = setup(api)
+    task = asyncio.create_task(reconciler.run())
+    for _ in range(100):
+        reconciler.mark("ns", "q", force=True)
+        await asyncio.sleep(0)
+    await asyncio.sleep(0.02)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert reconciler.refreshes == 1
+    assert api.writes == 1
+
+
+async def test_a_refresh_confirms_reservations_and_recounts_totals() -> None:
+    api = Apiserver()
+    api.quota["status"] = {"reservations": [hold("a", 100.0), hold("b", 50.0)]}
+    reconciler, claims = setup(api)
+    claims.put(claim("a", estimatedMonthlyCost=100.0, observedGeneration=1))
+    claims.put(claim("b"))  # not priced yet: its reservation stays
+    await reconciler.refresh("ns", "q")
+    status = api.quota["status"]
+    assert [r["claim"] for r in status["reservations"]] == ["b"]
+    assert status["spend"] == {"observed": 0.0, "reserved": 150.0, "remaining": 850.0}
+    assert status["used"]["claims"] == 2
+
+
+async def test_an_unforced_refresh_that_only_ages_the_figures_writes_nothing() -> None:
+    api = Apiserver()
+    reconciler, _ = setup(api)
+    await reconciler.refresh("ns", "q")
+    assert api.writes == 1
+    reconciler, _ = setup(api)  # sees the written status
+    await reconciler.refresh("ns", "q", force=False)
+    assert api.writes == 1
+    await reconciler.refresh("ns", "q", force=True)
+    assert api.writes == 2
+
+
+async def test_a_lost_race_is_retried_on_a_fresh_read() -> None:
+    api = Apiserver()
+    api.conflict_next = 2
+    reconciler, _ = setup(api)
+    assert await reconciler.refresh("ns", "q") is not None
+    assert api.writes == 1
+
+
+async def test_a_standby_writes_nothing() -> None:
+    api = Apiserver()
+    reconciler, _ = setup(api, leading=False)
+    reconciler.mark("ns", "q", force=True)
+    await run_for(reconciler, 0.1)
+    assert api.writes == 0
+
+
+def gauge(name: str, quota: str, **labels: str) -> float | None:
+    return metrics.REGISTRY.get_sample_value(name, {"namespace": "ns", "quota": quota, **labels})
+
+
+async def test_a_written_status_is_published_as_metrics() -> None:
+    api = Apiserver()
+    api.quota["spec"] = {"monthlyBudget": 400, "degradation": {"maxStaleness": "5m"}}
+    api.quota["status"] = {"reservations": [hold("db", 100.0)]}
+    reconciler, _ = setup(api)
+    assert await reconciler.refresh("ns", "q") is not None
+    assert gauge("dbquota_quota_budget", "q") == 400
+    assert gauge("dbquota_quota_spend", "q", kind="reserved") == 100
+    assert gauge("dbquota_quota_spend", "q", kind="observed") == 0
+    assert gauge("dbquota_quota_remaining", "q") == 300
+    assert gauge("dbquota_quota_used_ratio", "q") == 0.25
+    assert gauge("dbquota_quota_max_staleness_seconds", "q") == 300
+
+
+async def test_a_quota_that_is_gone_publishes_nothing() -> None:
+    api = Apiserver()
+    reconciler, _ = setup(api)
+    assert await reconciler.refresh("ns", "gone") is None
+    assert gauge("dbquota_quota_budget", "gone") is None
 
 
 async def test_transitions_are_posted_in_order() -> None:
-    kube = SlowFirstPost()
-    reconciler = reconciling.Reconciler(
-        kube=kube,  # type: ignore[arg-type]
-        ledgers=None,  # type: ignore[arg-type]
-        snapshot=billing.BillingSnapshot,
-        clock=lambda: 0.0,
-        grace=300.0,
-    )
+    api = Apiserver()
+    api.slow_first = "CircuitHalfOpen"
+    reconciler, _ = setup(api)
     quota = reconciling.QuotaRef(namespace="ns", name="q", uid="u")
     first = asyncio.create_task(
         reconciler.announce_transition([quota], old="Open", new="HalfOpen", reason="timeout")
@@ -40,4 +242,4 @@ async def test_transitions_are_posted_in_order() -> None:
         reconciler.announce_transition([quota], old="HalfOpen", new="Closed", reason="probe")
     )
     await asyncio.gather(first, second)
-    assert kube.created == ["CircuitHalfOpen", "CircuitClosed"]
+    assert api.events == ["CircuitHalfOpen", "CircuitClosed"]

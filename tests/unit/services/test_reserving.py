@@ -3,13 +3,15 @@
 Checks, one behaviour each: with escrow off every admission waits for its write; after
 one exact admission a replica holds escrow and admits from memory with no write on the
 way, then writes those reservations in one batch; at every write the store never holds
-reservations plus escrow over the budget (the invariant that makes escrow safe), also
-with two replicas racing at the edge of the budget, where together they admit exactly what
-fits; a request kept out only by another replica's escrow waits until that replica gives
-it back; a spec change stops admissions from the old escrow (an informer that has not
-seen the change yet does not); a failed write keeps the
-reservations admitted from escrow and writes them on retry; close() writes them and gives
-the escrow back; denials and UPDATE-like outcomes always take the exact path.
+reserved plus escrow over the budget (the invariant that makes escrow safe), also with two
+replicas racing at the edge of the budget, where together they admit exactly what fits;
+a request kept out only by a live replica's escrow waits until that replica gives it
+back, while a lapsed replica's escrow is not waited for; a spec change stops admissions
+from the old escrow (a copy older than the ledger's is no news); a failed write keeps the
+reservations admitted from escrow and writes them on retry; lost races are retried, not
+denied; close() writes everything and gives the escrow back; denials and UPDATEs that grow
+take the exact path; an UPDATE that adds nothing and a dry run never wait for a write; a
+replica whose lease it cannot trust admits nothing from escrow.
 """
 
 from __future__ import annotations
@@ -17,15 +19,45 @@ from __future__ import annotations
 import asyncio
 import copy
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import pytest
 
-from dbquota.domain import escrow
+from dbquota.domain import admission, billing, claims, escrow
 from dbquota.domain.resources import QuotaObject
 from dbquota.errors import Conflict, KubeError
 from dbquota.services import reserving
-from tests.deciding import admit_if_it_fits
+
+PRICES = billing.PriceBook(
+    instance_hourly={"db.test": 0.0}, storage_gib_month=1.0, observed_at=time.time()
+)
+"""A catalog in which a claim costs exactly its storage in GiB per month."""
+
+
+def snapshot() -> billing.BillingSnapshot:
+    return billing.BillingSnapshot(
+        health=billing.BillingHealth(last_success=time.time()), prices=PRICES, highest=PRICES
+    )
+
+
+def request(
+    name: str, cost: int = 100, *, old: int | None = None, dry_run: bool = False
+) -> admission.Request:
+    def spec(gib: int) -> claims.ClaimSpec:
+        return claims.ClaimSpec(
+            engine="postgres", instance_class="db.test", storage_gib=gib, cluster_id=name
+        )
+
+    return admission.Request(
+        name=name,
+        uid=f"uid-{name}",
+        generation=1 if old is None else 2,
+        claim=spec(cost),
+        old=None if old is None else spec(old),
+        charged=float(old or 0),
+        dry_run=dry_run,
+    )
 
 
 class Store:
@@ -39,6 +71,7 @@ class Store:
         }
         self.writes: list[dict[str, Any]] = []
         self.fail_next = 0
+        self.conflict_next = 0
         self.latency = 0.002
 
     @property
@@ -46,10 +79,13 @@ class Store:
         return float(self.quota["spec"]["monthlyBudget"])
 
     def committed(self) -> float:
-        """Reservations plus every escrow, as the apiserver holds them."""
+        """Reserved plus every escrow, as the apiserver holds them."""
         status = self.quota["status"]
-        reserved = sum(float(r["cost"]) for r in status.get("reservations", []))
+        reserved = float(status.get("spend", {}).get("reserved", 0.0))
         return reserved + sum(float(e["cost"]) for e in status.get("escrow", []))
+
+    def held(self) -> list[str]:
+        return [r["claim"] for r in self.quota["status"].get("reservations", [])]
 
     def change_spec(self, budget: float) -> None:
         self.quota["spec"]["monthlyBudget"] = budget
@@ -65,29 +101,51 @@ class Store:
         return copy.deepcopy(self.quota)  # type: ignore[return-value]
 
     async def patch_quota_status(
-        self, *, namespace: str, name: str, status: dict[str, Any], resource_version: str | None
+        self,
+        *,
+        namespace: str,
+        name: str,
+        status: Mapping[str, Any],
+        resource_version: str | None,
     ) -> QuotaObject:
         await asyncio.sleep(self.latency)
         if self.fail_next:
             self.fail_next -= 1
             raise KubeError("apiserver unavailable")
+        if self.conflict_next:
+            self.conflict_next -= 1
+            self._bump()  # someone else wrote
         if resource_version != self.quota["metadata"]["resourceVersion"]:
             raise Conflict("changed")
-        self.quota["status"].update(copy.deepcopy(status))
+        self.quota["status"].update(copy.deepcopy(dict(status)))
         self._bump()
-        self.writes.append(copy.deepcopy(status))
-        assert self.committed() <= self.budget + 1e-6, "reservations + escrow over budget"
+        self.writes.append(copy.deepcopy(dict(status)))
+        assert self.committed() <= self.budget + 1e-6, "reserved + escrow over budget"
         return copy.deepcopy(self.quota)  # type: ignore[return-value]
 
 
-def ledger(store: Store, holder: str = "me", share: float = 0.5) -> reserving.Ledger:
+def ledger(
+    store: Store,
+    holder: str = "me",
+    share: float = 0.5,
+    *,
+    alive: bool = True,
+    live: Any = lambda _: True,
+) -> reserving.Ledger:
     return reserving.Ledger(
-        kube=store,  # type: ignore[arg-type]
+        store=store,
         namespace="ns",
         name="q",
+        snapshot=snapshot,
         holder=holder,
         share=share,
+        alive=lambda: alive,
+        live=live,
     )
+
+
+async def admitted(replica: reserving.Ledger, req: admission.Request) -> bool:
+    return (await replica.reserve(req)).allowed
 
 
 @pytest.fixture(autouse=True)
@@ -101,20 +159,26 @@ async def test_without_escrow_every_admission_waits_for_its_write() -> None:
     store = Store(budget=1000)
     exact = ledger(store, share=0.0)
     for i in range(3):
-        assert await exact.reserve(admit_if_it_fits(f"c{i}", 100.0), dry_run=False)
-        assert len(store.quota["status"]["reservations"]) == i + 1
+        assert await admitted(exact, request(f"c{i}"))
+        assert len(store.held()) == i + 1
     assert exact.from_escrow == 0
     assert "escrow" not in store.quota["status"]
+    assert store.quota["status"]["spend"] == {
+        "observed": 0.0,
+        "reserved": 300.0,
+        "remaining": 700.0,
+    }
+    assert store.quota["status"]["used"]["claims"] == 3
 
 
 async def test_escrow_admits_from_memory_then_writes_in_one_batch() -> None:
     store = Store(budget=10_000)
     replica = ledger(store)
-    assert await replica.reserve(admit_if_it_fits("first", 100.0), dry_run=False)
+    assert await admitted(replica, request("first"))
     assert store.quota["status"]["escrow"][0]["cost"] == 4950.0
     writes = len(store.writes)
     for i in range(10):  # no await inside reserve on this path: all before any write
-        assert await replica.reserve(admit_if_it_fits(f"c{i}", 100.0), dry_run=False)
+        assert await admitted(replica, request(f"c{i}"))
     assert (replica.from_escrow, len(store.writes)) == (10, writes)
     await asyncio.sleep(0.1)
     assert len(store.writes) == writes + 1  # one batch
@@ -127,16 +191,15 @@ async def test_escrow_admits_from_memory_then_writes_in_one_batch() -> None:
 async def test_idle_escrow_is_given_back_and_close_writes_everything() -> None:
     store = Store(budget=1000)
     replica = ledger(store)
-    await replica.reserve(admit_if_it_fits("first", 100.0), dry_run=False)
+    await replica.reserve(request("first"))
     assert store.quota["status"]["escrow"]
     await asyncio.sleep(0.5)
     assert store.quota["status"]["escrow"] == []
-    await replica.reserve(admit_if_it_fits("second", 100.0), dry_run=False)
-    await replica.reserve(admit_if_it_fits("third", 100.0), dry_run=False)
+    await replica.reserve(request("second"))
+    await replica.reserve(request("third"))
     await replica.close()
-    status = store.quota["status"]
-    assert [r["claim"] for r in status["reservations"]] == ["first", "second", "third"]
-    assert status["escrow"] == []
+    assert store.held() == ["first", "second", "third"]
+    assert store.quota["status"]["escrow"] == []
 
 
 @pytest.mark.parametrize("share", [0.0, 0.25, 0.9])
@@ -146,49 +209,71 @@ async def test_two_replicas_at_the_edge_admit_exactly_what_fits(share: float) ->
 
     async def review(i: int) -> bool:
         await asyncio.sleep(i * 0.003)
-        return await replicas[i % 2].reserve(admit_if_it_fits(f"c{i}", 100.0), dry_run=False)
+        return await admitted(replicas[i % 2], request(f"c{i}"))
 
     results = await asyncio.gather(*(review(i) for i in range(60)))
     assert sum(results) == 10
     for replica in replicas:
         await replica.close()
-    assert len(store.quota["status"]["reservations"]) == 10
+    assert len(store.held()) == 10
+    assert store.quota["status"]["spend"]["remaining"] == 0.0
     assert store.quota["status"].get("escrow", []) == []
 
 
-async def test_a_request_kept_out_by_other_escrow_waits_for_its_return() -> None:
+async def test_a_request_kept_out_by_live_escrow_waits_for_its_return() -> None:
     store = Store(budget=1000)
     a, b = ledger(store, "a", 0.9), ledger(store, "b", 0.9)
-    assert await a.reserve(admit_if_it_fits("a1", 100.0), dry_run=False)
+    assert await admitted(a, request("a1"))
     assert store.quota["status"]["escrow"][0]["cost"] == 810.0  # 0.9 x 900
     started = time.monotonic()
-    assert await b.reserve(admit_if_it_fits("b1", 500.0), dry_run=False)  # fits without it
+    assert await admitted(b, request("b1", 500))  # fits without it
     assert time.monotonic() - started >= 0.15  # waited for a's idle return
-    assert [r["claim"] for r in store.quota["status"]["reservations"]] == ["a1", "b1"]
+    assert store.held() == ["a1", "b1"]
+
+
+def lapsed_escrow(store: Store) -> None:
+    store.quota["status"]["escrow"] = [
+        escrow.entry(holder="gone", allowance=escrow.Allowance(cost=800.0), generation=1)
+    ]
 
 
 async def test_waiting_is_bounded_then_the_escrow_counts(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(reserving, "CONTENDED_WAIT", 0.05)
     store = Store(budget=1000)
-    store.quota["status"]["escrow"] = [
-        escrow.entry(
-            holder="gone",
-            allowance=escrow.Allowance(cost=800.0),
-            generation=1,
-            expires=time.time() + 60,
-        )
-    ]
-    assert not await ledger(store).reserve(admit_if_it_fits("big", 500.0), dry_run=False)
+    lapsed_escrow(store)
+    assert not await admitted(ledger(store), request("big", 500))
+
+
+async def test_a_lapsed_holders_escrow_is_not_waited_for(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(reserving, "CONTENDED_WAIT", 5.0)
+    store = Store(budget=1000)
+    lapsed_escrow(store)
+    started = time.monotonic()
+    assert not await admitted(
+        ledger(store, live=lambda holder: holder != "gone"), request("big", 500)
+    )
+    assert time.monotonic() - started < 1.0
 
 
 async def test_a_spec_change_stops_admissions_from_the_old_escrow() -> None:
     store = Store(budget=10_000)
     replica = ledger(store)
-    await replica.reserve(admit_if_it_fits("first", 100.0), dry_run=False)
+    await replica.reserve(request("first"))
     store.change_spec(budget=150)
-    replica.expect_generation(2)
-    assert not await replica.reserve(admit_if_it_fits("second", 100.0), dry_run=False)
+    replica.observe(copy.deepcopy(store.quota))  # type: ignore[arg-type]
+    assert not await admitted(replica, request("second"))
     assert replica.from_escrow == 0
+
+
+async def test_an_older_copy_than_the_ledgers_is_no_news() -> None:
+    store = Store(budget=10_000)
+    stale = copy.deepcopy(store.quota)
+    store.change_spec(budget=10_000)  # generation 2
+    replica = ledger(store)
+    await replica.reserve(request("first"))
+    replica.observe(stale)  # type: ignore[arg-type]  # a watch event from before
+    assert await admitted(replica, request("second"))
+    assert replica.from_escrow == 1
 
 
 async def test_a_failed_write_keeps_escrow_admissions_and_retries(
@@ -197,42 +282,62 @@ async def test_a_failed_write_keeps_escrow_admissions_and_retries(
     monkeypatch.setattr(reserving, "RETRY_DELAY", 0.01)
     store = Store(budget=10_000)
     replica = ledger(store)
-    await replica.reserve(admit_if_it_fits("first", 100.0), dry_run=False)
+    await replica.reserve(request("first"))
     store.fail_next = 2
-    assert await replica.reserve(admit_if_it_fits("second", 100.0), dry_run=False)
+    assert await admitted(replica, request("second"))
     await asyncio.sleep(0.2)
-    assert [r["claim"] for r in store.quota["status"]["reservations"]] == ["first", "second"]
+    assert store.held() == ["first", "second"]
 
 
-async def test_denials_and_non_escrow_outcomes_take_the_exact_path() -> None:
+async def test_lost_races_are_retried_not_denied() -> None:
+    store = Store(budget=10_000)
+    store.conflict_next = 12  # more than any fixed number of attempts would allow
+    replica = ledger(store, share=0.0)
+    assert await admitted(replica, request("patient"))
+    assert replica.conflicts == 12
+    assert store.held() == ["patient"]
+
+
+async def test_denials_and_updates_that_grow_take_the_exact_path() -> None:
     store = Store(budget=10_000)
     replica = ledger(store)
-    await replica.reserve(admit_if_it_fits("first", 100.0), dry_run=False)
+    await replica.reserve(request("first"))
     writes = len(store.writes)
-    assert await replica.reserve(admit_if_it_fits("update", 100.0, escrow_ok=False), dry_run=False)
+    assert await admitted(replica, request("first", 200, old=100))  # grows by 100
     assert len(store.writes) == writes + 1
-    assert not await replica.reserve(admit_if_it_fits("huge", 9_850.0), dry_run=False)
+    assert not await admitted(replica, request("huge", 9_850))
     assert replica.from_escrow == 0
     # What this replica's own escrow keeps out is admitted: the round gives it back.
-    assert await replica.reserve(admit_if_it_fits("big", 9_800.0), dry_run=False)
+    assert await admitted(replica, request("big", 9_800))
     assert store.quota["status"]["spend"]["reserved"] == 10_000.0
 
 
-async def test_dry_run_reserves_nothing() -> None:
+async def test_an_update_that_adds_nothing_never_waits_for_a_write() -> None:
     store = Store(budget=1000)
     replica = ledger(store)
-    assert await replica.reserve(admit_if_it_fits("dry", 100.0), dry_run=True)
-    await replica.reserve(admit_if_it_fits("real", 100.0), dry_run=False)
-    assert await replica.reserve(admit_if_it_fits("dry", 100.0), dry_run=True)
-    await replica.close()
-    assert [r["claim"] for r in store.quota["status"]["reservations"]] == ["real"]
+    await replica.reserve(request("first"))
+    store.latency = 3600.0  # the apiserver hangs
+    decision = await asyncio.wait_for(replica.reserve(request("first", 100, old=100)), 1.0)
+    assert decision.allowed
+    assert decision.reason == "NoIncrease"
 
 
-async def test_an_informer_lagging_behind_the_ledger_does_not_drop_the_escrow() -> None:
-    store = Store(budget=10_000)
-    store.change_spec(budget=10_000)  # generation 2
+async def test_dry_run_reserves_nothing_and_never_waits() -> None:
+    store = Store(budget=1000)
     replica = ledger(store)
-    await replica.reserve(admit_if_it_fits("first", 100.0), dry_run=False)
-    replica.expect_generation(1)  # the informer has not seen generation 2 yet
-    assert await replica.reserve(admit_if_it_fits("second", 100.0), dry_run=False)
-    assert replica.from_escrow == 1
+    assert await admitted(replica, request("dry", dry_run=True))
+    await replica.reserve(request("real"))
+    store.latency = 3600.0
+    assert await asyncio.wait_for(admitted(replica, request("dry", dry_run=True)), 1.0)
+    store.latency = 0.002
+    await replica.close()
+    assert store.held() == ["real"]
+
+
+async def test_no_escrow_admission_without_a_trusted_lease() -> None:
+    store = Store(budget=10_000)
+    replica = ledger(store, alive=False)
+    for i in range(3):
+        assert await admitted(replica, request(f"c{i}"))
+    assert replica.from_escrow == 0
+    assert store.quota["status"].get("escrow", []) == []

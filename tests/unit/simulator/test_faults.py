@@ -76,3 +76,36 @@ def test_partial_drops_the_same_clusters_every_time() -> None:
     first = [i for i in ids if state.dropped(i)]
     assert first == [i for i in ids if state.dropped(i)]
     assert 60 < len(first) < 140
+
+
+def test_requests_prices_are_seeded_move_between_periods_and_stay_near_their_base() -> None:
+    a = catalog.Catalog(clusters=5, seed=3, price_period=60)
+    b = catalog.Catalog(clusters=5, seed=3, price_period=60)
+    now, later = a.prices(30), a.prices(90)
+    assert now == b.prices(30)
+    assert (now.vcpu_hourly, now.storage_class_gib_month) != (
+        later.vcpu_hourly,
+        later.storage_class_gib_month,
+    )
+    assert sorted(now.storage_class_gib_month) == ["gp3", "premium-rwo", "standard"]
+    for price, base in [
+        (now.vcpu_hourly, catalog.BASE_VCPU_HOURLY),
+        (now.memory_gib_hourly, catalog.BASE_MEMORY_GIB_HOURLY),
+        (now.default_storage_class_gib_month, catalog.BASE_DEFAULT_STORAGE_CLASS_GIB_MONTH),
+        *[
+            (now.storage_class_gib_month[name], base)
+            for name, base in catalog.BASE_STORAGE_CLASS_GIB_MONTH.items()
+        ],
+    ]:
+        assert 0.85 * base <= price <= 1.15 * base
+
+
+def test_a_malformed_fault_can_target_one_pricing_field() -> None:
+    fault = faults.parse({"mode": "malformed", "style": "negative", "field": "vcpu_hourly"})
+    assert fault.pricing_field == "vcpu_hourly"
+    for body in (
+        {"mode": "malformed", "field": "colour"},
+        {"mode": "outage", "field": "vcpu_hourly"},
+    ):
+        with pytest.raises(faults.BadFault, match="field is for malformed pricing"):
+            faults.parse(body)

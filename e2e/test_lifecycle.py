@@ -1,0 +1,268 @@
+"""What happens around each claim, end to end: shutdown, tracking, forged and dead holds.
+
+Each test starts a replica of its own (``dbquota run`` not registered with the apiserver,
+driven by AdmissionReviews posted to its port as the apiserver would, beside the session
+operator, which leads and reconciles) and checks:
+
+- SIGTERM in the middle of a burst of admissions, while a billing call is in flight:
+  exit code 0, no traceback in the log, no breaker transition caused by the shutdown, and
+  every admission it answered was written to the quota (as a reservation in flight, or
+  released later as never created);
+- billing tracking follows the claims: a claim's cluster is fetched while the claim
+  exists and no longer once it is deleted;
+- a reservation taken by a review whose object never appears (a forged review) is
+  released within the grace period, measured from the admission;
+- the escrow of a replica killed with SIGKILL stops counting once its Lease lapses (within
+  the lease duration plus a refresh), with an ``EscrowExpired`` Event, and the budget it
+  held is admitted again.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import ssl
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from dbquota.handlers.webhook import ensure_dev_certificates
+from e2e import scraping
+from e2e.conftest import FAST, Cluster, Kubectl, OperatorProcess, spawn_operator, stop_operator
+from e2e.test_crds import claim
+from e2e.test_enforcement import live_quota, review, status, unit_cost
+from e2e.waiting import wait_for
+from tests.simulating import Simulator, launch
+from tests.simulating import stop as stop_process
+
+
+class Replica:
+    """A ``dbquota run`` that serves its webhook on loopback and registers nothing."""
+
+    def __init__(self, op: OperatorProcess, ca: Path) -> None:
+        self.op = op
+        self.client = httpx.Client(verify=ssl.create_default_context(cafile=str(ca)), timeout=30)
+
+    def admit(self, body: dict[str, Any]) -> bool:
+        url = f"https://127.0.0.1:{self.op.webhook_port}/validate-claims"
+        answer = self.client.post(url, json=body)
+        answer.raise_for_status()
+        allowed: bool = answer.json()["response"]["allowed"]
+        return allowed
+
+    def metric(self, name: str, **labels: str) -> float:
+        text = httpx.get(f"http://127.0.0.1:{self.op.metrics_port}/metrics", timeout=5).text
+        return scraping.total(scraping.samples(text), name, **labels)
+
+    def ready(self) -> bool:
+        try:
+            url = f"http://127.0.0.1:{self.op.metrics_port}/readyz"
+            return httpx.get(url, timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+
+def start_replica(cluster: Cluster, workdir: Path, billing_url: str, *extra: str) -> Replica:
+    ca, _, _ = ensure_dev_certificates(cert_dir=workdir / "certs", host="127.0.0.1")
+    op = spawn_operator(
+        cluster,
+        workdir,
+        "--webhook-listen=127.0.0.1",
+        f"--billing-url={billing_url}",
+        *FAST,
+        *extra,
+    )
+    replica = Replica(op, ca)
+    try:
+        wait_for(replica.ready, timeout=60, what="the replica to be ready")
+    except AssertionError:
+        stop_operator(op)
+        raise
+    return replica
+
+
+@pytest.fixture
+def own_billing(tmp_path: Path) -> Iterator[Simulator]:
+    """A simulator of the test's own (faults here do not reach the session operator)."""
+    with (tmp_path / "sim.log").open("w") as log:
+        sim = launch(
+            "--no-bulk",
+            "--cluster-id=tracked-a",
+            "--cluster-id=tracked-b",
+            log=log,
+            clusters=5,
+            seed=3,
+        )
+    yield sim
+    stop_process(sim.process)
+
+
+def test_sigterm_mid_burst_exits_cleanly_and_loses_no_admission(
+    cluster: Cluster,
+    kubectl: Kubectl,
+    operator: OperatorProcess,
+    namespace: str,
+    billing: Simulator,
+    own_billing: Simulator,
+    tmp_path: Path,
+) -> None:
+    live_quota(kubectl, namespace, "burst", monthlyBudget=round(unit_cost(billing) * 1000, 2))
+    replica = start_replica(cluster, tmp_path / "r", own_billing.url, "--request-timeout=5")
+    own_billing.fault(mode="latency", latency=2.0)  # a billing call is always in flight
+    admitted: list[str] = []
+    stop = threading.Event()
+
+    def burst() -> None:
+        i = 0
+        while not stop.is_set():
+            name = f"b{i}"
+            try:
+                if replica.admit(review(namespace, name)):
+                    admitted.append(name)
+            except httpx.HTTPError:
+                return  # the replica has stopped listening
+            i += 1
+            time.sleep(0.01)
+
+    sender = threading.Thread(target=burst)
+    sender.start()
+    time.sleep(2.5)
+    replica.op.proc.send_signal(signal.SIGTERM)
+    started = time.monotonic()
+    replica.op.proc.wait(timeout=30)
+    stopped_in = time.monotonic() - started
+    stop.set()
+    sender.join(timeout=30)
+    replica.client.close()
+    log = replica.op.logs()
+    assert replica.op.proc.returncode == 0, log[-3000:]
+    assert "Traceback" not in log, log[-3000:]
+    assert " ERROR " not in log, log[-3000:]
+    assert "-> Open" not in log  # our own shutdown is not a provider failure
+    assert len(admitted) > 20
+    assert stopped_in < 10
+
+    def accounted() -> set[str]:
+        got = status(kubectl, namespace, "burst")
+        held = {r["claim"] for r in got.get("reservations", [])}
+        events = kubectl.get_json("events", "-n", namespace)["items"]
+        released = {
+            e["message"].split("claim ", 1)[1].split(":", 1)[0]
+            for e in events
+            if e["reason"] == "ReservationReleased"
+        }
+        return held | released
+
+    wait_for(lambda: set(admitted) <= accounted(), timeout=30, what="every admission written")
+
+
+def test_billing_tracking_follows_the_claims(
+    cluster: Cluster,
+    kubectl: Kubectl,
+    operator: OperatorProcess,
+    namespace: str,
+    own_billing: Simulator,
+    tmp_path: Path,
+) -> None:
+    replica = start_replica(cluster, tmp_path / "r", own_billing.url)
+    before = replica.metric("dbquota_billing_tracked_clusters")
+    kubectl.apply(
+        [
+            claim(namespace, name="a", clusterId="tracked-a"),
+            claim(namespace, name="b", clusterId="tracked-b"),
+        ]
+    )
+    wait_for(
+        lambda: replica.metric("dbquota_billing_tracked_clusters") == before + 2,
+        what="both clusters tracked",
+    )
+
+    def fetched() -> int:
+        return own_billing.outcomes("cluster").get("ok", 0)
+
+    wait_for(lambda: fetched() >= 4, what="the tracked clusters fetched every sync")
+    kubectl("delete", "dbc", "a", "b", "-n", namespace)
+    wait_for(
+        lambda: replica.metric("dbquota_billing_tracked_clusters") == before,
+        what="both clusters untracked",
+    )
+    time.sleep(1.5)  # a sync that was under way may still finish
+    after = fetched()
+    time.sleep(3)  # three more syncs
+    assert fetched() == after
+    stop_operator(replica.op)
+    replica.client.close()
+
+
+def test_a_forged_reviews_reservation_is_released_within_the_grace(
+    cluster: Cluster, kubectl: Kubectl, operator: OperatorProcess, namespace: str
+) -> None:
+    live_quota(kubectl, namespace, "target", monthlyBudget=5000)
+    ca = operator.log.parent / "certs" / "ca.crt"
+    ctx = ssl.create_default_context(cafile=str(ca))
+    if cluster.webhook_client:  # forged by a holder of the apiserver's client certificate
+        ctx.load_cert_chain(*cluster.webhook_client)
+    with httpx.Client(verify=ctx, timeout=30) as client:
+        url = f"https://127.0.0.1:{operator.webhook_port}/validate-claims"
+        answer = client.post(url, json=review(namespace, "phantom"))
+    assert answer.json()["response"]["allowed"]
+    sent = time.monotonic()
+    wait_for(
+        lambda: status(kubectl, namespace, "target")["reservations"],
+        what="the forged review's reservation",
+    )
+    wait_for(
+        lambda: status(kubectl, namespace, "target")["reservations"] == [],
+        timeout=30,
+        what="the reservation to be released",
+    )
+    held_for = time.monotonic() - sent
+    grace = float(next(a for a in FAST if a.startswith("--reservation-grace=")).split("=")[1])
+    assert held_for < grace + 5, held_for  # the grace, a whole second of rounding, a refresh
+    events = kubectl.get_json("events", "-n", namespace)["items"]
+    assert any(
+        e["reason"] == "ReservationReleased" and "no claim appeared" in e["message"] for e in events
+    )
+
+
+def test_a_killed_replicas_escrow_stops_counting_once_its_lease_lapses(
+    cluster: Cluster,
+    kubectl: Kubectl,
+    operator: OperatorProcess,
+    namespace: str,
+    billing: Simulator,
+    tmp_path: Path,
+) -> None:
+    cost = unit_cost(billing)
+    live_quota(kubectl, namespace, "shared", monthlyBudget=round(cost * 10.5, 2))  # 10 fit
+    replica = start_replica(cluster, tmp_path / "r", billing.url, "--escrow-share=0.5")
+    assert replica.admit(review(namespace, "first"))  # exact: takes escrow for 4 more
+    escrow = wait_for(
+        lambda: status(kubectl, namespace, "shared").get("escrow"), what="the replica's escrow"
+    )
+    (held,) = escrow
+    assert held["cost"] >= 4 * cost
+    os.kill(replica.op.proc.pid, signal.SIGKILL)
+    replica.op.proc.wait(timeout=10)
+    replica.client.close()
+    killed = time.monotonic()
+    wait_for(
+        lambda: not status(kubectl, namespace, "shared").get("escrow"),
+        timeout=40,
+        interval=0.5,
+        what="the dead replica's escrow to be let go",
+    )
+    released_in = time.monotonic() - killed
+    assert released_in <= 15 + 5, released_in  # lease duration + a refresh
+    events = kubectl.get_json("events", "-n", namespace)["items"]
+    assert any(e["reason"] == "EscrowExpired" for e in events)
+    # The budget it held is admitted again (9 claims fit beside "first"'s reservation,
+    # which stays until its grace runs out).
+    created = kubectl.apply([claim(namespace, name=f"after{i}") for i in range(9)], check=False)
+    assert created.returncode == 0, created.stderr
+    print(f"dead replica's escrow released {released_in:.1f}s after SIGKILL")

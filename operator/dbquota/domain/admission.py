@@ -1,0 +1,176 @@
+"""The heart of admission: one pure function from a quota, its usage and a request to an outcome.
+
+:func:`admit` decides one admission request against one DatabaseQuota::
+
+    admit(quota, usage, escrow of others, request, held, snapshot, now) -> Outcome
+
+- ``usage`` is the quota's totals as its status records them (:mod:`dbquota.domain.usage`)
+  with the reservations this replica has admitted since; ``others`` is the escrow other
+  webhook replicas hold (:mod:`dbquota.domain.escrow`), counted as used;
+- the decision itself (hard caps, pricing, the degradation policy, enforcement, the words)
+  is :func:`dbquota.domain.verdicts.decide`;
+- an admitted request that adds cost or storage holds a reservation
+  (:func:`dbquota.domain.reservations.hold`), draws ``take`` on the quota's room, and leaves
+  ``room``; ``escrow_ok`` says whether a replica may admit it from its escrow without a
+  write (CREATEs only, and never StrictCap's degraded allowance).
+
+The reservation service calls it for every request, inside a compare-and-swap round or
+against its escrow; nothing here does I/O or reads a clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+
+from dbquota.domain import billing, claims, escrow, quotas, reservations, verdicts
+from dbquota.domain.resources import Reservation
+
+
+@dataclass(frozen=True, kw_only=True)
+class Request:
+    """One admission request for one object, reduced to what the decision reads."""
+
+    name: str
+    uid: str
+    generation: int
+    claim: claims.ClaimSpec
+    old: claims.ClaimSpec | None
+    """The object before an UPDATE; None for a CREATE."""
+    charged: float = 0.0
+    """What the object is counted at already (its status price before an UPDATE)."""
+    dry_run: bool = False
+
+    @property
+    def creating(self) -> bool:
+        """Whether this is a CREATE."""
+        return self.old is None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Outcome:
+    """What one quota says about one request, and what admitting it holds and draws."""
+
+    decision: verdicts.Decision
+    hold: Reservation | None = None
+    """The reservation to add (replacing one of the same uid); None holds nothing."""
+    take: escrow.Allowance = escrow.NOTHING
+    """What the reservation draws on the quota's room."""
+    room: escrow.Allowance | None = None
+    """The room left after it (escrow is granted from this)."""
+    escrow_ok: bool = False
+    """Whether a replica may admit a request like this from its escrow."""
+
+    @property
+    def admitted(self) -> bool:
+        """Whether the quota admits the request."""
+        return self.decision.allowed
+
+
+def admit(
+    *,
+    quota: quotas.QuotaSpec,
+    usage: quotas.Usage,
+    others: escrow.Allowance,
+    request: Request,
+    held: Mapping[str, Reservation],
+    snapshot: billing.BillingSnapshot,
+    now: float,
+    holder: str,
+    in_flight_limit: int | None = None,
+) -> Outcome:
+    """Decide ``request`` against ``quota`` (module docstring).
+
+    ``held`` are the reservations in flight by uid (an UPDATE of an object whose own
+    reservation is still in flight builds on it); ``holder`` names the replica deciding.
+    A CREATE is refused while ``in_flight_limit`` reservations are in flight: only objects
+    that really appear keep budget, and reviews nobody follows with an object (forged, or
+    failing later) cannot pile up.
+    """
+    if (
+        in_flight_limit is not None
+        and request.creating
+        and not request.dry_run
+        and len(held) >= in_flight_limit
+    ):
+        return Outcome(decision=_too_many(quota, len(held)))
+    counted = escrow.with_held(usage, others)
+    decision = verdicts.decide(
+        quota=quota,
+        claim=request.claim,
+        old_claim=request.old,
+        usage=counted,
+        snapshot=snapshot,
+        now=now,
+    )
+    if not decision.allowed:
+        return Outcome(decision=decision)
+    if not request.creating and decision.cost <= 0 and decision.storage_gib <= 0:
+        return Outcome(decision=decision)  # an update that adds nothing holds nothing
+    previous = held.get(request.uid)
+    hold = reservations.hold(
+        claim_name=request.name,
+        uid=request.uid,
+        generation=request.generation,
+        charged=request.charged,
+        cost=decision.cost,
+        storage_gib=decision.storage_gib,
+        pricing=decision.pricing,
+        degraded=decision.degraded,
+        new_claim=request.creating,
+        holder=holder,
+        now=now,
+        previous=previous,
+    )
+    take = escrow.take(
+        cost=decision.cost, new_claims=decision.new_claims, storage_gib=decision.storage_gib
+    )
+    return Outcome(
+        decision=decision,
+        hold=hold,
+        take=take,
+        room=escrow.free(quota=quota, usage=counted).minus(take),
+        escrow_ok=request.creating
+        and previous is None
+        and not (decision.degraded and quota.policy == "StrictCap"),
+    )
+
+
+def _too_many(quota: quotas.QuotaSpec, count: int) -> verdicts.Decision:
+    return verdicts.Decision(
+        quota=quota.name,
+        allowed=False,
+        would_deny=True,
+        cost=0.0,
+        pricing=None,
+        degraded=False,
+        policy=None,
+        reason="TooManyInFlight",
+        message=(
+            f"not admitted by DatabaseQuota {quota.name}: {count:,} admissions are in flight "
+            "(their claims have not shown up yet), the most it holds; try again in a few "
+            "seconds"
+        ),
+    )
+
+
+def invalid_quota(name: str, error: ValueError) -> Outcome:
+    """The outcome for a quota whose spec cannot be read (the CRD schema should prevent it)."""
+    return Outcome(
+        decision=verdicts.Decision(
+            quota=name,
+            allowed=False,
+            would_deny=True,
+            cost=0.0,
+            pricing=None,
+            degraded=False,
+            policy=None,
+            reason="InvalidQuota",
+            message=f"denied: DatabaseQuota {name} is invalid ({error}); fix it first",
+        )
+    )
+
+
+def dry(outcome: Outcome) -> Outcome:
+    """``outcome`` holding nothing (a dry-run request is decided, never reserved)."""
+    return replace(outcome, hold=None, take=escrow.NOTHING, escrow_ok=False)

@@ -1,0 +1,197 @@
+"""A quota's usage as totals: read from its status, moved by admissions, recounted from claims.
+
+The status of a DatabaseQuota carries totals, as ResourceQuota's ``status.used`` does:
+
+- ``spend.observed``: what billing shows for the namespace's claims;
+- ``spend.reserved``: claims at the price their status shows, not billed yet, plus every
+  reservation in flight (its ``delta``);
+- ``used.claims`` / ``used.storageGiB``: existing claims plus admissions in flight (the
+  hard caps);
+- ``used.degradedClaims`` / ``used.degradedStorageGiB``: what was admitted while billing
+  was degraded and is not billed yet (StrictCap's allowance).
+
+Two writers keep them, both by compare-and-swap on the quota's ``resourceVersion``, so they
+never disagree: an admission adds its reservation to the totals (:func:`add`), O(1) whatever
+the number of claims; the reconciler recounts them from the claims, the reservations still
+in flight and the billing snapshot (:func:`recount`). The webhook decides against
+:func:`of_status`, never counting claims per review.
+
+Pure; called by the reservation service and by :mod:`dbquota.domain.statuses`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+from dbquota.domain import billing, quotas
+from dbquota.domain.reservations import ClaimRef
+from dbquota.domain.resources import QuotaStatus, Reservation, Spend, Used
+from dbquota.kits import timestamps
+
+
+def _number(value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        return 0.0
+    return max(0.0, float(value))
+
+
+def _count(value: object) -> int:
+    return int(_number(value))
+
+
+def of_status(status: Mapping[str, Any]) -> quotas.Usage:
+    """The usage a quota's status records (junk fields read as 0: the reconciler rewrites
+    them on its next visit)."""
+    spend = status.get("spend") or {}
+    used = status.get("used") or {}
+    return quotas.Usage(
+        observed=_number(spend.get("observed")),
+        reserved=_number(spend.get("reserved")),
+        claims=_count(used.get("claims")),
+        storage_gib=_count(used.get("storageGiB")),
+        degraded_claims=_count(used.get("degradedClaims")),
+        degraded_storage_gib=_count(used.get("degradedStorageGiB")),
+    )
+
+
+def fields(usage: quotas.Usage, *, budget: float) -> tuple[Spend, Used]:
+    """``status.spend`` and ``status.used`` for ``usage`` under ``budget``."""
+    observed, reserved = round(usage.observed, 2), round(usage.reserved, 2)
+    return (
+        Spend(
+            observed=observed, reserved=reserved, remaining=round(budget - observed - reserved, 2)
+        ),
+        Used(
+            claims=usage.claims,
+            storageGiB=usage.storage_gib,
+            degradedClaims=usage.degraded_claims,
+            degradedStorageGiB=usage.degraded_storage_gib,
+        ),
+    )
+
+
+def with_hold(
+    usage: quotas.Usage, hold: Reservation, *, replacing: Reservation | None
+) -> quotas.Usage:
+    """``usage`` after ``hold`` joins the reservations (in place of ``replacing``, an earlier
+    reservation of the same object that it builds on)."""
+    delta = _number(hold.get("delta")) - (_number(replacing.get("delta")) if replacing else 0.0)
+    storage = _count(hold.get("storageGiB")) - (
+        _count(replacing.get("storageGiB")) if replacing else 0
+    )
+    new = 1 if hold.get("newClaim") and not (replacing and replacing.get("newClaim")) else 0
+    degraded_claims = degraded_storage = 0
+    if hold.get("degraded"):
+        was = bool(replacing and replacing.get("degraded"))
+        degraded_claims = 1 if hold.get("newClaim") and not was else 0
+        degraded_storage = _count(hold.get("storageGiB")) - (
+            _count(replacing.get("storageGiB")) if replacing and was else 0
+        )
+    return quotas.Usage(
+        observed=usage.observed,
+        reserved=round(usage.reserved + delta, 2),
+        claims=usage.claims + new,
+        storage_gib=usage.storage_gib + storage,
+        degraded_claims=usage.degraded_claims + degraded_claims,
+        degraded_storage_gib=usage.degraded_storage_gib + degraded_storage,
+        escrowed=usage.escrowed,
+    )
+
+
+def add(status: QuotaStatus, holds: Iterable[Reservation], *, budget: float) -> QuotaStatus:
+    """``status`` with ``holds`` added to its reservations and totals (each replaces an
+    earlier reservation of the same uid)."""
+    usage = of_status(status)
+    held = {str(r.get("uid", "")): r for r in status.get("reservations") or []}
+    for new in holds:
+        uid = str(new.get("uid", ""))
+        usage = with_hold(usage, new, replacing=held.pop(uid, None))
+        held[uid] = new  # (a replaced reservation moves to the end, as the newest)
+    spend, used = fields(usage, budget=budget)
+    return cast(
+        QuotaStatus, {**status, "reservations": list(held.values()), "spend": spend, "used": used}
+    )
+
+
+@dataclass(frozen=True)
+class Recount:
+    """The totals recounted from the objects, and which claims billing shows."""
+
+    usage: quotas.Usage
+    billed: frozenset[str]
+    """Names of claims counted at their billed cost rather than their status price."""
+
+
+def billed_after(claim: ClaimRef, costs: Mapping[str, billing.ClusterCost]) -> bool:
+    """Whether billing shows ``claim``'s cluster in a sample taken after its price was
+    charged (``reservedAt`` has whole seconds: only a sample from the next second on is
+    surely later)."""
+    cost = costs.get(claim.cluster_id)
+    return cost is not None and cost.observed_at >= claim.reserved_at + 1.0
+
+
+def recount(
+    *,
+    claims: Sequence[ClaimRef],
+    held: Sequence[Reservation],
+    costs: Mapping[str, billing.ClusterCost],
+) -> Recount:
+    """The totals (module docstring) from the namespace's claims, the reservations still
+    in flight and the billing snapshot's costs.
+
+    A claim with a price on its status counts at that price until billing shows it after
+    the charge, then at its billed cost (each cluster id once). A claim with no price yet
+    counts in the caps only: its cost is in its reservation, or in the escrow of the
+    replica that admitted it. A reservation counts its ``delta``; its claim and storage
+    count unless its claim already exists at that generation.
+    """
+    observed = reserved = 0.0
+    count = storage = degraded_claims = degraded_storage = 0
+    seen_clusters: set[str] = set()
+    billed: set[str] = set()
+    by_uid = {c.uid: c for c in claims}
+    for claim in claims:
+        count += 1
+        storage += claim.storage_gib
+        if claim.cost is None:
+            continue
+        if billed_after(claim, costs):
+            billed.add(claim.name)
+            if claim.cluster_id not in seen_clusters:
+                seen_clusters.add(claim.cluster_id)
+                observed += costs[claim.cluster_id].total
+            continue
+        reserved += claim.cost
+        if claim.degraded:
+            degraded_claims += 1
+            degraded_storage += claim.storage_gib
+    for res in held:
+        reserved += _number(res.get("delta"))
+        owner = by_uid.get(str(res.get("uid", "")))
+        present = owner is not None and owner.generation >= int(res.get("generation", 1))
+        new = 1 if res.get("newClaim") and owner is None else 0
+        added = 0 if present else _count(res.get("storageGiB"))
+        count += new
+        storage += added
+        if res.get("degraded"):
+            degraded_claims += 1 if res.get("newClaim") else 0
+            degraded_storage += _count(res.get("storageGiB"))
+    return Recount(
+        usage=quotas.Usage(
+            observed=round(observed, 2),
+            reserved=round(reserved, 2),
+            claims=count,
+            storage_gib=storage,
+            degraded_claims=degraded_claims,
+            degraded_storage_gib=degraded_storage,
+        ),
+        billed=frozenset(billed),
+    )
+
+
+def reserved_since(held: Iterable[Reservation]) -> float:
+    """The oldest ``reservedAt`` of ``held`` as epoch seconds (inf when none)."""
+    return min((timestamps.from_rfc3339(r.get("reservedAt")) for r in held), default=math.inf)

@@ -1,0 +1,292 @@
+"""Claim status: each admitted claim carries the price its admission charged.
+
+The objects are the ledger (:mod:`dbquota.domain.reservations`): once a claim's status
+shows its price for its generation, every quota of its namespace counts it at that price
+and its reservation on the quota ends. This service writes that status — one
+``PATCH .../databaseclaims/<name>/status`` per claim generation, nothing else — on the
+leader (:class:`dbquota.services.leasing.LeaderElection`), driven by events, never by
+polling:
+
+- a claim appears (or its spec changes) without a price for its generation: it waits for
+  its reservation, which the quota's watch brings (the webhook wrote it before answering,
+  or a moment after when it admitted from escrow), then writes
+  ``estimatedMonthlyCost``, ``pricing``, ``reservedAt``, ``degraded`` and the
+  ``Admitted`` condition from it;
+- an UPDATE that added nothing has no reservation: after :data:`NO_HOLD_WAIT` the status
+  keeps its price and only moves ``observedGeneration`` (tools such as Argo CD read an
+  older one as "still progressing");
+- a claim in a namespace with no DatabaseQuota is priced at the current catalog
+  (``NoQuota``);
+- a claim that never gets a reservation is *adopted* by the reconciler, which then holds
+  one for it: that reservation is written here like any other.
+
+Writes run a few at a time beside everything else; each answer goes straight into the
+claim informer, and the namespace's quotas are marked dirty so the reconciler confirms
+the reservations. Called by the operator's start-up code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+from dbquota.adapters.kube import Informer
+from dbquota.domain import billing, conditions, pricing, reservations
+from dbquota.domain.resources import ClaimStatus, Reservation
+from dbquota.errors import KubeError, NotFound
+from dbquota.kits import timestamps
+
+logger = logging.getLogger(__name__)
+
+NO_HOLD_WAIT = 2.0
+"""Seconds a claim whose spec changed waits for a reservation before its status moves to
+the new generation at the old price (an UPDATE that added nothing has none)."""
+WORKERS = 16
+"""Status writes in flight at once."""
+RETRY_DELAY = 1.0
+"""Seconds before a failed status write is tried again."""
+
+
+def claim_status(
+    *,
+    ref: reservations.ClaimRef,
+    held: Sequence[Reservation],
+    quotas: Sequence[str],
+    snapshot: billing.BillingSnapshot,
+    now: float,
+) -> ClaimStatus | None:
+    """The status to write for ``ref``, from its reservations on the namespace's quotas;
+    None when it must wait for one.
+
+    With several quotas (each pricing at its own safety margin) the claim carries the
+    highest of their prices, so none of them counts it for less than it charged.
+    """
+    generation = ref.generation
+    mine = [
+        r for r in held if r.get("uid") == ref.uid and int(r.get("generation", 1)) >= generation
+    ]
+    if mine:
+        top = max(mine, key=lambda r: float(r.get("cost", 0.0)))
+        cost = round(max(float(r.get("cost", 0.0)) for r in mine), 2)
+        mode = str(top.get("pricing", "None"))
+        message = (
+            f"admitted at {cost:,.2f}/month ({mode} pricing) under DatabaseQuota "
+            + ", ".join(sorted({str(q) for q in quotas}))
+        )
+        return _status(
+            ref,
+            cost=cost,
+            mode=mode,
+            reserved_at=str(top.get("reservedAt", timestamps.to_rfc3339(now))),
+            degraded=any(bool(r.get("degraded")) for r in mine),
+            reason=f"{mode}Pricing" if mode in pricing.PRICING_MODES else "Admitted",
+            message=message,
+            now=now,
+        )
+    if not quotas:
+        estimate: tuple[float, str | None] = (0.0, None)
+        if ref.spec is not None:
+            estimate = pricing.estimate(claim=ref.spec, snapshot=snapshot, margin=1.0)
+        return _status(
+            ref,
+            cost=round(estimate[0], 2),
+            mode=estimate[1],
+            reserved_at=timestamps.to_rfc3339(now),
+            degraded=False,
+            reason="NoQuota",
+            message="admitted: the namespace has no DatabaseQuota",
+            now=now,
+        )
+    return None  # wait: for its reservation, or (an update that added nothing) for time
+
+
+def _status(
+    ref: reservations.ClaimRef,
+    *,
+    cost: float,
+    mode: str | None,
+    reserved_at: str,
+    degraded: bool,
+    reason: str,
+    message: str,
+    now: float,
+) -> ClaimStatus:
+    status = ClaimStatus(
+        observedGeneration=ref.generation,
+        estimatedMonthlyCost=cost,
+        reservedAt=reserved_at,
+        degraded=degraded,
+        conditions=[
+            conditions.Condition(
+                type="Admitted",
+                status="True",
+                reason=reason,
+                message=message,
+                lastTransitionTime=timestamps.to_rfc3339(now),
+                observedGeneration=ref.generation,
+            )
+        ],
+    )
+    if mode in pricing.PRICING_MODES:
+        status["pricing"] = mode
+    return status
+
+
+def _moved(ref: reservations.ClaimRef) -> ClaimStatus:
+    """The status of a claim whose spec changed and added nothing: same price, new generation."""
+    return ClaimStatus(observedGeneration=ref.generation)
+
+
+class StatusWriter(Protocol):
+    """Where claim statuses are written (:class:`dbquota.adapters.kube.Kube`)."""
+
+    async def patch_claim_status(
+        self, *, namespace: str, name: str, uid: str, status: ClaimStatus
+    ) -> dict[str, Any]:
+        """Merge-patch one claim's status; the object as written."""
+        ...
+
+
+class Publisher:
+    """Writes claim statuses on the leader; see the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        kube: StatusWriter,
+        claims: Informer[reservations.ClaimRef],
+        quotas: Informer[Any],
+        snapshot: Callable[[], billing.BillingSnapshot],
+        clock: Callable[[], float] = time.time,
+        leading: Callable[[], bool] = lambda: True,
+        on_published: Callable[[str], None] = lambda _: None,
+    ) -> None:
+        self._kube = kube
+        self._claims = claims
+        self._quotas = quotas
+        self._snapshot = snapshot
+        self._clock = clock
+        self._leading = leading
+        self._on_published = on_published
+        self._due: dict[tuple[str, str], float] = {}  # (namespace, name) -> monotonic due
+        self._writing: set[tuple[str, str]] = set()
+        self._first: dict[tuple[str, str], float] = {}  # when a changed spec was first seen
+        self._wake = asyncio.Event()
+        self.writes = 0
+        claims.add_listener(self._claim_changed)
+        quotas.add_listener(self._quota_changed)
+
+    def _claim_changed(
+        self,
+        namespace: str,
+        name: str,
+        before: reservations.ClaimRef | None,
+        after: reservations.ClaimRef | None,
+    ) -> None:
+        del before
+        if after is None:
+            self._due.pop((namespace, name), None)
+            self._first.pop((namespace, name), None)
+        elif not after.priced:
+            self._schedule(namespace, name, 0.0)
+
+    def _quota_changed(self, namespace: str, name: str, before: object, after: object) -> None:
+        del name, before, after
+        for key in [k for k in self._due if k[0] == namespace]:  # a reservation may be in
+            self._due[key] = min(self._due[key], time.monotonic())
+        self._wake.set()
+
+    def _schedule(self, namespace: str, name: str, delay: float) -> None:
+        due = time.monotonic() + delay
+        key = (namespace, name)
+        self._due[key] = min(self._due.get(key, due), due)
+        self._wake.set()
+
+    def resync(self) -> None:
+        """Look at every claim again (this replica just became the leader)."""
+        for namespace in self._claims.namespaces():
+            for ref in self._claims.in_namespace(namespace):
+                if not ref.priced:
+                    self._schedule(namespace, ref.name, 0.0)
+
+    async def run(self) -> None:
+        """Write due statuses while leading, :data:`WORKERS` at a time."""
+        running: set[asyncio.Task[None]] = set()
+        while True:
+            self._wake.clear()
+            delay = 1.0
+            if self._leading():
+                now = time.monotonic()
+                for key, due in sorted(self._due.items(), key=lambda kv: kv[1]):
+                    if len(running) >= WORKERS:
+                        break
+                    if due > now:
+                        delay = min(delay, due - now)
+                        break
+                    if key in self._writing:
+                        continue
+                    del self._due[key]
+                    self._writing.add(key)
+                    task = asyncio.create_task(self._publish(*key))
+                    running.add(task)
+                    task.add_done_callback(running.discard)
+                    task.add_done_callback(functools.partial(self._written, key))
+                    task.add_done_callback(lambda _: self._wake.set())
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._wake.wait()
+
+    def _written(self, key: tuple[str, str], _: object) -> None:
+        self._writing.discard(key)
+
+    def _holds(self, namespace: str) -> tuple[list[Reservation], list[str]]:
+        held: list[Reservation] = []
+        names: list[str] = []
+        for quota_ref in self._quotas.in_namespace(namespace):
+            name = str(getattr(quota_ref, "name", ""))
+            obj = self._quotas.get(namespace=namespace, name=name) or {}
+            names.append(name)
+            held.extend((obj.get("status") or {}).get("reservations") or [])
+        return held, names
+
+    async def _publish(self, namespace: str, name: str) -> None:
+        ref = self._claims.derived(namespace=namespace, name=name)
+        if ref is None or ref.priced:
+            return
+        held, quota_names = self._holds(namespace)
+        now = self._clock()
+        status = claim_status(
+            ref=ref, held=held, quotas=quota_names, snapshot=self._snapshot(), now=now
+        )
+        if status is None:
+            if ref.cost is not None:  # its spec changed: an update with nothing to reserve?
+                waited = time.monotonic() - self._first_seen(namespace, name)
+                if waited < NO_HOLD_WAIT:
+                    self._schedule(namespace, name, NO_HOLD_WAIT - waited)
+                    return
+                status = _moved(ref)
+            else:  # wait for the reservation (or the reconciler's adoption)
+                self._schedule(namespace, name, 5.0)
+                return
+        try:
+            written = await self._kube.patch_claim_status(
+                namespace=namespace, name=name, uid=ref.uid, status=status
+            )
+        except NotFound:
+            return
+        except KubeError as exc:
+            logger.warning("could not write DatabaseClaim %s/%s status: %s", namespace, name, exc)
+            self._schedule(namespace, name, RETRY_DELAY)
+            return
+        self.writes += 1
+        self._first.pop((namespace, name), None)
+        self._claims.put(written)
+        self._on_published(namespace)
+
+    def _first_seen(self, namespace: str, name: str) -> float:
+        return self._first.setdefault((namespace, name), time.monotonic())

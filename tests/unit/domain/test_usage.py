@@ -1,0 +1,192 @@
+"""Quota totals: read from the status, moved by admissions, recounted from the claims.
+
+Checks that junk in a status reads as zero; that adding a CREATE's reservation counts its
+cost, one claim and its storage, and an UPDATE's only its growth; that a recount counts a
+priced claim at its price until billing samples it after the charge, then at its billed
+cost (each cluster once), and an unpriced claim in the caps only; and two hypothesis
+properties that make the two writers agree:
+
+- the webhook's incremental totals (:func:`usage.add`) equal a recount from the objects
+  with the same reservations in flight, whatever claims, prices and reservations;
+- a reservation confirmed (its claim's status now shows the price) changes no total.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from dbquota.domain import billing, quotas, reservations, usage
+from dbquota.domain.resources import QuotaStatus, Reservation
+from dbquota.kits import timestamps
+
+T0 = timestamps.from_rfc3339("2026-11-27T09:00:00Z")
+STAMP = "2026-11-27T09:00:00Z"
+
+
+def claim(name: str, **fields: object) -> reservations.ClaimRef:
+    base: dict[str, object] = {
+        "name": name,
+        "uid": f"uid-{name}",
+        "cluster_id": f"ns/{name}",
+        "storage_gib": 100,
+        "reserved_at": T0,
+    }
+    base.update(fields)
+    return reservations.ClaimRef(**base)  # type: ignore[arg-type]
+
+
+def hold(
+    name: str, delta: float, *, storage: int = 50, new: bool = True, **extra: object
+) -> Reservation:
+    r = Reservation(
+        claim=name,
+        uid=f"uid-{name}",
+        generation=1,
+        cost=delta,
+        delta=delta,
+        storageGiB=storage,
+        newClaim=new,
+        reservedAt=STAMP,
+    )
+    r.update(extra)  # type: ignore[typeddict-item]
+    return r
+
+
+def test_junk_in_the_status_reads_as_zero() -> None:
+    got = usage.of_status({"spend": {"observed": "x", "reserved": -5}, "used": {"claims": None}})
+    assert got == quotas.Usage()
+    assert usage.of_status({}) == quotas.Usage()
+
+
+def test_adding_a_create_and_an_update() -> None:
+    status = QuotaStatus(
+        spend={"observed": 100.0, "reserved": 50.0, "remaining": 850.0},
+        used={"claims": 2, "storageGiB": 200},
+    )
+    after = usage.add(
+        status,
+        [hold("new", 200.0), hold("grown", 25.0, storage=10, new=False, generation=2)],
+        budget=1000.0,
+    )
+    assert after["spend"] == {"observed": 100.0, "reserved": 275.0, "remaining": 625.0}
+    assert after["used"] == {
+        "claims": 3,
+        "storageGiB": 260,
+        "degradedClaims": 0,
+        "degradedStorageGiB": 0,
+    }
+    assert [r["claim"] for r in after["reservations"]] == ["new", "grown"]
+
+
+def test_a_reservation_replaces_an_earlier_one_of_the_same_object() -> None:
+    first = usage.add(QuotaStatus(), [hold("a", 100.0)], budget=1000.0)
+    second = usage.add(first, [hold("a", 125.0, storage=60, generation=2)], budget=1000.0)
+    assert second["spend"]["reserved"] == 125.0
+    assert second["used"]["claims"] == 1
+    assert second["used"]["storageGiB"] == 60
+    assert len(second["reservations"]) == 1
+
+
+def cost(name: str, at: float, total: float = 170.0) -> billing.ClusterCost:
+    return billing.ClusterCost(cluster_id=f"ns/{name}", compute=total, storage=0.0, observed_at=at)
+
+
+def test_a_recount_counts_each_claim_once() -> None:
+    got = usage.recount(
+        claims=[
+            claim("fresh", cost=165.0),  # sampled before its charge: its price counts
+            claim("billed", cost=165.0),  # sampled after: its billed cost counts
+            claim("twin", cost=165.0, cluster_id="ns/billed"),  # same cluster: counted once
+            claim("unpriced"),  # in the caps only: its cost is in a reservation or escrow
+            claim("degraded", cost=10.0, degraded=True, storage_gib=30),
+        ],
+        held=[hold("coming", 40.0), hold("unpriced", 20.0)],
+        costs={"ns/fresh": cost("fresh", T0 - 30), "ns/billed": cost("billed", T0 + 2)},
+    )
+    assert got.billed == {"billed", "twin"}
+    assert got.usage == quotas.Usage(
+        observed=170.0,
+        reserved=165.0 + 10.0 + 40.0 + 20.0,
+        claims=6,
+        storage_gib=430 + 50,
+        degraded_claims=1,
+        degraded_storage_gib=30,
+    )
+
+
+@st.composite
+def worlds(
+    draw: st.DrawFn,
+) -> tuple[list[reservations.ClaimRef], list[Reservation], list[Reservation]]:
+    """Existing claims, reservations already counted, and new ones an admission adds."""
+    claims: list[reservations.ClaimRef] = []
+    counted: list[Reservation] = []
+    fresh: list[Reservation] = []
+    for i in range(draw(st.integers(min_value=0, max_value=12))):
+        name = f"c{i}"
+        kind = draw(st.sampled_from(("priced", "unpriced-held", "coming", "growing")))
+        storage = draw(st.integers(min_value=1, max_value=500))
+        price = round(draw(st.floats(min_value=0, max_value=5000)), 2)
+        target = fresh if draw(st.booleans()) else counted
+        if kind == "priced":
+            claims.append(claim(name, cost=price, priced_generation=1, storage_gib=storage))
+        elif kind == "unpriced-held":
+            claims.append(claim(name, storage_gib=storage))
+            counted.append(hold(name, price, storage=storage))
+        elif kind == "coming":
+            target.append(hold(name, price, storage=storage))
+        else:  # an UPDATE admitted, the object not updated yet
+            claims.append(claim(name, cost=price, priced_generation=1, storage_gib=storage))
+            growth = round(draw(st.floats(min_value=0, max_value=500)), 2)
+            more = draw(st.integers(min_value=0, max_value=100))
+            target.append(
+                hold(name, growth, storage=more, new=False, generation=2, cost=price + growth)
+            )
+    return claims, counted, fresh
+
+
+@given(worlds())
+def test_adding_reservations_equals_recounting_with_them(
+    world: tuple[list[reservations.ClaimRef], list[Reservation], list[Reservation]],
+) -> None:
+    claims, counted, fresh = world
+    before = usage.recount(claims=claims, held=counted, costs={}).usage
+    spend, used = usage.fields(before, budget=1e9)
+    status = QuotaStatus(spend=spend, used=used, reservations=counted)
+    added = usage.of_status(usage.add(status, fresh, budget=1e9))
+    recounted = usage.recount(claims=claims, held=counted + fresh, costs={}).usage
+    assert abs(added.reserved - recounted.reserved) < 0.01 * (1 + len(fresh))
+    assert (added.claims, added.storage_gib) == (recounted.claims, recounted.storage_gib)
+
+
+@given(worlds(), st.data())
+def test_confirming_a_reservation_changes_no_total(
+    world: tuple[list[reservations.ClaimRef], list[Reservation], list[Reservation]],
+    data: st.DataObject,
+) -> None:
+    claims, counted, _ = world
+    held = [r for r in counted if any(c.uid == r["uid"] for c in claims)]
+    if not held:
+        return
+    confirmed = data.draw(st.sampled_from(held))
+    if not confirmed.get("newClaim"):  # an UPDATE is confirmed once the object changed
+        claims = [
+            replace(c, generation=2, storage_gib=c.storage_gib + confirmed["storageGiB"])
+            if c.uid == confirmed["uid"]
+            else c
+            for c in claims
+        ]
+    before = usage.recount(claims=claims, held=counted, costs={}).usage
+    after_claims = [
+        replace(c, cost=confirmed["cost"], priced_generation=confirmed["generation"])
+        if c.uid == confirmed["uid"]
+        else c
+        for c in claims
+    ]
+    rest = [r for r in counted if r is not confirmed]
+    after = usage.recount(claims=after_claims, held=rest, costs={}).usage
+    assert abs(after.reserved - before.reserved) < 0.01
+    assert (after.claims, after.storage_gib) == (before.claims, before.storage_gib)

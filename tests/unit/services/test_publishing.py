@@ -1,0 +1,213 @@
+"""Claim statuses written from the reservations their admissions took.
+
+Checks, with informers fed by hand and a fake status writer: a claim whose reservation is
+on its quota gets its price, pricing, charge time and the ``Admitted`` condition in one
+write, and the namespace's quotas are told; a claim whose reservation is not there yet
+waits for the quota's watch to bring it (no polling of the apiserver); a claim in a
+namespace with no quota is priced at the catalog; a spec change that reserved nothing
+moves only ``observedGeneration``, after a short wait; with several quotas the claim
+carries the highest price; a standby writes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from dbquota.adapters.kube import CLAIMS, QUOTAS, Informer, Resource
+from dbquota.domain import billing, reservations
+from dbquota.domain.resources import ClaimStatus
+from dbquota.kits import timestamps
+from dbquota.services import publishing, reconciling
+
+STAMP = timestamps.to_rfc3339(time.time())
+PRICES = billing.PriceBook(
+    instance_hourly={"db.test": 0.0}, storage_gib_month=1.0, observed_at=time.time()
+)
+
+
+class Apiserver:
+    """Claim status writes, recorded; also a source for informers (fed by hand)."""
+
+    def __init__(self) -> None:
+        self.written: list[tuple[str, ClaimStatus]] = []
+
+    async def patch_claim_status(
+        self, *, namespace: str, name: str, uid: str, status: ClaimStatus
+    ) -> dict[str, Any]:
+        self.written.append((name, status))
+        return merged(namespace, name, status)
+
+    async def list(self, resource: Resource, *, namespace: str = "") -> dict[str, Any]:
+        raise AssertionError("fed by hand")
+
+    async def watch(
+        self, resource: Resource, *, namespace: str = "", version: str, seconds: int = 300
+    ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        nothing: list[tuple[str, dict[str, Any]]] = []
+        for event in nothing:
+            yield event
+        raise AssertionError("fed by hand")
+
+
+OBJECTS: dict[tuple[str, str], dict[str, Any]] = {}
+
+
+def claim(name: str, *, generation: int = 1, **status: object) -> dict[str, Any]:
+    obj = {
+        "metadata": {
+            "name": name,
+            "namespace": "ns",
+            "uid": f"uid-{name}",
+            "generation": generation,
+            "resourceVersion": str(generation * 10),
+            "creationTimestamp": STAMP,
+        },
+        "spec": {"engine": "postgres", "instanceClass": "db.test", "storageGiB": 40},
+        "status": status,
+    }
+    OBJECTS[("ns", name)] = obj
+    return copy.deepcopy(obj)
+
+
+def merged(namespace: str, name: str, status: ClaimStatus) -> dict[str, Any]:
+    obj = copy.deepcopy(OBJECTS[(namespace, name)])
+    obj["status"] = {**obj.get("status", {}), **status}
+    obj["metadata"]["resourceVersion"] = str(int(obj["metadata"]["resourceVersion"]) + 1)
+    OBJECTS[(namespace, name)] = obj
+    return copy.deepcopy(obj)
+
+
+def quota(name: str, *held: dict[str, Any], rv: int = 1) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": name,
+            "namespace": "ns",
+            "uid": f"q-{name}",
+            "resourceVersion": str(rv),
+        },
+        "spec": {"monthlyBudget": 1000},
+        "status": {"reservations": list(held)},
+    }
+
+
+def hold(name: str, cost: float, *, generation: int = 1, pricing: str = "Live") -> dict[str, Any]:
+    return {
+        "claim": name,
+        "uid": f"uid-{name}",
+        "generation": generation,
+        "cost": cost,
+        "delta": cost,
+        "storageGiB": 40,
+        "pricing": pricing,
+        "newClaim": True,
+        "reservedAt": STAMP,
+    }
+
+
+class World:
+    def __init__(self, *, leading: bool = True) -> None:
+        self.api = Apiserver()
+        self.claims: Informer[reservations.ClaimRef] = Informer(
+            self.api, CLAIMS, derive=reservations.claim_ref
+        )
+        self.quotas: Informer[reconciling.QuotaRef] = Informer(
+            self.api, QUOTAS, derive=reconciling.quota_ref, keep_objects=True
+        )
+        self.published: list[str] = []
+        self.publisher = publishing.Publisher(
+            kube=self.api,
+            claims=self.claims,
+            quotas=self.quotas,
+            snapshot=lambda: billing.BillingSnapshot(prices=PRICES, highest=PRICES),
+            leading=lambda: leading,
+            on_published=self.published.append,
+        )
+
+    async def settle(self, seconds: float = 0.1) -> None:
+        task = asyncio.create_task(self.publisher.run())
+        await asyncio.sleep(seconds)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+
+@pytest.fixture(autouse=True)
+def quick(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(publishing, "NO_HOLD_WAIT", 0.1)
+    OBJECTS.clear()
+
+
+async def test_a_claim_gets_the_price_its_reservation_holds() -> None:
+    world = World()
+    world.quotas.put(quota("q", hold("a", 40.0)))
+    world.claims.put(claim("a"))
+    await world.settle()
+    ((name, status),) = world.api.written
+    assert name == "a"
+    assert (status["estimatedMonthlyCost"], status.get("pricing")) == (40.0, "Live")
+    assert (status["observedGeneration"], status["reservedAt"]) == (1, STAMP)
+    (admitted,) = status["conditions"]
+    assert (admitted["type"], admitted["status"], admitted["reason"]) == (
+        "Admitted",
+        "True",
+        "LivePricing",
+    )
+    assert world.published == ["ns"]
+    ref = world.claims.derived(namespace="ns", name="a")
+    assert ref is not None
+    assert ref.priced
+
+
+async def test_a_claim_waits_for_its_reservation_to_arrive_by_watch() -> None:
+    world = World()
+    world.quotas.put(quota("q"))
+    world.claims.put(claim("a"))  # admitted from escrow: the reservation comes a moment later
+    task = asyncio.create_task(world.publisher.run())
+    await asyncio.sleep(0.1)
+    assert world.api.written == []
+    world.quotas.put(quota("q", hold("a", 40.0), rv=2))
+    await asyncio.sleep(0.1)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert [name for name, _ in world.api.written] == ["a"]
+
+
+async def test_a_claim_with_no_quota_is_priced_at_the_catalog() -> None:
+    world = World()
+    world.claims.put(claim("a"))
+    await world.settle()
+    ((_, status),) = world.api.written
+    assert status["estimatedMonthlyCost"] == 40.0
+    assert status["conditions"][0]["reason"] == "NoQuota"
+
+
+async def test_a_spec_change_that_reserved_nothing_moves_only_the_generation() -> None:
+    world = World()
+    world.quotas.put(quota("q"))
+    world.claims.put(claim("a", generation=2, estimatedMonthlyCost=40.0, observedGeneration=1))
+    await world.settle(0.3)
+    ((_, status),) = world.api.written
+    assert status == {"observedGeneration": 2}
+
+
+async def test_with_several_quotas_the_claim_carries_the_highest_price() -> None:
+    world = World()
+    world.quotas.put(quota("a-quota", hold("a", 40.0)))
+    world.quotas.put(quota("b-quota", hold("a", 48.0, pricing="Conservative")))
+    world.claims.put(claim("a"))
+    await world.settle()
+    ((_, status),) = world.api.written
+    assert (status["estimatedMonthlyCost"], status.get("pricing")) == (48.0, "Conservative")
+
+
+async def test_a_standby_writes_nothing() -> None:
+    world = World(leading=False)
+    world.quotas.put(quota("q", hold("a", 40.0)))
+    world.claims.put(claim("a"))
+    await world.settle()
+    assert world.api.written == []
