@@ -13,8 +13,9 @@ control plane requires the apiserver's webhook client certificate):
   RSS grew by less than 100 MiB;
 - a request without a client certificate gets no HTTP answer at all (the TLS handshake
   refuses it);
-- a flood of forged CREATE reviews without a client certificate reserves nothing on a
-  quota, while a real ``kubectl create`` of a claim is admitted and reserved.
+- a flood of forged CREATE reviews without a client certificate never reaches admission
+  (the operator counts no decision) and reserves nothing on a quota, while a real
+  ``kubectl create`` of a claim is admitted and counted on it.
 """
 
 from __future__ import annotations
@@ -33,9 +34,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from e2e import scraping
 from e2e.conftest import Cluster, Kubectl, OperatorProcess
 from e2e.test_crds import claim
-from e2e.test_enforcement import live_quota, review, status
+from e2e.test_enforcement import claim_status, live_quota, review, status
 from e2e.waiting import wait_for
 
 FUZZ_EXAMPLES = 2000
@@ -308,22 +310,33 @@ def test_a_request_without_a_client_certificate_gets_no_http_answer(
     assert raw_exchange(with_certificate, operator.webhook_port, body).startswith(b"HTTP/1.1 200")
 
 
+def decisions(op: OperatorProcess) -> float:
+    """Admission decisions the operator has counted so far (every review that reached it)."""
+    text = httpx.get(f"http://127.0.0.1:{op.metrics_port}/metrics", timeout=5).text
+    return scraping.total(scraping.samples(text), "dbquota_admission_decisions_total")
+
+
 def test_forged_creates_without_a_client_certificate_reserve_nothing(
     cluster: Cluster, kubectl: Kubectl, operator: OperatorProcess, namespace: str
 ) -> None:
     needs_client_certificates(cluster)
     live_quota(kubectl, namespace, "guarded", monthlyBudget=1_000_000)
     ctx = webhook_context(cluster, operator, client=False)
+    before = decisions(operator)
     answers = [
         raw_exchange(ctx, operator.webhook_port, json.dumps(review(namespace, f"f{i}")).encode())
         for i in range(200)
     ]
     assert answers == [b""] * 200
+    assert decisions(operator) == before  # not one reached admission
+    quiet = status(kubectl, namespace, "guarded")
+    assert quiet.get("reservations", []) == []
+    assert quiet["spend"]["reserved"] == 0
     kubectl.apply(claim(namespace, name="real"))
-    held = wait_for(
-        lambda: status(kubectl, namespace, "guarded").get("reservations"),
-        what="the real claim's reservation",
+    cost = claim_status(kubectl, namespace, "real")["estimatedMonthlyCost"]
+    settled = wait_for(
+        lambda: (got := status(kubectl, namespace, "guarded"))["used"]["claims"] == 1 and got,
+        what="the quota to count the real claim",
     )
-    assert [r["claim"] for r in held] == ["real"]
-    spend = status(kubectl, namespace, "guarded")["spend"]
-    assert spend["reserved"] == pytest.approx(held[0]["cost"], abs=0.01)
+    assert settled["spend"]["reserved"] == pytest.approx(cost, abs=0.01)
+    assert decisions(operator) == before + 1
