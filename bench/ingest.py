@@ -8,8 +8,8 @@ measures, each mode in its own child process so that peak RSS is per mode:
 
 - ``bulk``         dbquota's sync through the bulk listing (pages of --page-size)
 - ``per-cluster``  dbquota's sync with per-cluster fetches (bounded concurrency, coalesced)
-- ``naive``        the seed's way: sequential awaits on one httpx client, then for every
-                   row a new sqlite3 connection, INSERT OR REPLACE and commit
+- ``naive``        a straightforward client: sequential awaits on one httpx client, then
+                   for every row a new sqlite3 connection, INSERT OR REPLACE and commit
 
 and, separately, the cache's write rate: one ``write_sync`` of the bulk run's clusters
 (latest + history + prices + journal rows) into a fresh file. It runs twice: on bare
@@ -111,7 +111,7 @@ async def run_dbquota(
 
 
 async def run_naive(url: str, path: Path, n: int) -> dict[str, Any]:
-    """The seed's ResilientBillingClient's data path, without its breaker."""
+    """A straightforward client's data path, for comparison (no breaker, no batching)."""
     with sqlite3.connect(path) as conn:
         conn.execute(
             "CREATE TABLE IF NOT EXISTS billing_cache (cluster_id TEXT PRIMARY KEY, "

@@ -3,8 +3,9 @@
 Checks defaults (currency, enforcement, degradation policy, replicas), and that each kind
 of invalid object is refused by the OpenAPI schema or a CEL rule with a message naming
 the field: negative budget, unknown policy or enforcement, missing instanceClass, storage
-out of range, bad currency and duration, StrictCap without a cap, a changed clusterId.
-Also checks that ``kubectl get`` prints the columns PRODUCT.md promises. No operator runs
+out of range, bad currency and duration, StrictCap without a cap, alert thresholds out of
+range, repeated, unsorted or too many, a changed clusterId.
+Also checks that ``kubectl get`` prints the columns the README promises. No operator runs
 here: this is the API contract alone.
 """
 
@@ -64,6 +65,12 @@ INVALID_QUOTAS = [
         {"degradation": {"policy": "StrictCap", "strictCap": {}}},
         "strictCap needs claims, storageGiB or both",
     ),
+    ({"alerts": {"thresholds": [80, 50]}}, "thresholds must be in ascending order"),
+    ({"alerts": {"thresholds": [50, 50]}}, "spec.alerts.thresholds[1]: Duplicate value: 50"),
+    ({"alerts": {"thresholds": [0]}}, "spec.alerts.thresholds[0]"),
+    ({"alerts": {"thresholds": [1001]}}, "spec.alerts.thresholds[0]"),
+    ({"alerts": {"thresholds": [12.5]}}, "spec.alerts.thresholds[0]"),
+    ({"alerts": {"thresholds": list(range(1, 12))}}, "must have at most 10 items"),
 ]
 
 

@@ -4,7 +4,9 @@ The demo starts its own control plane, billing simulator and operator, and check
 step it narrates (it exits non-zero when one does not behave); this test runs it as a
 subprocess and asserts that it passed and that the key moments show in its output: the
 over-budget denial with its message, the breaker Open and degraded, the conservative
-price with kubectl's warning, the single probes and the breaker Closed again. On a
+price with kubectl's warning, the single probes and the breaker Closed again (as
+``kubectl events`` prints them), and ``kubectl describe`` with a budget alert and a
+repeated Event shown once with its count. On a
 timeout the demo gets SIGINT first, so that it tears everything down.
 """
 
@@ -55,16 +57,23 @@ def test_make_demo_tells_the_whole_story() -> None:
         r"[\d,.]+ \(observed [\d,.]+ \+ reserved [\d,.]+ \+ this claim [\d,.]+; prices live\)",
         # the outage: Open and degraded, as kubectl get databasequotas shows it
         r"team-a\s+5000\s+[\d.]+\s+[\d.]+\s+Open\s+true",
-        r"CircuitOpen\s+billing circuit breaker Closed -> Open: 2 consecutive failures",
+        r"CircuitOpen\s+DatabaseQuota/team-a\s+billing circuit breaker Closed -> Open: 2 "
+        r"consecutive failures",
         # a claim priced conservatively, with kubectl's warning
         r"Warning: billing degraded \(circuit Open\): policy Conservative, priced "
         r"conservatively at highest known prices x 1\.2",
         r"search\s+mysql\s+db\.m6g\.large\s+200\s+2\s+[\d.]+\s+Conservative",
         # one probe per recovery timeout, then the probe that closes the breaker
-        r"CircuitOpen\s+billing circuit breaker HalfOpen -> Open: probe failed",
-        r"CircuitClosed\s+billing circuit breaker HalfOpen -> Closed: probe succeeded",
+        r"CircuitOpen\s+DatabaseQuota/team-a\s+billing circuit breaker HalfOpen -> Open: probe "
+        r"failed",
+        r"CircuitClosed\s+DatabaseQuota/team-a\s+billing circuit breaker HalfOpen -> Closed: "
+        r"probe succeeded",
         r"first request after recovery: \+[\d.]+s, 1 GET /pricing",
         r"team-a\s+5000\s+[\d.]+\s+[\d.]+\s+Closed\s+false",
+        # kubectl describe: a budget alert, and a repeated Event shown once with its count
+        r"Warning\s+BudgetThresholdCrossed\s+\S+\s+dbquota\.io/operator\s+spend reached 10% "
+        r"of the monthly budget",
+        r"Warning\s+CircuitOpen\s+\S+ \(x\d+ over \S+\)\s+dbquota\.io/operator",
         r"Tear down",
     ]
     missing = [pattern for pattern in expected if not re.search(pattern, out)]

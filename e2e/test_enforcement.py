@@ -11,7 +11,8 @@ AdmissionReviews in parallel to two operator processes sharing one quota that fi
 10 admit exactly 10; 100 parallel ``kubectl create`` never push reserved + observed over
 the budget). Then, during a simulator outage: the breaker opens and the quota says so,
 and each degradation policy (Conservative, StrictCap, FailClosed, FailOpen) decides as
-PRODUCT.md says, with a warning naming the policy; after recovery the breaker closes.
+the README's policy table says, with a warning naming the policy (a Conservative price
+shows in the quota's fallback hit rate); after recovery the breaker closes.
 A claim counts at its price until billing shows it, then at its billed cost; deleting it
 gives its budget back.
 """
@@ -475,6 +476,11 @@ class TestOutage:
         assert got["pricing"] == "Conservative"
         # at least the live price x 1.2 (highest known >= current)
         assert got["estimatedMonthlyCost"] >= LIVE_COST[-1] * 1.2 - 0.05
+        # the decision counts in the fallback hit rate the quota's status shows
+        wait_for(
+            lambda: status(kubectl, namespace, "q").get("billing", {}).get("fallbackHitRate", 0),
+            what="a fallback hit rate above 0 in the quota's status",
+        )
 
     def test_strict_cap_admits_its_allowance_then_denies(
         self, kubectl: Kubectl, namespace: str

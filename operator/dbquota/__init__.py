@@ -1,6 +1,7 @@
 """dbquota: Kubernetes database cost quotas that stay enforced when billing APIs fail.
 
-The package is layered (checked by import-linter, see ``pyproject.toml``):
+The package is layered (checked by import-linter, see ``pyproject.toml``;
+``docs/architecture.md`` gives each module's room and the paths of a review and a sync):
 
 - ``handlers``  thin kopf adapters: the only place besides ``cli`` that imports kopf
 - ``services``  ingestion loop, reservation and reconciliation: orchestrates I/O

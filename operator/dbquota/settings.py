@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -255,7 +254,9 @@ class WebhookSettings:
 
 @dataclass(frozen=True, kw_only=True)
 class EnforcementSettings:
-    """How admission decides where PRODUCT.md leaves a choice."""
+    """Choices of admission that are the operator's, not a quota's: namespaces without a
+    quota, how long a reservation waits for its claim, how many may be in flight, how
+    often statuses are refreshed, and the escrow share."""
 
     no_quota: NoQuotaPolicy = _knob(
         "Admit",
@@ -422,10 +423,3 @@ def from_namespace(ns: argparse.Namespace) -> Settings:
 
     settings: Settings = build(Settings, ())
     return settings
-
-
-def from_environ(environ: Mapping[str, str] | None = None) -> Settings:
-    """Settings from the environment alone (no flags): used by tests and tools."""
-    parser = argparse.ArgumentParser()
-    add_arguments(parser, os.environ if environ is None else environ)
-    return from_namespace(parser.parse_args([]))

@@ -1,14 +1,15 @@
 """The image's entrypoint plus the chart's arguments make a command that ``dbquota`` accepts.
 
-No Docker engine exists on the development machines, so the image is never built here;
-instead the Dockerfile's ``ENTRYPOINT`` is read, checked to be ``dbquota run`` (a console
-script this package installs), and run with ``--help``; then, for every variant of the
-matrix, the container's arguments are parsed by ``dbquota.cli.build_parser()``, so a flag
-the chart passes that the operator lacks fails here, and the parsed settings are checked
-against the values that produced them; the webhook client CA is mounted where
-``--webhook-client-ca`` reads it, from a ConfigMap or a Secret (not both), with its
-allowed names, and nothing is asked for without one. Also checks the Dockerfile's non-negotiables:
-multi-stage, a numeric non-root user, and the port numbers the chart expects.
+These checks need no container engine (``e2e/test_image.py`` builds the image with podman
+and runs it as the chart does): the Dockerfile's ``ENTRYPOINT`` is read, checked to be
+``dbquota run`` (a console script this package installs), and run with ``--help``; then,
+for every variant of the matrix, the container's arguments are parsed by
+``dbquota.cli.build_parser()``, so a flag the chart passes that the operator lacks fails
+here, and the parsed settings are checked against the values that produced them; the
+webhook client CA is mounted where ``--webhook-client-ca`` reads it, from a ConfigMap or a
+Secret (not both), with its allowed names, and nothing is asked for without one. Also
+checks the Dockerfile's non-negotiables: multi-stage on one slim base (by default; the
+``BASE`` build argument), a numeric non-root user, and the port numbers the chart expects.
 """
 
 from __future__ import annotations
@@ -160,11 +161,22 @@ def test_a_client_ca_from_both_a_config_map_and_a_secret_is_refused(
         render({"webhook": {"clientCA": {"configMapName": "a", "secretName": "b"}}})
 
 
+def stage_images(text: str) -> list[str]:
+    """Each stage's image as a build without ``--build-arg`` sees it: ``${NAME}`` replaced
+    by the default of the ``ARG NAME=...`` declared before the first ``FROM``."""
+    preamble = text.split("\nFROM", 1)[0]
+    defaults = dict(re.findall(r"^ARG\s+(\w+)=(\S+)", preamble, flags=re.MULTILINE))
+    stages = re.findall(r"^FROM\s+(\S+)", text, flags=re.MULTILINE)
+    return [re.sub(r"\$\{(\w+)\}", lambda m: defaults[m[1]], image) for image in stages]
+
+
 def test_dockerfile_is_multi_stage_with_a_numeric_non_root_user() -> None:
     text = DOCKERFILE.read_text()
-    stages = re.findall(r"^FROM\s+(\S+)", text, flags=re.MULTILINE)
+    stages = stage_images(text)
     assert len(stages) >= 2
     assert all("slim" in image for image in stages)
+    # The virtual environment copied from the builder links to the base's interpreter.
+    assert len(set(re.findall(r"^FROM\s+(\S+)", text, flags=re.MULTILINE))) == 1
     (user,) = re.findall(r"^USER\s+(\S+)", text, flags=re.MULTILINE)
     uid = user.split(":")[0]
     assert uid.isdigit()

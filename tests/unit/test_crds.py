@@ -1,9 +1,10 @@
 """The CRD files: every printer column points at a path that exists in the schema.
 
 A column whose jsonPath names no schema field prints an empty cell forever; this catches
-typos without a cluster. Also checks the API contract's field names exist, and that every
-schema node holds only OpenAPI keywords (an unquoted comma in a YAML flow mapping turns
-the rest of a description into a stray key, which a strict ``kubectl create`` refuses).
+typos without a cluster. Also checks that the status fields the README's API tables
+document exist, and that every schema node holds only OpenAPI keywords (an unquoted comma
+in a YAML flow mapping turns the rest of a description into a stray key, which a strict
+``kubectl create`` refuses).
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ def test_quota_schema_has_the_product_contract_fields() -> None:
         "spec.degradation.maxStaleness",
         "spec.degradation.safetyMargin",
         "spec.degradation.strictCap.claims",
+        "spec.alerts.thresholds",
         "status.observedGeneration",
         "status.spend.observed",
         "status.spend.reserved",
@@ -65,6 +67,7 @@ def test_quota_schema_has_the_product_contract_fields() -> None:
         "status.billing.stalenessSeconds",
         "status.billing.fallbackHitRate",
         "status.billing.consecutiveFailures",
+        "status.alerts.reached",
         "status.conditions",
     ]:
         assert schema_has(schema, path), path

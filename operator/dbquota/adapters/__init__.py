@@ -1,1 +1,3 @@
-"""adapters layer of dbquota (see STYLE.md for the layering)."""
+"""Adapters: one third-party client each (httpx, aiosqlite, kubernetes-asyncio,
+prometheus-client), mutually independent, turning foreign errors into ours. Layers and
+each module's room: ``docs/architecture.md``."""

@@ -2,10 +2,10 @@
 
 One :class:`HttpBillingProvider` per process holds ``max_concurrency`` keep-alive
 connections (one small ``httpx.AsyncClient`` each, lent out through a queue, which is also
-the concurrency bound; separate connect and read timeouts) and a client-side rate limit
-(aiolimiter). Each method makes exactly one
-request; retries, the circuit breaker and coalescing are the caller's
-(:mod:`dbquota.services.ingesting`). Every foreign error leaves as a :mod:`dbquota.errors`
+the concurrency bound; separate connect and read timeouts). Each method makes exactly one
+request; retries, the circuit breaker, the client-side rate limit and call metrics are
+the :class:`~dbquota.services.guarding.GuardedProvider`'s that wraps it, coalescing is
+the ingestion worker's. Every foreign error leaves as a :mod:`dbquota.errors`
 type (``raise … from exc``)::
 
     timeout, connection error, 5xx  -> BillingUnavailable
@@ -35,7 +35,6 @@ import math
 import urllib.parse
 from typing import Annotated, Any
 
-import aiolimiter
 import httpx
 import msgspec
 
@@ -129,7 +128,8 @@ def parse_retry_after(value: str | None, *, now: float) -> float | None:
 
 
 class HttpBillingProvider:
-    """The provider API of PRODUCT.md over HTTP."""
+    """The billing provider's HTTP API (``docs/simulator.md`` documents it), as a
+    :class:`~dbquota.services.providers.BillingProvider`."""
 
     def __init__(
         self,
@@ -166,7 +166,6 @@ class HttpBillingProvider:
         self._idle: asyncio.Queue[httpx.AsyncClient] = asyncio.Queue()
         for client in self._clients:
             self._idle.put_nowait(client)
-        self._limiter = aiolimiter.AsyncLimiter(cfg.rate_limit, 1.0) if cfg.rate_limit > 0 else None
 
     def refresh_credentials(self) -> None:
         """Re-read the token file (called before every sync, so rotation needs no restart)."""
@@ -296,8 +295,6 @@ class HttpBillingProvider:
         headers = {"Authorization": f"Bearer {self._token}"} if self._token else None
         client = await self._idle.get()
         try:
-            if self._limiter is not None:
-                await self._limiter.acquire()
             return await client.get(path, params=params, headers=headers)
         except httpx.TimeoutException as exc:
             raise errors.BillingUnavailable(f"{what}: timed out ({type(exc).__name__})") from exc

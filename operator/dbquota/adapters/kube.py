@@ -34,9 +34,8 @@ import msgspec
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.config.config_exception import ConfigException
 
-from dbquota.domain.resources import ClaimStatus, QuotaObject
+from dbquota.domain.resources import ClaimStatus, Event, EventSeries, QuotaObject
 from dbquota.errors import Conflict, KubeError, NotFound
-from dbquota.kits import timestamps
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +78,7 @@ QUOTAS = Resource("dbquota.io", "v1alpha1", "databasequotas", "DatabaseQuota")
 CLAIMS = Resource("dbquota.io", "v1alpha1", "databaseclaims", "DatabaseClaim")
 LEASES = Resource("coordination.k8s.io", "v1", "leases", "Lease")
 EVENTS = Resource("", "v1", "events", "Event")
+EVENTS_V1 = Resource("events.k8s.io", "v1", "events", "Event")
 WEBHOOKS = Resource(
     "admissionregistration.k8s.io",
     "v1",
@@ -321,41 +321,22 @@ class Kube:
             CLAIMS, namespace=namespace, name=name, body=body, subresource="status"
         )
 
-    async def post_event(
-        self,
-        *,
-        namespace: str,
-        kind: str,
-        name: str,
-        uid: str,
-        type_: str,
-        reason: str,
-        message: str,
-        api_version: str = QUOTAS.api_version,
+    async def create_event(self, *, namespace: str, event: Event) -> Event:
+        """Create an ``events.k8s.io/v1`` Event (``Conflict`` when its name is taken)."""
+        return cast(Event, await self.create(EVENTS_V1, namespace=namespace, body=event))
+
+    async def patch_event_series(
+        self, *, namespace: str, name: str, series: EventSeries, note: str
     ) -> None:
-        """Record a core/v1 Event on an object (``kubectl describe`` shows it)."""
-        now = timestamps.now()
-        event = {
-            "apiVersion": "v1",
-            "kind": "Event",
-            "metadata": {"generateName": f"{name}.", "namespace": namespace},
-            "involvedObject": {
-                "apiVersion": api_version,
-                "kind": kind,
-                "name": name,
-                "namespace": namespace,
-                "uid": uid,
-            },
-            "type": type_,
-            "reason": reason,
-            "message": message[:1024],
-            "source": {"component": "dbquota"},
-            "reportingComponent": "dbquota.io/operator",
-            "firstTimestamp": now,
-            "lastTimestamp": now,
-            "count": 1,
-        }
-        await self.create(EVENTS, namespace=namespace, body=event)
+        """Update an Event's ``series`` and note (``NotFound`` when it is gone).
+
+        Through the core/v1 view of the same object: ``events.k8s.io/v1`` refuses any
+        change of ``note`` on update ("field is immutable"), core/v1 validates only its
+        legacy rules, and client-go's ``tools/record`` aggregator patches ``message`` and
+        ``count`` the same way.
+        """
+        body = {"series": dict(series), "message": note}
+        await self.patch(EVENTS, namespace=namespace, name=name, body=body)
 
     async def apply_validating_webhook_configuration(self, body: Mapping[str, Any]) -> None:
         """Create or update a ValidatingWebhookConfiguration by server-side apply (field

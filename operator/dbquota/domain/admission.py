@@ -12,7 +12,8 @@
 - an admitted request that adds cost or storage holds a reservation
   (:func:`dbquota.domain.reservations.hold`), draws ``take`` on the quota's room, and leaves
   ``room``; ``escrow_ok`` says whether a replica may admit it from its escrow without a
-  write (CREATEs only, and never StrictCap's degraded allowance).
+  write (CREATEs only, and under degraded billing only if the policy's rule allows it:
+  :attr:`dbquota.domain.policies.Rule.escrow`; StrictCap's allowance does not).
 
 The reservation service calls it for every request, inside a compare-and-swap round or
 against its escrow; nothing here does I/O or reads a clock.
@@ -23,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
-from dbquota.domain import billing, claims, escrow, quotas, reservations, verdicts
+from dbquota.domain import billing, claims, escrow, policies, quotas, reservations, verdicts
 from dbquota.domain.resources import Reservation
 
 
@@ -132,7 +133,7 @@ def admit(
         room=escrow.free(quota=quota, usage=counted).minus(take),
         escrow_ok=request.creating
         and previous is None
-        and not (decision.degraded and quota.policy == "StrictCap"),
+        and (decision.policy is None or policies.RULES[decision.policy].escrow),
     )
 
 

@@ -87,7 +87,13 @@ class PriceBook:
 
 @dataclass(frozen=True, kw_only=True)
 class BillingHealth:
-    """How far the billing data can be trusted right now: published to every quota status."""
+    """How far the billing data can be trusted right now: published to every quota status.
+
+    Whether that makes billing *degraded* for a quota is decided in one place only,
+    :func:`dbquota.domain.degradation.assess`. The ingestion worker keeps every field but
+    ``fallback_hit_rate``, which admission measures (:mod:`dbquota.services.fallbacks`)
+    and puts in before the status is written.
+    """
 
     circuit_state: CircuitState = "Closed"
     last_success: float | None = None
@@ -101,10 +107,6 @@ class BillingHealth:
     def staleness(self, *, now: float) -> float:
         """Seconds since the last successful sync; infinity when there never was one."""
         return math.inf if self.last_success is None else max(0.0, now - self.last_success)
-
-    def degraded(self, *, now: float, max_staleness: float) -> bool:
-        """Whether live pricing cannot be trusted: breaker not Closed, or data too old."""
-        return self.circuit_state != "Closed" or self.staleness(now=now) > max_staleness
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -120,12 +122,3 @@ class BillingSnapshot:
     prices: PriceBook | None = None
     highest: PriceBook | None = None
     costs: Mapping[str, ClusterCost] = field(default_factory=dict)
-
-    def fresh_cost(
-        self, cluster_id: str, *, now: float, max_staleness: float
-    ) -> ClusterCost | None:
-        """The cluster's cost if it was observed within ``max_staleness`` seconds, else None."""
-        cost = self.costs.get(cluster_id)
-        if cost is None or now - cost.observed_at > max_staleness:
-            return None
-        return cost

@@ -2,18 +2,23 @@
 
 A condition is ``type/status/reason/message/lastTransitionTime/observedGeneration``;
 ``lastTransitionTime`` changes only when ``status`` flips. Reasons are one CamelCase word,
-messages are for people. Pure functions over plain dicts (the shape the API stores).
+messages are for people. Pure functions over plain dicts (the shape the API stores); the
+caller passes the time, formatted by :mod:`dbquota.kits.timestamps`.
 """
 
 from __future__ import annotations
 
-import datetime
 from collections.abc import Iterable, Sequence
 from typing import Literal, TypedDict
 
 Status = Literal["True", "False", "Unknown"]
 
-QUOTA_TYPES: tuple[str, ...] = ("Ready", "BillingAvailable", "BudgetExceeded")
+QUOTA_TYPES: tuple[str, ...] = (
+    "Ready",
+    "BillingAvailable",
+    "BudgetExceeded",
+    "BudgetThresholdReached",
+)
 
 
 class Condition(TypedDict):
@@ -27,11 +32,6 @@ class Condition(TypedDict):
     observedGeneration: int
 
 
-def now() -> str:
-    """The current UTC time in the RFC 3339 form the API server stores."""
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
 def set_condition(
     current: Sequence[Condition],
     *,
@@ -43,36 +43,20 @@ def set_condition(
     now: str,
 ) -> list[Condition]:
     """Return ``current`` with ``type_`` set; its transition time moves only on a flip."""
-    result: list[Condition] = []
-    found = False
-    for cond in current:
-        if cond["type"] != type_:
-            result.append(cond)
-            continue
-        found = True
-        flipped = cond["status"] != status
-        result.append(
-            Condition(
-                type=type_,
-                status=status,
-                reason=reason,
-                message=message,
-                lastTransitionTime=now if flipped else cond["lastTransitionTime"],
-                observedGeneration=generation,
-            )
-        )
-    if not found:
-        result.append(
-            Condition(
-                type=type_,
-                status=status,
-                reason=reason,
-                message=message,
-                lastTransitionTime=now,
-                observedGeneration=generation,
-            )
-        )
-    return result
+    old = next((c for c in current if c["type"] == type_), None)
+    updated = Condition(
+        type=type_,
+        status=status,
+        reason=reason,
+        message=message,
+        lastTransitionTime=now
+        if old is None or old["status"] != status
+        else old["lastTransitionTime"],
+        observedGeneration=generation,
+    )
+    if old is None:
+        return [*current, updated]
+    return [updated if c["type"] == type_ else c for c in current]
 
 
 def initial(

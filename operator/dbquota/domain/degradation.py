@@ -1,13 +1,15 @@
 """Whether billing data is degraded for one quota, why, and how healthy data is served.
 
-Billing is *degraded* for a quota when any of these holds (PRODUCT.md, behaviour 5):
+This is the one definition of *degraded* (README, "How admission decides, and how it
+degrades"): admission decisions and quota status both ask :func:`assess`. Billing is
+degraded for a quota when any of these holds:
 
 - the circuit breaker is not Closed (Open, or HalfOpen while its one probe decides);
 - the last successful sync is older than the quota's ``maxStaleness`` (or there never was
   one);
 - there are no prices (no catalog, or an empty one).
 
-While degraded, the quota's policy decides (see :func:`dbquota.domain.verdicts.decide`).
+While degraded, the quota's policy decides (:mod:`dbquota.domain.policies`).
 When not degraded, prices are ``Live`` if the last sync succeeded and ``Cached`` if the
 latest syncs failed but the cache is still within ``maxStaleness``.
 

@@ -27,7 +27,8 @@ default class, unpriced) at the dearest known class; None when no requests price
 known at all, which the caller treats like "no prices".
 
 :data:`PricingMode` is what ``status.pricing`` of a claim shows. Called by
-:mod:`dbquota.domain.verdicts`. Pure: no I/O.
+:mod:`dbquota.domain.quotes` (the price of one admission request) and by the status
+writers (:func:`estimate`). Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -193,11 +194,6 @@ def growth_cost(
         low=low.storage_gib_month,
     )
     return max(0.0, compute + storage)
-
-
-def update_delta(*, new: float, old: float) -> float:
-    """``new - old``, never below zero: an UPDATE that costs less reserves nothing."""
-    return max(0.0, new - old)
 
 
 def estimate(

@@ -8,7 +8,8 @@ as ``spec.degradation.maxStaleness``. :class:`Usage` is what a namespace already
 holds; the services build it from billing data and the quota's reservations.
 
 Called by the admission handler and the reconciler (through the services), and by
-:func:`dbquota.domain.verdicts.decide`. Pure: no I/O.
+:func:`dbquota.domain.verdicts.decide`. :data:`POLICIES` are the names of
+:data:`dbquota.domain.policies.RULES`. Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -19,22 +20,28 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Literal, TypedDict, TypeVar
 
-from dbquota.domain import fields
+from dbquota.domain import fields, policies
 
 Enforcement = Literal["Enforce", "Warn", "DryRun"]
 """What a denial does: Enforce denies; Warn admits with a warning; DryRun only records it."""
 
-Policy = Literal["Conservative", "StrictCap", "FailClosed", "FailOpen"]
-"""What admission does while billing is degraded (see :mod:`dbquota.domain.degradation`)."""
+Policy = str
+"""What admission does while billing is degraded: one of :data:`POLICIES`."""
 
 ENFORCEMENTS: tuple[Enforcement, ...] = ("Enforce", "Warn", "DryRun")
-POLICIES: tuple[Policy, ...] = ("Conservative", "StrictCap", "FailClosed", "FailOpen")
+POLICIES: tuple[Policy, ...] = tuple(policies.RULES)
+"""The degradation policies, in the CRD enum's order: the names of
+:data:`dbquota.domain.policies.RULES`, where each one's rule is."""
 
 DEFAULT_CURRENCY = "USD"
 DEFAULT_ENFORCEMENT: Enforcement = "Enforce"
 DEFAULT_POLICY: Policy = "Conservative"
 DEFAULT_MAX_STALENESS = "15m"
 DEFAULT_SAFETY_MARGIN = 1.2
+MAX_THRESHOLD = 1000
+"""Highest alert threshold, in percent of the budget (over-budget alerts go up to 10x)."""
+MAX_THRESHOLDS = 10
+"""Most alert thresholds on one quota."""
 
 
 class HardSpec(TypedDict, total=False):
@@ -60,6 +67,12 @@ class DegradationSpec(TypedDict, total=False):
     strictCap: StrictCapSpec
 
 
+class AlertsSpec(TypedDict, total=False):
+    """``spec.alerts`` of a DatabaseQuota."""
+
+    thresholds: list[int]
+
+
 class DatabaseQuotaSpec(TypedDict, total=False):
     """``spec`` of a DatabaseQuota as the API stores it (``monthlyBudget`` is required)."""
 
@@ -68,6 +81,7 @@ class DatabaseQuotaSpec(TypedDict, total=False):
     hard: HardSpec
     enforcement: Enforcement
     degradation: DegradationSpec
+    alerts: AlertsSpec
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -117,6 +131,9 @@ class QuotaSpec:
     """Multiplier (>= 1) on the highest known unit prices for conservative pricing; 1.2."""
     strict_cap: StrictCap = field(default_factory=StrictCap)
     """StrictCap's allowance; default zero claims and zero GiB."""
+    alert_thresholds: tuple[int, ...] = ()
+    """``alerts.thresholds``: percentages of the budget (1 to :data:`MAX_THRESHOLD`, unique,
+    ascending) whose crossing by observed + reserved spend is announced; default none."""
 
     def __post_init__(self) -> None:
         if not (self.monthly_budget > 0 and math.isfinite(self.monthly_budget)):
@@ -133,6 +150,19 @@ class QuotaSpec:
         ):
             if value is not None and value < 0:
                 raise ValueError(f"{label} must be >= 0, got {value}")
+        _check_thresholds(self.alert_thresholds)
+
+
+def _check_thresholds(thresholds: tuple[int, ...]) -> None:
+    """The CRD's rules for ``alerts.thresholds``, for specs that did not pass through it."""
+    where = "alerts.thresholds"
+    if len(thresholds) > MAX_THRESHOLDS:
+        raise ValueError(f"{where} may list at most {MAX_THRESHOLDS}, got {len(thresholds)}")
+    for value in thresholds:
+        if not 1 <= value <= MAX_THRESHOLD:
+            raise ValueError(f"{where} must be percentages from 1 to {MAX_THRESHOLD}, got {value}")
+    if list(thresholds) != sorted(set(thresholds)):
+        raise ValueError(f"{where} must be unique and in ascending order, got {list(thresholds)}")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -233,17 +263,31 @@ def _strict_cap(strict: Mapping[str, object], *, where: str) -> StrictCap:
     return StrictCap(claims=claims, storage_gib=storage)
 
 
+def _thresholds(alerts: Mapping[str, object], *, where: str) -> tuple[int, ...]:
+    values = alerts.get("thresholds")
+    if values is None:
+        return ()
+    if not isinstance(values, list):  # ValueError: callers handle one type for invalid fields
+        raise ValueError(  # noqa: TRY004
+            f"{where}.thresholds must be a list of percentages, got {values!r}"
+        )
+    return tuple(
+        fields.integer({"thresholds": value}, "thresholds", where=where) for value in values
+    )
+
+
 def parse_quota(*, name: str, spec: Mapping[str, object]) -> QuotaSpec:
     """A :class:`QuotaSpec` from a DatabaseQuota's name and ``spec``; ``ValueError`` if invalid.
 
     Absent fields get the CRD's defaults: currency USD, enforcement Enforce, policy
     Conservative, maxStaleness 15m, safetyMargin 1.2, strictCap 0 claims / 0 GiB, no hard
-    caps.
+    caps, no alert thresholds.
     """
     where = f"DatabaseQuota {name}: spec"
     hard = fields.mapping(spec, "hard", where=where)
     degradation = fields.mapping(spec, "degradation", where=where)
     strict = fields.mapping(degradation, "strictCap", where=f"{where}.degradation")
+    alerts = fields.mapping(spec, "alerts", where=where)
     max_staleness = fields.string(
         degradation, "maxStaleness", where=f"{where}.degradation", default=DEFAULT_MAX_STALENESS
     )
@@ -280,6 +324,7 @@ def parse_quota(*, name: str, spec: Mapping[str, object]) -> QuotaSpec:
                 default=DEFAULT_SAFETY_MARGIN,
             ),
             strict_cap=_strict_cap(strict, where=f"{where}.degradation.strictCap"),
+            alert_thresholds=_thresholds(alerts, where=f"{where}.alerts"),
         )
     except ValueError as exc:
         message = str(exc)

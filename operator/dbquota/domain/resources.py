@@ -90,6 +90,15 @@ class BillingStatus(TypedDict, total=False):
     leftOutOfListing: int
 
 
+class Alerts(TypedDict, total=False):
+    """``status.alerts`` of a DatabaseQuota: which budget threshold was last announced, so
+    that a restarted operator or a new leader does not announce it again."""
+
+    reached: int
+    """The highest of ``spec.alerts.thresholds`` that observed + reserved spend has reached,
+    in percent of the budget; 0 below the lowest (or with no thresholds)."""
+
+
 class QuotaStatus(TypedDict, total=False):
     """``status`` of a DatabaseQuota."""
 
@@ -99,6 +108,7 @@ class QuotaStatus(TypedDict, total=False):
     billing: BillingStatus
     reservations: list[Reservation]
     escrow: list[Escrow]
+    alerts: Alerts
     conditions: list[Condition]
 
 
@@ -122,3 +132,44 @@ class ClaimStatus(TypedDict, total=False):
     reservedAt: str
     degraded: bool
     conditions: list[Condition]
+
+
+class ObjectReference(TypedDict, total=False):
+    """What an Event is about (``regarding``): enough to find the object, and its uid so
+    that an Event about a deleted object is not shown on a new one of the same name."""
+
+    apiVersion: str
+    kind: str
+    namespace: str
+    name: str
+    uid: str
+
+
+class EventSeries(TypedDict):
+    """``series`` of an ``events.k8s.io/v1`` Event that happened more than once."""
+
+    count: int
+    """Occurrences so far (at least 2)."""
+    lastObservedTime: str
+    """When the latest occurred (MicroTime)."""
+
+
+class Event(TypedDict, total=False):
+    """An ``events.k8s.io/v1`` Event as dbquota writes it (see
+    :mod:`dbquota.services.recording`)."""
+
+    apiVersion: str
+    kind: str
+    metadata: ObjectMeta
+    eventTime: str
+    """When it first occurred (MicroTime)."""
+    action: str
+    """What dbquota was doing: ``Reconcile``, ``Admit`` or ``Sync``."""
+    reason: str
+    note: str
+    type: str
+    """``Normal`` or ``Warning``."""
+    regarding: ObjectReference
+    reportingController: str
+    reportingInstance: str
+    series: EventSeries

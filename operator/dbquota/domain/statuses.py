@@ -21,6 +21,14 @@ Conditions (Kubernetes API conventions; each present from the first visit):
   breaker trip with fresh data is shown here, not in ``Ready``).
 - ``BudgetExceeded``: ``True/OverBudget`` when observed + reserved exceed the budget,
   else ``False/WithinBudget``.
+- ``BudgetThresholdReached``: ``True/ThresholdReached`` once observed + reserved reach one
+  of ``spec.alerts.thresholds`` (percentages of the budget; the message names the highest
+  reached), ``False/BelowThresholds`` below the lowest, ``False/NoThresholds`` with none.
+
+Budget alerts: the highest threshold reached is kept in ``status.alerts.reached``, and a
+refresh that moves it reports each threshold passed (:class:`Crossing`, one per threshold,
+up or down) for the reconciler to announce. Because what was announced is in the status,
+a restarted operator or a new leader announces nothing again.
 """
 
 from __future__ import annotations
@@ -39,8 +47,27 @@ from dbquota.domain import (
     reservations,
     usage,
 )
-from dbquota.domain.resources import BillingStatus, Escrow, QuotaObject, QuotaStatus, Reservation
+from dbquota.domain.resources import (
+    Alerts,
+    BillingStatus,
+    Escrow,
+    QuotaObject,
+    QuotaStatus,
+    Reservation,
+)
 from dbquota.kits import timestamps
+
+
+@dataclass(frozen=True)
+class Crossing:
+    """One alert threshold passed by a refresh (a ``BudgetThresholdCrossed`` Event)."""
+
+    threshold: int
+    """Percent of the monthly budget."""
+    upward: bool
+    """True: spend reached it; False: spend fell back below it."""
+    message: str = ""
+    """For people (the Event's note)."""
 
 
 @dataclass(frozen=True)
@@ -57,6 +84,8 @@ class Refresh:
     """Escrow of replicas whose lease lapsed, let go."""
     confirmed: int = 0
     """Reservations that ended because their claim now carries the price."""
+    crossed: tuple[Crossing, ...] = ()
+    """Alert thresholds passed since the last announced (``status.alerts.reached``)."""
     spec: quotas.QuotaSpec | None = field(default=None, compare=False)
     """The parsed spec (None when invalid)."""
 
@@ -121,6 +150,57 @@ def _ready_condition(
         f"{seen}, beyond maxStaleness {degradation.seconds(spec.max_staleness)}: claims are "
         f"decided by degradation policy {spec.policy}",
     )
+
+
+def threshold_reached(*, thresholds: Sequence[int], spend: float, budget: float) -> int:
+    """The highest of ``thresholds`` (percent of ``budget``) that ``spend`` has reached, 0
+    when none; compared in whole cents, as the status shows money."""
+    cents = round(spend * 100)
+    return max((t for t in thresholds if cents >= round(budget * t)), default=0)
+
+
+def threshold_crossings(
+    *, thresholds: Sequence[int], was: int, reached: int, spent: str = ""
+) -> tuple[Crossing, ...]:
+    """The thresholds between the one announced last (``was``) and the one ``reached`` now:
+    upward crossings lowest first, downward ones highest first (the order they were passed).
+    ``spent`` ("812.00 of 1,000.00 USD/month ...") ends each message."""
+    tail = f": {spent}" if spent else ""
+    if reached > was:
+        return tuple(
+            Crossing(t, upward=True, message=f"spend reached {t}% of the monthly budget{tail}")
+            for t in thresholds
+            if was < t <= reached
+        )
+    return tuple(
+        Crossing(t, upward=False, message=f"spend fell below {t}% of the monthly budget{tail}")
+        for t in sorted(thresholds, reverse=True)
+        if reached < t <= was
+    )
+
+
+def _announced(old: QuotaStatus) -> int:
+    reached = (old.get("alerts") or {}).get("reached", 0)
+    return reached if isinstance(reached, int) and not isinstance(reached, bool) else 0
+
+
+def _threshold_condition(
+    spec: quotas.QuotaSpec, *, reached: int, spend: float, spent: str
+) -> tuple[conditions.Status, str, str]:
+    thresholds = spec.alert_thresholds
+    if not thresholds:
+        return "False", "NoThresholds", "no budget alerts: spec.alerts.thresholds is not set"
+    share = math.floor(spend / spec.monthly_budget * 1000) / 10
+    spending = f"{share:.1f}% of the monthly budget spent, {spent}"
+    if not reached:
+        return (
+            "False",
+            "BelowThresholds",
+            f"below the lowest threshold {thresholds[0]}%: {spending}",
+        )
+    higher = [t for t in thresholds if t > reached]
+    following = f", next {higher[0]}%" if higher else ""
+    return "True", "ThresholdReached", f"threshold {reached}% reached{following}: {spending}"
 
 
 Pricer = Callable[[reservations.ClaimRef, quotas.QuotaSpec], tuple[float, str | None]]
@@ -212,6 +292,14 @@ def quota_status(
         )
     else:
         cond("BudgetExceeded", "False", "WithinBudget", f"{_money(remaining)} left: {spent}")
+    announced = _announced(old)
+    reached = threshold_reached(
+        thresholds=spec.alert_thresholds, spend=counted.spend, budget=spec.monthly_budget
+    )
+    cond(
+        "BudgetThresholdReached",
+        *_threshold_condition(spec, reached=reached, spend=counted.spend, spent=spent),
+    )
     was_over = next(
         (
             c["status"] == "True"
@@ -227,6 +315,7 @@ def quota_status(
             used=used,
             billing=billing_,
             reservations=kept,
+            alerts=Alerts(reached=reached),
             conditions=current,
             **({"escrow": escrowed} if expired else {}),  # else the ledgers' to write
         ),
@@ -235,11 +324,15 @@ def quota_status(
         adopted=tuple(adopted),
         expired=tuple(expired),
         confirmed=len(confirmed),
+        crossed=threshold_crossings(
+            thresholds=spec.alert_thresholds, was=announced, reached=reached, spent=spent
+        ),
         spec=spec,
     )
 
 
 _VOLATILE_BILLING = ("stalenessSeconds",)
+_MATERIAL_MESSAGES = ("BudgetExceeded", "BudgetThresholdReached")  # they state money, not ages
 
 
 def material(status: QuotaStatus) -> QuotaStatus:
@@ -250,7 +343,7 @@ def material(status: QuotaStatus) -> QuotaStatus:
         k: v for k, v in (status.get("billing") or {}).items() if k not in _VOLATILE_BILLING
     }
     conds = [
-        {k: v for k, v in c.items() if k != "message" or c["type"] == "BudgetExceeded"}
+        {k: v for k, v in c.items() if k != "message" or c["type"] in _MATERIAL_MESSAGES}
         for c in status.get("conditions", [])
     ]
     return QuotaStatus(**{**status, "billing": billing_, "conditions": conds})  # type: ignore[typeddict-item]

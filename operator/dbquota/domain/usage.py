@@ -29,7 +29,6 @@ from typing import Any, cast
 from dbquota.domain import billing, quotas
 from dbquota.domain.reservations import ClaimRef
 from dbquota.domain.resources import QuotaStatus, Reservation, Spend, Used
-from dbquota.kits import timestamps
 
 
 def _number(value: object) -> float:
@@ -190,8 +189,3 @@ def recount(
         ),
         billed=frozenset(billed),
     )
-
-
-def reserved_since(held: Iterable[Reservation]) -> float:
-    """The oldest ``reservedAt`` of ``held`` as epoch seconds (inf when none)."""
-    return min((timestamps.from_rfc3339(r.get("reservedAt")) for r in held), default=math.inf)

@@ -34,7 +34,15 @@ from dbquota.domain import reservations, reviews
 from dbquota.errors import ConfigurationError, DbquotaError
 from dbquota.handlers import quotas, webhook
 from dbquota.handlers import runtime as runtime_
-from dbquota.services import admitting, ingesting, leasing, publishing, reconciling, stores
+from dbquota.services import (
+    admitting,
+    ingesting,
+    leasing,
+    publishing,
+    reconciling,
+    recording,
+    stores,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -160,16 +168,18 @@ async def _serve(cfg: settings_.Settings, memo: kopf.Memo, stop: asyncio.Event) 
     Closing runs in reverse: the background workers stop, the ledgers write what they
     admitted and give their escrow back, the leases are released (a standby takes over at
     once), the watches stop, the ingestion loop stops (its breaker no longer announcing),
-    and the connections close last.
+    the Event recorder writes its final series counts, and the connections close last.
     """
     async with contextlib.AsyncExitStack() as stack:
         kube = await Kube.connect()
         stack.push_async_callback(kube.close)
+        holder = stores.holder_id()
+        events = recording.Recorder(kube, instance=holder)
+        stack.push_async_callback(events.close)  # final series counts, before kube closes
         ingestor = await stack.enter_async_context(ingesting.running(cfg))
         # The leader republishes each quota every resync; three missed turns mean it no
         # longer leads (or cannot write), and its per-quota figures would only mislead.
         metrics.quota_series.expire_after(3 * cfg.enforcement.resync_interval)
-        holder = stores.holder_id()
         timing = leasing.Timing(
             lease_duration=cfg.leases.duration,
             renew_deadline=cfg.leases.renew_deadline,
@@ -225,9 +235,10 @@ async def _serve(cfg: settings_.Settings, memo: kopf.Memo, stop: asyncio.Event) 
             ),
             reconciler=reconciling.Reconciler(
                 kube=kube,
+                events=events,
                 quotas=quota_informer,
                 claims=claim_informer,
-                snapshot=ingestor.snapshot,
+                snapshot=lambda: runtime.billing_snapshot() if runtime else ingestor.snapshot(),
                 clock=time.time,
                 grace=cfg.enforcement.reservation_grace,
                 leading=leading,

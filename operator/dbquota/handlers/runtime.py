@@ -21,9 +21,9 @@ import kopf
 
 from dbquota.adapters import metrics
 from dbquota.adapters.kube import Informer, Kube
-from dbquota.domain import reservations, verdicts
+from dbquota.domain import billing, reservations, verdicts
 from dbquota.domain.resources import QuotaObject
-from dbquota.services import admitting, ingesting, leasing, publishing, reconciling
+from dbquota.services import admitting, fallbacks, ingesting, leasing, publishing, reconciling
 from dbquota.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -52,6 +52,8 @@ class Runtime:
     ingest_events: list[tuple[str, str]] = field(default_factory=list)
     """Recent ingestion events, for quotas this replica starts reconciling later (a cache
     quarantined at start-up happens before any quota is known)."""
+    fallback: fallbacks.FallbackRate = field(default_factory=fallbacks.FallbackRate)
+    """Admission's fallback hit rate, fed by :meth:`observe_admission`."""
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     deleted: dict[str, dict[str, float]] = field(default_factory=dict)
     """Namespace -> uid of a recently deleted claim -> when (epoch seconds)."""
@@ -64,6 +66,10 @@ class Runtime:
         self.ingestor.add_event_listener(self.on_ingest_event)
         self.ingestor.add_sync_listener(self.reconciler.mark_all)
         self.leases.add_lapse_listener(lambda _: self.reconciler.mark_all())
+
+    def billing_snapshot(self) -> billing.BillingSnapshot:
+        """The billing snapshot with admission's fallback hit rate: what quota status shows."""
+        return self.fallback.onto(self.ingestor.snapshot())
 
     def leading(self) -> bool:
         """Whether this replica reconciles (the leader, or the only one)."""
@@ -144,7 +150,7 @@ class Runtime:
                 dry_run=str(dry_run).lower(),
             ).inc()
             if decision.pricing is not None:
-                self.ingestor.record_decision(from_cache=decision.pricing != "Live")
+                self.fallback.record(from_cache=decision.pricing != "Live")
             if decision.allowed and decision.would_deny and not dry_run:
                 self._would_deny(namespace=namespace, claim=claim, decision=decision)
 
@@ -157,6 +163,7 @@ class Runtime:
                 ref,
                 type_="Warning",
                 reason="WouldDeny",
+                action="Admit",
                 message=f"claim {claim} admitted by enforcement mode only: {decision.message}",
             )
         )
@@ -185,13 +192,17 @@ class Runtime:
         """
         self.ingest_events = [*self.ingest_events[-9:], (reason, message)]
         self._background(
-            self.reconciler.announce(self._refs(), type_="Warning", reason=reason, message=message)
+            self.reconciler.announce(
+                self._refs(), type_="Warning", reason=reason, action="Sync", message=message
+            )
         )
 
     def _replay_ingest_events(self, ref: reconciling.QuotaRef) -> None:
         for reason, message in self.ingest_events:
             self._background(
-                self.reconciler.record(ref, type_="Warning", reason=reason, message=message)
+                self.reconciler.record(
+                    ref, type_="Warning", reason=reason, action="Sync", message=message
+                )
             )
 
     def _refs(self) -> list[reconciling.QuotaRef]:

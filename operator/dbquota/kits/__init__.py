@@ -1,1 +1,2 @@
-"""kits layer of dbquota (see STYLE.md for the layering)."""
+"""Kits: generic pieces with no domain words (circuit breaker, retries, clock, coalescing,
+certificates, timestamps). Layers and each module's room: ``docs/architecture.md``."""

@@ -17,9 +17,9 @@ counting, so a cancelled probe lets the next caller probe.
 Callers decide what a failure is (``is_failure``); exceptions that are not failures count
 as successes, because the protected service answered. Listeners receive every
 :class:`Transition`. :func:`set_testing` turns the recovery wait off (an Open breaker admits
-its probe on the next call), as ``stamina.set_testing`` does for retries.
+its probe on the next call), as :func:`dbquota.kits.retrying.set_testing` does for retries.
 
-Used by :mod:`dbquota.services.ingesting` around every billing provider call.
+Used by :mod:`dbquota.services.guarding` around every billing provider call.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ _testing = False
 
 def set_testing(on: bool) -> None:
     """Turn the recovery wait off (``True``) or back on, for every breaker in the process."""
-    global _testing  # noqa: PLW0603 - one process-wide switch, as stamina has
+    global _testing  # noqa: PLW0603 - one process-wide test switch
     _testing = on
 
 

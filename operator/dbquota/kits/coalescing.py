@@ -3,7 +3,7 @@
 While a call for ``key`` is in flight, later callers for that key await the same result
 instead of starting their own; once it finishes, the next caller starts a fresh one. The
 shared work runs in its own task, so one caller being cancelled does not cancel it for the
-others. Used by :mod:`dbquota.services.ingesting` for per-cluster billing fetches.
+others. Used by :mod:`dbquota.services.fetching` for per-cluster billing fetches.
 """
 
 from __future__ import annotations

@@ -7,7 +7,8 @@ after ``attempts`` attempts, or before a wait that would end past ``timeout`` se
 since the first attempt; the last error is then raised as it was.
 
 :func:`set_testing` turns waiting off (attempts and hints are still honoured, the sleeps
-are skipped), as ``stamina.set_testing`` does. Used by :mod:`dbquota.services.ingesting`.
+are skipped) for every retry in the process, so tests of retrying code need no patching
+(the retry library stamina offers the same switch). Used by :mod:`dbquota.services.guarding`.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ _testing = False
 
 def set_testing(on: bool) -> None:
     """Skip every backoff sleep (``True``) or sleep again (``False``), process-wide."""
-    global _testing  # noqa: PLW0603 - one process-wide switch, as stamina has
+    global _testing  # noqa: PLW0603 - one process-wide test switch
     _testing = on
 
 

@@ -246,10 +246,19 @@ def lease_state(
 
 
 def _event_time(event: Mapping[str, Any]) -> float:
+    """When an Event last happened: its series' latest occurrence (``events.k8s.io/v1``
+    Events with repeats), else the first time stamp it has."""
+    if when := timestamps.from_rfc3339(_mapping(event.get("series")).get("lastObservedTime")):
+        return when
     for key in ("lastTimestamp", "eventTime", "firstTimestamp"):
         if when := timestamps.from_rfc3339(event.get(key)):
             return when
     return timestamps.from_rfc3339(_mapping(event.get("metadata")).get("creationTimestamp"))
+
+
+def _event_count(event: Mapping[str, Any]) -> int:
+    """Occurrences of an Event: its series' count, else the legacy ``count``, else 1."""
+    return _integer(_mapping(event.get("series")).get("count")) or _integer(event.get("count")) or 1
 
 
 def recent_events(events: Iterable[Mapping[str, Any]], *, limit: int) -> list[Mapping[str, Any]]:
@@ -342,7 +351,7 @@ class StatusReport:
                     "type": _string(e.get("type")),
                     "reason": _string(e.get("reason")),
                     "message": _string(e.get("message")) or "",
-                    "count": _integer(e.get("count")) or 1,
+                    "count": _event_count(e),
                     "lastTimestamp": timestamps.to_rfc3339(when) if when else None,
                 }
             )

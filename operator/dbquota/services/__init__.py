@@ -1,1 +1,3 @@
-"""services layer of dbquota (see STYLE.md for the layering)."""
+"""Services: ingestion, admission and reservation, reconciliation and leases; they
+orchestrate I/O around the pure domain. Layers and each module's room:
+``docs/architecture.md``."""

@@ -30,6 +30,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import heapq
+import itertools
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -50,6 +52,9 @@ WORKERS = 16
 """Status writes in flight at once."""
 RETRY_DELAY = 1.0
 """Seconds before a failed status write is tried again."""
+WAIT_CHECK = 10.0
+"""Seconds after which a claim still waiting for its reservation is looked at again (it
+is looked at whenever a quota of its namespace changes, which is when one arrives)."""
 
 
 def claim_status(
@@ -153,7 +158,14 @@ class StatusWriter(Protocol):
 
 
 class Publisher:
-    """Writes claim statuses on the leader; see the module docstring."""
+    """Writes claim statuses on the leader; see the module docstring.
+
+    Scheduling is O(1) per event however many claims are pending: a claim to look at
+    goes to a FIFO of ready claims; one whose reservation has not arrived waits, per
+    namespace, until a quota of its namespace changes (the watch brings the reservation),
+    with a timer as a safety net; the namespace's reservations are indexed by uid once
+    per quota change, not searched per claim.
+    """
 
     def __init__(
         self,
@@ -173,7 +185,11 @@ class Publisher:
         self._clock = clock
         self._leading = leading
         self._on_published = on_published
-        self._due: dict[tuple[str, str], float] = {}  # (namespace, name) -> monotonic due
+        self._ready: dict[tuple[str, str], None] = {}  # an ordered set, oldest first
+        self._waiting: dict[str, set[str]] = {}  # namespace -> claims awaiting a reservation
+        self._timers: list[tuple[float, int, str, str]] = []  # (due, seq, namespace, name)
+        self._seq = itertools.count()
+        self._index: dict[str, tuple[dict[str, list[Reservation]], list[str]]] = {}
         self._writing: set[tuple[str, str]] = set()
         self._first: dict[tuple[str, str], float] = {}  # when a changed spec was first seen
         self._wake = asyncio.Event()
@@ -190,21 +206,24 @@ class Publisher:
     ) -> None:
         del before
         if after is None:
-            self._due.pop((namespace, name), None)
+            self._ready.pop((namespace, name), None)
+            self._waiting.get(namespace, set()).discard(name)
             self._first.pop((namespace, name), None)
         elif not after.priced:
-            self._schedule(namespace, name, 0.0)
+            self._make_ready(namespace, name)
 
     def _quota_changed(self, namespace: str, name: str, before: object, after: object) -> None:
         del name, before, after
-        for key in [k for k in self._due if k[0] == namespace]:  # a reservation may be in
-            self._due[key] = min(self._due[key], time.monotonic())
+        self._index.pop(namespace, None)
+        for waiting in self._waiting.pop(namespace, set()):  # a reservation may be in
+            self._make_ready(namespace, waiting)
+
+    def _make_ready(self, namespace: str, name: str) -> None:
+        self._ready[(namespace, name)] = None
         self._wake.set()
 
-    def _schedule(self, namespace: str, name: str, delay: float) -> None:
-        due = time.monotonic() + delay
-        key = (namespace, name)
-        self._due[key] = min(self._due.get(key, due), due)
+    def _later(self, namespace: str, name: str, delay: float) -> None:
+        heapq.heappush(self._timers, (time.monotonic() + delay, next(self._seq), namespace, name))
         self._wake.set()
 
     def resync(self) -> None:
@@ -212,67 +231,81 @@ class Publisher:
         for namespace in self._claims.namespaces():
             for ref in self._claims.in_namespace(namespace):
                 if not ref.priced:
-                    self._schedule(namespace, ref.name, 0.0)
+                    self._make_ready(namespace, ref.name)
 
     async def run(self) -> None:
         """Write due statuses while leading, :data:`WORKERS` at a time."""
         running: set[asyncio.Task[None]] = set()
         while True:
             self._wake.clear()
-            delay = 1.0
+            now = time.monotonic()
+            while self._timers and self._timers[0][0] <= now:
+                _, _, namespace, name = heapq.heappop(self._timers)
+                self._ready[(namespace, name)] = None
             if self._leading():
-                now = time.monotonic()
-                for key, due in sorted(self._due.items(), key=lambda kv: kv[1]):
+                for key in list(self._ready):
                     if len(running) >= WORKERS:
-                        break
-                    if due > now:
-                        delay = min(delay, due - now)
                         break
                     if key in self._writing:
                         continue
-                    del self._due[key]
+                    del self._ready[key]
                     self._writing.add(key)
                     task = asyncio.create_task(self._publish(*key))
                     running.add(task)
                     task.add_done_callback(running.discard)
                     task.add_done_callback(functools.partial(self._written, key))
-                    task.add_done_callback(lambda _: self._wake.set())
+            delay = 1.0 if not self._timers else max(0.0, self._timers[0][0] - now)
+            if not self._leading():
+                delay = min(delay, 1.0)
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(delay):
+                async with asyncio.timeout(min(delay, 1.0)):
                     await self._wake.wait()
 
     def _written(self, key: tuple[str, str], _: object) -> None:
         self._writing.discard(key)
+        self._wake.set()
 
-    def _holds(self, namespace: str) -> tuple[list[Reservation], list[str]]:
-        held: list[Reservation] = []
+    def _holds(self, namespace: str) -> tuple[dict[str, list[Reservation]], list[str]]:
+        """The namespace's reservations by uid, and its quotas' names (cached per change)."""
+        cached = self._index.get(namespace)
+        if cached is not None:
+            return cached
+        by_uid: dict[str, list[Reservation]] = {}
         names: list[str] = []
         for quota_ref in self._quotas.in_namespace(namespace):
             name = str(getattr(quota_ref, "name", ""))
             obj = self._quotas.get(namespace=namespace, name=name) or {}
             names.append(name)
-            held.extend((obj.get("status") or {}).get("reservations") or [])
-        return held, names
+            for held in (obj.get("status") or {}).get("reservations") or []:
+                by_uid.setdefault(str(held.get("uid", "")), []).append(held)
+        self._index[namespace] = (by_uid, names)
+        return by_uid, names
 
     async def _publish(self, namespace: str, name: str) -> None:
         ref = self._claims.derived(namespace=namespace, name=name)
         if ref is None or ref.priced:
             return
-        held, quota_names = self._holds(namespace)
+        by_uid, quota_names = self._holds(namespace)
         now = self._clock()
         status = claim_status(
-            ref=ref, held=held, quotas=quota_names, snapshot=self._snapshot(), now=now
+            ref=ref,
+            held=by_uid.get(ref.uid, []),
+            quotas=quota_names,
+            snapshot=self._snapshot(),
+            now=now,
         )
         if status is None:
-            if ref.cost is not None:  # its spec changed: an update with nothing to reserve?
-                waited = time.monotonic() - self._first_seen(namespace, name)
-                if waited < NO_HOLD_WAIT:
-                    self._schedule(namespace, name, NO_HOLD_WAIT - waited)
-                    return
-                status = _moved(ref)
-            else:  # wait for the reservation (or the reconciler's adoption)
-                self._schedule(namespace, name, 5.0)
+            self._waiting.setdefault(namespace, set()).add(name)
+            if ref.cost is None:  # wait for the reservation (or the reconciler's adoption)
+                self._later(namespace, name, WAIT_CHECK)
                 return
+            # Its spec changed: an update with nothing to reserve, unless one comes soon.
+            waited = time.monotonic() - self._first.setdefault((namespace, name), time.monotonic())
+            if waited < NO_HOLD_WAIT:
+                self._later(namespace, name, NO_HOLD_WAIT - waited)
+                return
+            self._waiting[namespace].discard(name)
+            status = _moved(ref)
         try:
             written = await self._kube.patch_claim_status(
                 namespace=namespace, name=name, uid=ref.uid, status=status
@@ -281,12 +314,9 @@ class Publisher:
             return
         except KubeError as exc:
             logger.warning("could not write DatabaseClaim %s/%s status: %s", namespace, name, exc)
-            self._schedule(namespace, name, RETRY_DELAY)
+            self._later(namespace, name, RETRY_DELAY)
             return
         self.writes += 1
         self._first.pop((namespace, name), None)
         self._claims.put(written)
         self._on_published(namespace)
-
-    def _first_seen(self, namespace: str, name: str) -> float:
-        return self._first.setdefault((namespace, name), time.monotonic())

@@ -14,8 +14,10 @@ informer) and the billing snapshot, and writes it by compare-and-swap on the quo
 ledgers, never in their queue, so an admission never waits for it. It writes only when
 something other than the mere age of the data changed, unless the periodic resync asks
 (so ``stalenessSeconds`` stays current without a write per event). Events follow the
-write: released and adopted reservations, lapsed escrow, budget crossings, and (via
-:meth:`Reconciler.announce_transition`) circuit breaker transitions. Each written status is
+write: released and adopted reservations, lapsed escrow, budget and alert threshold
+crossings, and (via :meth:`Reconciler.announce_transition`) circuit breaker transitions,
+recorded as ``events.k8s.io/v1`` Events by :class:`dbquota.services.recording.Recorder`
+(repeats become one Event with a series). Each written status is
 also published as the quota's ``dbquota_quota_*`` metrics
 (:func:`dbquota.adapters.metrics.publish_quota`).
 """
@@ -30,10 +32,11 @@ from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
 from dbquota.adapters import metrics
-from dbquota.adapters.kube import Informer
+from dbquota.adapters.kube import QUOTAS, Informer
 from dbquota.domain import billing, reservations, statuses
 from dbquota.domain.resources import QuotaObject
 from dbquota.errors import Conflict, KubeError, NotFound
+from dbquota.services import recording
 from dbquota.services.stores import QuotaStore
 
 logger = logging.getLogger(__name__)
@@ -46,26 +49,8 @@ MAX_CONFLICTS = 5
 """Compare-and-swap attempts of one refresh before it is marked dirty again for later."""
 
 
-class EventPoster(Protocol):
-    """Where Events go (:class:`dbquota.adapters.kube.Kube`; a list in unit tests)."""
-
-    async def post_event(
-        self,
-        *,
-        namespace: str,
-        kind: str,
-        name: str,
-        uid: str,
-        type_: str,
-        reason: str,
-        message: str,
-    ) -> None:
-        """Record one Event on an object."""
-        ...
-
-
-class Store(QuotaStore, EventPoster, Protocol):
-    """What the reconciler writes to: quota status by compare-and-swap, and Events."""
+class Store(QuotaStore, Protocol):
+    """What the reconciler writes to: quota status by compare-and-swap."""
 
 
 @dataclass(frozen=True)
@@ -94,6 +79,7 @@ class Reconciler:
         self,
         *,
         kube: Store,
+        events: recording.Recorder,
         quotas: Informer[QuotaRef],
         claims: Informer[reservations.ClaimRef],
         snapshot: Callable[[], billing.BillingSnapshot],
@@ -106,6 +92,7 @@ class Reconciler:
         on_written: Callable[[QuotaObject, statuses.Refresh], None] = lambda *_: None,
     ) -> None:
         self._kube = kube
+        self._events = events
         self._quotas = quotas
         self._claims = claims
         self._snapshot = snapshot
@@ -304,6 +291,9 @@ class Reconciler:
                 await self._event(quota, "Warning", "BudgetExceeded", message)
             else:
                 await self._event(quota, "Normal", "WithinBudget", message)
+        for crossing in refresh.crossed:
+            type_: recording.EventType = "Warning" if crossing.upward else "Normal"
+            await self._event(quota, type_, "BudgetThresholdCrossed", crossing.message)
 
     async def announce_transition(
         self, quotas: Sequence[QuotaRef], *, old: str, new: str, reason: str
@@ -313,11 +303,18 @@ class Reconciler:
             quotas,
             type_="Normal" if new == "Closed" else "Warning",
             reason=f"Circuit{new}",
+            action="Sync",
             message=f"billing circuit breaker {old} -> {new}: {reason}",
         )
 
     async def announce(
-        self, quotas: Sequence[QuotaRef], *, type_: str, reason: str, message: str
+        self,
+        quotas: Sequence[QuotaRef],
+        *,
+        type_: recording.EventType,
+        reason: str,
+        action: str,
+        message: str,
     ) -> None:
         """Post the same Event on every quota (news about billing concerns them all).
 
@@ -328,27 +325,39 @@ class Reconciler:
         """
         async with self._announcing:
             for quota in quotas:
-                await self._event(quota, type_, reason, message)
+                await self._event(quota, type_, reason, message, action=action)
 
-    async def record(self, quota: QuotaRef, *, type_: str, reason: str, message: str) -> None:
+    async def record(
+        self,
+        quota: QuotaRef,
+        *,
+        type_: recording.EventType,
+        reason: str,
+        action: str,
+        message: str,
+    ) -> None:
         """Post one Event on a quota (failures are logged, not raised)."""
-        await self._event(quota, type_, reason, message)
+        await self._event(quota, type_, reason, message, action=action)
 
-    async def _event(self, quota: QuotaRef, type_: str, reason: str, message: str) -> None:
-        try:
-            await self._kube.post_event(
-                namespace=quota.namespace,
-                kind="DatabaseQuota",
-                name=quota.name,
-                uid=quota.uid,
-                type_=type_,
-                reason=reason,
-                message=message,
-            )
-        except KubeError as exc:  # an Event is worth a log line, not a failed reconcile
-            logger.warning(
-                "could not post %s Event on %s/%s: %s", reason, quota.namespace, quota.name, exc
-            )
+    async def _event(
+        self,
+        quota: QuotaRef,
+        type_: recording.EventType,
+        reason: str,
+        message: str,
+        *,
+        action: str = "Reconcile",
+    ) -> None:
+        regarding = recording.reference(
+            api_version=QUOTAS.api_version,
+            kind=QUOTAS.kind,
+            namespace=quota.namespace,
+            name=quota.name,
+            uid=quota.uid,
+        )
+        await self._events.record(
+            regarding, type_=type_, reason=reason, action=action, note=message
+        )
 
 
 _RELEASE_WHY: dict[reservations.ReleaseReason, str] = {

@@ -1,10 +1,11 @@
 """The billing simulator: a real HTTP billing provider with runtime fault injection.
 
-``dbquota billing-sim --port P --clusters N --seed S`` serves the provider API of
-PRODUCT.md (per-cluster metrics, bulk pages, a price catalog whose prices move over time)
-from deterministic data, and takes faults at run time through ``POST /_faults``; see
-``docs/simulator.md``. Modules: :mod:`.catalog` (the data), :mod:`.faults` (what goes
-wrong), :mod:`.server` (the aiohttp app and process entry point).
+``dbquota billing-sim --port P --clusters N --seed S`` serves the billing provider API
+that ingestion calls (per-cluster metrics, bulk pages, a price catalog whose prices move
+over time) from deterministic data, and takes faults at run time through
+``POST /_faults``; ``docs/simulator.md`` documents both. Modules: :mod:`.catalog` (the
+data), :mod:`.faults` (what goes wrong), :mod:`.server` (the aiohttp app and process
+entry point).
 
 This package imports nothing from the operator's layers; it stands apart like a real
 provider. :func:`add_arguments` is here (without aiohttp) so that ``dbquota --help`` does
@@ -39,7 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-bulk",
         action="store_true",
-        help="serve no bulk listing (GET /metrics answers 404), like the seed's provider",
+        help="serve no bulk listing (GET /metrics answers 404), as some providers do",
     )
     parser.add_argument(
         "--token-file",

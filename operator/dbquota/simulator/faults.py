@@ -18,10 +18,14 @@ examples)::
 Every mode also takes ``endpoints`` (a subset of ``cluster``, ``bulk``, ``pricing``;
 default all) and ``seconds`` (revert to ``none`` after that long; default never). Random
 choices come from a generator seeded by the simulator's seed, so a run is repeatable.
+What a ``malformed`` fault serves is here too: canned bad bodies (:func:`malformed_body`),
+a corrupted bulk entry (:func:`corrupt_entry`) and a catalog with one field corrupted
+(:func:`corrupt_pricing`); :mod:`.server` decides when to serve them.
 """
 
 from __future__ import annotations
 
+import math
 import random
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -223,3 +227,72 @@ class FaultState:
                 return Decision("fail_503", outcome="503")
             return Decision("serve")
         return Decision("serve")  # partial: pages are filtered while serving
+
+
+# -- malformed payloads -------------------------------------------------------------------
+
+MALFORMED_BODIES = {
+    "non_json": b"<html><body>502 Bad Gateway</body></html>",
+    "missing": b'{"compute_cost": 12.5}',
+    "string": b'{"compute_cost": "NaN-ish", "storage_cost": "12"}',
+    "nan": b'{"compute_cost": NaN, "storage_cost": 1.0}',
+    "negative": b'{"compute_cost": -250.0, "storage_cost": 3.0}',
+    "absurd": b'{"compute_cost": 1e300, "storage_cost": 3.0}',
+}
+MALFORMED_PRICING = {
+    "non_json": b"<html><body>502 Bad Gateway</body></html>",
+    "missing": b'{"currency": "USD", "instance_hourly": {"db.r6g.large": 0.2}}',
+    "string": b'{"instance_hourly": {"db.r6g.large": "cheap"}, "storage_gib_month": 0.1}',
+    "nan": b'{"instance_hourly": {"db.r6g.large": NaN}, "storage_gib_month": 0.1}',
+    "negative": b'{"instance_hourly": {"db.r6g.large": -1.0}, "storage_gib_month": 0.1}',
+    "absurd": b'{"instance_hourly": {"db.r6g.large": 1e12}, "storage_gib_month": 0.1}',
+}
+
+
+def malformed_body(style: str, endpoint: str) -> bytes:
+    """A canned bad body of malformed ``style`` for ``endpoint`` (served as a 200)."""
+    table = MALFORMED_PRICING if endpoint == "pricing" else MALFORMED_BODIES
+    return table[style]
+
+
+def corrupt_entry(entry: dict[str, Any], style: str) -> dict[str, Any]:
+    """One bulk-page entry corrupted by malformed ``style``."""
+    corrupted = dict(entry)
+    if style == "missing":
+        del corrupted["storage_cost"]
+    elif style == "string":
+        corrupted["compute_cost"] = "NaN-ish"
+    elif style == "nan":
+        corrupted["compute_cost"] = math.nan  # msgspec writes null: still not a number
+    elif style == "negative":
+        corrupted["compute_cost"] = -abs(entry["compute_cost"]) - 1.0
+    elif style == "absurd":
+        corrupted["compute_cost"] = 1e300
+    return corrupted
+
+
+def corrupt_pricing(body: dict[str, Any], name: str, style: str) -> dict[str, Any] | None:
+    """The real catalog with field ``name`` corrupted by ``style`` (None: ``non_json``,
+    which has no field to corrupt). In a per-class field, the first class is corrupted."""
+    if style == "non_json":
+        return None
+    corrupted = dict(body)
+    if style == "missing":
+        del corrupted[name]
+        return corrupted
+    value = corrupted[name]
+    key = None
+    if isinstance(value, dict):
+        key = min(value)
+        value = value[key]
+    bad: object = {
+        "string": "cheap",
+        "nan": math.nan,  # msgspec writes null: still not a number
+        "negative": -abs(value) - 1.0,
+        "absurd": 1e300,
+    }[style]
+    if key is None:
+        corrupted[name] = bad
+    else:
+        corrupted[name] = {**corrupted[name], key: bad}
+    return corrupted

@@ -117,7 +117,7 @@ class Simulator:
         if decision.action == "malformed":
             outcomes["malformed"] += 1
             if endpoint == "pricing" and self.faults.fault.pricing_field:
-                body = _corrupt_pricing(
+                body = faults.corrupt_pricing(
                     self._pricing_body(), self.faults.fault.pricing_field, decision.style
                 )
                 if body is not None:
@@ -170,7 +170,7 @@ class Simulator:
             }
             style = self.faults.corrupt_entry()
             if style:
-                entry = _corrupt(entry, style)
+                entry = faults.corrupt_entry(entry, style)
             entries.append(entry)
         nxt = offset + size
         body = {
@@ -243,70 +243,11 @@ def _reset(request: web.Request) -> web.StreamResponse:
     raise asyncio.CancelledError  # the connection is gone; nothing to answer
 
 
-_MALFORMED_BODIES = {
-    "non_json": b"<html><body>502 Bad Gateway</body></html>",
-    "missing": b'{"compute_cost": 12.5}',
-    "string": b'{"compute_cost": "NaN-ish", "storage_cost": "12"}',
-    "nan": b'{"compute_cost": NaN, "storage_cost": 1.0}',
-    "negative": b'{"compute_cost": -250.0, "storage_cost": 3.0}',
-    "absurd": b'{"compute_cost": 1e300, "storage_cost": 3.0}',
-}
-_MALFORMED_PRICING = {
-    "non_json": b"<html><body>502 Bad Gateway</body></html>",
-    "missing": b'{"currency": "USD", "instance_hourly": {"db.r6g.large": 0.2}}',
-    "string": b'{"instance_hourly": {"db.r6g.large": "cheap"}, "storage_gib_month": 0.1}',
-    "nan": b'{"instance_hourly": {"db.r6g.large": NaN}, "storage_gib_month": 0.1}',
-    "negative": b'{"instance_hourly": {"db.r6g.large": -1.0}, "storage_gib_month": 0.1}',
-    "absurd": b'{"instance_hourly": {"db.r6g.large": 1e12}, "storage_gib_month": 0.1}',
-}
-
-
 def _malformed(style: str, endpoint: str) -> web.Response:
-    table = _MALFORMED_PRICING if endpoint == "pricing" else _MALFORMED_BODIES
     # A 200 with a JSON content type: the client must not trust the header.
-    return web.Response(body=table[style], content_type="application/json")
-
-
-def _corrupt(entry: dict[str, Any], style: str) -> dict[str, Any]:
-    corrupted = dict(entry)
-    if style == "missing":
-        del corrupted["storage_cost"]
-    elif style == "string":
-        corrupted["compute_cost"] = "NaN-ish"
-    elif style == "nan":
-        corrupted["compute_cost"] = math.nan  # msgspec writes null: still not a number
-    elif style == "negative":
-        corrupted["compute_cost"] = -abs(entry["compute_cost"]) - 1.0
-    elif style == "absurd":
-        corrupted["compute_cost"] = 1e300
-    return corrupted
-
-
-def _corrupt_pricing(body: dict[str, Any], name: str, style: str) -> dict[str, Any] | None:
-    """The real catalog with field ``name`` corrupted by ``style`` (None: ``non_json``,
-    which has no field to corrupt). In a per-class field, the first class is corrupted."""
-    if style == "non_json":
-        return None
-    corrupted = dict(body)
-    if style == "missing":
-        del corrupted[name]
-        return corrupted
-    value = corrupted[name]
-    key = None
-    if isinstance(value, dict):
-        key = min(value)
-        value = value[key]
-    bad: object = {
-        "string": "cheap",
-        "nan": math.nan,  # msgspec writes null: still not a number
-        "negative": -abs(value) - 1.0,
-        "absurd": 1e300,
-    }[style]
-    if key is None:
-        corrupted[name] = bad
-    else:
-        corrupted[name] = {**corrupted[name], key: bad}
-    return corrupted
+    return web.Response(
+        body=faults.malformed_body(style, endpoint), content_type="application/json"
+    )
 
 
 def make_app(sim: Simulator) -> web.Application:

@@ -4,8 +4,8 @@ Checks: the happy paths of the three calls; that every foreign failure leaves as
 dbquota error (timeouts, connection errors and 5xx -> BillingUnavailable, 429 ->
 RateLimited with Retry-After in seconds or as a date, 404 -> UnknownCluster or
 NoBulkListing, other 4xx -> BillingClientError); that a 200 with a non-JSON body becomes
-MalformedPayload (the seed leaked JSONDecodeError); that strings, NaN, negative, absurd
-and missing values are rejected (the seed cached "NaN-ish" and negative costs); that the
+MalformedPayload (never a JSONDecodeError); that strings, NaN, negative, absurd and
+missing values are rejected (never cached as "NaN-ish" or negative costs); that the
 catalog's optional requests prices are read (the default storage class under None), may
 be absent (an older provider) and are rejected like the rest when bad; that a bulk
 page keeps its good entries and rejects bad ones by cluster id; that cluster ids are

@@ -69,8 +69,6 @@ def test_update_growth_is_new_minus_old_never_negative() -> None:
     assert growth == pytest.approx(0.5 * 730 + 50 * 0.454)
     smaller = replace(old, storage_gib=50)
     assert pricing.growth_cost(claim=smaller, old_claim=old, high=live, low=live) == 0.0
-    assert pricing.update_delta(new=300.0, old=410.4) == 0.0
-    assert pricing.update_delta(new=410.4, old=300.0) == pytest.approx(110.4)
 
 
 def test_update_growth_prices_increases_high_and_decreases_low() -> None:

@@ -1,7 +1,8 @@
 """DatabaseQuota parsing, durations and usage.
 
 Checks that ``parse_quota`` applies every CRD default when fields are absent, reads every
-field when present, and refuses wrong types and values with a message naming the field;
+field when present (``alerts.thresholds`` too), and refuses wrong types and values with a
+message naming the field;
 that ``parse_duration`` reads Go-style durations (``15m``, ``1h30m``, ``90s``, ``500ms``)
 and refuses junk with a clear ``ValueError``; and that ``Usage`` refuses negative or
 non-finite amounts and adds up spend and the remaining budget.
@@ -43,6 +44,7 @@ def test_every_field_is_read() -> None:
             "safetyMargin": 1.5,
             "strictCap": {"claims": 2, "storageGiB": 100},
         },
+        "alerts": {"thresholds": [50, 80, 100, 150]},
     }
     quota = quotas.parse_quota(name="team-b", spec=spec)
     assert quota.monthly_budget == 1234.5
@@ -53,6 +55,7 @@ def test_every_field_is_read() -> None:
     assert quota.max_staleness == 5400.0
     assert quota.safety_margin == 1.5
     assert quota.strict_cap == quotas.StrictCap(claims=2, storage_gib=100)
+    assert quota.alert_thresholds == (50, 80, 100, 150)
 
 
 def test_partial_strict_cap_leaves_the_other_dimension_unlimited() -> None:
@@ -92,6 +95,30 @@ def test_empty_strict_cap_admits_no_new_claims() -> None:
         ({"monthlyBudget": 1, "hard": {"claims": 1.5}}, "spec.hard.claims must be an integer"),
         ({"monthlyBudget": 1, "hard": [1]}, "spec.hard must be an object, got a list"),
         ({"monthlyBudget": 1, "currency": ""}, "spec.currency must be a non-empty string"),
+        (
+            {"monthlyBudget": 1, "alerts": {"thresholds": 80}},
+            "spec.alerts.thresholds must be a list of percentages, got 80",
+        ),
+        (
+            {"monthlyBudget": 1, "alerts": {"thresholds": [50, "80%"]}},
+            "spec.alerts.thresholds must be an integer, got '80%'",
+        ),
+        (
+            {"monthlyBudget": 1, "alerts": {"thresholds": [0, 50]}},
+            "spec.alerts.thresholds must be percentages from 1 to 1000, got 0",
+        ),
+        (
+            {"monthlyBudget": 1, "alerts": {"thresholds": [80, 50]}},
+            "spec.alerts.thresholds must be unique and in ascending order, got [80, 50]",
+        ),
+        (
+            {"monthlyBudget": 1, "alerts": {"thresholds": [50, 50]}},
+            "spec.alerts.thresholds must be unique and in ascending order",
+        ),
+        (
+            {"monthlyBudget": 1, "alerts": {"thresholds": list(range(1, 12))}},
+            "spec.alerts.thresholds may list at most 10, got 11",
+        ),
     ],
 )
 def test_invalid_specs_name_the_field(spec: dict[str, object], message: str) -> None:

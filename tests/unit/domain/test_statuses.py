@@ -6,8 +6,11 @@ claim shows the price, stay while in flight, and are released after the grace; t
 escrow of a replica whose lease lapsed is let go and, in the same status, the claims it
 admitted without writing a reservation are adopted (while a live replica's escrow may
 still cover them, only old ones are); the conditions (``Ready`` is about whether prices
-can be trusted, not about the budget); budget crossings; and that a refresh that only
-ages the figures is not material.
+can be trusted, not about the budget); budget crossings; budget alert thresholds (the
+highest reached, compared in cents; one crossing per threshold passed, up lowest first and
+down highest first; nothing announced again that the status says was announced; over-budget
+thresholds; the ``BudgetThresholdReached`` condition); and that a refresh that only ages the
+figures is not material.
 """
 
 from __future__ import annotations
@@ -164,3 +167,76 @@ def test_a_refresh_that_only_ages_the_figures_is_not_material() -> None:
     assert statuses.material(a) == statuses.material(b)
     c = refresh(quota(), [claim(cost=1.0)], samples.healthy(age=10), now=samples.NOW).status
     assert statuses.material(a) != statuses.material(c)
+
+
+# -- budget alerts ---------------------------------------------------------------------------
+
+THRESHOLDS = [50, 80, 90, 100]
+
+
+def spending(cost: float, *, reached: int | None = None) -> statuses.Refresh:
+    """A refresh of a 1,000/month quota with alerts, spending ``cost``; ``reached`` is what
+    its status says was announced before (None: a quota never reconciled)."""
+    quota_obj = quota(monthlyBudget=1000, alerts={"thresholds": THRESHOLDS})
+    if reached is not None:
+        quota_obj["status"]["alerts"] = {"reached": reached}
+    return refresh(quota_obj, [claim(cost=cost)], samples.healthy(), now=samples.NOW)
+
+
+def crossings(got: statuses.Refresh) -> list[tuple[int, bool]]:
+    return [(c.threshold, c.upward) for c in got.crossed]
+
+
+def test_the_highest_threshold_reached_is_compared_in_cents() -> None:
+    reached = statuses.threshold_reached
+    assert reached(thresholds=THRESHOLDS, spend=499.99, budget=1000) == 0
+    assert reached(thresholds=THRESHOLDS, spend=500.0, budget=1000) == 50
+    assert reached(thresholds=THRESHOLDS, spend=0.1 + 0.2 + 799.7, budget=1000) == 80
+    assert reached(thresholds=THRESHOLDS, spend=2500.0, budget=1000) == 100
+    assert reached(thresholds=[], spend=2500.0, budget=1000) == 0
+
+
+def test_crossing_up_is_announced_once_per_threshold_passed() -> None:
+    got = spending(820.0, reached=0)
+    assert crossings(got) == [(50, True), (80, True)]  # a jump over two: one Event each
+    assert got.status["alerts"] == {"reached": 80}
+    assert got.crossed[1].message.startswith("spend reached 80% of the monthly budget: 820.00")
+    assert conditions(got)["BudgetThresholdReached"] == ("True", "ThresholdReached")
+    message = {c["type"]: c["message"] for c in got.status["conditions"]}
+    assert message["BudgetThresholdReached"].startswith(
+        "threshold 80% reached, next 90%: 82.0% of the monthly budget spent, 820.00 of 1,000.00"
+    )
+
+
+def test_crossing_down_is_announced_highest_first() -> None:
+    got = spending(400.0, reached=90)
+    assert crossings(got) == [(90, False), (80, False), (50, False)]
+    assert got.status["alerts"] == {"reached": 0}
+    assert got.crossed[0].message.startswith("spend fell below 90% of the monthly budget")
+    assert conditions(got)["BudgetThresholdReached"] == ("False", "BelowThresholds")
+
+
+def test_what_the_status_says_was_announced_is_not_announced_again() -> None:
+    assert crossings(spending(850.0, reached=80)) == []  # a restart, or a new leader
+    assert crossings(spending(950.0, reached=80)) == [(90, True)]
+    assert crossings(spending(850.0, reached=90)) == [(90, False)]
+
+
+def test_a_quota_never_reconciled_announces_what_it_has_reached() -> None:
+    assert crossings(spending(910.0)) == [(50, True), (80, True), (90, True)]
+    assert crossings(spending(10.0)) == []
+
+
+def test_over_budget_alerts_go_past_100_percent() -> None:
+    quota_obj = quota(monthlyBudget=100, alerts={"thresholds": [100, 150]})
+    got = refresh(quota_obj, [claim(cost=165.0)], samples.healthy(), now=samples.NOW)
+    assert crossings(got) == [(100, True), (150, True)]
+    assert conditions(got)["BudgetExceeded"] == ("True", "OverBudget")  # its own condition
+    assert conditions(got)["Ready"] == ("True", "Reconciled")
+
+
+def test_without_thresholds_there_are_no_alerts() -> None:
+    got = refresh(quota(monthlyBudget=100), [claim(cost=165.0)], samples.healthy(), now=samples.NOW)
+    assert got.crossed == ()
+    assert got.status["alerts"] == {"reached": 0}
+    assert conditions(got)["BudgetThresholdReached"] == ("False", "NoThresholds")

@@ -591,6 +591,3 @@ def test_combine_admits_when_every_quota_admits() -> None:
     assert verdict.allowed
     assert verdict.message == f"{a.message}; {b.message}"
     assert verdicts.combine([]).allowed
-
-
-# -- the walking skeleton's entry point ----------------------------------------------------

@@ -2,10 +2,10 @@
 
 Checks the consecutive-failure threshold, the count-based window (minimum calls, failure
 rate, slow-call rate), that only failures the caller classifies as failures count, that
-after the recovery timeout 50 concurrent callers produce exactly one probe (the seed let
-all 50 through), that a cancelled probe frees the slot, that late results of calls made
-before a transition do not move the state, listeners, and the testing switch. Time comes
-from a fake clock: nothing sleeps.
+after the recovery timeout 50 concurrent callers produce exactly one probe (not 50), that
+a cancelled probe frees the slot, that late results of calls made before a transition do
+not move the state, listeners, and the testing switch. Time comes from a fake clock:
+nothing sleeps.
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@ Checks % used ((observed + reserved) / budget, unknown without status), escrow a
 sum of the replicas' holds, junk status fields read as unknown rather than zero; the sort
 order of ``top`` (% used descending, ties by namespace and name, unknown last) and its
 table with and without ``-A``; each escrow holder's lease state (Live, Lapsed, Missing,
-Unknown) on an injected clock; Events newest last and cut to the latest N; and the
-status table and document.
+Unknown) on an injected clock; Events newest last and cut to the latest N, an Event with
+a series counted and placed by its latest occurrence; and the status table and document.
 """
 
 from __future__ import annotations
@@ -186,6 +186,23 @@ def test_events_newest_last_cut_to_the_latest() -> None:
     got = reports.recent_events(events, limit=2)
     assert [e["reason"] for e in got] == ["CircuitHalfOpen", "CircuitClosed"]
     assert reports.recent_events(events, limit=0) == []
+
+
+def test_an_event_series_counts_its_repeats_and_sorts_by_the_latest() -> None:
+    repeated = event("a", "WouldDeny", ago=300, key="eventTime")
+    repeated["series"] = {
+        "count": 1000,
+        "lastObservedTime": timestamps.to_micro(NOW - 5),
+    }
+    single = event("b", "CircuitOpen", ago=60, key="eventTime")
+    ordered = reports.recent_events([repeated, single], limit=5)
+    assert [e["reason"] for e in ordered] == ["CircuitOpen", "WouldDeny"]
+    report = reports.StatusReport(
+        figures=reports.figures(quota()), quota=quota(), leases=[], events=ordered, now=NOW
+    )
+    entries = report.event_entries()
+    assert [e["count"] for e in entries] == [1, 1000]
+    assert entries[1]["lastTimestamp"] == timestamps.to_rfc3339(NOW - 5)
 
 
 def test_status_text_and_document() -> None:

@@ -5,9 +5,10 @@ a refresh ends the reservations whose claims now show their price and writes tot
 recounted from the claims; a refresh that would only age the figures writes nothing
 unless forced (the periodic resync); a lost compare-and-swap race is retried on a fresh
 read; a standby (not leading) writes nothing; a written status is published as the
-quota's ``dbquota_quota_*`` metrics (a quota that is gone publishes nothing); and breaker
+quota's ``dbquota_quota_*`` metrics (a quota that is gone publishes nothing); breaker
 transitions are announced as Events in the order they happened, even when the first POST
-is slow.
+is slow; and budget thresholds crossed are announced once each, not again by a restarted
+reconciler.
 """
 
 from __future__ import annotations
@@ -23,10 +24,10 @@ import pytest
 from dbquota.adapters import metrics
 from dbquota.adapters.kube import CLAIMS, QUOTAS, Informer, Resource
 from dbquota.domain import billing, reservations
-from dbquota.domain.resources import QuotaObject
+from dbquota.domain.resources import Event, EventSeries, QuotaObject
 from dbquota.errors import Conflict, NotFound
 from dbquota.kits import timestamps
-from dbquota.services import reconciling
+from dbquota.services import reconciling, recording
 
 NOW = time.time()
 
@@ -49,7 +50,9 @@ class Apiserver:
         self.writes = 0
         self.conflict_next = 0
         self.events: list[str] = []
+        self.counts: dict[str, int] = {}  # Event name -> occurrences it shows
         self.slow_first: str | None = None
+        self.recorders: list[recording.Recorder] = []
 
     async def get_quota(self, *, namespace: str, name: str) -> QuotaObject:
         if self.quota["metadata"]["name"] != name:
@@ -75,10 +78,18 @@ class Apiserver:
         self.writes += 1
         return copy.deepcopy(self.quota)  # type: ignore[return-value]
 
-    async def post_event(self, *, reason: str, **_: Any) -> None:
+    async def create_event(self, *, namespace: str, event: Event) -> Event:
+        reason = event["reason"]
         if reason == self.slow_first and not self.events:
             await asyncio.sleep(0.05)
         self.events.append(reason)
+        self.counts[event["metadata"]["name"]] = event.get("series", {"count": 1})["count"]
+        return event
+
+    async def patch_event_series(
+        self, *, namespace: str, name: str, series: EventSeries, note: str
+    ) -> None:
+        self.counts[name] = series["count"]
 
     async def list(self, resource: Resource, *, namespace: str = "") -> dict[str, Any]:
         raise AssertionError("informers are fed by hand here")
@@ -126,8 +137,11 @@ def setup(
     quotas = Informer(api, QUOTAS, derive=reconciling.quota_ref, keep_objects=True)
     quotas.put(copy.deepcopy(api.quota))
     claims = Informer(api, CLAIMS, derive=reservations.claim_ref)
+    recorder = recording.Recorder(api, instance="test")
+    api.recorders.append(recorder)
     reconciler = reconciling.Reconciler(
         kube=api,
+        events=recorder,
         quotas=quotas,
         claims=claims,
         snapshot=billing.BillingSnapshot,
@@ -243,3 +257,21 @@ async def test_transitions_are_posted_in_order() -> None:
     )
     await asyncio.gather(first, second)
     assert api.events == ["CircuitHalfOpen", "CircuitClosed"]
+
+
+async def test_threshold_crossings_are_announced_once_even_across_a_restart() -> None:
+    api = Apiserver()
+    api.quota["spec"] = {"monthlyBudget": 1000, "alerts": {"thresholds": [50, 80, 90]}}
+    priced = claim("a", estimatedMonthlyCost=820.0, observedGeneration=1)
+    reconciler, claims = setup(api)
+    claims.put(priced)
+    await reconciler.refresh("ns", "q")
+    await reconciler.refresh("ns", "q")  # nothing crossed since
+    assert api.quota["status"]["alerts"] == {"reached": 80}
+    restarted, claims = setup(api)  # a new leader, reading what the first one wrote
+    claims.put(priced)
+    await restarted.refresh("ns", "q")
+    for recorder in api.recorders:
+        await recorder.close()
+    assert set(api.events) == {"BudgetThresholdCrossed"}
+    assert sum(api.counts.values()) == 2  # 50% and 80%, each once

@@ -1,0 +1,215 @@
+"""A billing provider behind a circuit breaker, retries, a rate limit and call metrics.
+
+:class:`GuardedProvider` wraps any :class:`~dbquota.services.providers.BillingProvider`
+and is one itself. Every call, per attempt::
+
+    retries (kits.retrying: full jitter, Retry-After, attempt and time caps; only
+    │        BillingUnavailable and RateLimited are retried)
+    └─ circuit breaker (kits.breaker: refused at once while Open, one probe in HalfOpen)
+       └─ client-side rate limit (aiolimiter, --rate-limit requests/s; 0 = off)
+          └─ the wrapped provider's call (one request)
+
+Each attempt is counted in ``dbquota_billing_calls_total`` by endpoint (``pricing``,
+``bulk``, ``cluster``) and outcome; every rejected payload (a malformed answer, or a bad
+entry of a bulk page) is counted and logged with its cluster id. A refusal by the breaker
+leaves as :class:`~dbquota.errors.CircuitOpen`. What trips the breaker is the error's
+``trips_breaker`` (a 404 or a 401 does not), and nothing does once :meth:`quiet` was called:
+a call cut short by our own shutdown is not news about the provider. Breaker transitions
+are logged, exported as metrics and handed to listeners, in the order they happen.
+
+Used by the ingestion worker (:mod:`dbquota.services.ingesting`), which reads the breaker's
+state for the snapshot's health and the loop's next wake-up.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import aiolimiter
+
+from dbquota import errors
+from dbquota.adapters import metrics
+from dbquota.domain import billing
+from dbquota.kits import breaker, retrying
+from dbquota.kits import clock as clock_
+from dbquota.services.providers import BillingProvider
+from dbquota.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+TransitionListener = Callable[[breaker.Transition], None]
+
+_OUTCOMES: tuple[tuple[type[errors.BillingError], str], ...] = (
+    (errors.RateLimited, "rate_limited"),
+    (errors.BillingUnavailable, "unavailable"),
+    (errors.MalformedPayload, "malformed"),
+    (errors.UnknownCluster, "unknown_cluster"),
+    (errors.NoBulkListing, "no_bulk_listing"),
+    (errors.BillingClientError, "client_error"),
+)
+
+
+def _outcome(exc: BaseException) -> str:
+    for cls, name in _OUTCOMES:
+        if isinstance(exc, cls):
+            return name
+    return "error"
+
+
+def _retryable(exc: BaseException) -> bool:
+    return isinstance(exc, errors.BillingUnavailable)
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    return exc.retry_after if isinstance(exc, errors.RateLimited) else None
+
+
+def breaker_config(cfg: Settings) -> breaker.Config:
+    """The breaker's thresholds from settings."""
+    b = cfg.breaker
+    return breaker.Config(
+        failure_threshold=b.failure_threshold,
+        recovery_timeout=b.recovery_timeout,
+        window_size=b.window_size,
+        minimum_calls=b.minimum_calls,
+        failure_rate_threshold=b.failure_rate_threshold,
+        slow_call_duration=b.slow_call_duration,
+        slow_call_rate_threshold=b.slow_call_rate_threshold,
+    )
+
+
+def reject(*, endpoint: str, cluster_id: str | None, reason: str) -> None:
+    """Count and log one rejected payload (it is never cached)."""
+    metrics.rejected_payloads.labels(endpoint=endpoint).inc()
+    logger.warning(
+        "rejected a billing payload (endpoint %s, cluster %s): %s",
+        endpoint,
+        cluster_id or "-",
+        reason,
+    )
+
+
+class GuardedProvider:
+    """A :class:`BillingProvider` that guards another one (module docstring)."""
+
+    def __init__(self, provider: BillingProvider, *, cfg: Settings, clock: clock_.Clock) -> None:
+        self._provider = provider
+        self._clock = clock
+        self._quiet = False
+        self._listeners: list[TransitionListener] = []
+        self._policy = retrying.Policy(
+            attempts=max(1, cfg.billing.retry_attempts), timeout=cfg.billing.retry_timeout
+        )
+        rate = cfg.billing.rate_limit
+        self._limiter = aiolimiter.AsyncLimiter(rate, 1.0) if rate > 0 else None
+        self.breaker = breaker.CircuitBreaker(breaker_config(cfg), clock=clock)
+        """The breaker every call goes through (read its state; do not call through it)."""
+        self.breaker.add_listener(self._on_transition)
+        metrics.set_circuit_state(self.breaker.state)
+
+    # -- the BillingProvider calls ------------------------------------------------------
+
+    def refresh_credentials(self) -> None:
+        """The wrapped provider's, unguarded (it reads local files, not the provider)."""
+        self._provider.refresh_credentials()
+
+    async def fetch_cost(self, cluster_id: str) -> billing.ClusterCost:
+        """One cluster's cost, guarded (endpoint ``cluster``)."""
+        return await self._call("cluster", functools.partial(self._provider.fetch_cost, cluster_id))
+
+    async def list_costs(self, page_token: str | None) -> billing.CostPage:
+        """One page of the bulk listing, guarded (endpoint ``bulk``); its rejected entries
+        are counted and logged here."""
+        page = await self._call("bulk", functools.partial(self._provider.list_costs, page_token))
+        for rejection in page.rejected:
+            reject(endpoint="bulk", cluster_id=rejection.cluster_id, reason=rejection.reason)
+        return page
+
+    async def fetch_prices(self) -> billing.PriceBook:
+        """The price catalog, guarded (endpoint ``pricing``)."""
+        return await self._call("pricing", self._provider.fetch_prices)
+
+    async def aclose(self) -> None:
+        """Close the wrapped provider."""
+        await self._provider.aclose()
+
+    # -- the breaker's news -------------------------------------------------------------
+
+    def add_transition_listener(self, cb: TransitionListener) -> None:
+        """Call ``cb(transition)`` on every breaker transition, after the metrics and the
+        log line, in the order listeners were added; a listener that raises is logged."""
+        self._listeners.append(cb)
+
+    def quiet(self) -> None:
+        """From now on failures do not count against the provider and transitions are not
+        announced (our own shutdown is under way)."""
+        self._quiet = True
+
+    def _on_transition(self, transition: breaker.Transition) -> None:
+        if self._quiet:
+            return
+        metrics.set_circuit_state(transition.new)
+        metrics.circuit_transitions.labels(from_state=transition.old, to_state=transition.new).inc()
+        log = logger.warning if transition.new == "Open" else logger.info
+        log(
+            "billing circuit breaker %s -> %s: %s",
+            transition.old,
+            transition.new,
+            transition.reason,
+        )
+        for cb in list(self._listeners):
+            try:
+                cb(transition)
+            except Exception:
+                logger.exception("a breaker transition listener failed")
+
+    # -- one guarded call ---------------------------------------------------------------
+
+    async def _call(self, endpoint: str, fn: Callable[[], Awaitable[T]]) -> T:
+        async def limited() -> T:
+            if self._limiter is not None:
+                await self._limiter.acquire()
+            return await fn()
+
+        async def attempt() -> T:
+            try:
+                result = await self.breaker.call(limited, is_failure=self._trips)
+            except breaker.Refused as exc:
+                metrics.billing_calls.labels(endpoint=endpoint, outcome="circuit_open").inc()
+                raise errors.CircuitOpen(f"billing circuit breaker: {exc}") from exc
+            except errors.BillingError as exc:
+                metrics.billing_calls.labels(endpoint=endpoint, outcome=_outcome(exc)).inc()
+                if isinstance(exc, errors.MalformedPayload):
+                    reject(endpoint=endpoint, cluster_id=exc.cluster_id, reason=str(exc))
+                raise
+            metrics.billing_calls.labels(endpoint=endpoint, outcome="ok").inc()
+            return result
+
+        def on_retry(attempt_no: int, exc: BaseException, wait: float) -> None:
+            logger.info(
+                "billing %s call failed (attempt %d: %s); retrying in %.2fs",
+                endpoint,
+                attempt_no,
+                exc,
+                wait,
+            )
+
+        return await retrying.call(
+            attempt,
+            policy=self._policy,
+            retry_on=_retryable,
+            hint=_retry_after,
+            clock=self._clock,
+            on_retry=on_retry,
+        )
+
+    def _trips(self, exc: BaseException) -> bool:
+        """Whether a failed call counts against the provider (never once quiet)."""
+        if self._quiet:
+            return False
+        return exc.trips_breaker if isinstance(exc, errors.BillingError) else True

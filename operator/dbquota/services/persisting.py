@@ -1,0 +1,158 @@
+"""The billing cache as the ingestion worker keeps it: loaded at start, written every sync,
+rebuilt from memory when it turns out corrupt, compacted hourly.
+
+:class:`CacheKeeper` owns the :class:`~dbquota.adapters.cache.Cache` for the ingestion
+worker (:mod:`dbquota.services.ingesting`):
+
+- :meth:`~CacheKeeper.load`: the snapshot the cache holds (costs, latest and highest
+  prices of the window, the last success), so a restarted replica serves at once;
+- :meth:`~CacheKeeper.persist`: one sync in one transaction, then the highest prices of
+  the window (what Conservative pricing reads). A write is finished even if the worker
+  stops meanwhile (:meth:`~CacheKeeper.drain` waits for it). A cache error never stops
+  ingestion: it is logged and the snapshot is updated from memory anyway;
+- recovery: a file that is corrupt when opened (the adapter quarantines it) or when
+  written is moved aside as ``<name>.corrupt-<epoch>`` and a new cache is started; a write that
+  hit the corruption is rebuilt from what the worker holds in memory (every cost, and the
+  latest and highest price books, so Conservative pricing loses nothing) and written
+  again. Each quarantine is a ``CacheQuarantined`` event for the listeners, replayed to a
+  listener added later (the operator posts it as a Warning Event on every quota);
+- compaction of history older than ``--cache-retention``, at most every
+  :data:`COMPACT_EVERY` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+from collections import deque
+from collections.abc import Callable
+
+from dbquota import errors
+from dbquota.adapters import cache as cache_
+from dbquota.adapters import metrics
+from dbquota.domain import billing
+from dbquota.kits import clock as clock_
+from dbquota.settings import CacheSettings
+
+logger = logging.getLogger(__name__)
+
+COMPACT_EVERY = 3600.0
+"""Seconds between two compactions of the cache's history."""
+
+EventListener = Callable[[str, str], None]
+
+
+class CacheKeeper:
+    """The ingestion worker's cache (module docstring)."""
+
+    def __init__(self, cache: cache_.Cache, *, cfg: CacheSettings, clock: clock_.Clock) -> None:
+        self._cache = cache
+        self._cfg = cfg
+        self._clock = clock
+        self._events: deque[tuple[str, str]] = deque(maxlen=50)
+        self._listeners: list[EventListener] = []
+        self._writing: asyncio.Future[billing.PriceBook | None] | None = None
+        self._last_compaction = -COMPACT_EVERY
+
+    def add_event_listener(self, cb: EventListener) -> None:
+        """Call ``cb(reason, message)`` for Event-worthy happenings (a quarantined cache);
+        those that happened before the listener was added are replayed to it at once."""
+        self._listeners.append(cb)
+        for reason, message in list(self._events):
+            cb(reason, message)
+
+    async def load(self) -> billing.BillingSnapshot:
+        """What the cache holds, as a snapshot; announces a cache quarantined on opening."""
+        if self._cache.quarantined is not None:
+            self._announce(self._cache.quarantined)
+        window_start = self._clock.time() - self._cfg.price_window
+        snapshot = billing.BillingSnapshot(
+            health=billing.BillingHealth(last_success=await self._cache.last_success()),
+            prices=await self._cache.latest_prices(),
+            highest=await self._cache.highest_prices(since=window_start),
+            costs=await self._cache.latest(),
+        )
+        logger.info("billing cache %s loaded: %d clusters", self._cache.path, len(snapshot.costs))
+        return snapshot
+
+    async def persist(
+        self, record: cache_.SyncRecord, *, memory: billing.BillingSnapshot
+    ) -> billing.PriceBook | None:
+        """Write ``record``; the highest prices of the window after it (``memory.highest``
+        when the cache cannot say). ``memory`` is what the worker holds, for a rebuild."""
+        # Shielded: a stop() during the write lets the transaction finish (drain waits).
+        self._writing = asyncio.ensure_future(self._persist(record, memory=memory))
+        return await asyncio.shield(self._writing)
+
+    async def drain(self) -> None:
+        """Wait for a write in progress, if any."""
+        if self._writing is not None and not self._writing.done():
+            with contextlib.suppress(errors.DbquotaError):  # it was logged where it failed
+                await self._writing
+
+    async def maybe_compact(self, *, now: float) -> None:
+        """Drop history older than the retention, at most every :data:`COMPACT_EVERY` s."""
+        if self._clock.monotonic() - self._last_compaction < COMPACT_EVERY:
+            return
+        self._last_compaction = self._clock.monotonic()
+        try:
+            deleted = await self._cache.compact(before=now - self._cfg.retention)
+        except errors.CacheError as exc:
+            logger.error("billing cache compaction failed: %s", exc)  # noqa: TRY400
+            return
+        if deleted:
+            logger.info("billing cache compaction removed %d old rows", deleted)
+
+    async def _persist(
+        self, record: cache_.SyncRecord, *, memory: billing.BillingSnapshot
+    ) -> billing.PriceBook | None:
+        try:
+            rows = await self._cache.write_sync(record)
+        except errors.CacheCorrupt as exc:
+            self._announce(await self._cache.rebuild(str(exc)))
+            rows = await self._restore(record, memory=memory)
+        except errors.CacheError as exc:
+            logger.error("billing cache write failed; the snapshot is updated anyway: %s", exc)  # noqa: TRY400 - the message says it all
+            return memory.highest
+        metrics.cache_rows_written.inc(rows)
+        try:
+            window_start = record.finished_at - self._cfg.price_window
+            highest = await self._cache.highest_prices(since=window_start)
+            for table, count in (await self._cache.row_counts()).items():
+                metrics.cache_rows.labels(table=table).set(count)
+        except errors.CacheError as exc:
+            logger.error("billing cache read failed: %s", exc)  # noqa: TRY400
+            return memory.highest
+        return highest
+
+    async def _restore(self, record: cache_.SyncRecord, *, memory: billing.BillingSnapshot) -> int:
+        """Into the new cache: the highest and latest prices known, then every cost."""
+        merged = {**memory.costs, **{c.cluster_id: c for c in record.costs}}
+        books = [p for p in (memory.highest, memory.prices) if p is not None]
+        rows = 0
+        try:
+            for book in books:  # keep the highest known prices across the rebuild
+                rows += await self._cache.write_sync(
+                    dataclasses.replace(record, ok=False, costs=[], prices=book, error="restored")
+                )
+            rows += await self._cache.write_sync(
+                dataclasses.replace(record, costs=list(merged.values()))
+            )
+        except errors.CacheError as exc:
+            logger.error("the rebuilt billing cache failed too: %s", exc)  # noqa: TRY400
+        return rows
+
+    def _announce(self, quarantine: cache_.Quarantine) -> None:
+        metrics.cache_quarantines.inc()
+        message = (
+            f"the billing cache was unusable ({quarantine.reason}); it was moved to "
+            f"{quarantine.moved_to} and a new cache was started"
+        )
+        self._events.append(("CacheQuarantined", message))
+        for cb in list(self._listeners):
+            try:
+                cb("CacheQuarantined", message)
+            except Exception:
+                logger.exception("an event listener failed")

@@ -1,0 +1,98 @@
+"""The fetch strategy, through the ingestion worker, against a provider behind httpx's
+MockTransport on a fake clock.
+
+Checks: without a bulk listing, tracked clusters are fetched one by one (the missing
+listing is learned once); a cluster is tracked while any claim names it; a cluster the
+provider does not know (404) is asked again only after a backoff that doubles, and is
+forgotten once it shows up; tracked clusters a partial listing left out are fetched and
+counted in the health; clusters no listing ever showed are asked for a few per sync.
+"""
+
+from __future__ import annotations
+
+from dbquota.kits.clock import FakeClock
+from dbquota.services import fetching
+from tests.unit.services.billing_api import Provider, Run
+
+
+async def test_without_a_bulk_listing_tracked_clusters_are_fetched_one_by_one(
+    start: Run,
+) -> None:
+    provider = Provider(5, bulk=False)
+    ing = await start(provider)
+    ing.track(["c1", "c2", "c4"])
+    await ing.sync_once()
+    assert sorted(ing.snapshot().costs) == ["c1", "c2", "c4"]
+    assert provider.requests["bulk"] == 1  # learned once that there is no listing
+    assert provider.requests["cluster"] == 3
+    ing.untrack(["c2"])
+    await ing.sync_once()
+    assert ing.tracked == {"c1", "c4"}
+    assert provider.requests["cluster"] == 5
+
+
+async def test_a_cluster_is_tracked_while_any_claim_names_it(start: Run) -> None:
+    provider = Provider(5, bulk=False)
+    ing = await start(provider)
+    ing.track(["c1", "c1"])  # two claims share one clusterId
+    ing.untrack(["c1"])
+    assert ing.tracked == {"c1"}
+    ing.untrack(["c1"])
+    assert ing.tracked == set()
+    ing.untrack(["never-tracked"])  # harmless
+    await ing.sync_once()
+    assert provider.requests["cluster"] == 0
+
+
+async def test_a_cluster_the_provider_does_not_know_is_asked_again_only_after_a_backoff(
+    start: Run, clock: FakeClock
+) -> None:
+    provider = Provider(2, bulk=False)
+    ing = await start(provider)
+    ing.track(["c0", "gone"])
+    await ing.sync_once()
+    assert provider.asked["gone"] == 1
+    assert ing.unknown == {"gone"}
+    for _ in range(3):  # syncs within the backoff do not ask again
+        await ing.sync_once()
+    assert provider.asked["gone"] == 1
+    assert provider.asked["c0"] == 4
+    clock.advance(fetching.UNKNOWN_BACKOFF + 1)
+    await ing.sync_once()
+    assert provider.asked["gone"] == 2  # asked again, then backs off twice as long
+    clock.advance(fetching.UNKNOWN_BACKOFF + 1)
+    await ing.sync_once()
+    assert provider.asked["gone"] == 2
+    provider.costs["gone"] = (5.0, 1.0)  # the provider learns of it
+    clock.advance(2 * fetching.UNKNOWN_BACKOFF)
+    await ing.sync_once()
+    assert "gone" in ing.snapshot().costs
+    assert ing.unknown == set()
+    ing.untrack(["gone"])
+    assert ing.tracked == {"c0"}
+
+
+async def test_tracked_clusters_missing_from_a_partial_listing_are_fetched(start: Run) -> None:
+    provider = Provider(5)
+    ing = await start(provider)  # a listing shows every cluster
+    ing.track(["c2"])
+    provider.hidden = {"c2", "c3"}  # the next listing leaves some out
+    await ing.sync_once()
+    assert "c2" in ing.snapshot().costs
+    assert provider.asked == {"c2": 1}  # not c3: no claim names it
+    assert ing.snapshot().health.left_out == 1  # a partial listing shows in the health
+
+
+async def test_clusters_no_listing_showed_are_asked_for_a_few_at_a_time(start: Run) -> None:
+    provider = Provider(5)
+    ing = await start(provider)
+    new = [f"new-{i}" for i in range(2 * fetching.NEW_PER_SYNC)]  # a burst of new claims
+    ing.track(new)
+    await ing.sync_once()
+    assert sum(provider.asked.values()) == fetching.NEW_PER_SYNC
+    await ing.sync_once()
+    assert sum(provider.asked.values()) == 2 * fetching.NEW_PER_SYNC
+    await ing.sync_once()  # each answered 404: none asked again before its backoff
+    assert sum(provider.asked.values()) == 2 * fetching.NEW_PER_SYNC
+    assert ing.unknown == set(new)
+    assert ing.snapshot().health.left_out == 0
