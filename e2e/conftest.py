@@ -11,13 +11,14 @@
   ``billing`` every second (``FAST`` flags), so outages show within seconds. On the local
   control plane it requires the apiserver's webhook client certificate
   (``--webhook-client-ca``); a test that calls it directly presents
-  ``Cluster.webhook_client`` as the apiserver does.
+  ``Cluster.webhook_client`` as the apiserver does (:func:`as_apiserver`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import ssl
 import subprocess
 import sys
 import time
@@ -256,6 +257,15 @@ def start_operator(
         time.sleep(0.3)
     stop_operator(op)
     raise AssertionError(f"operator did not register its webhook in 60s:\n{op.logs()}")
+
+
+def as_apiserver(cluster: Cluster, op: OperatorProcess) -> ssl.SSLContext:
+    """TLS as the apiserver calls ``op``'s webhook: trusting its dev CA and presenting the
+    apiserver's webhook client certificate, when the cluster has one."""
+    ctx = ssl.create_default_context(cafile=str(op.log.parent / "certs" / "ca.crt"))
+    if cluster.webhook_client is not None:
+        ctx.load_cert_chain(*cluster.webhook_client)
+    return ctx
 
 
 def stop_operator(op: OperatorProcess) -> None:
