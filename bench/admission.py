@@ -19,11 +19,12 @@ due at ``start + i / rate`` and goes out then, whatever the earlier ones are doi
 request's latency is measured client-side from the time it was due (so a client that
 falls behind its timetable shows as latency, not as a lower rate), over TLS with
 keep-alive (HTTP/1.1 over asyncio TLS streams trusting the webhook's CA bundle, at most
-``--connections``; see :class:`Connections` for why not httpx). The client collects no
-garbage during a run. Each rate runs twice in a row: healthy, then during a billing
-outage (the simulator's ``outage`` fault, once the quota's status shows the circuit Open;
-then the fault is lifted and the next rate waits for billing to be live again); each
-phase starts with ``--lead-in`` seconds at its rate that are not measured. Pairing
+``--connections``; see :class:`Connections` for why not httpx), presenting the apiserver's
+webhook client certificate, which the operator requires (``--webhook-client-ca``). The
+client collects no garbage during a run. Each rate runs twice in a row: healthy, then
+during a billing outage (the simulator's ``outage`` fault, once the quota's status shows
+the circuit Open; then the fault is lifted and the next rate waits for billing to be live
+again); each phase starts with ``--lead-in`` seconds at its rate that are not measured. Pairing
 the phases per rate keeps slow drifts of a shared machine out of the outage/healthy
 ratio, which shows whether enforcement waits for billing. ``--dry-run`` marks every
 review dry-run (decided, nothing written): the webhook's latency without the reservation
@@ -108,6 +109,8 @@ class Stack:
     controlplane_up: bool = False
     apiserver_pid: int = 0
     etcd_pid: int = 0
+    client_ca: str = ""  # the CA of the apiserver's webhook client certificate
+    client_cert: tuple[str, str] = ("", "")  # that certificate and key: the bench presents it
 
     def kubectl(self, *args: str, input_: str | None = None) -> str:
         proc = subprocess.run(
@@ -154,6 +157,8 @@ def start(stack: Stack, *, budget: float, operator_args: list[str]) -> None:
     stack.controlplane_up = True
     stack.kubeconfig, stack.server = Path(state.kubeconfig), state.server
     stack.apiserver_pid, stack.etcd_pid = state.apiserver_pid, state.etcd_pid
+    stack.client_ca = state.webhook_client_ca
+    stack.client_cert = (state.webhook_client_cert, state.webhook_client_key)
     stack.kubectl("apply", "-f", str(ROOT / "crds"))
     stack.kubectl(
         "wait",
@@ -179,6 +184,7 @@ def start(stack: Stack, *, budget: float, operator_args: list[str]) -> None:
         f"--metrics-port={stack.metrics_port}",
         f"--cache-path={stack.workdir / 'cache.sqlite3'}",
         f"--billing-url={stack.simulator.url}",
+        f"--webhook-client-ca={stack.client_ca}",
         *FAST,
         *operator_args,
     ]
@@ -527,6 +533,7 @@ async def measure(stack: Stack, args: argparse.Namespace, rates: list[float]) ->
     assert stack.simulator is not None
     pids = [stack.operator.pid, stack.apiserver_pid, stack.etcd_pid]
     ctx = ssl.create_default_context(cafile=str(stack.workdir / "certs" / "ca.crt"))
+    ctx.load_cert_chain(*stack.client_cert)  # as the apiserver does
     url = f"https://127.0.0.1:{stack.webhook_port}/validate-claims"
     conns = Connections(url=url, ctx=ctx, limit=args.connections)
     names = [f"claim-{i:03d}" for i in range(args.claims)]

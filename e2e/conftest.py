@@ -8,13 +8,17 @@
 - ``namespace``: a fresh namespace per test.
 - ``billing`` (session): the real billing simulator process (``dbquota billing-sim``).
 - ``operator`` (session): ``dbquota run --dev-webhook`` as a child process, syncing from
-  ``billing`` every second (``FAST`` flags), so outages show within seconds.
+  ``billing`` every second (``FAST`` flags), so outages show within seconds. On the local
+  control plane it requires the apiserver's webhook client certificate
+  (``--webhook-client-ca``); a test that calls it directly presents
+  ``Cluster.webhook_client`` as the apiserver does (:func:`as_apiserver`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import ssl
 import subprocess
 import sys
 import time
@@ -49,6 +53,10 @@ class Cluster:
     webhook_host: str
     bins: controlplane.Binaries
     state_dir: Path | None
+    webhook_client_ca: Path | None = None
+    """The CA of the certificate the apiserver presents to webhooks (None: it presents none)."""
+    webhook_client: tuple[Path, Path] | None = None
+    """That certificate and its key, for tests that call a webhook as the apiserver does."""
 
     def env(self) -> dict[str, str]:
         """The environment for a child process talking to this cluster."""
@@ -74,6 +82,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             webhook_host="127.0.0.1",
             bins=bins,
             state_dir=state_dir,
+            webhook_client_ca=Path(state.webhook_client_ca),
+            webhook_client=(Path(state.webhook_client_cert), Path(state.webhook_client_key)),
         )
     finally:
         controlplane.down(state_dir, remove=False)
@@ -249,6 +259,15 @@ def start_operator(
     raise AssertionError(f"operator did not register its webhook in 60s:\n{op.logs()}")
 
 
+def as_apiserver(cluster: Cluster, op: OperatorProcess) -> ssl.SSLContext:
+    """TLS as the apiserver calls ``op``'s webhook: trusting its dev CA and presenting the
+    apiserver's webhook client certificate, when the cluster has one."""
+    ctx = ssl.create_default_context(cafile=str(op.log.parent / "certs" / "ca.crt"))
+    if cluster.webhook_client is not None:
+        ctx.load_cert_chain(*cluster.webhook_client)
+    return ctx
+
+
 def stop_operator(op: OperatorProcess) -> None:
     """SIGTERM, then SIGKILL after 15 s."""
     stop_process(op.proc)
@@ -262,13 +281,17 @@ def operator(
     billing: Simulator,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[OperatorProcess]:
+    client_ca = cluster.webhook_client_ca
     op = start_operator(
         cluster,
         kubectl,
         tmp_path_factory.mktemp("operator"),
-        extra=(f"--billing-url={billing.url}", *FAST),
+        extra=(
+            f"--billing-url={billing.url}",
+            *FAST,
+            *([f"--webhook-client-ca={client_ca}"] if client_ca else []),
+        ),
     )
     yield op
     stop_operator(op)
     kubectl("delete", "validatingwebhookconfiguration", "e2e.dbquota.io", check=False)
-    kubectl("delete", "mutatingwebhookconfiguration", "e2e.dbquota.io", check=False)

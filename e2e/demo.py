@@ -307,9 +307,11 @@ def start_billing(demo: Demo) -> Billing:
     return billing
 
 
-def start_operator(demo: Demo, billing: Billing) -> None:
+def start_operator(demo: Demo, billing: Billing, *, client_ca: str) -> None:
     demo.step("Start the operator: webhook on 127.0.0.1 (TLS, generated certificate)")
     flags = [f"--billing-url={billing.url}", *OPERATOR_FLAGS]
+    if client_ca:  # only the apiserver's webhook client certificate gets through TLS
+        flags.append(f"--webhook-client-ca={client_ca}")
     demo.say(f"$ dbquota run --dev-webhook {' '.join(flags)}")
     demo.say(
         f"(syncs billing every 2 s; the breaker opens after 2 failures and probes after "
@@ -558,7 +560,7 @@ def run(demo: Demo) -> None:
     demo.quotas("-A")
 
     billing = start_billing(demo)
-    start_operator(demo, billing)
+    start_operator(demo, billing, client_ca=state.webhook_client_ca)
     demo.quotas("-A")
     tenant(demo)
     admitted(demo)

@@ -528,7 +528,7 @@ def test_webhook_serves_tls_the_ca_bundle_trusts_and_reloads_a_rotated_certifica
     assert env.ca_bundle() == bundle  # renewed under the same CA: no caBundle change
     write_certs(standby.cert_dir, new)
     pid = standby.proc.pid
-    # kopf re-reads the files every 60 s and restarts its TLS listener when they changed.
+    # The operator looks at the files every few seconds; new connections get the new one.
     wait_for(
         lambda: (cert := served_certificate(standby, bundle)) and same_cert(cert, new["tls.crt"]),
         timeout=90,

@@ -30,7 +30,7 @@ from typing import Any
 import httpx
 import pytest
 
-from dbquota.handlers.operating import ensure_dev_certificates
+from dbquota.handlers.webhook import ensure_dev_certificates
 from e2e import scraping
 from e2e.conftest import (
     FAST,
@@ -279,6 +279,7 @@ def second_replica(
 
 
 def test_two_replicas_sharing_a_quota_admit_exactly_what_fits(
+    cluster: Cluster,
     kubectl: Kubectl,
     operator: OperatorProcess,
     second_replica: tuple[OperatorProcess, Path],
@@ -298,6 +299,8 @@ def test_two_replicas_sharing_a_quota_admit_exactly_what_fits(
         clients = []
         for _, ca in targets:
             ctx = ssl.create_default_context(cafile=str(ca))
+            if cluster.webhook_client:  # the session operator takes only the apiserver's
+                ctx.load_cert_chain(*cluster.webhook_client)
             clients.append(httpx.AsyncClient(verify=ctx, timeout=30))
 
         async def one(i: int) -> bool:

@@ -13,7 +13,6 @@ reason ``BillingUnavailable``, while recovery brings it back to True.
 from __future__ import annotations
 
 import re
-import ssl
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -21,7 +20,7 @@ import httpx
 
 from dbquota.kits import timestamps
 from dbquota.services import recording
-from e2e.conftest import Kubectl, OperatorProcess
+from e2e.conftest import Cluster, Kubectl, OperatorProcess, as_apiserver
 from e2e.test_crds import claim
 from e2e.test_enforcement import live_quota, review, status, unit_cost
 from e2e.waiting import wait_for
@@ -48,14 +47,17 @@ def conditions(kubectl: Kubectl, namespace: str, name: str) -> dict[str, dict[st
 
 
 def test_a_thousand_would_deny_are_one_event_with_a_series(
-    kubectl: Kubectl, operator: OperatorProcess, namespace: str, billing: Simulator
+    cluster: Cluster,
+    kubectl: Kubectl,
+    operator: OperatorProcess,
+    namespace: str,
+    billing: Simulator,
 ) -> None:
     live_quota(kubectl, namespace, "warn", monthlyBudget=1, enforcement="Warn")
-    ca = operator.log.parent / "certs" / "ca.crt"
     url = f"https://127.0.0.1:{operator.webhook_port}/validate-claims"
     names = [f"c{i:04d}" for i in range(1000)]
     with (
-        httpx.Client(verify=ssl.create_default_context(cafile=str(ca)), timeout=30) as client,
+        httpx.Client(verify=as_apiserver(cluster, operator), timeout=30) as client,
         ThreadPoolExecutor(max_workers=16) as pool,
     ):
 

@@ -31,9 +31,17 @@ from typing import Any
 import httpx
 import pytest
 
-from dbquota.handlers.operating import ensure_dev_certificates
+from dbquota.handlers.webhook import ensure_dev_certificates
 from e2e import scraping
-from e2e.conftest import FAST, Cluster, Kubectl, OperatorProcess, spawn_operator, stop_operator
+from e2e.conftest import (
+    FAST,
+    Cluster,
+    Kubectl,
+    OperatorProcess,
+    as_apiserver,
+    spawn_operator,
+    stop_operator,
+)
 from e2e.test_crds import claim
 from e2e.test_enforcement import live_quota, review, status, unit_cost
 from e2e.waiting import wait_for
@@ -200,11 +208,11 @@ def test_billing_tracking_follows_the_claims(
 
 
 def test_a_forged_reviews_reservation_is_released_within_the_grace(
-    kubectl: Kubectl, operator: OperatorProcess, namespace: str
+    cluster: Cluster, kubectl: Kubectl, operator: OperatorProcess, namespace: str
 ) -> None:
     live_quota(kubectl, namespace, "target", monthlyBudget=5000)
-    ca = operator.log.parent / "certs" / "ca.crt"
-    with httpx.Client(verify=ssl.create_default_context(cafile=str(ca)), timeout=30) as client:
+    # Forged by a holder of the apiserver's client certificate, if the cluster has one.
+    with httpx.Client(verify=as_apiserver(cluster, operator), timeout=30) as client:
         url = f"https://127.0.0.1:{operator.webhook_port}/validate-claims"
         answer = client.post(url, json=review(namespace, "phantom"))
     assert answer.json()["response"]["allowed"]

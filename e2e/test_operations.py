@@ -50,7 +50,7 @@ def test_a_corrupt_cache_is_quarantined_rebuilt_and_announced(
 ) -> None:
     cache = tmp_path / "cache.sqlite3"
     cache.write_bytes(b"this is not a database, and it must not be deleted\n" * 100)
-    from dbquota.handlers.operating import ensure_dev_certificates  # noqa: PLC0415
+    from dbquota.handlers.webhook import ensure_dev_certificates  # noqa: PLC0415
 
     ensure_dev_certificates(cert_dir=tmp_path / "certs", host="127.0.0.1")
     op = spawn_operator(

@@ -31,8 +31,8 @@ def wait_for(
 def webhook_points_at(configuration: Mapping[str, Any], port: int) -> bool:
     """Whether a ValidatingWebhookConfiguration (as JSON) calls a webhook on ``port``.
 
-    kopf creates the configuration first and patches its webhook in a moment later, so a
-    configuration with no ``webhooks`` yet is not registered.
+    A configuration without ``webhooks`` (or one left by an earlier run on another port)
+    does not count: the operator registers by server-side apply once it listens.
     """
     urls = [w.get("clientConfig", {}).get("url", "") for w in configuration.get("webhooks") or []]
     return any(f":{port}/" in url for url in urls)

@@ -9,6 +9,13 @@ own session on free loopback ports, with certificates made by :mod:`dbquota.kits
 ``system:masters``), waits for ``/readyz`` and writes ``<dir>/kubeconfig``. :func:`down`
 stops them and removes the directory.
 
+The apiserver authenticates itself to admission webhooks, as docs/security.md describes
+for a real cluster: a second CA (``pki/webhook-client-ca.crt``, in
+:attr:`State.webhook_client_ca` for the operator's ``--webhook-client-ca``) signs a client
+certificate (``pki/webhook-client.crt``), which ``pki/webhook-kubeconfig`` gives to every
+webhook host (user ``*``) and which ``admission.json`` (``--admission-control-config-file``)
+hands to the ValidatingAdmissionWebhook and MutatingAdmissionWebhook plugins.
+
 :func:`upstream_crds` gives the CRDs of the database operators dbquota prices
 (CloudNativePG, Zalando, Crossplane's provider-aws), which ``build.sh crds`` copies out of
 their Go modules at the pinned versions of :data:`UPSTREAM_CRDS`.
@@ -180,6 +187,12 @@ class State:
     etcd_pid: int
     apiserver_pid: int
     etcd_url: str
+    webhook_client_ca: str = ""
+    """PEM CA that signed the certificate the apiserver presents to webhooks."""
+    webhook_client_cert: str = ""
+    """That certificate (a test may present it to a webhook, as the apiserver does)..."""
+    webhook_client_key: str = ""
+    """...and its key."""
 
 
 def _ephemeral_low() -> int:
@@ -245,6 +258,50 @@ def _kubeconfig(*, server: str, ca: bytes, client: certs.KeyPair, dir_: Path) ->
     return path
 
 
+def _webhook_client(*, dir_: Path) -> Path:
+    """The apiserver's identity towards admission webhooks; returns the AdmissionConfiguration.
+
+    The kubeconfig's user ``*`` matches every webhook host (the apiserver tries
+    ``<host>:<port>`` exactly, then ``*.<domain>`` suffixes, then ``*``), so whichever free
+    port an operator listens on, the apiserver presents this certificate to it.
+    """
+    pki = dir_ / "pki"
+    ca = certs.new_ca(common_name="dbquota-local-webhook-client-ca")
+    (pki / "webhook-client-ca.crt").write_bytes(ca.cert_pem)
+    client = certs.issue(ca=ca, common_name="kube-apiserver-webhook-client", client=True)
+    client.write(cert_path=pki / "webhook-client.crt", key_path=pki / "webhook-client.key")
+    kubeconfig = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "users": [
+            {
+                "name": "*",
+                "user": {
+                    "client-certificate": str(pki / "webhook-client.crt"),
+                    "client-key": str(pki / "webhook-client.key"),
+                },
+            }
+        ],
+    }
+    (pki / "webhook-kubeconfig").write_text(json.dumps(kubeconfig, indent=2))
+    plugin_config = {
+        "apiVersion": "apiserver.config.k8s.io/v1",
+        "kind": "WebhookAdmissionConfiguration",
+        "kubeConfigFile": str(pki / "webhook-kubeconfig"),
+    }
+    admission = {
+        "apiVersion": "apiserver.config.k8s.io/v1",
+        "kind": "AdmissionConfiguration",
+        "plugins": [
+            {"name": plugin, "configuration": plugin_config}
+            for plugin in ("ValidatingAdmissionWebhook", "MutatingAdmissionWebhook")
+        ],
+    }
+    path = dir_ / "admission.json"
+    path.write_text(json.dumps(admission, indent=2))
+    return path
+
+
 def _spawn(argv: list[str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
         proc = subprocess.Popen(
@@ -302,6 +359,7 @@ def up(dir_: Path, *, timeout: float = 90.0) -> State:
     sa_key, sa_pub = certs.new_signing_key()
     (pki / "sa.key").write_bytes(sa_key)
     (pki / "sa.pub").write_bytes(sa_pub)
+    admission = _webhook_client(dir_=dir_)
 
     etcd_port, peer_port, api_port = _free_port(), _free_port(), _free_port()
     etcd_url = f"http://127.0.0.1:{etcd_port}"
@@ -340,6 +398,7 @@ def up(dir_: Path, *, timeout: float = 90.0) -> State:
             f"--service-account-key-file={pki / 'sa.pub'}",
             f"--service-account-signing-key-file={pki / 'sa.key'}",
             f"--client-ca-file={pki / 'ca.crt'}",
+            f"--admission-control-config-file={admission}",
         ],
         dir_ / "kube-apiserver.log",
     )
@@ -350,6 +409,9 @@ def up(dir_: Path, *, timeout: float = 90.0) -> State:
         etcd_pid=etcd.pid,
         apiserver_pid=apiserver.pid,
         etcd_url=etcd_url,
+        webhook_client_ca=str(pki / "webhook-client-ca.crt"),
+        webhook_client_cert=str(pki / "webhook-client.crt"),
+        webhook_client_key=str(pki / "webhook-client.key"),
     )
     (dir_ / STATE_FILE).write_text(json.dumps(asdict(state), indent=2))
     try:

@@ -41,6 +41,7 @@ def main(argv: list[str] | None = None) -> int:
             state = controlplane.up(args.dir)
             print(f"control plane ready at {state.server}")
             print(f"export KUBECONFIG={state.kubeconfig}")
+            print(f"# the apiserver's webhook client CA: {state.webhook_client_ca}")
         else:
             controlplane.down(args.dir)
             print(f"control plane in {args.dir} stopped")

@@ -19,7 +19,10 @@ def _settings_table() -> str:
     rows = ["| flag | environment variable | default | meaning |", "| --- | --- | --- | --- |"]
     for knob in settings.knobs():
         unit = f" ({knob.unit})" if knob.unit else ""
-        default = "" if knob.default is None else str(knob.default)
+        default = knob.default
+        if isinstance(default, tuple):
+            default = ",".join(default)
+        default = "" if default is None else str(default)
         rows.append(f"| `{knob.flag}` | `{knob.env}` | `{default}` | {knob.help}{unit} |")
     return "\n".join(rows)
 

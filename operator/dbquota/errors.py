@@ -5,6 +5,7 @@ Adapters turn foreign errors (httpx, aiosqlite, kubernetes-asyncio) into these w
 
     DbquotaError
     ├── ConfigurationError          bad flags, env vars or files at start-up
+    ├── MalformedReview             a webhook request body that is not an AdmissionReview
     ├── BillingError                anything the billing provider did wrong
     │   ├── BillingUnavailable      timeout, connection error, 5xx   (trips the breaker)
     │   │   └── RateLimited         429; carries retry_after seconds (trips the breaker)
@@ -31,6 +32,14 @@ class DbquotaError(Exception):
 
 class ConfigurationError(DbquotaError):
     """Settings that cannot work: say which one and why."""
+
+
+class MalformedReview(DbquotaError):
+    """A webhook request body that is not an AdmissionReview we can answer (HTTP 400).
+
+    Its message is short and made of fixed words and field names only: it never echoes
+    the input or another exception's text, so it is safe to send back and to log.
+    """
 
 
 class BillingError(DbquotaError):

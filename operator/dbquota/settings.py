@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 NoQuotaPolicy = Literal["Admit", "Deny"]
+EventLoop = Literal["uvloop", "asyncio"]
 
 
 def _knob(
@@ -60,6 +61,26 @@ def _share(text: str) -> float:
     if not 0.0 <= value < 1.0:
         raise argparse.ArgumentTypeError(f"expected a fraction from 0 to below 1, got {text!r}")
     return value
+
+
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(name.strip() for name in text.split(",") if name.strip())
+
+
+def _webhook_timeout(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= 30:
+        raise argparse.ArgumentTypeError(f"expected whole seconds from 1 to 30, got {text!r}")
+    return value
+
+
+def _event_loop(text: str) -> EventLoop:
+    if text not in ("uvloop", "asyncio"):
+        raise argparse.ArgumentTypeError(f"expected uvloop or asyncio, got {text!r}")
+    return "uvloop" if text == "uvloop" else "asyncio"
 
 
 def _no_quota_policy(text: str) -> NoQuotaPolicy:
@@ -176,7 +197,7 @@ class CacheSettings:
 
 @dataclass(frozen=True, kw_only=True)
 class WebhookSettings:
-    """The validating admission webhook's server."""
+    """The validating admission webhook's server (:mod:`dbquota.handlers.webhook`)."""
 
     dev: bool = _knob(
         False,
@@ -185,21 +206,49 @@ class WebhookSettings:
         "ValidatingWebhookConfiguration ourselves (for local clusters).",
         parse=_bool,
     )
-    listen: str = _knob("0.0.0.0", flag="--webhook-listen", help="Address to listen on.")  # noqa: S104
+    listen: str = _knob(
+        "0.0.0.0",  # noqa: S104 - the apiserver calls from off the pod
+        flag="--webhook-listen",
+        help="Address to listen on (dev mode listens on --webhook-host).",
+    )
     host: str = _knob(
         "127.0.0.1", flag="--webhook-host", help="Host the apiserver uses to reach us (dev mode)."
     )
-    port: int = _knob(9443, flag="--webhook-port", help="TLS port of the webhook.")
+    port: int = _knob(9443, flag="--webhook-port", help="TLS port of the webhook (0 = any free).")
     cert_dir: Path = _knob(
         Path("webhook-certs"),
         flag="--webhook-cert-dir",
-        help="Folder with tls.crt and tls.key (generated there in dev mode); reloaded on change.",
+        help="Folder with tls.crt and tls.key (generated there in dev mode); reloaded within "
+        "seconds when they change.",
         parse=Path,
+    )
+    client_ca: Path | None = _knob(
+        None,
+        flag="--webhook-client-ca",
+        help="PEM bundle of the CA(s) that sign the apiserver's webhook client certificate: "
+        "every caller must then present a certificate it signed (mutual TLS); reloaded "
+        "when it changes ('' = no client certificate asked for).",
+        parse=_optional_path,
+    )
+    client_names: tuple[str, ...] = _knob(
+        (),
+        flag="--webhook-client-names",
+        help="Comma-separated names (CN or DNS SAN) a client certificate must carry, with "
+        "--webhook-client-ca ('' = any certificate that CA signed).",
+        parse=_names,
     )
     configuration_name: str = _knob(
         "dbquota.io",
         flag="--webhook-configuration",
-        help="Name of the ValidatingWebhookConfiguration registered in dev mode.",
+        help="Name of the ValidatingWebhookConfiguration registered in dev mode ('' = "
+        "register none: someone else does).",
+    )
+    timeout: int = _knob(
+        10,
+        flag="--webhook-timeout",
+        unit="s",
+        help="timeoutSeconds of the webhook registered in dev mode (1 to 30).",
+        parse=_webhook_timeout,
     )
 
 
@@ -295,6 +344,12 @@ class Settings:
     )
     namespace: str = _knob(
         "", flag="--namespace", help="Watch only this namespace ('' = all namespaces)."
+    )
+    event_loop: EventLoop = _knob(
+        "uvloop",
+        flag="--event-loop",
+        help="uvloop (compiled, less CPU per admission) or asyncio (the standard library's).",
+        parse=_event_loop,
     )
 
 

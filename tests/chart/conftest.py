@@ -3,8 +3,9 @@
 ``render(values)`` runs ``helm template`` with ``values`` (a dict, passed as a values file)
 and returns a :class:`Manifests`; ``MATRIX`` is the set of value combinations that every
 structural test runs over: defaults, cert-manager (own CA and an existing issuer),
-ServiceMonitor, persistent cache, 1 and 3 replicas, one watched namespace, NetworkPolicy,
-a billing token Secret, the Grafana dashboard and PrometheusRule, and everything at once.
+ServiceMonitor, persistent cache, 1 and 3 replicas, one watched namespace, no
+NetworkPolicy, a webhook client CA, a billing token Secret, the Grafana dashboard and
+PrometheusRule, and everything at once.
 """
 
 from __future__ import annotations
@@ -39,7 +40,12 @@ MATRIX: dict[str, dict[str, Any]] = {
     "one-replica": {"replicaCount": 1},
     "three-replicas": {"replicaCount": 3},
     "one-namespace": {"watchNamespace": "team-a"},
-    "network-policy": {"networkPolicy": {"enabled": True}},
+    "no-network-policy": {"networkPolicy": {"enabled": False}},
+    "client-ca": {
+        "webhook": {
+            "clientCA": {"configMapName": "webhook-client-ca", "allowedNames": ["kube-apiserver"]}
+        }
+    },
     "billing-token": {
         "billing": {"url": "https://billing.finops.svc:8443", "tokenSecret": {"name": "billing"}}
     },
@@ -59,7 +65,13 @@ MATRIX: dict[str, dict[str, Any]] = {
             "prometheusRule": {"enabled": True, "runbookUrl": "https://git.example.com/r"},
         },
         "cache": {"persistence": {"enabled": True}},
-        "networkPolicy": {"enabled": True, "egress": [{"ports": [{"port": 53}]}]},
+        "networkPolicy": {
+            "webhookCIDRs": ["10.20.0.0/16"],
+            "webhookFrom": [{"namespaceSelector": {"matchLabels": {"team": "platform"}}}],
+            "metricsFrom": [],
+            "egress": [{"ports": [{"port": 53}]}],
+        },
+        "webhook": {"clientCA": {"secretName": "apiserver-ca", "key": "bundle.pem"}},
         "billing": {"url": "http://billing:8089", "tokenSecret": {"name": "b", "key": "t"}},
         "watchNamespace": "team-b",
         "noQuotaPolicy": "Deny",

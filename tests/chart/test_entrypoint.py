@@ -5,7 +5,9 @@ and runs it as the chart does): the Dockerfile's ``ENTRYPOINT`` is read, checked
 ``dbquota run`` (a console script this package installs), and run with ``--help``; then,
 for every variant of the matrix, the container's arguments are parsed by
 ``dbquota.cli.build_parser()``, so a flag the chart passes that the operator lacks fails
-here, and the parsed settings are checked against the values that produced them. Also
+here, and the parsed settings are checked against the values that produced them; the
+webhook client CA is mounted where ``--webhook-client-ca`` reads it, from a ConfigMap or a
+Secret (not both), with its allowed names, and nothing is asked for without one. Also
 checks the Dockerfile's non-negotiables: multi-stage on one slim base (by default; the
 ``BASE`` build argument), a numeric non-root user, and the port numbers the chart expects.
 """
@@ -19,8 +21,10 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from dbquota import cli, settings
-from tests.chart.conftest import MATRIX, REPO, Manifests
+from tests.chart.conftest import MATRIX, REPO, HelmError, Manifests
 
 DOCKERFILE = REPO / "Dockerfile"
 
@@ -115,6 +119,46 @@ def test_token_file_is_where_the_secret_is_mounted(render: Callable[..., Manifes
     (volume,) = [v for v in volumes if v["name"] == "billing-token"]
     assert volume["secret"]["secretName"] == "billing"
     assert volume["secret"]["items"] == [{"key": "token", "path": cfg.billing.token_file.name}]
+
+
+@pytest.mark.parametrize(("name", "source"), [("client-ca", "configMap"), ("everything", "secret")])
+def test_the_client_ca_is_mounted_where_the_operator_reads_it(
+    render: Callable[..., Manifests], name: str, source: str
+) -> None:
+    manifests = render(MATRIX[name])
+    cfg = parse(container_argv(manifests))
+    assert cfg.webhook.client_ca is not None
+    (mount,) = [
+        m for m in manifests.container()["volumeMounts"] if m["name"] == "webhook-client-ca"
+    ]
+    assert cfg.webhook.client_ca.parent == Path(mount["mountPath"])
+    assert mount["readOnly"] is True
+    volumes = manifests.workload()["spec"]["template"]["spec"]["volumes"]
+    (volume,) = [v for v in volumes if v["name"] == "webhook-client-ca"]
+    key = cfg.webhook.client_ca.name
+    assert volume[source]["items"] == [{"key": key, "path": key}]
+    if source == "configMap":
+        assert volume["configMap"]["name"] == "webhook-client-ca"
+        assert cfg.webhook.client_names == ("kube-apiserver",)
+    else:
+        assert (volume["secret"]["secretName"], key) == ("apiserver-ca", "bundle.pem")
+        assert cfg.webhook.client_names == ()
+
+
+def test_without_a_client_ca_no_client_certificate_is_asked_for(
+    render: Callable[..., Manifests],
+) -> None:
+    manifests = render()
+    cfg = parse(container_argv(manifests))
+    assert (cfg.webhook.client_ca, cfg.webhook.client_names) == (None, ())
+    assert "webhook-client-ca" not in {m["name"] for m in manifests.container()["volumeMounts"]}
+
+
+def test_a_client_ca_from_both_a_config_map_and_a_secret_is_refused(
+    render: Callable[..., Manifests],
+) -> None:
+    with pytest.raises(HelmError, match="configMapName or secretName, not both"):
+        render({"webhook": {"clientCA": {"configMapName": "a", "secretName": "b"}}})
 
 
 def stage_images(text: str) -> list[str]:

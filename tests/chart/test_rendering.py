@@ -6,10 +6,11 @@ constraints and the ServiceMonitor select the operator's pods (or its metrics Se
 honouring the exposed labels); replicas follow ``replicaCount``; probes hit /healthz and
 /readyz on the port ``--metrics-port`` names; a persistent cache turns the Deployment into a
 StatefulSet with one claim per pod; the metrics Service publishes not-Ready pods; the
-NetworkPolicy opens the webhook and metrics ports; the values schema refuses unknown keys at
-every level and allows every key of values.yaml; each key of values.yaml has a comment above
-it and a row in the chart README's values table. (NOTES.txt needs a cluster to render:
-e2e/test_chart.py.)
+NetworkPolicy opens the webhook port to private address ranges and the metrics port to
+Prometheus by default, both configurable, with CIDRs checked by the schema; the values
+schema refuses unknown keys at every level and allows every key of values.yaml; each key of
+values.yaml has a comment above it and a row in the chart README's values table. (NOTES.txt
+needs a cluster to render: e2e/test_chart.py.)
 """
 
 from __future__ import annotations
@@ -23,7 +24,16 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.chart.conftest import CHART, MATRIX, NAMESPACE, RELEASE, HelmError, Manifests, run_helm
+from tests.chart.conftest import (
+    CHART,
+    MATRIX,
+    NAMESPACE,
+    RELEASE,
+    Doc,
+    HelmError,
+    Manifests,
+    run_helm,
+)
 
 
 @pytest.mark.parametrize("name", list(MATRIX))
@@ -157,7 +167,7 @@ def test_metrics_service_publishes_not_ready_pods_and_the_monitor_scrapes_it(
 def test_network_policy_admits_the_webhook_and_metrics_ports(
     render: Callable[..., Manifests],
 ) -> None:
-    manifests = render(MATRIX["network-policy"])
+    manifests = render()
     policy = manifests.one("NetworkPolicy")
     assert policy["spec"]["podSelector"]["matchLabels"].items() <= pod_labels(manifests).items()
     ports = {p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]}
@@ -165,7 +175,49 @@ def test_network_policy_admits_the_webhook_and_metrics_ports(
     assert policy["spec"]["policyTypes"] == ["Ingress"]
     everything = render(MATRIX["everything"]).one("NetworkPolicy")
     assert everything["spec"]["policyTypes"] == ["Ingress", "Egress"]
-    assert not render().of_kind("NetworkPolicy")
+    assert not render(MATRIX["no-network-policy"]).of_kind("NetworkPolicy")
+
+
+def ingress_from(policy: Doc, port: str) -> list[Doc] | None:
+    """The ``from`` peers of the rule for ``port`` (None: no ``from``, any source)."""
+    (rule,) = [r for r in policy["spec"]["ingress"] if r["ports"][0]["port"] == port]
+    peers: list[Doc] | None = rule.get("from")
+    return peers
+
+
+def test_by_default_only_private_addresses_reach_the_webhook_and_prometheus_the_metrics(
+    render: Callable[..., Manifests],
+) -> None:
+    policy = render().one("NetworkPolicy")
+    assert ingress_from(policy, "webhook") == [
+        {"ipBlock": {"cidr": cidr}}
+        for cidr in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10")
+    ]
+    assert ingress_from(policy, "metrics") == [
+        {
+            "namespaceSelector": {},
+            "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+        }
+    ]
+
+
+def test_webhook_and_metrics_sources_are_configurable(
+    render: Callable[..., Manifests],
+) -> None:
+    policy = render(MATRIX["everything"]).one("NetworkPolicy")
+    assert ingress_from(policy, "webhook") == [
+        {"ipBlock": {"cidr": "10.20.0.0/16"}},
+        {"namespaceSelector": {"matchLabels": {"team": "platform"}}},
+    ]
+    assert ingress_from(policy, "metrics") is None  # metricsFrom: [] means any source
+    opened = render({"networkPolicy": {"webhookCIDRs": [], "webhookFrom": []}})
+    assert ingress_from(opened.one("NetworkPolicy"), "webhook") is None
+
+
+@pytest.mark.parametrize("cidr", ["10.0.0.0", "example.com/8", "10.0.0.0/8; rm -rf"])
+def test_webhook_cidrs_must_be_cidrs(render: Callable[..., Manifests], cidr: str) -> None:
+    with pytest.raises(HelmError, match="webhookCIDRs"):
+        render({"networkPolicy": {"webhookCIDRs": [cidr]}})
 
 
 SCHEMA = json.loads((CHART / "values.schema.json").read_text())

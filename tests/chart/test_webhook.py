@@ -1,7 +1,7 @@
 """The webhook as rendered: scoped to DatabaseClaims, wired to the pods, with a valid chain.
 
 Checks, for every variant: one webhook, for dbquota.io/v1alpha1 databaseclaims CREATE and
-UPDATE only, ``sideEffects: NoneOnDryRun``, AdmissionReview v1, kopf's handler path
+UPDATE only, ``sideEffects: NoneOnDryRun``, AdmissionReview v1, the operator's webhook path
 ``/validate-claims``, through the webhook Service to the container port the operator
 listens on (``--webhook-port``); ``failurePolicy`` defaults to Fail and ``timeoutSeconds``
 and the policy are configurable, within the schema's bounds. Self-signed mode: the

@@ -46,6 +46,25 @@ def test_boolean_and_path_values_from_environment() -> None:
     assert cfg.billing.token_file == Path("/t")
 
 
+def test_webhook_client_authentication_and_timeout_settings() -> None:
+    cfg = parse(
+        [
+            "--webhook-client-ca=/etc/ca.pem",
+            "--webhook-client-names",
+            " a, b ,,",
+            "--webhook-timeout=30",
+        ],
+        {},
+    )
+    assert cfg.webhook.client_ca == Path("/etc/ca.pem")
+    assert cfg.webhook.client_names == ("a", "b")
+    assert cfg.webhook.timeout == 30
+    defaults = parse([], {}).webhook
+    assert (defaults.client_ca, defaults.client_names, defaults.timeout) == (None, (), 10)
+    with pytest.raises(argparse.ArgumentTypeError, match="from 1 to 30"):
+        parse([], {"DBQUOTA_WEBHOOK_TIMEOUT": "31"})
+
+
 def test_bad_environment_value_names_the_problem() -> None:
     with pytest.raises(argparse.ArgumentTypeError, match="expected Admit or Deny"):
         parse([], {"DBQUOTA_NO_QUOTA_POLICY": "Maybe"})

@@ -102,6 +102,19 @@ metrics label their series with it (name="..."). */}}
 {{/* Where the pods mount things. */}}
 {{- define "dbquota.certDir" -}}/var/run/secrets/dbquota/webhook{{- end }}
 {{- define "dbquota.billingTokenDir" -}}/var/run/secrets/dbquota/billing{{- end }}
+{{- define "dbquota.clientCADir" -}}/var/run/secrets/dbquota/webhook-client-ca{{- end }}
+
+{{/*
+Whether the webhook requires client certificates (webhook.clientCA names a ConfigMap or a
+Secret); fails when it names both.
+*/}}
+{{- define "dbquota.clientCA" -}}
+{{- $ca := .Values.webhook.clientCA }}
+{{- if and $ca.configMapName $ca.secretName }}
+{{- fail "webhook.clientCA: set configMapName or secretName, not both" }}
+{{- end }}
+{{- if or $ca.configMapName $ca.secretName }}true{{ end }}
+{{- end }}
 {{- define "dbquota.cacheDir" -}}/var/cache/dbquota{{- end }}
 
 {{/*
@@ -141,6 +154,12 @@ dbquota.cli.build_parser()).
 - --breaker-recovery-timeout={{ .breaker.recoveryTimeout }}
 {{- end }}
 - --no-quota-policy={{ $v.noQuotaPolicy }}
+{{- if include "dbquota.clientCA" . }}
+- --webhook-client-ca={{ include "dbquota.clientCADir" . }}/{{ $v.webhook.clientCA.key }}
+{{- with $v.webhook.clientCA.allowedNames }}
+- --webhook-client-names={{ join "," . }}
+{{- end }}
+{{- end }}
 {{- range $v.extraArgs }}
 - {{ . | quote }}
 {{- end }}

@@ -42,6 +42,7 @@ logger = logging.getLogger(__name__)
 D = TypeVar("D")  # what an Informer derives from each object
 
 MERGE = "application/merge-patch+json"
+APPLY = "application/apply-patch+yaml"  # server-side apply; its YAML may be JSON
 _json_decode = msgspec.json.Decoder(dict[str, Any]).decode
 _json_encode = msgspec.json.Encoder().encode
 
@@ -78,6 +79,13 @@ CLAIMS = Resource("dbquota.io", "v1alpha1", "databaseclaims", "DatabaseClaim")
 LEASES = Resource("coordination.k8s.io", "v1", "leases", "Lease")
 EVENTS = Resource("", "v1", "events", "Event")
 EVENTS_V1 = Resource("events.k8s.io", "v1", "events", "Event")
+WEBHOOKS = Resource(
+    "admissionregistration.k8s.io",
+    "v1",
+    "validatingwebhookconfigurations",
+    "ValidatingWebhookConfiguration",
+    namespaced=False,
+)
 
 
 def _message(status: int, body: bytes) -> str:
@@ -329,6 +337,19 @@ class Kube:
         """
         body = {"series": dict(series), "message": note}
         await self.patch(EVENTS, namespace=namespace, name=name, body=body)
+
+    async def apply_validating_webhook_configuration(self, body: Mapping[str, Any]) -> None:
+        """Create or update a ValidatingWebhookConfiguration by server-side apply (field
+        manager ``dbquota``, forced): how ``--dev-webhook`` registers the webhook."""
+        name = str(body["metadata"]["name"])
+        await self.request(
+            "PATCH",
+            WEBHOOKS.path(name=name),
+            what=f"apply ValidatingWebhookConfiguration {name}",
+            query={"fieldManager": "dbquota", "force": "true"},
+            body=body,
+            content_type=APPLY,
+        )
 
 
 class Source(Protocol):

@@ -16,8 +16,9 @@ per month (``dbquota_quota_info`` names it).
 Two kinds of series:
 
 - **per replica** (no quota label): billing, cache and admission series, written by
-  :mod:`dbquota.services.ingesting`, :mod:`dbquota.services.reserving` and the admission
-  handler. Every replica exports its own; aggregate across pods in PromQL.
+  :mod:`dbquota.services.ingesting`, :mod:`dbquota.services.reserving`, the admission
+  handler and the webhook server (:mod:`dbquota.handlers.webhook`: requests it refused).
+  Every replica exports its own; aggregate across pods in PromQL.
 - **per quota** (labels ``namespace`` and ``quota``): budget, spend, remaining, used ratio,
   max staleness and expired escrow, set by :func:`publish_quota` from the status the
   reconciler just wrote (:mod:`dbquota.services.reconciling`) and dropped by
@@ -159,6 +160,16 @@ admission_paths = Counter(
     "escrow, written a moment later) or exact (decided and written by compare-and-swap "
     "first).",
     ["path"],
+    registry=REGISTRY,
+)
+
+webhook_rejected = Counter(
+    "dbquota_webhook_rejected_requests_total",
+    "Requests to the admission webhook refused before admission, by reason: malformed "
+    "(not an AdmissionReview, HTTP 400), too_large (413), method (405), path (404), "
+    "client (a client certificate whose name is not allowed, 403), http (unparsable "
+    "HTTP), timeout (the body did not arrive in time, 408).",
+    ["reason"],
     registry=REGISTRY,
 )
 

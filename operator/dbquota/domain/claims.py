@@ -3,7 +3,9 @@
 :func:`parse_claim` turns a claim's namespace, name and ``spec`` into a frozen
 :class:`ClaimSpec`; :func:`from_object` does the same for a whole object (``metadata`` plus
 ``spec``), as an AdmissionReview carries it. ``replicas`` defaults to 1 and ``clusterId`` to
-``<namespace>/<name>``, as the CRD documents.
+``<namespace>/<name>``, as the CRD documents. ``spec`` may be any JSON value: a bad one
+raises ``ValueError`` in our words, naming the field and describing what it holds
+(:mod:`dbquota.domain.fields`), never with another exception's text.
 
 Called by the admission handler (through the services) and by
 :func:`dbquota.domain.verdicts.decide`. Pure: no I/O.
@@ -67,16 +69,23 @@ class ClaimSpec:
         return self.storage_gib if old is None else max(0, self.storage_gib - old.storage_gib)
 
 
-def parse_claim(*, namespace: str, name: str, spec: Mapping[str, object]) -> ClaimSpec:
-    """A :class:`ClaimSpec` from a claim's namespace, name and ``spec``; ``ValueError`` if bad."""
-    where = f"DatabaseClaim {namespace}/{name}: spec"
+def parse_claim(*, namespace: str, name: str, spec: object, field: str = "spec") -> ClaimSpec:
+    """A :class:`ClaimSpec` from a claim's namespace, name and ``spec``; ``ValueError`` if bad.
+
+    ``spec`` may be any JSON value (as an AdmissionReview carries it); anything but a valid
+    spec raises ``ValueError`` naming the field and what it holds, e.g. ``DatabaseClaim
+    team-a/x: spec must be an object, got null``. ``field`` names ``spec`` in messages
+    (``oldObject.spec`` for the previous version of an UPDATE).
+    """
+    where = f"DatabaseClaim {namespace}/{name}: {field}"
     try:
+        data = fields.as_object(spec, where=where)
         return ClaimSpec(
-            engine=fields.string(spec, "engine", where=where),
-            instance_class=fields.string(spec, "instanceClass", where=where),
-            storage_gib=fields.integer(spec, "storageGiB", where=where),
-            replicas=fields.integer(spec, "replicas", where=where, default=1),
-            cluster_id=fields.string(spec, "clusterId", where=where, default=f"{namespace}/{name}"),
+            engine=fields.string(data, "engine", where=where),
+            instance_class=fields.string(data, "instanceClass", where=where),
+            storage_gib=fields.integer(data, "storageGiB", where=where),
+            replicas=fields.integer(data, "replicas", where=where, default=1),
+            cluster_id=fields.string(data, "clusterId", where=where, default=f"{namespace}/{name}"),
         )
     except ValueError as exc:
         message = str(exc)

@@ -3,7 +3,10 @@
 The API server has already validated objects against the CRD schema, but the domain does
 not trust that blindly: a field of the wrong type raises ``ValueError`` naming its path
 (``spec.degradation.safetyMargin must be a number, got 'x'``) instead of failing somewhere
-later. Used by the parsers in :mod:`dbquota.domain.quotas` and :mod:`dbquota.domain.claims`.
+later. Whatever JSON value a field holds, the message describes it in a few words
+(:func:`describe`: ``null``, ``true``, ``an object``, a string cut to 40 characters), so a
+message stays short, and never carries another exception's text, however odd the input.
+Used by the parsers in :mod:`dbquota.domain.quotas` and :mod:`dbquota.domain.claims`.
 """
 
 from __future__ import annotations
@@ -14,10 +17,47 @@ from typing import cast
 
 EMPTY: Mapping[str, object] = {}
 
+_INT64 = 2**63
+"""Integers are refused from this magnitude on, as the apiserver's int64 would."""
+_SHOWN_CHARACTERS = 40
+"""A string longer than this is shown cut, with its length."""
+
+
+def describe(value: object) -> str:
+    """A JSON value in a few words, for messages: ``null``, ``true``, ``42``, ``'abc'``,
+    ``an object``, ``a list``; never longer than about 60 characters."""
+    match value:
+        case None:
+            text = "null"
+        case bool():
+            text = "true" if value else "false"
+        case int():
+            text = str(value) if value.bit_length() <= 64 else "a number of more than 19 digits"
+        case float():
+            text = repr(value)
+        case str() if len(value) <= _SHOWN_CHARACTERS:
+            text = repr(value)
+        case str():
+            text = f"{value[:_SHOWN_CHARACTERS]!r}... ({len(value)} characters)"
+        case Mapping():
+            text = "an object"
+        case list() | tuple():
+            text = "a list"
+        case _:
+            text = f"a {type(value).__name__}"
+    return text
+
 
 def _invalid(where: str, key: str, expected: str, value: object) -> ValueError:
     # ValueError, not TypeError: callers handle one error type for every invalid field.
-    return ValueError(f"{where}.{key} must be {expected}, got {value!r}")
+    return ValueError(f"{where}.{key} must be {expected}, got {describe(value)}")
+
+
+def as_object(value: object, *, where: str) -> Mapping[str, object]:
+    """``value`` itself as a mapping, or ``ValueError``: ``<where> must be an object, got ...``."""
+    if not isinstance(value, Mapping):  # ValueError: one error type for every invalid field
+        raise ValueError(f"{where} must be an object, got {describe(value)}")  # noqa: TRY004
+    return cast("Mapping[str, object]", value)
 
 
 def _present(data: Mapping[str, object], key: str) -> bool:
@@ -48,9 +88,9 @@ def integer(data: Mapping[str, object], key: str, *, where: str, default: int | 
             raise ValueError(f"{where}.{key} is required")
         return default
     value = data[key]
-    if isinstance(value, float) and value.is_integer():
+    if isinstance(value, float) and value.is_integer() and abs(value) < _INT64:
         return int(value)
-    if isinstance(value, bool) or not isinstance(value, int):
+    if isinstance(value, bool) or not isinstance(value, int) or abs(value) >= _INT64:
         raise _invalid(where, key, "an integer", value)
     return value
 
@@ -79,6 +119,4 @@ def mapping(data: Mapping[str, object], key: str, *, where: str) -> Mapping[str,
     if not _present(data, key):
         return EMPTY
     value = data[key]
-    if not isinstance(value, Mapping):
-        raise _invalid(where, key, "an object", value)
-    return cast("Mapping[str, object]", value)
+    return as_object(value, where=f"{where}.{key}")

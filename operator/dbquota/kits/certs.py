@@ -1,10 +1,9 @@
 """Self-signed certificate authorities and leaf certificates, generated with `cryptography`.
 
 Used by the operator's dev webhook (a serving certificate for 127.0.0.1) and by the e2e
-control plane (the apiserver's client CA, an admin client certificate, service-account
-keys). kopf's own self-signed mode needs `oscrypto`, which fails to detect OpenSSL 3 on
-this project's machines; `cryptography` is already a dependency and does the job in a few
-calls, so nothing here is hand-rolled crypto: it only fills in X.509 fields.
+control plane (the apiserver's client CA, an admin client certificate, the webhook client
+CA and the certificate the apiserver presents to webhooks, service-account keys). Nothing
+here is hand-rolled crypto: it only fills in X.509 fields.
 """
 
 from __future__ import annotations

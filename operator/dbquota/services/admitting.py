@@ -44,8 +44,10 @@ class Review:
 
     namespace: str
     name: str
-    spec: Mapping[str, object]
-    old_spec: Mapping[str, object] | None
+    spec: object
+    """The claim's ``spec``: any JSON value; parsing denies a bad one in its own words."""
+    old_spec: object | None
+    """The previous ``spec`` of an UPDATE (any JSON value but null), None for a CREATE."""
     dry_run: bool
     uid: str = ""
     """The object's uid (set by the apiserver before admission; a review without one
@@ -102,7 +104,10 @@ class Admission:
                 None
                 if review.old_spec is None
                 else claims.parse_claim(
-                    namespace=review.namespace, name=review.name, spec=review.old_spec
+                    namespace=review.namespace,
+                    name=review.name,
+                    spec=review.old_spec,
+                    field="oldObject.spec",
                 )
             )
         except ValueError as exc:

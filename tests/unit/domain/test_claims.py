@@ -1,13 +1,21 @@
 """DatabaseClaim parsing and growth.
 
 Checks that ``parse_claim`` and ``from_object`` read every field, default ``replicas`` to 1
-and ``clusterId`` to ``<namespace>/<name>``, and refuse bad fields naming them; and that
-``grows_from`` / ``storage_growth`` tell which updates can cost more.
+and ``clusterId`` to ``<namespace>/<name>``, and refuse bad fields naming them; that a spec
+that is not an object (null, a list, a string) and values of any JSON type are refused in
+our words, describing the value briefly (``got null``, ``got a list``, a long string cut);
+and that ``grows_from`` / ``storage_growth`` tell which updates can cost more. Property:
+whatever JSON value the spec is, or holds in its fields, parsing returns a claim or raises
+``ValueError`` with a short message in our words, never another exception or its text.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from dbquota.domain import claims
 from tests.unit.domain import samples
@@ -74,6 +82,82 @@ def test_invalid_claims_name_the_field(spec: dict[str, object], message: str) ->
     with pytest.raises(ValueError, match=r"^DatabaseClaim team-a/orders: ") as info:
         claims.parse_claim(namespace="team-a", name="orders", spec=spec)
     assert message in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        (None, "spec must be an object, got null"),
+        ([1, 2], "spec must be an object, got a list"),
+        ("postgres", "spec must be an object, got 'postgres'"),
+        (True, "spec must be an object, got true"),
+        ({"engine": {"a": 1}}, "spec.engine must be a non-empty string, got an object"),
+        ({"engine": "p", "instanceClass": "x", "storageGiB": None}, "spec.storageGiB is required"),
+        (
+            {"engine": "p", "instanceClass": "x", "storageGiB": 10**30},
+            "spec.storageGiB must be an integer, got a number of more than 19 digits",
+        ),
+        (
+            {"engine": "p", "instanceClass": "x", "storageGiB": 1e300},
+            "spec.storageGiB must be an integer, got 1e+300",
+        ),
+        (
+            {"engine": "p", "instanceClass": "x", "storageGiB": "9" * 5000},
+            "spec.storageGiB must be an integer, got '9999999999999999999999999999999999999999'"
+            "... (5000 characters)",
+        ),
+    ],
+)
+def test_any_json_value_is_refused_in_our_words(spec: Any, message: str) -> None:
+    with pytest.raises(ValueError, match=r"^DatabaseClaim team-a/orders: ") as info:
+        claims.parse_claim(namespace="team-a", name="orders", spec=spec)
+    assert str(info.value) == f"DatabaseClaim team-a/orders: {message}"
+
+
+def test_the_old_spec_of_an_update_is_named_as_such() -> None:
+    with pytest.raises(ValueError, match=r"oldObject\.spec must be an object, got a list"):
+        claims.parse_claim(namespace="team-a", name="orders", spec=[], field="oldObject.spec")
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=100),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=12), children, max_size=4)
+    ),
+    max_leaves=25,
+)
+SPEC_KEYS = st.sampled_from(["engine", "instanceClass", "storageGiB", "replicas", "clusterId"])
+
+
+def assert_parsed_or_refused_in_our_words(spec: Any) -> None:
+    try:
+        claims.parse_claim(namespace="team-a", name="orders", spec=spec)
+    except ValueError as exc:
+        message = str(exc)
+        assert message.startswith("DatabaseClaim team-a/orders: spec")
+        assert len(message) < 200
+        for leaked in ("Traceback", "NoneType", "object is not", "unhashable", "takes "):
+            assert leaked not in message
+
+
+@given(json_values)
+def test_any_json_spec_parses_or_is_refused_in_our_words(spec: Any) -> None:
+    assert_parsed_or_refused_in_our_words(spec)
+
+
+@given(st.dictionaries(SPEC_KEYS, json_values, max_size=5))
+def test_any_values_in_the_spec_fields_parse_or_are_refused_in_our_words(
+    spec: dict[str, Any],
+) -> None:
+    assert_parsed_or_refused_in_our_words(spec)
+
+
+def test_deeply_nested_values_are_described_without_recursion() -> None:
+    deep: Any = 1
+    for _ in range(100_000):
+        deep = [deep]
+    assert_parsed_or_refused_in_our_words({"engine": deep})
+    assert_parsed_or_refused_in_our_words(deep)
 
 
 def test_object_without_metadata_is_refused() -> None:

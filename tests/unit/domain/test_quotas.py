@@ -75,7 +75,7 @@ def test_empty_strict_cap_admits_no_new_claims() -> None:
     [
         ({}, "DatabaseQuota q: spec.monthlyBudget is required"),
         ({"monthlyBudget": "lots"}, "spec.monthlyBudget must be a number, got 'lots'"),
-        ({"monthlyBudget": True}, "spec.monthlyBudget must be a number, got True"),
+        ({"monthlyBudget": True}, "spec.monthlyBudget must be a number, got true"),
         ({"monthlyBudget": math.nan}, "spec.monthlyBudget must be a finite number"),
         ({"monthlyBudget": 0}, "DatabaseQuota q: spec.monthlyBudget must be > 0, got 0.0"),
         ({"monthlyBudget": 1, "enforcement": "Audit"}, "must be one of Enforce, Warn, DryRun"),
@@ -93,7 +93,7 @@ def test_empty_strict_cap_admits_no_new_claims() -> None:
         ),
         ({"monthlyBudget": 1, "hard": {"claims": -1}}, "spec.hard.claims must be >= 0, got -1"),
         ({"monthlyBudget": 1, "hard": {"claims": 1.5}}, "spec.hard.claims must be an integer"),
-        ({"monthlyBudget": 1, "hard": [1]}, "spec.hard must be an object, got [1]"),
+        ({"monthlyBudget": 1, "hard": [1]}, "spec.hard must be an object, got a list"),
         ({"monthlyBudget": 1, "currency": ""}, "spec.currency must be a non-empty string"),
         (
             {"monthlyBudget": 1, "alerts": {"thresholds": 80}},

@@ -1,0 +1,603 @@
+"""The admission webhook's HTTPS server: ``POST /validate-claims``, served by dbquota itself.
+
+``async with webhook.serving(settings.webhook, admit=..., kinds=...) as port:`` listens
+until the block ends, then stops accepting, lets the reviews in flight finish (at most
+:data:`STOP_PATIENCE` seconds) and closes. :mod:`dbquota.handlers.operating` enters it once
+the runtime is built, with an ``admit`` that calls admission; nothing here knows about
+quotas. Each request, in this order:
+
+1. another path gets 404, another method 405;
+2. with ``--webhook-client-names``, a client certificate carrying none of those names
+   (CN or SAN) gets 403;
+3. a body over :data:`MAX_BODY` bytes (Kubernetes objects are at most 1.5 MiB and a review
+   carries two) gets 413, a request not complete :data:`BODY_PATIENCE` seconds after its
+   first byte 408, HTTP that cannot be parsed 400 (each closes the connection);
+4. the body is decoded (:func:`dbquota.domain.reviews.decode`): not an AdmissionReview
+   gets 400 with the short fixed message (``malformed AdmissionReview: request.uid
+   missing``), never the input or an exception's text;
+5. any operation but CREATE and UPDATE, and any kind not in ``kinds``, is admitted at once;
+6. else ``admit(review)`` is awaited and its :class:`~dbquota.domain.reviews.Answer`
+   encoded. An exception there is a bug: the review is denied with the fixed message
+   :data:`INTERNAL_ERROR` and the exception logged once at ERROR with its traceback.
+
+Every refused request (1-4) is counted in ``dbquota_webhook_rejected_requests_total
+{reason}`` and logged as one WARNING line without traceback, at most one line per second
+(the next line says how many were not logged). Nothing is logged per request otherwise.
+
+HTTP/1.1 is spoken on an asyncio protocol with httptools (the llhttp parser, as aiohttp's
+own C parser): keep-alive, pipelined requests answered in order, one review admitted at a
+time per connection (the apiserver sends one per connection), answers without a task when
+no admission is needed. aiohttp's low-level server did the same job for about 0.1 ms more CPU
+per review (``bench/README.md``), a sixth of the budget of a whole admission.
+
+TLS (at least 1.2) uses ``tls.crt`` and ``tls.key`` of ``--webhook-cert-dir`` (generated
+there by :func:`ensure_dev_certificates` in dev mode). Every :data:`RELOAD_INTERVAL` seconds
+the files' modification times are compared; when they changed a new context is built, and
+the listening context's SNI callback, which OpenSSL calls at every handshake (with or
+without SNI), gives each new handshake the newest one: connections already open keep their
+certificate, new ones get the new one, and files caught half-written are retried when they
+change again. With ``--webhook-client-ca`` the server requires a client certificate signed
+by that bundle (reloaded the same way): only the apiserver, configured with a client
+certificate for webhooks (docs/security.md), gets past the handshake.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import os
+import ssl
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final, cast
+
+import httptools
+
+from dbquota.adapters import metrics
+from dbquota.domain import reviews
+from dbquota.errors import ConfigurationError, MalformedReview
+from dbquota.kits import certs
+from dbquota.settings import WebhookSettings
+
+logger = logging.getLogger(__name__)
+
+Admit = Callable[[reviews.Review], Awaitable[reviews.Answer]]
+"""What the server asks about each review it does not answer itself."""
+
+PATH: Final = "/validate-claims"
+"""The one path served (the Helm chart's ValidatingWebhookConfiguration calls it)."""
+MAX_BODY: Final = 4 * 1024 * 1024
+"""Bytes of the largest body read; a larger one is refused with 413."""
+BODY_PATIENCE: Final = 10.0
+"""Seconds a request may take to arrive from its first byte (408 after that), and a TLS
+handshake to complete."""
+RELOAD_INTERVAL: Final = 3.0
+"""Seconds between two looks at the certificate files' modification times."""
+STOP_PATIENCE: Final = 5.0
+"""Seconds the requests in flight get to finish when the server stops."""
+IDLE_TIMEOUT: Final = 120.0
+"""Seconds an idle keep-alive connection stays open (the apiserver reuses them)."""
+LOG_INTERVAL: Final = 1.0
+"""Seconds between two WARNING lines about refused requests."""
+INTERNAL_ERROR: Final = reviews.Answer(
+    allowed=False, message="internal error; see the operator log", code=500
+)
+"""The answer to a review whose admission raised: the exception's text stays in the log."""
+
+_CERT, _KEY, _CA = "tls.crt", "tls.key", "ca.crt"
+
+
+def ensure_dev_certificates(*, cert_dir: Path, host: str) -> tuple[Path, Path, Path]:
+    """A CA and a serving certificate for ``host`` in ``cert_dir``, made once, then reused.
+
+    Returns the paths of the CA certificate (the caBundle to register), the serving
+    certificate and its key.
+    """
+    cert_dir.mkdir(parents=True, exist_ok=True)
+    ca_path, cert_path, key_path = cert_dir / _CA, cert_dir / _CERT, cert_dir / _KEY
+    if not (ca_path.exists() and cert_path.exists() and key_path.exists()):
+        ca = certs.new_ca(common_name="dbquota-webhook-ca")
+        hosts = tuple(dict.fromkeys((host, "127.0.0.1", "localhost")))
+        leaf = certs.issue(ca=ca, common_name=host, hosts=hosts, server=True)
+        ca_path.write_bytes(ca.cert_pem)
+        leaf.write(cert_path=cert_path, key_path=key_path)
+        logger.info("generated a webhook CA and serving certificate in %s", cert_dir)
+    return ca_path, cert_path, key_path
+
+
+class Tls:
+    """The server's TLS contexts, rebuilt from their files when these change.
+
+    :attr:`context` is the listening context; its SNI callback hands every new handshake
+    the context most recently built from the files (see the module docstring).
+    """
+
+    def __init__(self, *, cert: Path, key: Path, client_ca: Path | None) -> None:
+        self._cert, self._key, self._client_ca = cert, key, client_ca
+        self._stamp = self._stamps()
+        try:
+            self._current = self._build()
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigurationError(f"cannot load the webhook's TLS files: {exc}") from exc
+        self.context = self._build()
+        self.context.sni_callback = self._handshake
+        self.reloads = 0
+        """How many times new files were loaded."""
+
+    def _files(self) -> list[Path]:
+        return [self._cert, self._key, *([self._client_ca] if self._client_ca else [])]
+
+    def _stamps(self) -> tuple[tuple[int, int, int] | None, ...]:
+        stamps: list[tuple[int, int, int] | None] = []
+        for path in self._files():
+            try:
+                st = path.stat()  # follows the kubelet's ..data symlink to the new files
+            except OSError:
+                stamps.append(None)
+            else:
+                stamps.append((st.st_mtime_ns, st.st_ino, st.st_size))
+        return tuple(stamps)
+
+    def _build(self) -> ssl.SSLContext:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.set_alpn_protocols(["http/1.1"])
+        context.load_cert_chain(self._cert, self._key)
+        if self._client_ca is not None:
+            context.verify_mode = ssl.CERT_REQUIRED
+            context.load_verify_locations(cafile=os.fspath(self._client_ca))
+        return context
+
+    def _handshake(self, connection: Any, _server_name: str | None, _: ssl.SSLContext) -> None:
+        connection.context = self._current
+
+    def reload_if_changed(self) -> bool:
+        """Build a new context if the files changed since the last look; True if loaded.
+
+        Files that cannot be loaded (e.g. caught between two renames) keep the current
+        context and are tried again when they change again.
+        """
+        stamp = self._stamps()
+        if stamp == self._stamp:
+            return False
+        self._stamp = stamp
+        try:
+            self._current = self._build()
+        except (OSError, ssl.SSLError) as exc:
+            logger.warning(
+                "the webhook's TLS files changed but cannot be loaded (%s); "
+                "serving the previous ones until they change again",
+                exc,
+            )
+            return False
+        self.reloads += 1
+        logger.info("the webhook's TLS files changed: new connections use them")
+        return True
+
+
+class Rejections:
+    """Counts refused requests and logs them, at most one line per ``interval`` seconds."""
+
+    def __init__(
+        self, *, interval: float = LOG_INTERVAL, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self._interval = interval
+        self._clock = clock
+        self._last = -interval
+        self._unlogged = 0
+
+    def __call__(self, reason: str, *, peer: str, detail: str) -> None:
+        """One refused request: ``reason`` is the metric label, ``detail`` fixed words."""
+        metrics.webhook_rejected.labels(reason=reason).inc()
+        now = self._clock()
+        if now - self._last < self._interval:
+            self._unlogged += 1
+            return
+        more = f" ({self._unlogged} more refused since the last line)" if self._unlogged else ""
+        logger.warning("webhook refused a request from %s: %s%s", peer, detail, more)
+        self._last, self._unlogged = now, 0
+
+
+def _names(peercert: Mapping[str, Any]) -> set[str]:
+    """The CN and the DNS/IP SANs of a certificate as ``getpeercert()`` decodes it."""
+    names = {
+        str(value)
+        for rdn in peercert.get("subject", ())
+        for key, value in rdn
+        if key == "commonName"
+    }
+    names |= {
+        str(value)
+        for kind, value in peercert.get("subjectAltName", ())
+        if kind in ("DNS", "IP Address")
+    }
+    return names
+
+
+_PHRASES: Final = {
+    200: b"OK",
+    400: b"Bad Request",
+    403: b"Forbidden",
+    404: b"Not Found",
+    405: b"Method Not Allowed",
+    408: b"Request Timeout",
+    413: b"Content Too Large",
+}
+_JSON, _TEXT = b"application/json", b"text/plain; charset=utf-8"
+
+
+@dataclass(frozen=True)
+class _Request:
+    """One complete HTTP request, as far as the webhook reads it."""
+
+    method: bytes
+    target: bytes
+    body: bytes
+    keep_alive: bool
+
+
+@dataclass(frozen=True)
+class _Response:
+    """One answer; :meth:`encode` writes it as HTTP/1.1."""
+
+    status: int
+    body: bytes
+    content_type: bytes = _TEXT
+    close: bool = False
+
+    def encode(self) -> bytes:
+        allow = b"Allow: POST\r\n" if self.status == 405 else b""
+        connection = b"Connection: close\r\n" if self.close else b""
+        return b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n%s%s\r\n%s" % (
+            self.status,
+            _PHRASES.get(self.status, b"Unknown"),
+            self.content_type,
+            len(self.body),
+            allow,
+            connection,
+            self.body,
+        )
+
+
+class _Webhook:
+    """What every connection shares: the steps of the module docstring, and its tasks."""
+
+    def __init__(
+        self,
+        *,
+        admit: Admit,
+        kinds: Collection[tuple[str, str]],
+        client_names: Iterable[str],
+        rejections: Rejections,
+    ) -> None:
+        self._admit = admit
+        self._kinds = frozenset(kinds)
+        self.client_names = frozenset(client_names)
+        self.reject = rejections
+        self.connections: set[_Connection] = set()
+        self.tasks: set[asyncio.Task[None]] = set()
+
+    def refuse(self, peer: str, status: int, reason: str, text: str) -> _Response:
+        self.reject(reason, peer=peer, detail=f"{status} {text}")
+        close = status in (400, 408, 413) and reason != "malformed"
+        return _Response(status=status, body=text.encode() + b"\n", close=close)
+
+    def triage(
+        self, request: _Request, *, peer: str, client_ok: bool
+    ) -> _Response | reviews.Review:
+        """The answer to ``request`` when it needs no admission, else its review."""
+        if request.target.split(b"?", 1)[0] != _PATH:
+            return self.refuse(peer, 404, "path", f"not found; the webhook is at {PATH}")
+        if request.method != b"POST":
+            return self.refuse(peer, 405, "method", f"{PATH} takes POST only")
+        if not client_ok:
+            return self.refuse(peer, 403, "client", "client certificate name not allowed")
+        try:
+            review = reviews.decode(request.body)
+        except MalformedReview as exc:
+            return self.refuse(peer, 400, "malformed", str(exc))
+        incoming = review.request
+        if incoming.operation in ("CREATE", "UPDATE") and (
+            (incoming.kind.group, incoming.kind.kind) in self._kinds
+        ):
+            return review
+        return _Response(200, reviews.encode(review, _ADMITTED), _JSON)
+
+    async def answer(self, review: reviews.Review) -> _Response:
+        """``admit``'s answer to ``review``; a fixed denial if it raises (a bug)."""
+        try:
+            answer = await self._admit(review)
+        except Exception:
+            incoming = review.request
+            logger.exception(
+                "admission of %s %s/%s raised; denied it with %r",
+                incoming.kind.kind,
+                incoming.namespace,
+                incoming.object_name,
+                INTERNAL_ERROR.message,
+            )
+            answer = INTERNAL_ERROR
+        return _Response(200, reviews.encode(review, answer), _JSON)
+
+
+_PATH: Final = PATH.encode()
+_ADMITTED: Final = reviews.Answer(allowed=True)
+_MAX_TARGET = 8192
+"""Bytes of the longest request target read (the apiserver's is
+``/validate-claims?timeout=10s``)."""
+_MAX_QUEUED = 8
+"""Pipelined requests queued on one connection before it stops reading."""
+
+
+class _Connection(asyncio.Protocol):
+    """One client connection: HTTP/1.1 parsed by httptools, answered in order.
+
+    Requests on a connection are answered one after another (pipelined ones wait, and
+    reading pauses when :data:`_MAX_QUEUED` wait). A request that needs admission runs as a
+    task; everything else is answered at once, without one. Deadlines are plain numbers
+    that :meth:`_Listener.sweep` checks every second: a request must arrive within
+    :data:`BODY_PATIENCE` seconds of its first byte (else 408), an idle connection closes
+    after :data:`IDLE_TIMEOUT`.
+    """
+
+    def __init__(self, webhook: _Webhook) -> None:
+        self._webhook = webhook
+        self._loop = asyncio.get_running_loop()
+        self._transport: asyncio.Transport | None = None
+        self._parser = httptools.HttpRequestParser(self)
+        self._peer = "?"
+        self._client_ok = True
+        self._target: list[bytes] = []
+        self._target_size = 0
+        self._body: list[bytes] = []
+        self._size = 0
+        self._in_message = False
+        self._expect = False
+        self._queue: collections.deque[_Request] = collections.deque()
+        self._busy = False
+        self._paused = False
+        self._closing = False
+        self._stopping = False
+        self.deadline = self._loop.time() + IDLE_TIMEOUT
+
+    # -- asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast("asyncio.Transport", transport)  # uvloop's is not a subclass
+        peer = transport.get_extra_info("peername")
+        self._peer = str(peer[0]) if isinstance(peer, tuple) and peer else "?"
+        if self._webhook.client_names:
+            names = _names(transport.get_extra_info("peercert") or {})
+            self._client_ok = bool(names & self._webhook.client_names)
+        self._webhook.connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._closing = True
+        self._queue.clear()
+        self._webhook.connections.discard(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self._closing or self._stopping:
+            return
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            kind = "an upgrade" if isinstance(exc, httptools.HttpParserUpgrade) else "unparsable"
+            self._fail(self._webhook.refuse(self._peer, 400, "http", f"{kind} HTTP request"))
+            return
+        if self._size > MAX_BODY:
+            self._fail(
+                self._webhook.refuse(self._peer, 413, "too_large", f"body over {MAX_BODY} bytes")
+            )
+            return
+        if len(self._queue) >= _MAX_QUEUED and not self._paused:
+            self._paused = True
+            self._transport_or_fail().pause_reading()
+        self._next()
+
+    def eof_received(self) -> bool | None:
+        return None  # the client is done sending: close once the answers are written
+
+    # -- httptools callbacks
+
+    def on_message_begin(self) -> None:
+        self._in_message = True
+        self._target, self._target_size, self._body, self._size = [], 0, [], 0
+        self.deadline = self._loop.time() + BODY_PATIENCE
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if name.lower() == b"expect" and value.lower() == b"100-continue":
+            self._expect = True
+
+    def on_headers_complete(self) -> None:
+        if self._expect:  # curl asks before a body over 1 KiB; the apiserver never does
+            self._expect = False
+            self._transport_or_fail().write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def on_url(self, url: bytes) -> None:
+        self._target_size += len(url)
+        if self._target_size > _MAX_TARGET:
+            raise ValueError("request target too long")  # feed_data raises a parser error
+        self._target.append(url)
+
+    def on_body(self, body: bytes) -> None:
+        self._size += len(body)
+        if self._size <= MAX_BODY:
+            self._body.append(body)
+
+    def on_message_complete(self) -> None:
+        self._in_message = False
+        body = self._body[0] if len(self._body) == 1 else b"".join(self._body)
+        self._queue.append(
+            _Request(
+                method=self._parser.get_method(),
+                target=b"".join(self._target),
+                body=body,
+                keep_alive=self._parser.should_keep_alive(),
+            )
+        )
+        self._body = []
+
+    # -- answering
+
+    def _transport_or_fail(self) -> asyncio.Transport:
+        assert self._transport is not None, "no connection yet"
+        return self._transport
+
+    def _next(self) -> None:
+        """Answer the queued requests in order, until one needs admission."""
+        while not self._busy and self._queue and not self._closing:
+            request = self._queue.popleft()
+            outcome = self._webhook.triage(request, peer=self._peer, client_ok=self._client_ok)
+            if isinstance(outcome, reviews.Review):
+                self._busy = True
+                task = self._loop.create_task(self._admit(outcome, keep_alive=request.keep_alive))
+                self._webhook.tasks.add(task)
+                task.add_done_callback(self._webhook.tasks.discard)
+                return
+            self._send(outcome, keep_alive=request.keep_alive)
+        if self._paused and len(self._queue) < _MAX_QUEUED // 2 and not self._closing:
+            self._paused = False
+            self._transport_or_fail().resume_reading()
+        if not (self._busy or self._queue or self._in_message):
+            self.deadline = self._loop.time() + IDLE_TIMEOUT
+
+    async def _admit(self, review: reviews.Review, *, keep_alive: bool) -> None:
+        response = await self._webhook.answer(review)
+        self._busy = False
+        if not self._closing:
+            self._send(response, keep_alive=keep_alive and not self._stopping)
+            self._next()
+
+    def _send(self, response: _Response, *, keep_alive: bool) -> None:
+        transport = self._transport_or_fail()
+        if transport.is_closing():
+            return
+        close = response.close or not keep_alive
+        if close and not response.close:
+            response = _Response(response.status, response.body, response.content_type, True)
+        transport.write(response.encode())
+        if close:
+            self._closing = True
+            transport.close()
+
+    def _fail(self, response: _Response) -> None:
+        """Answer a request the connection cannot go on after, and close."""
+        self._queue.clear()
+        self._send(response, keep_alive=False)
+
+    def expire(self, now: float) -> None:
+        """Past its deadline: a request too slow to arrive gets 408; an idle one closes."""
+        if self._busy or self._closing or now < self.deadline:
+            return
+        if self._in_message:
+            text = "the request did not arrive in time"
+            self._fail(self._webhook.refuse(self._peer, 408, "timeout", text))
+        elif not self._queue:
+            self._closing = True
+            self._transport_or_fail().close()
+
+    def stop(self) -> None:
+        """Close now if idle, else right after the answer in flight; read nothing more."""
+        self._stopping = True
+        self._queue.clear()
+        if not self._busy:
+            self._closing = True
+            self._transport_or_fail().close()
+
+    def abort(self) -> None:
+        """Close at once, dropping whatever was not written."""
+        self._closing = True
+        self._transport_or_fail().abort()
+
+
+async def _sweep_forever(webhook: _Webhook) -> None:
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(1.0)
+        now = loop.time()
+        for connection in list(webhook.connections):
+            connection.expire(now)
+
+
+def _tls_for(settings: WebhookSettings) -> Tls:
+    """The serving certificate (generated in dev mode) and the client CA, loaded."""
+    cert_dir = settings.cert_dir
+    if settings.dev:
+        ensure_dev_certificates(cert_dir=cert_dir, host=settings.host)
+    cert, key = cert_dir / _CERT, cert_dir / _KEY
+    if not (cert.exists() and key.exists()):
+        raise ConfigurationError(
+            f"no webhook certificate: {cert} and {key} must exist (mount the chart's "
+            "Secret there, or use --dev-webhook for a local cluster)"
+        )
+    if settings.client_ca is not None and not settings.client_ca.is_file():
+        raise ConfigurationError(f"--webhook-client-ca {settings.client_ca}: no such file")
+    if settings.client_names and settings.client_ca is None:
+        raise ConfigurationError("--webhook-client-names needs --webhook-client-ca")
+    return Tls(cert=cert, key=key, client_ca=settings.client_ca)
+
+
+async def _reload_forever(tls: Tls) -> None:
+    while True:
+        await asyncio.sleep(RELOAD_INTERVAL)
+        tls.reload_if_changed()
+
+
+@contextlib.asynccontextmanager
+async def serving(
+    settings: WebhookSettings,
+    *,
+    admit: Admit,
+    kinds: Collection[tuple[str, str]],
+) -> AsyncIterator[int]:
+    """Serve the webhook while the block runs; yields the bound port.
+
+    ``kinds`` are the (group, kind) pairs ``admit`` handles; reviews of any other kind are
+    admitted without asking it. Listens on ``--webhook-host`` in dev mode, else on
+    ``--webhook-listen``. Raises :class:`~dbquota.errors.ConfigurationError` when the TLS
+    files are missing or unusable.
+    """
+    tls = _tls_for(settings)
+    webhook = _Webhook(
+        admit=admit, kinds=kinds, client_names=settings.client_names, rejections=Rejections()
+    )
+    host = settings.host if settings.dev else settings.listen
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(
+        lambda: _Connection(webhook),
+        host,
+        settings.port,
+        ssl=tls.context,
+        ssl_handshake_timeout=BODY_PATIENCE,
+        reuse_address=True,
+    )
+    helpers = [
+        asyncio.create_task(_reload_forever(tls), name="webhook certificates"),
+        asyncio.create_task(_sweep_forever(webhook), name="webhook deadlines"),
+    ]
+    try:
+        port = int(server.sockets[0].getsockname()[1])
+        logger.info(
+            "serving the admission webhook on https://%s:%d%s (client certificates %s)",
+            host,
+            port,
+            PATH,
+            "required" if settings.client_ca else "not asked for",
+        )
+        yield port
+    finally:
+        server.close()
+        for connection in list(webhook.connections):
+            connection.stop()
+        if webhook.tasks:
+            await asyncio.wait(set(webhook.tasks), timeout=STOP_PATIENCE)
+        for helper in helpers:
+            helper.cancel()
+        for connection in list(webhook.connections):
+            connection.abort()
+        await server.wait_closed()
