@@ -407,8 +407,13 @@ def _quarantine(path: Path, *, reason: str) -> Quarantine:
         n += 1
     for suffix in ("", "-wal", "-shm"):
         source = Path(f"{path}{suffix}")
-        if source.exists():
-            source.rename(Path(f"{target}{suffix}"))
+        try:
+            if source.exists():
+                source.rename(Path(f"{target}{suffix}"))
+        except OSError as exc:  # a folder we cannot write: the file stays where it is
+            raise errors.CacheError(
+                f"{path} is unusable ({reason}) and cannot be moved aside: {exc}"
+            ) from exc
     logger.error(
         "BILLING CACHE QUARANTINED: %s is unusable (%s); moved it to %s and started a new, "
         "empty cache",

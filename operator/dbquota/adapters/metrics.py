@@ -6,7 +6,8 @@ on one port (``--metrics-port``)::
 
     GET /metrics   the registry in Prometheus' text format
     GET /healthz   200 while the event loop runs (liveness)
-    GET /readyz    200 once ``ready()`` is true, 503 before (readiness: the cache is warm)
+    GET /readyz    200 once ready, 503 with the reason before (the cache warm, the
+                   watches listed, start-up done)
 
 Names follow Prometheus' naming practice: base units (``_seconds``), ``_total`` on
 counters, ``_ratio`` for 0-1 shares, ``_timestamp_seconds`` for points in time (Unix
@@ -119,6 +120,12 @@ sync_duration = Histogram(
     "Duration of one billing sync.",
     ["result"],
     buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300),
+    registry=REGISTRY,
+)
+cache_fallback = Gauge(
+    "dbquota_cache_fallback",
+    "1 when the billing cache file could not be used and a fallback (temporary folder or "
+    "memory) holds the data until the process ends.",
     registry=REGISTRY,
 )
 cache_rows = Gauge(
@@ -354,11 +361,14 @@ def exposition(registry: CollectorRegistry = REGISTRY) -> bytes:
 async def serve_probes(
     port: int,
     *,
-    ready: Callable[[], bool],
+    ready: Callable[[], str | None],
     host: str = "0.0.0.0",  # noqa: S104 - probes come from the kubelet, off-pod
     registry: CollectorRegistry = REGISTRY,
 ) -> AsyncIterator[int]:
-    """Serve ``/metrics``, ``/healthz`` and ``/readyz`` on ``port``; yields the bound port."""
+    """Serve ``/metrics``, ``/healthz`` and ``/readyz`` on ``port``; yields the bound port.
+
+    ``ready()`` is None when the replica is ready, else why not (``/readyz`` says it).
+    """
 
     async def metrics(_: web.Request) -> web.Response:
         return web.Response(
@@ -370,9 +380,10 @@ async def serve_probes(
         return web.Response(text="ok\n")
 
     async def readyz(_: web.Request) -> web.Response:
-        if ready():
+        problem = ready()
+        if problem is None:
             return web.Response(text="ready\n")
-        return web.Response(text="not ready: the billing cache is not warm yet\n", status=503)
+        return web.Response(text=f"not ready: {problem}\n", status=503)
 
     app = web.Application()
     app.router.add_get("/metrics", metrics)

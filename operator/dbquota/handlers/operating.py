@@ -162,7 +162,9 @@ async def register_dev_webhook(kube: Kube, cfg: settings_.WebhookSettings, *, po
     logger.info("registered ValidatingWebhookConfiguration %s for port %d", name, port)
 
 
-async def _serve(cfg: settings_.Settings, memo: kopf.Memo, stop: asyncio.Event) -> None:
+async def _serve(
+    cfg: settings_.Settings, memo: kopf.Memo, stop: asyncio.Event, probes: Probes
+) -> None:
     """Own every long-lived part for the operator's lifetime; close them in order on stop.
 
     Closing runs in reverse: the background workers stop, the ledgers write what they
@@ -280,14 +282,12 @@ async def _serve(cfg: settings_.Settings, memo: kopf.Memo, stop: asyncio.Event) 
             asyncio.create_task(runtime.publisher.run(), name="claim status publisher"),
         ]
         stack.push_async_callback(_cancel, workers)
-        if cfg.metrics_port:
-            port = await stack.enter_async_context(
-                metrics.serve_probes(
-                    cfg.metrics_port,
-                    ready=lambda: ingestor.ready and quota_informer.synced.is_set(),
-                )
-            )
-            logger.info("serving /metrics, /healthz and /readyz on port %d", port)
+        probes.check = lambda: (
+            None
+            if ingestor.ready and quota_informer.synced.is_set()
+            else "the billing cache is not warm yet, or the quota watch has not listed"
+        )
+        stack.callback(setattr, probes, "check", None)
         # Entered last, left first: no review is in flight when the ledgers flush and close.
         port = await stack.enter_async_context(
             webhook.serving(cfg.webhook, admit=admit_claims(runtime), kinds=CLAIM_KINDS)
@@ -318,29 +318,89 @@ def _freeze_heap() -> None:
     gc.freeze()
 
 
+class Probes:
+    """``/metrics``, ``/healthz`` and ``/readyz`` for the whole life of the process.
+
+    They are served from the first start-up attempt on, so that while start-up fails and
+    is retried (the apiserver unreachable, say) the kubelet's liveness probe passes and
+    ``/readyz`` says why the replica is not ready, instead of nothing answering at all.
+    """
+
+    def __init__(self) -> None:
+        self.problem: str | None = "starting"
+        self.check: Callable[[], str | None] | None = None
+        self._stack = contextlib.AsyncExitStack()
+        self._started = False
+
+    def not_ready(self) -> str | None:
+        """Why the replica is not ready, or None when it is."""
+        if self.problem is not None:
+            return self.problem
+        return "starting" if self.check is None else self.check()
+
+    async def start(self, port: int) -> None:
+        """Serve the probes on ``port`` (0: not at all), once."""
+        if self._started or not port:
+            return
+        self._started = True
+        bound = await self._stack.enter_async_context(
+            metrics.serve_probes(port, ready=self.not_ready)
+        )
+        logger.info("serving /metrics, /healthz and /readyz on port %d", bound)
+
+    async def stop(self) -> None:
+        """Stop serving them."""
+        await self._stack.aclose()
+
+
+STARTUP_RETRY = 5.0
+"""Seconds between two start-up attempts that failed for a reason dbquota knows (the
+apiserver unreachable, a setting that cannot work): one line in the log each time."""
+STOP_PATIENCE = 20.0
+"""Most seconds the running operator gets to close in order on SIGTERM (write what it
+admitted from escrow, give the escrow back, release its Leases) before it is cut short;
+below the chart's terminationGracePeriodSeconds (30)."""
+
+
 def run(cfg: settings_.Settings) -> None:
     """Run the operator until SIGINT/SIGTERM."""
     quotas.register_timer(cfg.enforcement.resync_interval)
     stop = asyncio.Event()
     serving: list[asyncio.Task[None]] = []  # at most one: the current attempt
+    probes = Probes()
 
     @kopf.on.startup()
     async def _startup(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
         configure(settings)
+        await probes.start(cfg.metrics_port)
         if not serving or serving[0].done():  # a retry after a failed attempt starts anew
-            serving[:] = [asyncio.create_task(_serve(cfg, memo, stop), name="dbquota runtime")]
+            serving[:] = [
+                asyncio.create_task(_serve(cfg, memo, stop, probes), name="dbquota runtime")
+            ]
         task = serving[0]
         while "runtime" not in memo:  # fail start-up if building the runtime fails
             if task.done():
+                failure = task.exception()
+                if isinstance(failure, DbquotaError):  # ours: one line, retried soon
+                    probes.problem = f"start-up failed, retrying: {failure}"
+                    raise kopf.TemporaryError(str(failure), delay=STARTUP_RETRY)
                 task.result()
             await asyncio.sleep(0.05)
+        probes.problem = None
 
     @kopf.on.cleanup()
-    async def _cleanup(**_: Any) -> None:
+    async def _cleanup(memo: kopf.Memo, **_: Any) -> None:
         stop.set()
-        if serving and not serving[0].done():
-            with contextlib.suppress(Exception):
-                await serving[0]
+        task = serving[0] if serving else None
+        if task is not None and not task.done():
+            if "runtime" not in memo:  # start-up never finished: nothing to hand over
+                task.cancel()
+            finished, _pending = await asyncio.wait({task}, timeout=STOP_PATIENCE)
+            if not finished:
+                logger.warning("closing took over %.0fs; cutting it short", STOP_PATIENCE)
+                task.cancel()
+                await asyncio.wait({task}, timeout=5.0)
+        await probes.stop()
 
     namespaces = [cfg.namespace] if cfg.namespace else []
     with asyncio.Runner(loop_factory=_loop_factory(cfg.event_loop)) as runner:

@@ -312,11 +312,16 @@ class Ingestor:
 
 
 async def load(
-    cfg: Settings, *, provider: BillingProvider, cache: cache_.Cache, clock: clock_.Clock
+    cfg: Settings,
+    *,
+    provider: BillingProvider,
+    cache: cache_.Cache,
+    clock: clock_.Clock,
+    fallback: str | None = None,
 ) -> Ingestor:
     """An :class:`Ingestor` whose snapshot starts from what the cache holds; it guards
-    ``provider`` itself."""
-    keeper = persisting.CacheKeeper(cache, cfg=cfg.cache, clock=clock)
+    ``provider`` itself. ``fallback`` says why a fallback cache is used, if one is."""
+    keeper = persisting.CacheKeeper(cache, cfg=cfg.cache, clock=clock, fallback=fallback)
     snapshot = await keeper.load()
     return Ingestor(cfg, provider=provider, keeper=keeper, clock=clock, initial=snapshot)
 
@@ -334,11 +339,11 @@ async def running(
     as ``/readyz`` does) to know when the warm-up sync finished.
     """
     clk: clock_.Clock = clock if clock is not None else clock_.SystemClock()
-    cache = await cache_.Cache.open(cfg.cache.path)
+    cache, fallback = await persisting.open_cache(cfg.cache.path)
     try:
         provider = billing_adapter.HttpBillingProvider(cfg.billing, clock=clk, transport=transport)
         try:
-            ingestor = await load(cfg, provider=provider, cache=cache, clock=clk)
+            ingestor = await load(cfg, provider=provider, cache=cache, clock=clk, fallback=fallback)
             ingestor.start()
             try:
                 yield ingestor

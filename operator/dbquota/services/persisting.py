@@ -18,6 +18,13 @@ worker (:mod:`dbquota.services.ingesting`):
   listener added later (the operator posts it as a Warning Event on every quota);
 - compaction of history older than ``--cache-retention``, at most every
   :data:`COMPACT_EVERY` seconds.
+
+**A cache that cannot be used at all** (its folder unwritable, the disk full, a corrupt
+file that cannot be moved aside) does not stop the operator: :func:`open_cache` falls
+back to a fresh cache in the temporary folder, else to one in memory, and says so loudly
+(``CacheFallback``, a Warning Event on every quota, an ERROR line and the
+``dbquota_cache_fallback`` gauge). The billing data is then kept only until the process
+ends; the admission path never needed the file, only the snapshot.
 """
 
 from __future__ import annotations
@@ -26,8 +33,11 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import os
+import tempfile
 from collections import deque
 from collections.abc import Callable
+from pathlib import Path
 
 from dbquota import errors
 from dbquota.adapters import cache as cache_
@@ -44,10 +54,42 @@ COMPACT_EVERY = 3600.0
 EventListener = Callable[[str, str], None]
 
 
+async def open_cache(path: Path) -> tuple[cache_.Cache, str | None]:
+    """The cache at ``path``, or a fallback one (module docstring) and why it is used."""
+    try:
+        return await cache_.Cache.open(path), None
+    except errors.CacheError as exc:
+        problem = str(exc)
+    fallback = Path(tempfile.gettempdir()) / f"dbquota-fallback-{os.getpid()}-{path.name}"
+    for where in (fallback, Path(":memory:")):
+        try:
+            cache = await cache_.Cache.open(where)
+        except errors.CacheError as exc:
+            problem = f"{problem}; the fallback at {where} failed too: {exc}"
+            continue
+        shown = "memory" if str(where) == ":memory:" else str(where)
+        message = (
+            f"the billing cache at {path} cannot be used ({problem}); using a fresh cache "
+            f"in {shown} instead, so billing data is not kept across restarts until that "
+            "is fixed"
+        )
+        logger.error("BILLING CACHE FALLBACK: %s", message)
+        metrics.cache_fallback.set(1)
+        return cache, message
+    raise errors.CacheError(problem)
+
+
 class CacheKeeper:
     """The ingestion worker's cache (module docstring)."""
 
-    def __init__(self, cache: cache_.Cache, *, cfg: CacheSettings, clock: clock_.Clock) -> None:
+    def __init__(
+        self,
+        cache: cache_.Cache,
+        *,
+        cfg: CacheSettings,
+        clock: clock_.Clock,
+        fallback: str | None = None,
+    ) -> None:
         self._cache = cache
         self._cfg = cfg
         self._clock = clock
@@ -55,6 +97,8 @@ class CacheKeeper:
         self._listeners: list[EventListener] = []
         self._writing: asyncio.Future[billing.PriceBook | None] | None = None
         self._last_compaction = -COMPACT_EVERY
+        if fallback is not None:
+            self._tell("CacheFallback", fallback)
 
     def add_event_listener(self, cb: EventListener) -> None:
         """Call ``cb(reason, message)`` for Event-worthy happenings (a quarantined cache);
@@ -150,9 +194,12 @@ class CacheKeeper:
             f"the billing cache was unusable ({quarantine.reason}); it was moved to "
             f"{quarantine.moved_to} and a new cache was started"
         )
-        self._events.append(("CacheQuarantined", message))
+        self._tell("CacheQuarantined", message)
+
+    def _tell(self, reason: str, message: str) -> None:
+        self._events.append((reason, message))
         for cb in list(self._listeners):
             try:
-                cb("CacheQuarantined", message)
+                cb(reason, message)
             except Exception:
                 logger.exception("an event listener failed")

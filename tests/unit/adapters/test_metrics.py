@@ -29,14 +29,16 @@ from e2e import scraping
 
 
 async def test_probes_and_metrics_over_http() -> None:
-    ready = False
+    problem: str | None = "the billing cache is not warm yet"
     async with (
-        metrics.serve_probes(0, ready=lambda: ready, host="127.0.0.1") as port,
+        metrics.serve_probes(0, ready=lambda: problem, host="127.0.0.1") as port,
         httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client,
     ):
         assert (await client.get("/healthz")).status_code == 200
-        assert (await client.get("/readyz")).status_code == 503
-        ready = True
+        not_ready = await client.get("/readyz")
+        assert not_ready.status_code == 503
+        assert not_ready.text == "not ready: the billing cache is not warm yet\n"
+        problem = None
         assert (await client.get("/readyz")).status_code == 200
         metrics.set_circuit_state("Open")
         text = (await client.get("/metrics")).text

@@ -4,11 +4,14 @@ Against a provider behind httpx's MockTransport on a fake clock: a restart keeps
 and the last success, and is ready from the cache while the provider is down; a cache
 quarantined on opening is announced to event listeners (and counted); a cache that turns
 corrupt mid-run is rebuilt from memory, highest prices included; the snapshot keeps the
-highest price of the window.
+highest price of the window; a cache that cannot be used at all (its folder cannot be made,
+a corrupt file cannot be moved aside) falls back to a fresh cache elsewhere, announced as
+``CacheFallback``, and ingestion goes on.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import httpx
@@ -54,6 +57,45 @@ async def test_a_quarantined_cache_is_announced_to_event_listeners(
     assert [reason for reason, _ in events] == ["CacheQuarantined"]
     assert "corrupt-" in events[0][1]
     assert sample("dbquota_cache_quarantines_total") - before == 1
+
+
+async def run_with(cfg_path: Path, clock: FakeClock) -> list[tuple[str, str]]:
+    """Run ingestion with its cache at ``cfg_path``; the events it announced."""
+    cfg = make_cfg(cfg_path.parent)
+    cfg = dataclasses.replace(cfg, cache=dataclasses.replace(cfg.cache, path=cfg_path))
+    events: list[tuple[str, str]] = []
+    provider = Provider(2)
+    async with ingesting.running(cfg, clock=clock, transport=httpx.MockTransport(provider)) as ing:
+        ing.add_event_listener(lambda reason, message: events.append((reason, message)))
+        await ing.wait_ready()
+        assert len(ing.snapshot().costs) == 2  # ingestion goes on
+    return events
+
+
+async def test_a_folder_that_cannot_be_made_falls_back_to_a_fresh_cache(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    (tmp_path / "not-a-folder").write_text("a file where the cache's folder should be")
+    events = await run_with(tmp_path / "not-a-folder" / "cache.sqlite3", clock)
+    assert [reason for reason, _ in events] == ["CacheFallback"]
+    assert "cannot be used" in events[0][1]
+    assert sample("dbquota_cache_fallback") == 1
+
+
+async def test_a_corrupt_file_that_cannot_be_moved_aside_falls_back(
+    tmp_path: Path, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cache = tmp_path / "cache.sqlite3"
+    cache.write_bytes(b"garbage" * 1000)
+
+    def refuse(self: Path, target: Path) -> Path:
+        raise PermissionError(f"read-only folder: {self}")
+
+    monkeypatch.setattr(Path, "rename", refuse)
+    events = await run_with(cache, clock)
+    assert [reason for reason, _ in events] == ["CacheFallback"]
+    assert "cannot be moved aside" in events[0][1]
+    assert cache.read_bytes() == b"garbage" * 1000  # the evidence stays where it was
 
 
 class CorruptOnce(cache_.Cache):
