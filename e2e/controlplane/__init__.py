@@ -38,7 +38,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from dbquota.kits import certs
@@ -193,6 +193,10 @@ class State:
     """That certificate (a test may present it to a webhook, as the apiserver does)..."""
     webhook_client_key: str = ""
     """...and its key."""
+    etcd_argv: list[str] = field(default_factory=list)
+    """How etcd was started (:func:`restart` starts it again the same way)."""
+    apiserver_argv: list[str] = field(default_factory=list)
+    """How kube-apiserver was started."""
 
 
 def _ephemeral_low() -> int:
@@ -365,43 +369,39 @@ def up(dir_: Path, *, timeout: float = 90.0) -> State:
     etcd_url = f"http://127.0.0.1:{etcd_port}"
     peer_url = f"http://127.0.0.1:{peer_port}"
     server = f"https://127.0.0.1:{api_port}"
-    etcd = _spawn(
-        [
-            str(bins.etcd),
-            "--name=default",
-            f"--data-dir={dir_ / 'etcd'}",
-            f"--listen-client-urls={etcd_url}",
-            f"--advertise-client-urls={etcd_url}",
-            f"--listen-peer-urls={peer_url}",
-            f"--initial-advertise-peer-urls={peer_url}",
-            f"--initial-cluster=default={peer_url}",
-            "--unsafe-no-fsync=true",
-            "--log-level=warn",
-        ],
-        dir_ / "etcd.log",
-    )
-    apiserver = _spawn(
-        [
-            str(bins.kube_apiserver),
-            f"--etcd-servers={etcd_url}",
-            f"--cert-dir={pki}",
-            f"--tls-cert-file={pki / 'apiserver.crt'}",
-            f"--tls-private-key-file={pki / 'apiserver.key'}",
-            f"--secure-port={api_port}",
-            "--bind-address=127.0.0.1",
-            "--advertise-address=127.0.0.1",
-            "--service-cluster-ip-range=10.0.0.0/24",
-            "--allow-privileged=true",
-            "--disable-admission-plugins=ServiceAccount",
-            "--authorization-mode=RBAC",
-            f"--service-account-issuer={server}/",
-            f"--service-account-key-file={pki / 'sa.pub'}",
-            f"--service-account-signing-key-file={pki / 'sa.key'}",
-            f"--client-ca-file={pki / 'ca.crt'}",
-            f"--admission-control-config-file={admission}",
-        ],
-        dir_ / "kube-apiserver.log",
-    )
+    etcd_argv = [
+        str(bins.etcd),
+        "--name=default",
+        f"--data-dir={dir_ / 'etcd'}",
+        f"--listen-client-urls={etcd_url}",
+        f"--advertise-client-urls={etcd_url}",
+        f"--listen-peer-urls={peer_url}",
+        f"--initial-advertise-peer-urls={peer_url}",
+        f"--initial-cluster=default={peer_url}",
+        "--unsafe-no-fsync=true",
+        "--log-level=warn",
+    ]
+    etcd = _spawn(etcd_argv, dir_ / "etcd.log")
+    apiserver_argv = [
+        str(bins.kube_apiserver),
+        f"--etcd-servers={etcd_url}",
+        f"--cert-dir={pki}",
+        f"--tls-cert-file={pki / 'apiserver.crt'}",
+        f"--tls-private-key-file={pki / 'apiserver.key'}",
+        f"--secure-port={api_port}",
+        "--bind-address=127.0.0.1",
+        "--advertise-address=127.0.0.1",
+        "--service-cluster-ip-range=10.0.0.0/24",
+        "--allow-privileged=true",
+        "--disable-admission-plugins=ServiceAccount",
+        "--authorization-mode=RBAC",
+        f"--service-account-issuer={server}/",
+        f"--service-account-key-file={pki / 'sa.pub'}",
+        f"--service-account-signing-key-file={pki / 'sa.key'}",
+        f"--client-ca-file={pki / 'ca.crt'}",
+        f"--admission-control-config-file={admission}",
+    ]
+    apiserver = _spawn(apiserver_argv, dir_ / "kube-apiserver.log")
     kubeconfig = _kubeconfig(server=server, ca=ca.cert_pem, client=admin, dir_=dir_)
     state = State(
         kubeconfig=str(kubeconfig),
@@ -412,6 +412,8 @@ def up(dir_: Path, *, timeout: float = 90.0) -> State:
         webhook_client_ca=str(pki / "webhook-client-ca.crt"),
         webhook_client_cert=str(pki / "webhook-client.crt"),
         webhook_client_key=str(pki / "webhook-client.key"),
+        etcd_argv=etcd_argv,
+        apiserver_argv=apiserver_argv,
     )
     (dir_ / STATE_FILE).write_text(json.dumps(asdict(state), indent=2))
     try:
@@ -424,6 +426,30 @@ def up(dir_: Path, *, timeout: float = 90.0) -> State:
     except BaseException:
         down(dir_, remove=False)
         raise
+    return state
+
+
+def restart(dir_: Path, component: str, *, down_for: float = 0.0, timeout: float = 90.0) -> State:
+    """Stop ``component`` (``etcd`` or ``kube-apiserver``), wait ``down_for`` seconds, start it
+    again as :func:`up` did (same ports, same data), and return once the apiserver is ready:
+    what a chaos test needs to show enforcement survives a restart."""
+    dir_ = dir_.resolve()
+    state = read_state(dir_)
+    if component == "etcd":
+        pid, argv = state.etcd_pid, state.etcd_argv
+    elif component == "kube-apiserver":
+        pid, argv = state.apiserver_pid, state.apiserver_argv
+    else:
+        raise ControlPlaneError(f"no component {component!r}: etcd or kube-apiserver")
+    _stop(pid, grace=10)
+    time.sleep(down_for)
+    proc = _spawn(argv, dir_ / f"{component}.log")
+    if component == "etcd":
+        state = replace(state, etcd_pid=proc.pid)
+    else:
+        state = replace(state, apiserver_pid=proc.pid)
+    (dir_ / STATE_FILE).write_text(json.dumps(asdict(state), indent=2))
+    _wait_ready(server=state.server, dir_=dir_, procs={component: proc}, timeout=timeout)
     return state
 
 

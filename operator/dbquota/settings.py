@@ -265,11 +265,13 @@ class EnforcementSettings:
         parse=_no_quota_policy,
     )
     reservation_grace: float = _knob(
-        10.0,
+        60.0,
         flag="--reservation-grace",
         unit="s",
         help="A reservation whose object has not appeared this long after its admission is "
-        "released (the request failed later, or the review was forged).",
+        "released (the request failed later, or the review was forged). At least the "
+        "apiserver's --request-timeout (60 s by default): an admitted create can still "
+        "land in etcd that late, and releasing its budget earlier could admit it twice.",
     )
     max_reservations: int = _knob(
         500,

@@ -419,6 +419,7 @@ class Informer(Generic[D]):
         self._store: dict[str, dict[str, _Entry[D]]] = {}
         self._listeners: list[Listener[D]] = []
         self.synced = asyncio.Event()
+        self._current = False  # listed, and watching since without a failure
 
     @property
     def plural(self) -> str:
@@ -491,7 +492,18 @@ class Informer(Generic[D]):
                 before = slot.pop(name)
                 self._tell(namespace, name, before.derived, None)
         self.synced.set()
+        self._current = True
         return str(got.get("metadata", {}).get("resourceVersion", ""))
+
+    @property
+    def current(self) -> bool:
+        """Whether this copy is up to date: listed, and watching since with no failure.
+
+        While it is not (the apiserver restarting, the watch broken and not listed again
+        yet), objects may exist that it does not show; a caller must not conclude from
+        their absence that they do not exist (say, to release budget held for them).
+        """
+        return self._current
 
     async def run(self) -> None:
         """List and watch until cancelled."""
@@ -505,13 +517,15 @@ class Informer(Generic[D]):
             except asyncio.CancelledError:
                 raise
             except KubeError as exc:  # the apiserver busy or restarting: say so, no traceback
+                self._current = False
                 failures += 1
-                delay = min(30.0, 0.5 * 2 ** min(failures, 6))
+                delay = min(8.0, 0.5 * 2 ** min(failures, 4))
                 logger.warning(
                     "%s watch failed (%s); listing again in %.0fs", self.plural, exc, delay
                 )
                 await asyncio.sleep(delay)
             except Exception:  # a watch must outlive any one failure
+                self._current = False
                 logger.exception("%s watch failed; listing again in 1s", self.plural)
                 await asyncio.sleep(1)
 

@@ -161,10 +161,12 @@ def settle(
     deleted: Collection[str] = (),
     now: float,
     grace: float,
+    current: bool = True,
 ) -> tuple[list[Reservation], list[Reservation], list[tuple[Reservation, ReleaseReason]]]:
     """Split reservations into those still in flight, those confirmed by their claim, and
     those to release with the reason (module docstring). ``deleted`` are uids of claims
-    seen deleted recently."""
+    seen deleted recently. Unless ``claims`` is ``current`` (the watch that lists them is
+    up to date), no claim's absence is taken as proof it was never created."""
     by_uid_ = {c.uid: c for c in claims}
     kept: list[Reservation] = []
     confirmed: list[Reservation] = []
@@ -179,7 +181,7 @@ def settle(
                 kept.append(res)
         elif uid in deleted:
             released.append((res, "ClaimDeleted"))
-        elif now - timestamps.from_rfc3339(res.get("reservedAt")) > grace:
+        elif current and now - timestamps.from_rfc3339(res.get("reservedAt")) > grace:
             released.append((res, "NeverCreated"))
         else:
             kept.append(res)

@@ -228,11 +228,15 @@ def quota_status(
     grace: float,
     live: Callable[[str], bool] = lambda _: True,
     deleted: Collection[str] = (),
+    claims_current: bool = True,
 ) -> Refresh:
     """The quota's whole status after one reconcile (module docstring).
 
     ``live(holder)`` says whether an escrow holder's lease is still live; ``deleted`` are
-    uids of claims seen deleted recently.
+    uids of claims seen deleted recently. Unless ``claims_current`` (their watch up
+    to date), nothing is concluded from a claim's absence: no reservation is released as
+    never created, no lapsed escrow let go, no orphan adopted (an apiserver restart leaves
+    the watch behind for a few seconds, and budget released then would be handed out twice).
     """
     meta = quota.get("metadata", {})
     generation = int(meta.get("generation", 0))
@@ -260,15 +264,23 @@ def quota_status(
         return Refresh(status=QuotaStatus(conditions=current, observedGeneration=generation))
 
     kept, confirmed, released = reservations.settle(
-        held=old.get("reservations") or [], claims=claims, deleted=deleted, now=now, grace=grace
+        held=old.get("reservations") or [],
+        claims=claims,
+        deleted=deleted,
+        now=now,
+        grace=grace,
+        current=claims_current,
     )
-    escrowed, expired = escrow.prune(escrow.entries_of(old), live=live)
+    escrowed, expired = escrow.prune(
+        escrow.entries_of(old), live=live if claims_current else lambda _: True
+    )
     price = price_orphan(snapshot)
     adopted = [
         reservations.adopt(claim=claim, cost=cost, pricing=mode, now=now)
         for claim in reservations.orphans(
             held=kept, claims=claims, now=now, covered=bool(escrowed) and not expired
         )
+        if claims_current
         for cost, mode in [price(claim, spec)]
     ]
     kept += adopted

@@ -246,6 +246,7 @@ async def _serve(
                 leading=leading,
                 live=leases.live,
                 next_lapse=leases.next_lapse,
+                claims_current=lambda: claim_informer.current,
                 deleted=lambda namespace: runtime.recently_deleted(namespace) if runtime else set(),
             ),
             publisher=publishing.Publisher(

@@ -89,6 +89,7 @@ class Reconciler:
         live: Callable[[str], bool] = lambda _: True,
         next_lapse: Callable[[list[str]], float | None] = lambda _: None,
         deleted: Callable[[str], Collection[str]] = lambda _: (),
+        claims_current: Callable[[], bool] = lambda: True,
         on_written: Callable[[QuotaObject, statuses.Refresh], None] = lambda *_: None,
     ) -> None:
         self._kube = kube
@@ -102,6 +103,7 @@ class Reconciler:
         self._live = live
         self._next_lapse = next_lapse
         self._deleted = deleted
+        self._claims_current = claims_current
         self._on_written = on_written
         self._dirty: dict[tuple[str, str], bool] = {}  # -> whether a write is wanted anyway
         self._due: dict[tuple[str, str], float] = {}  # monotonic time a mark falls due
@@ -207,6 +209,7 @@ class Reconciler:
                 grace=self._grace,
                 live=self._live,
                 deleted=self._deleted(namespace),
+                claims_current=self._claims_current(),
             )
             old = quota.get("status") or {}
             if not force and statuses.material(refresh.status) == statuses.material(

@@ -200,3 +200,11 @@ def test_junk_in_a_claims_status_reads_as_no_price() -> None:
         assert got is not None
         assert (got.cost, got.priced, got.reserved_at) == (None, False, 0.0)
     assert reservations.claim_ref({"metadata": {"name": "x"}, "spec": None}) is None
+
+
+def test_nothing_is_released_as_never_created_while_the_claims_watch_is_behind() -> None:
+    old = held("old", at=T0 - 60)
+    kept, _, released = reservations.settle(held=[old], claims=[], now=T0, grace=10, current=False)
+    assert (kept, released) == ([old], [])
+    _, _, released = reservations.settle(held=[old], claims=[], now=T0, grace=10)
+    assert [why for _, why in released] == ["NeverCreated"]
