@@ -38,7 +38,7 @@ from dbquota.adapters import cache as cache_
 from dbquota.kits import clock as clock_
 from dbquota.kits import retrying
 from dbquota.kits.clock import FakeClock
-from dbquota.services import ingesting
+from dbquota.services import fetching, ingesting
 from tests.integration.conftest import ROOT
 from tests.simulating import Simulator
 
@@ -299,7 +299,7 @@ async def test_a_malformed_price_catalog_is_never_cached(
 
 
 async def test_partial_pages_are_completed_per_cluster_for_tracked_ids(
-    simulator: Simulator, ingest: Start
+    simulator: Simulator, ingest: Start, clock: FakeClock
 ) -> None:
     simulator.fault(mode="partial", drop=0.3)
     async with ingest(simulator) as ing:
@@ -308,6 +308,7 @@ async def test_partial_pages_are_completed_per_cluster_for_tracked_ids(
         missing = [f"cluster-{i:05d}" for i in range(200) if f"cluster-{i:05d}" not in listed]
         assert 20 < len(missing) < 100
         ing.track(missing[:10])
+        clock.advance(fetching.UNKNOWN_BACKOFF)  # no listing showed them in all that time
         simulator.reset_stats()
         await ing.sync_once()
         assert simulator.received("cluster") == 10

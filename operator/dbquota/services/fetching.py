@@ -7,10 +7,12 @@ The fetch strategy of the ingestion worker (:mod:`dbquota.services.ingesting`)::
                       from then on only per-cluster fetches are made
     per cluster       without a listing, every tracked id; with one, the tracked ids it
                       showed before and leaves out now (a partial listing, counted as
-                      left_out), and at most NEW_PER_SYNC of those no listing ever showed
-                      (mostly new claims the provider does not bill yet, which a later
-                      listing shows: asking for each at once would make a sync as long as
-                      a burst of claims is large); --max-concurrency at a time, concurrent
+                      left_out), and at most NEW_PER_SYNC of those no listing showed in
+                      the UNKNOWN_BACKOFF seconds since a claim first named them (new
+                      claims the provider does not bill yet show up in a later listing:
+                      asking for each at once would cost a request per new claim and make
+                      a sync as long as a burst of claims is large); --max-concurrency at
+                      a time, concurrent
                       fetches of one id sharing one request; stops at the first refusal
                       by the breaker
     404s              an id the provider does not know is not asked again for
@@ -79,6 +81,7 @@ class Fetcher:
         self._clock = clock
         self._coalescer: coalescing.Coalescer[str, billing.ClusterCost] = coalescing.Coalescer()
         self._tracked: dict[str, int] = {}  # cluster id -> claims that name it
+        self._since: dict[str, float] = {}  # cluster id -> when a claim first named it
         self._unknown: dict[str, tuple[float, float]] = {}  # id -> (retry at, backoff)
         self._bulk: bool | None = None  # unknown until the provider tells us
 
@@ -86,9 +89,11 @@ class Fetcher:
 
     def track(self, cluster_ids: Iterable[str]) -> None:
         """Count one more claim naming each of these cluster ids."""
+        now = self._clock.monotonic()
         for cid in cluster_ids:
             if cid:
                 self._tracked[cid] = self._tracked.get(cid, 0) + 1
+                self._since.setdefault(cid, now)
         metrics.tracked_clusters.set(len(self._tracked))
 
     def untrack(self, cluster_ids: Iterable[str]) -> None:
@@ -100,6 +105,7 @@ class Fetcher:
                 self._tracked[cid] = left
             else:
                 self._tracked.pop(cid, None)
+                self._since.pop(cid, None)
                 self._unknown.pop(cid, None)
         metrics.tracked_clusters.set(len(self._tracked))
         metrics.unknown_clusters.set(len(self._unknown))
@@ -156,7 +162,10 @@ class Fetcher:
             return due
         left_out = [c for c in due if c in known]
         fetched.left_out = len(left_out)
-        return left_out + [c for c in due if c not in known][:NEW_PER_SYNC]
+        settled = [
+            c for c in due if c not in known and now - self._since.get(c, now) >= UNKNOWN_BACKOFF
+        ]
+        return left_out + settled[:NEW_PER_SYNC]
 
     async def _list_all(self, fetched: Fetched) -> None:
         token: str | None = None

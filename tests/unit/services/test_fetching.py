@@ -83,12 +83,17 @@ async def test_tracked_clusters_missing_from_a_partial_listing_are_fetched(start
     assert ing.snapshot().health.left_out == 1  # a partial listing shows in the health
 
 
-async def test_clusters_no_listing_showed_are_asked_for_a_few_at_a_time(start: Run) -> None:
+async def test_clusters_no_listing_showed_are_asked_for_a_few_at_a_time(
+    start: Run, clock: FakeClock
+) -> None:
     provider = Provider(5)
     ing = await start(provider)
     new = [f"new-{i}" for i in range(2 * fetching.NEW_PER_SYNC)]  # a burst of new claims
     ing.track(new)
-    await ing.sync_once()
+    await ing.sync_once()  # new claims are left to the listing for a while
+    assert sum(provider.asked.values()) == 0
+    clock.advance(fetching.UNKNOWN_BACKOFF)
+    await ing.sync_once()  # still not listed: asked, a few per sync
     assert sum(provider.asked.values()) == fetching.NEW_PER_SYNC
     await ing.sync_once()
     assert sum(provider.asked.values()) == 2 * fetching.NEW_PER_SYNC
