@@ -100,6 +100,26 @@ def highest_known(*books: billing.PriceBook | None) -> billing.PriceBook | None:
     return merged if merged is not None and merged.instance_hourly else None
 
 
+_CEILING: list[
+    tuple[billing.PriceBook | None, billing.PriceBook | None, billing.PriceBook | None]
+] = []
+
+
+def ceiling(snapshot: billing.BillingSnapshot) -> billing.PriceBook | None:
+    """``highest_known(snapshot.highest, snapshot.prices)``, merged once per pair of books.
+
+    Every admission prices against the same two books until the next sync; merging them
+    per review was most of an admission's CPU with a catalog of 60 classes. One entry,
+    keyed by the books' identity (the snapshot's books are immutable and held here, so an
+    identity is never reused while it is cached).
+    """
+    if _CEILING and _CEILING[0][0] is snapshot.highest and _CEILING[0][1] is snapshot.prices:
+        return _CEILING[0][2]
+    merged = highest_known(snapshot.highest, snapshot.prices)
+    _CEILING[:] = [(snapshot.highest, snapshot.prices, merged)]
+    return merged
+
+
 def highest_known_requests(*books: billing.PriceBook | None) -> billing.PriceBook | None:
     """Like :func:`highest_known`, but None only when no book prices requests (vCPU and
     memory), whether or not any has an instance class."""
@@ -206,7 +226,7 @@ def estimate(
         live = project_cost(claim=claim, prices=snapshot.prices)
         if live is not None:
             return live, "Live"
-    highest = highest_known(snapshot.highest, snapshot.prices)
+    highest = ceiling(snapshot)
     if highest is None:
         return 0.0, None
     return conservative_cost(claim=claim, highest=highest, margin=margin), "Conservative"

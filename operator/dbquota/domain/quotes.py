@@ -60,7 +60,7 @@ def healthy(
 ) -> Quote:
     """The request at the current catalog (module docstring)."""
     latest = snapshot.prices
-    highest = pricing.highest_known(snapshot.highest, latest)
+    highest = pricing.ceiling(snapshot)
     if latest is None or highest is None:  # assess() calls this degraded; keep mypy honest
         raise ValueError("healthy billing needs a price catalog")
     live = pricing.live_unit_prices(instance_class=claim.instance_class, prices=latest)
@@ -88,7 +88,7 @@ def conservative(
     snapshot: billing.BillingSnapshot,
 ) -> Quote | None:
     """Highest known prices x margin for what grows; None when no price is known at all."""
-    highest = pricing.highest_known(snapshot.highest, snapshot.prices)
+    highest = pricing.ceiling(snapshot)
     if highest is None:
         return None
     high = pricing.conservative_unit_prices(
