@@ -23,7 +23,7 @@ and ``-shm``), kept for post-mortems, and replaced by a new empty cache;
 errors leave as :class:`dbquota.errors.CacheError` / :class:`~dbquota.errors.CacheCorrupt`.
 Used by the ingestion worker only (:mod:`dbquota.services.persisting` keeps it).
 
-The module is over 400 lines on purpose: the schema and its migrations (:data:`MIGRATIONS`,
+Size: over 400 lines on purpose. The schema and its migrations (:data:`MIGRATIONS`,
 about 90 lines of SQL) stay beside the one class whose queries depend on them, so a
 schema change and the queries it affects are read and reviewed together.
 """

@@ -152,31 +152,15 @@ def explain(
     decisions = [d for d in (parse(w) for w in warnings) if d is not None]
     others = tuple(w for w in warnings if parse(w) is None)
     denial = None if ok else _denial(message)
-    if not ok and denial is None:
-        if _WEBHOOK_UNREACHABLE in message:
-            raise KubeError(f"{NO_WEBHOOK} The apiserver could not call it: {message}")
-        if status != 422:  # 422 Invalid: the object itself is refused, which is a verdict
-            raise KubeError(f"the apiserver refused the dry run (HTTP {status}): {message}")
-    if ok and quotas and not decisions:
-        names = ", ".join(sorted(q.name for q in quotas))
-        raise KubeError(
-            f"{NO_WEBHOOK} Namespace {namespace} has DatabaseQuota {names}, yet the dry run "
-            "was admitted with no dbquota explanation (a quota created seconds ago may not "
-            "have reached the webhook yet: try again)"
-        )
-    by_name = {d.quota: d for d in decisions}
-    lines = [
-        QuotaLine(outcome=by_name[q.name].verdict, decision=by_name[q.name], figures=q)
-        if q.name in by_name
-        else QuotaLine(outcome="unchecked", decision=None, figures=q)
-        for q in sorted(quotas, key=lambda q: q.name)
-    ]
-    known = {q.name for q in quotas}
-    lines += [
-        QuotaLine(outcome=d.verdict, decision=d, figures=None)
-        for d in decisions
-        if d.quota not in known
-    ]
+    _require_a_verdict(
+        namespace,
+        ok=ok,
+        status=status,
+        message=message,
+        denial=denial,
+        quotas=quotas,
+        decisions=decisions,
+    )
     denying = next((d for d in decisions if d.verdict == "denied"), None)
     verdict: Verdict
     if not ok:
@@ -194,9 +178,55 @@ def explain(
         verdict=verdict,
         reason=reason_,
         message=text,
-        quotas=tuple(lines),
+        quotas=_lines(quotas, decisions),
         warnings=others,
     )
+
+
+def _require_a_verdict(
+    namespace: str,
+    *,
+    ok: bool,
+    status: int,
+    message: str,
+    denial: str | None,
+    quotas: Sequence[reports.Figures],
+    decisions: Sequence[QuotaVerdict],
+) -> None:
+    """Raise :class:`KubeError` when the answer says nothing about dbquota's verdict."""
+    if not ok and denial is None:
+        if _WEBHOOK_UNREACHABLE in message:
+            raise KubeError(f"{NO_WEBHOOK} The apiserver could not call it: {message}")
+        if status != 422:  # 422 Invalid: the object itself is refused, which is a verdict
+            raise KubeError(f"the apiserver refused the dry run (HTTP {status}): {message}")
+    if ok and quotas and not decisions:
+        names = ", ".join(sorted(q.name for q in quotas))
+        raise KubeError(
+            f"{NO_WEBHOOK} Namespace {namespace} has DatabaseQuota {names}, yet the dry run "
+            "was admitted with no dbquota explanation (a quota created seconds ago may not "
+            "have reached the webhook yet: try again)"
+        )
+
+
+def _lines(
+    quotas: Sequence[reports.Figures], decisions: Sequence[QuotaVerdict]
+) -> tuple[QuotaLine, ...]:
+    """One line per quota by name (``unchecked`` if the webhook said nothing of it), then
+    one per verdict on a quota the listing did not return (created since)."""
+    by_name = {d.quota: d for d in decisions}
+    lines = [
+        QuotaLine(outcome=by_name[q.name].verdict, decision=by_name[q.name], figures=q)
+        if q.name in by_name
+        else QuotaLine(outcome="unchecked", decision=None, figures=q)
+        for q in sorted(quotas, key=lambda q: q.name)
+    ]
+    known = {q.name for q in quotas}
+    lines += [
+        QuotaLine(outcome=d.verdict, decision=d, figures=None)
+        for d in decisions
+        if d.quota not in known
+    ]
+    return tuple(lines)
 
 
 def overall(explanations: Sequence[Explanation]) -> Verdict:

@@ -15,12 +15,12 @@ import os
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from typing import TextIO
+from typing import Any, TextIO
 
 from dbquota import __version__
 from dbquota.adapters import kubeconfig
 from dbquota.errors import ConfigurationError, DbquotaError
-from dbquota.plugin import explanations, fetching, manifests, reports, tables
+from dbquota.plugin import explanations, fetching, manifests, reports, statuses, tables
 
 ADMITTED, DENIED, ERROR = 0, 1, 2
 """Exit codes: ``explain`` exits 1 when any claim would be denied; every command exits 2
@@ -127,30 +127,34 @@ def _common(parser: argparse.ArgumentParser, *, defaults: bool) -> None:
     )
 
 
+def _command(sub: Any, name: str, *, summary: str, description: str) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = sub.add_parser(
+        name,
+        help=summary,
+        description=description,
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line."""
-    formatter = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(
         prog="kubectl dbquota",
         description=DESCRIPTION,
         epilog=EXIT_CODES,
-        formatter_class=formatter,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"kubectl-dbquota {__version__}")
     _common(parser, defaults=True)
-    parser.add_argument(
-        "-A",
-        "--all-namespaces",
-        action="store_true",
-        help="top: every namespace",
-    )
+    parser.add_argument("-A", "--all-namespaces", action="store_true", help="top: every namespace")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    explain = sub.add_parser(
+    explain = _command(
+        sub,
         "explain",
-        help="the verdict the webhook would give a claim, and why",
+        summary="the verdict the webhook would give a claim, and why",
         description=EXPLAIN_HELP,
-        epilog=EXIT_CODES,
-        formatter_class=formatter,
     )
     explain.add_argument(
         "-f",
@@ -162,12 +166,11 @@ def build_parser() -> argparse.ArgumentParser:
         "(repeatable; YAML or JSON, several documents or a List)",
     )
     _common(explain, defaults=False)
-    top = sub.add_parser(
+    top = _command(
+        sub,
         "top",
-        help="budgets, spend and %% used of every quota, most used first",
+        summary="budgets, spend and %% used of every quota, most used first",
         description=TOP_HELP,
-        epilog=EXIT_CODES,
-        formatter_class=formatter,
     )
     top.add_argument(
         "-A",
@@ -177,12 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="every namespace",
     )
     _common(top, defaults=False)
-    status = sub.add_parser(
+    status = _command(
+        sub,
         "status",
-        help="one quota: figures, reservations, escrow, conditions, Events",
+        summary="one quota: figures, reservations, escrow, conditions, Events",
         description=STATUS_HELP,
-        epilog=EXIT_CODES,
-        formatter_class=formatter,
     )
     status.add_argument("quota", metavar="QUOTA", help="name of the DatabaseQuota")
     status.add_argument(
@@ -239,33 +241,36 @@ async def _explain(
     *,
     out: TextIO,
 ) -> int:
-    results: list[explanations.Explanation] = []
-    for manifest in found:
-        namespace = manifests.namespace_of(
-            manifest.obj, flag=args.namespace, default=session.namespace, where=manifest.where
-        )
-        operation, answer = await fetching.dry_run(session, namespace=namespace, claim=manifest.obj)
-        if answer.status == 404 and answer.reason == "NotFound":
-            raise ConfigurationError(f"{manifest.where}: namespace {namespace} not found")
-        sent, stored = manifest.obj["metadata"], answer.obj.get("metadata") if answer.ok else {}
-        name = (stored or {}).get("name") or sent.get("name") or sent.get("generateName", "")
-        figures = [reports.figures(q) for q in await fetching.quotas(session, namespace=namespace)]
-        results.append(
-            explanations.explain(
-                namespace=namespace,
-                name=str(name),
-                operation=operation,
-                ok=answer.ok,
-                status=answer.status,
-                reason=answer.reason,
-                message=answer.message,
-                warnings=answer.warnings,
-                quotas=figures,
-            )
-        )
+    results = [await _explain_one(session, args, manifest) for manifest in found]
     text = "\n\n".join(explanations.explanation_text(e) for e in results)
     _print(out, args, explanations.explanation_document(results), text)
     return DENIED if explanations.overall(results) == "denied" else ADMITTED
+
+
+async def _explain_one(
+    session: kubeconfig.Session, args: argparse.Namespace, manifest: manifests.Manifest
+) -> explanations.Explanation:
+    """Dry-run one claim, then read its namespace's quotas as they stand."""
+    namespace = manifests.namespace_of(
+        manifest.obj, flag=args.namespace, default=session.namespace, where=manifest.where
+    )
+    operation, answer = await fetching.dry_run(session, namespace=namespace, claim=manifest.obj)
+    if answer.status == 404 and answer.reason == "NotFound":
+        raise ConfigurationError(f"{manifest.where}: namespace {namespace} not found")
+    sent, stored = manifest.obj["metadata"], answer.obj.get("metadata") if answer.ok else {}
+    name = (stored or {}).get("name") or sent.get("name") or sent.get("generateName", "")
+    figures = [reports.figures(q) for q in await fetching.quotas(session, namespace=namespace)]
+    return explanations.explain(
+        namespace=namespace,
+        name=str(name),
+        operation=operation,
+        ok=answer.ok,
+        status=answer.status,
+        reason=answer.reason,
+        message=answer.message,
+        warnings=answer.warnings,
+        quotas=figures,
+    )
 
 
 async def _top(session: kubeconfig.Session, args: argparse.Namespace, *, out: TextIO) -> int:
@@ -288,14 +293,14 @@ async def _status(session: kubeconfig.Session, args: argparse.Namespace, *, out:
     quota = await fetching.quota(session, namespace=namespace, name=args.quota)
     uid = str((quota.get("metadata") or {}).get("uid", ""))
     events = await fetching.quota_events(session, namespace=namespace, name=args.quota, uid=uid)
-    report = reports.StatusReport(
+    report = statuses.StatusReport(
         figures=reports.figures(quota),
         quota=quota,
         leases=await fetching.replica_leases(session),
-        events=reports.recent_events(events, limit=args.events),
+        events=statuses.recent_events(events, limit=args.events),
         now=time.time(),
     )
-    _print(out, args, reports.status_document(report), reports.status_text(report))
+    _print(out, args, statuses.status_document(report), statuses.status_text(report))
     return ADMITTED
 
 
