@@ -251,7 +251,9 @@ def review(name: str, *, storage_gib: int, dry_run: bool) -> bytes:
     claim = {
         "apiVersion": "dbquota.io/v1alpha1",
         "kind": "DatabaseClaim",
-        "metadata": {"name": name, "namespace": NAMESPACE},
+        # The apiserver gives a created object its uid before validating admission; a hold
+        # is keyed by it, so every review's claim is a new object, as in a real burst.
+        "metadata": {"name": name, "namespace": NAMESPACE, "uid": str(uuid.uuid4())},
         "spec": {
             "engine": "postgres",
             "instanceClass": "db.r6g.large",

@@ -169,6 +169,26 @@ admission_paths = Counter(
     ["path"],
     registry=REGISTRY,
 )
+from_escrow = admission_paths.labels(path="escrow")
+"""The ``escrow`` child, bound once: it is counted on every admission from escrow."""
+exact = admission_paths.labels(path="exact")
+"""The ``exact`` child."""
+
+
+def decision_counter(*, outcome: str, pricing: str, reason: str, dry_run: bool) -> Counter:
+    """The ``dbquota_admission_decisions_total`` child for these labels, bound once per
+    combination (a few dozen exist) rather than looked up per admission."""
+    key = (outcome, pricing, reason, dry_run)
+    child = _decision_children.get(key)
+    if child is None:
+        child = admission_decisions.labels(
+            outcome=outcome, pricing=pricing, reason=reason, dry_run=str(dry_run).lower()
+        )
+        _decision_children[key] = child
+    return child
+
+
+_decision_children: dict[tuple[str, str, str, bool], Counter] = {}
 
 webhook_rejected = Counter(
     "dbquota_webhook_rejected_requests_total",

@@ -143,11 +143,11 @@ class Runtime:
             outcome = "admitted" if decision.allowed else "denied"
             if decision.allowed and decision.would_deny:
                 outcome = "warned"
-            metrics.admission_decisions.labels(
+            metrics.decision_counter(
                 outcome=outcome,
                 pricing=decision.pricing or "None",
                 reason=decision.reason,
-                dry_run=str(dry_run).lower(),
+                dry_run=dry_run,
             ).inc()
             if decision.pricing is not None:
                 self.fallback.record(from_cache=decision.pricing != "Live")

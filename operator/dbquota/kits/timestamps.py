@@ -9,6 +9,8 @@ here. ``MicroTime`` (``2026-11-30T14:55:45.123456Z``) is what Leases and
 from __future__ import annotations
 
 import datetime
+import functools
+import math
 import time
 
 _SECONDS = "%Y-%m-%dT%H:%M:%SZ"
@@ -17,7 +19,14 @@ _MICROS = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 def to_rfc3339(epoch: float) -> str:
     """Epoch seconds as the API's ``Time`` (whole seconds, truncated)."""
-    return datetime.datetime.fromtimestamp(epoch, datetime.UTC).strftime(_SECONDS)
+    return _whole_second(math.floor(epoch))
+
+
+@functools.lru_cache(maxsize=4)
+def _whole_second(second: int) -> str:
+    # Memoized: a burst of admissions stamps hundreds of reservations within one second,
+    # and strftime is most of what stamping one costs.
+    return datetime.datetime.fromtimestamp(second, datetime.UTC).strftime(_SECONDS)
 
 
 def to_micro(epoch: float) -> str:

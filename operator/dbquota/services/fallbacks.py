@@ -5,10 +5,9 @@ Each admission decision that priced a claim counts once: from live prices, or no
 latest :data:`DECISION_WINDOW` decisions that were not live. It measures admission, not
 ingestion, so admission owns it: the operator's runtime holds one and records every
 decision in it (:meth:`dbquota.handlers.runtime.Runtime.observe_admission`), the gauge
-``dbquota_fallback_ratio`` follows each one, and the reconciler, which writes quota
+``dbquota_fallback_ratio`` reads it when scraped, and the reconciler, which writes quota
 status, reads the billing snapshot with the rate put into its health by
-:meth:`FallbackRate.onto` (``status.billing.fallbackHitRate``). O(1) per decision; no I/O
-besides the gauge.
+:meth:`FallbackRate.onto` (``status.billing.fallbackHitRate``). O(1) per decision; no I/O.
 """
 
 from __future__ import annotations
@@ -29,6 +28,8 @@ class FallbackRate:
     def __init__(self) -> None:
         self._decisions: deque[bool] = deque(maxlen=DECISION_WINDOW)
         self._from_cache = 0
+        # Read when scraped, not set per decision: nothing on the admission path.
+        metrics.fallback_ratio.set_function(lambda: self.rate)
 
     def record(self, *, from_cache: bool) -> None:
         """Count one decision that priced a claim: ``from_cache`` when not priced live."""
@@ -36,7 +37,6 @@ class FallbackRate:
             self._from_cache -= 1
         self._decisions.append(from_cache)
         self._from_cache += int(from_cache)
-        metrics.fallback_ratio.set(self.rate)
 
     @property
     def rate(self) -> float:

@@ -216,7 +216,7 @@ class Ledger:
         self.account.admit(hold=hold, take=outcome.take, now=time.monotonic())
         self.known.admitted(hold)
         self.from_escrow += 1
-        metrics.admission_paths.labels(path="escrow").inc()
+        metrics.from_escrow.inc()
         self._start()
         return True
 
@@ -335,7 +335,7 @@ class Ledger:
             for i, p in enumerate(batch):
                 if i in round_.results and not p.future.done():
                     p.future.set_result(round_.results[i])
-                    metrics.admission_paths.labels(path="exact").inc()
+                    metrics.exact.inc()
             if round_.waiting:
                 self._queue[:0] = [batch[i] for i in round_.waiting]
                 self.known.stale = True  # see whether the others gave some back
