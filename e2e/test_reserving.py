@@ -18,7 +18,7 @@ import pytest
 from dbquota.adapters.kube import Kube
 from dbquota.domain.resources import QuotaObject, QuotaStatus
 from dbquota.services import reserving
-from e2e.conftest import Cluster, Kubectl
+from e2e.harness import Cluster, Kubectl
 from e2e.test_crds import claim, quota
 from tests.deciding import admit_if_it_fits
 
