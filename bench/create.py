@@ -3,8 +3,9 @@
     python bench/create.py [--rates 50,100,200] [--seconds 10] [--lead-in 2] [--settle 5]
                            [--settle-max 60]
                            [--phases nothing,resourcequota,dbquota,dbquota-2,dbquota-exact]
-                           [--existing 10000] [--namespaces 100] [--per-namespace 100]
-                           [--burst 2000] [--clients 4] [--catch-up 180] [--burst-cap 300]
+                           [--extras] [--existing 10000] [--namespaces 100]
+                           [--per-namespace 100] [--burst 2000] [--clients 4]
+                           [--catch-up 180] [--burst-cap 300]
                            [--timeout 60] [--connections 16] [--keep]
 
 Users ``kubectl apply`` a claim or let Argo CD / Flux sync it: claim -> kube-apiserver ->
@@ -44,7 +45,9 @@ side by side (minutes apart, not a run apart), each in a fresh namespace, each f
 Between phases, what a phase started (operators, proxy, webhook configuration) is
 stopped, and its claims and quotas deleted, so that phases do not disturb each other.
 
-**Extra phases** (each on by default; ``0`` turns one off), each with its own operator:
+**Extra phases**, each with its own operator. Off by default (on today's code they add
+about 20 minutes to a run of about 15); ``--extras`` turns all three on at the sizes of
+the issue's targets, or give each one's flag alone (e.g. ``--existing 10000``):
 
 - ``--existing N``: a namespace that already holds N claims (created in bulk before any
   quota or webhook exists; then the operator starts and catches up, for at most
@@ -97,13 +100,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import httpx
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # e2e/ and tests/ are not installed: import them from the repo
 
 from bench import measuring  # noqa: E402
 from bench.apiclient import ApiClient, ClientError  # noqa: E402
 from bench.measuring import ApiserverMetrics, RequestKey, cpu_seconds, proc_status  # noqa: E402
-from e2e import harness  # noqa: E402
+from e2e import harness, scraping  # noqa: E402
 from e2e.waiting import wait_for as _wait_for  # noqa: E402
 from tests.simulating import stop as stop_process  # noqa: E402
 
@@ -165,6 +170,7 @@ class Run:
     etcd_cpu: float = float("nan")
     load: float = 0.0
     catch_up: float = 0.0  # seconds the operators took to catch up after --settle
+    decided: list[float] = field(default_factory=list)  # admission decisions per replica
 
     @property
     def sent(self) -> int:
@@ -423,6 +429,19 @@ class Target:
         values = [proc_status(op.pid, key) for op in self.operators]
         return max(values) if values else float("nan")
 
+    def decisions(self) -> list[float]:
+        """Admission decisions each replica made so far (its own ``/metrics``; NaN when it
+        does not answer): shows how the proxy spread the reviews."""
+        counts = []
+        for op in self.operators:
+            try:
+                url = f"http://127.0.0.1:{op.metrics_port}/metrics"
+                samples = scraping.samples(httpx.get(url, timeout=5).text)
+                counts.append(scraping.total(samples, "dbquota_admission_decisions_total"))
+            except httpx.HTTPError:
+                counts.append(float("nan"))
+        return counts
+
 
 def start_dbquota(b: Bench, scope: harness.Harness, phase: str) -> Target:
     """The operator processes of a dbquota phase, webhook registered (not yet called)."""
@@ -501,7 +520,7 @@ async def timetable(
     proxy0 = 0.0
     await b.api.request("GET", "/readyz")  # a live connection before the clock starts
     before = await b.scrape()
-    op_cpu0, window0 = target.cpu(), time.monotonic()
+    op_cpu0, window0, decided0 = target.cpu(), time.monotonic(), target.decisions()
     tasks: list[asyncio.Task[None]] = []
     gc.collect()
     gc.disable()  # the client's own collections would show up as latency
@@ -538,6 +557,7 @@ async def timetable(
     run.window = time.monotonic() - window0
     run.operator_cpu = target.cpu() - op_cpu0
     run.operator_rss = target.rss()
+    run.decided = [a - b for a, b in zip(target.decisions(), decided0, strict=True)]
     run.requests = measuring.delta(after.requests, before.requests)
     calls = after.webhook_calls - before.webhook_calls
     if calls:
@@ -575,11 +595,13 @@ async def measure(
         b.background[rate] = {k: v / run.window for k, v in caused(b, run).items()}
         b.watches[rate] = run.watches_open
     b.runs.append(run)
+    split = " / ".join(f"{d:.0f}" for d in run.decided)
     print(
         f"[{b.clock()}] {run.name} {rate:g}/s: {run.created}/{run.sent} created, "
         f"p50 {run.pct(0.5):.1f} ms, p99 {run.pct(0.99):.1f} ms, "
         f"max {max(run.latencies, default=0) * 1000:.0f} ms, "
-        f"{per_claim(b, run)[0]:.2f} requests per claim, load {run.load:.2f}",
+        f"{per_claim(b, run)[0]:.2f} requests per claim, load {run.load:.2f}"
+        f"{f'; admission decisions per replica {split}' if len(run.decided) > 1 else ''}",
         flush=True,
     )
     return run
@@ -1010,44 +1032,59 @@ async def main_async(h: harness.Harness, args: argparse.Namespace) -> None:
         await api.aclose()
 
 
+EXTRAS = {"existing": 10_000, "namespaces": 100, "burst": 2000}
+"""The extra phases' sizes that ``--extras`` turns on (those of the issue's targets)."""
+
+
+def rates(text: str) -> list[float]:
+    """``50,100,200`` -> [50.0, 100.0, 200.0]; positive numbers only."""
+    try:
+        parsed = [float(r) for r in text.split(",") if r.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a list of numbers: {text!r}") from None
+    if not parsed or any(r <= 0 for r in parsed):
+        raise argparse.ArgumentTypeError(f"rates must be positive numbers: {text!r}")
+    return parsed
+
+
+def phases(text: str) -> list[str]:
+    """``nothing,dbquota`` -> the phases, each one of :data:`PHASES`."""
+    parsed = [p.strip() for p in text.split(",") if p.strip()]
+    if unknown := [p for p in parsed if p not in PHASES]:
+        raise argparse.ArgumentTypeError(f"unknown {unknown}; phases are {', '.join(PHASES)}")
+    return parsed
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rates", default="50,100,200", help="creates per second, comma-separated")
-    parser.add_argument("--seconds", type=float, default=10.0, help="measured seconds per run")
-    parser.add_argument("--lead-in", type=float, default=2.0, help="unmeasured seconds before")
-    parser.add_argument(
-        "--settle", type=float, default=5.0, help="seconds after the last answer before scraping"
+    add = parser.add_argument
+    add("--rates", type=rates, default=[50.0, 100.0, 200.0], help="creates/s, comma-separated")
+    add("--seconds", type=float, default=10.0, help="measured seconds per run")
+    add("--lead-in", type=float, default=2.0, help="unmeasured seconds before each run")
+    add("--settle", type=float, default=5.0, help="seconds after the last answer, then scrape")
+    add("--settle-max", type=float, default=60.0, help="then most seconds to let it catch up")
+    add("--phases", type=phases, default=list(PHASES), help="which, comma-separated")
+    add("--extras", action="store_true", help="the extra phases at the issue's sizes (below)")
+    add(
+        "--existing",
+        type=int,
+        help=f"claims already in a namespace (extras: {EXTRAS['existing']:,})",
     )
-    parser.add_argument("--phases", default=",".join(PHASES), help="which, comma-separated")
-    parser.add_argument("--existing", type=int, default=10_000, help="claims already there")
-    parser.add_argument("--namespaces", type=int, default=100, help="namespaces, each a quota")
-    parser.add_argument("--per-namespace", type=int, default=100, help="claims already in each")
-    parser.add_argument("--burst", type=int, default=2000, help="creates of the burst")
-    parser.add_argument("--clients", type=int, default=4, help="closed-loop clients of the burst")
-    parser.add_argument(
-        "--settle-max",
-        type=float,
-        default=60.0,
-        help="then most seconds to wait for the operators to catch up before scraping",
-    )
-    parser.add_argument(
-        "--catch-up",
-        type=float,
-        default=180.0,
-        help="most seconds to wait for an operator started on existing claims",
-    )
-    parser.add_argument("--burst-cap", type=float, default=300.0, help="most seconds of the burst")
-    parser.add_argument(
-        "--timeout", type=float, default=60.0, help="seconds before a create times out"
-    )
-    parser.add_argument("--connections", type=int, default=16, help="most HTTP/2 connections")
-    parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
+    add("--namespaces", type=int, help=f"namespaces, each a quota (extras: {EXTRAS['namespaces']})")
+    add("--per-namespace", type=int, default=100, help="claims already in each of them")
+    add("--burst", type=int, help=f"creates of the burst (extras: {EXTRAS['burst']:,})")
+    add("--clients", type=int, default=4, help="closed-loop clients of the burst")
+    add("--catch-up", type=float, default=180.0, help="most s for an operator on existing claims")
+    add("--burst-cap", type=float, default=300.0, help="most seconds of the burst")
+    add("--timeout", type=float, default=60.0, help="seconds before a create times out")
+    add("--connections", type=int, default=16, help="most HTTP/2 connections")
+    add("--keep", action="store_true", help="keep the work directory (logs)")
     args = parser.parse_args(argv)
-    args.rates = [float(r) for r in args.rates.split(",") if r]
-    args.phases = [p for p in args.phases.split(",") if p]
-    unknown = set(args.phases) - set(PHASES)
-    if unknown or not args.rates or any(r <= 0 for r in args.rates):
-        parser.error(f"phases are {', '.join(PHASES)}; rates must be positive ({unknown or ''})")
+    for name, size in EXTRAS.items():
+        if getattr(args, name) is None:
+            setattr(args, name, size if args.extras else 0)
+    if args.clients < 1 or args.per_namespace < 1 or args.seconds <= 0:
+        parser.error("--clients and --per-namespace must be at least 1, --seconds positive")
     return args
 
 
