@@ -289,9 +289,14 @@ class Bench:
         the next phase's operator does not resume them."""
         for ns in namespaces:
             for path in (CLAIMS, QUOTAS):
-                with contextlib.suppress(TimeoutError, ClientError, OSError):
+                try:
                     async with asyncio.timeout(120):
-                        await self.api.request("DELETE", path.format(ns=ns))
+                        status, _ = await self.api.request("DELETE", path.format(ns=ns))
+                    outcome = "" if status == 200 else f"HTTP {status}"
+                except (TimeoutError, ClientError, OSError) as exc:
+                    outcome = type(exc).__name__
+                if outcome:
+                    self.notes.append(f"deleting {path.format(ns=ns)} failed ({outcome})")
 
 
 # ---------------------------------------------------------------------------- set-ups
@@ -509,7 +514,7 @@ async def timetable(
     ``namespaces``; the apiserver's counters scraped before it and after ``--settle``."""
     loop = asyncio.get_running_loop()
     lead = round(run.rate * b.args.lead_in)
-    total = lead + round(run.rate * run.seconds)
+    total = lead + max(1, round(run.rate * run.seconds))
     bodies = [
         (CLAIMS.format(ns=ns), claim(ns, f"{prefix}{i:06d}"))
         for i in range(total)
@@ -757,6 +762,11 @@ async def burst(b: Bench) -> dict[str, Any]:
 # ---------------------------------------------------------------------------- reporting
 
 
+def ratio(a: float, b: float) -> float:
+    """a / b, NaN when b is zero or not measured."""
+    return a / b if b else float("nan")
+
+
 def fmt(value: float, spec: str = ".1f") -> str:
     return "-" if value != value else format(value, spec)  # NaN: not measured
 
@@ -852,7 +862,7 @@ def report(b: Bench, extras: dict[str, dict[str, Any]]) -> None:
             run = by.get((phase, rate))
             if run is None or rq is None:
                 continue
-            p99_ratio = run.pct(0.99) / rq.pct(0.99)
+            p99_ratio = ratio(run.pct(0.99), rq.pct(0.99))
             p50_diff = run.pct(0.5) - rq.pct(0.5)
             ratio_rows.append(
                 f"| {phase} | {rate:g} | {run.pct(0.5):.1f} | {rq.pct(0.5):.1f} | {p50_diff:+.1f} "
@@ -914,11 +924,11 @@ def report_extras(b: Bench, extras: dict[str, dict[str, Any]], verdicts: Verdict
             f"object of the full namespace {got['bytes']:,} bytes; "
             f"operator peak RSS {got['rss']:.0f} MiB"
         )
-        ratio = full.pct(0.99) / empty.pct(0.99)
+        slower = ratio(full.pct(0.99), empty.pct(0.99))
         verdicts.add(
             f"{b.args.existing:,} existing claims: p99 within 1.2x of an empty namespace",
-            ratio <= 1.2 and not full.failed,
-            f"{ratio:.2f}x ({full.pct(0.99):.1f} vs {empty.pct(0.99):.1f} ms), "
+            slower <= 1.2 and not full.failed,
+            f"{slower:.2f}x ({full.pct(0.99):.1f} vs {empty.pct(0.99):.1f} ms), "
             f"{full.failed} errors",
         )
     if got := extras.get("namespaces"):
