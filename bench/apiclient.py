@@ -13,7 +13,9 @@ settings); the I/O is asyncio streams over TLS with ALPN ``h2``.
 
 :class:`ApiClient` keeps up to ``connections`` connections, each carrying as many streams
 as the server allows (``SETTINGS_MAX_CONCURRENT_STREAMS``, 250 for kube-apiserver), opens
-the next one when those are full and otherwise queues requests in FIFO order.
+the next one when those are full and otherwise queues requests in FIFO order. A request
+the server's GOAWAY says it never processed is sent again on another connection, as Go's
+client does.
 Authentication is the TLS client certificate of the given ``ssl.SSLContext``.
 """
 
@@ -39,6 +41,10 @@ flow without waiting for our acknowledgements."""
 
 class ClientError(Exception):
     """The connection broke or the server reset the stream; the message says which."""
+
+
+class Unprocessed(ClientError):
+    """The server's GOAWAY says it never processed this stream: safe to send again."""
 
 
 @dataclass
@@ -159,7 +165,7 @@ class _Connection:
             last = event.last_stream_id or 0
             for sid, stream in self.streams.items():
                 if sid > last and not stream.done.done():
-                    stream.done.set_exception(ClientError(f"GOAWAY ({event.error_code!r})"))
+                    stream.done.set_exception(Unprocessed(f"GOAWAY ({event.error_code!r})"))
 
     def _fail(self, why: str) -> None:
         self.broken = why or "broken"
@@ -219,11 +225,17 @@ class ApiClient:
                 (b"content-type", content_type.encode()),
                 (b"content-length", str(len(body)).encode()),
             ]
-        conn = await self._acquire()
-        try:
-            return await conn.request(headers, body)
-        finally:
-            self._wake()
+        retries = 2
+        while True:
+            conn = await self._acquire()
+            try:
+                return await conn.request(headers, body)
+            except Unprocessed:  # as Go's client does: again, on another connection
+                if not retries:
+                    raise
+                retries -= 1
+            finally:
+                self._wake()
 
     async def _acquire(self) -> _Connection:
         while True:
