@@ -285,18 +285,22 @@ class Bench:
         return name
 
     async def delete_claims(self, namespaces: list[str]) -> None:
-        """Delete every claim and quota of ``namespaces`` (one deletecollection each), so
-        the next phase's operator does not resume them."""
+        """Delete every claim and quota of ``namespaces``, so that the next phase's operator
+        does not resume them: one deletecollection each, repeated while the apiserver cuts
+        it short (its request timeout is 60 s; 10,000 claims can take longer)."""
         for ns in namespaces:
-            for path in (CLAIMS, QUOTAS):
-                try:
-                    async with asyncio.timeout(120):
-                        status, _ = await self.api.request("DELETE", path.format(ns=ns))
-                    outcome = "" if status == 200 else f"HTTP {status}"
-                except (TimeoutError, ClientError, OSError) as exc:
-                    outcome = type(exc).__name__
-                if outcome:
-                    self.notes.append(f"deleting {path.format(ns=ns)} failed ({outcome})")
+            for path in (CLAIMS.format(ns=ns), QUOTAS.format(ns=ns)):
+                for _ in range(5):
+                    try:
+                        async with asyncio.timeout(120):
+                            status, _ = await self.api.request("DELETE", path)
+                        outcome = "" if status == 200 else f"HTTP {status}"
+                    except (TimeoutError, ClientError, OSError) as exc:
+                        outcome = f"{type(exc).__name__}: {exc}"
+                    if not outcome:
+                        break
+                else:
+                    self.notes.append(f"deleting {path} failed 5 times, last: {outcome}")
 
 
 # ---------------------------------------------------------------------------- set-ups
@@ -583,12 +587,13 @@ def caused(b: Bench, run: Run) -> dict[RequestKey, float]:
 
 
 def per_claim(b: Bench, run: Run) -> tuple[float, dict[RequestKey, float], float]:
-    """(requests per created claim without watches, the same by key, watch requests)."""
+    """(requests per created claim without watches, the same by key, watch requests); with
+    no claim created, the totals instead (and NaN per claim)."""
     got = caused(b, run)
-    n = max(run.total_created, 1)
+    n = run.total_created or 1
     watches = sum(v for k, v in got.items() if k[0] == "WATCH")
     by_key = {k: v / n for k, v in got.items() if k[0] != "WATCH"}
-    return sum(by_key.values()), by_key, watches
+    return sum(by_key.values()) if run.total_created else float("nan"), by_key, watches
 
 
 async def measure(
@@ -605,7 +610,7 @@ async def measure(
         f"[{b.clock()}] {run.name} {rate:g}/s: {run.created}/{run.sent} created, "
         f"p50 {run.pct(0.5):.1f} ms, p99 {run.pct(0.99):.1f} ms, "
         f"max {max(run.latencies, default=0) * 1000:.0f} ms, "
-        f"{per_claim(b, run)[0]:.2f} requests per claim, load {run.load:.2f}"
+        f"{fmt(per_claim(b, run)[0], '.2f')} requests per claim, load {run.load:.2f}"
         f"{f'; admission decisions per replica {split}' if len(run.decided) > 1 else ''}",
         flush=True,
     )
@@ -802,11 +807,13 @@ def cost_rows(b: Bench, runs: list[Run]) -> list[str]:
         total, by_key, watches = per_claim(b, r)
         top = sorted(by_key.items(), key=lambda kv: -kv[1])
         keys = ", ".join(f"{short(k)} {v:.2f}" for k, v in top if abs(v) >= 0.005) or "-"
-        op_ms = r.operator_cpu / max(r.total_created, 1) * 1000
+        if not r.total_created:
+            keys = f"none created; in total: {keys}"
+        op_ms = r.operator_cpu / r.total_created * 1000 if r.total_created else float("nan")
         own = b.watches.get(r.rate)
         opened = f"{r.watches_open - own:.0f}" if own is not None else f"({r.watches_open:.0f})"
         rows.append(
-            f"| {r.name} | {r.rate:g} | {total:.2f} | {keys} | {watches:.0f} / {opened} "
+            f"| {r.name} | {r.rate:g} | {fmt(total, '.2f')} | {keys} | {watches:.0f} / {opened} "
             f"| {fmt(op_ms, '.2f') if r.operator_cpu else '-'} | {fmt(r.operator_rss, '.0f')} "
             f"| {fmt(r.proxy_cpu * 100, '.0f')} | {fmt(r.apiserver_cpu * 100, '.0f')} "
             f"| {fmt(r.etcd_cpu * 100, '.0f')} | {r.catch_up:.0f} | {r.load:.2f} |"
