@@ -170,6 +170,7 @@ class Run:
     etcd_cpu: float = float("nan")
     load: float = 0.0
     catch_up: float = 0.0  # seconds the operators took to catch up after --settle
+    caught_up: bool = True  # False: --settle-max ran out, catch-up work is not all counted
     decided: list[float] = field(default_factory=list)  # admission decisions per replica
 
     @property
@@ -561,7 +562,7 @@ async def timetable(
     # as the operators are catching up (at most --settle-max).
     await asyncio.sleep(b.args.settle)
     if target.operators:
-        run.catch_up, _ = await catch_up(b, target, cap=b.args.settle_max)
+        run.catch_up, run.caught_up = await catch_up(b, target, cap=b.args.settle_max)
     after = await b.scrape()
     run.window = time.monotonic() - window0
     run.operator_cpu = target.cpu() - op_cpu0
@@ -816,7 +817,8 @@ def cost_rows(b: Bench, runs: list[Run]) -> list[str]:
             f"| {r.name} | {r.rate:g} | {fmt(total, '.2f')} | {keys} | {watches:.0f} / {opened} "
             f"| {fmt(op_ms, '.2f') if r.operator_cpu else '-'} | {fmt(r.operator_rss, '.0f')} "
             f"| {fmt(r.proxy_cpu * 100, '.0f')} | {fmt(r.apiserver_cpu * 100, '.0f')} "
-            f"| {fmt(r.etcd_cpu * 100, '.0f')} | {r.catch_up:.0f} | {r.load:.2f} |"
+            f"| {fmt(r.etcd_cpu * 100, '.0f')} | {r.catch_up:.0f}{'' if r.caught_up else ' (cap)'} "
+            f"| {r.load:.2f} |"
         )
     return rows
 
@@ -894,8 +896,9 @@ def report(b: Bench, extras: dict[str, dict[str, Any]]) -> None:
             total = per_claim(b, run)[0]
             verdicts.add(
                 f"{phase} at {rate:g}/s: operator-caused apiserver requests per claim <= 2",
-                total <= 2.0,
-                f"{total:.2f}",
+                total <= 2.0 if run.caught_up or total > 2.0 else None,
+                f"{total:.2f}"
+                + ("" if run.caught_up else " so far: still catching up after --settle-max"),
             )
     print("\n### Against ResourceQuota, same rate, same run")
     measuring.table(
