@@ -205,6 +205,7 @@ async def _serve(
             alive=liveness.alive,
             live=leases.live,
             in_flight_limit=cfg.enforcement.max_reservations or None,
+            present=lambda namespace: {c.uid for c in claim_informer.in_namespace(namespace)},
         )
         runtime: runtime_.Runtime | None = None
 
