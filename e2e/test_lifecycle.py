@@ -63,11 +63,7 @@ class Replica:
         return scraping.total(scraping.samples(text), name, **labels)
 
     def ready(self) -> bool:
-        try:
-            url = f"http://127.0.0.1:{self.op.metrics_port}/readyz"
-            return httpx.get(url, timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
+        return self.op.ready()
 
 
 def start_replica(cluster: Cluster, workdir: Path, billing_url: str, *extra: str) -> Replica:
