@@ -240,8 +240,9 @@ class ApiClient:
     async def _acquire(self) -> _Connection:
         while True:
             self._conns = [c for c in self._conns if not c.broken]
-            for conn in [c for c in self._conns if c.draining and not c.streams]:
-                self._conns.remove(conn)
+            drained = [c for c in self._conns if c.draining and not c.streams]
+            self._conns = [c for c in self._conns if c not in drained]  # before any await:
+            for conn in drained:  # another caller may be here at the same time
                 await conn.aclose()
             for conn in self._conns:  # fill the first one with room, as Go's client does
                 if conn.capacity > 0:
