@@ -270,6 +270,7 @@ def quota_status(
         now=now,
         grace=grace,
         current=claims_current,
+        costs=snapshot.costs,
     )
     escrowed, expired = escrow.prune(
         escrow.entries_of(old), live=live if claims_current else lambda _: True
@@ -278,7 +279,11 @@ def quota_status(
     adopted = [
         reservations.adopt(claim=claim, cost=cost, pricing=mode, now=now)
         for claim in reservations.orphans(
-            held=kept, claims=claims, now=now, covered=bool(escrowed) and not expired
+            held=kept,
+            claims=claims,
+            now=now,
+            covered=bool(escrowed) and not expired,
+            billed=snapshot.costs.keys(),
         )
         if claims_current
         for cost, mode in [price(claim, spec)]

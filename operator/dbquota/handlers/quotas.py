@@ -20,9 +20,10 @@ from typing import Any
 import kopf
 
 from dbquota.adapters import metrics
+from dbquota.domain import kinds
 from dbquota.handlers import runtime as runtime_
 
-GROUP, VERSION = "dbquota.io", "v1alpha1"
+GROUP, VERSION = kinds.QUOTAS.group, kinds.QUOTAS.version
 
 
 @kopf.on.resume(GROUP, VERSION, "databasequotas")

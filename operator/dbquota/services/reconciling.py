@@ -36,7 +36,7 @@ from dbquota.adapters.kube import QUOTAS, Informer
 from dbquota.domain import billing, reservations, statuses
 from dbquota.domain.resources import QuotaObject
 from dbquota.errors import Conflict, KubeError, NotFound
-from dbquota.services import recording
+from dbquota.services import inventory, recording
 from dbquota.services.stores import QuotaStore
 
 logger = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ class Reconciler:
         kube: Store,
         events: recording.Recorder,
         quotas: Informer[QuotaRef],
-        claims: Informer[reservations.ClaimRef],
+        claims: inventory.Claims,
         snapshot: Callable[[], billing.BillingSnapshot],
         clock: Callable[[], float],
         grace: float,

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from dbquota.domain import quantities
+from dbquota.domain import kinds, quantities
 from dbquota.domain.kinds import Demand, Resource, Volume, reading
 
 RESOURCE = Resource(
@@ -78,3 +78,27 @@ def _volume(storage: Mapping[str, object], *, path: str) -> Volume:
     if storage_class is None:
         storage_class = reading.string(template, "storageClassName", path=template_path)
     return Volume(storage_class=storage_class, gib=size)
+
+
+def read(
+    obj: Mapping[str, object], *, namespace_label: str = "", field: str = "spec"
+) -> kinds.Parsed:
+    """The object's tenant (its namespace) and claim; its billing id is
+    ``<namespace>/<name>`` unless annotated (:data:`dbquota.domain.kinds.CLUSTER_ID_ANNOTATION`).
+    ``namespace_label`` and ``field`` are the registry's common arguments (unused here)."""
+    del namespace_label, field
+    asked = demand(obj)
+    metadata = reading.mapping(reading.root(obj), "metadata", path="")
+    name = reading.string(metadata, "name", path="metadata") or ""
+    return kinds.parsed(
+        kind=RESOURCE, obj=obj, demand=asked, default_id=f"{asked.namespace}/{name}"
+    )
+
+
+KIND = kinds.Kind(
+    name="cnpg",
+    resource=RESOURCE,
+    owned=False,
+    read=read,
+    priced_by="CPU and memory requests, volumes by storage class",
+)

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from dbquota.domain import quantities
+from dbquota.domain import kinds, quantities
 from dbquota.domain.kinds import Demand, Resource, Volume, Workload, reading
 
 RESOURCE = Resource(
@@ -104,3 +104,27 @@ def _poolers(spec: Mapping[str, object]) -> tuple[Workload, ...]:
         )
         for name in wanted
     )
+
+
+def read(
+    obj: Mapping[str, object], *, namespace_label: str = "", field: str = "spec"
+) -> kinds.Parsed:
+    """The object's tenant (its namespace) and claim; its billing id is
+    ``<namespace>/<name>`` unless annotated (:data:`dbquota.domain.kinds.CLUSTER_ID_ANNOTATION`).
+    ``namespace_label`` and ``field`` are the registry's common arguments (unused here)."""
+    del namespace_label, field
+    asked = demand(obj)
+    metadata = reading.mapping(reading.root(obj), "metadata", path="")
+    name = reading.string(metadata, "name", path="metadata") or ""
+    return kinds.parsed(
+        kind=RESOURCE, obj=obj, demand=asked, default_id=f"{asked.namespace}/{name}"
+    )
+
+
+KIND = kinds.Kind(
+    name="zalando",
+    resource=RESOURCE,
+    owned=False,
+    read=read,
+    priced_by="CPU and memory requests, the volume by storage class, connection poolers",
+)
