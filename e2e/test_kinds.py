@@ -1,0 +1,356 @@
+"""Budgets on other operators' databases: CloudNativePG, Zalando and Crossplane RDS, end to end.
+
+A control plane and an operator of this module's own (the session's operator admits
+DatabaseClaims only and reconciles every namespace's quotas: it would settle these
+quotas' standing reservations as "never created"), with the upstream CRDs installed from
+their Go modules (:func:`e2e.controlplane.upstream_crds`) and ``--claim-kinds=
+databaseclaims,cnpg,zalando,rds``. Checks, with the manifests in ``examples/``:
+
+- each kind is admitted within budget (a standing reservation named ``Kind/name`` on the
+  quota, a ``Priced`` Event on the object, the spend in ``kubectl get databasequotas``)
+  and denied over budget with the usual message;
+- deleting the object releases its reservation; billing showing its cluster (the
+  simulator's ``--cluster-id``) settles it, and the object then counts at its billed cost;
+- during a billing outage each kind follows the quota's policy (FailClosed denies,
+  Conservative prices at the highest known prices);
+- three kinds in one namespace share one budget, and 100 parallel creates mixing kinds
+  never admit more than the budget.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from e2e import controlplane
+from e2e.conftest import (
+    FAST,
+    REPO,
+    Cluster,
+    Kubectl,
+    OperatorProcess,
+    start_operator,
+    stop_operator,
+)
+from e2e.waiting import wait_for
+from tests.simulating import Simulator, launch
+from tests.simulating import stop as stop_process
+
+BILLED = "kinds-billed"
+"""The namespace whose CloudNativePG cluster the simulator bills (``--cluster-id``)."""
+CRD_NAMES = (
+    "clusters.postgresql.cnpg.io",
+    "postgresqls.acid.zalan.do",
+    "instances.rds.aws.upbound.io",
+)
+EXAMPLES = {
+    "cnpg": "cnpg-cluster.yaml",
+    "zalando": "zalando-postgresql.yaml",
+    "rds": "rds-instance.yaml",
+}
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """A control plane of this module's own (see the module docstring)."""
+    state_dir = tmp_path_factory.mktemp("kinds-controlplane")
+    state = controlplane.up(state_dir)
+    try:
+        yield Cluster(
+            kubeconfig=Path(state.kubeconfig),
+            webhook_host="127.0.0.1",
+            bins=controlplane.binaries(),
+            state_dir=state_dir,
+        )
+    finally:
+        controlplane.down(state_dir, remove=False)
+
+
+@pytest.fixture(scope="module")
+def kubectl(cluster: Cluster) -> Kubectl:
+    """kubectl bound to this module's control plane."""
+    return Kubectl(cluster)
+
+
+@pytest.fixture(scope="module")
+def crds(kubectl: Kubectl) -> None:
+    """dbquota's CRDs and the three upstream ones, established."""
+    kubectl("apply", "-f", str(REPO / "crds"))
+    for path in controlplane.upstream_crds().values():
+        kubectl("apply", "--server-side", "--field-manager=dbquota-e2e", "-f", str(path))
+    kubectl(
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/databasequotas.dbquota.io",
+        "crd/databaseclaims.dbquota.io",
+        *(f"crd/{name}" for name in CRD_NAMES),
+    )
+
+
+@pytest.fixture(scope="module")
+def billing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Simulator]:
+    log_path = tmp_path_factory.mktemp("kinds-billing") / "simulator.log"
+    with log_path.open("w") as log:
+        sim = launch(
+            f"--cluster-id={BILLED}/orders-pg", "--price-period=3600", log=log, clusters=20
+        )
+    yield sim
+    stop_process(sim.process)
+
+
+@pytest.fixture(scope="module")
+def operator(
+    cluster: Cluster,
+    kubectl: Kubectl,
+    crds: None,
+    billing: Simulator,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[OperatorProcess]:
+    op = start_operator(
+        cluster,
+        kubectl,
+        tmp_path_factory.mktemp("kinds-operator"),
+        configuration="kinds.dbquota.io",
+        extra=(
+            f"--billing-url={billing.url}",
+            *FAST,
+            "--claim-kinds=databaseclaims,cnpg,zalando,rds",
+            "--escrow-share=0",
+        ),
+    )
+    yield op
+    stop_operator(op)
+
+
+@pytest.fixture
+def namespace(kubectl: Kubectl, operator: OperatorProcess) -> str:
+    name = f"kinds-{uuid.uuid4().hex[:8]}"
+    kubectl("create", "namespace", name)
+    return name
+
+
+def example(kind: str, *, namespace: str, name: str | None = None) -> dict[str, Any]:
+    """The example manifest of ``kind``, placed in ``namespace`` (for RDS: its tenant label)."""
+    obj: dict[str, Any] = yaml.safe_load((REPO / "examples" / EXAMPLES[kind]).read_text())
+    obj = copy.deepcopy(obj)
+    if kind == "rds":
+        obj["metadata"]["labels"]["crossplane.io/claim-namespace"] = namespace
+        obj["metadata"]["name"] = name or f"{namespace}-billing-db"
+    else:
+        obj["metadata"]["namespace"] = namespace
+        if name:
+            obj["metadata"]["name"] = name
+    return obj
+
+
+def quota(kubectl: Kubectl, namespace: str, *, budget: float, policy: str = "Conservative") -> None:
+    kubectl.apply(
+        {
+            "apiVersion": "dbquota.io/v1alpha1",
+            "kind": "DatabaseQuota",
+            "metadata": {"name": "budget", "namespace": namespace},
+            "spec": {
+                "monthlyBudget": budget,
+                "currency": "USD",
+                "enforcement": "Enforce",
+                "degradation": {"policy": policy, "maxStaleness": "5s", "safetyMargin": 1.5},
+            },
+        }
+    )
+
+    def listed() -> bool:  # the operator decides only once its quota watch has it
+        return bool(status(kubectl, namespace).get("conditions"))
+
+    wait_for(listed, what="the quota's first status")
+
+
+def status(kubectl: Kubectl, namespace: str) -> dict[str, Any]:
+    found: dict[str, Any] = (
+        kubectl.get_json("databasequota", "budget", "-n", namespace).get("status") or {}
+    )
+    return found
+
+
+def reservations(kubectl: Kubectl, namespace: str) -> list[str]:
+    return [str(r.get("claim")) for r in status(kubectl, namespace).get("reservations") or []]
+
+
+def spend_columns(kubectl: Kubectl, namespace: str) -> dict[str, str]:
+    """``kubectl get databasequotas -o wide``: the row of the quota, by column."""
+    out = kubectl("get", "databasequotas", "-n", namespace, "-o", "wide").stdout.splitlines()
+    return dict(zip(out[0].split(), out[1].split(), strict=False))
+
+
+def delete(kubectl: Kubectl, obj: dict[str, Any]) -> None:
+    kubectl("delete", "-f", "-", "--wait=false", input_=json.dumps(obj))
+
+
+@pytest.mark.parametrize("kind", ["cnpg", "zalando", "rds"])
+def test_each_kind_is_admitted_within_budget_and_holds_a_standing_reservation(
+    kubectl: Kubectl, namespace: str, kind: str
+) -> None:
+    quota(kubectl, namespace, budget=50_000)
+    obj = example(kind, namespace=namespace)
+    kubectl.apply(obj)
+    ref = f"{obj['kind']}/{obj['metadata']['name']}"
+    wait_for(lambda: ref in reservations(kubectl, namespace), what=f"{ref}'s reservation")
+    held = next(r for r in status(kubectl, namespace)["reservations"] if r["claim"] == ref)
+    assert held["cost"] > 0
+    assert held["pricing"] == "Live"
+    row = wait_for(
+        lambda: (row := spend_columns(kubectl, namespace)) and float(row["RESERVED"]) > 0 and row,
+        what="the reserved spend in kubectl get databasequotas",
+    )
+    assert float(row["RESERVED"]) == pytest.approx(held["cost"], abs=0.01)
+    events_ns = namespace if kind != "rds" else "default"
+
+    def priced() -> list[str]:
+        events = kubectl.get_json("events.events.k8s.io", "-n", events_ns)["items"]
+        return [
+            e["note"]
+            for e in events
+            if e.get("reason") == "Priced" and e["regarding"]["name"] == obj["metadata"]["name"]
+        ]
+
+    notes = wait_for(priced, what=f"the Priced Event on {ref}")
+    assert f"{held['cost']:,.2f}/month" in notes[0]
+    assert "DatabaseQuota budget" in notes[0]
+    # the reservation stands: the object shows no price of ours, and it is not released
+    assert ref in reservations(kubectl, namespace)
+
+
+@pytest.mark.parametrize("kind", ["cnpg", "zalando", "rds"])
+def test_each_kind_over_budget_is_denied_with_the_budget_message(
+    kubectl: Kubectl, namespace: str, kind: str
+) -> None:
+    quota(kubectl, namespace, budget=50)
+    result = kubectl.apply(example(kind, namespace=namespace), check=False)
+    assert result.returncode != 0
+    assert "denied" in result.stderr
+    assert "DatabaseQuota budget" in result.stderr
+    assert "budget" in result.stderr
+    assert reservations(kubectl, namespace) == []
+
+
+def test_deleting_the_object_releases_its_reservation(kubectl: Kubectl, namespace: str) -> None:
+    quota(kubectl, namespace, budget=50_000)
+    obj = example("cnpg", namespace=namespace)
+    kubectl.apply(obj)
+    wait_for(lambda: reservations(kubectl, namespace), what="the reservation")
+    delete(kubectl, obj)
+    wait_for(
+        lambda: (
+            reservations(kubectl, namespace) == []
+            and status(kubectl, namespace)["spend"]["reserved"] == 0
+        ),
+        what="the reservation released",
+    )
+
+
+def test_billing_showing_the_cluster_settles_its_reservation(
+    kubectl: Kubectl, operator: OperatorProcess
+) -> None:
+    kubectl("create", "namespace", BILLED, check=False)
+    quota(kubectl, BILLED, budget=50_000)
+    kubectl.apply(example("cnpg", namespace=BILLED))  # cluster id kinds-billed/orders-pg
+    wait_for(
+        lambda: (
+            reservations(kubectl, BILLED) == [] and status(kubectl, BILLED)["spend"]["observed"] > 0
+        ),
+        timeout=60,
+        what="billing to show the cluster and the reservation to settle",
+    )
+    row = spend_columns(kubectl, BILLED)
+    assert float(row["SPEND"]) > 0
+    assert status(kubectl, BILLED)["used"]["claims"] == 1
+
+
+def test_during_an_outage_each_kind_follows_the_policy(
+    kubectl: Kubectl, namespace: str, billing: Simulator
+) -> None:
+    closed = f"{namespace}-closed"
+    kubectl("create", "namespace", closed)
+    quota(kubectl, namespace, budget=50_000, policy="Conservative")
+    quota(kubectl, closed, budget=50_000, policy="FailClosed")
+    billing.fault(mode="outage")
+    try:
+        wait_for(
+            lambda: status(kubectl, namespace).get("billing", {}).get("degraded") is True,
+            timeout=60,
+            what="billing degraded",
+        )
+        for kind in ("cnpg", "zalando"):
+            denied = kubectl.apply(example(kind, namespace=closed), check=False)
+            assert denied.returncode != 0
+            assert "denied" in denied.stderr
+            kubectl.apply(example(kind, namespace=namespace))
+        wait_for(lambda: len(reservations(kubectl, namespace)) == 2, what="two reservations")
+        held = status(kubectl, namespace)["reservations"]
+        assert {r["pricing"] for r in held} == {"Conservative"}
+        assert all(r.get("degraded") for r in held)
+    finally:
+        billing.fault(mode="none")
+
+
+def test_three_kinds_in_one_namespace_share_one_budget(kubectl: Kubectl, namespace: str) -> None:
+    quota(kubectl, namespace, budget=50_000)
+    costs: dict[str, float] = {}
+    for kind in ("cnpg", "zalando", "rds"):
+        obj = example(kind, namespace=namespace)
+        kubectl.apply(obj)
+        ref = f"{obj['kind']}/{obj['metadata']['name']}"
+        wait_for(lambda: ref in reservations(kubectl, namespace), what=ref)  # noqa: B023
+    for held in status(kubectl, namespace)["reservations"]:
+        costs[held["claim"]] = held["cost"]
+    total = sum(costs.values())
+    # a quota just above what the three hold admits nothing more of any kind
+    kubectl.apply(
+        {
+            "apiVersion": "dbquota.io/v1alpha1",
+            "kind": "DatabaseQuota",
+            "metadata": {"name": "budget", "namespace": namespace},
+            "spec": {"monthlyBudget": round(total + 1, 2)},
+        }
+    )
+    for kind in ("cnpg", "zalando", "rds"):
+        more = kubectl.apply(example(kind, namespace=namespace, name=f"more-{kind}"), check=False)
+        assert more.returncode != 0, more.stdout
+        assert "denied" in more.stderr
+    used = status(kubectl, namespace)["used"]
+    assert used["claims"] == 3
+
+
+def test_a_hundred_parallel_creates_of_mixed_kinds_never_exceed_the_budget(
+    kubectl: Kubectl, namespace: str
+) -> None:
+    quota(kubectl, namespace, budget=5_000)
+    kinds = ("cnpg", "zalando", "rds")
+    # Zalando names start with the teamId; RDS Instances are cluster-scoped (unique names)
+    objs = [
+        example(kinds[i % 3], namespace=namespace, name=f"acid-{namespace}-{i}") for i in range(100)
+    ]
+
+    def create(obj: dict[str, Any]) -> bool:
+        return kubectl.apply(obj, check=False).returncode == 0
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        admitted = sum(pool.map(create, objs))
+    assert 0 < admitted < 100
+
+    def settled() -> dict[str, Any]:
+        found = status(kubectl, namespace)
+        return found if found.get("used", {}).get("claims") == admitted else {}
+
+    final = wait_for(settled, timeout=60, what="every admitted object counted")
+    spend = final["spend"]
+    assert spend["observed"] + spend["reserved"] <= 5_000
+    assert spend["remaining"] >= 0
