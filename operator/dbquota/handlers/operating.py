@@ -32,7 +32,7 @@ from dbquota.adapters import metrics
 from dbquota.adapters.kube import QUOTAS, Informer, Kube, of_kind
 from dbquota.domain import kinds, reservations, reviews
 from dbquota.domain.kinds import registry
-from dbquota.errors import ConfigurationError, DbquotaError
+from dbquota.errors import ConfigurationError, DbquotaError, NotFound
 from dbquota.handlers import quotas, webhook
 from dbquota.handlers import runtime as runtime_
 from dbquota.services import (
@@ -211,6 +211,7 @@ async def _serve(
             kube, QUOTAS, derive=reconciling.quota_ref, namespace=cfg.namespace, keep_objects=True
         )
         enabled = registry.enabled(cfg.enforcement.claim_kinds)
+        await served(kube, enabled, namespace=cfg.namespace)
         label = cfg.enforcement.claim_namespace_label
         informers = {
             kind.name: Informer(
@@ -351,6 +352,29 @@ async def _serve(
         _freeze_heap()
         await stop.wait()
         del memo["runtime"]
+
+
+async def served(kube: Kube, enabled: tuple[kinds.Kind, ...], *, namespace: str = "") -> None:
+    """Check that the apiserver serves every enabled kind (one object listed of each):
+    a kind whose CRD is not installed fails start-up with :class:`ConfigurationError`
+    naming it, retried every few seconds (``/readyz`` says why), rather than a watch that
+    never lists and a reconciler that can never conclude anything from its objects."""
+    for kind in enabled:
+        resource = of_kind(kind.resource)
+        where = namespace if resource.namespaced else ""
+        try:
+            await kube.request(
+                "GET",
+                resource.path(where),
+                what=f"list {resource.plural}.{resource.group}",
+                query={"limit": "1"},
+            )
+        except NotFound:
+            raise ConfigurationError(
+                f"--claim-kinds enables {kind.name}, but the apiserver does not serve "
+                f"{resource.plural}.{resource.group}/{resource.version}: install its CRD "
+                "first, or leave it out of --claim-kinds"
+            ) from None
 
 
 async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
