@@ -124,7 +124,6 @@ def operator(
             f"--billing-url={billing.url}",
             *FAST,
             "--claim-kinds=databaseclaims,cnpg,zalando,rds",
-            "--escrow-share=0",
         ),
     )
     yield op
@@ -152,7 +151,17 @@ def example(kind: str, *, namespace: str, name: str | None = None) -> dict[str, 
     return obj
 
 
-def quota(kubectl: Kubectl, namespace: str, *, budget: float, policy: str = "Conservative") -> None:
+def quota(
+    kubectl: Kubectl,
+    namespace: str,
+    *,
+    budget: float,
+    policy: str = "Conservative",
+    **spec: Any,
+) -> None:
+    degradation: dict[str, Any] = {"policy": policy, "maxStaleness": "5s", "safetyMargin": 1.5}
+    if policy == "StrictCap":
+        degradation["strictCap"] = {"claims": 1}
     kubectl.apply(
         {
             "apiVersion": "dbquota.io/v1alpha1",
@@ -162,7 +171,8 @@ def quota(kubectl: Kubectl, namespace: str, *, budget: float, policy: str = "Con
                 "monthlyBudget": budget,
                 "currency": "USD",
                 "enforcement": "Enforce",
-                "degradation": {"policy": policy, "maxStaleness": "5s", "safetyMargin": 1.5},
+                "degradation": degradation,
+                **spec,
             },
         }
     )
@@ -274,31 +284,124 @@ def test_billing_showing_the_cluster_settles_its_reservation(
     assert status(kubectl, BILLED)["used"]["claims"] == 1
 
 
-def test_during_an_outage_each_kind_follows_the_policy(
-    kubectl: Kubectl, namespace: str, billing: Simulator
-) -> None:
-    closed = f"{namespace}-closed"
-    kubectl("create", "namespace", closed)
-    quota(kubectl, namespace, budget=50_000, policy="Conservative")
-    quota(kubectl, closed, budget=50_000, policy="FailClosed")
+POLICIES = ("Conservative", "StrictCap", "FailClosed", "FailOpen")
+
+
+@pytest.fixture
+def outage(kubectl: Kubectl, operator: OperatorProcess, billing: Simulator) -> Iterator[None]:
+    """Billing down until the operator calls it degraded; back up after the test."""
+    probe = f"kinds-{uuid.uuid4().hex[:8]}"
+    kubectl("create", "namespace", probe)
+    quota(kubectl, probe, budget=1)
     billing.fault(mode="outage")
     try:
         wait_for(
-            lambda: status(kubectl, namespace).get("billing", {}).get("degraded") is True,
+            lambda: status(kubectl, probe).get("billing", {}).get("degraded") is True,
             timeout=60,
             what="billing degraded",
         )
-        for kind in ("cnpg", "zalando"):
-            denied = kubectl.apply(example(kind, namespace=closed), check=False)
-            assert denied.returncode != 0
-            assert "denied" in denied.stderr
-            kubectl.apply(example(kind, namespace=namespace))
-        wait_for(lambda: len(reservations(kubectl, namespace)) == 2, what="two reservations")
-        held = status(kubectl, namespace)["reservations"]
-        assert {r["pricing"] for r in held} == {"Conservative"}
-        assert all(r.get("degraded") for r in held)
+        yield
     finally:
         billing.fault(mode="none")
+        wait_for(
+            lambda: status(kubectl, probe).get("billing", {}).get("degraded") is False,
+            timeout=60,
+            what="billing healthy again",
+        )
+
+
+@pytest.mark.parametrize("kind", ["cnpg", "zalando", "rds"])
+def test_during_an_outage_each_policy_decides_each_kind_as_a_claim(
+    kubectl: Kubectl, outage: None, kind: str
+) -> None:
+    """Conservative reserves at the highest known prices x margin; StrictCap admits up to
+    its cap; FailClosed denies; FailOpen admits with a warning; each as for a claim."""
+    namespaces = {}
+    for policy in POLICIES:
+        namespaces[policy] = f"kinds-{policy.lower()}-{uuid.uuid4().hex[:6]}"
+        kubectl("create", "namespace", namespaces[policy])
+        quota(kubectl, namespaces[policy], budget=50_000, policy=policy)
+    results = {
+        policy: kubectl.apply(example(kind, namespace=ns), check=False)
+        for policy, ns in namespaces.items()
+    }
+    assert results["FailClosed"].returncode != 0
+    assert "denied" in results["FailClosed"].stderr
+    assert "billing" in results["FailClosed"].stderr.lower()
+    for policy in ("Conservative", "StrictCap", "FailOpen"):
+        assert results[policy].returncode == 0, (policy, results[policy].stderr)
+        assert "Warning:" in results[policy].stderr  # degraded admissions always say so
+    second = kubectl.apply(
+        example(kind, namespace=namespaces["StrictCap"], name=f"acid-{kind}-second"),
+        check=False,
+    )
+    assert second.returncode != 0  # strictCap.claims: 1
+    assert "strictCap" in second.stderr or "StrictCap" in second.stderr
+
+    def pricing(policy: str) -> list[str]:
+        held = status(kubectl, namespaces[policy]).get("reservations") or []
+        return [str(r.get("pricing")) for r in held]
+
+    for policy, mode in (("Conservative", "Conservative"), ("StrictCap", "StrictCap")):
+        found = wait_for(lambda: pricing(policy), what=f"{policy}'s reservation")  # noqa: B023
+        assert found == [mode]
+    held = status(kubectl, namespaces["Conservative"])["reservations"][0]
+    assert held["degraded"] is True
+    assert held["cost"] > 0
+
+
+def test_an_instance_without_a_tenant_label_is_admitted_with_a_warning(
+    kubectl: Kubectl, operator: OperatorProcess
+) -> None:
+    obj = example("rds", namespace="nobody", name=f"untenanted-{uuid.uuid4().hex[:6]}")
+    del obj["metadata"]["labels"]["crossplane.io/claim-namespace"]
+    result = kubectl.apply(obj)
+    assert "names no tenant namespace" in result.stderr
+    assert "admitted without a budget check" in result.stderr
+
+
+def test_growing_a_cluster_reserves_the_growth_and_an_update_over_budget_is_denied(
+    kubectl: Kubectl, namespace: str
+) -> None:
+    quota(kubectl, namespace, budget=50_000)
+    obj = example("cnpg", namespace=namespace)
+    kubectl.apply(obj)
+    wait_for(lambda: reservations(kubectl, namespace), what="the reservation")
+    first = status(kubectl, namespace)["reservations"][0]["cost"]
+    obj["spec"]["instances"] = 4
+    kubectl.apply(obj)
+    grown = wait_for(
+        lambda: (
+            (held := status(kubectl, namespace)["reservations"])
+            and held[0]["cost"] > first
+            and held[0]["cost"]
+        ),
+        what="the reservation to grow",
+    )
+    assert grown == pytest.approx(first * 4 / 3, rel=0.01)
+    obj["spec"]["instances"] = 1000  # about 98/month each: twice the budget
+    denied = kubectl.apply(obj, check=False)
+    assert denied.returncode != 0
+    assert "denied" in denied.stderr
+    assert "this update" in denied.stderr
+
+
+def test_the_claims_hard_cap_counts_every_kind(kubectl: Kubectl, namespace: str) -> None:
+    quota(kubectl, namespace, budget=50_000, hard={"claims": 2})
+    claim = yaml.safe_load((REPO / "examples" / "claim-orders.yaml").read_text())
+    claim["metadata"]["namespace"] = namespace
+    kubectl.apply(claim)
+    kubectl.apply(example("cnpg", namespace=namespace))
+    wait_for(
+        lambda: (
+            len(reservations(kubectl, namespace)) == 2
+            or status(kubectl, namespace).get("used", {}).get("claims") == 2
+        ),
+        what="two objects counted",
+    )
+    third = kubectl.apply(example("rds", namespace=namespace), check=False)
+    assert third.returncode != 0
+    assert "3 claims would exceed the hard cap of 2 claims" in third.stderr
 
 
 def test_three_kinds_in_one_namespace_share_one_budget(kubectl: Kubectl, namespace: str) -> None:
