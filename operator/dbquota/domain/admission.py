@@ -86,7 +86,8 @@ def admit(
     reservation is still in flight builds on it); ``holder`` names the replica deciding.
     A CREATE is refused while ``in_flight_limit`` reservations are in flight: only objects
     that really appear keep budget, and reviews nobody follows with an object (forged, or
-    failing later) cannot pile up. Under ``Warn`` and ``DryRun``, which never deny, such a
+    failing later) cannot pile up; a standing reservation (its object exists) is not in
+    flight. Under ``Warn`` and ``DryRun``, which never deny, such a
     CREATE is decided as usual and holds nothing.
     """
     crowded = (
@@ -94,9 +95,10 @@ def admit(
         and request.creating
         and not request.dry_run
         and len(held) >= in_flight_limit
+        and _in_flight(held) >= in_flight_limit
     )
     if crowded and quota.enforcement == "Enforce":
-        return Outcome(decision=_too_many(quota, len(held)))
+        return Outcome(decision=_too_many(quota, _in_flight(held)))
     counted = escrow.with_held(usage, others)
     decision = verdicts.decide(
         quota=quota,
@@ -137,6 +139,11 @@ def admit(
         and previous is None
         and (decision.policy is None or policies.RULES[decision.policy].escrow),
     )
+
+
+def _in_flight(held: Mapping[str, Reservation]) -> int:
+    """Reservations whose object has not shown up (a standing one's object exists)."""
+    return sum(1 for r in held.values() if not r.get("standing"))
 
 
 def _too_many(quota: quotas.QuotaSpec, count: int) -> verdicts.Decision:

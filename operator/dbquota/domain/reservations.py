@@ -230,8 +230,8 @@ def settle(
             cost = (costs or {}).get(claim.cluster_id)
             if cost is not None and cost.observed_at >= charged + 1.0:
                 confirmed.append(res)  # billed: the object counts at its billed cost now
-            else:
-                kept.append(res)  # standing
+            else:  # standing: its object exists, so it is no longer in flight
+                kept.append(res if res.get("standing") else {**res, "standing": True})
         elif claim is not None:
             if claim.cost is not None and claim.priced_generation >= int(res.get("generation", 1)):
                 confirmed.append(res)

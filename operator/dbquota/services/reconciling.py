@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
@@ -268,7 +268,7 @@ class Reconciler:
                 "Normal",
                 "ReservationReleased",
                 f"released {held.get('cost', 0.0):,.2f} held for claim "
-                f"{held.get('claim')}: {_RELEASE_WHY[why]}",
+                f"{held.get('claim')}: {_release_why(held, why)}",
             )
         for held in refresh.adopted:
             await self._event(
@@ -361,6 +361,14 @@ class Reconciler:
         await self._events.record(
             regarding, type_=type_, reason=reason, action=action, note=message
         )
+
+
+def _release_why(held: Mapping[str, Any], why: reservations.ReleaseReason) -> str:
+    """Why a reservation was released; an object of another operator (``Kind/name``)
+    carries no price of ours, so its reservation stood until billing would show it."""
+    if why == "ClaimDeleted" and "/" in str(held.get("claim", "")):
+        return "the object was deleted before billing showed it"
+    return _RELEASE_WHY[why]
 
 
 _RELEASE_WHY: dict[reservations.ReleaseReason, str] = {

@@ -3,7 +3,8 @@
 Checks: its reservation stays while the object exists and billing does not show it (it
 never shows a price of ours); billing showing its cluster after the charge settles it, and
 the recount then counts the object at its billed cost, once; billing from before the
-charge does not; deleting it releases it (``ClaimDeleted``); an object billed with no
+charge does not; once its object exists it is marked ``standing`` and no longer counts
+against ``--max-reservations``; deleting it releases it (``ClaimDeleted``); an object billed with no
 reservation is counted, not adopted; one with neither is adopted at a price for its kind.
 """
 
@@ -13,10 +14,11 @@ from pathlib import Path
 
 import yaml
 
-from dbquota.domain import billing, reservations, usage
+from dbquota.domain import admission, billing, claims, escrow, quotas, reservations, usage
 from dbquota.domain.kinds import registry
 from dbquota.domain.resources import Reservation
 from dbquota.kits import timestamps
+from tests.unit.domain import samples
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "cnpg-cluster.yaml"
 NOW = 1_000_000.0
@@ -27,6 +29,12 @@ def ref() -> reservations.ClaimRef:
     obj = yaml.safe_load(EXAMPLE.read_text())
     obj["metadata"]["uid"] = "u1"
     found = reservations.deriver(registry.KINDS["cnpg"])(obj)
+    assert found is not None
+    return found
+
+
+def spec() -> claims.ClaimSpec:
+    found = ref().spec
     assert found is not None
     return found
 
@@ -112,3 +120,27 @@ def test_an_object_with_no_reservation_and_no_bill_is_adopted() -> None:
     adopted = reservations.adopt(claim=orphan, cost=123.0, pricing="Live", now=NOW)
     assert adopted["claim"] == "Cluster/orders-pg"
     assert timestamps.from_rfc3339(adopted["reservedAt"]) == NOW
+
+
+def test_a_standing_reservation_is_marked_and_not_in_flight_any_more() -> None:
+    kept, _, _ = reservations.settle(held=held(), claims=[ref()], now=NOW, grace=5, costs={})
+    assert kept[0].get("standing") is True
+    standing: dict[str, Reservation] = {}
+    for i in range(3):
+        copy = kept[0].copy()
+        copy["uid"] = f"u{i}"
+        standing[f"u{i}"] = copy
+    outcome = admission.admit(
+        quota=samples.quota(),
+        usage=quotas.Usage(),
+        others=escrow.NOTHING,
+        request=admission.Request(
+            name="Cluster/another", uid="u9", generation=1, claim=spec(), old=None
+        ),
+        held=standing,
+        snapshot=samples.healthy(),
+        now=NOW,
+        holder="me",
+        in_flight_limit=3,
+    )
+    assert outcome.decision.reason != "TooManyInFlight"
