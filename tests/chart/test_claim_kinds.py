@@ -3,7 +3,8 @@
 Checks: by default only DatabaseClaims (one rule, DatabaseClaim status writable, no other
 operator's resource in the RBAC); with every kind enabled, one webhook rule per kind
 (Crossplane RDS cluster-scoped), read-only list/watch of the other operators' kinds (RDS
-in the ClusterRole even when one namespace is watched), never a write on them, and
+in the ClusterRole even when one namespace is watched, with a Role for its Events in
+namespace default then), never a write on them, and
 ``--claim-kinds`` passed to the operator in the same order; the rules and the kinds match
 the operator's own registry; an unknown kind, an empty list or a repeat is refused by
 the schema.
@@ -92,3 +93,17 @@ def test_the_schema_refuses_unknown_empty_or_repeated_kinds(
 ) -> None:
     with pytest.raises(HelmError, match="claimKinds"):
         render({"claimKinds": kinds})
+
+
+def test_with_one_namespace_rds_events_get_a_role_in_default(
+    render: Callable[..., Manifests],
+) -> None:
+    manifests = render({**MATRIX["one-namespace"], "claimKinds": ALL})
+    events = [r for r in manifests.of_kind("Role") if r["metadata"]["namespace"] == "default"]
+    assert [r["metadata"]["name"].endswith("-events") for r in events] == [True]
+    assert {v for rule in events[0]["rules"] for v in rule["verbs"]} == {"create", "patch"}
+    assert not [
+        r
+        for r in render({**MATRIX["one-namespace"], "claimKinds": ["cnpg"]}).of_kind("Role")
+        if r["metadata"]["namespace"] == "default"
+    ]
