@@ -62,7 +62,7 @@ def configure(kopf_settings: kopf.OperatorSettings) -> None:
 
 
 def admit_claims(
-    runtime: runtime_.Runtime, enabled: tuple[kinds.Kind, ...] = (registry.KINDS["databaseclaims"],)
+    runtime: runtime_.Runtime, enabled: tuple[kinds.Kind, ...] = registry.enabled(registry.DEFAULT)
 ) -> webhook.Admit:
     """The webhook's ``admit``: one review of an enabled kind through admission, then metrics.
 
@@ -136,7 +136,7 @@ async def register_dev_webhook(
     cfg: settings_.WebhookSettings,
     *,
     port: int,
-    enabled: tuple[kinds.Kind, ...] = (registry.KINDS["databaseclaims"],),
+    enabled: tuple[kinds.Kind, ...] = registry.enabled(registry.DEFAULT),
 ) -> None:
     """Create or update the ValidatingWebhookConfiguration ``--webhook-configuration`` that
     sends CREATEs and UPDATEs of the enabled kinds to this process (``--dev-webhook``)."""
