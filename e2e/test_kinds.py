@@ -14,13 +14,17 @@ databaseclaims,cnpg,zalando,rds``. Checks, with the manifests in ``examples/``:
 - during a billing outage each kind follows the quota's policy (FailClosed denies,
   Conservative prices at the highest known prices);
 - three kinds in one namespace share one budget, and 100 parallel creates mixing kinds
-  never admit more than the budget.
+  never admit more than the budget;
+- the chart's RBAC with every kind enabled, applied to this apiserver, lets the operator's
+  ServiceAccount list and watch each kind (RDS cluster-wide) and write none of them
+  (``kubectl auth can-i`` against the real authorizer).
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import subprocess
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -457,3 +461,56 @@ def test_a_hundred_parallel_creates_of_mixed_kinds_never_exceed_the_budget(
     spend = final["spend"]
     assert spend["observed"] + spend["reserved"] <= 5_000
     assert spend["remaining"] >= 0
+
+
+CHART_NAMESPACE = "dbquota-system"
+ACCOUNT = f"system:serviceaccount:{CHART_NAMESPACE}:kinds-dbquota"
+
+
+@pytest.fixture(scope="module")
+def chart_rbac(cluster: Cluster, kubectl: Kubectl, crds: None) -> None:
+    """The chart's ServiceAccount and RBAC, rendered with every kind, applied here."""
+    kubectl("create", "namespace", CHART_NAMESPACE, check=False)
+    rendered = subprocess.run(
+        [
+            str(cluster.bins.helm),
+            "template",
+            "kinds",
+            str(REPO / "charts" / "dbquota"),
+            "-n",
+            CHART_NAMESPACE,
+            "--set",
+            "claimKinds={databaseclaims,cnpg,zalando,rds}",
+            "--show-only",
+            "templates/rbac.yaml",
+            "--show-only",
+            "templates/serviceaccount.yaml",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    kubectl.apply(rendered)
+
+
+RBAC = [
+    (True, ("list", "clusters.postgresql.cnpg.io", "-n", "team-a")),
+    (True, ("watch", "postgresqls.acid.zalan.do", "--all-namespaces")),
+    (True, ("watch", "instances.rds.aws.upbound.io")),
+    (True, ("patch", "databaseclaims.dbquota.io", "--subresource=status", "-n", "team-a")),
+    (True, ("create", "events.events.k8s.io", "-n", "default")),
+    (False, ("patch", "clusters.postgresql.cnpg.io", "-n", "team-a")),
+    (False, ("patch", "clusters.postgresql.cnpg.io", "--subresource=status", "-n", "team-a")),
+    (False, ("update", "postgresqls.acid.zalan.do", "-n", "team-a")),
+    (False, ("delete", "instances.rds.aws.upbound.io")),
+    (False, ("create", "instances.rds.aws.upbound.io")),
+]
+
+
+@pytest.mark.parametrize(("allowed", "check"), RBAC)
+def test_the_charts_rbac_reads_every_enabled_kind_and_writes_none_of_theirs(
+    kubectl: Kubectl, chart_rbac: None, allowed: bool, check: tuple[str, ...]
+) -> None:
+    result = kubectl("auth", "can-i", *check, f"--as={ACCOUNT}", check=False)
+    assert result.stdout.strip() == ("yes" if allowed else "no"), (check, result.stderr)
