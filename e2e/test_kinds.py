@@ -48,8 +48,13 @@ from e2e.waiting import wait_for
 from tests.simulating import Simulator, launch
 from tests.simulating import stop as stop_process
 
-BILLED = "kinds-billed"
-"""The namespace whose CloudNativePG cluster the simulator bills (``--cluster-id``)."""
+BILLED = {
+    "cnpg": ("kinds-billed-cnpg", "kinds-billed-cnpg/orders-pg"),
+    "zalando": ("kinds-billed-zalando", "kinds-billed-zalando/acid-search"),
+    "rds": ("kinds-billed-rds", "kinds-billed-rds-billing-db"),
+}
+"""Per kind: the namespace whose example object the simulator bills (``--cluster-id``),
+and that object's billing id (``<namespace>/<name>``, or an RDS Instance's name)."""
 CRD_NAMES = (
     "clusters.postgresql.cnpg.io",
     "postgresqls.acid.zalan.do",
@@ -105,7 +110,10 @@ def billing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Simulator]:
     log_path = tmp_path_factory.mktemp("kinds-billing") / "simulator.log"
     with log_path.open("w") as log:
         sim = launch(
-            f"--cluster-id={BILLED}/orders-pg", "--price-period=3600", log=log, clusters=20
+            *(f"--cluster-id={cluster_id}" for _, cluster_id in BILLED.values()),
+            "--price-period=3600",
+            log=log,
+            clusters=20,
         )
     yield sim
     stop_process(sim.process)
@@ -255,9 +263,12 @@ def test_each_kind_over_budget_is_denied_with_the_budget_message(
     assert reservations(kubectl, namespace) == []
 
 
-def test_deleting_the_object_releases_its_reservation(kubectl: Kubectl, namespace: str) -> None:
+@pytest.mark.parametrize("kind", ["cnpg", "zalando", "rds"])
+def test_deleting_the_object_releases_its_reservation(
+    kubectl: Kubectl, namespace: str, kind: str
+) -> None:
     quota(kubectl, namespace, budget=50_000)
-    obj = example("cnpg", namespace=namespace)
+    obj = example(kind, namespace=namespace)
     kubectl.apply(obj)
     wait_for(lambda: reservations(kubectl, namespace), what="the reservation")
     delete(kubectl, obj)
@@ -265,27 +276,34 @@ def test_deleting_the_object_releases_its_reservation(kubectl: Kubectl, namespac
         lambda: (
             reservations(kubectl, namespace) == []
             and status(kubectl, namespace)["spend"]["reserved"] == 0
+            and status(kubectl, namespace)["used"]["claims"] == 0
         ),
         what="the reservation released",
     )
 
 
-def test_billing_showing_the_cluster_settles_its_reservation(
-    kubectl: Kubectl, operator: OperatorProcess
+@pytest.mark.parametrize("kind", ["cnpg", "zalando", "rds"])
+def test_billing_showing_the_object_settles_its_reservation(
+    kubectl: Kubectl, operator: OperatorProcess, kind: str
 ) -> None:
-    kubectl("create", "namespace", BILLED, check=False)
-    quota(kubectl, BILLED, budget=50_000)
-    kubectl.apply(example("cnpg", namespace=BILLED))  # cluster id kinds-billed/orders-pg
+    namespace, cluster_id = BILLED[kind]
+    kubectl("create", "namespace", namespace)
+    quota(kubectl, namespace, budget=50_000)
+    kubectl.apply(example(kind, namespace=namespace))
+    held = wait_for(lambda: status(kubectl, namespace).get("reservations"), what="a reservation")
+    assert held[0]["cost"] > 0
     wait_for(
         lambda: (
-            reservations(kubectl, BILLED) == [] and status(kubectl, BILLED)["spend"]["observed"] > 0
+            reservations(kubectl, namespace) == []
+            and status(kubectl, namespace)["spend"]["observed"] > 0
         ),
         timeout=60,
-        what="billing to show the cluster and the reservation to settle",
+        what=f"billing to show {cluster_id} and the reservation to settle",
     )
-    row = spend_columns(kubectl, BILLED)
-    assert float(row["SPEND"]) > 0
-    assert status(kubectl, BILLED)["used"]["claims"] == 1
+    row = spend_columns(kubectl, namespace)  # kubectl get databasequotas -o wide
+    assert float(row["SPEND"]) == pytest.approx(status(kubectl, namespace)["spend"]["observed"])
+    assert float(row["RESERVED"]) == 0
+    assert status(kubectl, namespace)["used"]["claims"] == 1
 
 
 POLICIES = ("Conservative", "StrictCap", "FailClosed", "FailOpen")
