@@ -180,3 +180,21 @@ def parsed(*, kind: Resource, obj: Mapping[str, object], demand: Demand, default
             kind=kind.kind, demand=demand, cluster_id=cluster_id(obj, default=default_id)
         ),
     )
+
+
+def namespaced_reader(
+    resource: Resource, demand: Callable[[Mapping[str, object]], Demand]
+) -> Callable[..., Parsed]:
+    """``read`` for a namespaced kind: the tenant is the object's namespace, the billing id
+    ``<namespace>/<name>`` unless annotated (:data:`CLUSTER_ID_ANNOTATION`). The
+    registry's common arguments (``namespace_label``, ``field``) do not apply."""
+
+    def read(obj: Mapping[str, object], **_: object) -> Parsed:
+        asked = demand(obj)
+        metadata = obj.get("metadata")
+        name = metadata.get("name") if isinstance(metadata, Mapping) else None
+        return parsed(
+            kind=resource, obj=obj, demand=asked, default_id=f"{asked.namespace}/{name or ''}"
+        )
+
+    return read

@@ -106,20 +106,8 @@ def _poolers(spec: Mapping[str, object]) -> tuple[Workload, ...]:
     )
 
 
-def read(
-    obj: Mapping[str, object], *, namespace_label: str = "", field: str = "spec"
-) -> kinds.Parsed:
-    """The object's tenant (its namespace) and claim; its billing id is
-    ``<namespace>/<name>`` unless annotated (:data:`dbquota.domain.kinds.CLUSTER_ID_ANNOTATION`).
-    ``namespace_label`` and ``field`` are the registry's common arguments (unused here)."""
-    del namespace_label, field
-    asked = demand(obj)
-    metadata = reading.mapping(reading.root(obj), "metadata", path="")
-    name = reading.string(metadata, "name", path="metadata") or ""
-    return kinds.parsed(
-        kind=RESOURCE, obj=obj, demand=asked, default_id=f"{asked.namespace}/{name}"
-    )
-
+read = kinds.namespaced_reader(RESOURCE, demand)
+"""The object's tenant (its namespace) and claim (:func:`.namespaced_reader`)."""
 
 KIND = kinds.Kind(
     name="zalando",
