@@ -170,6 +170,9 @@ class Admission:
             if not decision.allowed:
                 break
         verdict = verdicts.combine(decisions)
+        unpriced = unrequested(claim, name=f"{kind.resource.kind} {tenant}/{review.name}")
+        if unpriced:
+            verdict = replace(verdict, warnings=(*verdict.warnings, unpriced))
         if review.dry_run:  # say why, for `kubectl dbquota explain` and --dry-run=server
             verdict = replace(
                 verdict, warnings=(*verdict.warnings, *(explain(d) for d in decisions))
@@ -229,6 +232,24 @@ class Admission:
             allowed=True,
             warnings=(f"dbquota: {what}; admitted without a budget check",),
         )
+
+
+def unrequested(claim: claims.ClaimSpec, *, name: str) -> str:
+    """The warning for pods priced by requests that request no CPU or no memory (nor set a
+    limit): that part is priced at 0, so the quota cannot bound it. Empty otherwise."""
+    demand = claim.demand
+    if demand is None or demand.instance_class is not None or not demand.instances:
+        return ""
+    missing = [
+        what for what, amount in (("cpu", demand.cpu), ("memory", demand.memory_gib)) if not amount
+    ]
+    if not missing:
+        return ""
+    what = " and ".join(missing)
+    return (
+        f"dbquota: {name} requests no {what} (nor sets a limit), so its {what} is priced at 0; "
+        "set resources.requests to have it counted against the budget"
+    )
 
 
 EXPLAIN = "dbquota explain:"

@@ -135,7 +135,7 @@ async def test_an_instance_naming_no_tenant_is_admitted_with_a_warning() -> None
 
 
 async def test_a_bad_cluster_is_denied_naming_the_field() -> None:
-    cluster = {
+    cluster: dict[str, Any] = {
         "metadata": {"name": "orders-pg", "namespace": "team-a"},
         "spec": {"instances": 3, "storage": {"size": "ten gigs"}},
     }
@@ -156,3 +156,21 @@ async def test_a_kind_not_enabled_is_admitted_untouched() -> None:
     answer = await only_claims(review("postgresql.cnpg.io", "Cluster", cluster, "a"))
     assert answer.allowed
     assert answer.message == ""
+
+
+def test_pods_requesting_no_cpu_are_told_it_is_priced_at_nothing() -> None:
+    cluster: dict[str, Any] = {
+        "metadata": {"name": "orders-pg", "namespace": "team-a"},
+        "spec": {
+            "instances": 2,
+            "storage": {"size": "10Gi"},
+            "resources": {"requests": {"memory": "1Gi"}},
+        },
+    }
+    _, claim = registry.KINDS["cnpg"].read(cluster)
+    assert admitting.unrequested(claim, name="Cluster team-a/orders-pg") == (
+        "dbquota: Cluster team-a/orders-pg requests no cpu (nor sets a limit), so its cpu is "
+        "priced at 0; set resources.requests to have it counted against the budget"
+    )
+    cluster["spec"]["resources"] = {"limits": {"cpu": "1", "memory": "1Gi"}}
+    assert admitting.unrequested(registry.KINDS["cnpg"].read(cluster).claim, name="x") == ""
