@@ -25,13 +25,15 @@ Conventions shared by the readers:
 - **Requests, else limits.** cpu and memory are the pods' *requests*; a resource with a
   limit and no request is read at its limit, as Kubernetes itself defaults a container's
   missing request to its limit. With neither, the value is ``0.0``: nothing is reserved
-  for it, so its cost is unbounded; the caller decides (deny it, or price a floor).
+  for it, so its cost is unbounded; admission prices it at 0 and warns
+  (:func:`dbquota.services.admitting.unrequested`).
 - **Per instance.** ``cpu``, ``memory_gib`` and ``volumes`` are one instance's; the whole
   object costs ``instances`` times that, plus its :attr:`Demand.extras`.
 - **Tenant namespace.** A namespaced object's tenant is its ``metadata.namespace``. A
   cluster-scoped one (Crossplane's managed resources) names its tenant in a label, by
   default Crossplane's ``crossplane.io/claim-namespace``; without it ``namespace`` is None
-  and the caller must decide who pays (e.g. deny unless a cluster-wide quota applies).
+  and no quota counts it: admission admits it with a warning, or denies it under
+  ``--no-quota-policy=Deny``.
 
 The seam: each module also exposes ``KIND``, a :class:`Kind` (its ``--claim-kinds`` name,
 its resource, whether dbquota owns it, and ``read``: the whole object to its tenant and
