@@ -4,12 +4,12 @@
                               [--connections 32] [--warmup 3] [--dry-run] [--keep]
                               [--operator-arg=--escrow-share=0 ...]
 
-Starts, in a temporary directory, everything the admission path touches: a real etcd and
-kube-apiserver (:mod:`e2e.controlplane`, ``crds/`` applied), the billing simulator
-(:func:`tests.simulating.launch`) and ``dbquota run --dev-webhook`` syncing from it every
-second. It creates one namespace with one DatabaseQuota (policy Conservative, a budget no
-run can exhaust, so every review is admitted and every admission writes a reservation to
-the quota's status on the apiserver) and waits until the quota's status shows billing
+Starts, in a temporary directory and through :class:`e2e.harness.Harness`, everything the
+admission path touches: a real etcd and kube-apiserver (``crds/`` applied), the billing
+simulator and ``dbquota run --dev-webhook`` syncing from it every second. It creates one
+namespace with one DatabaseQuota (policy Conservative, a budget no run can exhaust, so
+every review is admitted and every admission writes a reservation to the quota's status
+on the apiserver) and waits until the quota's status shows billing
 live (circuit Closed, not degraded).
 
 Then, for each rate, it sends AdmissionReview CREATE requests (not dry-run) for claims
@@ -53,12 +53,7 @@ import contextlib
 import gc
 import json
 import os
-import platform
-import re
-import shutil
-import signal
 import ssl
-import subprocess
 import sys
 import tempfile
 import time
@@ -73,9 +68,10 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # e2e/ and tests/ are not installed: import them from the repo
 
-from e2e import controlplane, scraping  # noqa: E402
+from bench import measuring  # noqa: E402
+from bench.measuring import cpu_seconds, proc_status, table  # noqa: E402
+from e2e import harness, scraping  # noqa: E402
 from e2e.waiting import wait_for as _wait_for  # noqa: E402
-from e2e.waiting import webhook_points_at  # noqa: E402
 from tests import simulating  # noqa: E402
 
 NAMESPACE = "bench"
@@ -87,63 +83,25 @@ FAST = simulating.FAST_SYNC
 """As the e2e suite's (without its short reservation grace: the bench's holds must stay)."""
 
 
-class Interrupted(Exception):
-    """SIGTERM: unwind like Ctrl-C so that everything is torn down."""
-
-
 # ---------------------------------------------------------------------------- processes
 
 
 @dataclass
 class Stack:
-    """What this run started, torn down in reverse order by :meth:`close`."""
+    """What the run measures: the harness's processes and the quota's status."""
 
-    workdir: Path
-    kubectl_bin: Path
-    kubeconfig: Path | None = None
-    server: str = ""
-    simulator: simulating.Simulator | None = None
-    operator: subprocess.Popen[bytes] | None = None
-    webhook_port: int = 0
-    metrics_port: int = 0
-    controlplane_up: bool = False
-    apiserver_pid: int = 0
-    etcd_pid: int = 0
-    client_ca: str = ""  # the CA of the apiserver's webhook client certificate
-    client_cert: tuple[str, str] = ("", "")  # that certificate and key: the bench presents it
+    h: harness.Harness
+    operator: harness.Operator
 
-    def kubectl(self, *args: str, input_: str | None = None) -> str:
-        proc = subprocess.run(
-            [str(self.kubectl_bin), *args],
-            input=input_,
-            capture_output=True,
-            text=True,
-            env={**os.environ, "KUBECONFIG": str(self.kubeconfig)},
-            timeout=60,
-            check=False,
-        )
-        if proc.returncode != 0:
-            raise RuntimeError(f"kubectl {' '.join(args)} failed:\n{proc.stderr}")
-        return proc.stdout
+    @property
+    def simulator(self) -> simulating.Simulator:
+        assert self.h.simulator is not None
+        return self.h.simulator
 
     def quota_status(self) -> dict[str, Any]:
-        got: dict[str, Any] = json.loads(
-            self.kubectl("get", "dbq", QUOTA, "-n", NAMESPACE, "-o", "json")
-        ).get("status", {})
+        quota = self.h.kubectl.get_json("dbq", QUOTA, "-n", NAMESPACE)
+        got: dict[str, Any] = quota.get("status", {})
         return got
-
-    def close(self) -> None:
-        if self.operator is not None and self.operator.poll() is None:
-            self.operator.terminate()
-            try:
-                self.operator.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.operator.kill()
-                self.operator.wait()
-        if self.simulator is not None:
-            simulating.stop(self.simulator.process)
-        if self.controlplane_up:
-            controlplane.down(self.workdir / "controlplane", remove=False)
 
 
 def wait_for(predicate: Callable[[], Any], *, timeout: float, what: str) -> Any:
@@ -151,96 +109,34 @@ def wait_for(predicate: Callable[[], Any], *, timeout: float, what: str) -> Any:
     return _wait_for(predicate, timeout=timeout, what=what, error=RuntimeError, interval=0.25)
 
 
-def start(stack: Stack, *, budget: float, operator_args: list[str]) -> None:
+def start(h: harness.Harness, *, budget: float, operator_args: list[str]) -> Stack:
     """Control plane, CRDs, simulator, operator, namespace and quota; billing live."""
-    state = controlplane.up(stack.workdir / "controlplane")
-    stack.controlplane_up = True
-    stack.kubeconfig, stack.server = Path(state.kubeconfig), state.server
-    stack.apiserver_pid, stack.etcd_pid = state.apiserver_pid, state.etcd_pid
-    stack.client_ca = state.webhook_client_ca
-    stack.client_cert = (state.webhook_client_cert, state.webhook_client_key)
-    stack.kubectl("apply", "-f", str(ROOT / "crds"))
-    stack.kubectl(
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd/databasequotas.dbquota.io",
-        "crd/databaseclaims.dbquota.io",
+    h.cluster(reuse=False)  # its own: the apiserver's and etcd's CPU are measured
+    h.crds()
+    sim = h.billing(clusters=50, seed=11)
+    op = h.operator(
+        extra=(f"--billing-url={sim.url}", *FAST, *operator_args), configuration=CONFIGURATION
     )
-    with (stack.workdir / "simulator.log").open("w") as log:
-        stack.simulator = simulating.launch(log=log, clusters=50, seed=11)
-
-    stack.webhook_port, stack.metrics_port = controlplane._free_port(), controlplane._free_port()
-    argv = [
-        sys.executable,
-        "-m",
-        "dbquota",
-        "run",
-        "--dev-webhook",
-        "--webhook-host=127.0.0.1",
-        f"--webhook-port={stack.webhook_port}",
-        f"--webhook-cert-dir={stack.workdir / 'certs'}",
-        f"--webhook-configuration={CONFIGURATION}",
-        f"--metrics-port={stack.metrics_port}",
-        f"--cache-path={stack.workdir / 'cache.sqlite3'}",
-        f"--billing-url={stack.simulator.url}",
-        f"--webhook-client-ca={stack.client_ca}",
-        *FAST,
-        *operator_args,
-    ]
-    with (stack.workdir / "operator.log").open("ab") as out:
-        stack.operator = subprocess.Popen(
-            argv,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env={**os.environ, "KUBECONFIG": str(stack.kubeconfig)},
-            cwd=stack.workdir,
-        )
-
-    def registered() -> bool:
-        assert stack.operator is not None
-        if stack.operator.poll() is not None:
-            raise RuntimeError(f"the operator exited with {stack.operator.returncode}")
-        try:
-            vwc = json.loads(
-                stack.kubectl("get", "validatingwebhookconfiguration", CONFIGURATION, "-o", "json")
-            )
-        except RuntimeError:
-            return False
-        return webhook_points_at(vwc, stack.webhook_port)
-
-    wait_for(registered, timeout=60, what="the operator's webhook configuration")
-    stack.kubectl("create", "namespace", NAMESPACE)
+    stack = Stack(h=h, operator=op)
+    h.kubectl("create", "namespace", NAMESPACE)
     quota = {
         "apiVersion": "dbquota.io/v1alpha1",
         "kind": "DatabaseQuota",
         "metadata": {"name": QUOTA, "namespace": NAMESPACE},
         "spec": {"monthlyBudget": budget, "degradation": {"policy": "Conservative"}},
     }
-    stack.kubectl("apply", "-f", "-", input_=json.dumps(quota))
+    h.kubectl.apply(quota)
     wait_for(
         lambda: billing_state(stack) == ("Closed", False),
         timeout=60,
         what="the quota's status to show billing live (circuit Closed, not degraded)",
     )
+    return stack
 
 
 def billing_state(stack: Stack) -> tuple[str, bool]:
     billing = stack.quota_status().get("billing", {})
     return str(billing.get("circuitState", "")), bool(billing.get("degraded", True))
-
-
-def proc_status(pid: int, key: str) -> float:
-    """A ``kB`` field of /proc/<pid>/status, in MiB."""
-    text = Path(f"/proc/{pid}/status").read_text()
-    match = re.search(rf"^{key}:\s+(\d+) kB", text, re.MULTILINE)
-    return int(match.group(1)) / 1024.0 if match else float("nan")
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # ---------------------------------------------------------------------------- measuring
@@ -313,8 +209,7 @@ class Run:
         self.errors[kind] = self.errors.get(kind, 0) + 1
 
     def pct(self, q: float) -> float:
-        ordered = sorted(self.latencies)
-        return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+        return measuring.percentile(self.latencies, q) * 1000
 
 
 class ClientError(Exception):
@@ -473,12 +368,9 @@ async def drive(
 
 
 def apiserver_client(stack: Stack) -> httpx.AsyncClient:
-    """A client of the apiserver with the admin certificate the control plane made."""
-    assert stack.kubeconfig is not None
-    pki = stack.kubeconfig.parent / "pki"
-    ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
-    ctx.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
-    return httpx.AsyncClient(base_url=stack.server, verify=ctx, timeout=10.0)
+    """A client of the apiserver with the kubeconfig's client certificate."""
+    cluster = stack.h.current_cluster
+    return httpx.AsyncClient(base_url=cluster.server, verify=cluster.ssl_context(), timeout=10.0)
 
 
 async def quota_calls(client: httpx.AsyncClient) -> dict[str, float]:
@@ -531,12 +423,12 @@ async def enter(stack: Stack, phase: str) -> None:
 
 
 async def measure(stack: Stack, args: argparse.Namespace, rates: list[float]) -> list[Run]:
-    assert stack.operator is not None
-    assert stack.simulator is not None
-    pids = [stack.operator.pid, stack.apiserver_pid, stack.etcd_pid]
-    ctx = ssl.create_default_context(cafile=str(stack.workdir / "certs" / "ca.crt"))
-    ctx.load_cert_chain(*stack.client_cert)  # as the apiserver does
-    url = f"https://127.0.0.1:{stack.webhook_port}/validate-claims"
+    state = stack.h.current_cluster.state
+    assert state is not None  # start() started a control plane of its own
+    pids = [stack.operator.pid, state.apiserver_pid, state.etcd_pid]
+    metrics_port = stack.operator.metrics_port
+    ctx = harness.as_apiserver(stack.h.current_cluster, stack.operator)
+    url = f"https://127.0.0.1:{stack.operator.webhook_port}/validate-claims"
     conns = Connections(url=url, ctx=ctx, limit=args.connections)
     names = [f"claim-{i:03d}" for i in range(args.claims)]
     counter = iter(range(10**12))
@@ -562,11 +454,11 @@ async def measure(stack: Stack, args: argparse.Namespace, rates: list[float]) ->
                     lead = Run(phase="lead-in", rate=rate, seconds=args.lead_in)
                     await drive(conns, lead, names=names, counter=counter, dry_run=args.dry_run)
                     run = Run(phase=phase, rate=rate, seconds=args.seconds)
-                    decisions0, sum0, count0, escrow0 = await scrape(plain, stack.metrics_port)
+                    decisions0, sum0, count0, escrow0 = await scrape(plain, metrics_port)
                     calls0 = await quota_calls(apiserver)
                     cpu0 = [cpu_seconds(p) for p in pids]
                     await drive(conns, run, names=names, counter=counter, dry_run=args.dry_run)
-                    decisions1, sum1, count1, escrow1 = await scrape(plain, stack.metrics_port)
+                    decisions1, sum1, count1, escrow1 = await scrape(plain, metrics_port)
                     cpu = [
                         (cpu_seconds(p) - c) / run.elapsed for p, c in zip(pids, cpu0, strict=True)
                     ]
@@ -609,7 +501,7 @@ COSTS = (
 def latency_row(run: Run) -> str:
     errors = sum(run.errors.values())
     err = f"{errors} ({', '.join(f'{k} {v}' for k, v in run.errors.items())})" if errors else "0"
-    lag99 = sorted(run.lags)[min(len(run.lags) - 1, int(0.99 * len(run.lags)))] * 1000
+    lag99 = measuring.percentile(run.lags, 0.99) * 1000
     return (
         f"| {run.phase} | {run.rate:g} | {run.sent} | {run.ok} | {err} "
         f"| {run.sent / run.elapsed:.1f} | {run.pct(0.50):.1f} | {run.pct(0.99):.1f} "
@@ -635,14 +527,7 @@ def costs_row(run: Run) -> str:
     )
 
 
-def table(header: str, rows: list[str]) -> None:
-    print("\n" + header)
-    print("| --- | ---: |" + " ---: |" * (header.count("|") - 3))
-    for row in rows:
-        print(row)
-
-
-def report(runs: list[Run], *, rss_peak: float, rss_now: float, load: tuple[float, ...]) -> None:
+def report(runs: list[Run], *, rss_peak: float, rss_now: float) -> None:
     table(LATENCY, [latency_row(r) for r in runs])
     table(COSTS, [costs_row(r) for r in runs])
     healthy = {r.rate: r for r in runs if r.phase == "healthy"}
@@ -660,7 +545,7 @@ def report(runs: list[Run], *, rss_peak: float, rss_now: float, load: tuple[floa
     )
     print(
         f"\noperator peak RSS (VmHWM) {rss_peak:.0f} MiB, RSS at the end {rss_now:.0f} MiB; "
-        f"load average at the end {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}"
+        f"load average at the end {measuring.load()}"
     )
     top = healthy[max(healthy)]
     verdict = "met" if top.pct(0.99) <= 10.0 and not top.errors else "NOT met"
@@ -697,45 +582,27 @@ def main() -> int:
     args = parser.parse_args()
     rates = [float(r) for r in args.rates.split(",") if r]
 
-    def on_sigterm(*_: object) -> None:
-        raise Interrupted
-
-    signal.signal(signal.SIGTERM, on_sigterm)
-    bins = controlplane.binaries()
     workdir = Path(tempfile.mkdtemp(prefix="dbquota-bench-admission-"))
-    stack = Stack(workdir=workdir, kubectl_bin=bins.kubectl)
-    print(
-        f"machine: {os.cpu_count()} cores, {platform.python_implementation()} "
-        f"{platform.python_version()}, {platform.system()} {platform.release()}; load average "
-        f"at start {' '.join(f'{x:.2f}' for x in os.getloadavg())}; work dir {workdir}",
-        flush=True,
-    )
+    print(f"{measuring.machine()}; work dir {workdir}", flush=True)
     failed = True
+    log = ""
     try:
-        started = time.monotonic()
-        start(stack, budget=args.budget, operator_args=args.operator_arg)
-        print(f"control plane, simulator, operator up in {time.monotonic() - started:.1f} s")
-        runs = asyncio.run(measure(stack, args, rates))
-        assert stack.operator is not None
-        pid = stack.operator.pid
-        report(
-            runs,
-            rss_peak=proc_status(pid, "VmHWM"),
-            rss_now=proc_status(pid, "VmRSS"),
-            load=os.getloadavg(),
-        )
-        failed = False
-    except (KeyboardInterrupt, Interrupted):
-        print("\ninterrupted: tearing down", file=sys.stderr)
+        with harness.Harness(workdir) as h:  # torn down on exit, Ctrl-C and SIGTERM
+            started = time.monotonic()
+            stack = start(h, budget=args.budget, operator_args=args.operator_arg)
+            log = str(stack.operator.log)
+            print(f"control plane, simulator, operator up in {time.monotonic() - started:.1f} s")
+            runs = asyncio.run(measure(stack, args, rates))
+            pid = stack.operator.pid
+            report(runs, rss_peak=proc_status(pid, "VmHWM"), rss_now=proc_status(pid, "VmRSS"))
+            failed = False
+    except KeyboardInterrupt:
+        print("\ninterrupted: torn down", file=sys.stderr)
     finally:
-        if failed and (workdir / "operator.log").exists():
-            tail = (workdir / "operator.log").read_text(errors="replace")[-3000:]
+        if failed and log and Path(log).exists():
+            tail = Path(log).read_text(errors="replace")[-3000:]
             print(f"operator log tail:\n{tail}", file=sys.stderr)
-        stack.close()
-        if args.keep or failed:
-            print(f"work directory kept: {workdir}", file=sys.stderr)
-        else:
-            shutil.rmtree(workdir, ignore_errors=True)
+        measuring.clean_up(workdir, keep=args.keep, failed=failed)
     return 1 if failed else 0
 
 

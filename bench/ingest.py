@@ -3,7 +3,8 @@
     python bench/ingest.py [--clusters 10000] [--naive-clusters 1000] [--max-concurrency 8]
                            [--latency-ms 20] [--latency-concurrency 16]
 
-Starts two ``dbquota billing-sim`` processes (one with a bulk listing, one without) and
+Starts two ``dbquota billing-sim`` processes (one with a bulk listing, one without;
+:class:`e2e.harness.Harness` starts and stops them) and
 measures, each mode in its own child process so that peak RSS is per mode:
 
 - ``bulk``         dbquota's sync through the bulk listing (pages of --page-size)
@@ -26,7 +27,6 @@ import asyncio
 import json
 import os
 import platform
-import re
 import resource
 import sqlite3
 import subprocess
@@ -143,24 +143,6 @@ async def run_naive(url: str, path: Path, n: int) -> dict[str, Any]:
     }
 
 
-def start_simulator(clusters: int, *flags: str) -> tuple[subprocess.Popen[str], str]:
-    argv = [sys.executable, "-m", "dbquota", "billing-sim", "--port", "0"]
-    process = subprocess.Popen(
-        [*argv, "--clusters", str(clusters), "--seed", "1", *flags],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    assert process.stdout is not None
-    line = process.stdout.readline()
-    match = re.search(r"listening on (http://\S+)", line)
-    if not match:
-        process.kill()
-        raise SystemExit(f"the simulator did not start: {line!r}")
-    return process, match.group(1)
-
-
 def child(
     mode: str, url: str, args: argparse.Namespace, *, concurrency: int, naive: int
 ) -> dict[str, Any]:
@@ -213,40 +195,45 @@ def main() -> int:
         print(json.dumps(result))
         return 0
 
-    bulk_sim, bulk_url = start_simulator(args.clusters)
-    plain_sim, plain_url = start_simulator(args.clusters, "--no-bulk")
+    # Imported here, not at the top: each mode's child process measures its own peak RSS,
+    # which must not include the harness (kopf, cryptography).
+    sys.path.insert(0, str(ROOT))  # e2e/ and tests/ are not installed: import them from the repo
+    from e2e import harness  # noqa: PLC0415
+
+    with tempfile.TemporaryDirectory() as tmp, harness.Harness(Path(tmp)) as h:
+        bulk_url = h.billing(clusters=args.clusters, seed=1, name="bulk").url
+        plain_url = h.billing("--no-bulk", clusters=args.clusters, seed=1, name="plain").url
+        measure(args, bulk_url=bulk_url, plain_url=plain_url)
+    return 0
+
+
+def measure(args: argparse.Namespace, *, bulk_url: str, plain_url: str) -> None:
     print(
         f"machine: {os.cpu_count()} cores, {platform.python_implementation()} "
         f"{platform.python_version()}, {platform.system()} {platform.release()}; "
         f"{args.clusters:,} clusters, page size {args.page_size}, rate limit off"
     )
-    try:
-        scenarios = [
-            ("loopback, no added latency", 0, args.max_concurrency, args.naive_clusters),
-            (
-                f"{args.latency_ms:g} ms provider latency",
-                args.latency_ms,
-                args.latency_concurrency,
-                args.latency_naive_clusters,
+    scenarios = [
+        ("loopback, no added latency", 0, args.max_concurrency, args.naive_clusters),
+        (
+            f"{args.latency_ms:g} ms provider latency",
+            args.latency_ms,
+            args.latency_concurrency,
+            args.latency_naive_clusters,
+        ),
+    ]
+    for title, latency_ms, concurrency, naive_n in scenarios:
+        for url in (bulk_url, plain_url):
+            fault = {"mode": "latency", "latency": latency_ms / 1000} if latency_ms else {}
+            httpx.post(f"{url}/_faults", json=fault or {"mode": "none"}).raise_for_status()
+        results = {
+            "bulk": child("bulk", bulk_url, args, concurrency=concurrency, naive=naive_n),
+            "per-cluster": child(
+                "per-cluster", plain_url, args, concurrency=concurrency, naive=naive_n
             ),
-        ]
-        for title, latency_ms, concurrency, naive_n in scenarios:
-            for url in (bulk_url, plain_url):
-                fault = {"mode": "latency", "latency": latency_ms / 1000} if latency_ms else {}
-                httpx.post(f"{url}/_faults", json=fault or {"mode": "none"}).raise_for_status()
-            results = {
-                "bulk": child("bulk", bulk_url, args, concurrency=concurrency, naive=naive_n),
-                "per-cluster": child(
-                    "per-cluster", plain_url, args, concurrency=concurrency, naive=naive_n
-                ),
-                "naive": child("naive", plain_url, args, concurrency=concurrency, naive=naive_n),
-            }
-            report(title, results, concurrency=concurrency)
-    finally:
-        for sim in (bulk_sim, plain_sim):
-            sim.terminate()
-            sim.wait(timeout=10)
-    return 0
+            "naive": child("naive", plain_url, args, concurrency=concurrency, naive=naive_n),
+        }
+        report(title, results, concurrency=concurrency)
 
 
 if __name__ == "__main__":

@@ -4,8 +4,8 @@
 
 The admission bench (``bench/admission.py``) shows the webhook's latency following the
 time of one compare-and-swap merge patch of the DatabaseQuota's status. This isolates
-that write: on a real etcd + kube-apiserver (:mod:`e2e.controlplane`) with ``crds/``
-applied, and with a copy of the DatabaseQuota CRD in another group whose
+that write: on a real etcd + kube-apiserver of its own (:class:`e2e.harness.Harness`) with
+``crds/`` applied, and with a copy of the DatabaseQuota CRD in another group whose
 ``status.reservations`` is ``x-kubernetes-list-type: atomic`` instead of a ``map`` keyed
 by claim, it writes ``--writes`` reservation lists of each size, one after another, each
 carrying the resourceVersion the previous answer returned (as the ledger does), and
@@ -18,11 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import shutil
-import ssl
-import subprocess
 import sys
 import tempfile
 import time
@@ -34,16 +30,13 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # e2e/ is not installed: import it from the repo
 
-from e2e import controlplane  # noqa: E402
+from bench import measuring  # noqa: E402
+from bench.measuring import cpu_seconds  # noqa: E402
+from e2e import controlplane, harness  # noqa: E402
 
 NAMESPACE = "bench"
 GROUPS = {"map": "dbquota.io", "atomic": "atomic.bench.dbquota.io"}
 """The list type of ``status.reservations`` -> the API group serving that variant."""
-
-
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def atomic_variant(crd_text: str) -> str:
@@ -114,65 +107,46 @@ def main() -> int:
     parser.add_argument("--writes", type=int, default=60, help="writes per size and list type")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",") if s]
-    kubectl = controlplane.binaries().kubectl
     workdir = Path(tempfile.mkdtemp(prefix="dbquota-bench-writes-"))
-    print(
-        f"machine: {os.cpu_count()} cores, {platform.python_implementation()} "
-        f"{platform.python_version()}, {platform.system()} {platform.release()}; load average "
-        f"at start {' '.join(f'{x:.2f}' for x in os.getloadavg())}",
-        flush=True,
-    )
+    print(measuring.machine(), flush=True)
     try:
-        state = controlplane.up(workdir / "controlplane")
-        env = {**os.environ, "KUBECONFIG": state.kubeconfig}
-
-        def run(*argv: str, input_: str | None = None) -> None:
-            subprocess.run(
-                [str(kubectl), *argv],
-                input=input_,
-                env=env,
-                check=True,
-                text=True,
-                stdout=subprocess.DEVNULL,
+        with harness.Harness(workdir) as h:  # torn down on exit, Ctrl-C and SIGTERM
+            cluster = h.cluster(reuse=False)  # its own: the apiserver's CPU is measured
+            assert cluster.state is not None
+            crd = (ROOT / "crds" / "databasequotas.yaml").read_text()
+            h.kubectl.apply(crd)
+            h.kubectl.apply(atomic_variant(crd))
+            h.kubectl(
+                "wait",
+                "--for=condition=Established",
+                "--timeout=60s",
+                "crd/databasequotas.dbquota.io",
+                f"crd/databasequotas.{GROUPS['atomic']}",
             )
-
-        crd = (ROOT / "crds" / "databasequotas.yaml").read_text()
-        run("apply", "-f", "-", input_=crd)
-        run("apply", "-f", "-", input_=atomic_variant(crd))
-        run(
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd/databasequotas.dbquota.io",
-            f"crd/databasequotas.{GROUPS['atomic']}",
-        )
-        run("create", "namespace", NAMESPACE)
-        time.sleep(5)  # let the apiserver publish the new CRDs' OpenAPI before measuring
-        pki = Path(state.kubeconfig).parent / "pki"
-        ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
-        ctx.load_cert_chain(str(pki / "admin.crt"), str(pki / "admin.key"))
-        print(
-            "\n| reservations list | reservations | object KiB | managedFields KiB "
-            "| p50 ms | mean ms | apiserver CPU ms per write | etcd CPU ms per write |"
-        )
-        print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-        with httpx.Client(base_url=state.server, verify=ctx, timeout=30) as client:
-            for n in sizes:
-                for kind in GROUPS:
-                    r = measure(client, state, kind=kind, n=n, writes=args.writes)
-                    print(
-                        f"| {kind} | {n} | {r['object_kib']:.1f} | {r['managed_kib']:.1f} "
-                        f"| {r['p50_ms']:.1f} | {r['mean_ms']:.1f} | {r['apiserver_ms']:.1f} "
-                        f"| {r['etcd_ms']:.1f} |",
-                        flush=True,
-                    )
-        print(f"\nload average at the end {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+            h.kubectl("create", "namespace", NAMESPACE)
+            time.sleep(5)  # let the apiserver publish the new CRDs' OpenAPI before measuring
+            measuring.table(
+                "| reservations list | reservations | object KiB | managedFields KiB "
+                "| p50 ms | mean ms | apiserver CPU ms per write | etcd CPU ms per write |",
+                [],
+            )
+            with httpx.Client(
+                base_url=cluster.server, verify=cluster.ssl_context(), timeout=30
+            ) as client:
+                for n in sizes:
+                    for kind in GROUPS:
+                        r = measure(client, cluster.state, kind=kind, n=n, writes=args.writes)
+                        print(
+                            f"| {kind} | {n} | {r['object_kib']:.1f} | {r['managed_kib']:.1f} "
+                            f"| {r['p50_ms']:.1f} | {r['mean_ms']:.1f} | {r['apiserver_ms']:.1f} "
+                            f"| {r['etcd_ms']:.1f} |",
+                            flush=True,
+                        )
+            print(f"\nload average at the end {measuring.load()}")
     except KeyboardInterrupt:
-        print("\ninterrupted: tearing down", file=sys.stderr)
+        print("\ninterrupted: torn down", file=sys.stderr)
         return 1
     finally:
-        if (workdir / "controlplane" / controlplane.STATE_FILE).exists():
-            controlplane.down(workdir / "controlplane", remove=False)
         shutil.rmtree(workdir, ignore_errors=True)
     return 0
 

@@ -3,38 +3,40 @@
 A local control plane (etcd + kube-apiserver built from their Go modules), the CRDs, the
 billing simulator in its own process, and the operator with its dev webhook, syncing from
 the simulator every 2 s. Then the objects in ``examples/``: a tenant's quota, claims
-admitted at live prices, one denied over budget with its reason. Then the simulator goes
+admitted at live prices, ``kubectl dbquota explain`` asking whether the next one would
+fit (a server-side dry run through the real webhook), that one denied over budget with its
+reason. Then the simulator goes
 down: the circuit breaker opens, the quota shows ``Open`` and degraded, a new claim is
 priced conservatively (with a kubectl warning), and every recovery timeout the breaker
 lets exactly one probe through. The simulator recovers; the next single probe closes the
-breaker. ``kubectl get databasequotas`` follows every step.
+breaker. ``kubectl get databasequotas`` follows every step; ``kubectl dbquota top -A``
+sums it up at the end.
 
 Each step checks that what it narrates happened, within a bounded wait, so the demo is
 also a smoke test (``e2e/test_demo.py``): it exits non-zero, saying which step failed and
-where the logs are, when one did not. Everything is torn down at the end, also on failure,
-Ctrl-C or SIGTERM. ``--keep`` leaves it all running and prints how to reach it.
+where the logs are, when one did not. The processes are started and torn down by
+:class:`e2e.harness.Harness` (always a control plane of its own, never an existing
+cluster): at the end, also on failure, Ctrl-C or SIGTERM. ``--keep`` leaves it all running
+and prints how to reach it.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from types import FrameType
 from typing import Any, TypeVar
 
 import httpx
 
-from e2e import controlplane
-from e2e.waiting import webhook_points_at
+from e2e import controlplane, harness
+from tests.simulating import Simulator
 
 REPO = Path(__file__).resolve().parents[1]
 EXAMPLES = REPO / "examples"
@@ -73,27 +75,6 @@ class DemoFailed(RuntimeError):
     """A step did not behave as narrated."""
 
 
-class Billing:
-    """The billing simulator's control API (``docs/simulator.md``)."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-
-    def fault(self, **fault: Any) -> None:
-        httpx.post(f"{self.url}/_faults", json=fault, timeout=5).raise_for_status()
-
-    def stats(self) -> dict[str, Any]:
-        stats: dict[str, Any] = httpx.get(f"{self.url}/_stats", timeout=5).json()
-        return stats
-
-    def reset_stats(self) -> None:
-        httpx.delete(f"{self.url}/_stats", timeout=5).raise_for_status()
-
-    def pricing(self) -> dict[str, Any]:
-        prices: dict[str, Any] = httpx.get(f"{self.url}/pricing", timeout=5).json()
-        return prices
-
-
 def received(stats: dict[str, Any]) -> dict[str, int]:
     """Requests received by endpoint."""
     return dict(stats["received"])
@@ -121,10 +102,8 @@ class Demo:
 
     def __init__(self, workdir: Path) -> None:
         self.workdir = workdir
-        self.bins = controlplane.binaries()
-        self.env = {**os.environ, "KUBECONFIG": str(workdir / "kubeconfig")}
+        self.harness = harness.Harness(workdir)
         self.step_no = 0
-        self.children: dict[str, subprocess.Popen[bytes]] = {}
         self.started = time.monotonic()
 
     def step(self, text: str) -> None:
@@ -142,15 +121,7 @@ class Demo:
         """Run kubectl; its output (stderr interleaved, as a terminal shows it) is returned."""
         if show:
             print(f"{DIM}$ kubectl {' '.join(args)}{RESET}", flush=True)
-        proc = subprocess.run(
-            [str(self.bins.kubectl), *args],
-            env=self.env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            check=False,
-            timeout=60,
-        )
+        proc = self.harness.kubectl(*args, check=False, interleave=True)
         out = proc.stdout.rstrip()
         if show and out:
             colour = RED if proc.returncode else ""
@@ -161,18 +132,7 @@ class Demo:
 
     def get_json(self, *args: str) -> dict[str, Any]:
         """``kubectl get ARGS -o json``, parsed; ``{}`` when it fails (not there yet)."""
-        proc = subprocess.run(
-            [str(self.bins.kubectl), "get", *args, "-o", "json"],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            check=False,
-            timeout=60,
-        )
-        if proc.returncode != 0:
-            return {}
-        result: dict[str, Any] = json.loads(proc.stdout)
-        return result
+        return self.harness.kubectl.get_json(*args, missing_ok=True)
 
     def quotas(self, *extra: str) -> None:
         """What the issue asks for after every step."""
@@ -223,15 +183,6 @@ class Demo:
     def show_breaker_events(self) -> None:
         self.kubectl("events", "-n", NAMESPACE, "--for", f"databasequota/{QUOTA}")
 
-    def spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
-        log = self.workdir / f"{name}.log"
-        with log.open("ab") as out:
-            proc = subprocess.Popen(
-                argv, env=self.env, stdout=out, stderr=subprocess.STDOUT, cwd=self.workdir
-            )
-        self.children[name] = proc
-        return proc
-
     def wait_until(
         self,
         what: str,
@@ -245,11 +196,11 @@ class Demo:
         with ``what`` and, if given, what ``last()`` shows then."""
         deadline = time.monotonic() + timeout
         while True:
-            for name, proc in self.children.items():
+            for name, proc in self.harness.children().items():
                 if proc.poll() is not None:
                     raise DemoFailed(
                         f"the {name} exited with {proc.returncode} while waiting for {what} "
-                        f"(see {name}.log)"
+                        f"(logs in {self.workdir})"
                     )
             value = predicate()
             if value:
@@ -258,16 +209,6 @@ class Demo:
                 seen = f"; last seen: {last()}" if last is not None else ""
                 raise DemoFailed(f"timed out after {timeout:g}s waiting for {what}{seen}")
             time.sleep(interval)
-
-    def stop_children(self) -> None:
-        for proc in reversed(self.children.values()):
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
 
 
 def last_happened(event: dict[str, Any]) -> str:
@@ -282,20 +223,11 @@ def expect(condition: bool, failure: str) -> None:
         raise DemoFailed(failure)
 
 
-def start_billing(demo: Demo) -> Billing:
+def start_billing(demo: Demo) -> Simulator:
     demo.step("Start the billing simulator: a real HTTP billing provider, in its own process")
-    argv = [sys.executable, "-m", "dbquota", "billing-sim", "--port=0"]
-    argv += [f"--clusters={SIM_CLUSTERS}", f"--seed={SIM_SEED}", f"--cluster-id={SIM_BILLED}"]
-    demo.say(f"$ dbquota billing-sim {' '.join(argv[4:])}")
-    demo.spawn("billing-sim", argv)
-    log = demo.workdir / "billing-sim.log"
-
-    def url() -> str:
-        text = log.read_text(errors="replace") if log.exists() else ""
-        match = re.search(r"listening on (http://\S+)", text)
-        return match.group(1) if match else ""
-
-    billing = Billing(demo.wait_until("the simulator to listen", url, timeout=30))
+    flag = f"--cluster-id={SIM_BILLED}"
+    demo.say(f"$ dbquota billing-sim --port=0 --clusters={SIM_CLUSTERS} --seed={SIM_SEED} {flag}")
+    billing = demo.harness.billing(flag, clusters=SIM_CLUSTERS, seed=SIM_SEED)
     demo.say(f"listening on {billing.url}: {SIM_CLUSTERS} clusters, plus {SIM_BILLED}")
     prices = billing.pricing()
     hourly = prices["instance_hourly"]
@@ -307,39 +239,20 @@ def start_billing(demo: Demo) -> Billing:
     return billing
 
 
-def start_operator(demo: Demo, billing: Billing, *, client_ca: str) -> None:
+def start_operator(demo: Demo, billing: Simulator) -> None:
     demo.step("Start the operator: webhook on 127.0.0.1 (TLS, generated certificate)")
-    flags = [f"--billing-url={billing.url}", *OPERATOR_FLAGS]
-    if client_ca:  # only the apiserver's webhook client certificate gets through TLS
-        flags.append(f"--webhook-client-ca={client_ca}")
+    # only the apiserver's webhook client certificate gets through TLS
+    flags = [
+        f"--billing-url={billing.url}",
+        *OPERATOR_FLAGS,
+        *demo.harness.current_cluster.client_ca_flags(),
+    ]
     demo.say(f"$ dbquota run --dev-webhook {' '.join(flags)}")
     demo.say(
         f"(syncs billing every 2 s; the breaker opens after 2 failures and probes after "
         f"{RECOVERY_TIMEOUT:g} s)"
     )
-    port = controlplane._free_port()
-    demo.spawn(
-        "operator",
-        [
-            sys.executable,
-            "-m",
-            "dbquota",
-            "run",
-            "--dev-webhook",
-            f"--webhook-port={port}",
-            f"--webhook-cert-dir={demo.workdir / 'certs'}",
-            f"--cache-path={demo.workdir / 'cache.sqlite3'}",
-            "--metrics-port=0",
-            *flags,
-        ],
-    )
-    demo.wait_until(
-        "the operator to register its webhook",
-        lambda: webhook_points_at(
-            demo.get_json("validatingwebhookconfiguration", "dbquota.io"), port
-        ),
-        timeout=60,
-    )
+    demo.harness.operator(extra=tuple(flags), configuration="dbquota.io")
     demo.kubectl("get", "validatingwebhookconfigurations")
 
 
@@ -390,6 +303,12 @@ def admitted(demo: Demo) -> None:
 
 
 def denied(demo: Demo) -> None:
+    demo.step("Would it fit? Ask before applying: kubectl dbquota explain (server-side dry run)")
+    demo.say("the kubectl-dbquota plugin comes with the package; kubectl finds it on PATH")
+    asked = demo.kubectl("dbquota", "explain", "-f", str(EXAMPLES / "claim-analytics.yaml"))
+    expect("denied" in asked, "explain did not say the claim would be denied")
+    demo.good("explain went through the real webhook as a dry run: the verdict, nothing reserved")
+
     demo.step("A claim that would take team-a over its budget is denied, with the reason")
     out = demo.kubectl("apply", "-f", str(EXAMPLES / "claim-analytics.yaml"), check=False)
     match = re.search(
@@ -404,7 +323,7 @@ def denied(demo: Demo) -> None:
     demo.quotas()
 
 
-def outage(demo: Demo, billing: Billing) -> dict[str, Any]:
+def outage(demo: Demo, billing: Simulator) -> dict[str, Any]:
     """The simulator goes down; returns its counts from when the breaker opened."""
     demo.step("The billing API goes down")
     billing.reset_stats()
@@ -456,7 +375,7 @@ def conservative(demo: Demo, last_prices: dict[str, Any]) -> None:
     demo.quotas()
 
 
-def single_probes(demo: Demo, billing: Billing, at_open: dict[str, Any]) -> None:
+def single_probes(demo: Demo, billing: Simulator, at_open: dict[str, Any]) -> None:
     demo.step(
         f"Still down: every {RECOVERY_TIMEOUT:g} s the breaker lets exactly one probe through"
     )
@@ -496,7 +415,7 @@ def single_probes(demo: Demo, billing: Billing, at_open: dict[str, Any]) -> None
     demo.quotas()
 
 
-def recovery(demo: Demo, billing: Billing) -> None:
+def recovery(demo: Demo, billing: Simulator) -> None:
     demo.step("The billing API recovers")
     at_recovery = billing.stats()
     before = received(at_recovery)
@@ -550,17 +469,16 @@ def recovery(demo: Demo, billing: Billing) -> None:
 def run(demo: Demo) -> None:
     """The narrated story."""
     demo.step("Start a real control plane: etcd and kube-apiserver built from Go modules")
-    state = controlplane.up(demo.workdir / "cp")
-    (demo.workdir / "kubeconfig").write_text(Path(state.kubeconfig).read_text())
+    demo.harness.cluster(reuse=False)
     demo.kubectl("version")
 
     demo.step("Install the CRDs: DatabaseQuota (dbq) and DatabaseClaim (dbc)")
-    demo.kubectl("apply", "-f", str(REPO / "crds"))
+    demo.kubectl("apply", "-f", str(harness.CRDS))
     demo.kubectl("wait", "--for=condition=Established", "crd", "--all", "--timeout=60s")
     demo.quotas("-A")
 
     billing = start_billing(demo)
-    start_operator(demo, billing, client_ca=state.webhook_client_ca)
+    start_operator(demo, billing)
     demo.quotas("-A")
     tenant(demo)
     admitted(demo)
@@ -573,6 +491,8 @@ def run(demo: Demo) -> None:
 
     demo.step("What FinOps sees")
     demo.kubectl("get", "databasequotas,databaseclaims", "-A")
+    demo.say("budgets by share used, across namespaces:")
+    demo.kubectl("dbquota", "top", "-A")
     demo.say("conditions and Events (a repeated Event is one, with a count):")
     described = demo.kubectl("describe", "databasequota", QUOTA, "-n", NAMESPACE)
     alert = re.search(r"BudgetThresholdCrossed\s.*spend reached (\d+)%", described)
@@ -584,38 +504,40 @@ def run(demo: Demo) -> None:
     demo.good(f"spend passed the {alert.group(1) if alert else '?'}% budget alert: one Event")
 
 
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    del signum, frame
-    raise KeyboardInterrupt
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m e2e.demo", description=__doc__)
     parser.add_argument("--keep", action="store_true", help="leave everything running")
     args = parser.parse_args(argv)
-    signal.signal(signal.SIGTERM, _interrupt)  # tear down on SIGTERM too, as on Ctrl-C
     workdir = Path(tempfile.mkdtemp(prefix="dbquota-demo-"))
+    # kubectl finds the kubectl-dbquota plugin on PATH: the one installed beside this Python
+    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     demo = Demo(workdir)
     ok = False
-    try:
-        run(demo)
-        ok = True
-    except (DemoFailed, controlplane.ControlPlaneError, httpx.HTTPError) as exc:
-        print(f"\n{RED}demo failed: {exc}{RESET}\nlogs are in {workdir}", file=sys.stderr)
-    except KeyboardInterrupt:
-        print(f"\ninterrupted; logs are in {workdir}", file=sys.stderr)
-    finally:
+    with demo.harness:  # tears down on exit, Ctrl-C and SIGTERM
+        try:
+            run(demo)
+            ok = True
+        except (
+            DemoFailed,
+            harness.HarnessError,
+            controlplane.ControlPlaneError,
+            httpx.HTTPError,
+        ) as exc:
+            print(f"\n{RED}demo failed: {exc}{RESET}\nlogs are in {workdir}", file=sys.stderr)
+        except KeyboardInterrupt:
+            print(f"\ninterrupted; logs are in {workdir}", file=sys.stderr)
         if args.keep and ok:
-            pids = " ".join(str(p.pid) for p in demo.children.values())
-            print(f"\nstill running; export KUBECONFIG={workdir / 'kubeconfig'}")
-            print(f"stop with: kill {pids}; python -m e2e.controlplane down --dir {workdir / 'cp'}")
-        else:
-            demo.step("Tear down: operator, billing simulator, apiserver, etcd")
-            demo.stop_children()
-            controlplane.down(workdir / "cp", remove=False)
-            if ok:
-                subprocess.run(["rm", "-rf", str(workdir)], check=False)
-            demo.say(f"done in {time.monotonic() - demo.started:.0f}s")
+            demo.harness.keep()
+            cluster = demo.harness.current_cluster
+            pids = " ".join(str(p.pid) for p in demo.harness.children().values())
+            print(f"\nstill running; export KUBECONFIG={cluster.kubeconfig}")
+            down = f"python -m e2e.controlplane down --dir {cluster.state_dir}"
+            print(f"stop with: kill {pids}; {down}")
+            return 0
+        demo.step("Tear down: operator, billing simulator, apiserver, etcd")
+    if ok:
+        subprocess.run(["rm", "-rf", str(workdir)], check=False)
+    demo.say(f"done in {time.monotonic() - demo.started:.0f}s")
     return 0 if ok else 1
 
 

@@ -32,15 +32,8 @@ import pytest
 
 from dbquota.handlers.webhook import ensure_dev_certificates
 from e2e import controlplane
-from e2e.conftest import (
-    FAST,
-    Cluster,
-    Kubectl,
-    OperatorProcess,
-    spawn_operator,
-    start_operator,
-    stop_operator,
-)
+from e2e.conftest import FAST
+from e2e.harness import Cluster, Kubectl, Operator, spawn_operator, start_operator, stop_operator
 from e2e.test_crds import claim, quota
 from e2e.waiting import wait_for
 from tests.simulating import Simulator, launch
@@ -106,6 +99,8 @@ class Burst:
 
     plane: Plane
     namespace: str
+    prefix: str = "c"
+    """Claims are named ``<prefix><i>``: bursts in parallel need different prefixes."""
     created: list[str] = field(default_factory=list)
     denied: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
@@ -115,7 +110,7 @@ class Burst:
         with self.plane.client() as client:
             i = 0
             while not self.stop.is_set():
-                name = f"c{i}"
+                name = f"{self.prefix}{i}"
                 body = claim(self.namespace, name=name, instanceClass=CLASS, storageGiB=100)
                 try:
                     got = client.post(
@@ -174,7 +169,7 @@ def check_within_budget(plane: Plane, namespace: str, budget: float) -> float:
 
 
 @pytest.fixture(scope="module")
-def operator_(plane: Plane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[OperatorProcess]:
+def operator_(plane: Plane, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Operator]:
     op = start_operator(
         plane.cluster,
         plane.kubectl,
@@ -189,7 +184,7 @@ def operator_(plane: Plane, tmp_path_factory: pytest.TempPathFactory) -> Iterato
 
 @pytest.mark.parametrize("component", ["kube-apiserver", "etcd"])
 def test_a_restart_under_load_never_takes_a_quota_over_budget(
-    plane: Plane, operator_: OperatorProcess, component: str
+    plane: Plane, operator_: Operator, component: str
 ) -> None:
     namespace = f"chaos-{component}"
     plane.kubectl("create", "namespace", namespace)

@@ -46,8 +46,8 @@ import pytest
 import yaml
 from cryptography import x509
 
-from e2e import controlplane
-from e2e.conftest import Cluster, Kubectl, free_port
+from e2e import harness
+from e2e.harness import Cluster, Kubectl, free_port
 from e2e.waiting import wait_for
 from tests.chart.conftest import CHART, MATRIX, NAMESPACE, RELEASE
 from tests.simulating import stop as stop_process
@@ -125,15 +125,10 @@ class Env:
 
 @pytest.fixture(scope="module")
 def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
-    state_dir = tmp_path_factory.mktemp("chart-controlplane")
-    state = controlplane.up(state_dir)
+    # Its own control plane, even with DBQUOTA_E2E_USE_EXISTING: the chart is installed
+    # into a cluster it can have to itself.
+    cluster = harness.start_cluster(tmp_path_factory.mktemp("chart-controlplane"), reuse=False)
     try:
-        cluster = Cluster(
-            kubeconfig=Path(state.kubeconfig),
-            webhook_host="127.0.0.1",
-            bins=controlplane.binaries(),
-            state_dir=state_dir,
-        )
         kubectl = Kubectl(cluster)
         for ns in (NAMESPACE, "team-a", "team-b"):
             kubectl("create", "namespace", ns)
@@ -148,7 +143,7 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Env]:
         )
         yield Env(cluster=cluster, kubectl=kubectl)
     finally:
-        controlplane.down(state_dir, remove=False)
+        harness.stop_cluster(cluster)
 
 
 def values_args(values: dict[str, Any]) -> list[str]:

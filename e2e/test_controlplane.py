@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from e2e import controlplane
-from e2e.conftest import Cluster, Kubectl
+from e2e.harness import Cluster, Kubectl
 
 
 def test_apiserver_and_kubectl_report_the_built_version(kubectl: Kubectl) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from e2e.conftest import Kubectl
+from e2e.harness import Kubectl
 
 
 def quota(namespace: str, name: str = "q", **spec: Any) -> dict[str, Any]:

@@ -30,16 +30,9 @@ from typing import Any
 import httpx
 import pytest
 
-from dbquota.handlers.webhook import ensure_dev_certificates
-from e2e import scraping
-from e2e.conftest import (
-    FAST,
-    Cluster,
-    Kubectl,
-    OperatorProcess,
-    spawn_operator,
-    stop_operator,
-)
+from e2e import harness, scraping
+from e2e.conftest import FAST
+from e2e.harness import Cluster, Kubectl, Operator
 from e2e.test_crds import claim, quota
 from e2e.waiting import wait_for
 from tests.simulating import Simulator
@@ -94,7 +87,7 @@ def claim_status(kubectl: Kubectl, namespace: str, name: str) -> dict[str, Any]:
 
 
 def test_claim_within_budget_is_admitted_priced_live_and_reserved(
-    kubectl: Kubectl, operator: OperatorProcess, namespace: str, billing: Simulator
+    kubectl: Kubectl, operator: Operator, namespace: str, billing: Simulator
 ) -> None:
     live_quota(kubectl, namespace, "team-a", monthlyBudget=5000)
     created = kubectl.apply(claim(namespace, name="orders", storageGiB=STORAGE))
@@ -111,7 +104,7 @@ def test_claim_within_budget_is_admitted_priced_live_and_reserved(
 
 
 def test_claim_over_budget_is_denied_with_an_actionable_message(
-    kubectl: Kubectl, operator: OperatorProcess, namespace: str, billing: Simulator
+    kubectl: Kubectl, operator: Operator, namespace: str, billing: Simulator
 ) -> None:
     cost = unit_cost(billing)
     live_quota(kubectl, namespace, "team-a", monthlyBudget=round(cost * 1.5, 2))
@@ -130,7 +123,7 @@ def test_claim_over_budget_is_denied_with_an_actionable_message(
 
 
 def test_warn_admits_with_a_warning_and_dry_run_admits_both_recording_it(
-    kubectl: Kubectl, operator: OperatorProcess, namespace: str, billing: Simulator
+    kubectl: Kubectl, operator: Operator, namespace: str, billing: Simulator
 ) -> None:
     cost = unit_cost(billing)
     live_quota(kubectl, namespace, "warn", monthlyBudget=round(cost / 2, 2), enforcement="Warn")
@@ -153,7 +146,7 @@ def test_warn_admits_with_a_warning_and_dry_run_admits_both_recording_it(
 
 
 def test_server_side_dry_run_reserves_nothing(
-    kubectl: Kubectl, operator: OperatorProcess, namespace: str
+    kubectl: Kubectl, operator: Operator, namespace: str
 ) -> None:
     before = live_quota(kubectl, namespace, "team-a", monthlyBudget=5000)
     dry = kubectl(
@@ -166,7 +159,7 @@ def test_server_side_dry_run_reserves_nothing(
 
 
 def test_update_is_charged_its_growth(
-    kubectl: Kubectl, operator: OperatorProcess, namespace: str, billing: Simulator
+    kubectl: Kubectl, operator: Operator, namespace: str, billing: Simulator
 ) -> None:
     live_quota(kubectl, namespace, "team-a", monthlyBudget=5000)
     kubectl.apply(claim(namespace, name="grow", storageGiB=100))
@@ -191,7 +184,7 @@ def test_update_is_charged_its_growth(
 
 
 def test_printer_columns_show_the_quota_as_finops_reads_it(
-    kubectl: Kubectl, operator: OperatorProcess, namespace: str, billing: Simulator
+    kubectl: Kubectl, operator: Operator, namespace: str, billing: Simulator
 ) -> None:
     live_quota(kubectl, namespace, "team-a", monthlyBudget=5000)
     kubectl.apply(claim(namespace, name="orders"))
@@ -255,34 +248,20 @@ def review(namespace: str, name: str) -> dict[str, Any]:
 @pytest.fixture
 def second_replica(
     cluster: Cluster, billing: Simulator, tmp_path: Path
-) -> Iterator[tuple[OperatorProcess, Path]]:
+) -> Iterator[tuple[Operator, Path]]:
     """Another ``dbquota run`` sharing the cluster: serves the webhook, registers nothing."""
-    ca, _, _ = ensure_dev_certificates(cert_dir=tmp_path / "certs", host="127.0.0.1")
-    op = spawn_operator(
-        cluster, tmp_path, "--webhook-listen=127.0.0.1", f"--billing-url={billing.url}", *FAST
-    )
-    metrics_port = op.metrics_port
-
-    def ready() -> bool:
-        try:
-            return (
-                httpx.get(f"http://127.0.0.1:{metrics_port}/readyz", timeout=1).status_code == 200
-            )
-        except httpx.HTTPError:
-            return False
-
+    op = harness.start_replica(cluster, tmp_path, extra=(f"--billing-url={billing.url}", *FAST))
     try:
-        wait_for(ready, timeout=60, what="the second replica to be ready")
-        yield op, ca
+        yield op, op.cert_dir / "ca.crt"
     finally:
-        stop_operator(op)
+        harness.stop_operator(op)
 
 
 def test_two_replicas_sharing_a_quota_admit_exactly_what_fits(
     cluster: Cluster,
     kubectl: Kubectl,
-    operator: OperatorProcess,
-    second_replica: tuple[OperatorProcess, Path],
+    operator: Operator,
+    second_replica: tuple[Operator, Path],
     namespace: str,
     billing: Simulator,
 ) -> None:
@@ -291,7 +270,7 @@ def test_two_replicas_sharing_a_quota_admit_exactly_what_fits(
     live_quota(kubectl, namespace, "shared", monthlyBudget=budget)
     replica, replica_ca = second_replica
     targets = [
-        (operator.webhook_port, operator.log.parent / "certs" / "ca.crt"),
+        (operator.webhook_port, operator.cert_dir / "ca.crt"),
         (replica.webhook_port, replica_ca),
     ]
 
@@ -334,8 +313,8 @@ def test_two_replicas_sharing_a_quota_admit_exactly_what_fits(
 
 def test_a_replica_stopped_gracefully_writes_what_it_admitted_from_escrow(
     kubectl: Kubectl,
-    operator: OperatorProcess,
-    second_replica: tuple[OperatorProcess, Path],
+    operator: Operator,
+    second_replica: tuple[Operator, Path],
     namespace: str,
     billing: Simulator,
 ) -> None:
@@ -350,7 +329,7 @@ def test_a_replica_stopped_gracefully_writes_what_it_admitted_from_escrow(
         for name in names:
             answer = client.post(url, json=review(namespace, name), timeout=30)
             assert answer.json()["response"]["allowed"]
-    stop_operator(replica)
+    harness.stop_operator(replica)
     assert replica.proc.returncode == 0
     held = status(kubectl, namespace, "graceful")
     assert sorted(r["claim"] for r in held["reservations"]) == names
@@ -359,7 +338,7 @@ def test_a_replica_stopped_gracefully_writes_what_it_admitted_from_escrow(
 
 
 def test_parallel_kubectl_creates_never_exceed_the_budget(
-    kubectl: Kubectl, operator: OperatorProcess, namespace: str, billing: Simulator
+    kubectl: Kubectl, operator: Operator, namespace: str, billing: Simulator
 ) -> None:
     cost = unit_cost(billing)
     budget = round(cost * 10.5, 2)
@@ -377,7 +356,7 @@ def test_parallel_kubectl_creates_never_exceed_the_budget(
     assert spend["reserved"] + spend["observed"] <= budget
 
 
-def escrow_admissions(operator: OperatorProcess) -> float:
+def escrow_admissions(operator: Operator) -> float:
     text = httpx.get(f"http://127.0.0.1:{operator.metrics_port}/metrics", timeout=5).text
     return scraping.total(
         scraping.samples(text), "dbquota_admission_reservations_total", path="escrow"
@@ -385,7 +364,7 @@ def escrow_admissions(operator: OperatorProcess) -> float:
 
 
 def test_claims_admitted_from_escrow_are_reserved_and_the_escrow_given_back(
-    kubectl: Kubectl, operator: OperatorProcess, namespace: str, billing: Simulator
+    kubectl: Kubectl, operator: Operator, namespace: str, billing: Simulator
 ) -> None:
     """After the first (exact) admission the replica holds escrow on the quota and admits
     the next claims from it; their reservations, claim status and spend all show up, and
@@ -422,9 +401,7 @@ LIVE_COST: list[float] = []
 
 
 @pytest.fixture(scope="class")
-def outage(
-    kubectl: Kubectl, operator: OperatorProcess, billing: Simulator, crds: None
-) -> Iterator[str]:
+def outage(kubectl: Kubectl, operator: Operator, billing: Simulator, crds: None) -> Iterator[str]:
     """The simulator down (503) until the class is done; yields a namespace to watch from."""
     ns = "e2e-outage-watch"
     kubectl("create", "namespace", ns, check=False)
@@ -531,7 +508,7 @@ class TestOutage:
 
 
 def test_a_claim_counts_at_its_billed_cost_once_billing_shows_it(
-    kubectl: Kubectl, operator: OperatorProcess, namespace: str
+    kubectl: Kubectl, operator: Operator, namespace: str
 ) -> None:
     live_quota(kubectl, namespace, "team-a", monthlyBudget=5000)
     kubectl.apply(claim(namespace, name="billed", clusterId="team-a/billed-db"))
@@ -548,7 +525,7 @@ def test_a_claim_counts_at_its_billed_cost_once_billing_shows_it(
 
 
 def test_deleting_a_claim_gives_its_budget_back(
-    kubectl: Kubectl, operator: OperatorProcess, namespace: str, billing: Simulator
+    kubectl: Kubectl, operator: Operator, namespace: str, billing: Simulator
 ) -> None:
     live_quota(kubectl, namespace, "team-a", monthlyBudget=5000)
     kubectl.apply(claim(namespace, name="brief"))

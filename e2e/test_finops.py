@@ -20,7 +20,7 @@ import httpx
 
 from dbquota.kits import timestamps
 from dbquota.services import recording
-from e2e.conftest import Cluster, Kubectl, OperatorProcess, as_apiserver
+from e2e.harness import Cluster, Kubectl, Operator, as_apiserver
 from e2e.test_crds import claim
 from e2e.test_enforcement import live_quota, review, status, unit_cost
 from e2e.waiting import wait_for
@@ -49,7 +49,7 @@ def conditions(kubectl: Kubectl, namespace: str, name: str) -> dict[str, dict[st
 def test_a_thousand_would_deny_are_one_event_with_a_series(
     cluster: Cluster,
     kubectl: Kubectl,
-    operator: OperatorProcess,
+    operator: Operator,
     namespace: str,
     billing: Simulator,
 ) -> None:
@@ -104,7 +104,7 @@ def test_a_thousand_would_deny_are_one_event_with_a_series(
 
 
 def test_budget_thresholds_raise_one_event_per_crossing(
-    kubectl: Kubectl, operator: OperatorProcess, namespace: str, billing: Simulator
+    kubectl: Kubectl, operator: Operator, namespace: str, billing: Simulator
 ) -> None:
     cost = unit_cost(billing)
     quota = "alerting"
@@ -170,7 +170,7 @@ def test_budget_thresholds_raise_one_event_per_crossing(
 
 
 def test_ready_goes_false_while_billing_is_older_than_max_staleness_and_back(
-    kubectl: Kubectl, operator: OperatorProcess, namespace: str, billing: Simulator
+    kubectl: Kubectl, operator: Operator, namespace: str, billing: Simulator
 ) -> None:
     live_quota(kubectl, namespace, "strict", monthlyBudget=5000, degradation={"maxStaleness": "4s"})
 

@@ -47,7 +47,7 @@ import yaml
 
 from dbquota.kits import certs
 from e2e import controlplane, imaging, scraping
-from e2e.conftest import REPO, Cluster, Kubectl, free_port
+from e2e.harness import REPO, Cluster, Kubectl, free_port
 from e2e.test_crds import claim
 from e2e.test_enforcement import claim_status, live_quota, status, unit_cost
 from e2e.waiting import wait_for

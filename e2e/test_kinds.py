@@ -28,22 +28,14 @@ import subprocess
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
-from e2e import controlplane
-from e2e.conftest import (
-    FAST,
-    REPO,
-    Cluster,
-    Kubectl,
-    OperatorProcess,
-    start_operator,
-    stop_operator,
-)
+from e2e import controlplane, harness
+from e2e.conftest import FAST, REPO
+from e2e.harness import Cluster, Kubectl, Operator, start_operator, stop_operator
 from e2e.waiting import wait_for
 from tests.simulating import Simulator, launch
 from tests.simulating import stop as stop_process
@@ -70,17 +62,11 @@ EXAMPLES = {
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """A control plane of this module's own (see the module docstring)."""
-    state_dir = tmp_path_factory.mktemp("kinds-controlplane")
-    state = controlplane.up(state_dir)
+    started = harness.start_cluster(tmp_path_factory.mktemp("kinds-controlplane"), reuse=False)
     try:
-        yield Cluster(
-            kubeconfig=Path(state.kubeconfig),
-            webhook_host="127.0.0.1",
-            bins=controlplane.binaries(),
-            state_dir=state_dir,
-        )
+        yield started
     finally:
-        controlplane.down(state_dir, remove=False)
+        harness.stop_cluster(started)
 
 
 @pytest.fixture(scope="module")
@@ -95,13 +81,21 @@ def crds(kubectl: Kubectl) -> None:
     kubectl("apply", "-f", str(REPO / "crds"))
     for path in controlplane.upstream_crds().values():
         kubectl("apply", "--server-side", "--field-manager=dbquota-e2e", "-f", str(path))
-    kubectl(
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd/databasequotas.dbquota.io",
-        "crd/databaseclaims.dbquota.io",
-        *(f"crd/{name}" for name in CRD_NAMES),
+    names = ("crd/databasequotas.dbquota.io", "crd/databaseclaims.dbquota.io")
+    wait_for(  # kubectl wait fails at once on a CRD whose status has no conditions yet
+        lambda: (
+            kubectl(
+                "wait",
+                "--for=condition=Established",
+                "--timeout=10s",
+                *names,
+                *(f"crd/{name}" for name in CRD_NAMES),
+                check=False,
+            ).returncode
+            == 0
+        ),
+        timeout=60,
+        what="the CRDs to be Established",
     )
 
 
@@ -126,7 +120,7 @@ def operator(
     crds: None,
     billing: Simulator,
     tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[OperatorProcess]:
+) -> Iterator[Operator]:
     op = start_operator(
         cluster,
         kubectl,
@@ -143,7 +137,7 @@ def operator(
 
 
 @pytest.fixture
-def namespace(kubectl: Kubectl, operator: OperatorProcess) -> str:
+def namespace(kubectl: Kubectl, operator: Operator) -> str:
     name = f"kinds-{uuid.uuid4().hex[:8]}"
     kubectl("create", "namespace", name)
     return name
@@ -284,7 +278,7 @@ def test_deleting_the_object_releases_its_reservation(
 
 @pytest.mark.parametrize("kind", ["cnpg", "zalando", "rds"])
 def test_billing_showing_the_object_settles_its_reservation(
-    kubectl: Kubectl, operator: OperatorProcess, kind: str
+    kubectl: Kubectl, operator: Operator, kind: str
 ) -> None:
     namespace, cluster_id = BILLED[kind]
     kubectl("create", "namespace", namespace)
@@ -310,7 +304,7 @@ POLICIES = ("Conservative", "StrictCap", "FailClosed", "FailOpen")
 
 
 @pytest.fixture
-def outage(kubectl: Kubectl, operator: OperatorProcess, billing: Simulator) -> Iterator[None]:
+def outage(kubectl: Kubectl, operator: Operator, billing: Simulator) -> Iterator[None]:
     """Billing down until the operator calls it degraded; back up after the test."""
     probe = f"kinds-{uuid.uuid4().hex[:8]}"
     kubectl("create", "namespace", probe)
@@ -373,7 +367,7 @@ def test_during_an_outage_each_policy_decides_each_kind_as_a_claim(
 
 
 def test_an_instance_without_a_tenant_label_is_admitted_with_a_warning(
-    kubectl: Kubectl, operator: OperatorProcess
+    kubectl: Kubectl, operator: Operator
 ) -> None:
     obj = example("rds", namespace="nobody", name=f"untenanted-{uuid.uuid4().hex[:6]}")
     del obj["metadata"]["labels"]["crossplane.io/claim-namespace"]

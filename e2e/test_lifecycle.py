@@ -19,6 +19,7 @@ operator, which leads and reconciles) and checks:
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import ssl
@@ -27,21 +28,15 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
 
 from dbquota.handlers.webhook import ensure_dev_certificates
-from e2e import scraping
-from e2e.conftest import (
-    FAST,
-    Cluster,
-    Kubectl,
-    OperatorProcess,
-    as_apiserver,
-    spawn_operator,
-    stop_operator,
-)
+from e2e import harness, scraping
+from e2e.conftest import FAST
+from e2e.harness import Cluster, Kubectl, Operator, as_apiserver, spawn_operator, stop_operator
 from e2e.test_crds import claim
 from e2e.test_enforcement import live_quota, review, status, unit_cost
 from e2e.waiting import wait_for
@@ -52,7 +47,7 @@ from tests.simulating import stop as stop_process
 class Replica:
     """A ``dbquota run`` that serves its webhook on loopback and registers nothing."""
 
-    def __init__(self, op: OperatorProcess, ca: Path) -> None:
+    def __init__(self, op: Operator, ca: Path) -> None:
         self.op = op
         self.client = httpx.Client(verify=ssl.create_default_context(cafile=str(ca)), timeout=30)
 
@@ -68,11 +63,7 @@ class Replica:
         return scraping.total(scraping.samples(text), name, **labels)
 
     def ready(self) -> bool:
-        try:
-            url = f"http://127.0.0.1:{self.op.metrics_port}/readyz"
-            return httpx.get(url, timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
+        return self.op.ready()
 
 
 def start_replica(cluster: Cluster, workdir: Path, billing_url: str, *extra: str) -> Replica:
@@ -113,7 +104,7 @@ def own_billing(tmp_path: Path) -> Iterator[Simulator]:
 def test_sigterm_mid_burst_exits_cleanly_and_loses_no_admission(
     cluster: Cluster,
     kubectl: Kubectl,
-    operator: OperatorProcess,
+    operator: Operator,
     namespace: str,
     billing: Simulator,
     own_billing: Simulator,
@@ -172,7 +163,7 @@ def test_sigterm_mid_burst_exits_cleanly_and_loses_no_admission(
 def test_billing_tracking_follows_the_claims(
     cluster: Cluster,
     kubectl: Kubectl,
-    operator: OperatorProcess,
+    operator: Operator,
     namespace: str,
     own_billing: Simulator,
     tmp_path: Path,
@@ -208,7 +199,7 @@ def test_billing_tracking_follows_the_claims(
 
 
 def test_a_forged_reviews_reservation_is_released_within_the_grace(
-    cluster: Cluster, kubectl: Kubectl, operator: OperatorProcess, namespace: str
+    cluster: Cluster, kubectl: Kubectl, operator: Operator, namespace: str
 ) -> None:
     live_quota(kubectl, namespace, "target", monthlyBudget=5000)
     # Forged by a holder of the apiserver's client certificate, if the cluster has one.
@@ -238,7 +229,7 @@ def test_a_forged_reviews_reservation_is_released_within_the_grace(
 def test_a_killed_replicas_escrow_stops_counting_once_its_lease_lapses(
     cluster: Cluster,
     kubectl: Kubectl,
-    operator: OperatorProcess,
+    operator: Operator,
     namespace: str,
     billing: Simulator,
     tmp_path: Path,
@@ -271,3 +262,94 @@ def test_a_killed_replicas_escrow_stops_counting_once_its_lease_lapses(
     created = kubectl.apply([claim(namespace, name=f"after{i}") for i in range(9)], check=False)
     assert created.returncode == 0, created.stderr
     print(f"dead replica's escrow released {released_in:.1f}s after SIGKILL")
+
+
+@pytest.fixture
+def cut_off(cluster: Cluster, tmp_path: Path) -> Iterator[tuple[Cluster, harness.Proxy]]:
+    """The cluster as seen through a proxy to its apiserver that the test can cut."""
+    apiserver = urlsplit(cluster.server).port
+    assert apiserver is not None
+    road = harness.start_proxy(tmp_path, [apiserver], name="road")
+    kubeconfig = harness.kubeconfig_via(cluster, road.port, tmp_path / "kubeconfig")
+    try:
+        yield dataclasses.replace(cluster, kubeconfig=kubeconfig), road
+    finally:
+        stop_process(road.proc)
+
+
+def spawn_cut_off(cluster: Cluster, workdir: Path, billing: Simulator, namespace: str) -> Operator:
+    harness.serving_certificate(workdir / "certs")
+    return spawn_operator(
+        cluster,
+        workdir,
+        "--webhook-listen=127.0.0.1",
+        f"--billing-url={billing.url}",
+        f"--namespace={namespace}",
+        f"--lease-namespace={namespace}",
+        *FAST,
+    )
+
+
+def probe(op: Operator, path: str) -> httpx.Response | None:
+    try:
+        return httpx.get(f"http://127.0.0.1:{op.metrics_port}{path}", timeout=2)
+    except httpx.HTTPError:
+        return None
+
+
+def test_a_start_up_without_the_apiserver_retries_then_builds_everything_once(
+    cut_off: tuple[Cluster, harness.Proxy],
+    billing: Simulator,
+    namespace: str,
+    tmp_path: Path,
+) -> None:
+    cluster, road = cut_off
+    road.cut()
+    op = spawn_cut_off(cluster, tmp_path / "op", billing, namespace)
+    try:
+        waiting = wait_for(
+            lambda: (got := probe(op, "/readyz")) is not None and got.status_code == 503 and got,
+            timeout=30,
+            what="/readyz to say why it is not ready",
+        )
+        healthz = probe(op, "/healthz")
+        assert healthz is not None  # alive: not restarted
+        assert healthz.status_code == 200
+        time.sleep(3)  # start-up stays stuck while the apiserver is silent
+        road.heal()
+        healed = time.monotonic()
+        wait_for(op.ready, timeout=90, interval=0.5, what="the operator to be ready once healed")
+        ready_in = time.monotonic() - healed
+    finally:
+        stop_operator(op)
+    log = op.logs()
+    assert op.proc.returncode == 0, log[-3000:]
+    assert "Traceback" not in log, log[-3000:]
+    assert log.count("serving /metrics, /healthz and /readyz") == 1  # probes built once
+    print(f"not ready while cut off ({waiting.text.strip()!r}); ready {ready_in:.1f}s after")
+
+
+def test_sigterm_while_start_up_is_stuck_exits_cleanly(
+    cut_off: tuple[Cluster, harness.Proxy],
+    billing: Simulator,
+    namespace: str,
+    tmp_path: Path,
+) -> None:
+    cluster, road = cut_off
+    road.cut()
+    op = spawn_cut_off(cluster, tmp_path / "op", billing, namespace)
+    wait_for(
+        lambda: (got := probe(op, "/readyz")) is not None and got.status_code == 503,
+        timeout=30,
+        what="the probes to answer",
+    )
+    time.sleep(2)
+    op.proc.send_signal(signal.SIGTERM)
+    started = time.monotonic()
+    op.proc.wait(timeout=40)
+    stopped_in = time.monotonic() - started
+    log = op.logs()
+    assert op.proc.returncode == 0, log[-3000:]
+    assert "Traceback" not in log, log[-3000:]
+    assert stopped_in < 25, stopped_in  # within the chart's 30 s grace
+    print(f"SIGTERM during a stuck start-up: exited 0 in {stopped_in:.1f}s")

@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 
 from e2e import scraping
-from e2e.conftest import Cluster, Kubectl, OperatorProcess, free_port
+from e2e.harness import Cluster, Kubectl, Operator, free_port
 from e2e.test_crds import claim, quota
 from e2e.waiting import wait_for
 from tests.chart.conftest import CHART
@@ -27,13 +27,13 @@ from tests.chart.conftest import CHART
 FAIL_OPEN = "apiserver_admission_webhook_fail_open_count"
 
 
-def scrape(operator: OperatorProcess) -> list[Any]:
+def scrape(operator: Operator) -> list[Any]:
     text = httpx.get(f"http://127.0.0.1:{operator.metrics_port}/metrics", timeout=5).text
     return scraping.samples(text)
 
 
 def test_a_quota_shows_in_metrics_until_it_is_deleted(
-    kubectl: Kubectl, operator: OperatorProcess, namespace: str
+    kubectl: Kubectl, operator: Operator, namespace: str
 ) -> None:
     kubectl.apply(
         quota(namespace, name="watched", monthlyBudget=4000, degradation={"maxStaleness": "20m"})

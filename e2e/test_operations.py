@@ -12,21 +12,16 @@ from pathlib import Path
 
 import httpx
 
-from e2e.conftest import (
-    FAST,
-    Cluster,
-    Kubectl,
-    OperatorProcess,
-    spawn_operator,
-    stop_operator,
-)
+from e2e import harness
+from e2e.conftest import FAST
+from e2e.harness import Cluster, Kubectl, Operator
 from e2e.test_crds import claim, quota
 from e2e.waiting import wait_for
 from tests.simulating import Simulator
 
 
 def test_probes_and_metrics_of_the_running_operator(
-    kubectl: Kubectl, operator: OperatorProcess, namespace: str
+    kubectl: Kubectl, operator: Operator, namespace: str
 ) -> None:
     base = f"http://127.0.0.1:{operator.metrics_port}"
     assert httpx.get(f"{base}/healthz", timeout=5).status_code == 200
@@ -50,10 +45,8 @@ def test_a_corrupt_cache_is_quarantined_rebuilt_and_announced(
 ) -> None:
     cache = tmp_path / "cache.sqlite3"
     cache.write_bytes(b"this is not a database, and it must not be deleted\n" * 100)
-    from dbquota.handlers.webhook import ensure_dev_certificates  # noqa: PLC0415
-
-    ensure_dev_certificates(cert_dir=tmp_path / "certs", host="127.0.0.1")
-    op = spawn_operator(
+    harness.serving_certificate(tmp_path / "certs")
+    op = harness.spawn_operator(
         cluster, tmp_path, "--webhook-listen=127.0.0.1", f"--billing-url={billing.url}", *FAST
     )
     try:
@@ -70,4 +63,4 @@ def test_a_corrupt_cache_is_quarantined_rebuilt_and_announced(
         assert kept[0].read_bytes().startswith(b"this is not a database")
         assert cache.read_bytes().startswith(b"SQLite format 3")
     finally:
-        stop_operator(op)
+        harness.stop_operator(op)

@@ -37,12 +37,7 @@ import yaml
 
 from dbquota.kits import timestamps
 from e2e import controlplane
-from e2e.conftest import (
-    REPO,
-    Cluster,
-    Kubectl,
-    OperatorProcess,
-)
+from e2e.harness import REPO, Cluster, Kubectl, Operator
 from e2e.test_crds import claim, quota
 from e2e.test_enforcement import (
     live_quota,
@@ -138,7 +133,7 @@ def test_kubectl_finds_the_plugin_on_path(plugin: Plugin) -> None:
 def test_explain_admitted_shows_the_price_and_reserves_nothing(
     plugin: Plugin,
     kubectl: Kubectl,
-    operator: OperatorProcess,
+    operator: Operator,
     namespace: str,
     billing: Simulator,
     tmp_path: Path,
@@ -175,7 +170,7 @@ def test_explain_admitted_shows_the_price_and_reserves_nothing(
 def test_explain_denied_exits_1_with_the_full_message(
     plugin: Plugin,
     kubectl: Kubectl,
-    operator: OperatorProcess,
+    operator: Operator,
     namespace: str,
     billing: Simulator,
 ) -> None:
@@ -219,7 +214,7 @@ def test_explain_denied_exits_1_with_the_full_message(
 def test_explain_of_an_existing_claim_explains_the_change(
     plugin: Plugin,
     kubectl: Kubectl,
-    operator: OperatorProcess,
+    operator: Operator,
     namespace: str,
     billing: Simulator,
     tmp_path: Path,
@@ -238,7 +233,7 @@ def test_explain_of_an_existing_claim_explains_the_change(
 
 
 def test_explain_in_a_namespace_without_quota(
-    plugin: Plugin, operator: OperatorProcess, namespace: str, tmp_path: Path
+    plugin: Plugin, operator: Operator, namespace: str, tmp_path: Path
 ) -> None:
     done = plugin("explain", "-f", write(tmp_path, claim(namespace, name="free")))
     assert done.returncode == 0, done.stderr
@@ -268,7 +263,7 @@ def test_explain_refuses_a_file_that_is_not_a_claim(
 def test_top_sorts_quotas_by_use(
     plugin: Plugin,
     kubectl: Kubectl,
-    operator: OperatorProcess,
+    operator: Operator,
     namespace: str,
     billing: Simulator,
 ) -> None:
@@ -307,7 +302,7 @@ def test_top_sorts_quotas_by_use(
 def test_status_shows_a_replicas_escrow_then_the_events_that_end_it(
     plugin: Plugin,
     kubectl: Kubectl,
-    operator: OperatorProcess,
+    operator: Operator,
     request: pytest.FixtureRequest,
     namespace: str,
     billing: Simulator,
@@ -347,7 +342,7 @@ def frozen(
     kubectl: Kubectl,
     namespace: str,
     *,
-    replica: OperatorProcess,
+    replica: Operator,
     answer: dict[str, Any],
     cost: float,
 ) -> None:

@@ -21,7 +21,7 @@ from dbquota.adapters.kube import Kube
 from dbquota.domain import admission, billing, claims
 from dbquota.domain.resources import QuotaObject
 from dbquota.services import reserving
-from e2e.conftest import Cluster, Kubectl
+from e2e.harness import Cluster, Kubectl
 from e2e.test_crds import quota
 
 PRICES = billing.PriceBook(

@@ -25,7 +25,7 @@ import pytest
 
 from dbquota.domain.kinds import Demand, cnpg, rds, zalando
 from e2e import controlplane
-from e2e.conftest import Kubectl
+from e2e.harness import Kubectl
 from tests.unit.domain.kinds import example
 
 CRD_NAMES = {

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from e2e.conftest import Kubectl, OperatorProcess
+from e2e.harness import Kubectl, Operator
 from e2e.test_crds import claim, quota
 from e2e.waiting import wait_for
 
@@ -23,9 +23,7 @@ def quota_status(kubectl: Kubectl, namespace: str, name: str) -> dict[str, Any]:
     return got if got.get("conditions") else {}
 
 
-def test_webhook_configuration_is_scoped_to_claims(
-    kubectl: Kubectl, operator: OperatorProcess
-) -> None:
+def test_webhook_configuration_is_scoped_to_claims(kubectl: Kubectl, operator: Operator) -> None:
     vwc = kubectl.get_json("validatingwebhookconfiguration", "e2e.dbquota.io")
     (webhook,) = vwc["webhooks"]
     assert webhook["sideEffects"] == "NoneOnDryRun"
@@ -38,7 +36,7 @@ def test_webhook_configuration_is_scoped_to_claims(
 
 
 def test_claim_over_a_hard_cap_is_refused_with_the_webhooks_message(
-    kubectl: Kubectl, operator: OperatorProcess, namespace: str
+    kubectl: Kubectl, operator: Operator, namespace: str
 ) -> None:
     kubectl.apply(quota(namespace, name="team-a", hard={"storageGiB": 100}))
     wait_for(lambda: quota_status(kubectl, namespace, "team-a"), what="the quota's status")
@@ -61,7 +59,7 @@ def test_claim_over_a_hard_cap_is_refused_with_the_webhooks_message(
 
 
 def test_new_quota_gets_every_condition_as_unknown(
-    kubectl: Kubectl, operator: OperatorProcess, namespace: str
+    kubectl: Kubectl, operator: Operator, namespace: str
 ) -> None:
     kubectl.apply(quota(namespace, name="team-b"))
     got = wait_for(lambda: quota_status(kubectl, namespace, "team-b"), what="the first status")

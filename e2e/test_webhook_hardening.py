@@ -35,7 +35,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from e2e import scraping
-from e2e.conftest import Cluster, Kubectl, OperatorProcess
+from e2e.harness import Cluster, Kubectl, Operator
 from e2e.test_crds import claim
 from e2e.test_enforcement import claim_status, live_quota, review, status
 from e2e.waiting import wait_for
@@ -58,9 +58,9 @@ def rss_mib(pid: int) -> float:
     return int(match.group(1)) / 1024
 
 
-def webhook_context(cluster: Cluster, op: OperatorProcess, *, client: bool) -> ssl.SSLContext:
+def webhook_context(cluster: Cluster, op: Operator, *, client: bool) -> ssl.SSLContext:
     """Trusts the operator's dev CA; presents the apiserver's client certificate if asked."""
-    ctx = ssl.create_default_context(cafile=str(op.log.parent / "certs" / "ca.crt"))
+    ctx = ssl.create_default_context(cafile=str(op.cert_dir / "ca.crt"))
     if client and cluster.webhook_client is not None:
         ctx.load_cert_chain(*cluster.webhook_client)
     return ctx
@@ -200,7 +200,7 @@ bodies = st.one_of(
 
 
 @pytest.fixture
-def webhook_client(cluster: Cluster, operator: OperatorProcess) -> Iterator[httpx.Client]:
+def webhook_client(cluster: Cluster, operator: Operator) -> Iterator[httpx.Client]:
     ctx = webhook_context(cluster, operator, client=True)
     base = f"https://127.0.0.1:{operator.webhook_port}"
     with httpx.Client(base_url=base, verify=ctx, timeout=30) as client:
@@ -226,7 +226,7 @@ def check_answer(body: bytes, answer: httpx.Response) -> str:
 
 
 def test_junk_never_gets_a_5xx_a_traceback_or_exception_text(
-    operator: OperatorProcess, webhook_client: httpx.Client
+    operator: Operator, webhook_client: httpx.Client
 ) -> None:
     pid = operator.proc.pid
     log_start = operator.log.stat().st_size
@@ -264,7 +264,7 @@ def test_junk_never_gets_a_5xx_a_traceback_or_exception_text(
 
 
 def test_an_oversized_body_gets_413_and_the_connection_is_closed(
-    operator: OperatorProcess, webhook_client: httpx.Client
+    operator: Operator, webhook_client: httpx.Client
 ) -> None:
     answer = webhook_client.post("/validate-claims", content=b"[" * (5 * 1024 * 1024))
     assert answer.status_code == 413
@@ -292,7 +292,7 @@ def raw_exchange(ctx: ssl.SSLContext, port: int, body: bytes) -> bytes:
 
 
 def test_a_request_without_a_client_certificate_gets_no_http_answer(
-    cluster: Cluster, operator: OperatorProcess
+    cluster: Cluster, operator: Operator
 ) -> None:
     needs_client_certificates(cluster)
     body = json.dumps(envelope()).encode()
@@ -310,14 +310,14 @@ def test_a_request_without_a_client_certificate_gets_no_http_answer(
     assert raw_exchange(with_certificate, operator.webhook_port, body).startswith(b"HTTP/1.1 200")
 
 
-def decisions(op: OperatorProcess) -> float:
+def decisions(op: Operator) -> float:
     """Admission decisions the operator has counted so far (every review that reached it)."""
     text = httpx.get(f"http://127.0.0.1:{op.metrics_port}/metrics", timeout=5).text
     return scraping.total(scraping.samples(text), "dbquota_admission_decisions_total")
 
 
 def test_forged_creates_without_a_client_certificate_reserve_nothing(
-    cluster: Cluster, kubectl: Kubectl, operator: OperatorProcess, namespace: str
+    cluster: Cluster, kubectl: Kubectl, operator: Operator, namespace: str
 ) -> None:
     needs_client_certificates(cluster)
     live_quota(kubectl, namespace, "guarded", monthlyBudget=1_000_000)

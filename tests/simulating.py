@@ -1,7 +1,8 @@
 """The real billing simulator (``dbquota billing-sim``) as a child process, and its control API.
 
-Used by the integration tests, the e2e suite and the benchmarks: :func:`launch` starts
-one on a free port and returns once it listens; :func:`stop` ends it.
+Used by the integration tests and, through :func:`e2e.harness.start_billing`, the e2e
+suite, the demo and the benchmarks: :func:`launch` starts one on a free port and returns
+once it listens; :func:`stop` ends it.
 """
 
 from __future__ import annotations
@@ -61,6 +62,11 @@ class Simulator:
 
     def reset_stats(self) -> None:
         httpx.delete(f"{self.url}/_stats", timeout=5).raise_for_status()
+
+    def pricing(self) -> dict[str, Any]:
+        """The provider's current price list (``GET /pricing``)."""
+        prices: dict[str, Any] = httpx.get(f"{self.url}/pricing", timeout=5).json()
+        return prices
 
 
 def _read_line(process: subprocess.Popen[str], timeout: float) -> str:

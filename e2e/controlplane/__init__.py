@@ -206,7 +206,7 @@ def _ephemeral_low() -> int:
         return 32768  # Linux's default
 
 
-def _free_port() -> int:
+def free_port() -> int:
     """A free localhost port below the kernel's ephemeral range.
 
     A port the kernel hands out for ``bind(0)`` comes from the same range as the source
@@ -365,7 +365,7 @@ def up(dir_: Path, *, timeout: float = 90.0) -> State:
     (pki / "sa.pub").write_bytes(sa_pub)
     admission = _webhook_client(dir_=dir_)
 
-    etcd_port, peer_port, api_port = _free_port(), _free_port(), _free_port()
+    etcd_port, peer_port, api_port = free_port(), free_port(), free_port()
     etcd_url = f"http://127.0.0.1:{etcd_port}"
     peer_url = f"http://127.0.0.1:{peer_port}"
     server = f"https://127.0.0.1:{api_port}"

@@ -253,6 +253,14 @@ class WebhookSettings:
         help="Name of the ValidatingWebhookConfiguration registered in dev mode ('' = "
         "register none: someone else does).",
     )
+    http2: bool = _knob(
+        True,
+        flag="--webhook-http2",
+        help="Offer HTTP/2: the apiserver then sends every review on one connection instead "
+        "of a TLS handshake per review in flight beyond 25; but one connection goes to one "
+        "replica behind a Service (false: HTTP/1.1 only, balanced per connection).",
+        parse=_bool,
+    )
     timeout: int = _knob(
         10,
         flag="--webhook-timeout",

@@ -31,6 +31,7 @@ from urllib.parse import quote, urlencode
 
 import aiohttp
 import msgspec
+import yarl
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.config.config_exception import ConfigException
 
@@ -40,6 +41,17 @@ from dbquota.domain.resources import ClaimStatus, Event, EventSeries, QuotaObjec
 from dbquota.errors import Conflict, KubeError, NotFound
 
 logger = logging.getLogger(__name__)
+
+
+def _env_proxy(url: str) -> tuple[str | None, aiohttp.BasicAuth | None]:
+    """The proxy ``HTTPS_PROXY``/``HTTP_PROXY`` name for ``url`` and its credentials,
+    unless ``NO_PROXY`` excludes it; (None, None) without one."""
+    try:
+        proxy, auth = aiohttp.helpers.get_env_proxy_for_url(yarl.URL(url))
+    except (LookupError, ValueError):
+        return None, None
+    return str(proxy), auth
+
 
 D = TypeVar("D")  # what an Informer derives from each object
 
@@ -112,6 +124,32 @@ class Kube:
         self._api_client = api_client
         self._host = str(api_client.configuration.host or "").rstrip("/")
         self._closed = False
+        self._own_session: aiohttp.ClientSession | None = None
+        self._proxy, self._proxy_auth = (
+            (api_client.configuration.proxy, None)
+            if api_client.configuration.proxy
+            else _env_proxy(self._host)
+        )
+
+    @property
+    def _session(self) -> aiohttp.ClientSession:
+        """kubernetes-asyncio's connection pool, without its ``trust_env``.
+
+        Its session trusts the environment, so aiohttp looks up ``~/.netrc`` (in a worker
+        thread) and the proxy variables again for every request: a fifth of the operator's
+        CPU at a hundred claims per second. The proxy for the apiserver is looked up once
+        instead (``HTTPS_PROXY``/``NO_PROXY``, as client-go honours them); a netrc has no
+        say in Kubernetes authentication.
+        """
+        if self._own_session is None:
+            pool = self._api_client.rest_client.pool_manager
+            self._own_session = aiohttp.ClientSession(
+                connector=pool.connector,
+                connector_owner=False,
+                trust_env=False,
+                read_bufsize=2**21,  # watch events of large objects, as kubernetes-asyncio
+            )
+        return self._own_session
 
     @classmethod
     async def connect(cls, *, kubeconfig: str | None = None) -> Kube:
@@ -135,6 +173,8 @@ class Kube:
     async def close(self) -> None:
         """Close the connection pool; later calls raise ``KubeError``."""
         self._closed = True
+        if self._own_session is not None:
+            await self._own_session.close()
         await self._api_client.close()
 
     async def _headers(self, content_type: str | None) -> dict[str, str]:
@@ -161,13 +201,14 @@ class Kube:
         url = self._host + path + (f"?{urlencode(query)}" if query else "")
         data = None if body is None else _json_encode(body)
         headers = await self._headers(content_type or ("application/json" if data else None))
-        session = self._api_client.rest_client.pool_manager
         try:
-            async with session.request(
+            async with self._session.request(
                 method,
                 url,
                 data=data,
                 headers=headers,
+                proxy=self._proxy,
+                proxy_auth=self._proxy_auth,
                 timeout=aiohttp.ClientTimeout(total=seconds),
             ) as resp:
                 raw = await resp.read()
@@ -276,11 +317,12 @@ class Kube:
         }
         url = f"{self._host}{resource.path(namespace)}?{urlencode(query)}"
         headers = await self._headers(None)
-        session = self._api_client.rest_client.pool_manager
         try:
-            async with session.get(
+            async with self._session.get(
                 url,
                 headers=headers,
+                proxy=self._proxy,
+                proxy_auth=self._proxy_auth,
                 timeout=aiohttp.ClientTimeout(total=None, sock_read=seconds + 30),
             ) as resp:
                 if resp.status != 200:

@@ -24,7 +24,7 @@ Two kinds of series:
   max staleness and expired escrow, set by :func:`publish_quota` from the status the
   reconciler just wrote (:mod:`dbquota.services.reconciling`) and dropped by
   :func:`forget_quota` when the quota is deleted (:mod:`dbquota.handlers.quotas`). Only the
-  replica that reconciles (the leader under ``--peering``) exports them; a quota it has
+  replica that reconciles (the leader elected through its Lease) exports them; a quota it has
   not published for :meth:`QuotaSeries.expire_after` seconds (three ``--resync-interval``
   by default, set at start-up) leaves the exposition, so a replica that lost the
   election stops reporting figures it no longer refreshes. Cardinality is one series per
@@ -37,6 +37,10 @@ The ``namespace`` label is the quota's namespace. A Prometheus scrape adds its o
 ``namespace`` target label (the operator's), which wins unless the scrape honours the
 exposed labels: the chart's ServiceMonitor sets ``honorLabels: true``, as
 kube-state-metrics' does, for that reason.
+
+Size: the catalog of every series dbquota exports, with the pre-bound children the hot
+admission path uses, in one module: docs/metrics.md, the dashboard and the alert rules are
+checked against one list.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ against its escrow; nothing here does I/O or reads a clock.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, replace
 
 from dbquota.domain import billing, claims, escrow, policies, quotas, reservations, verdicts
@@ -79,26 +79,24 @@ def admit(
     now: float,
     holder: str,
     in_flight_limit: int | None = None,
+    present: Callable[[], Collection[str]] = frozenset,
 ) -> Outcome:
     """Decide ``request`` against ``quota`` (module docstring).
 
     ``held`` are the reservations in flight by uid (an UPDATE of an object whose own
     reservation is still in flight builds on it); ``holder`` names the replica deciding.
-    A CREATE is refused while ``in_flight_limit`` reservations are in flight: only objects
-    that really appear keep budget, and reviews nobody follows with an object (forged, or
-    failing later) cannot pile up; a standing reservation (its object exists) is not in
-    flight. Under ``Warn`` and ``DryRun``, which never deny, such a
-    CREATE is decided as usual and holds nothing.
+    A CREATE is refused while ``in_flight_limit`` reservations are held for objects that
+    have not appeared (neither standing, whose object exists, nor among ``present()``, the
+    uids of the claims this replica's watch has seen): only objects that really appear
+    keep budget, and reviews nobody follows with an object (forged, or failing later)
+    cannot pile up, while a burst whose claims exist but are not priced yet is not held
+    back. Under ``Warn`` and ``DryRun``,
+    which never deny, such a CREATE is decided as usual and holds nothing.
     """
-    crowded = (
-        in_flight_limit is not None
-        and request.creating
-        and not request.dry_run
-        and len(held) >= in_flight_limit
-        and _in_flight(held) >= in_flight_limit
-    )
-    if crowded and quota.enforcement == "Enforce":
-        return Outcome(decision=_too_many(quota, _in_flight(held)))
+    unseen = _crowding(request, held, limit=in_flight_limit, present=present)
+    crowded = unseen is not None
+    if unseen is not None and quota.enforcement == "Enforce":
+        return Outcome(decision=_too_many(quota, unseen))
     counted = escrow.with_held(usage, others)
     decision = verdicts.decide(
         quota=quota,
@@ -113,7 +111,49 @@ def admit(
     if not request.creating and decision.cost <= 0 and decision.storage_gib <= 0:
         return Outcome(decision=decision)  # an update that adds nothing holds nothing
     previous = held.get(request.uid)
-    hold = reservations.hold(
+    hold = _hold(request, decision, holder=holder, now=now, previous=previous)
+    take = escrow.take(
+        cost=decision.cost, new_claims=decision.new_claims, storage_gib=decision.storage_gib
+    )
+    return Outcome(
+        decision=decision,
+        hold=hold,
+        take=take,
+        room=escrow.free(quota=quota, usage=counted).minus(take),
+        escrow_ok=request.creating
+        and previous is None
+        and (decision.policy is None or policies.RULES[decision.policy].escrow),
+    )
+
+
+def _crowding(
+    request: Request,
+    held: Mapping[str, Reservation],
+    *,
+    limit: int | None,
+    present: Callable[[], Collection[str]],
+) -> int | None:
+    """How many reservations are held for objects not seen yet, when that is at least
+    ``limit`` and ``request`` is a CREATE that would add one; else None. The objects seen
+    are only asked for when the reservations alone reach the limit."""
+    if limit is None or not request.creating or request.dry_run or len(held) < limit:
+        return None
+    seen = present()
+    unseen = sum(1 for uid, r in held.items() if not r.get("standing") and uid not in seen)
+    return unseen if unseen >= limit else None
+
+
+def _hold(
+    request: Request,
+    decision: verdicts.Decision,
+    *,
+    holder: str,
+    now: float,
+    previous: Reservation | None,
+) -> Reservation:
+    """The reservation an admitted ``request`` holds (building on ``previous``, its own
+    reservation still in flight)."""
+    return reservations.hold(
         claim_name=request.name,
         uid=request.uid,
         generation=request.generation,
@@ -126,18 +166,6 @@ def admit(
         holder=holder,
         now=now,
         previous=previous,
-    )
-    take = escrow.take(
-        cost=decision.cost, new_claims=decision.new_claims, storage_gib=decision.storage_gib
-    )
-    return Outcome(
-        decision=decision,
-        hold=hold,
-        take=take,
-        room=escrow.free(quota=quota, usage=counted).minus(take),
-        escrow_ok=request.creating
-        and previous is None
-        and (decision.policy is None or policies.RULES[decision.policy].escrow),
     )
 
 

@@ -44,6 +44,10 @@ from dbquota.kits import timestamps
 
 ReleaseReason = Literal["ClaimDeleted", "NeverCreated"]
 
+ADOPT_AT_ONCE = 200
+"""Most orphans one reconcile adopts: their reservations live on the quota's status until
+their claims carry the price, and an object over etcd's request limit (about 1.5 MiB)
+cannot be written at all. The rest wait for the next visits, counted at their price."""
 ADOPT_AFTER = 30.0
 """Seconds a claim may exist with no price and no reservation before :func:`adopt` gives it
 one even though some replica's escrow may still cover it (a live replica writes what it

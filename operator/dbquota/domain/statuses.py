@@ -29,13 +29,20 @@ Budget alerts: the highest threshold reached is kept in ``status.alerts.reached`
 refresh that moves it reports each threshold passed (:class:`Crossing`, one per threshold,
 up or down) for the reconciler to announce. Because what was announced is in the status,
 a restarted operator or a new leader announces nothing again.
+
+Size: one reconcile's status in one module (conditions, holds, totals, billing health,
+alerts), because every field is written from the same visit and a reader checking what the
+status says needs all of them side by side; each is one short step. ``quota_status``
+reads as that list of steps, one status field or condition each, and is kept whole so.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from dbquota.domain import (
     billing,
@@ -241,89 +248,46 @@ def quota_status(
     meta = quota.get("metadata", {})
     generation = int(meta.get("generation", 0))
     old = quota.get("status") or {}
-    current = list(old.get("conditions", []))
-    stamp = timestamps.to_rfc3339(now)
-
-    def cond(type_: str, status: conditions.Status, reason: str, message: str) -> None:
-        nonlocal current
-        current = conditions.set_condition(
-            current,
-            type_=type_,
-            status=status,
-            reason=reason,
-            message=message,
-            generation=generation,
-            now=stamp,
-        )
-
+    conds = _Conditions(list(old.get("conditions", [])), generation, timestamps.to_rfc3339(now))
     try:
         spec = quotas.parse_quota(name=meta.get("name", "?"), spec=quota.get("spec", {}))
     except ValueError as exc:
-        cond("Ready", "False", "InvalidSpec", str(exc))
-        current = conditions.initial(current, now=stamp, generation=generation)
+        conds.set("Ready", "False", "InvalidSpec", str(exc))
+        current = conditions.initial(conds.current, now=conds.now, generation=generation)
         return Refresh(status=QuotaStatus(conditions=current, observedGeneration=generation))
 
-    kept, confirmed, released = reservations.settle(
-        held=old.get("reservations") or [],
+    holds = _Holds.settle(
+        old=old,
+        spec=spec,
+        snapshot=snapshot,
         claims=claims,
-        deleted=deleted,
         now=now,
         grace=grace,
-        current=claims_current,
-        costs=snapshot.costs,
+        live=live,
+        deleted=deleted,
+        claims_current=claims_current,
     )
-    escrowed, expired = escrow.prune(
-        escrow.entries_of(old), live=live if claims_current else lambda _: True
-    )
-    price = price_orphan(snapshot)
-    adopted = [
-        reservations.adopt(claim=claim, cost=cost, pricing=mode, now=now)
-        for claim in reservations.orphans(
-            held=kept,
-            claims=claims,
-            now=now,
-            covered=bool(escrowed) and not expired,
-            billed=snapshot.costs.keys(),
-        )
-        if claims_current
-        for cost, mode in [price(claim, spec)]
-    ]
-    kept += adopted
-    counted = usage.recount(claims=claims, held=kept, costs=snapshot.costs).usage
+    counted = usage.recount(claims=claims, held=holds.kept, costs=snapshot.costs).usage
+    if holds.waiting:
+        counted = dataclasses.replace(counted, reserved=round(counted.reserved + holds.waiting, 2))
     spend, used = usage.fields(counted, budget=spec.monthly_budget)
     billing_, assessed = billing_status(
         snapshot=snapshot, max_staleness=spec.max_staleness, now=now
     )
-
-    cond("Ready", *_ready_condition(spec, snapshot, now))
-    cond("BillingAvailable", *_billing_condition(snapshot, assessed))
-    remaining = spend["remaining"]
-    over = remaining < 0
     spent = (
         f"{_money(counted.spend)} of {_money(spec.monthly_budget)} {spec.currency}"
         f"/month (observed {_money(counted.observed)} + reserved {_money(counted.reserved)})"
     )
-    if over:
-        cond(
-            "BudgetExceeded", "True", "OverBudget", f"over budget by {_money(-remaining)}: {spent}"
-        )
-    else:
-        cond("BudgetExceeded", "False", "WithinBudget", f"{_money(remaining)} left: {spent}")
-    announced = _announced(old)
     reached = threshold_reached(
         thresholds=spec.alert_thresholds, spend=counted.spend, budget=spec.monthly_budget
     )
-    cond(
+    over = spend["remaining"] < 0
+    conds.set("Ready", *_ready_condition(spec, snapshot, now))
+    conds.set("BillingAvailable", *_billing_condition(snapshot, assessed))
+    conds.set("BudgetExceeded", *_budget_condition(remaining=spend["remaining"], spent=spent))
+    conds.set(
         "BudgetThresholdReached",
         *_threshold_condition(spec, reached=reached, spend=counted.spend, spent=spent),
-    )
-    was_over = next(
-        (
-            c["status"] == "True"
-            for c in old.get("conditions", [])
-            if c["type"] == "BudgetExceeded" and c["status"] != "Unknown"
-        ),
-        None,
     )
     return Refresh(
         status=QuotaStatus(
@@ -331,20 +295,130 @@ def quota_status(
             spend=spend,
             used=used,
             billing=billing_,
-            reservations=kept,
+            reservations=holds.kept,
             alerts=Alerts(reached=reached),
-            conditions=current,
-            **({"escrow": escrowed} if expired else {}),  # else the ledgers' to write
+            conditions=conds.current,
+            **({"escrow": holds.escrowed} if holds.expired else {}),  # else the ledgers' to write
         ),
-        released=tuple(released),
-        budget_crossed=_crossing(was_over=was_over, over=over),
-        adopted=tuple(adopted),
-        expired=tuple(expired),
-        confirmed=len(confirmed),
+        released=tuple(holds.released),
+        budget_crossed=_crossing(was_over=_was_over(old), over=over),
+        adopted=tuple(holds.adopted),
+        expired=tuple(holds.expired),
+        confirmed=holds.confirmed,
         crossed=threshold_crossings(
-            thresholds=spec.alert_thresholds, was=announced, reached=reached, spent=spent
+            thresholds=spec.alert_thresholds, was=_announced(old), reached=reached, spent=spent
         ),
         spec=spec,
+    )
+
+
+@dataclass
+class _Conditions:
+    """The quota's conditions as one reconcile sets them, stamped alike."""
+
+    current: list[conditions.Condition]
+    generation: int
+    now: str
+
+    def set(self, type_: str, status: conditions.Status, reason: str, message: str) -> None:
+        self.current = conditions.set_condition(
+            self.current,
+            type_=type_,
+            status=status,
+            reason=reason,
+            message=message,
+            generation=self.generation,
+            now=self.now,
+        )
+
+
+@dataclass(frozen=True)
+class _Holds:
+    """What one reconcile does to the budget held on the status: reservations settled
+    (kept, confirmed by their claim, released), escrow of lapsed holders let go, and
+    claims nobody holds (orphans) adopted at their price, at most
+    :data:`~dbquota.domain.reservations.ADOPT_AT_ONCE` per visit so that the status stays
+    small (thousands of claims made while no operator ran would not fit in one object)."""
+
+    kept: list[Reservation]
+    confirmed: int
+    released: list[tuple[Reservation, reservations.ReleaseReason]]
+    escrowed: list[Escrow]
+    expired: list[Escrow]
+    adopted: list[Reservation]
+    waiting: float = 0.0
+    """The cost of orphans beyond :data:`~dbquota.domain.reservations.ADOPT_AT_ONCE`, left
+    for the next visits to adopt and counted as reserved meanwhile."""
+
+    @classmethod
+    def settle(
+        cls,
+        *,
+        old: Mapping[str, Any],
+        spec: quotas.QuotaSpec,
+        snapshot: billing.BillingSnapshot,
+        claims: Sequence[reservations.ClaimRef],
+        now: float,
+        grace: float,
+        live: Callable[[str], bool],
+        deleted: Collection[str],
+        claims_current: bool,
+    ) -> _Holds:
+        kept, confirmed, released = reservations.settle(
+            held=old.get("reservations") or [],
+            claims=claims,
+            deleted=deleted,
+            now=now,
+            grace=grace,
+            current=claims_current,
+            costs=snapshot.costs,
+        )
+        escrowed, expired = escrow.prune(
+            escrow.entries_of(old), live=live if claims_current else lambda _: True
+        )
+        price = price_orphan(snapshot)
+        found = (
+            reservations.orphans(
+                held=kept,
+                claims=claims,
+                now=now,
+                covered=bool(escrowed) and not expired,
+                billed=snapshot.costs.keys(),
+            )
+            if claims_current
+            else []
+        )
+        priced = [(claim, *price(claim, spec)) for claim in found]
+        adopted = [
+            reservations.adopt(claim=claim, cost=cost, pricing=mode, now=now)
+            for claim, cost, mode in priced[: reservations.ADOPT_AT_ONCE]
+        ]
+        return cls(
+            kept=[*kept, *adopted],
+            confirmed=len(confirmed),
+            released=list(released),
+            escrowed=escrowed,
+            expired=expired,
+            adopted=adopted,
+            waiting=round(sum(cost for _, cost, _ in priced[reservations.ADOPT_AT_ONCE :]), 2),
+        )
+
+
+def _budget_condition(*, remaining: float, spent: str) -> tuple[conditions.Status, str, str]:
+    if remaining < 0:
+        return "True", "OverBudget", f"over budget by {_money(-remaining)}: {spent}"
+    return "False", "WithinBudget", f"{_money(remaining)} left: {spent}"
+
+
+def _was_over(old: Mapping[str, Any]) -> bool | None:
+    """Whether the last status said over budget (None: it said nothing yet)."""
+    return next(
+        (
+            c["status"] == "True"
+            for c in old.get("conditions", [])
+            if c["type"] == "BudgetExceeded" and c["status"] != "Unknown"
+        ),
+        None,
     )
 
 
@@ -361,7 +435,7 @@ def material(status: QuotaStatus) -> QuotaStatus:
     }
     conds = [
         {k: v for k, v in c.items() if k != "message" or c["type"] in _MATERIAL_MESSAGES}
-        for c in status.get("conditions", [])
+        for c in status.get("conditions") or []
     ]
     return QuotaStatus(**{**status, "billing": billing_, "conditions": conds})  # type: ignore[typeddict-item]
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -282,6 +282,7 @@ class Ledgers:
         alive: Callable[[], bool] = lambda: True,
         live: Callable[[str], bool] = lambda _: True,
         in_flight_limit: int | None = None,
+        present: Callable[[str], Collection[str]] = lambda _: (),
     ) -> None:
         self.store = store
         self.share = share
@@ -290,6 +291,7 @@ class Ledgers:
         self._alive = alive
         self._live = live
         self._limit = in_flight_limit
+        self._present = present
         self._ledgers: dict[tuple[str, str], reserving.Ledger] = {}
 
     def of(self, *, namespace: str, name: str) -> reserving.Ledger:
@@ -307,6 +309,7 @@ class Ledgers:
                 alive=self._alive,
                 live=self._live,
                 in_flight_limit=self._limit,
+                present=self._present,
             )
         return ledger
 

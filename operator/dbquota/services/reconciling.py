@@ -187,6 +187,9 @@ class Reconciler:
         except KubeError as exc:
             logger.warning("could not refresh DatabaseQuota %s/%s: %s", namespace, name, exc)
             self.mark(namespace, name, force=force)
+        except Exception:  # a bug of ours: said once with its traceback, tried again later
+            logger.exception("refreshing DatabaseQuota %s/%s failed", namespace, name)
+            self.mark(namespace, name, force=force)
 
     async def refresh(
         self, namespace: str, name: str, *, force: bool = True

@@ -34,7 +34,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 
 from dbquota.adapters import metrics
@@ -100,6 +100,7 @@ class Ledger:
         live: Callable[[str], bool] = lambda _: True,
         clock: Callable[[], float] = time.time,
         in_flight_limit: int | None = None,
+        present: Callable[[str], Collection[str]] = lambda _: (),
     ) -> None:
         self.store = store
         self.namespace = namespace
@@ -111,6 +112,7 @@ class Ledger:
         self._live = live
         self._clock = clock
         self._limit = in_flight_limit
+        self._present = present
         self._queue: list[_Pending] = []
         self._writer: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -181,6 +183,7 @@ class Ledger:
             now=self._clock(),
             holder=self.holder,
             in_flight_limit=self._limit,
+            present=lambda: self._present(self.namespace),
         )
         return admission.dry(outcome) if request.dry_run else outcome
 

@@ -214,3 +214,28 @@ def test_creates_are_refused_while_too_many_admissions_are_in_flight() -> None:
     warned = decide(request(), enforcement="Warn")  # Warn never denies: it holds nothing
     assert warned.admitted
     assert warned.hold is None
+
+
+def test_reservations_whose_claims_exist_do_not_count_against_the_in_flight_limit() -> None:
+    """A burst whose claims the watch has seen, though not priced yet, is not held back;
+    reservations for objects that never appeared (forged reviews) are."""
+    held = {f"u{i}": Reservation(claim=f"c{i}", uid=f"u{i}", delta=1.0) for i in range(5)}
+
+    def decide(present: set[str]) -> admission.Outcome:
+        return admission.admit(
+            quota=samples.quota(),
+            usage=quotas.Usage(),
+            others=escrow.NOTHING,
+            request=request(),
+            held=held,
+            snapshot=samples.healthy(),
+            now=samples.NOW,
+            holder="me",
+            in_flight_limit=3,
+            present=lambda: present,
+        )
+
+    assert decide({"u0", "u1", "u2"}).admitted  # two unseen: under the limit
+    refused = decide({"u0"})
+    assert refused.decision.reason == "TooManyInFlight"
+    assert "4 admissions are in flight" in refused.decision.message

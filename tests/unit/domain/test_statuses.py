@@ -5,12 +5,13 @@ after the charge, then at its billed cost; that reservations end silently once t
 claim shows the price, stay while in flight, and are released after the grace; that the
 escrow of a replica whose lease lapsed is let go and, in the same status, the claims it
 admitted without writing a reservation are adopted (while a live replica's escrow may
-still cover them, only old ones are); the conditions (``Ready`` is about whether prices
+still cover them, only old ones are; thousands of them a batch at a time, all counted
+meanwhile); the conditions (``Ready`` is about whether prices
 can be trusted, not about the budget); budget crossings; budget alert thresholds (the
 highest reached, compared in cents; one crossing per threshold passed, up lowest first and
 down highest first; nothing announced again that the status says was announced; over-budget
 thresholds; the ``BudgetThresholdReached`` condition); and that a refresh that only ages the
-figures is not material.
+figures is not material (also against a status with no conditions yet).
 """
 
 from __future__ import annotations
@@ -129,6 +130,35 @@ def test_live_escrow_may_still_cover_a_young_orphan() -> None:
     got = refresh(quota(escrow=[Escrow(holder="alive", cost=500.0)]), [young, old], now=T0)
     assert [r["claim"] for r in got.adopted] == ["old"]
     assert "escrow" not in got.status  # nothing lapsed: the ledgers' entries stay as they are
+
+
+def test_thousands_of_orphans_are_adopted_a_batch_at_a_time_and_counted_meanwhile() -> None:
+    """Claims made while no operator ran: the status holds one batch of reservations (so it
+    stays far below etcd's object size limit), and spend counts every orphan at its price."""
+    n = reservations.ADOPT_AT_ONCE * 3 + 7
+    orphans = [claim(f"old{i}", created=T0) for i in range(n)]
+    got = refresh(quota(), orphans, samples.healthy(), now=samples.NOW)
+    assert len(got.adopted) == reservations.ADOPT_AT_ONCE
+    assert len(got.status["reservations"]) == reservations.ADOPT_AT_ONCE
+    assert got.status["spend"]["reserved"] == round(n * 410.4, 2)
+    assert got.status["used"]["claims"] == n
+    # once the adopted ones carry their price, the next visit adopts the next batch
+    priced = [
+        claim(f"old{i}", created=T0, cost=410.4, priced_generation=1)
+        if i < reservations.ADOPT_AT_ONCE
+        else c
+        for i, c in enumerate(orphans)
+    ]
+    again = refresh(quota(*got.status["reservations"]), priced, samples.healthy(), now=samples.NOW)
+    assert {r["claim"] for r in again.adopted}.isdisjoint(r["claim"] for r in got.adopted)
+    assert len(again.adopted) == reservations.ADOPT_AT_ONCE
+    assert again.status["spend"]["reserved"] == round(n * 410.4, 2)
+
+
+def test_a_status_without_conditions_is_compared_without_failing() -> None:
+    fresh = refresh(quota(), [], samples.healthy(), now=samples.NOW).status
+    empty: Any = dict.fromkeys(fresh)
+    assert statuses.material(fresh) != statuses.material(empty)
 
 
 def conditions(got: statuses.Refresh) -> dict[str, tuple[str, str]]:

@@ -13,7 +13,9 @@ that TLS 1.2 is the minimum (1.2 and 1.3 are served); that new certificate files
 served to new connections without a restart; that with a client CA a client without a
 certificate, or with one another CA signed, gets no HTTP answer, one with a certificate
 of that CA is served, and ``--webhook-client-names`` refuses other names with 403; that
-stopping lets a review in flight finish; that missing certificate files fail at start; and
+stopping lets a review in flight finish; that a client offering HTTP/2 (as the apiserver
+does) gets many reviews answered at once on one connection, the same refusals, and its
+reviews in flight finished on stop; that missing certificate files fail at start; and
 that dev certificates are made once and name the webhook host.
 """
 
@@ -443,3 +445,67 @@ async def test_missing_certificate_files_fail_at_start(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="no webhook certificate"):
         async with webhook.serving(cfg, admit=Admitter(reviews.Answer(True)), kinds=KINDS):
             pass
+
+
+# -- HTTP/2, as the apiserver speaks it when the server offers h2 ------------------------------
+
+
+@pytest.fixture
+async def served_h2(tmp_path: Path, admitter: Admitter) -> AsyncIterator[Served]:
+    async with (
+        webhook.serving(settings(tmp_path), admit=admitter, kinds=KINDS) as port,
+        httpx.AsyncClient(
+            verify=client_context(tmp_path), timeout=10, http1=False, http2=True
+        ) as client,
+    ):
+        yield Served(port, client)
+
+
+async def test_http2_answers_many_reviews_at_once_on_one_connection(
+    served_h2: Served, admitter: Admitter
+) -> None:
+    admitter.delay = 0.2  # every admission in flight at the same time
+    bodies = [review(uid=f"uid-{i}") for i in range(200)]
+    answers = await asyncio.gather(*(served_h2.post(b) for b in bodies))
+    assert {a.http_version for a in answers} == {"HTTP/2"}
+    assert [a.json()["response"]["uid"] for a in answers] == [f"uid-{i}" for i in range(200)]
+    assert all(a.json()["response"]["allowed"] for a in answers)
+    assert len(admitter.seen or []) == 200
+
+
+async def test_http2_refuses_as_http1_does(served_h2: Served) -> None:
+    counts = {reason: rejected(reason) for reason in ("path", "method", "too_large", "malformed")}
+    assert (await served_h2.post(review(), path="/mutate")).status_code == 404
+    assert (await served_h2.client.get(served_h2.url + webhook.PATH)).status_code == 405
+    junk = await served_h2.post(b"{}")
+    assert junk.status_code == 400
+    assert junk.text.startswith("malformed AdmissionReview: apiVersion missing")
+    big = await served_h2.post(b" " * (webhook.MAX_BODY + 1))
+    assert big.status_code == 413
+    for reason, before in counts.items():
+        assert rejected(reason) == before + 1
+    # the connection is still good after all of that
+    after = await served_h2.post(review())
+    assert after.status_code == 200
+    assert after.http_version == "HTTP/2"
+
+
+async def wait_until(condition: Callable[[], bool]) -> None:
+    async with asyncio.timeout(10):
+        while not condition():  # noqa: ASYNC110 - polling a plain attribute
+            await asyncio.sleep(0.01)
+
+
+async def test_stopping_lets_http2_reviews_in_flight_finish(tmp_path: Path) -> None:
+    slow = Admitter(answer=reviews.Answer(allowed=True), delay=0.5)
+    server = webhook.serving(settings(tmp_path), admit=slow, kinds=KINDS)
+    port = await server.__aenter__()
+    async with httpx.AsyncClient(
+        verify=client_context(tmp_path), timeout=10, http1=False, http2=True
+    ) as client:
+        url = f"https://127.0.0.1:{port}{webhook.PATH}"
+        pending = asyncio.gather(*(client.post(url, content=review()) for _ in range(5)))
+        await wait_until(lambda: len(slow.seen or []) == 5)
+        await server.__aexit__(None, None, None)  # stop while the five are in flight
+        answers = await pending
+    assert [a.status_code for a in answers] == [200] * 5

@@ -1,0 +1,121 @@
+"""What the benchmarks share: reading processes from /proc, percentiles, the machine line,
+Markdown tables, and the apiserver's own request counts from its ``/metrics``.
+
+Used by ``bench/admission.py``, ``bench/create.py`` and ``bench/status_writes.py`` (not a
+benchmark itself: ``make bench`` runs the scripts it lists).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import shutil
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from e2e import scraping
+
+RequestKey = tuple[str, str, str]
+"""(verb, resource, subresource) of ``apiserver_request_total``; resource is
+``<resource>.<group>`` for an API group, the bare resource for the core group."""
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def proc_status(pid: int, key: str) -> float:
+    """A ``kB`` field of /proc/<pid>/status (``VmHWM``, ``VmRSS``), in MiB; NaN if absent."""
+    try:
+        text = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return float("nan")
+    match = re.search(rf"^{key}:\s+(\d+) kB", text, re.MULTILINE)
+    return int(match.group(1)) / 1024.0 if match else float("nan")
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The ``q`` quantile (0..1) of ``values`` by nearest rank; NaN when there are none."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def load() -> str:
+    """The load averages over 1, 5 and 15 minutes."""
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def machine() -> str:
+    """One line about the machine and its load, for the top of a benchmark's output."""
+    return (
+        f"machine: {os.cpu_count()} cores, {platform.python_implementation()} "
+        f"{platform.python_version()}, {platform.system()} {platform.release()}; "
+        f"load average {load()}"
+    )
+
+
+def clean_up(workdir: Path, *, keep: bool, failed: bool) -> None:
+    """Remove a run's work directory, or keep it for its logs (after a failure, or when
+    asked) and say where it is."""
+    if keep or failed:
+        print(f"work directory kept: {workdir}", file=sys.stderr)
+    else:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def table(header: str, rows: list[str]) -> None:
+    """Print a Markdown table: ``header`` (``| a | b |``), the alignment row (first column
+    left, the others right), then ``rows``."""
+    print("\n" + header)
+    print("| --- |" + " ---: |" * (header.count("|") - 2))
+    for row in rows:
+        print(row)
+
+
+@dataclass(frozen=True)
+class ApiserverMetrics:
+    """What one scrape of the apiserver's ``/metrics`` says about requests and webhooks."""
+
+    requests: dict[RequestKey, float]
+    """``apiserver_request_total`` summed over codes, by (verb, resource, subresource), for
+    resource requests (``/metrics`` and other non-resource paths are left out)."""
+    webhook_seconds: float
+    """``apiserver_admission_webhook_admission_duration_seconds_sum`` over all webhooks."""
+    webhook_calls: float
+    """Its ``_count``: webhook calls the apiserver made."""
+    watches_open: float
+    """``apiserver_longrunning_requests`` of verb WATCH: watches open right now."""
+
+    @classmethod
+    def parse(cls, text: str) -> ApiserverMetrics:
+        requests: dict[RequestKey, float] = {}
+        webhook_seconds = webhook_calls = watches_open = 0.0
+        for sample in scraping.samples(text):
+            labels = sample.labels
+            if sample.name == "apiserver_request_total" and labels.get("resource"):
+                group = labels.get("group")
+                resource = labels["resource"] + (f".{group}" if group else "")
+                key = (labels["verb"], resource, labels.get("subresource", ""))
+                requests[key] = requests.get(key, 0.0) + sample.value
+            elif sample.name == "apiserver_admission_webhook_admission_duration_seconds_sum":
+                webhook_seconds += sample.value
+            elif sample.name == "apiserver_admission_webhook_admission_duration_seconds_count":
+                webhook_calls += sample.value
+            elif sample.name == "apiserver_longrunning_requests" and labels.get("verb") == "WATCH":
+                watches_open += sample.value
+        return cls(requests, webhook_seconds, webhook_calls, watches_open)
+
+
+def delta(
+    after: dict[RequestKey, float], before: dict[RequestKey, float]
+) -> dict[RequestKey, float]:
+    """What ``after`` counts beyond ``before``, keys with no change left out."""
+    diff = {k: v - before.get(k, 0.0) for k, v in after.items()}
+    return {k: v for k, v in diff.items() if v}

@@ -1,0 +1,218 @@
+"""Chaos with two replicas: one dies, or is cut off from the apiserver, in mid-burst.
+
+Two ``dbquota run`` replicas as the chart runs them (both serve the webhook, one is elected
+to reconcile, each renews its liveness Lease and admits from its escrow), sharing one
+serving certificate, behind an L4 proxy (:mod:`e2e.tcp_proxy`, round robin per
+connection, as a Service balances) that a ValidatingWebhookConfiguration of the test's own
+names, scoped to the test's namespace. Replica ``b`` reaches the apiserver through a second
+proxy the test can cut. Three bursts of DatabaseClaim creates in parallel (so that the apiserver
+opens several connections to the webhook, which the proxy spreads over both replicas) go
+through the real apiserver (:class:`e2e.test_chaos.Burst`) into a quota that fits 30
+claims (300 for the cut, so that the cut comes while there is room); mid-burst:
+
+- ``b`` is killed with SIGKILL, holding escrow: the budget is never exceeded (the claims
+  that exist cost at most the budget, and the quota's totals agree once it settles), and
+  ``b``'s escrow stops counting within the lease duration (15 s) plus a renewal;
+- ``b`` is cut off from the apiserver (no byte passes, connections hang) while the
+  apiserver still sends it reviews: it stops admitting from escrow once its own renewal is
+  older than the renew deadline (10 s), before ``a`` can see its Lease lapse (15 s), so
+  nothing is admitted twice; once healed, everything settles within the budget.
+
+On a control plane of this module's own (the ``plane`` fixture of :mod:`e2e.test_chaos`).
+Figures are printed (``-s``) and recorded in docs/reliability.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from e2e import harness
+from e2e.conftest import FAST
+from e2e.harness import Operator, Proxy
+from e2e.test_chaos import Burst, Plane, check_within_budget, plane, unit_cost
+from e2e.test_crds import quota
+from e2e.waiting import wait_for
+from tests.simulating import stop as stop_process
+
+__all__ = ["plane"]  # the fixture, imported so that this module gets a control plane of its own
+
+FITS = 30
+
+
+@dataclass
+class Pair:
+    """Two replicas behind one webhook endpoint; ``b`` talks to the apiserver via ``road``."""
+
+    namespace: str
+    budget: float
+    fits: int
+    a: Operator
+    b: Operator
+    road: Proxy
+
+    def escrow_of(self, plane: Plane, op: Operator) -> list[dict[str, Any]]:
+        status = plane.kubectl.get_json("dbq", "q", "-n", self.namespace).get("status", {})
+        return [e for e in status.get("escrow") or [] if f"-{op.pid}-" in str(e.get("holder"))]
+
+
+@dataclass
+class Bursts:
+    """Several :class:`Burst` at once, counted together."""
+
+    bursts: list[Burst]
+
+    @property
+    def created(self) -> int:
+        return sum(len(b.created) for b in self.bursts)
+
+    @property
+    def denied(self) -> int:
+        return sum(len(b.denied) for b in self.bursts)
+
+    @property
+    def failed(self) -> list[str]:
+        return [f for b in self.bursts for f in b.failed]
+
+    def __enter__(self) -> Bursts:
+        for burst in self.bursts:
+            burst.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for burst in self.bursts:
+            burst.__exit__(*exc)
+
+
+def bursts(plane: Plane, namespace: str) -> Bursts:
+    return Bursts([Burst(plane, namespace, prefix=p) for p in ("x", "y", "z")])
+
+
+@pytest.fixture
+def pair(plane: Plane, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Pair]:
+    namespace = request.node.name.removeprefix("test_").replace("_", "-")[:50]
+    plane.kubectl("create", "namespace", namespace)
+    fits = getattr(request, "param", FITS)
+    budget = round(unit_cost(plane.billing) * (fits + 0.5), 2)
+    plane.kubectl.apply(quota(namespace, name="q", monthlyBudget=budget))
+    cert_dir = tmp_path / "certs"
+    ca = harness.serving_certificate(cert_dir)
+    extra = (
+        f"--billing-url={plane.billing.url}",
+        *FAST,
+        *plane.cluster.client_ca_flags(),
+        "--reservation-grace=60",  # the production grace
+        f"--lease-namespace={namespace}",
+        f"--namespace={namespace}",
+        # HTTP/1.1, so that the apiserver's connections (one per review in flight) spread
+        # over both replicas; over HTTP/2 all would share one connection, to one replica.
+        "--no-webhook-http2",
+    )
+    apiserver = urlsplit(plane.state.server).port
+    assert apiserver is not None
+    road = harness.start_proxy(tmp_path, [apiserver], name="road")
+    cut_off = dataclasses.replace(
+        plane.cluster,
+        kubeconfig=harness.kubeconfig_via(plane.cluster, road.port, tmp_path / "b.kubeconfig"),
+    )
+    started: list[Operator] = []
+    front: Proxy | None = None
+    configuration = f"{namespace}.dbquota.io"
+    try:
+        a = harness.start_replica(plane.cluster, tmp_path / "a", cert_dir=cert_dir, extra=extra)
+        started.append(a)
+        b = harness.start_replica(cut_off, tmp_path / "b", cert_dir=cert_dir, extra=extra)
+        started.append(b)
+        front = harness.start_proxy(tmp_path, [a.webhook_port, b.webhook_port], name="front")
+        plane.kubectl.apply(
+            harness.proxy_webhook(configuration, port=front.port, ca=ca, namespaces=[namespace])
+        )
+        wait_for(
+            lambda: plane.kubectl.get_json("dbq", "q", "-n", namespace).get("status", {}),
+            what="the quota's first status",
+        )
+        yield Pair(namespace=namespace, budget=budget, fits=fits, a=a, b=b, road=road)
+    finally:
+        plane.kubectl("delete", "validatingwebhookconfiguration", configuration, check=False)
+        for op in started:
+            harness.stop_operator(op)
+        for proxy in (front, road):
+            if proxy is not None:
+                stop_process(proxy.proc)
+
+
+def test_a_replica_killed_mid_burst_never_takes_the_quota_over_budget(
+    plane: Plane, pair: Pair
+) -> None:
+    with bursts(plane, pair.namespace) as burst:
+        wait_for(lambda: burst.created >= 8, timeout=60, what="eight claims before the kill")
+        wait_for(lambda: pair.escrow_of(plane, pair.b), what="b to hold escrow")
+        os.kill(pair.b.pid, signal.SIGKILL)
+        pair.b.proc.wait(timeout=10)
+        killed, before = time.monotonic(), burst.created
+        wait_for(
+            lambda: not pair.escrow_of(plane, pair.b),
+            timeout=60,
+            interval=0.5,
+            what="the dead replica's escrow to stop counting",
+        )
+        released_in = time.monotonic() - killed
+        wait_for(lambda: burst.created >= FITS, timeout=90, what="the whole budget admitted")
+        denied = burst.denied
+        wait_for(lambda: burst.denied >= denied + 3, timeout=60, what="denials once it is used")
+    total = check_within_budget(plane, pair.namespace, pair.budget)
+    print(
+        f"SIGKILL of one of two replicas mid-burst: its escrow let go {released_in:.1f}s "
+        f"after the kill; {burst.created} created ({burst.created - before} after it), "
+        f"{burst.denied} denied for budget, {len(burst.failed)} failed (the dead replica "
+        f"behind the proxy); total {total} of {pair.budget}"
+    )
+    assert burst.created == FITS  # exactly what fits: none lost with the dead replica
+    assert released_in <= 15 + 2 + 3, released_in  # lease duration + a renewal + polling
+    assert "Traceback" not in pair.a.logs()
+
+
+@pytest.mark.parametrize("pair", [300], indirect=True)  # room left when the cut comes
+def test_a_replica_cut_off_from_the_apiserver_mid_burst_admits_nothing_twice(
+    plane: Plane, pair: Pair
+) -> None:
+    with bursts(plane, pair.namespace) as burst:
+        wait_for(lambda: burst.created >= 8, timeout=60, what="eight claims before the cut")
+        wait_for(lambda: pair.escrow_of(plane, pair.b), what="b to hold escrow")
+        pair.road.cut()
+        cut, before = time.monotonic(), burst.created
+        # b's Lease lapses for a (15 s); a then admits the budget b held, while b still
+        # answers the reviews the front proxy sends it.
+        wait_for(
+            lambda: not pair.escrow_of(plane, pair.b),
+            timeout=60,
+            interval=0.5,
+            what="the cut-off replica's escrow to stop counting",
+        )
+        lapsed_in = time.monotonic() - cut
+        denied = burst.denied
+        wait_for(lambda: burst.denied >= denied + 3, timeout=90, what="denials for the budget")
+        during = burst.created - before
+        pair.road.heal()
+        healed = time.monotonic()
+        time.sleep(5)  # creates go on through both replicas again
+    total = check_within_budget(plane, pair.namespace, pair.budget)
+    settled_in = time.monotonic() - healed
+    print(
+        f"one of two replicas cut off from the apiserver mid-burst: its escrow stopped "
+        f"counting {lapsed_in:.1f}s after the cut; {during} created during the cut, "
+        f"{burst.created} in all, {burst.denied} denied for budget, {len(burst.failed)} "
+        f"failed; settled {settled_in:.1f}s after healing; total {total} of {pair.budget}"
+    )
+    assert pair.b.proc.poll() is None, "the cut-off replica exited"
+    assert during > 0  # the cut came while there was room: the rest was admitted meanwhile
+    assert burst.created == pair.fits  # exactly what fits, nothing twice
