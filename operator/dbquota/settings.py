@@ -19,6 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from dbquota.domain import kinds
+from dbquota.domain.kinds import registry
+
 NoQuotaPolicy = Literal["Admit", "Deny"]
 EventLoop = Literal["uvloop", "asyncio"]
 
@@ -81,6 +84,13 @@ def _event_loop(text: str) -> EventLoop:
     if text not in ("uvloop", "asyncio"):
         raise argparse.ArgumentTypeError(f"expected uvloop or asyncio, got {text!r}")
     return "uvloop" if text == "uvloop" else "asyncio"
+
+
+def _claim_kinds(text: str) -> tuple[str, ...]:
+    try:
+        return registry.names(_names(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _no_quota_policy(text: str) -> NoQuotaPolicy:
@@ -238,7 +248,7 @@ class WebhookSettings:
         parse=_names,
     )
     configuration_name: str = _knob(
-        "dbquota.io",
+        kinds.GROUP,
         flag="--webhook-configuration",
         help="Name of the ValidatingWebhookConfiguration registered in dev mode ('' = "
         "register none: someone else does).",
@@ -266,10 +276,27 @@ class EnforcementSettings:
     quota, how long a reservation waits for its claim, how many may be in flight, how
     often statuses are refreshed, and the escrow share."""
 
+    claim_kinds: tuple[str, ...] = _knob(
+        registry.DEFAULT,
+        flag="--claim-kinds",
+        help="Comma-separated kinds whose objects count against DatabaseQuotas: "
+        + ", ".join(registry.KINDS)
+        + " (DatabaseClaim, CloudNativePG Cluster, Zalando postgresql, Crossplane RDS "
+        "Instance). The webhook, the watches and the recount cover these kinds only.",
+        parse=_claim_kinds,
+    )
+    claim_namespace_label: str = _knob(
+        "crossplane.io/claim-namespace",
+        flag="--claim-namespace-label",
+        help="Label naming the tenant namespace of a cluster-scoped object (Crossplane RDS "
+        "Instance). One without it counts against no quota: admitted unchecked, with a "
+        "warning, unless --no-quota-policy=Deny.",
+    )
     no_quota: NoQuotaPolicy = _knob(
         "Admit",
         flag="--no-quota-policy",
-        help="Admit or Deny claims in a namespace that has no DatabaseQuota.",
+        help="Admit or Deny claims in a namespace that has no DatabaseQuota (and "
+        "cluster-scoped objects that name no tenant namespace).",
         parse=_no_quota_policy,
     )
     reservation_grace: float = _knob(

@@ -106,3 +106,13 @@ def test_bad_environment_variable_stops_the_cli_with_a_message(
     monkeypatch.setenv("DBQUOTA_SYNC_INTERVAL", "often")
     assert cli.main(["settings"]) == 2
     assert "bad environment variable" in capsys.readouterr().err
+
+
+def test_claim_kinds_are_checked_against_the_registry() -> None:
+    assert parse([], {}).enforcement.claim_kinds == ("databaseclaims",)
+    cfg = parse(["--claim-kinds", "cnpg, rds,cnpg"], {})
+    assert cfg.enforcement.claim_kinds == ("cnpg", "rds")
+    with pytest.raises(argparse.ArgumentTypeError, match="unknown claim kind 'mysql'; known"):
+        parse([], {"DBQUOTA_CLAIM_KINDS": "databaseclaims,mysql"})
+    with pytest.raises(argparse.ArgumentTypeError, match="no claim kind enabled"):
+        parse([], {"DBQUOTA_CLAIM_KINDS": " , "})

@@ -154,6 +154,10 @@ dbquota.cli.build_parser()).
 - --breaker-recovery-timeout={{ .breaker.recoveryTimeout }}
 {{- end }}
 - --no-quota-policy={{ $v.noQuotaPolicy }}
+- --claim-kinds={{ $v.claimKinds | join "," }}
+{{- if $v.claimNamespaceLabel }}
+- --claim-namespace-label={{ $v.claimNamespaceLabel }}
+{{- end }}
 {{- if include "dbquota.clientCA" . }}
 - --webhook-client-ca={{ include "dbquota.clientCADir" . }}/{{ $v.webhook.clientCA.key }}
 {{- with $v.webhook.clientCA.allowedNames }}
@@ -163,4 +167,28 @@ dbquota.cli.build_parser()).
 {{- range $v.extraArgs }}
 - {{ . | quote }}
 {{- end }}
+{{- end }}
+
+{{/*
+The claim kinds the operator can price, by their claimKinds name (the operator's kind
+registry, dbquota.domain.kinds.registry): API group, version, resource, scope, and whether
+the operator owns the kind (writes its status) or only reads it.
+*/}}
+{{- define "dbquota.kindCatalog" -}}
+{{- dict
+  "databaseclaims" (dict "group" "dbquota.io" "version" "v1alpha1" "resource" "databaseclaims" "scope" "Namespaced" "owned" true)
+  "cnpg" (dict "group" "postgresql.cnpg.io" "version" "v1" "resource" "clusters" "scope" "Namespaced" "owned" false)
+  "zalando" (dict "group" "acid.zalan.do" "version" "v1" "resource" "postgresqls" "scope" "Namespaced" "owned" false)
+  "rds" (dict "group" "rds.aws.upbound.io" "version" "v1beta1" "resource" "instances" "scope" "Cluster" "owned" false)
+  | toJson -}}
+{{- end }}
+
+{{/* The enabled kinds (claimKinds), each as in dbquota.kindCatalog, as a JSON list. */}}
+{{- define "dbquota.claimKinds" -}}
+{{- $catalog := include "dbquota.kindCatalog" . | fromJson }}
+{{- $kinds := list }}
+{{- range .Values.claimKinds }}
+{{- $kinds = append $kinds (index $catalog .) }}
+{{- end }}
+{{- $kinds | toJson -}}
 {{- end }}

@@ -35,6 +35,8 @@ import yarl
 from kubernetes_asyncio import client, config
 from kubernetes_asyncio.config.config_exception import ConfigException
 
+from dbquota.domain import kinds
+from dbquota.domain.kinds import registry
 from dbquota.domain.resources import ClaimStatus, Event, EventSeries, QuotaObject
 from dbquota.errors import Conflict, KubeError, NotFound
 
@@ -86,8 +88,15 @@ class Resource(NamedTuple):
         return f"{self.group}/{self.version}" if self.group else self.version
 
 
-QUOTAS = Resource("dbquota.io", "v1alpha1", "databasequotas", "DatabaseQuota")
-CLAIMS = Resource("dbquota.io", "v1alpha1", "databaseclaims", "DatabaseClaim")
+def of_kind(resource: kinds.Resource) -> Resource:
+    """The :class:`Resource` of a kind of :mod:`dbquota.domain.kinds`."""
+    return Resource(
+        resource.group, resource.version, resource.plural, resource.kind, resource.namespaced
+    )
+
+
+QUOTAS = of_kind(kinds.QUOTAS)
+CLAIMS = of_kind(registry.CLAIMS)
 LEASES = Resource("coordination.k8s.io", "v1", "leases", "Lease")
 EVENTS = Resource("", "v1", "events", "Event")
 EVENTS_V1 = Resource("events.k8s.io", "v1", "events", "Event")

@@ -86,10 +86,11 @@ def admit(
     ``held`` are the reservations in flight by uid (an UPDATE of an object whose own
     reservation is still in flight builds on it); ``holder`` names the replica deciding.
     A CREATE is refused while ``in_flight_limit`` reservations are held for objects that
-    have not appeared (their uids are not among ``present()``, the claims this replica's
-    watch has seen): only objects that really appear keep budget, and reviews nobody
-    follows with an object (forged, or failing later) cannot pile up, while a burst whose
-    claims exist but are not priced yet is not held back. Under ``Warn`` and ``DryRun``,
+    have not appeared (neither standing, whose object exists, nor among ``present()``, the
+    uids of the claims this replica's watch has seen): only objects that really appear
+    keep budget, and reviews nobody follows with an object (forged, or failing later)
+    cannot pile up, while a burst whose claims exist but are not priced yet is not held
+    back. Under ``Warn`` and ``DryRun``,
     which never deny, such a CREATE is decided as usual and holds nothing.
     """
     unseen = _crowding(request, held, limit=in_flight_limit, present=present)
@@ -138,7 +139,7 @@ def _crowding(
     if limit is None or not request.creating or request.dry_run or len(held) < limit:
         return None
     seen = present()
-    unseen = sum(1 for uid in held if uid not in seen)
+    unseen = sum(1 for uid, r in held.items() if not r.get("standing") and uid not in seen)
     return unseen if unseen >= limit else None
 
 
@@ -166,6 +167,11 @@ def _hold(
         now=now,
         previous=previous,
     )
+
+
+def _in_flight(held: Mapping[str, Reservation]) -> int:
+    """Reservations whose object has not shown up (a standing one's object exists)."""
+    return sum(1 for r in held.values() if not r.get("standing"))
 
 
 def _too_many(quota: quotas.QuotaSpec, count: int) -> verdicts.Decision:

@@ -7,17 +7,27 @@
 raises ``ValueError`` in our words, naming the field and describing what it holds
 (:mod:`dbquota.domain.fields`), never with another exception's text.
 
+A :class:`ClaimSpec` is also what the other kinds' readers make of their objects
+(:mod:`dbquota.domain.kinds`): ``kind`` names the kind and ``demand`` holds what the
+object asks for; :attr:`ClaimSpec.bill` is what pricing reads for every kind
+(:mod:`dbquota.domain.bills`).
+
 Called by the admission handler (through the services) and by
 :func:`dbquota.domain.verdicts.decide`. Pure: no I/O.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TypedDict
 
-from dbquota.domain import fields
+from dbquota.domain import billing, bills, fields
+from dbquota.domain.kinds import Demand
+
+KIND = "DatabaseClaim"
+"""The kind this module reads."""
 
 
 class DatabaseClaimSpec(TypedDict, total=False):
@@ -44,6 +54,12 @@ class ClaimSpec:
     """Instances, primary included; each is billed (>= 1)."""
     cluster_id: str
     """Billing attribution id; ``<namespace>/<name>`` unless the spec sets one."""
+    kind: str = KIND
+    """The object's kind (``Cluster``, ``postgresql``, ``Instance`` for other operators')."""
+    demand: Demand | None = None
+    """What another kind's object asks for (None for a DatabaseClaim, priced from the
+    fields above); ``replicas`` is then its instances and ``storage_gib`` its whole storage
+    rounded up, for the hard caps."""
 
     def __post_init__(self) -> None:
         if self.storage_gib < 0:
@@ -51,12 +67,29 @@ class ClaimSpec:
         if self.replicas < 1:
             raise ValueError(f"replicas must be >= 1, got {self.replicas}")
 
+    @property
+    def bill(self) -> bills.Bill:
+        """What the claim asks for per month, unit by unit (:mod:`dbquota.domain.bills`)."""
+        if self.demand is not None:
+            return demand_bill(self.demand)
+        bill: dict[bills.Unit, float] = {}
+        bills.add(
+            bill,
+            bills.Unit("instance-hours", self.instance_class),
+            billing.HOURS_PER_MONTH * self.replicas,
+        )
+        bills.add(bill, bills.Unit("storage-months"), self.storage_gib)
+        return bill
+
     def grows_from(self, old: ClaimSpec | None) -> bool:
         """Whether this request can cost more than ``old`` (None: a new claim always can).
 
         A change of instance class counts as growth whatever the prices say; fewer or equal
-        replicas and storage in the same class do not.
+        replicas and storage in the same class do not. Another kind grows when it asks for
+        more of any unit of its bill.
         """
+        if self.demand is not None or (old is not None and old.demand is not None):
+            return bills.grows(new=self.bill, old=None if old is None else old.bill)
         return (
             old is None
             or self.instance_class != old.instance_class
@@ -67,6 +100,44 @@ class ClaimSpec:
     def storage_growth(self, old: ClaimSpec | None) -> int:
         """GiB this request adds to the namespace (never negative)."""
         return self.storage_gib if old is None else max(0, self.storage_gib - old.storage_gib)
+
+
+def demand_bill(demand: Demand) -> bills.Bill:
+    """The bill of another kind's demand: its instances by class (cloud instances) or by
+    requests (pods), their volumes by storage class, and its other pods by requests."""
+    hours = billing.HOURS_PER_MONTH
+    bill: dict[bills.Unit, float] = {}
+    if demand.instance_class is not None:
+        bills.add(
+            bill, bills.Unit("instance-hours", demand.instance_class), hours * demand.instances
+        )
+    bills.add(bill, bills.Unit("vcpu-hours"), hours * demand.instances * demand.cpu)
+    bills.add(bill, bills.Unit("memory-hours"), hours * demand.instances * demand.memory_gib)
+    for workload in demand.extras:
+        bills.add(bill, bills.Unit("vcpu-hours"), hours * workload.instances * workload.cpu)
+        bills.add(
+            bill, bills.Unit("memory-hours"), hours * workload.instances * workload.memory_gib
+        )
+    for volume in demand.volumes:
+        bills.add(
+            bill, bills.Unit("class-months", volume.storage_class), demand.instances * volume.gib
+        )
+    return bill
+
+
+def of_demand(*, kind: str, demand: Demand, cluster_id: str) -> ClaimSpec:
+    """The :class:`ClaimSpec` of another kind's object: its instances as ``replicas`` and
+    its whole storage (all instances' volumes, in GiB rounded up) as ``storage_gib``."""
+    storage = demand.instances * sum(volume.gib for volume in demand.volumes)
+    return ClaimSpec(
+        engine=kind,
+        instance_class=demand.instance_class or "",
+        storage_gib=math.ceil(storage),
+        replicas=max(1, demand.instances),
+        cluster_id=cluster_id,
+        kind=kind,
+        demand=demand,
+    )
 
 
 def parse_claim(*, namespace: str, name: str, spec: object, field: str = "spec") -> ClaimSpec:

@@ -37,7 +37,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from dbquota.domain import billing, claims
+from dbquota.domain import billing, bills, claims
 
 PricingMode = Literal["Live", "Cached", "Conservative", "StrictCap", "FailOpen"]
 """How an admitted claim was priced (``status.pricing`` of a DatabaseClaim):
@@ -113,9 +113,17 @@ def ceiling(snapshot: billing.BillingSnapshot) -> billing.PriceBook | None:
     keyed by the books' identity (the snapshot's books are immutable and held here, so an
     identity is never reused while it is cached).
     """
+    merged = ceiling_any(snapshot)
+    return merged if merged is not None and merged.instance_hourly else None
+
+
+def ceiling_any(snapshot: billing.BillingSnapshot) -> billing.PriceBook | None:
+    """Like :func:`ceiling`, but None only when the snapshot has no book at all: the
+    highest known prices of every unit (instance classes, storage classes, requests), as
+    :func:`dbquota.domain.bills.conservative_prices` reads them for any kind."""
     if _CEILING and _CEILING[0][0] is snapshot.highest and _CEILING[0][1] is snapshot.prices:
         return _CEILING[0][2]
-    merged = highest_known(snapshot.highest, snapshot.prices)
+    merged = _merged((snapshot.highest, snapshot.prices))
     _CEILING[:] = [(snapshot.highest, snapshot.prices, merged)]
     return merged
 
@@ -220,16 +228,19 @@ def estimate(
     *, claim: claims.ClaimSpec, snapshot: billing.BillingSnapshot, margin: float
 ) -> tuple[float, PricingMode | None]:
     """A claim's monthly cost when no admission priced it (a claim adopted by the
-    reconciler): at the current catalog when it knows the class, else at highest known
-    prices x ``margin``; ``(0.0, None)`` with no prices at all."""
+    reconciler), of any kind: at the current catalog when it prices every unit of the
+    claim's bill, else at highest known prices x ``margin``; ``(0.0, None)`` with no
+    prices at all."""
+    bill = claim.bill
     if snapshot.prices is not None:
-        live = project_cost(claim=claim, prices=snapshot.prices)
+        live = bills.live_prices(bill, snapshot.prices)
         if live is not None:
-            return live, "Live"
-    highest = ceiling(snapshot)
-    if highest is None:
+            return bills.cost(bill, live), "Live"
+    highest = ceiling_any(snapshot)
+    high = None if highest is None else bills.conservative_prices(bill, highest, margin)
+    if high is None:
         return 0.0, None
-    return conservative_cost(claim=claim, highest=highest, margin=margin), "Conservative"
+    return bills.cost(bill, high), "Conservative"
 
 
 # -- pricing by requests ------------------------------------------------------------------

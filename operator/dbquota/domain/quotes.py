@@ -1,7 +1,9 @@
 """The price of one admission request for one quota: healthy, or conservative.
 
 A :class:`Quote` is what a request adds to the monthly bill (an UPDATE: only its growth,
-:func:`dbquota.domain.pricing.growth_cost`), how it was priced (``status.pricing``) and the
+:func:`dbquota.domain.bills.growth`, which for a DatabaseClaim is
+:func:`dbquota.domain.pricing.growth_cost`), priced from the claim's bill of quantities
+whatever its kind, how it was priced (``status.pricing``) and the
 basis that messages show. Two paths, chosen by :func:`dbquota.domain.verdicts.decide`:
 
 - :func:`healthy` while billing is healthy: the current catalog (``Live``, or ``Cached``
@@ -20,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from dbquota.domain import pricing, wording
+from dbquota.domain import bills, pricing, wording
 
 if TYPE_CHECKING:
     from dbquota.domain import billing, claims, degradation, quotas
@@ -38,16 +40,20 @@ class Quote:
     """The pricing basis for messages, e.g. ``prices live``."""
     missing_class: bool = False
     """Healthy billing, but the class is not in the catalog (priced conservatively)."""
+    missing_what: str = ""
+    """For another kind than DatabaseClaim, the unit the catalog lacks (``storage class
+    fast``, ``vCPU``); empty for a DatabaseClaim, whose instance class it is."""
 
 
-def _credit(
-    old_claim: claims.ClaimSpec | None, prices: billing.PriceBook | None
-) -> pricing.UnitPrices:
+def _credit(old_claim: claims.ClaimSpec | None, prices: billing.PriceBook | None) -> bills.Prices:
     """The unit prices an UPDATE's old version is credited at: current, or nothing."""
     if old_claim is None or prices is None:
-        return pricing.ZERO
-    unit = pricing.live_unit_prices(instance_class=old_claim.instance_class, prices=prices)
-    return unit or pricing.ZERO
+        return {}
+    return bills.live_prices(old_claim.bill, prices) or {}
+
+
+def _old_bill(old_claim: claims.ClaimSpec | None) -> bills.Bill | None:
+    return None if old_claim is None else old_claim.bill
 
 
 def healthy(
@@ -57,24 +63,37 @@ def healthy(
     old_claim: claims.ClaimSpec | None,
     snapshot: billing.BillingSnapshot,
     state: degradation.Degradation,
-) -> Quote:
-    """The request at the current catalog (module docstring)."""
+) -> Quote | None:
+    """The request at the current catalog (module docstring); None when a unit it needs
+    has no price even conservatively (e.g. a pod's vCPU with no requests prices ever
+    served): the caller then decides as while degraded."""
     latest = snapshot.prices
-    highest = pricing.ceiling(snapshot)
-    if latest is None or highest is None:  # assess() calls this degraded; keep mypy honest
+    if latest is None:  # assess() calls this degraded; keep mypy honest
         raise ValueError("healthy billing needs a price catalog")
-    live = pricing.live_unit_prices(instance_class=claim.instance_class, prices=latest)
-    high = live or pricing.conservative_unit_prices(
-        instance_class=claim.instance_class, highest=highest, margin=quota.safety_margin
-    )
-    cost = pricing.growth_cost(
-        claim=claim, old_claim=old_claim, high=high, low=_credit(old_claim, latest)
+    bill = claim.bill
+    live = bills.live_prices(bill, latest)
+    high = live
+    if high is None:
+        highest = pricing.ceiling_any(snapshot)
+        high = (
+            None
+            if highest is None
+            else bills.conservative_prices(bill, highest, quota.safety_margin)
+        )
+    if high is None:
+        return None
+    cost = bills.growth(
+        new=bill, old=_old_bill(old_claim), high=high, low=_credit(old_claim, latest)
     )
     if live is None:
+        unit = bills.missing(bill, latest)
+        what = "" if claim.demand is None or unit is None else unit.describe()
         basis = wording.missing_class_basis(
-            instance_class=claim.instance_class, margin=quota.safety_margin
+            instance_class=claim.instance_class, margin=quota.safety_margin, what=what
         )
-        return Quote(cost=cost, mode="Conservative", basis=basis, missing_class=True)
+        return Quote(
+            cost=cost, mode="Conservative", basis=basis, missing_class=True, missing_what=what
+        )
     if state.healthy_mode == "Cached":
         return Quote(cost=cost, mode="Cached", basis=wording.cached_basis(state.staleness))
     return Quote(cost=cost, mode="Live", basis=wording.LIVE_BASIS)
@@ -88,14 +107,15 @@ def conservative(
     snapshot: billing.BillingSnapshot,
 ) -> Quote | None:
     """Highest known prices x margin for what grows; None when no price is known at all."""
-    highest = pricing.ceiling(snapshot)
+    highest = pricing.ceiling_any(snapshot)
     if highest is None:
         return None
-    high = pricing.conservative_unit_prices(
-        instance_class=claim.instance_class, highest=highest, margin=quota.safety_margin
-    )
-    cost = pricing.growth_cost(
-        claim=claim, old_claim=old_claim, high=high, low=_credit(old_claim, snapshot.prices)
+    bill = claim.bill
+    high = bills.conservative_prices(bill, highest, quota.safety_margin)
+    if high is None:
+        return None
+    cost = bills.growth(
+        new=bill, old=_old_bill(old_claim), high=high, low=_credit(old_claim, snapshot.prices)
     )
     return Quote(
         cost=cost, mode="Conservative", basis=wording.conservative_basis(quota.safety_margin)

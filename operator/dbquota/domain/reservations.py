@@ -16,6 +16,12 @@ A reservation ends (:func:`settle`) when
 - ``NeverCreated``: no object with its uid appeared within the grace period (another
   webhook denied the request, the client gave up, or someone forged the review).
 
+An object of a kind dbquota does not own (CloudNativePG, Zalando, Crossplane RDS; see
+:mod:`dbquota.domain.kinds`) never shows a price: its reservation, named ``Kind/name``,
+*stands* until billing shows the object's cluster in a sample taken after the charge
+(``Billed``: from then on the object counts at its billed cost), or the object is deleted
+(``ClaimDeleted``) or never appears (``NeverCreated``).
+
 And the converse, :func:`adopt`: a claim that exists with no price and no reservation
 (its replica admitted it from escrow and died before writing the reservation, or it was
 created while the webhook was bypassed) gets a reservation at a price the reconciler
@@ -27,11 +33,12 @@ the reconciler (:mod:`dbquota.services.reconciling`) settles and adopts.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterable, Mapping, Sequence
+import functools
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from dbquota.domain import claims
+from dbquota.domain import billing, claims, kinds
 from dbquota.domain.resources import Reservation
 from dbquota.kits import timestamps
 
@@ -74,11 +81,51 @@ class ClaimRef:
     """``status.degraded``: admitted while billing was degraded (StrictCap counts it)."""
     spec: claims.ClaimSpec | None = None
     """The parsed spec, to price the claim when no admission did (:func:`adopt`)."""
+    owned: bool = True
+    """Whether the object's status shows its price (a DatabaseClaim); False for another
+    operator's object, whose reservation stands until billing shows it."""
+    namespace: str = ""
+    """The tenant namespace it counts in (a cluster-scoped object's from its label)."""
 
     @property
     def priced(self) -> bool:
         """Whether the status shows a price for the current generation."""
         return self.cost is not None and self.priced_generation >= self.generation
+
+
+def deriver(
+    kind: kinds.Kind, *, namespace_label: str = ""
+) -> Callable[[Mapping[str, Any]], ClaimRef | None]:
+    """The claim informer's ``derive`` for ``kind``: :func:`claim_ref` or :func:`foreign_ref`."""
+    if kind.owned:
+        return claim_ref
+    return functools.partial(foreign_ref, kind=kind, namespace_label=namespace_label)
+
+
+def foreign_ref(
+    obj: Mapping[str, Any], *, kind: kinds.Kind, namespace_label: str
+) -> ClaimRef | None:
+    """What bookkeeping needs of another operator's object (named ``Kind/name``); None for
+    one it cannot read or that names no tenant (not counted by any quota)."""
+    meta = obj.get("metadata") or {}
+    try:
+        tenant, parsed = kind.read(obj, namespace_label=namespace_label)
+    except ValueError:
+        return None
+    if not tenant:
+        return None
+    generation = meta.get("generation")
+    return ClaimRef(
+        name=kind.ref(str(meta.get("name", ""))),
+        uid=str(meta.get("uid", "")),
+        cluster_id=parsed.cluster_id,
+        storage_gib=parsed.storage_gib,
+        generation=generation if isinstance(generation, int) else 1,
+        created=timestamps.from_rfc3339(meta.get("creationTimestamp")),
+        spec=parsed,
+        owned=False,
+        namespace=tenant,
+    )
 
 
 def claim_ref(obj: Mapping[str, Any]) -> ClaimRef | None:
@@ -105,6 +152,7 @@ def claim_ref(obj: Mapping[str, Any]) -> ClaimRef | None:
         pricing=str(status["pricing"]) if status.get("pricing") else None,
         degraded=status.get("degraded") is True,
         spec=parsed,
+        namespace=str(meta.get("namespace", "")),
     )
 
 
@@ -166,11 +214,14 @@ def settle(
     now: float,
     grace: float,
     current: bool = True,
+    costs: Mapping[str, billing.ClusterCost] | None = None,
 ) -> tuple[list[Reservation], list[Reservation], list[tuple[Reservation, ReleaseReason]]]:
     """Split reservations into those still in flight, those confirmed by their claim, and
     those to release with the reason (module docstring). ``deleted`` are uids of claims
     seen deleted recently. Unless ``claims`` is ``current`` (the watch that lists them is
-    up to date), no claim's absence is taken as proof it was never created."""
+    up to date), no claim's absence is taken as proof it was never created. A standing
+    reservation (an object dbquota does not own) is confirmed once ``costs`` (billing)
+    show its object's cluster after the reservation's charge."""
     by_uid_ = {c.uid: c for c in claims}
     kept: list[Reservation] = []
     confirmed: list[Reservation] = []
@@ -178,7 +229,14 @@ def settle(
     for res in held:
         uid = str(res.get("uid", ""))
         claim = by_uid_.get(uid)
-        if claim is not None:
+        if claim is not None and not claim.owned:
+            charged = timestamps.from_rfc3339(res.get("reservedAt"))
+            cost = (costs or {}).get(claim.cluster_id)
+            if cost is not None and cost.observed_at >= charged + 1.0:
+                confirmed.append(res)  # billed: the object counts at its billed cost now
+            else:  # standing: its object exists, so it is no longer in flight
+                kept.append(res if res.get("standing") else {**res, "standing": True})
+        elif claim is not None:
             if claim.cost is not None and claim.priced_generation >= int(res.get("generation", 1)):
                 confirmed.append(res)
             else:
@@ -193,12 +251,19 @@ def settle(
 
 
 def orphans(
-    *, held: Sequence[Reservation], claims: Sequence[ClaimRef], now: float, covered: bool
+    *,
+    held: Sequence[Reservation],
+    claims: Sequence[ClaimRef],
+    now: float,
+    covered: bool,
+    billed: Collection[str] = (),
 ) -> list[ClaimRef]:
     """Claims that exist with no price for their generation and no reservation in flight.
 
     While ``covered`` (some live replica's escrow may still hold their cost, their
-    reservation not written yet) only those older than :data:`ADOPT_AFTER` count.
+    reservation not written yet) only those older than :data:`ADOPT_AFTER` count. An
+    object dbquota does not own whose cluster id is in ``billed`` (billing shows it) is
+    counted at its billed cost, not adopted.
     """
     holding = {str(r.get("uid", "")) for r in held}
     return [
@@ -206,6 +271,7 @@ def orphans(
         for c in claims
         if c.cost is None
         and c.uid not in holding
+        and (c.owned or c.cluster_id not in billed)
         and (not covered or now - c.created >= ADOPT_AFTER)
     ]
 

@@ -47,6 +47,9 @@ class Reservation(TypedDict, total=False):
     reservedAt: str
     holder: str
     """The webhook replica that took it, or ``adopted``."""
+    standing: bool
+    """Its object (of a kind dbquota does not own) exists: the reservation stands until
+    billing shows it, and no longer counts as in flight for ``--max-reservations``."""
 
 
 class Escrow(TypedDict, total=False):

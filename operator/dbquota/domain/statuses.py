@@ -371,6 +371,7 @@ class _Holds:
             now=now,
             grace=grace,
             current=claims_current,
+            costs=snapshot.costs,
         )
         escrowed, expired = escrow.prune(
             escrow.entries_of(old), live=live if claims_current else lambda _: True
@@ -378,7 +379,11 @@ class _Holds:
         price = price_orphan(snapshot)
         found = (
             reservations.orphans(
-                held=kept, claims=claims, now=now, covered=bool(escrowed) and not expired
+                held=kept,
+                claims=claims,
+                now=now,
+                covered=bool(escrowed) and not expired,
+                billed=snapshot.costs.keys(),
             )
             if claims_current
             else []

@@ -144,17 +144,26 @@ def recount(
     A claim with a price on its status counts at that price until billing shows it after
     the charge, then at its billed cost (each cluster id once). A claim with no price yet
     counts in the caps only: its cost is in its reservation, or in the escrow of the
-    replica that admitted it. A reservation counts its ``delta``; its claim and storage
-    count unless its claim already exists at that generation.
+    replica that admitted it. An object dbquota does not own never shows a price: while
+    its (standing) reservation is held it counts in the caps only, then at its billed cost
+    once billing shows its cluster. A reservation counts its ``delta``; its claim and
+    storage count unless its claim already exists at that generation.
     """
     observed = reserved = 0.0
     count = storage = degraded_claims = degraded_storage = 0
     seen_clusters: set[str] = set()
     billed: set[str] = set()
     by_uid = {c.uid: c for c in claims}
+    holding = {str(r.get("uid", "")) for r in held}
     for claim in claims:
         count += 1
         storage += claim.storage_gib
+        if not claim.owned and claim.uid not in holding and claim.cluster_id in costs:
+            billed.add(claim.name)
+            if claim.cluster_id not in seen_clusters:
+                seen_clusters.add(claim.cluster_id)
+                observed += costs[claim.cluster_id].total
+            continue
         if claim.cost is None:
             continue
         if billed_after(claim, costs):

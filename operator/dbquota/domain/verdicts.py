@@ -138,16 +138,17 @@ def decide(
     storage_gib = claim.storage_growth(old_claim)
     if not claim.grows_from(old_claim):
         ruling = _adds_nothing(quota=quota, state=state)
-    elif not state.degraded:
-        ruling = _healthy(
-            quota=quota,
-            claim=claim,
-            old_claim=old_claim,
-            usage=usage,
-            snapshot=snapshot,
-            state=state,
+    elif (
+        not state.degraded
+        and (
+            quote := quotes.healthy(
+                quota=quota, claim=claim, old_claim=old_claim, snapshot=snapshot, state=state
+            )
         )
-    else:
+        is not None
+    ):
+        ruling = _healthy(quota=quota, claim=claim, old_claim=old_claim, usage=usage, quote=quote)
+    else:  # degraded, or a unit with no price at all (e.g. vCPU before any requests price)
         request = policies.Degraded(
             quota=quota,
             claim=claim,
@@ -202,16 +203,16 @@ def _healthy(
     claim: claims.ClaimSpec,
     old_claim: claims.ClaimSpec | None,
     usage: quotas.Usage,
-    snapshot: billing.BillingSnapshot,
-    state: degradation.Degradation,
+    quote: quotes.Quote,
 ) -> policies.Ruling:
     """Healthy billing: the current catalog's price must fit the budget."""
-    quote = quotes.healthy(
-        quota=quota, claim=claim, old_claim=old_claim, snapshot=snapshot, state=state
-    )
     label = "this claim" if old_claim is None else "this update"
     warnings = (
-        (wording.missing_class_warning(quota=quota, instance_class=claim.instance_class),)
+        (
+            wording.missing_class_warning(
+                quota=quota, instance_class=claim.instance_class, what=quote.missing_what
+            ),
+        )
         if quote.missing_class
         else ()
     )

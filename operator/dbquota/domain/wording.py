@@ -64,16 +64,28 @@ def conservative_basis(margin: float) -> str:
     return f"conservative: highest known prices x {factor(margin)}"
 
 
-def missing_class_basis(*, instance_class: str, margin: float) -> str:
-    """The basis of a healthy price for a class missing from the catalog."""
+def missing_class_basis(*, instance_class: str, margin: float, what: str = "") -> str:
+    """The basis of a healthy price for a class missing from the catalog (``what``: the
+    unit missing, for kinds priced by more than an instance class)."""
+    if what:
+        return (
+            f"conservative: {what} not in the price catalog, priced at the highest known "
+            f"prices x {factor(margin)}"
+        )
     return (
         f"conservative: class {instance_class} not in the price catalog, "
         f"priced as the dearest known class x {factor(margin)}"
     )
 
 
-def missing_class_warning(*, quota: quotas.QuotaSpec, instance_class: str) -> str:
-    """The warning that a class missing from the catalog was priced conservatively."""
+def missing_class_warning(*, quota: quotas.QuotaSpec, instance_class: str, what: str = "") -> str:
+    """The warning that a class missing from the catalog was priced conservatively
+    (``what``: the unit missing, for kinds priced by more than an instance class)."""
+    if what:
+        return (
+            f"DatabaseQuota {quota.name}: {what} is not in the price catalog; priced at the "
+            f"highest known prices x {factor(quota.safety_margin)}"
+        )
     return (
         f"DatabaseQuota {quota.name}: instance class {instance_class} is not in the price "
         f"catalog; priced as the dearest known class x {factor(quota.safety_margin)}"

@@ -29,14 +29,17 @@ import uvloop
 
 from dbquota import settings as settings_
 from dbquota.adapters import metrics
-from dbquota.adapters.kube import CLAIMS, QUOTAS, Informer, Kube
-from dbquota.domain import reservations, reviews
-from dbquota.errors import ConfigurationError, DbquotaError
+from dbquota.adapters.kube import QUOTAS, Informer, Kube, of_kind
+from dbquota.domain import kinds, reservations, reviews
+from dbquota.domain.kinds import registry
+from dbquota.errors import ConfigurationError, DbquotaError, NotFound
 from dbquota.handlers import quotas, webhook
 from dbquota.handlers import runtime as runtime_
 from dbquota.services import (
     admitting,
+    announcing,
     ingesting,
+    inventory,
     leasing,
     publishing,
     reconciling,
@@ -51,21 +54,21 @@ __all__ = ["quotas", "run"]  # importing quotas registers its handlers
 
 def configure(kopf_settings: kopf.OperatorSettings) -> None:
     """Apply dbquota's choices to kopf's settings (kopf serves no webhook: we do)."""
-    kopf_settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
-        prefix="dbquota.io"
-    )
+    kopf_settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=kinds.GROUP)
     kopf_settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix="dbquota.io", key="last-handled-configuration"
+        prefix=kinds.GROUP, key="last-handled-configuration"
     )
     kopf_settings.posting.level = logging.WARNING  # Events only for what people should see
 
 
-CLAIM_KINDS = frozenset({(CLAIMS.group, CLAIMS.kind)})
-"""The (group, kind) pairs the webhook admits through :func:`admit_claims`."""
+def admit_claims(
+    runtime: runtime_.Runtime, enabled: tuple[kinds.Kind, ...] = registry.enabled(registry.DEFAULT)
+) -> webhook.Admit:
+    """The webhook's ``admit``: one review of an enabled kind through admission, then metrics.
 
-
-def admit_claims(runtime: runtime_.Runtime) -> webhook.Admit:
-    """The webhook's ``admit``: one DatabaseClaim review through admission, then metrics.
+    One path serves every kind: the review's ``request.kind`` (group and kind) picks the
+    kind's module (:mod:`dbquota.domain.kinds.registry`), which reads the object; the
+    webhook answers reviews of any other kind at once, unchecked.
 
     The one place that turns a decoded review into the admission service's call, and its
     verdict into the webhook's answer. Admission reads only the runtime's watches (quotas,
@@ -75,10 +78,15 @@ def admit_claims(runtime: runtime_.Runtime) -> webhook.Admit:
     retry or the user's asks again.
     """
 
+    dispatch = registry.by_group_kind(enabled)
+
     async def admit(review: reviews.Review) -> reviews.Answer:
         started = time.perf_counter()
         request = review.request
         namespace, name = request.namespace, request.object_name
+        kind = dispatch.get((request.kind.group, request.kind.kind))
+        if kind is None:  # the webhook passes enabled kinds only
+            return reviews.Answer(allowed=True)
         dry_run = bool(request.dry_run)
         new = request.object
         old = request.old_object if request.operation == "UPDATE" else None
@@ -94,11 +102,16 @@ def admit_claims(runtime: runtime_.Runtime) -> webhook.Admit:
             dry_run=dry_run,
             uid="" if new is None else new.metadata.uid,
             generation=1 if new is None else new.metadata.generation or 1,
+            kind=kind,
+            labels={} if new is None else new.metadata.labels,
+            annotations={} if new is None else new.metadata.annotations,
         )
         try:
             verdict = await runtime.admission.review(claim)
         except DbquotaError as exc:
-            logger.warning("could not decide on DatabaseClaim %s/%s: %s", namespace, name, exc)
+            logger.warning(
+                "could not decide on %s %s/%s: %s", kind.resource.kind, namespace, name, exc
+            )
             return reviews.Answer(
                 allowed=False, message=f"dbquota could not decide now: {exc}", code=503
             )
@@ -118,9 +131,15 @@ def admit_claims(runtime: runtime_.Runtime) -> webhook.Admit:
     return admit
 
 
-async def register_dev_webhook(kube: Kube, cfg: settings_.WebhookSettings, *, port: int) -> None:
+async def register_dev_webhook(
+    kube: Kube,
+    cfg: settings_.WebhookSettings,
+    *,
+    port: int,
+    enabled: tuple[kinds.Kind, ...] = registry.enabled(registry.DEFAULT),
+) -> None:
     """Create or update the ValidatingWebhookConfiguration ``--webhook-configuration`` that
-    sends DatabaseClaim CREATEs and UPDATEs to this process (``--dev-webhook``)."""
+    sends CREATEs and UPDATEs of the enabled kinds to this process (``--dev-webhook``)."""
     name = cfg.configuration_name
     if name.count(".") < 1:
         raise ConfigurationError(
@@ -144,12 +163,13 @@ async def register_dev_webhook(kube: Kube, cfg: settings_.WebhookSettings, *, po
                     "matchPolicy": "Equivalent",
                     "rules": [
                         {
-                            "apiGroups": [CLAIMS.group],
-                            "apiVersions": [CLAIMS.version],
-                            "resources": [CLAIMS.plural],
+                            "apiGroups": [kind.resource.group],
+                            "apiVersions": [kind.resource.version],
+                            "resources": [kind.resource.plural],
                             "operations": ["CREATE", "UPDATE"],
-                            "scope": "Namespaced",
+                            "scope": "Namespaced" if kind.resource.namespaced else "Cluster",
                         }
+                        for kind in enabled
                     ],
                     "clientConfig": {
                         "url": f"https://{host}:{port}{webhook.PATH}",
@@ -190,9 +210,20 @@ async def _serve(
         quota_informer = Informer(
             kube, QUOTAS, derive=reconciling.quota_ref, namespace=cfg.namespace, keep_objects=True
         )
-        claim_informer = Informer(
-            kube, CLAIMS, derive=reservations.claim_ref, namespace=cfg.namespace
-        )
+        enabled = registry.enabled(cfg.enforcement.claim_kinds)
+        await served(kube, enabled, namespace=cfg.namespace)
+        label = cfg.enforcement.claim_namespace_label
+        informers = {
+            kind.name: Informer(
+                kube,
+                of_kind(kind.resource),
+                derive=reservations.deriver(kind, namespace_label=label),
+                namespace=cfg.namespace if kind.resource.namespaced else "",
+            )
+            for kind in enabled
+        }
+        claim_index = inventory.ClaimIndex(list(informers.values()))
+        claim_informer = informers.get(registry.CLAIMS_NAME)
         leases = leasing.LeaseWatch(kube, namespace=cfg.leases.namespace, timing=timing)
         liveness = leasing.Liveness(
             kube, namespace=cfg.leases.namespace, holder=holder, timing=timing
@@ -205,7 +236,7 @@ async def _serve(
             alive=liveness.alive,
             live=leases.live,
             in_flight_limit=cfg.enforcement.max_reservations or None,
-            present=lambda namespace: {c.uid for c in claim_informer.in_namespace(namespace)},
+            present=lambda namespace: {c.uid for c in claim_index.in_namespace(namespace)},
         )
         runtime: runtime_.Runtime | None = None
 
@@ -231,26 +262,31 @@ async def _serve(
             kube=kube,
             ingestor=ingestor,
             quota_informer=quota_informer,
-            claim_informer=claim_informer,
+            claim_informer=claim_index,
             ledgers=ledgers,
             admission=admitting.Admission(
-                ledgers=ledgers, quotas=quota_informer, no_quota=cfg.enforcement.no_quota
+                ledgers=ledgers,
+                quotas=quota_informer,
+                no_quota=cfg.enforcement.no_quota,
+                namespace_label=label,
             ),
             reconciler=reconciling.Reconciler(
                 kube=kube,
                 events=events,
                 quotas=quota_informer,
-                claims=claim_informer,
+                claims=claim_index,
                 snapshot=lambda: runtime.billing_snapshot() if runtime else ingestor.snapshot(),
                 clock=time.time,
                 grace=cfg.enforcement.reservation_grace,
                 leading=leading,
                 live=leases.live,
                 next_lapse=leases.next_lapse,
-                claims_current=lambda: claim_informer.current,
+                claims_current=lambda: claim_index.current,
                 deleted=lambda namespace: runtime.recently_deleted(namespace) if runtime else set(),
             ),
-            publisher=publishing.Publisher(
+            publisher=None
+            if claim_informer is None
+            else publishing.Publisher(
                 kube=kube,
                 claims=claim_informer,
                 quotas=quota_informer,
@@ -260,6 +296,15 @@ async def _serve(
                     runtime.reconciler.mark_namespace(namespace) if runtime else None
                 ),
             ),
+            announcer=None
+            if all(kind.owned for kind in enabled)
+            else announcing.Announcer(
+                events=events,
+                claims=claim_index,
+                quotas=quota_informer,
+                enabled={kind.name: kind for kind in enabled},
+                leading=leading,
+            ),
             liveness=liveness,
             leases=leases,
             election=election,
@@ -267,7 +312,10 @@ async def _serve(
         runtime.wire()
         tasks = [
             asyncio.create_task(quota_informer.run(), name="quota watch"),
-            asyncio.create_task(claim_informer.run(), name="claim watch"),
+            *(
+                asyncio.create_task(informer.run(), name=f"{name} watch")
+                for name, informer in informers.items()
+            ),
             asyncio.create_task(leases.informer.run(), name="lease watch"),
         ]
         stack.push_async_callback(_cancel, tasks)
@@ -279,10 +327,11 @@ async def _serve(
         else:
             runtime.on_leadership(True)
         stack.push_async_callback(ledgers.close)
-        workers = [
-            asyncio.create_task(runtime.reconciler.run(), name="reconciler"),
-            asyncio.create_task(runtime.publisher.run(), name="claim status publisher"),
-        ]
+        workers = [asyncio.create_task(runtime.reconciler.run(), name="reconciler")]
+        if runtime.publisher is not None:
+            workers.append(
+                asyncio.create_task(runtime.publisher.run(), name="claim status publisher")
+            )
         stack.push_async_callback(_cancel, workers)
         probes.check = lambda: (
             None
@@ -292,14 +341,41 @@ async def _serve(
         stack.callback(setattr, probes, "check", None)
         # Entered last, left first: no review is in flight when the ledgers flush and close.
         port = await stack.enter_async_context(
-            webhook.serving(cfg.webhook, admit=admit_claims(runtime), kinds=CLAIM_KINDS)
+            webhook.serving(
+                cfg.webhook,
+                admit=admit_claims(runtime, enabled),
+                kinds=frozenset(registry.by_group_kind(enabled)),
+            )
         )
         if cfg.webhook.dev and cfg.webhook.configuration_name:
-            await register_dev_webhook(kube, cfg.webhook, port=port)
+            await register_dev_webhook(kube, cfg.webhook, port=port, enabled=enabled)
         memo["runtime"] = runtime
         _freeze_heap()
         await stop.wait()
         del memo["runtime"]
+
+
+async def served(kube: Kube, enabled: tuple[kinds.Kind, ...], *, namespace: str = "") -> None:
+    """Check that the apiserver serves every enabled kind (one object listed of each):
+    a kind whose CRD is not installed fails start-up with :class:`ConfigurationError`
+    naming it, retried every few seconds (``/readyz`` says why), rather than a watch that
+    never lists and a reconciler that can never conclude anything from its objects."""
+    for kind in enabled:
+        resource = of_kind(kind.resource)
+        where = namespace if resource.namespaced else ""
+        try:
+            await kube.request(
+                "GET",
+                resource.path(where),
+                what=f"list {resource.plural}.{resource.group}",
+                query={"limit": "1"},
+            )
+        except NotFound:
+            raise ConfigurationError(
+                f"--claim-kinds enables {kind.name}, but the apiserver does not serve "
+                f"{resource.plural}.{resource.group}/{resource.version}: install its CRD "
+                "first, or leave it out of --claim-kinds"
+            ) from None
 
 
 async def _cancel(tasks: list[asyncio.Task[None]]) -> None:

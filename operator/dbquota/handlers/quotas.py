@@ -20,14 +20,15 @@ from typing import Any
 import kopf
 
 from dbquota.adapters import metrics
+from dbquota.domain import kinds
 from dbquota.handlers import runtime as runtime_
 
-GROUP, VERSION = "dbquota.io", "v1alpha1"
+GROUP, VERSION, PLURAL = kinds.QUOTAS.group, kinds.QUOTAS.version, kinds.QUOTAS.plural
 
 
-@kopf.on.resume(GROUP, VERSION, "databasequotas")
-@kopf.on.create(GROUP, VERSION, "databasequotas")
-@kopf.on.update(GROUP, VERSION, "databasequotas", field="spec")
+@kopf.on.resume(GROUP, VERSION, PLURAL)
+@kopf.on.create(GROUP, VERSION, PLURAL)
+@kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
 async def changed(*, namespace: str | None, name: str | None, memo: kopf.Memo, **_: Any) -> None:
     """Refresh the quota's whole status soon (on the leader)."""
     runtime_.of(memo).reconciler.mark(namespace or "", name or "", force=True)
@@ -35,13 +36,13 @@ async def changed(*, namespace: str | None, name: str | None, memo: kopf.Memo, *
 
 def register_timer(interval: float) -> None:
     """Register the periodic refresh; its interval is a setting, so this runs at start-up."""
-    timer = kopf.timer(GROUP, VERSION, "databasequotas", interval=interval, idle=None, id="refresh")
+    timer = kopf.timer(GROUP, VERSION, PLURAL, interval=interval, idle=None, id="refresh")
     # kopf types a handler by its first decorator; `changed` takes only the kwargs that
     # timers get too (and **_), so the same function serves both.
     timer(changed)  # type: ignore[arg-type]
 
 
-@kopf.on.delete(GROUP, VERSION, "databasequotas", optional=True)
+@kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
 def forget(*, namespace: str | None, name: str | None, memo: kopf.Memo, **_: Any) -> None:
     """Drop a deleted quota's ledger, dirty mark and metrics (no finalizer: nothing to clean
     up elsewhere)."""

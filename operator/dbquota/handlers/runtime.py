@@ -23,7 +23,16 @@ from dbquota.adapters import metrics
 from dbquota.adapters.kube import Informer, Kube
 from dbquota.domain import billing, reservations, verdicts
 from dbquota.domain.resources import QuotaObject
-from dbquota.services import admitting, fallbacks, ingesting, leasing, publishing, reconciling
+from dbquota.services import (
+    admitting,
+    announcing,
+    fallbacks,
+    ingesting,
+    inventory,
+    leasing,
+    publishing,
+    reconciling,
+)
 from dbquota.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -41,14 +50,18 @@ class Runtime:
     kube: Kube
     ingestor: ingesting.Ingestor
     quota_informer: Informer[reconciling.QuotaRef]
-    claim_informer: Informer[reservations.ClaimRef]
+    claim_informer: inventory.ClaimIndex
+    """Every enabled kind's objects, by tenant namespace."""
     ledgers: admitting.Ledgers
     admission: admitting.Admission
     reconciler: reconciling.Reconciler
-    publisher: publishing.Publisher
+    publisher: publishing.Publisher | None
+    """Writes DatabaseClaim status (None when DatabaseClaim is not an enabled kind)."""
     liveness: leasing.Liveness
     leases: leasing.LeaseWatch
     election: leasing.LeaderElection | None
+    announcer: announcing.Announcer | None = None
+    """Posts the price of other operators' objects as Events (None when none is enabled)."""
     ingest_events: list[tuple[str, str]] = field(default_factory=list)
     """Recent ingestion events, for quotas this replica starts reconciling later (a cache
     quarantined at start-up happens before any quota is known)."""
@@ -79,7 +92,10 @@ class Runtime:
         """This replica became (or stopped being) the leader."""
         if leading:
             self.reconciler.mark_all(force=True)
-            self.publisher.resync()
+            if self.publisher is not None:
+                self.publisher.resync()
+            if self.announcer is not None:
+                self.announcer.resync()
 
     # -- watch events ----------------------------------------------------------------------
 

@@ -1,8 +1,11 @@
-"""Admission of one claim: orchestration only.
+"""Admission of one claim, of any enabled kind: orchestration only.
 
 Called by the webhook (:mod:`dbquota.handlers.webhook`) for every AdmissionReview of a
-claim. It parses the object (a malformed one is denied in our words: field and reason),
-finds the namespace's quotas in the quota informer (no apiserver call), and asks each
+claim. It parses the object with its kind's reader (:mod:`dbquota.domain.kinds`; a
+malformed one is denied in our words: field and reason), finds the tenant namespace (the
+object's own, or a cluster-scoped object's tenant label; an object that names none is
+admitted unchecked with a warning, or denied under ``--no-quota-policy=Deny``), finds
+that namespace's quotas in the quota informer (no apiserver call), and asks each
 quota's reservation ledger (:mod:`dbquota.services.reserving`) for a decision, which the
 ledger takes with the pure :func:`dbquota.domain.admission.admit`. It never calls the
 billing API and never counts claims: usage comes from the quota's status totals.
@@ -19,13 +22,15 @@ claim never appeared (``NeverCreated``).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
 from dbquota.adapters.kube import Informer
-from dbquota.domain import admission, billing, claims, verdicts
+from dbquota.domain import admission, billing, claims, kinds, verdicts
+from dbquota.domain.kinds import databaseclaims
 from dbquota.domain.resources import QuotaObject
 from dbquota.errors import KubeError
 from dbquota.services import reserving, stores
@@ -56,6 +61,20 @@ class Review:
     """The object's ``metadata.generation`` (bumped on spec changes before admission)."""
     old_status: Mapping[str, object] | None = None
     """The object's status before an UPDATE (its price so far)."""
+    kind: kinds.Kind = databaseclaims.KIND
+    """The object's kind, whose module reads it."""
+    labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    """The object's labels (a cluster-scoped object's tenant may be in one)."""
+    annotations: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    """The object's annotations (another kind's billing id may be in one)."""
+
+    def whole(self, spec: object) -> dict[str, object]:
+        """The object with ``spec``, as its kind's reader takes it."""
+        metadata: dict[str, object] = {"name": self.name, "labels": self.labels}
+        if self.namespace:
+            metadata["namespace"] = self.namespace
+        metadata["annotations"] = self.annotations
+        return {"metadata": metadata, "spec": spec}
 
 
 def _charged(status: Mapping[str, object] | None) -> float:
@@ -74,10 +93,12 @@ class Admission:
         ledgers: Ledgers,
         quotas: Informer[Any],
         no_quota: NoQuotaPolicy,
+        namespace_label: str = "",
     ) -> None:
         self._ledgers = ledgers
         self._quotas = quotas
         self._no_quota = no_quota
+        self._label = namespace_label
 
     async def _synced(self) -> bool:
         """Whether the quota watch has listed (waiting a little at start-up)."""
@@ -96,52 +117,35 @@ class Admission:
 
     async def review(self, review: Review) -> verdicts.Verdict:
         """The verdict on ``review``; admitted (non-dry-run) claims hold budget on each quota."""
-        try:
-            claim = claims.parse_claim(
-                namespace=review.namespace, name=review.name, spec=review.spec
-            )
-            old = (
-                None
-                if review.old_spec is None
-                else claims.parse_claim(
-                    namespace=review.namespace,
-                    name=review.name,
-                    spec=review.old_spec,
-                    field="oldObject.spec",
-                )
-            )
-        except ValueError as exc:
-            return verdicts.Verdict(allowed=False, message=f"invalid DatabaseClaim: {exc}")
+        kind = review.kind
+        parsed = self._parse(review)
+        if isinstance(parsed, verdicts.Verdict):
+            return parsed
+        tenant, claim, old = parsed
+        if tenant is None:
+            return self._unquoted(review, tenant)
         if not await self._synced():
             return verdicts.Verdict(
                 allowed=False,
                 message="not decided: dbquota has not listed the DatabaseQuotas yet (starting "
                 "up); nothing was reserved, try again",
             )
-        names = self.quota_names(review.namespace)
+        names = self.quota_names(tenant)
         if not names:
-            if self._no_quota == "Deny":
-                return verdicts.Verdict(
-                    allowed=False,
-                    message=(
-                        f"denied: namespace {review.namespace} has no DatabaseQuota, and this "
-                        "cluster requires one (--no-quota-policy=Deny)"
-                    ),
-                )
-            return verdicts.Verdict(allowed=True)
+            return self._unquoted(review, tenant)
         request = admission.Request(
-            name=review.name,
-            uid=review.uid or f"name:{review.namespace}/{review.name}",
+            name=kind.ref(review.name),
+            uid=review.uid or f"name:{tenant}/{kind.ref(review.name)}",
             generation=review.generation,
             claim=claim,
             old=old,
-            charged=_charged(review.old_status),
+            charged=_charged(review.old_status) if kind.owned else 0.0,
             dry_run=review.dry_run,
         )
         decisions: list[verdicts.Decision] = []
         for name in names:
-            ledger = self._ledgers.of(namespace=review.namespace, name=name)
-            seen = self._quotas.get(namespace=review.namespace, name=name)
+            ledger = self._ledgers.of(namespace=tenant, name=name)
+            seen = self._quotas.get(namespace=tenant, name=name)
             if seen is not None:
                 ledger.observe(seen)  # type: ignore[arg-type]
             try:
@@ -149,15 +153,15 @@ class Admission:
             except KubeError as exc:
                 logger.warning(
                     "could not reserve for claim %s/%s on DatabaseQuota %s: %s",
-                    review.namespace,
-                    review.name,
+                    tenant,
+                    request.name,
                     name,
                     exc,
                 )
                 return verdicts.Verdict(
                     allowed=False,
                     message=(
-                        f"not decided: DatabaseQuota {review.namespace}/{name} could not be "
+                        f"not decided: DatabaseQuota {tenant}/{name} could not be "
                         f"updated in time ({exc}); nothing was reserved, try again"
                     ),
                     decisions=tuple(decisions),
@@ -166,11 +170,86 @@ class Admission:
             if not decision.allowed:
                 break
         verdict = verdicts.combine(decisions)
+        unpriced = unrequested(claim, name=f"{kind.resource.kind} {tenant}/{review.name}")
+        if unpriced:
+            verdict = replace(verdict, warnings=(*verdict.warnings, unpriced))
         if review.dry_run:  # say why, for `kubectl dbquota explain` and --dry-run=server
             verdict = replace(
                 verdict, warnings=(*verdict.warnings, *(explain(d) for d in decisions))
             )
         return verdict
+
+    def _parse(
+        self, review: Review
+    ) -> tuple[str | None, claims.ClaimSpec, claims.ClaimSpec | None] | verdicts.Verdict:
+        """(tenant, claim, old claim) read by the review's kind, or the denial of a bad one."""
+        kind = review.kind
+        try:
+            tenant, claim = kind.read(review.whole(review.spec), namespace_label=self._label)
+            old = (
+                None
+                if review.old_spec is None
+                else kind.read(
+                    review.whole(review.old_spec),
+                    namespace_label=self._label,
+                    field="oldObject.spec",
+                ).claim
+            )
+        except ValueError as exc:
+            where = (
+                ""
+                if kind.owned
+                else " " + "/".join(p for p in (review.namespace, review.name) if p)
+            )
+            return verdicts.Verdict(
+                allowed=False, message=f"invalid {kind.resource.kind}{where}: {exc}"
+            )
+        return tenant, claim, old
+
+    def _unquoted(self, review: Review, tenant: str | None) -> verdicts.Verdict:
+        """An object no quota counts: its namespace has none, or (cluster-scoped) it names
+        no tenant namespace."""
+        if tenant is not None:
+            if self._no_quota == "Deny":
+                return verdicts.Verdict(
+                    allowed=False,
+                    message=(
+                        f"denied: namespace {tenant} has no DatabaseQuota, and this "
+                        "cluster requires one (--no-quota-policy=Deny)"
+                    ),
+                )
+            return verdicts.Verdict(allowed=True)
+        resource = review.kind.resource
+        label = self._label or "(none configured)"
+        what = f"{resource.kind} {review.name} names no tenant namespace (no label {label})"
+        if self._no_quota == "Deny":
+            return verdicts.Verdict(
+                allowed=False,
+                message=f"denied: {what}, and this cluster requires a DatabaseQuota for "
+                "every object (--no-quota-policy=Deny)",
+            )
+        return verdicts.Verdict(
+            allowed=True,
+            warnings=(f"dbquota: {what}; admitted without a budget check",),
+        )
+
+
+def unrequested(claim: claims.ClaimSpec, *, name: str) -> str:
+    """The warning for pods priced by requests that request no CPU or no memory (nor set a
+    limit): that part is priced at 0, so the quota cannot bound it. Empty otherwise."""
+    demand = claim.demand
+    if demand is None or demand.instance_class is not None or not demand.instances:
+        return ""
+    missing = [
+        what for what, amount in (("cpu", demand.cpu), ("memory", demand.memory_gib)) if not amount
+    ]
+    if not missing:
+        return ""
+    what = " and ".join(missing)
+    return (
+        f"dbquota: {name} requests no {what} (nor sets a limit), so its {what} is priced at 0; "
+        "set resources.requests to have it counted against the budget"
+    )
 
 
 EXPLAIN = "dbquota explain:"

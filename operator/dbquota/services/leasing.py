@@ -35,12 +35,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from dbquota.adapters.kube import LEASES, Informer, Kube
+from dbquota.domain import kinds
 from dbquota.errors import Conflict, KubeError, NotFound
 from dbquota.kits import timestamps
 
 logger = logging.getLogger(__name__)
 
-ROLE_LABEL = "dbquota.io/lease"
+ROLE_LABEL = f"{kinds.GROUP}/lease"
 """Label of dbquota's Leases: ``replica`` (liveness) or ``leader``."""
 
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
@@ -36,7 +36,7 @@ from dbquota.adapters.kube import QUOTAS, Informer
 from dbquota.domain import billing, reservations, statuses
 from dbquota.domain.resources import QuotaObject
 from dbquota.errors import Conflict, KubeError, NotFound
-from dbquota.services import recording
+from dbquota.services import inventory, recording
 from dbquota.services.stores import QuotaStore
 
 logger = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ class Reconciler:
         kube: Store,
         events: recording.Recorder,
         quotas: Informer[QuotaRef],
-        claims: Informer[reservations.ClaimRef],
+        claims: inventory.Claims,
         snapshot: Callable[[], billing.BillingSnapshot],
         clock: Callable[[], float],
         grace: float,
@@ -271,7 +271,7 @@ class Reconciler:
                 "Normal",
                 "ReservationReleased",
                 f"released {held.get('cost', 0.0):,.2f} held for claim "
-                f"{held.get('claim')}: {_RELEASE_WHY[why]}",
+                f"{held.get('claim')}: {_release_why(held, why)}",
             )
         for held in refresh.adopted:
             await self._event(
@@ -364,6 +364,14 @@ class Reconciler:
         await self._events.record(
             regarding, type_=type_, reason=reason, action=action, note=message
         )
+
+
+def _release_why(held: Mapping[str, Any], why: reservations.ReleaseReason) -> str:
+    """Why a reservation was released; an object of another operator (``Kind/name``)
+    carries no price of ours, so its reservation stood until billing would show it."""
+    if why == "ClaimDeleted" and "/" in str(held.get("claim", "")):
+        return "the object was deleted before billing showed it"
+    return _RELEASE_WHY[why]
 
 
 _RELEASE_WHY: dict[reservations.ReleaseReason, str] = {

@@ -47,6 +47,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
+from dbquota.domain import kinds
 from dbquota.domain.resources import Event, EventSeries, ObjectReference
 from dbquota.errors import Conflict, KubeError, NotFound
 from dbquota.kits import clock as clocks
@@ -54,7 +55,7 @@ from dbquota.kits import timestamps
 
 logger = logging.getLogger(__name__)
 
-CONTROLLER = "dbquota.io/operator"
+CONTROLLER = f"{kinds.GROUP}/operator"
 """``reportingController`` of every Event dbquota writes."""
 INTERVAL = 5.0
 """Seconds between two writes of one series: repeats within it are written together."""

@@ -25,22 +25,41 @@ Conventions shared by the readers:
 - **Requests, else limits.** cpu and memory are the pods' *requests*; a resource with a
   limit and no request is read at its limit, as Kubernetes itself defaults a container's
   missing request to its limit. With neither, the value is ``0.0``: nothing is reserved
-  for it, so its cost is unbounded; the caller decides (deny it, or price a floor).
+  for it, so its cost is unbounded; admission prices it at 0 and warns
+  (:func:`dbquota.services.admitting.unrequested`).
 - **Per instance.** ``cpu``, ``memory_gib`` and ``volumes`` are one instance's; the whole
   object costs ``instances`` times that, plus its :attr:`Demand.extras`.
 - **Tenant namespace.** A namespaced object's tenant is its ``metadata.namespace``. A
   cluster-scoped one (Crossplane's managed resources) names its tenant in a label, by
   default Crossplane's ``crossplane.io/claim-namespace``; without it ``namespace`` is None
-  and the caller must decide who pays (e.g. deny unless a cluster-wide quota applies).
+  and no quota counts it: admission admits it with a warning, or denies it under
+  ``--no-quota-policy=Deny``.
 
-Pure: no I/O. Nothing here is wired into admission yet; the claim-kind seam will find a
-kind's module by its :class:`Resource`.
+The seam: each module also exposes ``KIND``, a :class:`Kind` (its ``--claim-kinds`` name,
+its resource, whether dbquota owns it, and ``read``: the whole object to its tenant and
+its :class:`~dbquota.domain.claims.ClaimSpec`); :mod:`.registry` holds them all, as
+Kubernetes' quota evaluators sit in a registry. ``DatabaseClaim`` is a kind like the others
+(:mod:`.databaseclaims`). A new kind is one module here plus its tests, and its name in
+:data:`.registry.KINDS`.
+
+Pure: no I/O.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
+
+if TYPE_CHECKING:
+    from dbquota.domain.claims import ClaimSpec
+
+GROUP = "dbquota.io"
+"""dbquota's own API group (DatabaseQuota, DatabaseClaim; also its annotations' prefix)."""
+VERSION = "v1alpha1"
+"""The version of dbquota's own API."""
+CLUSTER_ID_ANNOTATION = f"{GROUP}/cluster-id"
+"""An annotation that sets another kind's billing id (its ``spec`` has no field for it)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -103,3 +122,81 @@ class Demand:
     """The tenant namespace, or None when a cluster-scoped object names none."""
     extras: tuple[Workload, ...] = ()
     """Other pods the object runs (Zalando's connection poolers)."""
+
+
+QUOTAS = Resource(
+    group=GROUP, version=VERSION, plural="databasequotas", kind="DatabaseQuota", namespaced=True
+)
+"""The DatabaseQuota resource (not a claim kind; here so that one module names the API)."""
+
+
+class Parsed(NamedTuple):
+    """What a kind makes of one object: who pays for it, and its claim."""
+
+    tenant: str | None
+    """The tenant namespace, whose quotas the object counts against; None when a
+    cluster-scoped object names none."""
+    claim: ClaimSpec
+
+
+@dataclass(frozen=True, kw_only=True)
+class Kind:
+    """One kind of database object dbquota prices (an evaluator, in Kubernetes' words)."""
+
+    name: str
+    """Its name in ``--claim-kinds`` (``databaseclaims``, ``cnpg``, ``zalando``, ``rds``)."""
+    resource: Resource
+    owned: bool
+    """Whether dbquota owns the kind: the admission's price is published on the object's
+    status (the objects are the ledger). Otherwise dbquota cannot write the object: the
+    price goes into an Event on it, and the quota keeps a *standing* reservation until
+    billing shows the object or it is deleted."""
+    read: Callable[..., Parsed]
+    """``read(obj, *, namespace_label, field="spec")``: the whole object (``metadata`` and
+    ``spec``) to :class:`Parsed`; ``ValueError`` naming the first bad field."""
+    priced_by: str
+    """What is priced, for people (the README's table, messages)."""
+
+    def ref(self, name: str) -> str:
+        """How reservations and Events name one object: its name for an owned kind,
+        ``Kind/name`` for the others."""
+        return name if self.owned else f"{self.resource.kind}/{name}"
+
+
+def cluster_id(obj: Mapping[str, object], *, default: str) -> str:
+    """The billing id of another kind's object: its :data:`CLUSTER_ID_ANNOTATION`, else
+    ``default``."""
+    metadata = obj.get("metadata")
+    annotations = metadata.get("annotations") if isinstance(metadata, Mapping) else None
+    found = annotations.get(CLUSTER_ID_ANNOTATION) if isinstance(annotations, Mapping) else None
+    return found if isinstance(found, str) and found else default
+
+
+def parsed(*, kind: Resource, obj: Mapping[str, object], demand: Demand, default_id: str) -> Parsed:
+    """The :class:`Parsed` of another kind's object from its demand."""
+    from dbquota.domain import claims  # noqa: PLC0415  (claims imports this package)
+
+    return Parsed(
+        tenant=demand.namespace,
+        claim=claims.of_demand(
+            kind=kind.kind, demand=demand, cluster_id=cluster_id(obj, default=default_id)
+        ),
+    )
+
+
+def namespaced_reader(
+    resource: Resource, demand: Callable[[Mapping[str, object]], Demand]
+) -> Callable[..., Parsed]:
+    """``read`` for a namespaced kind: the tenant is the object's namespace, the billing id
+    ``<namespace>/<name>`` unless annotated (:data:`CLUSTER_ID_ANNOTATION`). The
+    registry's common arguments (``namespace_label``, ``field``) do not apply."""
+
+    def read(obj: Mapping[str, object], **_: object) -> Parsed:
+        asked = demand(obj)
+        metadata = obj.get("metadata")
+        name = metadata.get("name") if isinstance(metadata, Mapping) else None
+        return parsed(
+            kind=resource, obj=obj, demand=asked, default_id=f"{asked.namespace}/{name or ''}"
+        )
+
+    return read

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from dbquota.domain import quantities
+from dbquota.domain import kinds, quantities
 from dbquota.domain.kinds import Demand, Resource, Volume, reading
 
 RESOURCE = Resource(
@@ -78,3 +78,15 @@ def _volume(storage: Mapping[str, object], *, path: str) -> Volume:
     if storage_class is None:
         storage_class = reading.string(template, "storageClassName", path=template_path)
     return Volume(storage_class=storage_class, gib=size)
+
+
+read = kinds.namespaced_reader(RESOURCE, demand)
+"""The object's tenant (its namespace) and claim (:func:`.namespaced_reader`)."""
+
+KIND = kinds.Kind(
+    name="cnpg",
+    resource=RESOURCE,
+    owned=False,
+    read=read,
+    priced_by="CPU and memory requests, volumes by storage class",
+)

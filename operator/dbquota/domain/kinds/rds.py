@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from dbquota.domain import kinds
 from dbquota.domain.kinds import Demand, Resource, Volume, reading
 
 RESOURCE = Resource(
@@ -71,3 +72,34 @@ def demand(obj: Mapping[str, object], *, namespace_label: str = CLAIM_NAMESPACE_
         multi_az=multi_az,
         namespace=reading.string(labels, namespace_label, path="metadata.labels"),
     )
+
+
+EXTERNAL_NAME_ANNOTATION = "crossplane.io/external-name"
+"""Crossplane's annotation with the cloud resource's own name (the RDS identifier)."""
+
+
+def read(
+    obj: Mapping[str, object],
+    *,
+    namespace_label: str = CLAIM_NAMESPACE_LABEL,
+    field: str = "spec",
+) -> kinds.Parsed:
+    """The Instance's tenant (the ``namespace_label`` label, None without it) and claim;
+    its billing id is its annotation (:data:`dbquota.domain.kinds.CLUSTER_ID_ANNOTATION`),
+    else its external name (the RDS identifier), else its name."""
+    del field
+    asked = demand(obj, namespace_label=namespace_label or CLAIM_NAMESPACE_LABEL)
+    metadata = reading.mapping(reading.root(obj), "metadata", path="")
+    annotations = reading.mapping(metadata, "annotations", path="metadata")
+    name = reading.string(metadata, "name", path="metadata") or ""
+    external = reading.string(annotations, EXTERNAL_NAME_ANNOTATION, path="metadata.annotations")
+    return kinds.parsed(kind=RESOURCE, obj=obj, demand=asked, default_id=external or name)
+
+
+KIND = kinds.Kind(
+    name="rds",
+    resource=RESOURCE,
+    owned=False,
+    read=read,
+    priced_by="instance class, allocated storage by storage type (x2 with Multi-AZ)",
+)

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from dbquota.domain import quantities
+from dbquota.domain import kinds, quantities
 from dbquota.domain.kinds import Demand, Resource, Volume, Workload, reading
 
 RESOURCE = Resource(
@@ -104,3 +104,15 @@ def _poolers(spec: Mapping[str, object]) -> tuple[Workload, ...]:
         )
         for name in wanted
     )
+
+
+read = kinds.namespaced_reader(RESOURCE, demand)
+"""The object's tenant (its namespace) and claim (:func:`.namespaced_reader`)."""
+
+KIND = kinds.Kind(
+    name="zalando",
+    resource=RESOURCE,
+    owned=False,
+    read=read,
+    priced_by="CPU and memory requests, the volume by storage class, connection poolers",
+)

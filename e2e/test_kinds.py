@@ -1,0 +1,528 @@
+"""Budgets on other operators' databases: CloudNativePG, Zalando and Crossplane RDS, end to end.
+
+A control plane and an operator of this module's own (the session's operator admits
+DatabaseClaims only and reconciles every namespace's quotas: it would settle these
+quotas' standing reservations as "never created"), with the upstream CRDs installed from
+their Go modules (:func:`e2e.controlplane.upstream_crds`) and ``--claim-kinds=
+databaseclaims,cnpg,zalando,rds``. Checks, with the manifests in ``examples/``:
+
+- each kind is admitted within budget (a standing reservation named ``Kind/name`` on the
+  quota, a ``Priced`` Event on the object, the spend in ``kubectl get databasequotas``)
+  and denied over budget with the usual message;
+- deleting the object releases its reservation; billing showing its cluster (the
+  simulator's ``--cluster-id``) settles it, and the object then counts at its billed cost;
+- during a billing outage each kind follows the quota's policy (FailClosed denies,
+  Conservative prices at the highest known prices);
+- three kinds in one namespace share one budget, and 100 parallel creates mixing kinds
+  never admit more than the budget;
+- the chart's RBAC with every kind enabled, applied to this apiserver, lets the operator's
+  ServiceAccount list and watch each kind (RDS cluster-wide) and write none of them
+  (``kubectl auth can-i`` against the real authorizer).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import subprocess
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pytest
+import yaml
+
+from e2e import controlplane, harness
+from e2e.conftest import FAST, REPO
+from e2e.harness import Cluster, Kubectl, Operator, start_operator, stop_operator
+from e2e.waiting import wait_for
+from tests.simulating import Simulator, launch
+from tests.simulating import stop as stop_process
+
+BILLED = {
+    "cnpg": ("kinds-billed-cnpg", "kinds-billed-cnpg/orders-pg"),
+    "zalando": ("kinds-billed-zalando", "kinds-billed-zalando/acid-search"),
+    "rds": ("kinds-billed-rds", "kinds-billed-rds-billing-db"),
+}
+"""Per kind: the namespace whose example object the simulator bills (``--cluster-id``),
+and that object's billing id (``<namespace>/<name>``, or an RDS Instance's name)."""
+CRD_NAMES = (
+    "clusters.postgresql.cnpg.io",
+    "postgresqls.acid.zalan.do",
+    "instances.rds.aws.upbound.io",
+)
+EXAMPLES = {
+    "cnpg": "cnpg-cluster.yaml",
+    "zalando": "zalando-postgresql.yaml",
+    "rds": "rds-instance.yaml",
+}
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """A control plane of this module's own (see the module docstring)."""
+    started = harness.start_cluster(tmp_path_factory.mktemp("kinds-controlplane"), reuse=False)
+    try:
+        yield started
+    finally:
+        harness.stop_cluster(started)
+
+
+@pytest.fixture(scope="module")
+def kubectl(cluster: Cluster) -> Kubectl:
+    """kubectl bound to this module's control plane."""
+    return Kubectl(cluster)
+
+
+@pytest.fixture(scope="module")
+def crds(kubectl: Kubectl) -> None:
+    """dbquota's CRDs and the three upstream ones, established."""
+    kubectl("apply", "-f", str(REPO / "crds"))
+    for path in controlplane.upstream_crds().values():
+        kubectl("apply", "--server-side", "--field-manager=dbquota-e2e", "-f", str(path))
+    names = ("crd/databasequotas.dbquota.io", "crd/databaseclaims.dbquota.io")
+    wait_for(  # kubectl wait fails at once on a CRD whose status has no conditions yet
+        lambda: (
+            kubectl(
+                "wait",
+                "--for=condition=Established",
+                "--timeout=10s",
+                *names,
+                *(f"crd/{name}" for name in CRD_NAMES),
+                check=False,
+            ).returncode
+            == 0
+        ),
+        timeout=60,
+        what="the CRDs to be Established",
+    )
+
+
+@pytest.fixture(scope="module")
+def billing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Simulator]:
+    log_path = tmp_path_factory.mktemp("kinds-billing") / "simulator.log"
+    with log_path.open("w") as log:
+        sim = launch(
+            *(f"--cluster-id={cluster_id}" for _, cluster_id in BILLED.values()),
+            "--price-period=3600",
+            log=log,
+            clusters=20,
+        )
+    yield sim
+    stop_process(sim.process)
+
+
+@pytest.fixture(scope="module")
+def operator(
+    cluster: Cluster,
+    kubectl: Kubectl,
+    crds: None,
+    billing: Simulator,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Operator]:
+    op = start_operator(
+        cluster,
+        kubectl,
+        tmp_path_factory.mktemp("kinds-operator"),
+        configuration="kinds.dbquota.io",
+        extra=(
+            f"--billing-url={billing.url}",
+            *FAST,
+            "--claim-kinds=databaseclaims,cnpg,zalando,rds",
+        ),
+    )
+    yield op
+    stop_operator(op)
+
+
+@pytest.fixture
+def namespace(kubectl: Kubectl, operator: Operator) -> str:
+    name = f"kinds-{uuid.uuid4().hex[:8]}"
+    kubectl("create", "namespace", name)
+    return name
+
+
+def example(kind: str, *, namespace: str, name: str | None = None) -> dict[str, Any]:
+    """The example manifest of ``kind``, placed in ``namespace`` (for RDS: its tenant label)."""
+    obj: dict[str, Any] = yaml.safe_load((REPO / "examples" / EXAMPLES[kind]).read_text())
+    obj = copy.deepcopy(obj)
+    if kind == "rds":
+        obj["metadata"]["labels"]["crossplane.io/claim-namespace"] = namespace
+        obj["metadata"]["name"] = name or f"{namespace}-billing-db"
+    else:
+        obj["metadata"]["namespace"] = namespace
+        if name:
+            obj["metadata"]["name"] = name
+    return obj
+
+
+def quota(
+    kubectl: Kubectl,
+    namespace: str,
+    *,
+    budget: float,
+    policy: str = "Conservative",
+    **spec: Any,
+) -> None:
+    degradation: dict[str, Any] = {"policy": policy, "maxStaleness": "5s", "safetyMargin": 1.5}
+    if policy == "StrictCap":
+        degradation["strictCap"] = {"claims": 1}
+    kubectl.apply(
+        {
+            "apiVersion": "dbquota.io/v1alpha1",
+            "kind": "DatabaseQuota",
+            "metadata": {"name": "budget", "namespace": namespace},
+            "spec": {
+                "monthlyBudget": budget,
+                "currency": "USD",
+                "enforcement": "Enforce",
+                "degradation": degradation,
+                **spec,
+            },
+        }
+    )
+
+    def listed() -> bool:  # the operator decides only once its quota watch has it
+        return bool(status(kubectl, namespace).get("conditions"))
+
+    wait_for(listed, what="the quota's first status")
+
+
+def status(kubectl: Kubectl, namespace: str) -> dict[str, Any]:
+    found: dict[str, Any] = (
+        kubectl.get_json("databasequota", "budget", "-n", namespace).get("status") or {}
+    )
+    return found
+
+
+def reservations(kubectl: Kubectl, namespace: str) -> list[str]:
+    return [str(r.get("claim")) for r in status(kubectl, namespace).get("reservations") or []]
+
+
+def spend_columns(kubectl: Kubectl, namespace: str) -> dict[str, str]:
+    """``kubectl get databasequotas -o wide``: the row of the quota, by column."""
+    out = kubectl("get", "databasequotas", "-n", namespace, "-o", "wide").stdout.splitlines()
+    return dict(zip(out[0].split(), out[1].split(), strict=False))
+
+
+def delete(kubectl: Kubectl, obj: dict[str, Any]) -> None:
+    kubectl("delete", "-f", "-", "--wait=false", input_=json.dumps(obj))
+
+
+@pytest.mark.parametrize("kind", ["cnpg", "zalando", "rds"])
+def test_each_kind_is_admitted_within_budget_and_holds_a_standing_reservation(
+    kubectl: Kubectl, namespace: str, kind: str
+) -> None:
+    quota(kubectl, namespace, budget=50_000)
+    obj = example(kind, namespace=namespace)
+    kubectl.apply(obj)
+    ref = f"{obj['kind']}/{obj['metadata']['name']}"
+    wait_for(lambda: ref in reservations(kubectl, namespace), what=f"{ref}'s reservation")
+    held = next(r for r in status(kubectl, namespace)["reservations"] if r["claim"] == ref)
+    assert held["cost"] > 0
+    assert held["pricing"] == "Live"
+    row = wait_for(
+        lambda: (row := spend_columns(kubectl, namespace)) and float(row["RESERVED"]) > 0 and row,
+        what="the reserved spend in kubectl get databasequotas",
+    )
+    assert float(row["RESERVED"]) == pytest.approx(held["cost"], abs=0.01)
+    events_ns = namespace if kind != "rds" else "default"
+
+    def priced() -> list[str]:
+        events = kubectl.get_json("events.events.k8s.io", "-n", events_ns)["items"]
+        return [
+            e["note"]
+            for e in events
+            if e.get("reason") == "Priced" and e["regarding"]["name"] == obj["metadata"]["name"]
+        ]
+
+    notes = wait_for(priced, what=f"the Priced Event on {ref}")
+    assert f"{held['cost']:,.2f}/month" in notes[0]
+    assert "DatabaseQuota budget" in notes[0]
+    # the reservation stands: the object shows no price of ours, and it is not released
+    assert ref in reservations(kubectl, namespace)
+
+
+@pytest.mark.parametrize("kind", ["cnpg", "zalando", "rds"])
+def test_each_kind_over_budget_is_denied_with_the_budget_message(
+    kubectl: Kubectl, namespace: str, kind: str
+) -> None:
+    quota(kubectl, namespace, budget=50)
+    result = kubectl.apply(example(kind, namespace=namespace), check=False)
+    assert result.returncode != 0
+    assert "denied" in result.stderr
+    assert "DatabaseQuota budget" in result.stderr
+    assert "budget" in result.stderr
+    assert reservations(kubectl, namespace) == []
+
+
+@pytest.mark.parametrize("kind", ["cnpg", "zalando", "rds"])
+def test_deleting_the_object_releases_its_reservation(
+    kubectl: Kubectl, namespace: str, kind: str
+) -> None:
+    quota(kubectl, namespace, budget=50_000)
+    obj = example(kind, namespace=namespace)
+    kubectl.apply(obj)
+    wait_for(lambda: reservations(kubectl, namespace), what="the reservation")
+    delete(kubectl, obj)
+    wait_for(
+        lambda: (
+            reservations(kubectl, namespace) == []
+            and status(kubectl, namespace)["spend"]["reserved"] == 0
+            and status(kubectl, namespace)["used"]["claims"] == 0
+        ),
+        what="the reservation released",
+    )
+
+
+@pytest.mark.parametrize("kind", ["cnpg", "zalando", "rds"])
+def test_billing_showing_the_object_settles_its_reservation(
+    kubectl: Kubectl, operator: Operator, kind: str
+) -> None:
+    namespace, cluster_id = BILLED[kind]
+    kubectl("create", "namespace", namespace)
+    quota(kubectl, namespace, budget=50_000)
+    kubectl.apply(example(kind, namespace=namespace))
+    held = wait_for(lambda: status(kubectl, namespace).get("reservations"), what="a reservation")
+    assert held[0]["cost"] > 0
+    wait_for(
+        lambda: (
+            reservations(kubectl, namespace) == []
+            and status(kubectl, namespace)["spend"]["observed"] > 0
+        ),
+        timeout=60,
+        what=f"billing to show {cluster_id} and the reservation to settle",
+    )
+    row = spend_columns(kubectl, namespace)  # kubectl get databasequotas -o wide
+    assert float(row["SPEND"]) == pytest.approx(status(kubectl, namespace)["spend"]["observed"])
+    assert float(row["RESERVED"]) == 0
+    assert status(kubectl, namespace)["used"]["claims"] == 1
+
+
+POLICIES = ("Conservative", "StrictCap", "FailClosed", "FailOpen")
+
+
+@pytest.fixture
+def outage(kubectl: Kubectl, operator: Operator, billing: Simulator) -> Iterator[None]:
+    """Billing down until the operator calls it degraded; back up after the test."""
+    probe = f"kinds-{uuid.uuid4().hex[:8]}"
+    kubectl("create", "namespace", probe)
+    quota(kubectl, probe, budget=1)
+    billing.fault(mode="outage")
+    try:
+        wait_for(
+            lambda: status(kubectl, probe).get("billing", {}).get("degraded") is True,
+            timeout=60,
+            what="billing degraded",
+        )
+        yield
+    finally:
+        billing.fault(mode="none")
+        wait_for(
+            lambda: status(kubectl, probe).get("billing", {}).get("degraded") is False,
+            timeout=60,
+            what="billing healthy again",
+        )
+
+
+@pytest.mark.parametrize("kind", ["cnpg", "zalando", "rds"])
+def test_during_an_outage_each_policy_decides_each_kind_as_a_claim(
+    kubectl: Kubectl, outage: None, kind: str
+) -> None:
+    """Conservative reserves at the highest known prices x margin; StrictCap admits up to
+    its cap; FailClosed denies; FailOpen admits with a warning; each as for a claim."""
+    namespaces = {}
+    for policy in POLICIES:
+        namespaces[policy] = f"kinds-{policy.lower()}-{uuid.uuid4().hex[:6]}"
+        kubectl("create", "namespace", namespaces[policy])
+        quota(kubectl, namespaces[policy], budget=50_000, policy=policy)
+    results = {
+        policy: kubectl.apply(example(kind, namespace=ns), check=False)
+        for policy, ns in namespaces.items()
+    }
+    assert results["FailClosed"].returncode != 0
+    assert "denied" in results["FailClosed"].stderr
+    assert "billing" in results["FailClosed"].stderr.lower()
+    for policy in ("Conservative", "StrictCap", "FailOpen"):
+        assert results[policy].returncode == 0, (policy, results[policy].stderr)
+        assert "Warning:" in results[policy].stderr  # degraded admissions always say so
+    second = kubectl.apply(
+        example(kind, namespace=namespaces["StrictCap"], name=f"acid-{kind}-second"),
+        check=False,
+    )
+    assert second.returncode != 0  # strictCap.claims: 1
+    assert "strictCap" in second.stderr or "StrictCap" in second.stderr
+
+    def pricing(policy: str) -> list[str]:
+        held = status(kubectl, namespaces[policy]).get("reservations") or []
+        return [str(r.get("pricing")) for r in held]
+
+    for policy, mode in (("Conservative", "Conservative"), ("StrictCap", "StrictCap")):
+        found = wait_for(lambda: pricing(policy), what=f"{policy}'s reservation")  # noqa: B023
+        assert found == [mode]
+    held = status(kubectl, namespaces["Conservative"])["reservations"][0]
+    assert held["degraded"] is True
+    assert held["cost"] > 0
+
+
+def test_an_instance_without_a_tenant_label_is_admitted_with_a_warning(
+    kubectl: Kubectl, operator: Operator
+) -> None:
+    obj = example("rds", namespace="nobody", name=f"untenanted-{uuid.uuid4().hex[:6]}")
+    del obj["metadata"]["labels"]["crossplane.io/claim-namespace"]
+    result = kubectl.apply(obj)
+    assert "names no tenant namespace" in result.stderr
+    assert "admitted without a budget check" in result.stderr
+
+
+def test_growing_a_cluster_reserves_the_growth_and_an_update_over_budget_is_denied(
+    kubectl: Kubectl, namespace: str
+) -> None:
+    quota(kubectl, namespace, budget=50_000)
+    obj = example("cnpg", namespace=namespace)
+    kubectl.apply(obj)
+    wait_for(lambda: reservations(kubectl, namespace), what="the reservation")
+    first = status(kubectl, namespace)["reservations"][0]["cost"]
+    obj["spec"]["instances"] = 4
+    kubectl.apply(obj)
+    grown = wait_for(
+        lambda: (
+            (held := status(kubectl, namespace)["reservations"])
+            and held[0]["cost"] > first
+            and held[0]["cost"]
+        ),
+        what="the reservation to grow",
+    )
+    assert grown == pytest.approx(first * 4 / 3, rel=0.01)
+    obj["spec"]["instances"] = 1000  # about 98/month each: twice the budget
+    denied = kubectl.apply(obj, check=False)
+    assert denied.returncode != 0
+    assert "denied" in denied.stderr
+    assert "this update" in denied.stderr
+
+
+def test_the_claims_hard_cap_counts_every_kind(kubectl: Kubectl, namespace: str) -> None:
+    quota(kubectl, namespace, budget=50_000, hard={"claims": 2})
+    claim = yaml.safe_load((REPO / "examples" / "claim-orders.yaml").read_text())
+    claim["metadata"]["namespace"] = namespace
+    kubectl.apply(claim)
+    kubectl.apply(example("cnpg", namespace=namespace))
+    wait_for(
+        lambda: (
+            len(reservations(kubectl, namespace)) == 2
+            or status(kubectl, namespace).get("used", {}).get("claims") == 2
+        ),
+        what="two objects counted",
+    )
+    third = kubectl.apply(example("rds", namespace=namespace), check=False)
+    assert third.returncode != 0
+    assert "3 claims would exceed the hard cap of 2 claims" in third.stderr
+
+
+def test_three_kinds_in_one_namespace_share_one_budget(kubectl: Kubectl, namespace: str) -> None:
+    quota(kubectl, namespace, budget=50_000)
+    costs: dict[str, float] = {}
+    for kind in ("cnpg", "zalando", "rds"):
+        obj = example(kind, namespace=namespace)
+        kubectl.apply(obj)
+        ref = f"{obj['kind']}/{obj['metadata']['name']}"
+        wait_for(lambda: ref in reservations(kubectl, namespace), what=ref)  # noqa: B023
+    for held in status(kubectl, namespace)["reservations"]:
+        costs[held["claim"]] = held["cost"]
+    total = sum(costs.values())
+    # a quota just above what the three hold admits nothing more of any kind
+    kubectl.apply(
+        {
+            "apiVersion": "dbquota.io/v1alpha1",
+            "kind": "DatabaseQuota",
+            "metadata": {"name": "budget", "namespace": namespace},
+            "spec": {"monthlyBudget": round(total + 1, 2)},
+        }
+    )
+    for kind in ("cnpg", "zalando", "rds"):
+        more = kubectl.apply(example(kind, namespace=namespace, name=f"more-{kind}"), check=False)
+        assert more.returncode != 0, more.stdout
+        assert "denied" in more.stderr
+    used = status(kubectl, namespace)["used"]
+    assert used["claims"] == 3
+
+
+def test_a_hundred_parallel_creates_of_mixed_kinds_never_exceed_the_budget(
+    kubectl: Kubectl, namespace: str
+) -> None:
+    quota(kubectl, namespace, budget=5_000)
+    kinds = ("cnpg", "zalando", "rds")
+    # Zalando names start with the teamId; RDS Instances are cluster-scoped (unique names)
+    objs = [
+        example(kinds[i % 3], namespace=namespace, name=f"acid-{namespace}-{i}") for i in range(100)
+    ]
+
+    def create(obj: dict[str, Any]) -> bool:
+        return kubectl.apply(obj, check=False).returncode == 0
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        admitted = sum(pool.map(create, objs))
+    assert 0 < admitted < 100
+
+    def settled() -> dict[str, Any]:
+        found = status(kubectl, namespace)
+        return found if found.get("used", {}).get("claims") == admitted else {}
+
+    final = wait_for(settled, timeout=60, what="every admitted object counted")
+    spend = final["spend"]
+    assert spend["observed"] + spend["reserved"] <= 5_000
+    assert spend["remaining"] >= 0
+
+
+CHART_NAMESPACE = "dbquota-system"
+ACCOUNT = f"system:serviceaccount:{CHART_NAMESPACE}:kinds-dbquota"
+
+
+@pytest.fixture(scope="module")
+def chart_rbac(cluster: Cluster, kubectl: Kubectl, crds: None) -> None:
+    """The chart's ServiceAccount and RBAC, rendered with every kind, applied here."""
+    kubectl("create", "namespace", CHART_NAMESPACE, check=False)
+    rendered = subprocess.run(
+        [
+            str(cluster.bins.helm),
+            "template",
+            "kinds",
+            str(REPO / "charts" / "dbquota"),
+            "-n",
+            CHART_NAMESPACE,
+            "--set",
+            "claimKinds={databaseclaims,cnpg,zalando,rds}",
+            "--show-only",
+            "templates/rbac.yaml",
+            "--show-only",
+            "templates/serviceaccount.yaml",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    kubectl.apply(rendered)
+
+
+RBAC = [
+    (True, ("list", "clusters.postgresql.cnpg.io", "-n", "team-a")),
+    (True, ("watch", "postgresqls.acid.zalan.do", "--all-namespaces")),
+    (True, ("watch", "instances.rds.aws.upbound.io")),
+    (True, ("patch", "databaseclaims.dbquota.io", "--subresource=status", "-n", "team-a")),
+    (True, ("create", "events.events.k8s.io", "-n", "default")),
+    (False, ("patch", "clusters.postgresql.cnpg.io", "-n", "team-a")),
+    (False, ("patch", "clusters.postgresql.cnpg.io", "--subresource=status", "-n", "team-a")),
+    (False, ("update", "postgresqls.acid.zalan.do", "-n", "team-a")),
+    (False, ("delete", "instances.rds.aws.upbound.io")),
+    (False, ("create", "instances.rds.aws.upbound.io")),
+]
+
+
+@pytest.mark.parametrize(("allowed", "check"), RBAC)
+def test_the_charts_rbac_reads_every_enabled_kind_and_writes_none_of_theirs(
+    kubectl: Kubectl, chart_rbac: None, allowed: bool, check: tuple[str, ...]
+) -> None:
+    result = kubectl("auth", "can-i", *check, f"--as={ACCOUNT}", check=False)
+    assert result.stdout.strip() == ("yes" if allowed else "no"), (check, result.stderr)

@@ -1,0 +1,90 @@
+"""Every enabled kind's objects, by the tenant namespace whose quotas they count against.
+
+One :class:`~dbquota.adapters.kube.Informer` per kind of ``--claim-kinds`` watches its
+objects (a cluster-scoped kind cluster-wide); :class:`ClaimIndex` joins what they derive
+(:class:`~dbquota.domain.reservations.ClaimRef`) by *tenant* namespace: a namespaced
+object's own namespace, a Crossplane managed resource's claim-namespace label. Objects of
+different kinds never clash: another operator's object is named ``Kind/name``.
+
+Read by the reconciler (the recount and the hard cap on ``claims`` count every enabled
+kind), by the runtime (billing tracking, deletions) and by
+:class:`~dbquota.services.announcing.Announcer`. Listeners hear ``(tenant, name, before,
+after)`` as an informer's do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from typing import Protocol
+
+from dbquota.adapters.kube import Informer, Listener
+from dbquota.domain.reservations import ClaimRef
+
+logger = logging.getLogger(__name__)
+
+
+class Claims(Protocol):
+    """What the reconciler reads of the claims (an informer, or a :class:`ClaimIndex`)."""
+
+    def in_namespace(self, namespace: str) -> list[ClaimRef]:
+        """The objects counting against ``namespace``'s quotas."""
+        ...
+
+
+class ClaimIndex:
+    """See the module docstring."""
+
+    def __init__(self, informers: Sequence[Informer[ClaimRef]]) -> None:
+        self.informers = tuple(informers)
+        self._store: dict[str, dict[str, ClaimRef]] = {}
+        self._listeners: list[Listener[ClaimRef]] = []
+        for informer in self.informers:
+            informer.add_listener(self._changed)
+
+    def add_listener(self, listener: Listener[ClaimRef]) -> None:
+        """Call ``listener(tenant, name, before, after)`` on every change from now on."""
+        self._listeners.append(listener)
+
+    def in_namespace(self, namespace: str) -> list[ClaimRef]:
+        """Every object of every enabled kind counting against ``namespace``."""
+        return list(self._store.get(namespace, {}).values())
+
+    def namespaces(self) -> list[str]:
+        """Tenant namespaces with at least one object."""
+        return [ns for ns, refs in self._store.items() if refs]
+
+    def derived(self, *, namespace: str, name: str) -> ClaimRef | None:
+        """One object by tenant and name (``Kind/name`` for another operator's)."""
+        return self._store.get(namespace, {}).get(name)
+
+    @property
+    def current(self) -> bool:
+        """Whether every kind's watch is up to date (see ``Informer.current``)."""
+        return all(informer.current for informer in self.informers)
+
+    async def synced(self) -> None:
+        """Wait until every kind's watch has listed once."""
+        await asyncio.gather(*(informer.synced.wait() for informer in self.informers))
+
+    def _changed(
+        self, namespace: str, name: str, before: ClaimRef | None, after: ClaimRef | None
+    ) -> None:
+        del namespace, name  # keyed by tenant and by the ref's own (kind-qualified) name
+        if before is not None and (after is None or after.namespace != before.namespace):
+            self._store.get(before.namespace, {}).pop(before.name, None)
+            self._tell(before.namespace, before.name, before, None)
+            before = None
+        if after is not None:
+            self._store.setdefault(after.namespace, {})[after.name] = after
+            self._tell(after.namespace, after.name, before, after)
+
+    def _tell(
+        self, namespace: str, name: str, before: ClaimRef | None, after: ClaimRef | None
+    ) -> None:
+        for listener in self._listeners:
+            try:
+                listener(namespace, name, before, after)
+            except Exception:
+                logger.exception("a claim index listener failed")

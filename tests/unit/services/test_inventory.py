@@ -1,0 +1,162 @@
+"""Every enabled kind's objects by tenant, and the Priced Event of another operator's object.
+
+Checks: the index joins DatabaseClaims and RDS Instances by tenant namespace (an Instance's
+label), names another operator's object ``Kind/name`` so that names of different kinds
+never clash, moves an Instance whose tenant label changes (its old tenant hears it go),
+drops an object that goes, and is current only while every kind's watch is; the announcer
+posts one ``Priced`` Event per admitted generation on the object (an Instance's in
+namespace default), with the reservation's price and the quota's name, and only on the
+leader.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dbquota.adapters.kube import QUOTAS, Informer, Resource, of_kind
+from dbquota.domain import reservations
+from dbquota.domain.kinds import registry
+from dbquota.domain.resources import Event, EventSeries
+from dbquota.services import announcing, inventory, reconciling, recording
+
+EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
+
+
+class Source:
+    """Lists nothing, and its watch waits forever: objects arrive through ``put``."""
+
+    async def list(self, resource: Resource, *, namespace: str = "") -> dict[str, Any]:
+        return {"items": [], "metadata": {"resourceVersion": "1"}}
+
+    async def watch(
+        self, resource: Resource, *, namespace: str = "", version: str, seconds: int = 300
+    ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        await asyncio.Event().wait()
+        yield ("ADDED", {})  # never reached
+
+
+class Events:
+    def __init__(self) -> None:
+        self.created: list[tuple[str, Event]] = []
+
+    async def create_event(self, *, namespace: str, event: Event) -> Event:
+        self.created.append((namespace, event))
+        return event
+
+    async def patch_event_series(
+        self, *, namespace: str, name: str, series: EventSeries, note: str
+    ) -> None:
+        raise AssertionError("no repeats expected")
+
+
+def informers() -> tuple[Informer[reservations.ClaimRef], Informer[reservations.ClaimRef]]:
+    claims_kind, rds_kind = registry.KINDS["databaseclaims"], registry.KINDS["rds"]
+    return (
+        Informer(Source(), of_kind(claims_kind.resource), derive=reservations.deriver(claims_kind)),
+        Informer(
+            Source(),
+            of_kind(rds_kind.resource),
+            derive=reservations.deriver(rds_kind, namespace_label="crossplane.io/claim-namespace"),
+        ),
+    )
+
+
+def instance(*, tenant: str, version: str) -> dict[str, Any]:
+    obj: dict[str, Any] = yaml.safe_load((EXAMPLES / "rds-instance.yaml").read_text())
+    obj["metadata"].update(uid="i1", resourceVersion=version, name="orders")
+    obj["metadata"]["labels"]["crossplane.io/claim-namespace"] = tenant
+    return obj
+
+
+def claim() -> dict[str, Any]:
+    obj: dict[str, Any] = yaml.safe_load((EXAMPLES / "claim-orders.yaml").read_text())
+    obj["metadata"].update(uid="c1", resourceVersion="1")
+    return obj
+
+
+def test_objects_of_every_kind_are_joined_by_tenant() -> None:
+    claims, instances = informers()
+    index = inventory.ClaimIndex([claims, instances])
+    heard: list[tuple[str, str, bool, bool]] = []
+    index.add_listener(lambda ns, name, b, a: heard.append((ns, name, b is None, a is None)))
+    claims.put(claim())
+    instances.put(instance(tenant="team-a", version="1"))
+    assert sorted(r.name for r in index.in_namespace("team-a")) == ["Instance/orders", "orders"]
+    instances.put(instance(tenant="team-b", version="2"))
+    assert [r.name for r in index.in_namespace("team-a")] == ["orders"]
+    assert [r.name for r in index.in_namespace("team-b")] == ["Instance/orders"]
+    assert heard[-2:] == [
+        ("team-a", "Instance/orders", False, True),
+        ("team-b", "Instance/orders", True, False),
+    ]
+    assert index.derived(namespace="team-b", name="Instance/orders") is not None
+
+
+async def test_the_index_is_current_only_when_every_watch_is() -> None:
+    claims, instances = informers()
+    index = inventory.ClaimIndex([claims, instances])
+    assert not index.current
+    tasks = [asyncio.create_task(i.run()) for i in (claims, instances)]
+    try:
+        async with asyncio.timeout(5):
+            await index.synced()
+        assert index.current
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def test_an_admitted_instance_gets_one_priced_event() -> None:
+    claims, instances = informers()
+    index = inventory.ClaimIndex([claims, instances])
+    quotas = Informer(Source(), QUOTAS, derive=reconciling.quota_ref, keep_objects=True)
+    events = Events()
+    leading = [False]
+    announcer = announcing.Announcer(
+        events=recording.Recorder(events, instance="test"),
+        claims=index,
+        quotas=quotas,
+        enabled={k.name: k for k in registry.enabled(["databaseclaims", "rds"])},
+        leading=lambda: leading[0],
+    )
+    instances.put(instance(tenant="team-a", version="1"))
+    quota: dict[str, Any] = {
+        "metadata": {"name": "budget", "namespace": "team-a", "uid": "q", "resourceVersion": "1"},
+        "status": {
+            "reservations": [
+                {
+                    "claim": "Instance/orders",
+                    "uid": "i1",
+                    "generation": 1,
+                    "cost": 812.5,
+                    "pricing": "Live",
+                    "reservedAt": "2026-11-30T18:00:00Z",
+                }
+            ]
+        },
+    }
+    quotas.put(copy.deepcopy(quota))
+    await asyncio.sleep(0)
+    assert events.created == []  # not the leader
+    leading[0] = True
+    announcer.resync()
+    quota["metadata"]["resourceVersion"] = "2"
+    quotas.put(copy.deepcopy(quota))  # the same reservation seen again: no second Event
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert announcer.announced == 1
+    ((namespace, event),) = events.created
+    assert namespace == "default"
+    assert event["reason"] == "Priced"
+    assert event["regarding"]["kind"] == "Instance"
+    assert event["regarding"]["name"] == "orders"
+    assert event["note"].startswith(
+        "priced at 812.50/month (Live pricing) by DatabaseQuota budget in namespace team-a"
+    )
