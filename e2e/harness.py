@@ -53,7 +53,7 @@ from typing import Any
 import httpx
 import yaml
 
-from dbquota.handlers.webhook import ensure_dev_certificates
+from dbquota.handlers.webhook_tls import ensure_dev_certificates
 from e2e import controlplane
 from e2e.waiting import wait_for, webhook_points_at
 from tests import simulating

@@ -30,7 +30,7 @@ from typing import Any
 import httpx
 import pytest
 
-from dbquota.handlers.webhook import ensure_dev_certificates
+from dbquota.handlers.webhook_tls import ensure_dev_certificates
 from e2e import controlplane
 from e2e.conftest import FAST
 from e2e.harness import Cluster, Kubectl, Operator, spawn_operator, start_operator, stop_operator

@@ -33,7 +33,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from dbquota.handlers.webhook import ensure_dev_certificates
+from dbquota.handlers.webhook_tls import ensure_dev_certificates
 from e2e import harness, scraping
 from e2e.conftest import FAST
 from e2e.harness import Cluster, Kubectl, Operator, as_apiserver, spawn_operator, stop_operator

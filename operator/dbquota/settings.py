@@ -8,6 +8,9 @@ default. Nothing else in the package reads ``os.environ``.
 
 Called by :mod:`dbquota.cli` only; everything else receives a ``Settings`` (or one branch
 of it) as an argument.
+
+Size: one tree of every knob in one module, because ``dbquota settings``, the README's
+table and the chart's arguments are all generated from or checked against this one list.
 """
 
 from __future__ import annotations

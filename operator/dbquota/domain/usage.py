@@ -138,17 +138,13 @@ def recount(
     held: Sequence[Reservation],
     costs: Mapping[str, billing.ClusterCost],
 ) -> Recount:
-    """The totals (module docstring) from the namespace's claims, the reservations still
-    in flight and the billing snapshot's costs.
-
-    A claim with a price on its status counts at that price until billing shows it after
-    the charge, then at its billed cost (each cluster id once). A claim with no price yet
-    counts in the caps only: its cost is in its reservation, or in the escrow of the
-    replica that admitted it. An object dbquota does not own never shows a price: while
-    its (standing) reservation is held it counts in the caps only, then at its billed cost
-    once billing shows its cluster. A reservation counts its ``delta``; its claim and
-    storage count unless its claim already exists at that generation.
-    """
+    """The totals (module docstring) from the namespace's claims, the reservations in
+    flight and the billing snapshot's costs. A priced claim counts at its price until
+    billing shows it after the charge, then at its billed cost (each cluster id once); an
+    unpriced one in the caps only (its cost is in its reservation or an escrow). An object
+    dbquota does not own, never priced, counts in the caps while its standing reservation
+    is held, then at its billed cost. A reservation counts its ``delta``; its claim and
+    storage count unless its claim already exists at that generation."""
     observed = reserved = 0.0
     count = storage = degraded_claims = degraded_storage = 0
     seen_clusters: set[str] = set()
@@ -158,19 +154,16 @@ def recount(
     for claim in claims:
         count += 1
         storage += claim.storage_gib
-        if not claim.owned and claim.uid not in holding and claim.cluster_id in costs:
+        unheld_foreign = not claim.owned and claim.uid not in holding
+        if (unheld_foreign and claim.cluster_id in costs) or (
+            claim.cost is not None and billed_after(claim, costs)
+        ):
             billed.add(claim.name)
             if claim.cluster_id not in seen_clusters:
                 seen_clusters.add(claim.cluster_id)
                 observed += costs[claim.cluster_id].total
             continue
         if claim.cost is None:
-            continue
-        if billed_after(claim, costs):
-            billed.add(claim.name)
-            if claim.cluster_id not in seen_clusters:
-                seen_clusters.add(claim.cluster_id)
-                observed += costs[claim.cluster_id].total
             continue
         reserved += claim.cost
         if claim.degraded:

@@ -11,6 +11,11 @@ handlers and the operator's lifecycle; it serves no webhook. Called by :mod:`dbq
 Leadership for reconciliation comes from a coordination.k8s.io Lease
 (:mod:`dbquota.services.leasing`), not from kopf peering: kopf runs standalone on every
 replica, its quota handlers only mark quotas dirty, and the reconciler acts on the leader.
+
+Size: ``_serve`` builds every long-lived part and registers its clean-up on one exit
+stack, so that the order of start-up and of shutdown (the reverse) reads top to bottom in
+one place; split, the shutdown order would be spread over several functions.
+``admit_claims`` is the adapter from a review to admission with its metrics, one closure.
 """
 
 from __future__ import annotations

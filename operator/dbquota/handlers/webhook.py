@@ -28,21 +28,22 @@ A client that offers ``h2`` in ALPN (the apiserver does) gets HTTP/2 (unless
 ``--no-webhook-http2``)
 (:mod:`dbquota.handlers.webhook_h2`): every review in flight on one connection, so that a
 burst costs no new TLS handshakes. Any other client gets HTTP/1.1, spoken on an asyncio
-protocol with httptools (the llhttp parser, as aiohttp's
-own C parser): keep-alive, pipelined requests answered in order, one review admitted at a
-time per connection (the apiserver sends one per connection), answers without a task when
-no admission is needed. aiohttp's low-level server did the same job for about 0.1 ms more CPU
-per review (``bench/README.md``), a sixth of the budget of a whole admission.
+protocol with httptools (the llhttp parser, as aiohttp's own C parser): keep-alive,
+pipelined requests answered in order, one review admitted at a time per connection (the
+apiserver sends one per connection), answers without a task when no admission is needed.
+aiohttp's low-level server did the same job for about 0.1 ms more CPU per review
+(``bench/README.md``), a sixth of the budget of a whole admission.
 
-TLS (at least 1.2) uses ``tls.crt`` and ``tls.key`` of ``--webhook-cert-dir`` (generated
-there by :func:`ensure_dev_certificates` in dev mode). Every :data:`RELOAD_INTERVAL` seconds
-the files' modification times are compared; when they changed a new context is built, and
-the listening context's SNI callback, which OpenSSL calls at every handshake (with or
-without SNI), gives each new handshake the newest one: connections already open keep their
-certificate, new ones get the new one, and files caught half-written are retried when they
-change again. With ``--webhook-client-ca`` the server requires a client certificate signed
-by that bundle (reloaded the same way): only the apiserver, configured with a client
-certificate for webhooks (docs/security.md), gets past the handshake.
+TLS (at least 1.2; :mod:`dbquota.handlers.webhook_tls`) uses ``tls.crt`` and ``tls.key``
+of ``--webhook-cert-dir`` (generated there in dev mode), reloaded within seconds when they
+change: connections already open keep their certificate, new ones get the new one. With
+``--webhook-client-ca`` the server requires a client certificate signed by that bundle
+(reloaded the same way): only the apiserver, configured with a client certificate for
+webhooks (docs/security.md), gets past the handshake.
+
+Size: the server's steps, its HTTP/1.1 connection and its shutdown in one module, because
+each refusal, limit and deadline of the module docstring is one place in it that a reader
+checks against the docstring; TLS and HTTP/2 are modules of their own.
 """
 
 from __future__ import annotations
@@ -51,21 +52,18 @@ import asyncio
 import collections
 import contextlib
 import logging
-import os
-import ssl
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Final, cast
 
 import httptools
 
 from dbquota.adapters import metrics
 from dbquota.domain import reviews
-from dbquota.errors import ConfigurationError, MalformedReview
+from dbquota.errors import MalformedReview
 from dbquota.handlers import webhook_h2
-from dbquota.kits import certs
+from dbquota.handlers.webhook_tls import reload_forever, tls_for
 from dbquota.settings import WebhookSettings
 
 logger = logging.getLogger(__name__)
@@ -80,8 +78,6 @@ MAX_BODY: Final = 4 * 1024 * 1024
 BODY_PATIENCE: Final = 10.0
 """Seconds a request may take to arrive from its first byte (408 after that), and a TLS
 handshake to complete."""
-RELOAD_INTERVAL: Final = 3.0
-"""Seconds between two looks at the certificate files' modification times."""
 STOP_PATIENCE: Final = 5.0
 """Seconds the requests in flight get to finish when the server stops."""
 IDLE_TIMEOUT: Final = 120.0
@@ -92,99 +88,6 @@ INTERNAL_ERROR: Final = reviews.Answer(
     allowed=False, message="internal error; see the operator log", code=500
 )
 """The answer to a review whose admission raised: the exception's text stays in the log."""
-
-_CERT, _KEY, _CA = "tls.crt", "tls.key", "ca.crt"
-
-
-def ensure_dev_certificates(*, cert_dir: Path, host: str) -> tuple[Path, Path, Path]:
-    """A CA and a serving certificate for ``host`` in ``cert_dir``, made once, then reused.
-
-    Returns the paths of the CA certificate (the caBundle to register), the serving
-    certificate and its key.
-    """
-    cert_dir.mkdir(parents=True, exist_ok=True)
-    ca_path, cert_path, key_path = cert_dir / _CA, cert_dir / _CERT, cert_dir / _KEY
-    if not (ca_path.exists() and cert_path.exists() and key_path.exists()):
-        ca = certs.new_ca(common_name="dbquota-webhook-ca")
-        hosts = tuple(dict.fromkeys((host, "127.0.0.1", "localhost")))
-        leaf = certs.issue(ca=ca, common_name=host, hosts=hosts, server=True)
-        ca_path.write_bytes(ca.cert_pem)
-        leaf.write(cert_path=cert_path, key_path=key_path)
-        logger.info("generated a webhook CA and serving certificate in %s", cert_dir)
-    return ca_path, cert_path, key_path
-
-
-class Tls:
-    """The server's TLS contexts, rebuilt from their files when these change.
-
-    :attr:`context` is the listening context; its SNI callback hands every new handshake
-    the context most recently built from the files (see the module docstring).
-    """
-
-    def __init__(
-        self, *, cert: Path, key: Path, client_ca: Path | None, http2: bool = True
-    ) -> None:
-        self._cert, self._key, self._client_ca = cert, key, client_ca
-        self._alpn = ["h2", "http/1.1"] if http2 else ["http/1.1"]
-        self._stamp = self._stamps()
-        try:
-            self._current = self._build()
-        except (OSError, ssl.SSLError) as exc:
-            raise ConfigurationError(f"cannot load the webhook's TLS files: {exc}") from exc
-        self.context = self._build()
-        self.context.sni_callback = self._handshake
-        self.reloads = 0
-        """How many times new files were loaded."""
-
-    def _files(self) -> list[Path]:
-        return [self._cert, self._key, *([self._client_ca] if self._client_ca else [])]
-
-    def _stamps(self) -> tuple[tuple[int, int, int] | None, ...]:
-        stamps: list[tuple[int, int, int] | None] = []
-        for path in self._files():
-            try:
-                st = path.stat()  # follows the kubelet's ..data symlink to the new files
-            except OSError:
-                stamps.append(None)
-            else:
-                stamps.append((st.st_mtime_ns, st.st_ino, st.st_size))
-        return tuple(stamps)
-
-    def _build(self) -> ssl.SSLContext:
-        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        context.minimum_version = ssl.TLSVersion.TLSv1_2
-        context.set_alpn_protocols(self._alpn)
-        context.load_cert_chain(self._cert, self._key)
-        if self._client_ca is not None:
-            context.verify_mode = ssl.CERT_REQUIRED
-            context.load_verify_locations(cafile=os.fspath(self._client_ca))
-        return context
-
-    def _handshake(self, connection: Any, _server_name: str | None, _: ssl.SSLContext) -> None:
-        connection.context = self._current
-
-    def reload_if_changed(self) -> bool:
-        """Build a new context if the files changed since the last look; True if loaded.
-
-        Files that cannot be loaded (e.g. caught between two renames) keep the current
-        context and are tried again when they change again.
-        """
-        stamp = self._stamps()
-        if stamp == self._stamp:
-            return False
-        self._stamp = stamp
-        try:
-            self._current = self._build()
-        except (OSError, ssl.SSLError) as exc:
-            logger.warning(
-                "the webhook's TLS files changed but cannot be loaded (%s); "
-                "serving the previous ones until they change again",
-                exc,
-            )
-            return False
-        self.reloads += 1
-        logger.info("the webhook's TLS files changed: new connections use them")
-        return True
 
 
 class Rejections:
@@ -547,30 +450,6 @@ async def _sweep_forever(webhook: _Webhook) -> None:
             connection.expire(now)
 
 
-def _tls_for(settings: WebhookSettings) -> Tls:
-    """The serving certificate (generated in dev mode) and the client CA, loaded."""
-    cert_dir = settings.cert_dir
-    if settings.dev:
-        ensure_dev_certificates(cert_dir=cert_dir, host=settings.host)
-    cert, key = cert_dir / _CERT, cert_dir / _KEY
-    if not (cert.exists() and key.exists()):
-        raise ConfigurationError(
-            f"no webhook certificate: {cert} and {key} must exist (mount the chart's "
-            "Secret there, or use --dev-webhook for a local cluster)"
-        )
-    if settings.client_ca is not None and not settings.client_ca.is_file():
-        raise ConfigurationError(f"--webhook-client-ca {settings.client_ca}: no such file")
-    if settings.client_names and settings.client_ca is None:
-        raise ConfigurationError("--webhook-client-names needs --webhook-client-ca")
-    return Tls(cert=cert, key=key, client_ca=settings.client_ca, http2=settings.http2)
-
-
-async def _reload_forever(tls: Tls) -> None:
-    while True:
-        await asyncio.sleep(RELOAD_INTERVAL)
-        tls.reload_if_changed()
-
-
 @contextlib.asynccontextmanager
 async def serving(
     settings: WebhookSettings,
@@ -585,7 +464,7 @@ async def serving(
     ``--webhook-listen``. Raises :class:`~dbquota.errors.ConfigurationError` when the TLS
     files are missing or unusable.
     """
-    tls = _tls_for(settings)
+    tls = tls_for(settings)
     webhook = _Webhook(
         admit=admit, kinds=kinds, client_names=settings.client_names, rejections=Rejections()
     )
@@ -600,7 +479,7 @@ async def serving(
         reuse_address=True,
     )
     helpers = [
-        asyncio.create_task(_reload_forever(tls), name="webhook certificates"),
+        asyncio.create_task(reload_forever(tls), name="webhook certificates"),
         asyncio.create_task(_sweep_forever(webhook), name="webhook deadlines"),
     ]
     try:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -169,15 +169,7 @@ class Admission:
             decisions.append(decision)
             if not decision.allowed:
                 break
-        verdict = verdicts.combine(decisions)
-        unpriced = unrequested(claim, name=f"{kind.resource.kind} {tenant}/{review.name}")
-        if unpriced:
-            verdict = replace(verdict, warnings=(*verdict.warnings, unpriced))
-        if review.dry_run:  # say why, for `kubectl dbquota explain` and --dry-run=server
-            verdict = replace(
-                verdict, warnings=(*verdict.warnings, *(explain(d) for d in decisions))
-            )
-        return verdict
+        return _with_warnings(verdicts.combine(decisions), review, claim, tenant, decisions)
 
     def _parse(
         self, review: Review
@@ -327,3 +319,21 @@ class Ledgers:
     async def close(self) -> None:
         """Write every pending reservation and give every escrow back (shutdown)."""
         await asyncio.gather(*(ledger.close() for ledger in self._ledgers.values()))
+
+
+def _with_warnings(
+    verdict: verdicts.Verdict,
+    review: Review,
+    claim: claims.ClaimSpec,
+    tenant: str,
+    decisions: Sequence[verdicts.Decision],
+) -> verdicts.Verdict:
+    """``verdict`` with the warnings it carries beyond the decisions' own: what the object
+    did not request (so was not priced), and on a dry run why each quota decided so (for
+    ``kubectl dbquota explain`` and ``--dry-run=server``)."""
+    unpriced = unrequested(claim, name=f"{review.kind.resource.kind} {tenant}/{review.name}")
+    if unpriced:
+        verdict = replace(verdict, warnings=(*verdict.warnings, unpriced))
+    if review.dry_run:
+        verdict = replace(verdict, warnings=(*verdict.warnings, *(explain(d) for d in decisions)))
+    return verdict

@@ -21,7 +21,7 @@ from dbquota.adapters.kube import Informer, Kube
 from dbquota.domain import reviews
 from dbquota.domain.kinds import registry
 from dbquota.errors import ConfigurationError, NotFound
-from dbquota.handlers import operating, runtime, webhook
+from dbquota.handlers import operating, runtime, webhook, webhook_tls
 from dbquota.services import admitting
 from dbquota.settings import NoQuotaPolicy, WebhookSettings
 
@@ -45,7 +45,7 @@ class StubKube:
 
 
 async def test_dev_mode_registers_a_rule_per_enabled_kind(tmp_path: Path) -> None:
-    webhook.ensure_dev_certificates(cert_dir=tmp_path, host="127.0.0.1")
+    webhook_tls.ensure_dev_certificates(cert_dir=tmp_path, host="127.0.0.1")
     cfg = WebhookSettings(dev=True, cert_dir=tmp_path, configuration_name="e2e.dbquota.io")
     kube = StubKube(set())
     await operating.register_dev_webhook(cast(Kube, kube), cfg, port=1, enabled=ALL)

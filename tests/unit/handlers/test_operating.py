@@ -16,7 +16,7 @@ import pytest
 
 from dbquota.adapters.kube import Kube
 from dbquota.errors import ConfigurationError
-from dbquota.handlers import operating, webhook
+from dbquota.handlers import operating, webhook_tls
 from dbquota.settings import WebhookSettings
 
 
@@ -31,7 +31,7 @@ class RecordingKube:
 
 
 async def test_dev_mode_registers_one_webhook_for_claims(tmp_path: Path) -> None:
-    ca, _, _ = webhook.ensure_dev_certificates(cert_dir=tmp_path, host="127.0.0.1")
+    ca, _, _ = webhook_tls.ensure_dev_certificates(cert_dir=tmp_path, host="127.0.0.1")
     cfg = WebhookSettings(dev=True, cert_dir=tmp_path, configuration_name="e2e.dbquota.io")
     kube = RecordingKube()
     await operating.register_dev_webhook(cast(Kube, kube), cfg, port=12345)

@@ -39,7 +39,7 @@ from cryptography import x509
 from dbquota.adapters import metrics
 from dbquota.domain import reviews
 from dbquota.errors import ConfigurationError
-from dbquota.handlers import webhook
+from dbquota.handlers import webhook, webhook_tls
 from dbquota.kits import certs
 from dbquota.settings import WebhookSettings
 
@@ -304,7 +304,7 @@ def test_refusals_log_one_line_per_interval_with_the_count_of_the_others(
 
 
 @contextlib.asynccontextmanager
-async def tls_server(tls: webhook.Tls) -> AsyncIterator[int]:
+async def tls_server(tls: webhook_tls.Tls) -> AsyncIterator[int]:
     """A TLS listener with ``tls.context`` that closes each connection after its handshake."""
     writers: list[asyncio.StreamWriter] = []
 
@@ -335,8 +335,10 @@ async def handshake(port: int, ctx: ssl.SSLContext) -> tuple[str, x509.Certifica
 
 
 async def test_tls_1_2_is_the_minimum(tmp_path: Path) -> None:
-    _, cert, key = webhook.ensure_dev_certificates(cert_dir=tmp_path / "certs", host="127.0.0.1")
-    tls = webhook.Tls(cert=cert, key=key, client_ca=None)
+    _, cert, key = webhook_tls.ensure_dev_certificates(
+        cert_dir=tmp_path / "certs", host="127.0.0.1"
+    )
+    tls = webhook_tls.Tls(cert=cert, key=key, client_ca=None)
     assert tls.context.minimum_version == ssl.TLSVersion.TLSv1_2
     async with tls_server(tls) as port:
         for version in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
@@ -347,8 +349,8 @@ async def test_tls_1_2_is_the_minimum(tmp_path: Path) -> None:
 
 async def test_new_certificate_files_are_served_to_new_connections(tmp_path: Path) -> None:
     cert_dir = tmp_path / "certs"
-    ca_path, cert, key = webhook.ensure_dev_certificates(cert_dir=cert_dir, host="127.0.0.1")
-    tls = webhook.Tls(cert=cert, key=key, client_ca=None)
+    ca_path, cert, key = webhook_tls.ensure_dev_certificates(cert_dir=cert_dir, host="127.0.0.1")
+    tls = webhook_tls.Tls(cert=cert, key=key, client_ca=None)
     old_ca = ssl.create_default_context(cafile=str(ca_path))
     async with tls_server(tls) as port:
         _, first = await handshake(port, old_ca)
@@ -429,9 +431,9 @@ async def test_stopping_lets_a_review_in_flight_finish(tmp_path: Path) -> None:
 
 
 def test_dev_certificates_are_made_once_for_the_host(tmp_path: Path) -> None:
-    ca, cert, key = webhook.ensure_dev_certificates(cert_dir=tmp_path, host="10.1.2.3")
+    ca, cert, key = webhook_tls.ensure_dev_certificates(cert_dir=tmp_path, host="10.1.2.3")
     first = cert.read_bytes()
-    again = webhook.ensure_dev_certificates(cert_dir=tmp_path, host="10.1.2.3")
+    again = webhook_tls.ensure_dev_certificates(cert_dir=tmp_path, host="10.1.2.3")
     assert again == (ca, cert, key)
     assert cert.read_bytes() == first
     leaf = x509.load_pem_x509_certificate(first)
