@@ -10,9 +10,10 @@ opens several connections to the webhook, which the proxy spreads over both repl
 through the real apiserver (:class:`e2e.test_chaos.Burst`) into a quota that fits 30
 claims (300 for the cut, so that the cut comes while there is room); mid-burst:
 
-- ``b`` is killed with SIGKILL, holding escrow: the budget is never exceeded (the claims
-  that exist cost at most the budget, and the quota's totals agree once it settles), and
-  ``b``'s escrow stops counting within the lease duration (15 s) plus a renewal;
+- the leader is killed with SIGKILL, holding escrow: the budget is never exceeded (the
+  claims that exist cost at most the budget, and the quota's totals agree once it
+  settles), its escrow stops counting and the other replica takes over reconciliation,
+  each within the lease duration (15 s) plus a renewal;
 - ``b`` is cut off from the apiserver (no byte passes, connections hang) while the
   apiserver still sends it reviews: it stops admitting from escrow once its own renewal is
   older than the renew deadline (10 s), before ``a`` can see its Lease lapse (15 s), so
@@ -150,35 +151,53 @@ def pair(plane: Plane, tmp_path: Path, request: pytest.FixtureRequest) -> Iterat
                 stop_process(proxy.proc)
 
 
-def test_a_replica_killed_mid_burst_never_takes_the_quota_over_budget(
+def leader(plane: Plane, pair: Pair) -> Operator | None:
+    """The replica that holds the reconciler's Lease, if either does."""
+    lease = plane.kubectl.get_json("lease", "dbquota-leader", "-n", pair.namespace, missing_ok=True)
+    holder = str(lease.get("spec", {}).get("holderIdentity", ""))
+    return next((op for op in (pair.a, pair.b) if f"-{op.pid}-" in holder), None)
+
+
+def test_the_leader_killed_mid_burst_never_takes_the_quota_over_budget(
     plane: Plane, pair: Pair
 ) -> None:
+    victim = wait_for(lambda: leader(plane, pair), what="a leader")
+    survivor = pair.a if victim is pair.b else pair.b
     with bursts(plane, pair.namespace) as burst:
         wait_for(lambda: burst.created >= 8, timeout=60, what="eight claims before the kill")
-        wait_for(lambda: pair.escrow_of(plane, pair.b), what="b to hold escrow")
-        os.kill(pair.b.pid, signal.SIGKILL)
-        pair.b.proc.wait(timeout=10)
+        wait_for(lambda: pair.escrow_of(plane, victim), what="the leader to hold escrow")
+        os.kill(victim.pid, signal.SIGKILL)
+        victim.proc.wait(timeout=10)
         killed, before = time.monotonic(), burst.created
         wait_for(
-            lambda: not pair.escrow_of(plane, pair.b),
+            lambda: not pair.escrow_of(plane, victim),
             timeout=60,
             interval=0.5,
             what="the dead replica's escrow to stop counting",
         )
         released_in = time.monotonic() - killed
+        wait_for(
+            lambda: leader(plane, pair) is survivor,
+            timeout=60,
+            interval=0.5,
+            what="the survivor to lead",
+        )
+        handed_over_in = time.monotonic() - killed
         wait_for(lambda: burst.created >= FITS, timeout=90, what="the whole budget admitted")
         denied = burst.denied
         wait_for(lambda: burst.denied >= denied + 3, timeout=60, what="denials once it is used")
     total = check_within_budget(plane, pair.namespace, pair.budget)
     print(
-        f"SIGKILL of one of two replicas mid-burst: its escrow let go {released_in:.1f}s "
-        f"after the kill; {burst.created} created ({burst.created - before} after it), "
-        f"{burst.denied} denied for budget, {len(burst.failed)} failed (the dead replica "
-        f"behind the proxy); total {total} of {pair.budget}"
+        f"SIGKILL of the leader, one of two replicas, mid-burst: its escrow let go "
+        f"{released_in:.1f}s and reconciliation handed over {handed_over_in:.1f}s after the "
+        f"kill; {burst.created} created ({burst.created - before} after it), {burst.denied} "
+        f"denied for budget, {len(burst.failed)} failed (the dead replica behind the "
+        f"proxy); total {total} of {pair.budget}"
     )
     assert burst.created == FITS  # exactly what fits: none lost with the dead replica
     assert released_in <= 15 + 2 + 3, released_in  # lease duration + a renewal + polling
-    assert "Traceback" not in pair.a.logs()
+    assert handed_over_in <= 15 + 2 + 3, handed_over_in
+    assert "Traceback" not in survivor.logs()
 
 
 @pytest.mark.parametrize("pair", [300], indirect=True)  # room left when the cut comes

@@ -174,37 +174,35 @@ def _in_flight(held: Mapping[str, Reservation]) -> int:
     return sum(1 for r in held.values() if not r.get("standing"))
 
 
-def _too_many(quota: quotas.QuotaSpec, count: int) -> verdicts.Decision:
+def _refusal(quota: str, reason: verdicts.Reason, message: str) -> verdicts.Decision:
+    """A denial decided before any pricing: it costs and holds nothing."""
     return verdicts.Decision(
-        quota=quota.name,
+        quota=quota,
         allowed=False,
         would_deny=True,
         cost=0.0,
         pricing=None,
         degraded=False,
         policy=None,
-        reason="TooManyInFlight",
-        message=(
-            f"not admitted by DatabaseQuota {quota.name}: {count:,} admissions are in flight "
-            "(their claims have not shown up yet), the most it holds; try again in a few "
-            "seconds"
-        ),
+        reason=reason,
+        message=message,
+    )
+
+
+def _too_many(quota: quotas.QuotaSpec, count: int) -> verdicts.Decision:
+    return _refusal(
+        quota.name,
+        "TooManyInFlight",
+        f"not admitted by DatabaseQuota {quota.name}: {count:,} admissions are in flight "
+        "(their claims have not shown up yet), the most it holds; try again in a few seconds",
     )
 
 
 def invalid_quota(name: str, error: ValueError) -> Outcome:
     """The outcome for a quota whose spec cannot be read (the CRD schema should prevent it)."""
     return Outcome(
-        decision=verdicts.Decision(
-            quota=name,
-            allowed=False,
-            would_deny=True,
-            cost=0.0,
-            pricing=None,
-            degraded=False,
-            policy=None,
-            reason="InvalidQuota",
-            message=f"denied: DatabaseQuota {name} is invalid ({error}); fix it first",
+        decision=_refusal(
+            name, "InvalidQuota", f"denied: DatabaseQuota {name} is invalid ({error}); fix it first"
         )
     )
 
