@@ -305,8 +305,9 @@ def admitted(demo: Demo) -> None:
 def denied(demo: Demo) -> None:
     demo.step("Would it fit? Ask before applying: kubectl dbquota explain (server-side dry run)")
     demo.say("the kubectl-dbquota plugin comes with the package; kubectl finds it on PATH")
-    asked = demo.kubectl("dbquota", "explain", "-f", str(EXAMPLES / "claim-analytics.yaml"))
-    expect("denied" in asked, "explain did not say the claim would be denied")
+    claim = str(EXAMPLES / "claim-analytics.yaml")
+    asked = demo.kubectl("dbquota", "explain", "-f", claim, check=False)  # exit 1: denied
+    expect("BudgetExceeded" in asked, "explain did not say the claim would be denied")
     demo.good("explain went through the real webhook as a dry run: the verdict, nothing reserved")
 
     demo.step("A claim that would take team-a over its budget is denied, with the reason")
