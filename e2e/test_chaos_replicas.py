@@ -13,7 +13,7 @@ claims (300 for the cut, so that the cut comes while there is room); mid-burst:
 - the leader is killed with SIGKILL, holding escrow: the budget is never exceeded (the
   claims that exist cost at most the budget, and the quota's totals agree once it
   settles), its escrow stops counting and the other replica takes over reconciliation,
-  each within the lease duration (15 s) plus a renewal;
+  each within the lease duration (15 s) plus a retry period and a reconcile;
 - ``b`` is cut off from the apiserver (no byte passes, connections hang) while the
   apiserver still sends it reviews: it stops admitting from escrow once its own renewal is
   older than the renew deadline (10 s), before ``a`` can see its Lease lapse (15 s), so
@@ -100,7 +100,7 @@ def bursts(plane: Plane, namespace: str) -> Bursts:
 
 @pytest.fixture
 def pair(plane: Plane, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Pair]:
-    namespace = request.node.name.removeprefix("test_").replace("_", "-")[:50]
+    namespace = request.node.name.removeprefix("test_").replace("_", "-")[:50].strip("-")
     plane.kubectl("create", "namespace", namespace)
     fits = getattr(request, "param", FITS)
     budget = round(unit_cost(plane.billing) * (fits + 0.5), 2)
@@ -195,8 +195,10 @@ def test_the_leader_killed_mid_burst_never_takes_the_quota_over_budget(
         f"proxy); total {total} of {pair.budget}"
     )
     assert burst.created == FITS  # exactly what fits: none lost with the dead replica
-    assert released_in <= 15 + 2 + 3, released_in  # lease duration + a renewal + polling
-    assert handed_over_in <= 15 + 2 + 3, handed_over_in
+    # The lease duration (15 s) after the last renewal, a retry period (2 s) for the
+    # survivor to take the leader Lease, then its reconcile, plus this test's polling.
+    assert released_in <= 15 + 2 + 5, released_in
+    assert handed_over_in <= 15 + 2 + 5, handed_over_in
     assert "Traceback" not in survivor.logs()
 
 
