@@ -297,6 +297,16 @@ def probe(op: Operator, path: str) -> httpx.Response | None:
         return None
 
 
+def not_ready(op: Operator) -> httpx.Response:
+    """``/readyz``'s answer once it says the operator is not ready (503, with why)."""
+    answer: httpx.Response = wait_for(
+        lambda: (got := probe(op, "/readyz")) is not None and got.status_code == 503 and got,
+        timeout=30,
+        what="/readyz to say why it is not ready",
+    )
+    return answer
+
+
 def test_a_start_up_without_the_apiserver_retries_then_builds_everything_once(
     cut_off: tuple[Cluster, harness.Proxy],
     billing: Simulator,
@@ -307,11 +317,7 @@ def test_a_start_up_without_the_apiserver_retries_then_builds_everything_once(
     road.cut()
     op = spawn_cut_off(cluster, tmp_path / "op", billing, namespace)
     try:
-        waiting = wait_for(
-            lambda: (got := probe(op, "/readyz")) is not None and got.status_code == 503 and got,
-            timeout=30,
-            what="/readyz to say why it is not ready",
-        )
+        waiting = not_ready(op)
         healthz = probe(op, "/healthz")
         assert healthz is not None  # alive: not restarted
         assert healthz.status_code == 200
@@ -338,11 +344,7 @@ def test_sigterm_while_start_up_is_stuck_exits_cleanly(
     cluster, road = cut_off
     road.cut()
     op = spawn_cut_off(cluster, tmp_path / "op", billing, namespace)
-    wait_for(
-        lambda: (got := probe(op, "/readyz")) is not None and got.status_code == 503,
-        timeout=30,
-        what="the probes to answer",
-    )
+    not_ready(op)
     time.sleep(2)
     op.proc.send_signal(signal.SIGTERM)
     started = time.monotonic()

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import random
 import time
@@ -112,7 +113,7 @@ class Ledger:
         self._live = live
         self._clock = clock
         self._limit = in_flight_limit
-        self._present = present
+        self._present = functools.partial(present, namespace)  # bound once, not per review
         self._queue: list[_Pending] = []
         self._writer: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -183,7 +184,7 @@ class Ledger:
             now=self._clock(),
             holder=self.holder,
             in_flight_limit=self._limit,
-            present=lambda: self._present(self.namespace),
+            present=self._present,
         )
         return admission.dry(outcome) if request.dry_run else outcome
 
