@@ -112,9 +112,11 @@ def test_claim_over_budget_is_denied_with_an_actionable_message(
     refused = kubectl.apply(claim(namespace, name="second"), check=False)
     assert refused.returncode != 0
     budget = round(cost * 1.5, 2)
-    over = round(2 * cost - budget, 2)
+    # As the message prints them: each part to the cent, the sums of those.
+    projected = 2 * round(cost, 2)
+    over = round(projected - budget, 2)
     expected = (
-        f"denied by DatabaseQuota team-a: projected {2 * cost:,.2f} USD/month exceeds budget "
+        f"denied by DatabaseQuota team-a: projected {projected:,.2f} USD/month exceeds budget "
         f"{budget:,.2f} by {over:,.2f} (observed 0.00 + reserved {cost:,.2f} + this claim "
         f"{cost:,.2f}; prices live)"
     )

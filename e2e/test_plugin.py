@@ -190,9 +190,11 @@ def test_explain_denied_exits_1_with_the_full_message(
     (row,) = rows("\n".join(lines[1:3]))
     assert (row["QUOTA"], row["VERDICT"], row["REASON"]) == ("team-a", "denied", "BudgetExceeded")
     assert float(row["RESERVED"].replace(",", "")) == pytest.approx(cost, abs=0.01)
-    over = round(2 * cost - budget, 2)
+    # As the message prints them: each part to the cent, the sums of those.
+    projected = 2 * round(cost, 2)
+    over = round(projected - budget, 2)
     assert lines[3].startswith(
-        f"denied by DatabaseQuota team-a: projected {2 * cost:,.2f} USD/month exceeds budget "
+        f"denied by DatabaseQuota team-a: projected {projected:,.2f} USD/month exceeds budget "
         f"{budget:,.2f} by {over:,.2f} (observed 0.00 + reserved {cost:,.2f}"
     )
 

@@ -11,9 +11,12 @@ of every outcome is in one place and reads alike. The shapes, as ``kubectl`` pri
     known prices x 1.2
 
 Money has two decimals and thousands separators (no currency symbol: the quota's currency
-code follows where it matters); factors print as given (``x 1.2``); counts have thousands
-separators. How billing degraded (``billing degraded (...)``) and ages (``12 minutes``) are
-worded by :mod:`dbquota.domain.degradation`, which status conditions share.
+code follows where it matters), and the figures of one message add up as printed: each
+part is rounded to the cent first and totals and differences are taken of the rounded
+parts, so a tenant never reads "316.38 exceeds 237.28 by 79.09". Factors print as given
+(``x 1.2``); counts have thousands separators. How billing degraded (``billing degraded
+(...)``) and ages (``12 minutes``) are worded by :mod:`dbquota.domain.degradation`, which
+status conditions share.
 
 Pure: no I/O.
 """
@@ -39,6 +42,16 @@ ADDS_NOTHING = "this update adds nothing to pay for"
 def money(value: float) -> str:
     """``1,234.50``."""
     return f"{value:,.2f}"
+
+
+def cents(value: float) -> float:
+    """``value`` rounded to the cent, as :func:`money` prints it."""
+    return round(value, 2)
+
+
+def _projected(usage: quotas.Usage, quote: quotes.Quote) -> float:
+    """Observed + reserved + the request, each as printed, so the breakdown adds up."""
+    return cents(cents(usage.observed) + cents(usage.reserved) + cents(quote.cost))
 
 
 def factor(value: float) -> str:
@@ -137,10 +150,10 @@ def over_budget(
     *, quota: quotas.QuotaSpec, usage: quotas.Usage, quote: quotes.Quote, label: str
 ) -> str:
     """``projected ... exceeds budget ... by ... (observed + reserved + this claim; basis)``."""
-    projected = usage.spend + quote.cost
+    projected = _projected(usage, quote)
     return (
         f"projected {money(projected)} {quota.currency}/month exceeds budget "
-        f"{money(quota.monthly_budget)} by {money(projected - quota.monthly_budget)} "
+        f"{money(quota.monthly_budget)} by {money(projected - cents(quota.monthly_budget))} "
         f"({_breakdown(usage=usage, quote=quote, label=label)})"
     )
 
@@ -149,11 +162,11 @@ def within_budget(
     *, quota: quotas.QuotaSpec, usage: quotas.Usage, quote: quotes.Quote, label: str
 ) -> str:
     """``admitted by DatabaseQuota ...: projected ... within budget ..., ... left (...)``."""
-    projected = usage.spend + quote.cost
+    projected = _projected(usage, quote)
     return (
         f"admitted by DatabaseQuota {quota.name}: projected {money(projected)} "
         f"{quota.currency}/month within budget {money(quota.monthly_budget)}, "
-        f"{money(quota.monthly_budget - projected)} left "
+        f"{money(cents(quota.monthly_budget) - projected)} left "
         f"({_breakdown(usage=usage, quote=quote, label=label)})"
     )
 
@@ -262,11 +275,11 @@ def fail_open_estimate(
     """What a FailOpen admission would cost at conservative prices, and whether it fits."""
     if quote is None:
         return NOT_PRICED
-    projected = usage.spend + quote.cost
-    excess = projected - quota.monthly_budget
+    projected = _projected(usage, quote)
+    excess = projected - cents(quota.monthly_budget)
     fits = (
         f"over budget {money(quota.monthly_budget)} by {money(excess)}"
-        if excess > 0
+        if cents(excess) > 0
         else f"within budget {money(quota.monthly_budget)}"
     )
     return (
