@@ -101,6 +101,8 @@ class Burst:
     namespace: str
     prefix: str = "c"
     """Claims are named ``<prefix><i>``: bursts in parallel need different prefixes."""
+    pause: float = 0.02
+    """Seconds between one answer and the next create."""
     created: list[str] = field(default_factory=list)
     denied: list[str] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
@@ -130,7 +132,7 @@ class Burst:
                     self.failed.append(f"{name}: {got.status_code} {got.text[:200]}")
                     time.sleep(0.05)
                 i += 1
-                time.sleep(0.02)
+                time.sleep(self.pause)
 
     def __enter__(self) -> Burst:
         self.thread = threading.Thread(target=self.run, daemon=True)

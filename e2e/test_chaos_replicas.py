@@ -3,12 +3,14 @@
 Two ``dbquota run`` replicas as the chart runs them (both serve the webhook, one is elected
 to reconcile, each renews its liveness Lease and admits from its escrow), sharing one
 serving certificate, behind an L4 proxy (:mod:`e2e.tcp_proxy`, round robin per
-connection, as a Service balances) that a ValidatingWebhookConfiguration of the test's own
-names, scoped to the test's namespace. Replica ``b`` reaches the apiserver through a second
-proxy the test can cut. Three bursts of DatabaseClaim creates in parallel (so that the apiserver
-opens several connections to the webhook, which the proxy spreads over both replicas) go
-through the real apiserver (:class:`e2e.test_chaos.Burst`) into a quota that fits 30
-claims (300 for the cut, so that the cut comes while there is room); mid-burst:
+connection, as a Service balances; the elected one first, so that it holds escrow) that a
+ValidatingWebhookConfiguration of the test's own names, scoped to the test's namespace.
+Replica ``b`` reaches the apiserver through a second proxy the test can cut. Three bursts
+of DatabaseClaim creates in parallel (so that the apiserver opens several connections to
+the webhook, which the proxy spreads over both replicas) go through the real apiserver
+(:class:`e2e.test_chaos.Burst`) into a quota that fits 60 claims (paced, so that the
+leader is killed while there is room, not after the burst has used it all) or 300 (for
+the cut, so that it comes while there is room); mid-burst:
 
 - the leader is killed with SIGKILL, holding escrow: the budget is never exceeded (the
   claims that exist cost at most the budget, and the quota's totals agree once it
@@ -47,7 +49,12 @@ from tests.simulating import stop as stop_process
 
 __all__ = ["plane"]  # the fixture, imported so that this module gets a control plane of its own
 
-FITS = 30
+FITS = 60
+"""Claims the leader test's quota fits: at its pace (:data:`PACE`), some 6 s of creates."""
+PACE = 0.3
+"""Seconds each of the leader test's bursts waits between creates (about 9 creates/s in
+all), so that after the first eight the leader holds escrow for seconds, not
+milliseconds, while the test looks."""
 
 
 @dataclass
@@ -94,8 +101,8 @@ class Bursts:
             burst.__exit__(*exc)
 
 
-def bursts(plane: Plane, namespace: str) -> Bursts:
-    return Bursts([Burst(plane, namespace, prefix=p) for p in ("x", "y", "z")])
+def bursts(plane: Plane, namespace: str, *, pause: float = 0.02) -> Bursts:
+    return Bursts([Burst(plane, namespace, prefix=p, pause=pause) for p in ("x", "y", "z")])
 
 
 @pytest.fixture
@@ -133,7 +140,14 @@ def pair(plane: Plane, tmp_path: Path, request: pytest.FixtureRequest) -> Iterat
         started.append(a)
         b = harness.start_replica(cut_off, tmp_path / "b", cert_dir=cert_dir, extra=extra)
         started.append(b)
-        front = harness.start_proxy(tmp_path, [a.webhook_port, b.webhook_port], name="front")
+        # The leader first: the apiserver's first connection to the webhook (and so, while
+        # reviews do not overlap, most of them) reaches the replica the first test kills,
+        # which then holds escrow; round robin spreads later connections over both.
+        first = wait_for(lambda: leading(plane, namespace, (a, b)), what="a leader")
+        second = b if first is a else a
+        front = harness.start_proxy(
+            tmp_path, [first.webhook_port, second.webhook_port], name="front"
+        )
         plane.kubectl.apply(
             harness.proxy_webhook(configuration, port=front.port, ca=ca, namespaces=[namespace])
         )
@@ -151,11 +165,16 @@ def pair(plane: Plane, tmp_path: Path, request: pytest.FixtureRequest) -> Iterat
                 stop_process(proxy.proc)
 
 
-def leader(plane: Plane, pair: Pair) -> Operator | None:
-    """The replica that holds the reconciler's Lease, if either does."""
-    lease = plane.kubectl.get_json("lease", "dbquota-leader", "-n", pair.namespace, missing_ok=True)
+def leading(plane: Plane, namespace: str, replicas: tuple[Operator, ...]) -> Operator | None:
+    """The one of ``replicas`` that holds the reconciler's Lease, if any does."""
+    lease = plane.kubectl.get_json("lease", "dbquota-leader", "-n", namespace, missing_ok=True)
     holder = str(lease.get("spec", {}).get("holderIdentity", ""))
-    return next((op for op in (pair.a, pair.b) if f"-{op.pid}-" in holder), None)
+    return next((op for op in replicas if f"-{op.pid}-" in holder), None)
+
+
+def leader(plane: Plane, pair: Pair) -> Operator | None:
+    """The replica of ``pair`` that holds the reconciler's Lease, if either does."""
+    return leading(plane, pair.namespace, (pair.a, pair.b))
 
 
 def test_the_leader_killed_mid_burst_never_takes_the_quota_over_budget(
@@ -163,9 +182,11 @@ def test_the_leader_killed_mid_burst_never_takes_the_quota_over_budget(
 ) -> None:
     victim = wait_for(lambda: leader(plane, pair), what="a leader")
     survivor = pair.a if victim is pair.b else pair.b
-    with bursts(plane, pair.namespace) as burst:
+    with bursts(plane, pair.namespace, pause=PACE) as burst:
         wait_for(lambda: burst.created >= 8, timeout=60, what="eight claims before the kill")
-        wait_for(lambda: pair.escrow_of(plane, victim), what="the leader to hold escrow")
+        wait_for(
+            lambda: pair.escrow_of(plane, victim), interval=0.05, what="the leader to hold escrow"
+        )
         os.kill(victim.pid, signal.SIGKILL)
         victim.proc.wait(timeout=10)
         killed, before = time.monotonic(), burst.created
