@@ -2,12 +2,15 @@
 
 The entry point of the console script (``pyproject.toml``) and of ``python -m dbquota``.
 Flags of ``run`` come from the settings tree (:mod:`dbquota.settings`); this module only
-parses, sets up logging and hands over.
+parses, sets up logging and hands over. ``run`` turns on :mod:`faulthandler` before the
+operator starts, so that a crash below Python (a segfault in a C extension) or a fatal
+error leaves every thread's stack on stderr, in the pod's log, not just a restart.
 """
 
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import logging
 import os
 import sys
@@ -67,6 +70,7 @@ def _print_settings(_: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from dbquota.handlers import operating  # noqa: PLC0415 - import kopf only when running
 
+    faulthandler.enable()
     operating.run(settings.from_namespace(args))
     return 0
 

@@ -7,6 +7,7 @@ of them, and that the README lists every flag (docs that match the code).
 from __future__ import annotations
 
 import argparse
+import faulthandler
 from pathlib import Path
 
 import pytest
@@ -116,3 +117,16 @@ def test_claim_kinds_are_checked_against_the_registry() -> None:
         parse([], {"DBQUOTA_CLAIM_KINDS": "databaseclaims,mysql"})
     with pytest.raises(argparse.ArgumentTypeError, match="no claim kind enabled"):
         parse([], {"DBQUOTA_CLAIM_KINDS": " , "})
+
+
+def test_run_turns_on_faulthandler_before_the_operator_starts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from dbquota.handlers import operating  # noqa: PLC0415 - as cli imports it, only for run
+
+    calls: list[str] = []
+    monkeypatch.setattr(faulthandler, "enable", lambda: calls.append("faulthandler"))
+    monkeypatch.setattr(operating, "run", lambda _: calls.append("operator"))
+    assert cli.main(["run"]) == 0
+    # so that a segfault in a C extension leaves every thread's stack in the pod's log
+    assert calls == ["faulthandler", "operator"]
