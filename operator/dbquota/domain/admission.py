@@ -139,7 +139,9 @@ def _crowding(
     if limit is None or not request.creating or request.dry_run or len(held) < limit:
         return None
     seen = present()
-    unseen = sum(1 for uid, r in held.items() if not r.get("standing") and uid not in seen)
+    # The set difference runs in C; at 200 creates/s with hundreds held, a loop over every
+    # reservation per review was an eighth of the operator's CPU.
+    unseen = sum(1 for uid in held.keys() - seen if not held[uid].get("standing"))
     return unseen if unseen >= limit else None
 
 

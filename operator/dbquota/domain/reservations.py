@@ -206,6 +206,18 @@ def by_uid(held: Iterable[Reservation]) -> dict[str, Reservation]:
     return {str(r.get("uid", "")): r for r in held}
 
 
+def confirmed_by(res: Reservation, claim: ClaimRef | None) -> bool:
+    """Whether ``claim``, an object dbquota owns, shows the price ``res`` charged for its
+    generation (``Confirmed`` in the module docstring): from then on it counts at that
+    price and ``res`` can go, with the totals unchanged."""
+    return (
+        claim is not None
+        and claim.owned
+        and claim.cost is not None
+        and claim.priced_generation >= int(res.get("generation", 1))
+    )
+
+
 def settle(
     *,
     held: Sequence[Reservation],
@@ -237,7 +249,7 @@ def settle(
             else:  # standing: its object exists, so it is no longer in flight
                 kept.append(res if res.get("standing") else {**res, "standing": True})
         elif claim is not None:
-            if claim.cost is not None and claim.priced_generation >= int(res.get("generation", 1)):
+            if confirmed_by(res, claim):
                 confirmed.append(res)
             else:
                 kept.append(res)

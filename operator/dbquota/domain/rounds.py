@@ -12,7 +12,13 @@ snapshot and the time bound in), it returns the :class:`Round`:
   adds before it, and other replicas' escrow (counted as used); a request only *live*
   other replicas' escrow keeps out waits instead of being denied (``may_wait``);
 - this replica's escrow kept, or renewed (what is left given back, a fresh share of the
-  room after the last admission taken), written in the same patch.
+  room after the last admission taken), written in the same patch;
+- when the round writes anyway, the reservations whose claims already show their price
+  (``confirmed``, :func:`dbquota.domain.reservations.confirmed_by`) dropped from the list,
+  the totals unchanged: the claims count at those prices now. The reconciler does the
+  same on its refreshes; doing it here keeps the list (and every write and watch event of
+  the quota) short during a burst, when the reconciler's compare-and-swap would keep
+  losing to this writer's.
 
 The escrow is renewed when the spec changed, when idle or closing (then nothing is
 taken), when the lease is not trusted, and when an exact request comes while what is
@@ -74,6 +80,7 @@ class _Context:
     live: Callable[[str], bool]
     may_wait: Callable[[int], bool]
     decide: Decide
+    confirmed: Callable[[Reservation], bool]
 
 
 def plan(
@@ -88,6 +95,7 @@ def plan(
     may_wait: Callable[[int], bool],
     decide: Decide,
     now: float,
+    confirmed: Callable[[Reservation], bool] = lambda _: False,
 ) -> Round:
     """Plan one round (module docstring); ``now`` is the caller's monotonic time.
 
@@ -100,7 +108,7 @@ def plan(
         for i in range(len(requests)):
             round_.results[i] = admission.invalid_quota(name, spec).decision
         return round_
-    ctx = _Context(quota, spec, requests, account, holder, alive, live, may_wait, decide)
+    ctx = _Context(quota, spec, requests, account, holder, alive, live, may_wait, decide, confirmed)
     idle = account.idle(now)
     renew = account.renews(
         generation=generation_of(quota),
@@ -137,6 +145,12 @@ def _round(ctx: _Context, *, renew: bool, idle: bool) -> Round:
     if escrow_after or "escrow" in base:
         round_.working = cast(QuotaStatus, {**round_.working, "escrow": escrow_after})
     round_.patch = {k: v for k, v in round_.working.items() if base.get(k) != v}
+    if round_.patch:
+        held = round_.working.get("reservations") or []
+        kept = [r for r in held if not ctx.confirmed(r)]
+        if len(kept) < len(held):
+            round_.working = cast(QuotaStatus, {**round_.working, "reservations": kept})
+            round_.patch["reservations"] = kept
     return round_
 
 

@@ -241,7 +241,7 @@ async def _serve(
             alive=liveness.alive,
             live=leases.live,
             in_flight_limit=cfg.enforcement.max_reservations or None,
-            present=lambda namespace: {c.uid for c in claim_index.in_namespace(namespace)},
+            present=claim_index.by_uid,
         )
         runtime: runtime_.Runtime | None = None
 

@@ -24,13 +24,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 from dbquota.adapters.kube import Informer
 from dbquota.domain import admission, billing, claims, kinds, verdicts
 from dbquota.domain.kinds import databaseclaims
+from dbquota.domain.reservations import ClaimRef
 from dbquota.domain.resources import QuotaObject
 from dbquota.errors import KubeError
 from dbquota.services import reserving, stores
@@ -274,7 +275,7 @@ class Ledgers:
         alive: Callable[[], bool] = lambda: True,
         live: Callable[[str], bool] = lambda _: True,
         in_flight_limit: int | None = None,
-        present: Callable[[str], Collection[str]] = lambda _: (),
+        present: Callable[[str], Mapping[str, ClaimRef]] = lambda _: {},
     ) -> None:
         self.store = store
         self.share = share

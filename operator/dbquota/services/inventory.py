@@ -16,13 +16,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol
 
 from dbquota.adapters.kube import Informer, Listener
 from dbquota.domain.reservations import ClaimRef
 
 logger = logging.getLogger(__name__)
+
+_NONE: Mapping[str, ClaimRef] = {}
 
 
 class Claims(Protocol):
@@ -39,6 +41,7 @@ class ClaimIndex:
     def __init__(self, informers: Sequence[Informer[ClaimRef]]) -> None:
         self.informers = tuple(informers)
         self._store: dict[str, dict[str, ClaimRef]] = {}
+        self._by_uid: dict[str, dict[str, ClaimRef]] = {}  # tenant -> uid -> object
         self._listeners: list[Listener[ClaimRef]] = []
         for informer in self.informers:
             informer.add_listener(self._changed)
@@ -50,6 +53,13 @@ class ClaimIndex:
     def in_namespace(self, namespace: str) -> list[ClaimRef]:
         """Every object of every enabled kind counting against ``namespace``."""
         return list(self._store.get(namespace, {}).values())
+
+    def by_uid(self, namespace: str) -> Mapping[str, ClaimRef]:
+        """Every object counting against ``namespace``, by uid: the index's own mapping,
+        kept current by the watches, so a lookup costs O(1) and nothing is copied (the
+        webhook asks on every review once many admissions are in flight, and the ledger on
+        every write). Read it at once; do not keep or change it."""
+        return self._by_uid.get(namespace, _NONE)
 
     def namespaces(self) -> list[str]:
         """Tenant namespaces with at least one object."""
@@ -72,6 +82,10 @@ class ClaimIndex:
         self, namespace: str, name: str, before: ClaimRef | None, after: ClaimRef | None
     ) -> None:
         del namespace, name  # keyed by tenant and by the ref's own (kind-qualified) name
+        if before is not None:
+            self._by_uid.get(before.namespace, {}).pop(before.uid, None)
+        if after is not None:
+            self._by_uid.setdefault(after.namespace, {})[after.uid] = after
         if before is not None and (after is None or after.namespace != before.namespace):
             self._store.get(before.namespace, {}).pop(before.name, None)
             self._tell(before.namespace, before.name, before, None)

@@ -35,7 +35,7 @@ import functools
 import logging
 import random
 import time
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from dbquota.adapters import metrics
@@ -50,6 +50,7 @@ from dbquota.domain import (
     verdicts,
     views,
 )
+from dbquota.domain.reservations import ClaimRef
 from dbquota.domain.resources import QuotaObject, QuotaStatus, Reservation
 from dbquota.errors import Conflict
 from dbquota.services import stores
@@ -101,7 +102,7 @@ class Ledger:
         live: Callable[[str], bool] = lambda _: True,
         clock: Callable[[], float] = time.time,
         in_flight_limit: int | None = None,
-        present: Callable[[str], Collection[str]] = lambda _: (),
+        present: Callable[[str], Mapping[str, ClaimRef]] = lambda _: {},
     ) -> None:
         self.store = store
         self.namespace = namespace
@@ -308,6 +309,7 @@ class Ledger:
                 may_wait=lambda i: self._may_wait(batch[i]),
                 decide=self._decide,
                 now=time.monotonic(),
+                confirmed=self._confirmed,
             )
             if round_.patch:
                 try:
@@ -349,6 +351,10 @@ class Ledger:
             f"DatabaseQuota {self.namespace}/{self.name} kept changing under "
             f"{attempt} compare-and-swap attempts in {RESERVE_DEADLINE:.0f}s; try again"
         )
+
+    def _confirmed(self, res: Reservation) -> bool:
+        """Whether ``res``'s claim, as this replica's watch shows it, carries its price."""
+        return reservations.confirmed_by(res, self._present().get(str(res.get("uid", ""))))
 
     def _may_wait(self, pending: _Pending) -> bool:
         """Whether ``pending`` may still wait for other replicas' escrow (starts its clock)."""

@@ -98,6 +98,25 @@ def test_objects_of_every_kind_are_joined_by_tenant() -> None:
     assert index.derived(namespace="team-b", name="Instance/orders") is not None
 
 
+def test_the_objects_of_a_tenant_by_uid_follow_the_watches() -> None:
+    claims, instances = informers()
+    index = inventory.ClaimIndex([claims, instances])
+    assert "c1" not in index.by_uid("team-a")
+    claims.put(claim())
+    instances.put(instance(tenant="team-a", version="1"))
+    assert {uid: r.name for uid, r in index.by_uid("team-a").items()} == {
+        "c1": "orders",
+        "i1": "Instance/orders",
+    }
+    instances.put(instance(tenant="team-b", version="2"))  # moved to another tenant
+    assert set(index.by_uid("team-a")) == {"c1"}
+    assert set(index.by_uid("team-b")) == {"i1"}
+    recreated = claim()
+    recreated["metadata"].update(uid="c2", resourceVersion="3")  # deleted and made again
+    claims.put(recreated)
+    assert set(index.by_uid("team-a")) == {"c2"}
+
+
 async def test_the_index_is_current_only_when_every_watch_is() -> None:
     claims, instances = informers()
     index = inventory.ClaimIndex([claims, instances])

@@ -11,7 +11,8 @@ from the old escrow (a copy older than the ledger's is no news); a failed write 
 reservations admitted from escrow and writes them on retry; lost races are retried, not
 denied; close() writes everything and gives the escrow back; denials and UPDATEs that grow
 take the exact path; an UPDATE that adds nothing and a dry run never wait for a write; a
-replica whose lease it cannot trust admits nothing from escrow.
+replica whose lease it cannot trust admits nothing from escrow; a write drops the
+reservations whose claims already show their price, the totals unchanged.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 import pytest
 
 from dbquota.domain import admission, billing, claims, escrow
+from dbquota.domain.reservations import ClaimRef
 from dbquota.domain.resources import QuotaObject
 from dbquota.errors import Conflict, KubeError
 from dbquota.services import reserving
@@ -186,6 +188,43 @@ async def test_escrow_admits_from_memory_then_writes_in_one_batch() -> None:
     assert len(status["reservations"]) == 11
     assert status["escrow"][0]["cost"] == 3950.0  # moved from escrow to reservations
     assert status["spend"]["reserved"] == 1100.0
+
+
+async def test_a_write_drops_the_reservations_whose_claims_show_their_price() -> None:
+    store = Store(budget=10_000)
+    seen: dict[str, ClaimRef] = {}
+    replica = reserving.Ledger(
+        store=store,
+        namespace="ns",
+        name="q",
+        snapshot=snapshot,
+        share=0.5,
+        present=lambda namespace: seen if namespace == "ns" else {},
+    )
+    assert await admitted(replica, request("first"))
+    assert await admitted(replica, request("second"))
+    await asyncio.sleep(0.1)
+    assert store.held() == ["first", "second"]
+    # The leader wrote first's price to its status; second exists, not priced yet.
+    seen["uid-first"] = ClaimRef(
+        name="first",
+        uid="uid-first",
+        cluster_id="first",
+        storage_gib=100,
+        cost=100.0,
+        priced_generation=1,
+    )
+    seen["uid-second"] = ClaimRef(
+        name="second", uid="uid-second", cluster_id="second", storage_gib=100
+    )
+    writes = len(store.writes)
+    await asyncio.sleep(0.1)
+    assert len(store.writes) == writes  # nothing to write: no write only to drop one
+    assert await admitted(replica, request("third"))
+    await asyncio.sleep(0.1)
+    assert store.held() == ["second", "third"]
+    assert store.quota["status"]["spend"]["reserved"] == 300.0  # first counts at its price
+    assert store.quota["status"]["used"]["claims"] == 3
 
 
 async def test_idle_escrow_is_given_back_and_close_writes_everything() -> None:
