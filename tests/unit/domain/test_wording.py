@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from decimal import Decimal
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -38,31 +40,28 @@ def test_the_message_that_first_showed_it_adds_up() -> None:
     assert "reserved 158.19 + this claim 158.19" in text
 
 
+@pytest.mark.parametrize(
+    ("words", "difference"),
+    [
+        (wording.over_budget, lambda projected, budget: projected - budget),  # "by ..."
+        (wording.within_budget, lambda projected, budget: budget - projected),  # "... left"
+    ],
+)
 @given(observed=money, reserved=money, cost=money, budget=money.filter(lambda b: b > 0))
-def test_over_budget_adds_up_as_printed(
-    observed: float, reserved: float, cost: float, budget: float
+def test_the_figures_add_up_as_printed(
+    words: Callable[..., str],
+    difference: Callable[[Decimal, Decimal], Decimal],
+    observed: float,
+    reserved: float,
+    cost: float,
+    budget: float,
 ) -> None:
-    text = wording.over_budget(
+    text = words(
         quota=quotas.QuotaSpec(name="team-a", monthly_budget=budget),
         usage=quotas.Usage(observed=observed, reserved=reserved),
         quote=_quote(cost),
         label="this claim",
     )
-    projected, budget_, by, observed_, reserved_, cost_ = _figures(text)
+    projected, budget_, shown, observed_, reserved_, cost_ = _figures(text)
     assert projected == observed_ + reserved_ + cost_
-    assert by == projected - budget_
-
-
-@given(observed=money, reserved=money, cost=money, budget=money.filter(lambda b: b > 0))
-def test_within_budget_adds_up_as_printed(
-    observed: float, reserved: float, cost: float, budget: float
-) -> None:
-    text = wording.within_budget(
-        quota=quotas.QuotaSpec(name="team-a", monthly_budget=budget),
-        usage=quotas.Usage(observed=observed, reserved=reserved),
-        quote=_quote(cost),
-        label="this claim",
-    )
-    projected, budget_, left, observed_, reserved_, cost_ = _figures(text)
-    assert projected == observed_ + reserved_ + cost_
-    assert left == budget_ - projected
+    assert shown == difference(projected, budget_)
