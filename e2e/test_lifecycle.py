@@ -237,7 +237,8 @@ def test_a_killed_replicas_escrow_stops_counting_once_its_lease_lapses(
     cost = unit_cost(billing)
     live_quota(kubectl, namespace, "shared", monthlyBudget=round(cost * 10.5, 2))  # 10 fit
     replica = start_replica(cluster, tmp_path / "r", billing.url, "--escrow-share=0.5")
-    assert replica.admit(review(namespace, "first"))  # exact: takes escrow for 4 more
+    assert replica.admit(review(namespace, "first"))  # exact: a lone claim takes no escrow
+    assert replica.admit(review(namespace, "second"))  # a second at once: escrow for 4 more
     escrow = wait_for(
         lambda: status(kubectl, namespace, "shared").get("escrow"), what="the replica's escrow"
     )
@@ -257,9 +258,9 @@ def test_a_killed_replicas_escrow_stops_counting_once_its_lease_lapses(
     assert released_in <= 15 + 5, released_in  # lease duration + a refresh
     events = kubectl.get_json("events", "-n", namespace)["items"]
     assert any(e["reason"] == "EscrowExpired" for e in events)
-    # The budget it held is admitted again (9 claims fit beside "first"'s reservation,
-    # which stays until its grace runs out).
-    created = kubectl.apply([claim(namespace, name=f"after{i}") for i in range(9)], check=False)
+    # The budget it held is admitted again (8 claims fit beside the reservations of "first"
+    # and "second", which stay until their grace runs out).
+    created = kubectl.apply([claim(namespace, name=f"after{i}") for i in range(8)], check=False)
     assert created.returncode == 0, created.stderr
     print(f"dead replica's escrow released {released_in:.1f}s after SIGKILL")
 

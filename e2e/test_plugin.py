@@ -309,19 +309,23 @@ def test_status_shows_a_replicas_escrow_then_the_events_that_end_it(
     namespace: str,
     billing: Simulator,
 ) -> None:
-    """The replica admits a review (of a claim that is never created): the exact path
-    writes the reservation and takes escrow. Frozen at once, the replica cannot give the
-    escrow back, so it stays until the leader sees its Lease lapse (``--lease-duration``,
-    15 s); the reservation is released after ``--reservation-grace`` (5 s)."""
+    """The replica admits two reviews at once (of claims that are never created): the
+    exact path writes the reservations, and the second takes escrow. Frozen at once, the
+    replica cannot give the escrow back, so it stays until the leader sees its Lease lapse
+    (``--lease-duration``, 15 s); the reservations are released after
+    ``--reservation-grace`` (5 s)."""
     cost = unit_cost(billing)
     live_quota(kubectl, namespace, "shared", monthlyBudget=round(cost * 100, 2))
     replica, ca = request.getfixturevalue("second_replica")
     # Ready (/readyz) means its billing cache is warm; its webhook may bind a moment later.
     wait_for(lambda: listening(replica.webhook_port), what="the replica's webhook to listen")
     with httpx.Client(verify=ssl.create_default_context(cafile=str(ca)), timeout=30) as client:
-        answer = client.post(
-            f"https://127.0.0.1:{replica.webhook_port}/validate-claims",
-            json=review(namespace, "ghost"),
+        answer, _ = (
+            client.post(
+                f"https://127.0.0.1:{replica.webhook_port}/validate-claims",
+                json=review(namespace, name),
+            )
+            for name in ("ghost", "second-ghost")  # a lone claim would take no escrow
         )
     replica.proc.send_signal(signal.SIGSTOP)
     try:

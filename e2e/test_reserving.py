@@ -3,7 +3,8 @@
 Two ledgers on two separate API connections (as two webhook replicas would have) race
 200 admissions of 100.00 each at one quota whose budget fits exactly 10: exactly 10 are
 admitted, the status holds exactly those 10 in flight, and remaining is 0, with and
-without escrow. A replica admits from escrow with no write, gives idle escrow back, and
+without escrow. A lone admission takes no escrow; on a busy quota a replica admits from
+escrow with no write and gives idle escrow back; and
 dry-run requests reserve nothing. A replica that dies after admitting from escrow leaves
 its escrow on the status, so the other replica cannot hand out that budget again.
 """
@@ -101,23 +102,26 @@ async def test_two_replicas_never_over_admit(
 async def test_escrow_admits_from_memory_and_never_overcommits(
     kubectl: Kubectl, namespace: str, kubes: tuple[Kube, Kube]
 ) -> None:
-    """After one exact admission a replica holds escrow and admits from memory; at every
-    instant the apiserver's reserved plus escrow stay within the budget."""
+    """A lone admission takes the exact path and no escrow; the next within the idle time
+    takes escrow, and later ones are admitted from memory; at every instant the
+    apiserver's reserved plus escrow stay within the budget."""
     kubectl.apply(quota(namespace, name="budget", monthlyBudget=10_000))
     replica = ledger(kubes[0], namespace, holder="r", share=0.5)
     assert (await replica.reserve(request("first"))).allowed
+    assert "escrow" not in kubectl.get_json("dbq", "budget", "-n", namespace)["status"]
+    assert (await replica.reserve(request("second"))).allowed
     status = kubectl.get_json("dbq", "budget", "-n", namespace)["status"]
     (held,) = status["escrow"]
     assert held["holder"] == "r"
-    assert held["cost"] == 4950.0  # half of the 9,900 left after the first claim
+    assert held["cost"] == 4900.0  # half of the 9,800 left after the first two claims
     assert status["spend"]["reserved"] + held["cost"] <= 10_000
     for i in range(20):
         assert (await replica.reserve(request(f"c{i}"))).allowed
     assert replica.from_escrow == 20
     await replica.close()
     status = kubectl.get_json("dbq", "budget", "-n", namespace)["status"]
-    assert len(status["reservations"]) == 21
-    assert status["spend"]["reserved"] == 2100.0
+    assert len(status["reservations"]) == 22
+    assert status["spend"]["reserved"] == 2200.0
     assert status.get("escrow", []) == []
 
 
@@ -127,6 +131,7 @@ async def test_idle_escrow_is_given_back(
     kubectl.apply(quota(namespace, name="budget", monthlyBudget=1000))
     replica = ledger(kubes[0], namespace, holder="r", share=0.5)
     assert (await replica.reserve(request("first"))).allowed
+    assert (await replica.reserve(request("second"))).allowed
     assert kubectl.get_json("dbq", "budget", "-n", namespace)["status"]["escrow"]
     await asyncio.sleep(reserving.IDLE_RETURN + 1.0)
     assert kubectl.get_json("dbq", "budget", "-n", namespace)["status"].get("escrow") == []
@@ -151,19 +156,20 @@ async def test_a_crashed_replicas_escrow_keeps_covering_what_it_admitted(
     monkeypatch.setattr(reserving, "CONTENDED_WAIT", 0.5)
     kubectl.apply(quota(namespace, name="budget", monthlyBudget=1000))
     crashing = ledger(kubes[0], namespace, holder="crashing", share=0.5)
-    assert (await crashing.reserve(request("a0"))).allowed  # exact
-    local = [(await crashing.reserve(request(f"a{i}"))).allowed for i in range(1, 5)]
+    assert (await crashing.reserve(request("a0"))).allowed  # exact, no escrow yet
+    assert (await crashing.reserve(request("a1"))).allowed  # exact, takes escrow
+    local = [(await crashing.reserve(request(f"a{i}"))).allowed for i in range(2, 6)]
     assert all(local)
     assert crashing.from_escrow == 4
-    crashing.store = Unreachable()  # "dies": a1..a4 never written
+    crashing.store = Unreachable()  # "dies": a2..a5 never written
     status = kubectl.get_json("dbq", "budget", "-n", namespace)["status"]
-    assert [r["claim"] for r in status["reservations"]] == ["a0"]
-    assert status["escrow"][0]["cost"] == 450.0  # half of the 900 left after a0
+    assert [r["claim"] for r in status["reservations"]] == ["a0", "a1"]
+    assert status["escrow"][0]["cost"] == 400.0  # half of the 800 left after a0 and a1
 
     survivor = ledger(kubes[1], namespace, holder="survivor", share=0.0)
     admitted = [(await survivor.reserve(request(f"b{i}"))).allowed for i in range(6)]
-    assert sum(admitted) == 4  # 1000 - a0 - the crashed replica's 450 in escrow
-    assert 5 + sum(admitted) <= 10  # with a0..a4: never more than the budget fits
+    assert sum(admitted) == 4  # 1000 - a0 - a1 - the crashed replica's 400 in escrow
+    assert 6 + sum(admitted) <= 10  # with a0..a5: never more than the budget fits
     status = kubectl.get_json("dbq", "budget", "-n", namespace)["status"]
     assert status["spend"]["reserved"] + sum(e["cost"] for e in status["escrow"]) <= 1000
     assert crashing._writer is not None

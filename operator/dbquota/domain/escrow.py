@@ -24,6 +24,11 @@ in the same write, *adopts* the claims that exist with no price and no reservati
 (:func:`dbquota.domain.reservations.orphans`), which is what covers admissions whose
 reservations the holder never wrote.
 
+A replica takes escrow only once a quota is busy: the second admission request within
+``idle_return`` of the one before (:meth:`Account.demand`). A quota that sees a claim
+every few seconds is served by the exact path, one write per claim, where a grant would
+cost two (the grant, and giving it back once idle).
+
 Dimensions: money always; the claim count and storage only when the quota caps them
 (:class:`Allowance` keeps ``None`` for an uncapped dimension). Admissions that StrictCap
 prices while billing is degraded, and every denial, take the exact path: escrow never
@@ -224,6 +229,9 @@ class Account:
     """What the last admission took (a grant too small for one is no use)."""
     active: float = 0.0
     """When the last admission happened."""
+    busy: bool = False
+    """Whether the last request came within :attr:`idle_return` of the one before it
+    (a grant is taken only then)."""
     last_write: float = 0.0
     """When the last write went through."""
     closing: bool = False
@@ -244,6 +252,11 @@ class Account:
         self.allowance = self.allowance.minus(take)
         self.unwritten[str(hold.get("uid", ""))] = hold
         self.typical = take
+        self.active = now
+
+    def demand(self, now: float) -> None:
+        """A request that may hold budget arrived at ``now`` (before it is decided)."""
+        self.busy = now - self.active < self.idle_return
         self.active = now
 
     def spec_changed(self, generation: int) -> None:

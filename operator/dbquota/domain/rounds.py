@@ -134,7 +134,7 @@ def _round(ctx: _Context, *, renew: bool, idle: bool) -> Round:
     if renew:  # nothing is admitted from it meanwhile
         account.allowance = round_.kept = escrow.NOTHING
     room = _decide_batch(ctx, round_)
-    if renew and not (account.closing or idle) and ctx.alive and room is not None:
+    if renew and account.busy and not (account.closing or idle) and ctx.alive and room is not None:
         round_.kept = account.grant(room)
     if not round_.kept.empty:
         round_.mine = escrow.entry(

@@ -143,7 +143,7 @@ class Ledger:
         if quick is not None:
             return quick
         if not request.dry_run:
-            self.account.active = time.monotonic()
+            self.account.demand(time.monotonic())
         pending = _Pending(request=request)
         self._queue.append(pending)
         self._start()

@@ -1,8 +1,10 @@
 """The ledger against an in-memory quota store that does compare-and-swap like the apiserver.
 
-Checks, one behaviour each: with escrow off every admission waits for its write; after
-one exact admission a replica holds escrow and admits from memory with no write on the
-way, then writes those reservations in one batch; at every write the store never holds
+Checks, one behaviour each: with escrow off every admission waits for its write; a quota
+that sees a claim now and then takes no escrow (a grant and its return would be two writes
+per claim); once requests come within the idle time of each other a replica holds escrow
+and admits from memory with no write on the way, then writes those reservations in one
+batch; at every write the store never holds
 reserved plus escrow over the budget (the invariant that makes escrow safe), also with two
 replicas racing at the edge of the budget, where together they admit exactly what fits;
 a request kept out only by a live replica's escrow waits until that replica gives it
@@ -134,7 +136,8 @@ def ledger(
     alive: bool = True,
     live: Any = lambda _: True,
 ) -> reserving.Ledger:
-    return reserving.Ledger(
+    """A replica on a busy quota: a request came a moment ago, so its next takes escrow."""
+    replica = reserving.Ledger(
         store=store,
         namespace="ns",
         name="q",
@@ -144,6 +147,8 @@ def ledger(
         alive=lambda: alive,
         live=live,
     )
+    replica.account.demand(time.monotonic())
+    return replica
 
 
 async def admitted(replica: reserving.Ledger, req: admission.Request) -> bool:
@@ -190,6 +195,21 @@ async def test_escrow_admits_from_memory_then_writes_in_one_batch() -> None:
     assert status["spend"]["reserved"] == 1100.0
 
 
+async def test_a_quota_that_sees_a_claim_now_and_then_takes_no_escrow() -> None:
+    store = Store(budget=10_000)
+    replica = reserving.Ledger(store=store, namespace="ns", name="q", snapshot=snapshot, share=0.5)
+    for i in range(2):  # each after the escrow's idle time: one write each, no grant
+        assert await admitted(replica, request(f"lone{i}"))
+        assert "escrow" not in store.quota["status"]
+        await asyncio.sleep(0.25)
+    assert len(store.writes) == 2
+    assert await admitted(replica, request("first"))  # a burst starts: the second takes it
+    assert await admitted(replica, request("second"))
+    assert store.quota["status"]["escrow"][0]["holder"] == replica.holder
+    assert await admitted(replica, request("third"))
+    assert replica.from_escrow == 1
+
+
 async def test_a_write_drops_the_reservations_whose_claims_show_their_price() -> None:
     store = Store(budget=10_000)
     seen: dict[str, ClaimRef] = {}
@@ -201,6 +221,7 @@ async def test_a_write_drops_the_reservations_whose_claims_show_their_price() ->
         share=0.5,
         present=lambda namespace: seen if namespace == "ns" else {},
     )
+    replica.account.demand(time.monotonic())  # busy: the first takes escrow
     assert await admitted(replica, request("first"))
     assert await admitted(replica, request("second"))
     await asyncio.sleep(0.1)
