@@ -42,7 +42,7 @@ import dataclasses
 import math
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from dbquota.domain import (
     billing,
@@ -85,6 +85,8 @@ class Refresh:
     released: tuple[tuple[Reservation, reservations.ReleaseReason], ...] = ()
     budget_crossed: bool | None = None
     """True: went over budget; False: back within it; None: no change."""
+    budget_note: str = ""
+    """What to say of a budget crossing: what is over or left, with the figures."""
     adopted: tuple[Reservation, ...] = ()
     """Reservations taken for claims that existed without a price or a reservation."""
     expired: tuple[Escrow, ...] = ()
@@ -192,22 +194,16 @@ def _announced(old: QuotaStatus) -> int:
 
 
 def _threshold_condition(
-    spec: quotas.QuotaSpec, *, reached: int, spend: float, spent: str
+    spec: quotas.QuotaSpec, *, reached: int
 ) -> tuple[conditions.Status, str, str]:
     thresholds = spec.alert_thresholds
     if not thresholds:
         return "False", "NoThresholds", "no budget alerts: spec.alerts.thresholds is not set"
-    share = math.floor(spend / spec.monthly_budget * 1000) / 10
-    spending = f"{share:.1f}% of the monthly budget spent, {spent}"
     if not reached:
-        return (
-            "False",
-            "BelowThresholds",
-            f"below the lowest threshold {thresholds[0]}%: {spending}",
-        )
+        return "False", "BelowThresholds", f"below the lowest threshold, {thresholds[0]}%"
     higher = [t for t in thresholds if t > reached]
     following = f", next {higher[0]}%" if higher else ""
-    return "True", "ThresholdReached", f"threshold {reached}% reached{following}: {spending}"
+    return "True", "ThresholdReached", f"threshold {reached}% reached{following}"
 
 
 Pricer = Callable[[reservations.ClaimRef, quotas.QuotaSpec], tuple[float, str | None]]
@@ -284,10 +280,11 @@ def quota_status(
     over = spend["remaining"] < 0
     conds.set("Ready", *_ready_condition(spec, snapshot, now))
     conds.set("BillingAvailable", *_billing_condition(snapshot, assessed))
-    conds.set("BudgetExceeded", *_budget_condition(remaining=spend["remaining"], spent=spent))
+    budget = _budget_condition(spec, remaining=spend["remaining"], spent=spent)
+    conds.set("BudgetExceeded", *budget[:3])
     conds.set(
         "BudgetThresholdReached",
-        *_threshold_condition(spec, reached=reached, spend=counted.spend, spent=spent),
+        *_threshold_condition(spec, reached=reached),
     )
     return Refresh(
         status=QuotaStatus(
@@ -302,6 +299,7 @@ def quota_status(
         ),
         released=tuple(holds.released),
         budget_crossed=_crossing(was_over=_was_over(old), over=over),
+        budget_note=budget[3],
         adopted=tuple(holds.adopted),
         expired=tuple(holds.expired),
         confirmed=holds.confirmed,
@@ -404,10 +402,18 @@ class _Holds:
         )
 
 
-def _budget_condition(*, remaining: float, spent: str) -> tuple[conditions.Status, str, str]:
+def _budget_condition(
+    spec: quotas.QuotaSpec, *, remaining: float, spent: str
+) -> tuple[conditions.Status, str, str, str]:
+    """``BudgetExceeded`` (status, reason, message) and the note of an Event announcing it.
+    Within budget the message names no running figure (``status.spend`` has them), so it
+    changes with the state, not with every claim: else every admission would cost the
+    reconciler a status write of its own."""
     if remaining < 0:
-        return "True", "OverBudget", f"over budget by {_money(-remaining)}: {spent}"
-    return "False", "WithinBudget", f"{_money(remaining)} left: {spent}"
+        over = f"over budget by {_money(-remaining)}: {spent}"
+        return "True", "OverBudget", over, over
+    within = f"within the monthly budget of {_money(spec.monthly_budget)} {spec.currency}"
+    return "False", "WithinBudget", within, f"{_money(remaining)} left: {spent}"
 
 
 def _was_over(old: Mapping[str, Any]) -> bool | None:
@@ -422,14 +428,14 @@ def _was_over(old: Mapping[str, Any]) -> bool | None:
     )
 
 
-_VOLATILE_BILLING = ("stalenessSeconds",)
+_VOLATILE_BILLING = ("stalenessSeconds", "lastSuccessfulSync")  # ages: one moves every sync
 _MATERIAL_MESSAGES = ("BudgetExceeded", "BudgetThresholdReached")  # they state money, not ages
 
 
 def material(status: QuotaStatus) -> QuotaStatus:
-    """``status`` without what changes with the mere passing of time (staleness and the
-    condition messages that state an age), to tell a refresh worth writing from one that
-    only ages the figures."""
+    """``status`` without what changes with the mere passing of time (staleness, the time
+    of the last successful sync, and the condition messages that state an age), to tell a
+    refresh worth writing from one that only ages the figures."""
     billing_ = {
         k: v for k, v in (status.get("billing") or {}).items() if k not in _VOLATILE_BILLING
     }
@@ -438,6 +444,23 @@ def material(status: QuotaStatus) -> QuotaStatus:
         for c in status.get("conditions") or []
     ]
     return QuotaStatus(**{**status, "billing": billing_, "conditions": conds})  # type: ignore[typeddict-item]
+
+
+def only_settles(old: QuotaStatus, refresh: Refresh) -> bool:
+    """Whether ``refresh`` changes nothing material of ``old`` but drop reservations whose
+    claims now carry their price: the totals, caps and conditions are the same (a priced
+    claim counts what its reservation counted), so the write can wait for one that happens
+    anyway. Also a refresh that announces nothing and lists no reservation ``old`` lacks."""
+    if refresh.released or refresh.adopted or refresh.expired or refresh.crossed:
+        return False
+    if refresh.budget_crossed is not None or not refresh.confirmed:
+        return False
+    was = {str(r.get("uid", "")) for r in old.get("reservations") or []}
+    if any(str(r.get("uid", "")) not in was for r in refresh.status.get("reservations") or []):
+        return False
+    new = dict(material(refresh.status), reservations=None)
+    then = dict(material(cast(Any, {k: old.get(k) for k in refresh.status})), reservations=None)
+    return new == then
 
 
 def _crossing(*, was_over: bool | None, over: bool) -> bool | None:

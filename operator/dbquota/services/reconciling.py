@@ -13,13 +13,15 @@ informer) and the billing snapshot, and writes it by compare-and-swap on the quo
 ``resourceVersion``, re-reading on a conflict. It runs beside the webhook's reservation
 ledgers, never in their queue, so an admission never waits for it. It writes only when
 something other than the mere age of the data changed, unless the periodic resync asks
-(so ``stalenessSeconds`` stays current without a write per event). Events follow the
-write: released and adopted reservations, lapsed escrow, budget and alert threshold
-crossings, and (via :meth:`Reconciler.announce_transition`) circuit breaker transitions,
-recorded as ``events.k8s.io/v1`` Events by :class:`dbquota.services.recording.Recorder`
-(repeats become one Event with a series). Each written status is
-also published as the quota's ``dbquota_quota_*`` metrics
-(:func:`dbquota.adapters.metrics.publish_quota`).
+(so ``stalenessSeconds`` stays current without a write per event). Dropping reservations
+whose claims now show their price changes no total (:func:`.statuses.only_settles`), so
+it waits up to :data:`SETTLE_DELAY` for a write made anyway (the ledgers drop them too):
+one quota write per create, not two. Events follow the write: released and adopted
+reservations, lapsed escrow, budget and alert threshold crossings, and (via
+:meth:`Reconciler.announce_transition`) circuit breaker transitions, recorded as
+``events.k8s.io/v1`` Events by :class:`dbquota.services.recording.Recorder` (repeats
+become one Event with a series). Each written status is also published as the quota's
+``dbquota_quota_*`` metrics (:func:`dbquota.adapters.metrics.publish_quota`).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from typing import Any, Protocol, cast
 from dbquota.adapters import metrics
 from dbquota.adapters.kube import QUOTAS, Informer
 from dbquota.domain import billing, reservations, statuses
-from dbquota.domain.resources import QuotaObject
+from dbquota.domain.resources import QuotaObject, QuotaStatus
 from dbquota.errors import Conflict, KubeError, NotFound
 from dbquota.services import inventory, recording
 from dbquota.services.stores import QuotaStore
@@ -45,6 +47,8 @@ MIN_INTERVAL = 0.5
 """Seconds between two refreshes of one quota, however often it is marked dirty."""
 WORKERS = 4
 """Quotas refreshed at once."""
+SETTLE_DELAY = 5.0
+"""Most seconds a refresh that only drops confirmed reservations waits before writing."""
 MAX_CONFLICTS = 5
 """Compare-and-swap attempts of one refresh before it is marked dirty again for later."""
 
@@ -108,6 +112,7 @@ class Reconciler:
         self._dirty: dict[tuple[str, str], bool] = {}  # -> whether a write is wanted anyway
         self._due: dict[tuple[str, str], float] = {}  # monotonic time a mark falls due
         self._last: dict[tuple[str, str], float] = {}  # monotonic time of the last refresh
+        self._settling: dict[tuple[str, str], float] = {}  # since when a settling write waits
         self._wake = asyncio.Event()
         self._announcing = asyncio.Lock()
         self.refreshes = 0
@@ -140,6 +145,7 @@ class Reconciler:
         self._dirty.pop((namespace, name), None)
         self._due.pop((namespace, name), None)
         self._last.pop((namespace, name), None)
+        self._settling.pop((namespace, name), None)
 
     # -- the worker ----------------------------------------------------------------------------
 
@@ -214,10 +220,7 @@ class Reconciler:
                 deleted=self._deleted(namespace),
                 claims_current=self._claims_current(),
             )
-            old = quota.get("status") or {}
-            if not force and statuses.material(refresh.status) == statuses.material(
-                cast(Any, {k: old.get(k) for k in refresh.status})
-            ):
+            if not force and self._not_yet((namespace, name), quota.get("status") or {}, refresh):
                 self._follow_up(namespace, name, refresh)
                 return refresh
             try:
@@ -234,6 +237,7 @@ class Reconciler:
                 self.forget(namespace, name)
                 return None
             self.writes += 1
+            self._settling.pop((namespace, name), None)
             self._quotas.put(cast(dict[str, Any], written))
             metrics.publish_quota(
                 namespace=namespace,
@@ -248,6 +252,21 @@ class Reconciler:
             return refresh
         self.mark(namespace, name, force=force)
         return None
+
+    def _not_yet(self, key: tuple[str, str], old: QuotaStatus, refresh: statuses.Refresh) -> bool:
+        """Whether ``refresh`` need not be written now: it only ages the figures, or it only
+        drops confirmed reservations and may wait some more (module docstring)."""
+        if statuses.material(refresh.status) == statuses.material(
+            cast(Any, {k: old.get(k) for k in refresh.status})
+        ):
+            self._settling.pop(key, None)
+            return True
+        if not statuses.only_settles(old, refresh):
+            return False
+        wait = self._settling.setdefault(key, time.monotonic()) + SETTLE_DELAY - time.monotonic()
+        if wait > 0:
+            self.mark(*key, after=wait)
+        return wait > 0
 
     def _follow_up(self, namespace: str, name: str, refresh: statuses.Refresh) -> None:
         """Come back while reservations are in flight (to confirm or release them), and when
@@ -291,12 +310,10 @@ class Reconciler:
                 f"{lapsed.get('holder')}, whose lease lapsed",
             )
         if refresh.budget_crossed is not None:
-            conds = {c["type"]: c for c in refresh.status.get("conditions", [])}
-            message = conds["BudgetExceeded"]["message"]
             if refresh.budget_crossed:
-                await self._event(quota, "Warning", "BudgetExceeded", message)
+                await self._event(quota, "Warning", "BudgetExceeded", refresh.budget_note)
             else:
-                await self._event(quota, "Normal", "WithinBudget", message)
+                await self._event(quota, "Normal", "WithinBudget", refresh.budget_note)
         for crossing in refresh.crossed:
             type_: recording.EventType = "Warning" if crossing.upward else "Normal"
             await self._event(quota, type_, "BudgetThresholdCrossed", crossing.message)

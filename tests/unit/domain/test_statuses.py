@@ -10,8 +10,10 @@ meanwhile); the conditions (``Ready`` is about whether prices
 can be trusted, not about the budget); budget crossings; budget alert thresholds (the
 highest reached, compared in cents; one crossing per threshold passed, up lowest first and
 down highest first; nothing announced again that the status says was announced; over-budget
-thresholds; the ``BudgetThresholdReached`` condition); and that a refresh that only ages the
-figures is not material (also against a status with no conditions yet).
+thresholds; the ``BudgetThresholdReached`` condition; condition messages that change with the
+state, not with every claim); and that a refresh that only ages the
+figures is not material (also against a status with no conditions yet), and that one that
+only drops reservations confirmed by their claims only settles (totals unchanged).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from __future__ import annotations
 from typing import Any
 
 from dbquota.domain import billing, reservations, statuses
-from dbquota.domain.resources import Escrow, QuotaObject, Reservation
+from dbquota.domain.resources import Escrow, QuotaObject, QuotaStatus, Reservation
 from dbquota.kits import timestamps
 from tests.unit.domain import samples
 
@@ -195,8 +197,28 @@ def test_a_refresh_that_only_ages_the_figures_is_not_material() -> None:
     b = refresh(seen, [], samples.healthy(age=10), now=samples.NOW + 30).status
     assert a != b
     assert statuses.material(a) == statuses.material(b)
+    synced = refresh(seen, [], samples.healthy(age=1), now=samples.NOW + 30).status
+    assert synced["billing"]["lastSuccessfulSync"] != a["billing"]["lastSuccessfulSync"]
+    assert statuses.material(a) == statuses.material(synced)  # a sync alone: written by resync
     c = refresh(quota(), [claim(cost=1.0)], samples.healthy(age=10), now=samples.NOW).status
     assert statuses.material(a) != statuses.material(c)
+
+
+def test_a_refresh_that_only_drops_confirmed_reservations_only_settles() -> None:
+    before = quota(hold())
+    before["status"] = refresh(quota(hold()), [claim()]).status  # written while in flight
+    was = before["status"]
+    priced = refresh(before, [claim(cost=165.0, priced_generation=1)])
+    assert priced.confirmed == 1
+    assert priced.status["reservations"] == []
+    assert priced.status["spend"] == was["spend"]
+    assert statuses.only_settles(was, priced)
+    dearer = refresh(before, [claim(cost=170.0, priced_generation=1)])
+    assert not statuses.only_settles(was, dearer)  # the totals move
+    another = [claim(cost=165.0, priced_generation=1), claim("billing", cost=10.0)]
+    assert not statuses.only_settles(was, refresh(before, another))
+    assert not statuses.only_settles(was, refresh(before, [], now=T0 + 60))  # released
+    assert not statuses.only_settles(was, refresh(before, [claim()]))  # nothing confirmed
 
 
 # -- budget alerts ---------------------------------------------------------------------------
@@ -233,8 +255,25 @@ def test_crossing_up_is_announced_once_per_threshold_passed() -> None:
     assert got.crossed[1].message.startswith("spend reached 80% of the monthly budget: 820.00")
     assert conditions(got)["BudgetThresholdReached"] == ("True", "ThresholdReached")
     message = {c["type"]: c["message"] for c in got.status["conditions"]}
-    assert message["BudgetThresholdReached"].startswith(
-        "threshold 80% reached, next 90%: 82.0% of the monthly budget spent, 820.00 of 1,000.00"
+    assert message["BudgetThresholdReached"] == "threshold 80% reached, next 90%"
+
+
+def test_conditions_change_with_the_state_not_with_every_claim() -> None:
+    """Within one state the conditions name no running figure (``status.spend`` has them),
+    so an admission alone does not make the reconciler write; Events carry the figures."""
+    conds = [spending(cost, reached=80).status["conditions"] for cost in (820.0, 830.0)]
+    assert statuses.material(QuotaStatus(conditions=conds[0])) == statuses.material(
+        QuotaStatus(conditions=conds[1])
+    )
+    message = {c["type"]: c["message"] for c in conds[0]}
+    assert message["BudgetExceeded"] == "within the monthly budget of 1,000.00 USD"
+    back = spending(820.0)
+    assert back.budget_note.startswith("180.00 left: 820.00 of 1,000.00 USD/month")
+    over = spending(1200.0)
+    assert over.budget_crossed is True
+    assert over.budget_note.startswith("over budget by 200.00: 1,200.00 of 1,000.00")
+    assert {c["type"]: c["message"] for c in over.status["conditions"]}["BudgetExceeded"] == (
+        over.budget_note
     )
 
 

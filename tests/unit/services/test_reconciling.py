@@ -3,7 +3,8 @@
 Checks: a burst of marks on one quota costs one refresh per interval, not one per mark;
 a refresh ends the reservations whose claims now show their price and writes totals
 recounted from the claims; a refresh that would only age the figures writes nothing
-unless forced (the periodic resync); a lost compare-and-swap race is retried on a fresh
+unless forced (the periodic resync), and one that only drops confirmed reservations waits
+up to ``SETTLE_DELAY`` for a write made anyway; a lost compare-and-swap race is retried on a fresh
 read; a standby (not leading) writes nothing; a written status is published as the
 quota's ``dbquota_quota_*`` metrics (a quota that is gone publishes nothing); breaker
 transitions are announced as Events in the order they happened, even when the first POST
@@ -189,6 +190,30 @@ async def test_a_refresh_confirms_reservations_and_recounts_totals() -> None:
     assert [r["claim"] for r in status["reservations"]] == ["b"]
     assert status["spend"] == {"observed": 0.0, "reserved": 150.0, "remaining": 850.0}
     assert status["used"]["claims"] == 2
+
+
+async def test_dropping_confirmed_reservations_waits_for_a_write_made_anyway(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(reconciling, "SETTLE_DELAY", 0.3)
+    api = Apiserver()
+    api.quota["status"] = {"reservations": [hold("a", 100.0), hold("b", 50.0)]}
+    reconciler, claims = setup(api)
+    claims.put(claim("a"))
+    claims.put(claim("b"))
+    await reconciler.refresh("ns", "q")
+    reconciler, claims = setup(api)  # sees the written status
+    claims.put(claim("a", estimatedMonthlyCost=100.0, observedGeneration=1))
+    claims.put(claim("b"))
+    await reconciler.refresh("ns", "q", force=False)
+    assert api.writes == 1  # the same totals: not worth a write of its own yet
+    assert [r["claim"] for r in api.quota["status"]["reservations"]] == ["a", "b"]
+    await run_for(reconciler, 0.15)
+    assert api.writes == 1
+    await run_for(reconciler, 0.3)
+    assert api.writes == 2  # nothing else wrote it: written after SETTLE_DELAY
+    assert [r["claim"] for r in api.quota["status"]["reservations"]] == ["b"]
+    assert api.quota["status"]["spend"]["reserved"] == 150.0
 
 
 async def test_an_unforced_refresh_that_only_ages_the_figures_writes_nothing() -> None:
