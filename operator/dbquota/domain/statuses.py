@@ -450,7 +450,7 @@ def only_settles(old: QuotaStatus, refresh: Refresh) -> bool:
     """Whether ``refresh`` changes nothing material of ``old`` but drop reservations whose
     claims now carry their price: the totals, caps and conditions are the same (a priced
     claim counts what its reservation counted), so the write can wait for one that happens
-    anyway. Also a refresh that announces nothing and lists no reservation ``old`` lacks."""
+    anyway. Such a refresh announces nothing and lists no reservation that ``old`` lacks."""
     if refresh.released or refresh.adopted or refresh.expired or refresh.crossed:
         return False
     if refresh.budget_crossed is not None or not refresh.confirmed:
