@@ -42,7 +42,7 @@ import dataclasses
 import math
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 from dbquota.domain import (
     billing,
@@ -280,8 +280,10 @@ def quota_status(
     over = spend["remaining"] < 0
     conds.set("Ready", *_ready_condition(spec, snapshot, now))
     conds.set("BillingAvailable", *_billing_condition(snapshot, assessed))
-    budget = _budget_condition(spec, remaining=spend["remaining"], spent=spent)
-    conds.set("BudgetExceeded", *budget[:3])
+    budget_note = _budget_note(remaining=spend["remaining"], spent=spent)
+    conds.set(
+        "BudgetExceeded", *_budget_condition(spec, remaining=spend["remaining"], note=budget_note)
+    )
     conds.set(
         "BudgetThresholdReached",
         *_threshold_condition(spec, reached=reached),
@@ -299,7 +301,7 @@ def quota_status(
         ),
         released=tuple(holds.released),
         budget_crossed=_crossing(was_over=_was_over(old), over=over),
-        budget_note=budget[3],
+        budget_note=budget_note,
         adopted=tuple(holds.adopted),
         expired=tuple(holds.expired),
         confirmed=holds.confirmed,
@@ -402,18 +404,24 @@ class _Holds:
         )
 
 
-def _budget_condition(
-    spec: quotas.QuotaSpec, *, remaining: float, spent: str
-) -> tuple[conditions.Status, str, str, str]:
-    """``BudgetExceeded`` (status, reason, message) and the note of an Event announcing it.
-    Within budget the message names no running figure (``status.spend`` has them), so it
-    changes with the state, not with every claim: else every admission would cost the
-    reconciler a status write of its own."""
+def _budget_note(*, remaining: float, spent: str) -> str:
+    """What is over or left, with the figures: the note of an Event announcing a crossing."""
     if remaining < 0:
-        over = f"over budget by {_money(-remaining)}: {spent}"
-        return "True", "OverBudget", over, over
+        return f"over budget by {_money(-remaining)}: {spent}"
+    return f"{_money(remaining)} left: {spent}"
+
+
+def _budget_condition(
+    spec: quotas.QuotaSpec, *, remaining: float, note: str
+) -> tuple[conditions.Status, str, str]:
+    """``BudgetExceeded``. Within budget the message names no running figure
+    (``status.spend`` has them), so it changes with the state, not with every claim: else
+    every admission would cost the reconciler a status write of its own. Over budget it is
+    the ``note``, figures and all (admissions are denied then, so they do not move it)."""
+    if remaining < 0:
+        return "True", "OverBudget", note
     within = f"within the monthly budget of {_money(spec.monthly_budget)} {spec.currency}"
-    return "False", "WithinBudget", within, f"{_money(remaining)} left: {spent}"
+    return "False", "WithinBudget", within
 
 
 def _was_over(old: Mapping[str, Any]) -> bool | None:
@@ -429,7 +437,7 @@ def _was_over(old: Mapping[str, Any]) -> bool | None:
 
 
 _VOLATILE_BILLING = ("stalenessSeconds", "lastSuccessfulSync")  # ages: one moves every sync
-_MATERIAL_MESSAGES = ("BudgetExceeded", "BudgetThresholdReached")  # they state money, not ages
+_MATERIAL_MESSAGES = ("BudgetExceeded", "BudgetThresholdReached")  # no ages in them
 
 
 def material(status: QuotaStatus) -> QuotaStatus:
@@ -446,21 +454,28 @@ def material(status: QuotaStatus) -> QuotaStatus:
     return QuotaStatus(**{**status, "billing": billing_, "conditions": conds})  # type: ignore[typeddict-item]
 
 
-def only_settles(old: QuotaStatus, refresh: Refresh) -> bool:
-    """Whether ``refresh`` changes nothing material of ``old`` but drop reservations whose
-    claims now carry their price: the totals, caps and conditions are the same (a priced
-    claim counts what its reservation counted), so the write can wait for one that happens
-    anyway. Such a refresh announces nothing and lists no reservation that ``old`` lacks."""
-    if refresh.released or refresh.adopted or refresh.expired or refresh.crossed:
-        return False
-    if refresh.budget_crossed is not None or not refresh.confirmed:
-        return False
+Change = Literal["aged", "settles", "material"]
+"""What a refresh changes of the status it read (:func:`change`)."""
+
+
+def change(old: QuotaStatus, refresh: Refresh) -> Change:
+    """What ``refresh`` changes of ``old``, for the reconciler to decide whether to write:
+    ``aged``, only the figures' age (:func:`material`; nothing to write); ``settles``,
+    nothing but drop reservations whose claims now carry their price (totals, caps and
+    conditions the same, nothing to announce: the write can wait for one made anyway);
+    else ``material``."""
+    new = material(refresh.status)
+    then = material(cast(QuotaStatus, {k: old.get(k) for k in refresh.status}))
+    if new == then:
+        return "aged"
+    announces = refresh.released or refresh.adopted or refresh.expired or refresh.crossed
+    if announces or refresh.budget_crossed is not None or not refresh.confirmed:
+        return "material"
     was = {str(r.get("uid", "")) for r in old.get("reservations") or []}
     if any(str(r.get("uid", "")) not in was for r in refresh.status.get("reservations") or []):
-        return False
-    new = dict(material(refresh.status), reservations=None)
-    then = dict(material(cast(Any, {k: old.get(k) for k in refresh.status})), reservations=None)
-    return new == then
+        return "material"
+    same = {**new, "reservations": None} == {**then, "reservations": None}
+    return "settles" if same else "material"
 
 
 def _crossing(*, was_over: bool | None, over: bool) -> bool | None:

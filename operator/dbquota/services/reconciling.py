@@ -14,7 +14,7 @@ informer) and the billing snapshot, and writes it by compare-and-swap on the quo
 ledgers, never in their queue, so an admission never waits for it. It writes only when
 something other than the mere age of the data changed, unless the periodic resync asks
 (so ``stalenessSeconds`` stays current without a write per event). Dropping reservations
-whose claims now show their price changes no total (:func:`.statuses.only_settles`), so
+whose claims now show their price changes no total (:func:`.statuses.change`), so
 it waits up to :data:`SETTLE_DELAY` for a write made anyway (the ledgers drop them too):
 one quota write per create, not two. Events follow the write: released and adopted
 reservations, lapsed escrow, budget and alert threshold crossings, and (via
@@ -256,13 +256,10 @@ class Reconciler:
     def _not_yet(self, key: tuple[str, str], old: QuotaStatus, refresh: statuses.Refresh) -> bool:
         """Whether ``refresh`` need not be written now: it only ages the figures, or it only
         drops confirmed reservations and may wait some more (module docstring)."""
-        if statuses.material(refresh.status) == statuses.material(
-            cast(Any, {k: old.get(k) for k in refresh.status})
-        ):
+        change = statuses.change(old, refresh)
+        if change != "settles":
             self._settling.pop(key, None)
-            return True
-        if not statuses.only_settles(old, refresh):
-            return False
+            return change == "aged"
         wait = self._settling.setdefault(key, time.monotonic()) + SETTLE_DELAY - time.monotonic()
         if wait > 0:
             self.mark(*key, after=wait)

@@ -212,13 +212,13 @@ def test_a_refresh_that_only_drops_confirmed_reservations_only_settles() -> None
     assert priced.confirmed == 1
     assert priced.status["reservations"] == []
     assert priced.status["spend"] == was["spend"]
-    assert statuses.only_settles(was, priced)
+    assert statuses.change(was, priced) == "settles"
     dearer = refresh(before, [claim(cost=170.0, priced_generation=1)])
-    assert not statuses.only_settles(was, dearer)  # the totals move
+    assert statuses.change(was, dearer) != "settles"  # the totals move
     another = [claim(cost=165.0, priced_generation=1), claim("billing", cost=10.0)]
-    assert not statuses.only_settles(was, refresh(before, another))
-    assert not statuses.only_settles(was, refresh(before, [], now=T0 + 60))  # released
-    assert not statuses.only_settles(was, refresh(before, [claim()]))  # nothing confirmed
+    assert statuses.change(was, refresh(before, another)) != "settles"
+    assert statuses.change(was, refresh(before, [], now=T0 + 60)) != "settles"  # released
+    assert statuses.change(was, refresh(before, [claim()])) != "settles"  # nothing confirmed
 
 
 # -- budget alerts ---------------------------------------------------------------------------

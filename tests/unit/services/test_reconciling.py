@@ -195,7 +195,7 @@ async def test_a_refresh_confirms_reservations_and_recounts_totals() -> None:
 async def test_dropping_confirmed_reservations_waits_for_a_write_made_anyway(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(reconciling, "SETTLE_DELAY", 0.3)
+    monkeypatch.setattr(reconciling, "SETTLE_DELAY", 0.5)
     api = Apiserver()
     api.quota["status"] = {"reservations": [hold("a", 100.0), hold("b", 50.0)]}
     reconciler, claims = setup(api)
@@ -208,9 +208,9 @@ async def test_dropping_confirmed_reservations_waits_for_a_write_made_anyway(
     await reconciler.refresh("ns", "q", force=False)
     assert api.writes == 1  # the same totals: not worth a write of its own yet
     assert [r["claim"] for r in api.quota["status"]["reservations"]] == ["a", "b"]
-    await run_for(reconciler, 0.15)
+    await run_for(reconciler, 0.1)
     assert api.writes == 1
-    await run_for(reconciler, 0.3)
+    await run_for(reconciler, 0.8)
     assert api.writes == 2  # nothing else wrote it: written after SETTLE_DELAY
     assert [r["claim"] for r in api.quota["status"]["reservations"]] == ["b"]
     assert api.quota["status"]["spend"]["reserved"] == 150.0
