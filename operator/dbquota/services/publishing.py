@@ -243,7 +243,10 @@ class Publisher:
                 _, _, namespace, name = heapq.heappop(self._timers)
                 self._ready[(namespace, name)] = None
             if self._leading():
-                for key in list(self._ready):
+                # Only the oldest few are looked at: a backlog of thousands (a burst
+                # outpacing the writes) is not copied on every wake. Of these at most
+                # len(self._writing) are skipped, so a free worker never goes unused.
+                for key in list(itertools.islice(self._ready, WORKERS + len(self._writing))):
                     if len(running) >= WORKERS:
                         break
                     if key in self._writing:

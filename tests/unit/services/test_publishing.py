@@ -6,7 +6,8 @@ write, and the namespace's quotas are told; a claim whose reservation is not the
 waits for the quota's watch to bring it (no polling of the apiserver); a claim in a
 namespace with no quota is priced at the catalog; a spec change that reserved nothing
 moves only ``observedGeneration``, after a short wait; with several quotas the claim
-carries the highest price; a standby writes nothing.
+carries the highest price; a standby writes nothing; a backlog of many claims is written
+with every worker busy and no more.
 """
 
 from __future__ import annotations
@@ -211,3 +212,28 @@ async def test_a_standby_writes_nothing() -> None:
     world.claims.put(claim("a"))
     await world.settle()
     assert world.api.written == []
+
+
+async def test_a_backlog_is_written_oldest_first_and_never_more_than_workers_at_once() -> None:
+    world = World()
+    in_flight = peak = 0
+    write = world.api.patch_claim_status
+
+    async def slow(**kwargs: Any) -> dict[str, Any]:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        await asyncio.sleep(0.001)
+        in_flight -= 1
+        return await write(**kwargs)
+
+    world.api.patch_claim_status = slow  # type: ignore[method-assign]
+    names = [f"c{i:03}" for i in range(10 * publishing.WORKERS)]
+    world.quotas.put(quota("q", *(hold(name, 40.0) for name in names)))
+    for name in names:
+        world.claims.put(claim(name))
+    await world.settle(1.0)
+    written = [name for name, _ in world.api.written]
+    assert sorted(written) == names
+    assert peak == publishing.WORKERS
+    assert written[: publishing.WORKERS] == names[: publishing.WORKERS]
