@@ -63,7 +63,9 @@ the issue's targets, or give each one's flag alone (e.g. ``--existing 10000``):
 
 **Reported** per phase and rate: sent, created, errors by reason (denied with message,
 webhook failure, timeout, other), p50/p99/max create latency; the apiserver's own mean
-webhook time (``apiserver_admission_webhook_admission_duration_seconds`` sum/count);
+webhook time (``apiserver_admission_webhook_admission_duration_seconds`` sum/count) and
+the shares of its webhook calls over 25 and over 100 ms (its histogram's buckets: a create
+slower than that was slow outside the webhook);
 apiserver requests caused per created claim beyond the create itself, by verb and
 resource/subresource, from ``apiserver_request_total`` scraped before the lead-in and
 again ``--settle`` seconds after the last answer, then once the operators' CPU is steady
@@ -159,6 +161,7 @@ class Run:
     window: float = 0.0  # seconds between the two scrapes of the apiserver's /metrics
     requests: dict[RequestKey, float] = field(default_factory=dict)  # deltas over the window
     webhook_ms: float = float("nan")
+    webhook_slow: tuple[float, float] = (float("nan"), float("nan"))  # share > 25, > 100 ms
     watches_open: float = 0.0
     operator_cpu: float = 0.0  # seconds, all replicas, over the window
     operator_rss: float = float("nan")  # MiB, highest VmHWM of the replicas
@@ -512,6 +515,11 @@ async def timetable(
     calls = after.webhook_calls - before.webhook_calls
     if calls:
         run.webhook_ms = (after.webhook_seconds - before.webhook_seconds) / calls * 1000
+        over = [
+            1 - (after.webhook_within.get(le, 0.0) - before.webhook_within.get(le, 0.0)) / calls
+            for le in (0.025, 0.1)
+        ]
+        run.webhook_slow = (over[0], over[1])
     run.watches_open = after.watches_open
     run.load = os.getloadavg()[0]
 
@@ -758,11 +766,21 @@ def errors_text(run: Run) -> str:
     return f"{run.failed} ({', '.join(f'{k} {v}' for k, v in kinds.most_common())})"
 
 
+def slow_text(run: Run) -> str:
+    """The shares of the apiserver's webhook calls that took over 25 and over 100 ms (from
+    its histogram's buckets), or ``-`` for a phase without a webhook."""
+    over_25, over_100 = run.webhook_slow
+    if over_25 != over_25:  # NaN: no call
+        return "-"
+    return f"{over_25:.1%} / {over_100:.1%}"
+
+
 def latency_rows(runs: list[Run]) -> list[str]:
     return [
         f"| {r.name} | {r.rate:g} | {r.sent} | {r.created} | {errors_text(r)} "
         f"| {r.pct(0.5):.1f} | {r.pct(0.99):.1f} | {max(r.latencies, default=0) * 1000:.1f} "
-        f"| {fmt(r.webhook_ms)} | {measuring.percentile(r.lags, 0.99) * 1000:.1f} "
+        f"| {fmt(r.webhook_ms)} | {slow_text(r)} "
+        f"| {measuring.percentile(r.lags, 0.99) * 1000:.1f} "
         f"| {r.client_cpu:.0%} |"
         for r in runs
     ]
@@ -813,7 +831,8 @@ def report(b: Bench, extras: dict[str, dict[str, Any]]) -> None:
     print("\n### Latency")
     measuring.table(
         "| phase | rate/s | sent | created | errors | p50 ms | p99 ms | max ms "
-        "| apiserver webhook mean ms | client lag p99 ms | client CPU |",
+        "| apiserver webhook mean ms | webhook calls > 25 / > 100 ms | client lag p99 ms "
+        "| client CPU |",
         latency_rows(table_runs),
     )
     print("\n### Cost")
@@ -885,7 +904,8 @@ def report_extras(b: Bench, extras: dict[str, dict[str, Any]], verdicts: Verdict
         print(f"\n### {b.args.existing:,} existing claims in one namespace")
         measuring.table(
             "| namespace | rate/s | sent | created | errors | p50 ms | p99 ms | max ms "
-            "| apiserver webhook mean ms | client lag p99 ms | client CPU |",
+            "| apiserver webhook mean ms | webhook calls > 25 / > 100 ms | client lag p99 ms "
+            "| client CPU |",
             latency_rows([empty, full]),
         )
         measuring.table(
@@ -913,7 +933,8 @@ def report_extras(b: Bench, extras: dict[str, dict[str, Any]], verdicts: Verdict
         print(f"\n### {b.args.namespaces} namespaces, {total:,} claims, creates round robin")
         measuring.table(
             "| spread | rate/s | sent | created | errors | p50 ms | p99 ms | max ms "
-            "| apiserver webhook mean ms | client lag p99 ms | client CPU |",
+            "| apiserver webhook mean ms | webhook calls > 25 / > 100 ms | client lag p99 ms "
+            "| client CPU |",
             latency_rows([run]),
         )
         measuring.table(

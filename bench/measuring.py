@@ -90,6 +90,9 @@ class ApiserverMetrics:
     """``apiserver_admission_webhook_admission_duration_seconds_sum`` over all webhooks."""
     webhook_calls: float
     """Its ``_count``: webhook calls the apiserver made."""
+    webhook_within: dict[float, float]
+    """Its cumulative ``_bucket`` counts by upper bound in seconds: calls that took at most
+    that long."""
     watches_open: float
     """``apiserver_longrunning_requests`` of verb WATCH: watches open right now."""
 
@@ -97,6 +100,7 @@ class ApiserverMetrics:
     def parse(cls, text: str) -> ApiserverMetrics:
         requests: dict[RequestKey, float] = {}
         webhook_seconds = webhook_calls = watches_open = 0.0
+        webhook_within: dict[float, float] = {}
         for sample in scraping.samples(text):
             labels = sample.labels
             if sample.name == "apiserver_request_total" and labels.get("resource"):
@@ -108,9 +112,12 @@ class ApiserverMetrics:
                 webhook_seconds += sample.value
             elif sample.name == "apiserver_admission_webhook_admission_duration_seconds_count":
                 webhook_calls += sample.value
+            elif sample.name == "apiserver_admission_webhook_admission_duration_seconds_bucket":
+                bound = float(labels["le"])
+                webhook_within[bound] = webhook_within.get(bound, 0.0) + sample.value
             elif sample.name == "apiserver_longrunning_requests" and labels.get("verb") == "WATCH":
                 watches_open += sample.value
-        return cls(requests, webhook_seconds, webhook_calls, watches_open)
+        return cls(requests, webhook_seconds, webhook_calls, webhook_within, watches_open)
 
 
 def delta(
