@@ -115,6 +115,7 @@ class Ledger:
         self._clock = clock
         self._limit = in_flight_limit
         self._present = functools.partial(present, namespace)  # bound once, not per review
+        self._in_flight = admission.InFlightCount()
         self._queue: list[_Pending] = []
         self._writer: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
@@ -186,6 +187,7 @@ class Ledger:
             holder=self.holder,
             in_flight_limit=self._limit,
             present=self._present,
+            in_flight=self._in_flight,
         )
         return admission.dry(outcome) if request.dry_run else outcome
 

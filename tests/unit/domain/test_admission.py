@@ -239,3 +239,47 @@ def test_reservations_whose_claims_exist_do_not_count_against_the_in_flight_limi
     refused = decide({"u0"})
     assert refused.decision.reason == "TooManyInFlight"
     assert "4 admissions are in flight" in refused.decision.message
+
+
+def test_the_in_flight_count_is_walked_again_only_near_the_limit_or_for_a_new_copy() -> None:
+    """Between reviews against the same reservations, growing in place as the ledger
+    admits, the count grows at most by the entries added: no walk while that stays under
+    the limit; at the limit, or for another copy, an exact count."""
+    held = {f"u{i}": Reservation(claim=f"c{i}", uid=f"u{i}", delta=1.0) for i in range(10)}
+    walks: list[int] = []
+    memo = admission.InFlightCount()
+
+    def present() -> set[str]:
+        walks.append(1)
+        return {f"u{i}" for i in range(6)}  # four of the ten not seen
+
+    def decide(reservations: dict[str, Reservation]) -> admission.Outcome:
+        return admission.admit(
+            quota=samples.quota(),
+            usage=quotas.Usage(),
+            others=escrow.NOTHING,
+            request=request(),
+            held=reservations,
+            snapshot=samples.healthy(),
+            now=samples.NOW,
+            holder="me",
+            in_flight_limit=10,
+            present=present,
+            in_flight=memo,
+        )
+
+    assert decide(held).admitted
+    assert len(walks) == 1
+    for i in range(10, 15):  # five more admitted: at most nine in flight, no walk
+        held[f"u{i}"] = Reservation(claim=f"c{i}", uid=f"u{i}", delta=1.0)
+        assert decide(held).admitted
+    assert len(walks) == 1
+    held["u15"] = Reservation(claim="c15", uid="u15", delta=1.0)  # at most ten: count
+    refused = decide(held)
+    assert refused.decision.reason == "TooManyInFlight"
+    assert "10 admissions are in flight" in refused.decision.message
+    assert len(walks) == 2
+    copy = dict(held)
+    copy.pop("u15")
+    assert decide(copy).admitted  # a newer copy of the quota: counted afresh
+    assert len(walks) == 3
