@@ -109,13 +109,12 @@ class QuotaView:
         if isinstance(spec, ValueError):
             return spec
         status = self.latest.get("status") or {}
-        if unwritten:
-            status = usage.add(status, unwritten.values(), budget=spec.monthly_budget)
+        held = reservations.by_uid(status.get("reservations") or [])
         self._view = View(
             quota=self.latest,
             spec=spec,
-            usage=usage.of_status(status),
-            held=reservations.by_uid(status.get("reservations") or []),
+            usage=usage.joined(usage.of_status(status), unwritten.values(), held),
+            held=held,
             others=escrow.held_by_others(escrow.entries_of(status), holder=self.holder),
         )
         return self._view

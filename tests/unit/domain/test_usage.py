@@ -8,7 +8,10 @@ properties that make the two writers agree:
 
 - the webhook's incremental totals (:func:`usage.add`) equal a recount from the objects
   with the same reservations in flight, whatever claims, prices and reservations;
-- a reservation confirmed (its claim's status now shows the price) changes no total.
+- a reservation confirmed (its claim's status now shows the price) changes no total;
+
+and that adding many reservations at once (a replica's view of a busy quota) comes to the
+same totals as adding them one by one.
 """
 
 from __future__ import annotations
@@ -190,3 +193,22 @@ def test_confirming_a_reservation_changes_no_total(
     after = usage.recount(claims=after_claims, held=rest, costs={}).usage
     assert abs(after.reserved - before.reserved) < 0.01
     assert (after.claims, after.storage_gib) == (before.claims, before.storage_gib)
+
+
+@given(worlds(), st.lists(st.booleans(), min_size=12, max_size=12))
+def test_adding_many_at_once_equals_adding_them_one_by_one(
+    world: tuple[list[reservations.ClaimRef], list[Reservation], list[Reservation]],
+    degraded: list[bool],
+) -> None:
+    _, counted, fresh = world
+    fresh = [{**r, "degraded": d} for r, d in zip(fresh, degraded, strict=False)]
+    fresh += fresh[: len(fresh) // 2]  # some objects held twice: the later replaces
+    start = quotas.Usage(reserved=10.0, claims=3, storage_gib=30)
+    held = reservations.by_uid(counted)
+    at_once = usage.joined(start, fresh, held)
+    one_by_one, seen = start, reservations.by_uid(counted)
+    for r in fresh:
+        one_by_one = usage.with_hold(one_by_one, r, replacing=seen.pop(r["uid"], None))
+        seen[r["uid"]] = r
+    assert at_once == one_by_one
+    assert list(held) == list(seen)  # a replaced reservation moved to the end
