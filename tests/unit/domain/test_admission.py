@@ -17,6 +17,8 @@ Hypothesis properties, over generated quotas, usage, escrow, claims and price bo
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection
+
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -188,21 +190,41 @@ def test_the_same_inputs_give_the_same_outcome(
     assert first == again
 
 
+def held_for(*uids: int) -> dict[str, Reservation]:
+    """Reservations in flight for the objects ``u<i>``."""
+    return {f"u{i}": Reservation(claim=f"c{i}", uid=f"u{i}", delta=1.0) for i in uids}
+
+
+def admit_with_limit(
+    held: dict[str, Reservation],
+    *,
+    limit: int,
+    req: admission.Request | None = None,
+    present: Callable[[], Collection[str]] = frozenset,
+    in_flight: admission.InFlightCount | None = None,
+    quota: quotas.QuotaSpec | None = None,
+) -> admission.Outcome:
+    """Decide ``req`` (a CREATE by default) under an in-flight limit of ``limit``."""
+    return admission.admit(
+        quota=samples.quota() if quota is None else quota,
+        usage=quotas.Usage(),
+        others=escrow.NOTHING,
+        request=request() if req is None else req,
+        held=held,
+        snapshot=samples.healthy(),
+        now=samples.NOW,
+        holder="me",
+        in_flight_limit=limit,
+        present=present,
+        in_flight=in_flight,
+    )
+
+
 def test_creates_are_refused_while_too_many_admissions_are_in_flight() -> None:
-    held = {f"u{i}": Reservation(claim=f"c{i}", uid=f"u{i}", delta=1.0) for i in range(3)}
+    held = held_for(*range(3))
 
     def decide(req: admission.Request, **spec: object) -> admission.Outcome:
-        return admission.admit(
-            quota=samples.quota(**spec),
-            usage=quotas.Usage(),
-            others=escrow.NOTHING,
-            request=req,
-            held=held,
-            snapshot=samples.healthy(),
-            now=samples.NOW,
-            holder="me",
-            in_flight_limit=3,
-        )
+        return admit_with_limit(held, limit=3, req=req, quota=samples.quota(**spec))
 
     refused = decide(request())
     assert not refused.admitted
@@ -219,21 +241,10 @@ def test_creates_are_refused_while_too_many_admissions_are_in_flight() -> None:
 def test_reservations_whose_claims_exist_do_not_count_against_the_in_flight_limit() -> None:
     """A burst whose claims the watch has seen, though not priced yet, is not held back;
     reservations for objects that never appeared (forged reviews) are."""
-    held = {f"u{i}": Reservation(claim=f"c{i}", uid=f"u{i}", delta=1.0) for i in range(5)}
+    held = held_for(*range(5))
 
     def decide(present: set[str]) -> admission.Outcome:
-        return admission.admit(
-            quota=samples.quota(),
-            usage=quotas.Usage(),
-            others=escrow.NOTHING,
-            request=request(),
-            held=held,
-            snapshot=samples.healthy(),
-            now=samples.NOW,
-            holder="me",
-            in_flight_limit=3,
-            present=lambda: present,
-        )
+        return admit_with_limit(held, limit=3, present=lambda: present)
 
     assert decide({"u0", "u1", "u2"}).admitted  # two unseen: under the limit
     refused = decide({"u0"})
@@ -245,7 +256,7 @@ def test_the_in_flight_count_is_walked_again_only_near_the_limit_or_for_a_new_co
     """Between reviews against the same reservations, growing in place as the ledger
     admits, the count grows at most by the entries added: no walk while that stays under
     the limit; at the limit, or for another copy, an exact count."""
-    held = {f"u{i}": Reservation(claim=f"c{i}", uid=f"u{i}", delta=1.0) for i in range(10)}
+    held = held_for(*range(10))
     walks: list[int] = []
     memo = admission.InFlightCount()
 
@@ -254,27 +265,15 @@ def test_the_in_flight_count_is_walked_again_only_near_the_limit_or_for_a_new_co
         return {f"u{i}" for i in range(6)}  # four of the ten not seen
 
     def decide(reservations: dict[str, Reservation]) -> admission.Outcome:
-        return admission.admit(
-            quota=samples.quota(),
-            usage=quotas.Usage(),
-            others=escrow.NOTHING,
-            request=request(),
-            held=reservations,
-            snapshot=samples.healthy(),
-            now=samples.NOW,
-            holder="me",
-            in_flight_limit=10,
-            present=present,
-            in_flight=memo,
-        )
+        return admit_with_limit(reservations, limit=10, present=present, in_flight=memo)
 
     assert decide(held).admitted
     assert len(walks) == 1
     for i in range(10, 15):  # five more admitted: at most nine in flight, no walk
-        held[f"u{i}"] = Reservation(claim=f"c{i}", uid=f"u{i}", delta=1.0)
+        held.update(held_for(i))
         assert decide(held).admitted
     assert len(walks) == 1
-    held["u15"] = Reservation(claim="c15", uid="u15", delta=1.0)  # at most ten: count
+    held.update(held_for(15))  # at most ten: count
     refused = decide(held)
     assert refused.decision.reason == "TooManyInFlight"
     assert "10 admissions are in flight" in refused.decision.message
