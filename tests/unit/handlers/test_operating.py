@@ -1,9 +1,10 @@
-"""Start-up helpers of ``dbquota run``: registering the dev webhook.
+"""Start-up helpers of ``dbquota run``: registering the dev webhook, kopf's settings.
 
 Checks that dev mode registers one webhook for DatabaseClaim CREATE and UPDATE with
 ``sideEffects: NoneOnDryRun``, ``failurePolicy: Fail``, the configured timeout, the URL of
 the bound port and the dev CA as caBundle, and that a configuration name the apiserver
-would refuse fails with a clear error before any call.
+would refuse fails with a clear error before any call; and that kopf's diff base is built
+as kopf builds it, without deep-copying the status.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import base64
 from pathlib import Path
 from typing import Any, cast
 
+import kopf
 import pytest
 
 from dbquota.adapters.kube import Kube
@@ -62,3 +64,36 @@ async def test_a_configuration_name_without_a_dot_is_refused(tmp_path: Path) -> 
     with pytest.raises(ConfigurationError, match="must be a domain name"):
         await operating.register_dev_webhook(cast(Kube, kube), cfg, port=1)
     assert kube.applied == []
+
+
+class Uncopyable(dict[str, Any]):
+    """A status that fails the test if anything deep-copies it."""
+
+    def __deepcopy__(self, memo: object) -> Uncopyable:
+        raise AssertionError("the status was deep-copied")
+
+
+def test_kopfs_diff_base_is_built_without_copying_the_status() -> None:
+    raw: dict[str, Any] = {
+        "apiVersion": "dbquota.io/v1alpha1",
+        "kind": "DatabaseQuota",
+        "metadata": {
+            "name": "q",
+            "namespace": "ns",
+            "labels": {"team": "a"},
+            "annotations": {"note": "kept", "dbquota.io/last-handled-configuration": "{}"},
+        },
+        "spec": {"monthlyBudget": 100},
+        "status": Uncopyable(reservations=[{"uid": f"u{i}"} for i in range(500)]),
+    }
+    ours = operating.DiffBase(prefix="dbquota.io", key="last-handled-configuration")
+    kopfs = kopf.AnnotationsDiffBaseStorage(prefix="dbquota.io", key="last-handled-configuration")
+    essence = ours.build(body=kopf.Body(cast(kopf.RawBody, raw)))
+    plain = {**raw, "status": dict(raw["status"])}
+    assert essence == kopfs.build(body=kopf.Body(cast(kopf.RawBody, plain)))
+    assert "status" not in essence
+    # A handler that watches a status field still gets it, from the whole object.
+    fields = ["status.reservations"]
+    watched = ours.build(body=kopf.Body(cast(kopf.RawBody, plain)), extra_fields=fields)
+    assert watched == kopfs.build(body=kopf.Body(cast(kopf.RawBody, plain)), extra_fields=fields)
+    assert len(watched["status"]["reservations"]) == 500
