@@ -4,7 +4,7 @@ Checks that dev mode registers one webhook for DatabaseClaim CREATE and UPDATE w
 ``sideEffects: NoneOnDryRun``, ``failurePolicy: Fail``, the configured timeout, the URL of
 the bound port and the dev CA as caBundle, and that a configuration name the apiserver
 would refuse fails with a clear error before any call; and that kopf's diff base is built
-as kopf builds it, without deep-copying the status.
+as kopf builds it, without deep-copying the status or the managed fields.
 """
 
 from __future__ import annotations
@@ -67,13 +67,13 @@ async def test_a_configuration_name_without_a_dot_is_refused(tmp_path: Path) -> 
 
 
 class Uncopyable(dict[str, Any]):
-    """A status that fails the test if anything deep-copies it."""
+    """A stanza that fails the test if anything deep-copies it."""
 
     def __deepcopy__(self, memo: object) -> Uncopyable:
         raise AssertionError("the status was deep-copied")
 
 
-def test_kopfs_diff_base_is_built_without_copying_the_status() -> None:
+def test_kopfs_diff_base_is_built_without_copying_the_status_or_managed_fields() -> None:
     raw: dict[str, Any] = {
         "apiVersion": "dbquota.io/v1alpha1",
         "kind": "DatabaseQuota",
@@ -82,6 +82,8 @@ def test_kopfs_diff_base_is_built_without_copying_the_status() -> None:
             "namespace": "ns",
             "labels": {"team": "a"},
             "annotations": {"note": "kept", "dbquota.io/last-handled-configuration": "{}"},
+            "managedFields": Uncopyable(entries=[{"manager": f"m{i}"} for i in range(50)]),
+            "resourceVersion": "7",
         },
         "spec": {"monthlyBudget": 100},
         "status": Uncopyable(reservations=[{"uid": f"u{i}"} for i in range(500)]),
@@ -89,7 +91,8 @@ def test_kopfs_diff_base_is_built_without_copying_the_status() -> None:
     ours = operating.DiffBase(prefix="dbquota.io", key="last-handled-configuration")
     kopfs = kopf.AnnotationsDiffBaseStorage(prefix="dbquota.io", key="last-handled-configuration")
     essence = ours.build(body=kopf.Body(cast(kopf.RawBody, raw)))
-    plain = {**raw, "status": dict(raw["status"])}
+    metadata = {**raw["metadata"], "managedFields": dict(raw["metadata"]["managedFields"])}
+    plain = {**raw, "metadata": metadata, "status": dict(raw["status"])}
     assert essence == kopfs.build(body=kopf.Body(cast(kopf.RawBody, plain)))
     assert "status" not in essence
     # A handler that watches a status field still gets it, from the whole object.
