@@ -12,15 +12,15 @@ A refresh reads the quota from the watch, recomputes the whole status with
 informer) and the billing snapshot, and writes it by compare-and-swap on the quota's
 ``resourceVersion``, re-reading on a conflict. It runs beside the webhook's reservation
 ledgers, never in their queue, so an admission never waits for it. It writes only when
-something other than the mere age of the data changed, unless the periodic resync asks
-(so ``stalenessSeconds`` stays current without a write per event). Dropping reservations
-whose claims now show their price changes no total (:func:`.statuses.change`), so
-it waits up to :data:`SETTLE_DELAY` for a write made anyway (the ledgers drop them too):
-one quota write per create, not two. Events follow the write: released and adopted
-reservations, lapsed escrow, budget and alert threshold crossings, and (via
-:meth:`Reconciler.announce_transition`) circuit breaker transitions, recorded as
-``events.k8s.io/v1`` Events by :class:`dbquota.services.recording.Recorder` (repeats
-become one Event with a series). Each written status is also published as the quota's
+something other than the mere age of the data changed, unless the periodic resync asks (so
+``stalenessSeconds`` stays current without a write per event). Dropping reservations whose
+claims now show their price changes no total (:func:`.statuses.change`), so each waits up to
+:data:`SETTLE_DELAY`, from when it was first found confirmed, for a write made anyway (the
+ledgers drop them too): one quota write per create, not two. Events follow the write:
+released and adopted reservations, lapsed escrow, budget and alert threshold crossings, and
+(via :meth:`Reconciler.announce_transition`) circuit breaker transitions, recorded as
+``events.k8s.io/v1`` Events by :class:`dbquota.services.recording.Recorder` (repeats become
+one Event with a series). Each written status is also published as the quota's
 ``dbquota_quota_*`` metrics (:func:`dbquota.adapters.metrics.publish_quota`).
 """
 
@@ -112,7 +112,7 @@ class Reconciler:
         self._dirty: dict[tuple[str, str], bool] = {}  # -> whether a write is wanted anyway
         self._due: dict[tuple[str, str], float] = {}  # monotonic time a mark falls due
         self._last: dict[tuple[str, str], float] = {}  # monotonic time of the last refresh
-        self._settling: dict[tuple[str, str], float] = {}  # since when a settling write waits
+        self._settling: dict[tuple[str, str], dict[str, float]] = {}  # reservation -> waits since
         self._wake = asyncio.Event()
         self._announcing = asyncio.Lock()
         self.refreshes = 0
@@ -255,12 +255,18 @@ class Reconciler:
 
     def _not_yet(self, key: tuple[str, str], old: QuotaStatus, refresh: statuses.Refresh) -> bool:
         """Whether ``refresh`` need not be written now: it only ages the figures, or it only
-        drops confirmed reservations and may wait some more (module docstring)."""
+        drops confirmed reservations, each waiting from when it was first found confirmed
+        (an admission's write drops those before it, so a quiet quota's clock restarts)."""
         change = statuses.change(old, refresh)
         if change != "settles":
             self._settling.pop(key, None)
             return change == "aged"
-        wait = self._settling.setdefault(key, time.monotonic()) + SETTLE_DELAY - time.monotonic()
+        now = time.monotonic()
+        since = self._settling.get(key, {})
+        kept = {str(r.get("uid", "")) for r in refresh.status.get("reservations") or []}
+        dropped = {str(r.get("uid", "")) for r in old.get("reservations") or []} - kept
+        self._settling[key] = since = {uid: since.get(uid, now) for uid in dropped}
+        wait = min(since.values(), default=now) + SETTLE_DELAY - now
         if wait > 0:
             self.mark(*key, after=wait)
         return wait > 0

@@ -1,15 +1,16 @@
 """The reconciler against an in-memory quota store and informers fed by hand.
 
-Checks: a burst of marks on one quota costs one refresh per interval, not one per mark;
-a refresh ends the reservations whose claims now show their price and writes totals
-recounted from the claims; a refresh that would only age the figures writes nothing
-unless forced (the periodic resync), and one that only drops confirmed reservations waits
-up to ``SETTLE_DELAY`` for a write made anyway; a lost compare-and-swap race is retried on a fresh
-read; a standby (not leading) writes nothing; a written status is published as the
-quota's ``dbquota_quota_*`` metrics (a quota that is gone publishes nothing); breaker
-transitions are announced as Events in the order they happened, even when the first POST
-is slow; and budget thresholds crossed are announced once each, not again by a restarted
-reconciler.
+Checks: a burst of marks on one quota costs one refresh per interval, not one per mark; a
+refresh ends the reservations whose claims now show their price and writes totals recounted
+from the claims; a refresh that would only age the figures writes nothing unless forced (the
+periodic resync), and one that only drops confirmed reservations waits up to
+``SETTLE_DELAY`` for a write made anyway (each from when it was first found confirmed, so a
+quota seeing a claim every few seconds needs no such write); a lost compare-and-swap race is
+retried on a fresh read; a standby (not leading) writes nothing; a written status is
+published as the quota's ``dbquota_quota_*`` metrics (a quota that is gone publishes
+nothing); breaker transitions are announced as Events in the order they happened, even when
+the first POST is slow; and budget thresholds crossed are announced once each, not again by
+a restarted reconciler.
 """
 
 from __future__ import annotations
@@ -214,6 +215,45 @@ async def test_dropping_confirmed_reservations_waits_for_a_write_made_anyway(
     assert api.writes == 2  # nothing else wrote it: written after SETTLE_DELAY
     assert [r["claim"] for r in api.quota["status"]["reservations"]] == ["b"]
     assert api.quota["status"]["spend"]["reserved"] == 150.0
+
+
+async def test_each_reservation_waits_from_its_own_confirmation(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A quota seeing a claim every 0.3 s: each admission's write drops the reservation
+    confirmed before it, so the reconciler never needs a write of its own for them."""
+    monkeypatch.setattr(reconciling, "SETTLE_DELAY", 0.5)
+    api = Apiserver()
+    api.quota["status"] = {"reservations": [hold("a", 100.0)]}
+    admissions, theirs = setup(api)  # stands in for the ledgers' writes made anyway
+    theirs.put(claim("a"))
+    await admissions.refresh("ns", "q")
+    reconciler, claims = setup(api)
+
+    def priced(name: str) -> dict[str, Any]:
+        obj = claim(name, estimatedMonthlyCost=100.0, observedGeneration=1)
+        obj["metadata"]["resourceVersion"] = "2"
+        return obj
+
+    for before, name in zip("abcd", "bcde", strict=True):
+        claims.put(priced(before))
+        await reconciler.refresh("ns", "q", force=False)
+        assert reconciler.writes == 0
+        await asyncio.sleep(0.3)
+        api.quota["status"]["reservations"].append(hold(name, 100.0))  # admitted
+        api.quota["metadata"]["resourceVersion"] += "0"
+        theirs.put(priced(before))
+        theirs.put(claim(name))
+        admissions._quotas.put(copy.deepcopy(api.quota))
+        await admissions.refresh("ns", "q")
+        assert [r["claim"] for r in api.quota["status"]["reservations"]] == [name]
+        reconciler._quotas.put(copy.deepcopy(api.quota))
+    claims.put(priced("e"))
+    await run_for(reconciler, 0.2)
+    assert reconciler.writes == 0
+    await run_for(reconciler, 0.6)
+    assert reconciler.writes == 1  # no write came: the last one waited SETTLE_DELAY, no more
+    assert api.quota["status"]["reservations"] == []
 
 
 async def test_an_unforced_refresh_that_only_ages_the_figures_writes_nothing() -> None:
