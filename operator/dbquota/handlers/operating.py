@@ -66,8 +66,8 @@ class DiffBase(kopf.AnnotationsDiffBaseStorage):
     hundreds of reservations and its ``managedFields`` grow with every writer, and it
     changes several times a second: that copy was about 6 % of the operator's CPU under
     ``bench/admission.py``. This hands kopf the object without them (keeping what kopf
-    reads of the metadata), so its essence is the same. Only a handler that watches extra
-    fields (dbquota has none) gets the whole object, as before.
+    reads of the metadata), so its essence is the same. Only a handler that watches a field
+    of the status or the metadata (dbquota has none) gets those stanzas whole, as before.
     """
 
     KEPT_METADATA = ("labels", "annotations", "ownerReferences")
@@ -79,12 +79,23 @@ class DiffBase(kopf.AnnotationsDiffBaseStorage):
         body: kopf.Body,
         extra_fields: Iterable[kopf.FieldSpec] | None = None,
     ) -> kopf.BodyEssence:
-        if not extra_fields:
-            metadata = body.get("metadata") or {}
-            stripped = {key: value for key, value in body.items() if key != "status"}
+        # kopf passes the field of every field handler, ("spec",) for DatabaseQuota's
+        # on.update: only a field in the status or the metadata needs those copied.
+        reached = {_stanza(field) for field in extra_fields or ()}
+        metadata = body.get("metadata") or {}
+        stripped = {k: v for k, v in body.items() if k != "status" or k in reached}
+        if "metadata" not in reached:
             stripped["metadata"] = {k: metadata[k] for k in self.KEPT_METADATA if k in metadata}
-            body = kopf.Body(cast(kopf.RawBody, stripped))
-        return super().build(body=body, extra_fields=extra_fields)
+        return super().build(
+            body=kopf.Body(cast(kopf.RawBody, stripped)), extra_fields=extra_fields
+        )
+
+
+def _stanza(field: kopf.FieldSpec) -> str:
+    """The top-level key a kopf field names: ``"spec.x"``, ``("spec", "x")`` -> ``spec``."""
+    if isinstance(field, str):
+        return field.split(".", 1)[0]
+    return str(field[0]) if field else ""
 
 
 def configure(kopf_settings: kopf.OperatorSettings) -> None:

@@ -95,6 +95,11 @@ def test_kopfs_diff_base_is_built_without_copying_the_status_or_managed_fields()
     plain = {**raw, "metadata": metadata, "status": dict(raw["status"])}
     assert essence == kopfs.build(body=kopf.Body(cast(kopf.RawBody, plain)))
     assert "status" not in essence
+    # What kopf passes for DatabaseQuota, whose on.update handler watches the spec.
+    for spec in (["spec"], [("spec",)], [("spec", "monthlyBudget")]):
+        essence = ours.build(body=kopf.Body(cast(kopf.RawBody, raw)), extra_fields=spec)
+        expected = kopfs.build(body=kopf.Body(cast(kopf.RawBody, plain)), extra_fields=spec)
+        assert essence == expected
     # A handler that watches a status field still gets it, from the whole object.
     fields = ["status.reservations"]
     watched = ours.build(body=kopf.Body(cast(kopf.RawBody, plain)), extra_fields=fields)
