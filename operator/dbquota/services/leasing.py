@@ -3,7 +3,9 @@
 Both follow client-go's leader election (``k8s.io/client-go/tools/leaderelection``), on
 ``coordination.k8s.io/v1`` Leases in one namespace (``--lease-namespace``):
 
-- **The holder renews** every ``retry_period``. It trusts its lease only until
+- **The holder renews** every ``retry_period``, replacing the record it wrote last without
+  reading it first (client-go's fast path for the leader; a conflict means someone else
+  wrote it, and only then is it read). It trusts its lease only until
   ``renew_deadline`` after it *sent* its last successful renewal, measured on its own
   monotonic clock; ``renew_deadline < lease_duration``.
 - **The others never compare clocks.** A watcher records, on its own monotonic clock, when
@@ -18,6 +20,10 @@ So a replica cut off from the apiserver stops admitting from its escrow (its
 takes over only once the old one has stopped acting as leader. A clean shutdown deletes
 the replica's lease and releases the leader's, so a rolling update hands over at once.
 
+Size: the two kinds of Lease and their watch in one module, because the timing argument
+above holds only for the three together: the holder's trust and the watchers' lapse are the
+two sides of one inequality, and a reader checks them side by side.
+
 Called by the operator's start-up code (:mod:`dbquota.handlers.operating`); the ledgers
 ask :meth:`Liveness.alive`, the reconciler :meth:`LeaseWatch.live` and
 :meth:`LeaderElection.leading`.
@@ -30,7 +36,7 @@ import contextlib
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -71,23 +77,32 @@ def lease_name(prefix: str, holder: str) -> str:
 
 
 def _body(
-    *, name: str, namespace: str, holder: str, duration: float, role: str, version: str = ""
+    *,
+    name: str,
+    namespace: str,
+    holder: str,
+    duration: float,
+    role: str,
+    version: str = "",
+    kept: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
+    """A Lease to write; ``kept``: the spec of the holder's own record, whose acquire time
+    and count of transitions a renewal keeps."""
     now = timestamps.to_micro(time.time())
     meta: dict[str, Any] = {"name": name, "namespace": namespace, "labels": {ROLE_LABEL: role}}
     if version:
         meta["resourceVersion"] = version
-    return {
-        "apiVersion": LEASES.api_version,
-        "kind": LEASES.kind,
-        "metadata": meta,
-        "spec": {
-            "holderIdentity": holder,
-            "leaseDurationSeconds": max(1, round(duration)),
-            "acquireTime": now,
-            "renewTime": now,
-        },
+    spec = {
+        "holderIdentity": holder,
+        "leaseDurationSeconds": max(1, round(duration)),
+        "acquireTime": now,
+        "renewTime": now,
     }
+    spec.update({k: v for k, v in (kept or {}).items() if k in _KEPT})
+    return {"apiVersion": LEASES.api_version, "kind": LEASES.kind, "metadata": meta, "spec": spec}
+
+
+_KEPT = ("acquireTime", "leaseTransitions")
 
 
 @dataclass(frozen=True)
@@ -280,6 +295,7 @@ class LeaderElection:
         self._was_leading = False
         self._task: asyncio.Task[None] | None = None
         self._version = ""
+        self._spec: dict[str, Any] = {}  # of the record this replica wrote last
 
     def leading(self) -> bool:
         """Whether this replica is the leader now."""
@@ -333,20 +349,13 @@ class LeaderElection:
 
     async def _attempt(self) -> None:
         sent = time.monotonic()
+        if self.leading() and await self._renew():
+            return
         try:
             current = await self._kube.get(LEASES, namespace=self.namespace, name=self.name)
         except NotFound:
-            got = await self._kube.create(
-                LEASES,
-                namespace=self.namespace,
-                body=_body(
-                    name=self.name,
-                    namespace=self.namespace,
-                    holder=self.holder,
-                    duration=self._timing.lease_duration,
-                    role="leader",
-                ),
-            )
+            body = self._record("", kept=None)
+            got = await self._kube.create(LEASES, namespace=self.namespace, body=body)
             self._won(got, sent)
             return
         spec = current.get("spec") or {}
@@ -361,17 +370,8 @@ class LeaderElection:
         if holder and holder != self.holder and not lapsed:
             return
         version = str(current.get("metadata", {}).get("resourceVersion", ""))
-        body = _body(
-            name=self.name,
-            namespace=self.namespace,
-            holder=self.holder,
-            duration=self._timing.lease_duration,
-            role="leader",
-            version=version,
-        )
-        if holder == self.holder:
-            body["spec"]["acquireTime"] = spec.get("acquireTime", body["spec"]["acquireTime"])
-        else:
+        body = self._record(version, kept=spec if holder == self.holder else None)
+        if holder != self.holder:
             transitions = spec.get("leaseTransitions")
             body["spec"]["leaseTransitions"] = (
                 transitions if isinstance(transitions, int) else 0
@@ -384,9 +384,35 @@ class LeaderElection:
             return  # someone else moved first; look again next period
         self._won(got, sent)
 
+    async def _renew(self) -> bool:
+        """The leader's fast path, as client-go's: renew the record it wrote last, unread.
+        False when someone else wrote the Lease since (then it is read, and looked at)."""
+        sent = time.monotonic()
+        body = self._record(self._version, kept=self._spec)
+        try:
+            got = await self._kube.replace(
+                LEASES, namespace=self.namespace, name=self.name, body=body
+            )
+        except (Conflict, NotFound):
+            return False
+        self._won(got, sent)
+        return True
+
+    def _record(self, version: str, *, kept: Mapping[str, Any] | None) -> dict[str, Any]:
+        return _body(
+            name=self.name,
+            namespace=self.namespace,
+            holder=self.holder,
+            duration=self._timing.lease_duration,
+            role="leader",
+            version=version,
+            kept=kept,
+        )
+
     def _won(self, got: dict[str, Any], sent: float) -> None:
         self._version = str(got.get("metadata", {}).get("resourceVersion", ""))
         spec = got.get("spec") or {}
+        self._spec = dict(spec)
         self._observed = (self.holder, str(spec.get("renewTime", "")))
         self._observed_at = time.monotonic()
         self._trusted_until = sent + self._timing.renew_deadline
