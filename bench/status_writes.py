@@ -1,17 +1,26 @@
-"""Benchmark: what one reservation write costs the apiserver, by reservation count.
+"""Benchmark: what one status write costs the apiserver: a quota's, and a claim's.
 
-    python bench/status_writes.py [--sizes 1,10,100,300] [--writes 60]
+    python bench/status_writes.py [--sizes 1,10,100,300] [--writes 60] [--claims 300]
 
 The admission bench (``bench/admission.py``) shows the webhook's latency following the
-time of one compare-and-swap merge patch of the DatabaseQuota's status. This isolates
-that write: on a real etcd + kube-apiserver of its own (:class:`e2e.harness.Harness`) with
-``crds/`` applied, and with a copy of the DatabaseQuota CRD in another group whose
-``status.reservations`` is ``x-kubernetes-list-type: atomic`` instead of a ``map`` keyed
-by claim, it writes ``--writes`` reservation lists of each size, one after another, each
-carrying the resourceVersion the previous answer returned (as the ledger does), and
-reports the object's size, its ``managedFields`` size, the client's latency and the CPU
-the apiserver and etcd spent per write (from /proc). Nothing else runs: no operator, no
-watchers, so this is the floor of the admission path's write.
+time of one compare-and-swap merge patch of the DatabaseQuota's status. This isolates that
+write: on a real etcd + kube-apiserver of its own (:class:`e2e.harness.Harness`) with
+``crds/`` applied (``status.reservations`` an atomic list), and with a copy of the
+DatabaseQuota CRD in another group whose ``status.reservations`` is the ``map`` keyed by
+claim that it was before (for comparison), it writes ``--writes`` reservation lists of
+each size, one after another, each carrying the resourceVersion the previous answer
+returned (as the ledger does), and reports the object's size, its ``managedFields`` size,
+the client's latency and the CPU the apiserver and etcd spent per write (from /proc).
+Nothing else runs: no operator, no watchers, so this is the floor of the admission path's
+write.
+
+Then, with ``--claims`` (0: skip), it puts a claim's status write next to the create it
+follows, as each created claim costs on the path users take (``bench/create.py``): it
+creates that many DatabaseClaims and writes each one's status once, for each of three
+bodies, twice over: the body the operator sends (``publishing``'s price, pricing mode,
+time, degraded flag and ``Admitted`` condition, with the uid precondition), the same
+without the condition, and only the price and the pricing mode. It reports the
+apiserver's CPU per create and per status write of each.
 """
 
 from __future__ import annotations
@@ -35,16 +44,17 @@ from bench.measuring import cpu_seconds  # noqa: E402
 from e2e import controlplane, harness  # noqa: E402
 
 NAMESPACE = "bench"
-GROUPS = {"map": "dbquota.io", "atomic": "atomic.bench.dbquota.io"}
+GROUPS = {"map": "map.bench.dbquota.io", "atomic": "dbquota.io"}
 """The list type of ``status.reservations`` -> the API group serving that variant."""
 
 
-def atomic_variant(crd_text: str) -> str:
-    """The DatabaseQuota CRD in its own group, with an atomic reservation list."""
+def map_variant(crd_text: str) -> str:
+    """The DatabaseQuota CRD in its own group, with a reservation list keyed by claim."""
+    atomic = "see bench/README.md).\n                  x-kubernetes-list-type: atomic\n"
+    assert crd_text.count(atomic) == 1, "the reservations list is no longer atomic"
     keyed = "x-kubernetes-list-type: map\n                  x-kubernetes-list-map-keys: [claim]"
-    assert keyed in crd_text, "the reservations list is no longer a map keyed by claim"
-    text = crd_text.replace(keyed, "x-kubernetes-list-type: atomic")
-    return text.replace("dbquota.io", GROUPS["atomic"])
+    text = crd_text.replace(atomic, f"see bench/README.md).\n                  {keyed}\n")
+    return text.replace("dbquota.io", GROUPS["map"])
 
 
 def reservations(n: int, round_: int) -> list[dict[str, Any]]:
@@ -101,10 +111,102 @@ def measure(
     }
 
 
+CLAIM_BODIES = ("as sent", "no condition", "price only")
+"""The claim status bodies :func:`claim_status_body` makes, by name."""
+
+
+def claim_status_body(variant: str, uid: str) -> dict[str, Any]:
+    """A claim's status merge patch: as the operator sends it, or trimmed."""
+    if variant == "price only":
+        return {"status": {"estimatedMonthlyCost": 412.35, "pricing": "Live"}}
+    admitted = {
+        "type": "Admitted",
+        "status": "True",
+        "reason": "WithinBudget",
+        "message": "admitted at 412.35 a month (Live pricing): quota q has 9,587.65 left",
+        "lastTransitionTime": "2026-12-01T09:00:00Z",
+        "observedGeneration": 1,
+    }
+    status: dict[str, Any] = {
+        "observedGeneration": 1,
+        "estimatedMonthlyCost": 412.35,
+        "pricing": "Live",
+        "reservedAt": "2026-12-01T09:00:00Z",
+        "degraded": False,
+    }
+    if variant == "as sent":
+        status["conditions"] = [admitted]
+    return {"metadata": {"uid": uid}, "status": status}
+
+
+def measure_claims(
+    client: httpx.Client, state: controlplane.State, *, variant: str, n: int, round_: int
+) -> tuple[float, float]:
+    """Apiserver CPU ms per create, and per status write, of ``n`` claims."""
+    path = f"/apis/dbquota.io/v1alpha1/namespaces/{NAMESPACE}/databaseclaims"
+    names = [f"{variant.replace(' ', '-')}-{round_}-{i}" for i in range(n)]
+    spec = {"engine": "postgres", "instanceClass": "db.r6g.large", "storageGiB": 20}
+    before = cpu_seconds(state.apiserver_pid)
+    uids = []
+    for name in names:
+        claim = {
+            "apiVersion": "dbquota.io/v1alpha1",
+            "kind": "DatabaseClaim",
+            "metadata": {"name": name, "namespace": NAMESPACE},
+            "spec": spec,
+        }
+        uids.append(client.post(path, json=claim).raise_for_status().json()["metadata"]["uid"])
+    created = cpu_seconds(state.apiserver_pid)
+    headers = {"Content-Type": "application/merge-patch+json"}
+    for name, uid in zip(names, uids, strict=True):
+        body = json.dumps(claim_status_body(variant, uid))
+        client.patch(f"{path}/{name}/status", content=body, headers=headers).raise_for_status()
+    written = cpu_seconds(state.apiserver_pid)
+    return (created - before) / n * 1000, (written - created) / n * 1000
+
+
+def quota_table(
+    client: httpx.Client, state: controlplane.State, *, sizes: list[int], writes: int
+) -> None:
+    """The quota's reservation write, by list type and reservation count."""
+    measuring.table(
+        "| reservations list | reservations | object KiB | managedFields KiB "
+        "| p50 ms | mean ms | apiserver CPU ms per write | etcd CPU ms per write |",
+        [],
+    )
+    for n in sizes:
+        for kind in GROUPS:
+            r = measure(client, state, kind=kind, n=n, writes=writes)
+            print(
+                f"| {kind} | {n} | {r['object_kib']:.1f} | {r['managed_kib']:.1f} "
+                f"| {r['p50_ms']:.1f} | {r['mean_ms']:.1f} | {r['apiserver_ms']:.1f} "
+                f"| {r['etcd_ms']:.1f} |",
+                flush=True,
+            )
+
+
+def claim_table(client: httpx.Client, state: controlplane.State, *, n: int) -> None:
+    """A claim's create and its one status write, by status body, twice over."""
+    measuring.table(
+        "| round | claim status body | claims | apiserver CPU ms per create "
+        "| apiserver CPU ms per status write | write / create |",
+        [],
+    )
+    for round_ in (1, 2):
+        for variant in CLAIM_BODIES:
+            create, write = measure_claims(client, state, variant=variant, n=n, round_=round_)
+            print(
+                f"| {round_} | {variant} | {n} | {create:.2f} | {write:.2f} "
+                f"| {write / create:.2f} |",
+                flush=True,
+            )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="1,10,100,300", help="reservations per write")
     parser.add_argument("--writes", type=int, default=60, help="writes per size and list type")
+    parser.add_argument("--claims", type=int, default=300, help="claims per body (0: skip)")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",") if s]
     workdir = Path(tempfile.mkdtemp(prefix="dbquota-bench-writes-"))
@@ -115,33 +217,25 @@ def main() -> int:
             assert cluster.state is not None
             crd = (ROOT / "crds" / "databasequotas.yaml").read_text()
             h.kubectl.apply(crd)
-            h.kubectl.apply(atomic_variant(crd))
+            h.kubectl.apply(map_variant(crd))
+            h.kubectl.apply((ROOT / "crds" / "databaseclaims.yaml").read_text())
             h.kubectl(
                 "wait",
                 "--for=condition=Established",
                 "--timeout=60s",
                 "crd/databasequotas.dbquota.io",
-                f"crd/databasequotas.{GROUPS['atomic']}",
+                f"crd/databasequotas.{GROUPS['map']}",
+                "crd/databaseclaims.dbquota.io",
             )
             h.kubectl("create", "namespace", NAMESPACE)
             time.sleep(5)  # let the apiserver publish the new CRDs' OpenAPI before measuring
-            measuring.table(
-                "| reservations list | reservations | object KiB | managedFields KiB "
-                "| p50 ms | mean ms | apiserver CPU ms per write | etcd CPU ms per write |",
-                [],
-            )
             with httpx.Client(
                 base_url=cluster.server, verify=cluster.ssl_context(), timeout=30
             ) as client:
-                for n in sizes:
-                    for kind in GROUPS:
-                        r = measure(client, cluster.state, kind=kind, n=n, writes=args.writes)
-                        print(
-                            f"| {kind} | {n} | {r['object_kib']:.1f} | {r['managed_kib']:.1f} "
-                            f"| {r['p50_ms']:.1f} | {r['mean_ms']:.1f} | {r['apiserver_ms']:.1f} "
-                            f"| {r['etcd_ms']:.1f} |",
-                            flush=True,
-                        )
+                if sizes:
+                    quota_table(client, cluster.state, sizes=sizes, writes=args.writes)
+                if args.claims:
+                    claim_table(client, cluster.state, n=args.claims)
             print(f"\nload average at the end {measuring.load()}")
     except KeyboardInterrupt:
         print("\ninterrupted: torn down", file=sys.stderr)
