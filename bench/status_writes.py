@@ -195,9 +195,9 @@ def claim_table(client: httpx.Client, state: controlplane.State, *, n: int) -> N
     for round_ in (1, 2):
         for variant in CLAIM_BODIES:
             create, write = measure_claims(client, state, variant=variant, n=n, round_=round_)
+            ratio = f"{write / create:.2f}" if create else "-"  # too few for /proc's ticks
             print(
-                f"| {round_} | {variant} | {n} | {create:.2f} | {write:.2f} "
-                f"| {write / create:.2f} |",
+                f"| {round_} | {variant} | {n} | {create:.2f} | {write:.2f} | {ratio} |",
                 flush=True,
             )
 
