@@ -40,6 +40,22 @@ def rows(out: str, first: str) -> list[list[str]]:
     return [[c.strip() for c in r] for r in found if r[0].strip() == first]
 
 
+def test_ingest_runs_every_mode_both_ways() -> None:
+    out = run(
+        "ingest.py",
+        "--clusters",
+        "100",
+        "--naive-clusters",
+        "20",
+        "--latency-naive-clusters",
+        "10",
+        "--page-size",
+        "50",
+    )
+    assert [r[1] for r in rows(out, "bulk") + rows(out, "per-cluster")] == ["100"] * 4
+    assert [r[1] for r in rows(out, "naive")] == ["20", "10"]
+
+
 def test_status_writes_prints_both_tables() -> None:
     out = run("status_writes.py", "--sizes", "1", "--writes", "2", "--claims", "3")
     assert len(rows(out, "map")) == len(rows(out, "atomic")) == 1
