@@ -241,7 +241,8 @@ async def test_each_reservation_waits_from_its_own_confirmation(
         assert reconciler.writes == 0
         await asyncio.sleep(0.3)
         api.quota["status"]["reservations"].append(hold(name, 100.0))  # admitted
-        api.quota["metadata"]["resourceVersion"] += "0"
+        meta = api.quota["metadata"]
+        meta["resourceVersion"] = str(int(meta["resourceVersion"]) + 1)
         theirs.put(priced(before))
         theirs.put(claim(name))
         admissions._quotas.put(copy.deepcopy(api.quota))
