@@ -41,6 +41,10 @@ sys.path.insert(0, str(ROOT))  # e2e/ is not installed: import it from the repo
 
 from bench import measuring  # noqa: E402
 from bench.measuring import cpu_seconds  # noqa: E402
+from dbquota.domain.billing import BillingSnapshot  # noqa: E402
+from dbquota.domain.reservations import ClaimRef  # noqa: E402
+from dbquota.domain.resources import Reservation  # noqa: E402
+from dbquota.services import publishing  # noqa: E402
 from e2e import controlplane, harness  # noqa: E402
 
 NAMESPACE = "bench"
@@ -111,32 +115,31 @@ def measure(
     }
 
 
+RESERVED_AT = "2026-12-01T09:00:00Z"
 CLAIM_BODIES = ("as sent", "no condition", "price only")
 """The claim status bodies :func:`claim_status_body` makes, by name."""
 
 
 def claim_status_body(variant: str, uid: str) -> dict[str, Any]:
-    """A claim's status merge patch: as the operator sends it, or trimmed."""
+    """A claim's status merge patch: as the operator builds it
+    (:func:`dbquota.services.publishing.claim_status` from a Live reservation, wrapped as
+    ``Kube.patch_claim_status`` sends it, uid precondition included), or trimmed."""
+    ref = ClaimRef(name="c", uid=uid, cluster_id="ns/c", storage_gib=20)
+    held = Reservation(
+        claim="c", uid=uid, generation=1, cost=412.35, pricing="Live", reservedAt=RESERVED_AT
+    )
+    status = publishing.claim_status(
+        ref=ref, held=[held], quotas=["q"], snapshot=BillingSnapshot(), now=time.time()
+    )
+    assert status is not None, "a claim with its reservation is priced at once"
     if variant == "price only":
-        return {"status": {"estimatedMonthlyCost": 412.35, "pricing": "Live"}}
-    admitted = {
-        "type": "Admitted",
-        "status": "True",
-        "reason": "WithinBudget",
-        "message": "admitted at 412.35 a month (Live pricing): quota q has 9,587.65 left",
-        "lastTransitionTime": "2026-12-01T09:00:00Z",
-        "observedGeneration": 1,
-    }
-    status: dict[str, Any] = {
-        "observedGeneration": 1,
-        "estimatedMonthlyCost": 412.35,
-        "pricing": "Live",
-        "reservedAt": "2026-12-01T09:00:00Z",
-        "degraded": False,
-    }
-    if variant == "as sent":
-        status["conditions"] = [admitted]
-    return {"metadata": {"uid": uid}, "status": status}
+        return {"status": {k: status[k] for k in ("estimatedMonthlyCost", "pricing")}}
+    if variant == "no condition":
+        return {
+            "metadata": {"uid": uid},
+            "status": {k: v for k, v in status.items() if k != "conditions"},
+        }
+    return {"metadata": {"uid": uid}, "status": dict(status)}
 
 
 def measure_claims(

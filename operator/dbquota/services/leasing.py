@@ -76,6 +76,10 @@ def lease_name(prefix: str, holder: str) -> str:
     return f"{prefix}-{cleaned}"[:253].rstrip("-.")
 
 
+_KEPT = ("acquireTime", "leaseTransitions")
+"""What a renewal keeps of the holder's own record."""
+
+
 def _body(
     *,
     name: str,
@@ -100,9 +104,6 @@ def _body(
     }
     spec.update({k: v for k, v in (kept or {}).items() if k in _KEPT})
     return {"apiVersion": LEASES.api_version, "kind": LEASES.kind, "metadata": meta, "spec": spec}
-
-
-_KEPT = ("acquireTime", "leaseTransitions")
 
 
 @dataclass(frozen=True)
