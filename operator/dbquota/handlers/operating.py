@@ -92,7 +92,8 @@ class DiffBase(kopf.AnnotationsDiffBaseStorage):
 
 
 def _stanza(field: kopf.FieldSpec) -> str:
-    """The top-level key a kopf field names: ``"spec.x"``, ``("spec", "x")`` -> ``spec``."""
+    """The top-level key a kopf field names: ``"spec.x"``, ``("spec", "x")`` -> ``spec``
+    (kopf's own ``parse_field`` is in its private ``_cogs``)."""
     if isinstance(field, str):
         return field.split(".", 1)[0]
     return str(field[0]) if field else ""
