@@ -13,8 +13,10 @@ on the apiserver) and waits until the quota's status shows billing
 live (circuit Closed, not degraded).
 
 Then, for each rate, it sends AdmissionReview CREATE requests (not dry-run) for claims
-whose names cycle over ``--claims`` names (a CREATE replaces the earlier reservation of the
-same name, so the reservation list stays bounded) on an open-loop timetable: request i is
+whose names cycle over ``--claims`` names, each a new object with a uid of its own, as in a
+real burst (the claims are never created: each reservation stays on the quota until the
+operator's short ``--reservation-grace`` releases it, :data:`NEVER_CREATED`) on an
+open-loop timetable: request i is
 due at ``start + i / rate`` and goes out then, whatever the earlier ones are doing. Each
 request's latency is measured client-side from the time it was due (so a client that
 falls behind its timetable shows as latency, not as a lower rate), over TLS with
@@ -34,12 +36,14 @@ exact path), for comparison with escrow.
 
 Reported per phase and rate: requests sent, admitted, errors (denials, HTTP errors,
 timeouts), achieved throughput (answers per second of the run), p50/p99/max latency, the
-client's own lag behind the timetable, the CPU of the client, the operator, the apiserver
+client's own lag behind the timetable, whether the wall clock stepped during the run
+(:class:`bench.measuring.ClockSteps`), the CPU of the client, the operator, the apiserver
 and etcd (from /proc), the operator's own mean admission time
 (``dbquota_admission_duration_seconds``), decisions counted by the operator's
 ``dbquota_admission_decisions_total`` and the apiserver's own count of requests on the
 quota (``apiserver_request_total``: status PATCHes that succeeded, 409 conflicts, GETs),
-which holds the reservation batches and the reconciler's refreshes. The operator's
+which holds the reservation batches and the reconciler's refreshes, and the most
+reservations the quota held (:class:`bench.measuring.QuotaSizes`). The operator's
 peak RSS (``VmHWM``) and the load average come last. Everything is torn down at the end,
 also on Ctrl-C.
 """
@@ -80,12 +84,16 @@ CONFIGURATION = "bench.dbquota.io"
 GROUP_VERSION = {"group": "dbquota.io", "version": "v1alpha1"}
 KIND = {**GROUP_VERSION, "kind": "DatabaseClaim"}
 FAST = simulating.FAST_SYNC
-NEVER_CREATED = ("--reservation-grace=2", "--max-reservations=0")
+"""As the e2e suite's (without its short reservation grace: the bench's holds must stay)."""
+NEVER_CREATED = ("--reservation-grace=0.5", "--max-reservations=0")
 """The bench's claims are never created, so each review's reservation would wait the
 grace (60 s) for its object and count against ``--max-reservations``: thousands would
-pile up on the quota. A 2 s grace releases them as they would be in a real burst, once
-their claims showed up, and the limit is off (it is there against forged reviews)."""
-"""As the e2e suite's (without its short reservation grace: the bench's holds must stay)."""
+pile up on the quota. A short grace releases them about as soon as a real burst's end,
+once their claims show their price, and the limit is off (it is there against forged
+reviews). On the path users take (``bench/create.py`` at 200 creates/s) the quota held
+at most 52-65 reservations; with this grace the bench's holds up to 122-145 at 200/s, and
+with the 2 s it had before, 409-479, which made each quota write cost the apiserver
+about 100 ms (see ``bench/README.md``)."""
 
 
 # ---------------------------------------------------------------------------- processes
@@ -206,6 +214,8 @@ class Run:
     from_escrow: int = 0  # reservations admitted from the replica's escrow
     calls: dict[str, float] = field(default_factory=dict)  # apiserver requests on the quota
     load: float = 0.0
+    clock_step: float = 0.0  # s the wall clock stepped during the run (measuring.ClockSteps)
+    held: int = 0  # most reservations the quota held during the run
 
     @property
     def sent(self) -> int:
@@ -463,7 +473,12 @@ async def measure(stack: Stack, args: argparse.Namespace, rates: list[float]) ->
                     decisions0, sum0, count0, escrow0 = await scrape(plain, metrics_port)
                     calls0 = await quota_calls(apiserver)
                     cpu0 = [cpu_seconds(p) for p in pids]
-                    await drive(conns, run, names=names, counter=counter, dry_run=args.dry_run)
+                    steps = measuring.ClockSteps()
+                    cluster = stack.h.current_cluster
+                    async with measuring.QuotaSizes(cluster.server, cluster.ssl_context()) as q:
+                        await drive(conns, run, names=names, counter=counter, dry_run=args.dry_run)
+                    run.clock_step = steps.stepped()
+                    run.held = q.peak[1]
                     decisions1, sum1, count1, escrow1 = await scrape(plain, metrics_port)
                     cpu = [
                         (cpu_seconds(p) - c) / run.elapsed for p, c in zip(pids, cpu0, strict=True)
@@ -495,12 +510,12 @@ async def measure(stack: Stack, args: argparse.Namespace, rates: list[float]) ->
 
 LATENCY = (
     "| phase | rate/s | sent | ok | errors | achieved/s | p50 ms | p99 ms | max ms "
-    "| client send lag p99 ms |"
+    "| client send lag p99 ms | wall clock step s |"
 )
 COSTS = (
     "| phase | rate/s | CPU client / operator / apiserver / etcd | operator CPU ms per review "
     "| operator mean ms | decisions | from escrow | status writes (409s) | reviews per write "
-    "| apiserver ms per write | other quota calls | conns | load |"
+    "| apiserver ms per write | other quota calls | conns | load | most reservations |"
 )
 
 
@@ -511,7 +526,8 @@ def latency_row(run: Run) -> str:
     return (
         f"| {run.phase} | {run.rate:g} | {run.sent} | {run.ok} | {err} "
         f"| {run.sent / run.elapsed:.1f} | {run.pct(0.50):.1f} | {run.pct(0.99):.1f} "
-        f"| {max(run.latencies) * 1000:.1f} | {lag99:.1f} |"
+        f"| {max(run.latencies) * 1000:.1f} | {lag99:.1f} "
+        f"| {f'{run.clock_step:+.1f}' if abs(run.clock_step) >= measuring.STEP_NOTICED else '-'} |"
     )
 
 
@@ -529,7 +545,7 @@ def costs_row(run: Run) -> str:
         f"/ {run.apiserver_cpu:.0%} / {run.etcd_cpu:.0%} | {op_ms:.2f} "
         f"| {run.server_mean_ms:.1f} | {run.decisions} | {run.from_escrow} "
         f"| {writes} ({conflicts}) | {per_write} "
-        f"| {patch_ms} | {other or '-'} | {run.connections} | {run.load:.2f} |"
+        f"| {patch_ms} | {other or '-'} | {run.connections} | {run.load:.2f} | {run.held} |"
     )
 
 

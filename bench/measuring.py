@@ -1,5 +1,6 @@
 """What the benchmarks share: reading processes from /proc, percentiles, the machine line,
-Markdown tables, and the apiserver's own request counts from its ``/metrics``.
+Markdown tables, the apiserver's own request counts from its ``/metrics``, whether the wall
+clock stepped during a phase, and the largest DatabaseQuota a phase saw.
 
 Used by ``bench/admission.py``, ``bench/create.py`` and ``bench/status_writes.py`` (not a
 benchmark itself: ``make bench`` runs the scripts it lists).
@@ -7,14 +8,20 @@ benchmark itself: ``make bench`` runs the scripts it lists).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import platform
 import re
 import shutil
+import ssl
 import sys
+import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+
+import httpx
 
 from e2e import scraping
 
@@ -37,6 +44,34 @@ def proc_status(pid: int, key: str) -> float:
         return float("nan")
     match = re.search(rf"^{key}:\s+(\d+) kB", text, re.MULTILINE)
     return int(match.group(1)) / 1024.0 if match else float("nan")
+
+
+@dataclass
+class ClockSteps:
+    """How far the wall clock moved apart from the monotonic one since :meth:`start`.
+
+    On this kind of machine (a virtual machine on a shared host) the guest's wall clock is
+    corrected in steps: one bench run saw it jump 17.5 s ahead in one second of monotonic
+    time. Every process's wall-clock arithmetic (timestamps written to objects, ages
+    computed from them, the apiserver's and etcd's) sees the jump, and the phase that holds
+    it showed a tail several times its neighbours'. A phase with a step is reported as such
+    rather than compared as if nothing happened.
+    """
+
+    wall: float = field(default_factory=time.time)
+    monotonic: float = field(default_factory=time.monotonic)
+
+    def start(self) -> None:
+        self.wall, self.monotonic = time.time(), time.monotonic()
+
+    def stepped(self) -> float:
+        """Seconds the wall clock gained (negative: lost) on the monotonic one since
+        :meth:`start`; the two otherwise agree within milliseconds over a phase."""
+        return (time.time() - self.wall) - (time.monotonic() - self.monotonic)
+
+
+STEP_NOTICED = 0.5
+"""Seconds of :meth:`ClockSteps.stepped` from which a phase is reported as disturbed."""
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -77,6 +112,43 @@ def table(header: str, rows: list[str]) -> None:
     print("| --- |" + " ---: |" * (header.count("|") - 2))
     for row in rows:
         print(row)
+
+
+class QuotaSizes:
+    """The largest DatabaseQuota the apiserver sent while a block ran, from a watch of
+    every quota (cluster-wide, so that a phase over many namespaces is covered): its bytes
+    on the wire and its count of reservations (``peak``). Each reservation's entries cost
+    the apiserver and every watcher on every write of the quota (``bench/README.md``), so
+    the list's length is what to watch. The object is measured, not parsed (during a
+    burst it can be hundreds of KiB, several times a second), so the client's CPU stays
+    low."""
+
+    PATH = "/apis/dbquota.io/v1alpha1/databasequotas"
+
+    def __init__(self, server: str, ctx: ssl.SSLContext) -> None:
+        self._server, self._ctx = server, ctx
+        self.peak = (0, 0)
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> QuotaSizes:
+        self._task = asyncio.create_task(self._watch())
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+    async def _watch(self) -> None:
+        async with httpx.AsyncClient(base_url=self._server, verify=self._ctx, timeout=None) as c:
+            while True:  # the apiserver ends a watch now and then: open another
+                async with c.stream("GET", self.PATH, params={"watch": "1"}) as response:
+                    async for line in response.aiter_lines():
+                        if '"kind":"DatabaseQuota"' not in line[:200]:
+                            continue  # an error or bookmark event, not a quota
+                        held = line.count('"reservedAt"')  # one per reservation
+                        self.peak = (max(self.peak[0], len(line)), max(self.peak[1], held))
 
 
 @dataclass(frozen=True)

@@ -68,6 +68,7 @@ def test_admission_runs_both_phases() -> None:
     for phase in ("healthy", "outage"):
         sent, ok, errors = rows(out, phase)[0][2:5]
         assert (sent, ok, errors) == ("20", "20", "0"), out
+        assert int(rows(out, phase)[1][-1]) > 0, out  # the quota watch saw the reservations
 
 
 def test_create_runs_its_phases_against_resourcequota() -> None:
@@ -86,6 +87,8 @@ def test_create_runs_its_phases_against_resourcequota() -> None:
     for phase in ("nothing", "resourcequota", "dbquota"):
         sent, created, errors = rows(out, phase)[0][2:5]
         assert (sent, created, errors) == ("5", "5", "0"), out
+    # Every created claim showed its price, as a watcher of claims saw it.
+    assert re.fullmatch(r"\d+ / \d+ \(0\)", rows(out, "dbquota")[0][-1]), out
     assert re.search(r"^\| dbquota \| 5 \| .* \| 0 \|$", out, re.MULTILINE), (
         "no row against ResourceQuota"
     )
