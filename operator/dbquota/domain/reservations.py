@@ -288,6 +288,20 @@ def orphans(
     ]
 
 
+def in_escrow(
+    *, held: Sequence[Reservation], claims: Sequence[ClaimRef], now: float
+) -> frozenset[str]:
+    """Uids of the claims that some live replica's escrow may still hold: dbquota's own,
+    with no price and no reservation, younger than :data:`ADOPT_AFTER` (the claims
+    :func:`orphans` leaves alone while escrow covers them)."""
+    holding = {str(r.get("uid", "")) for r in held}
+    return frozenset(
+        c.uid
+        for c in claims
+        if c.owned and c.cost is None and c.uid not in holding and now - c.created < ADOPT_AFTER
+    )
+
+
 def adopt(*, claim: ClaimRef, cost: float, pricing: str | None, now: float) -> Reservation:
     """The reservation the reconciler takes for an orphan claim, priced ``cost``."""
     return hold(

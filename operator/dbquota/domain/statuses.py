@@ -263,7 +263,9 @@ def quota_status(
         deleted=deleted,
         claims_current=claims_current,
     )
-    counted = usage.recount(claims=claims, held=holds.kept, costs=snapshot.costs).usage
+    counted = usage.recount(
+        claims=claims, held=holds.kept, costs=snapshot.costs, in_escrow=holds.in_escrow
+    ).usage
     if holds.waiting:
         counted = dataclasses.replace(counted, reserved=round(counted.reserved + holds.waiting, 2))
     spend, used = usage.fields(counted, budget=spec.monthly_budget)
@@ -349,6 +351,10 @@ class _Holds:
     waiting: float = 0.0
     """The cost of orphans beyond :data:`~dbquota.domain.reservations.ADOPT_AT_ONCE`, left
     for the next visits to adopt and counted as reserved meanwhile."""
+    in_escrow: frozenset[str] = frozenset()
+    """Uids of claims that a live replica's escrow may still hold (unpriced, no
+    reservation, younger than :data:`~dbquota.domain.reservations.ADOPT_AFTER`): counted
+    by that escrow until its holder writes their reservations (:func:`usage.recount`)."""
 
     @classmethod
     def settle(
@@ -377,12 +383,13 @@ class _Holds:
             escrow.entries_of(old), live=live if claims_current else lambda _: True
         )
         price = price_orphan(snapshot)
+        covered = bool(escrowed) and not expired
         found = (
             reservations.orphans(
                 held=kept,
                 claims=claims,
                 now=now,
-                covered=bool(escrowed) and not expired,
+                covered=covered,
                 billed=snapshot.costs.keys(),
             )
             if claims_current
@@ -401,6 +408,9 @@ class _Holds:
             expired=expired,
             adopted=adopted,
             waiting=round(sum(cost for _, cost, _ in priced[reservations.ADOPT_AT_ONCE :]), 2),
+            in_escrow=reservations.in_escrow(held=kept, claims=claims, now=now)
+            if covered
+            else frozenset(),
         )
 
 

@@ -6,7 +6,8 @@ The status of a DatabaseQuota carries totals, as ResourceQuota's ``status.used``
 - ``spend.reserved``: claims at the price their status shows, not billed yet, plus every
   reservation in flight (its ``delta``);
 - ``used.claims`` / ``used.storageGiB``: existing claims plus admissions in flight (the
-  hard caps);
+  hard caps), but not a claim that a replica's escrow still holds (admitted from it, its
+  reservation not written yet: the escrow counts it until then);
 - ``used.degradedClaims`` / ``used.degradedStorageGiB``: what was admitted while billing
   was degraded and is not billed yet (StrictCap's allowance).
 
@@ -22,7 +23,7 @@ Pure; called by the reservation service and by :mod:`dbquota.domain.statuses`.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -164,21 +165,24 @@ def recount(
     claims: Sequence[ClaimRef],
     held: Sequence[Reservation],
     costs: Mapping[str, billing.ClusterCost],
+    in_escrow: Collection[str] = (),
 ) -> Recount:
     """The totals (module docstring) from the namespace's claims, the reservations in
     flight and the billing snapshot's costs. A priced claim counts at its price until
     billing shows it after the charge, then at its billed cost (each cluster id once); an
-    unpriced one in the caps only (its cost is in its reservation or an escrow). An object
+    unpriced one in the caps only, or not at all if ``in_escrow`` (an escrow holds it until
+    its replica writes the reservation, and that write adds it: :func:`add`). An object
     dbquota does not own, never priced, counts in the caps while its standing reservation
     is held, then at its billed cost. A reservation counts its ``delta``; its claim and
     storage count unless its claim already exists at that generation."""
     observed = reserved = 0.0
     count = storage = degraded_claims = degraded_storage = 0
-    seen_clusters: set[str] = set()
-    billed: set[str] = set()
+    seen_clusters, billed = set[str](), set[str]()
     by_uid = {c.uid: c for c in claims}
     holding = {str(r.get("uid", "")) for r in held}
     for claim in claims:
+        if claim.uid in in_escrow:
+            continue
         count += 1
         storage += claim.storage_gib
         unheld_foreign = not claim.owned and claim.uid not in holding
@@ -200,10 +204,8 @@ def recount(
         reserved += _number(res.get("delta"))
         owner = by_uid.get(str(res.get("uid", "")))
         present = owner is not None and owner.generation >= int(res.get("generation", 1))
-        new = 1 if res.get("newClaim") and owner is None else 0
-        added = 0 if present else _count(res.get("storageGiB"))
-        count += new
-        storage += added
+        count += 1 if res.get("newClaim") and owner is None else 0
+        storage += 0 if present else _count(res.get("storageGiB"))
         if res.get("degraded"):
             degraded_claims += 1 if res.get("newClaim") else 0
             degraded_storage += _count(res.get("storageGiB"))

@@ -5,9 +5,10 @@ after the charge, then at its billed cost; that reservations end silently once t
 claim shows the price, stay while in flight, and are released after the grace; that the
 escrow of a replica whose lease lapsed is let go and, in the same status, the claims it
 admitted without writing a reservation are adopted (while a live replica's escrow may
-still cover them, only old ones are; thousands of them a batch at a time, all counted
-meanwhile); the conditions (``Ready`` is about whether prices
-can be trusted, not about the budget); budget crossings; budget alert thresholds (the
+still cover them, only old ones are, and the young ones count in that escrow only until
+it is written; thousands of them a batch at a time, all counted meanwhile); the
+conditions (``Ready`` is about whether prices can be trusted, not about the budget);
+budget crossings; budget alert thresholds (the
 highest reached, compared in cents; one crossing per threshold passed, up lowest first and
 down highest first; nothing announced again that the status says was announced; over-budget
 thresholds; the ``BudgetThresholdReached`` condition; condition messages that change with the
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from dbquota.domain import billing, reservations, statuses
+from dbquota.domain import billing, reservations, statuses, usage
 from dbquota.domain.resources import Escrow, QuotaObject, QuotaStatus, Reservation
 from dbquota.kits import timestamps
 from tests.unit.domain import samples
@@ -132,6 +133,29 @@ def test_live_escrow_may_still_cover_a_young_orphan() -> None:
     got = refresh(quota(escrow=[Escrow(holder="alive", cost=500.0)]), [young, old], now=T0)
     assert [r["claim"] for r in got.adopted] == ["old"]
     assert "escrow" not in got.status  # nothing lapsed: the ledgers' entries stay as they are
+
+
+def test_what_a_live_escrow_may_still_hold_counts_once_before_and_after_its_write() -> None:
+    """A claim admitted from escrow can exist before the replica writes its reservation.
+    Until then its count and storage are in that escrow, not in ``used`` as well: the
+    write adds them (``usage.add``), and the next refresh agrees with it rather than
+    rewriting the status (at 200 creates/s the disagreement made one write of the whole
+    reservation list every refresh)."""
+    admitted = claim(created=T0)
+    live = [Escrow(holder="alive", cost=500.0)]
+    before = refresh(quota(escrow=live), [admitted], now=T0)
+    assert before.status["used"]["claims"] == 0
+    assert before.status["used"]["storageGiB"] == 0
+    written = usage.add(before.status, [hold()], budget=5000)  # the replica's next write
+    assert (written["used"]["claims"], written["used"]["storageGiB"]) == (1, 100)
+    obj = quota(*written["reservations"], escrow=live)
+    obj["status"] = written
+    after = refresh(obj, [admitted], now=T0 + 1)
+    assert after.status["used"] == written["used"]
+    assert statuses.change(written, after) == "aged"
+    # No escrow to hold it: an unpriced claim counts in the caps, as ever.
+    alone = refresh(quota(), [admitted], now=T0)
+    assert alone.status["used"]["claims"] == 1
 
 
 def test_thousands_of_orphans_are_adopted_a_batch_at_a_time_and_counted_meanwhile() -> None:
