@@ -51,7 +51,7 @@ class ClockSteps:
     """How far the wall clock moved apart from the monotonic one since :meth:`start`.
 
     On this kind of machine (a virtual machine on a shared host) the guest's wall clock is
-    corrected in steps: one bench run saw it jump 17.5 s ahead in one second of monotonic
+    corrected in steps: one bench run saw it jump 17.5 s ahead in 1.2 s of monotonic
     time. Every process's wall-clock arithmetic (timestamps written to objects, ages
     computed from them, the apiserver's and etcd's) sees the jump, and the phase that holds
     it showed a tail several times its neighbours'. A phase with a step is reported as such
