@@ -320,7 +320,7 @@ class Bench:
                     self.notes.append(f"deleting {path} failed 5 times, last: {outcome}")
 
 
-class PriceTimes:
+class PriceTimes(measuring.Watching):
     """When each DatabaseClaim first shows its price (``status.estimatedMonthlyCost``), as a
     watcher of claims sees it (Argo CD's health check reads that status): from a watch of
     every claim, started at the current resourceVersion so that claims already there are
@@ -328,31 +328,18 @@ class PriceTimes:
 
     PATH = "/apis/dbquota.io/v1alpha1/databaseclaims"
 
-    def __init__(self, b: Bench) -> None:
-        self._b = b
+    def __init__(self, server: str, ctx: ssl.SSLContext) -> None:
+        super().__init__(server, ctx)
         self.priced: dict[str, float] = {}  # "ns/name" -> loop time first seen priced
-        self._task: asyncio.Task[None] | None = None
+        self._version = ""
 
-    async def __aenter__(self) -> PriceTimes:
-        cluster = self._b.h.current_cluster
-        self._client = httpx.AsyncClient(
-            base_url=cluster.server, verify=cluster.ssl_context(), timeout=None
-        )
+    async def _ready(self) -> None:
         listed = await self._client.get(self.PATH, params={"limit": "1"})
-        version = listed.raise_for_status().json()["metadata"]["resourceVersion"]
-        self._task = asyncio.create_task(self._watch(version))
-        return self
+        self._version = listed.raise_for_status().json()["metadata"]["resourceVersion"]
 
-    async def __aexit__(self, *_: object) -> None:
-        assert self._task is not None
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-        await self._client.aclose()
-
-    async def _watch(self, version: str) -> None:
+    async def _watch(self) -> None:
         loop = asyncio.get_running_loop()
-        params = {"watch": "1", "resourceVersion": version}
+        params = {"watch": "1", "resourceVersion": self._version}
         async with self._client.stream("GET", self.PATH, params=params) as response:
             async for line in response.aiter_lines():
                 if '"estimatedMonthlyCost"' not in line:
@@ -618,8 +605,8 @@ async def measure(
 ) -> Run:
     run = Run(phase=phase, rate=rate, seconds=b.args.seconds, label=label)
     # Watched in every phase: phase nothing counts the bench's own watches too.
-    cluster = b.h.current_cluster
-    async with QuotaSizes(cluster.server, cluster.ssl_context()) as sizes, PriceTimes(b) as prices:
+    server, ctx = b.h.current_cluster.server, b.h.current_cluster.ssl_context()
+    async with QuotaSizes(server, ctx) as sizes, PriceTimes(server, ctx) as prices:
         await timetable(b, run, target, namespaces, prefix="c")
     run.quota_peak = sizes.peak
     run.priced_after = [prices.priced[k] - t for k, t in run.answered.items() if k in prices.priced]

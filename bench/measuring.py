@@ -20,6 +20,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 import httpx
 
@@ -114,7 +115,35 @@ def table(header: str, rows: list[str]) -> None:
         print(row)
 
 
-class QuotaSizes:
+class Watching:
+    """A watch of the apiserver kept open while a block runs (``async with``): subclasses
+    say what to do first (:meth:`_ready`, before the block starts) and with the stream
+    (:meth:`_watch`, a task cancelled when the block ends)."""
+
+    def __init__(self, server: str, ctx: ssl.SSLContext) -> None:
+        self._client = httpx.AsyncClient(base_url=server, verify=ctx, timeout=None)
+        self._task: asyncio.Task[None] | None = None
+
+    async def _ready(self) -> None:
+        """Before the block starts: nothing unless a subclass needs it."""
+
+    async def _watch(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        await self._ready()
+        self._task = asyncio.create_task(self._watch())
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+        await self._client.aclose()
+
+
+class QuotaSizes(Watching):
     """The largest DatabaseQuota the apiserver sent while a block ran, from a watch of
     every quota (cluster-wide, so that a phase over many namespaces is covered): its bytes
     on the wire and its count of reservations (``peak``). Each reservation's entries cost
@@ -126,29 +155,17 @@ class QuotaSizes:
     PATH = "/apis/dbquota.io/v1alpha1/databasequotas"
 
     def __init__(self, server: str, ctx: ssl.SSLContext) -> None:
-        self._server, self._ctx = server, ctx
+        super().__init__(server, ctx)
         self.peak = (0, 0)
-        self._task: asyncio.Task[None] | None = None
-
-    async def __aenter__(self) -> QuotaSizes:
-        self._task = asyncio.create_task(self._watch())
-        return self
-
-    async def __aexit__(self, *_: object) -> None:
-        assert self._task is not None
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
 
     async def _watch(self) -> None:
-        async with httpx.AsyncClient(base_url=self._server, verify=self._ctx, timeout=None) as c:
-            while True:  # the apiserver ends a watch now and then: open another
-                async with c.stream("GET", self.PATH, params={"watch": "1"}) as response:
-                    async for line in response.aiter_lines():
-                        if '"kind":"DatabaseQuota"' not in line[:200]:
-                            continue  # an error or bookmark event, not a quota
-                        held = line.count('"reservedAt"')  # one per reservation
-                        self.peak = (max(self.peak[0], len(line)), max(self.peak[1], held))
+        while True:  # the apiserver ends a watch now and then: open another
+            async with self._client.stream("GET", self.PATH, params={"watch": "1"}) as response:
+                async for line in response.aiter_lines():
+                    if '"kind":"DatabaseQuota"' not in line[:200]:
+                        continue  # an error or bookmark event, not a quota
+                    held = line.count('"reservedAt"')  # one per reservation
+                    self.peak = (max(self.peak[0], len(line)), max(self.peak[1], held))
 
 
 @dataclass(frozen=True)
