@@ -527,7 +527,7 @@ def latency_row(run: Run) -> str:
         f"| {run.phase} | {run.rate:g} | {run.sent} | {run.ok} | {err} "
         f"| {run.sent / run.elapsed:.1f} | {run.pct(0.50):.1f} | {run.pct(0.99):.1f} "
         f"| {max(run.latencies) * 1000:.1f} | {lag99:.1f} "
-        f"| {f'{run.clock_step:+.1f}' if abs(run.clock_step) >= measuring.STEP_NOTICED else '-'} |"
+        f"| {measuring.step_text(run.clock_step)} |"
     )
 
 

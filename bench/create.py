@@ -620,7 +620,7 @@ async def measure(
         f"p50 {run.pct(0.5):.1f} ms, p99 {run.pct(0.99):.1f} ms, "
         f"max {max(run.latencies, default=0) * 1000:.0f} ms, "
         f"{fmt(per_claim(b, run)[0], '.2f')} requests per claim, load {run.load:.2f}"
-        f"{f'; the wall clock stepped {run.clock_step:+.1f} s' if step_text(run) != '-' else ''}"
+        f"{stepped_note(run)}"
         f"{f'; admission decisions per replica {split}' if len(run.decided) > 1 else ''}",
         flush=True,
     )
@@ -848,11 +848,6 @@ LATENCY_HEADER = (
 )
 
 
-def step_text(run: Run) -> str:
-    """The wall clock's step during the measured part, if big enough to matter."""
-    return f"{run.clock_step:+.1f}" if abs(run.clock_step) >= measuring.STEP_NOTICED else "-"
-
-
 def priced_text(run: Run) -> str:
     """How long created claims took to show their price, and how many never did by the
     end of the phase's settle (and catch-up)."""
@@ -864,7 +859,7 @@ def priced_text(run: Run) -> str:
 
 def stepped_note(*runs: Run) -> str:
     """What a verdict on ``runs`` adds when the wall clock stepped during any of them."""
-    stepped = [f"{r.name} ({r.clock_step:+.1f} s)" for r in runs if step_text(r) != "-"]
+    stepped = [f"{r.name} ({r.clock_step:+.1f} s)" for r in runs if measuring.noticed(r.clock_step)]
     return f"; the wall clock stepped during {', '.join(stepped)}" if stepped else ""
 
 
@@ -874,7 +869,7 @@ def latency_rows(runs: list[Run]) -> list[str]:
         f"| {r.pct(0.5):.1f} | {r.pct(0.99):.1f} | {max(r.latencies, default=0) * 1000:.1f} "
         f"| {fmt(r.webhook_ms)} | {slow_text(r)} "
         f"| {measuring.percentile(r.lags, 0.99) * 1000:.1f} "
-        f"| {r.client_cpu:.0%} | {step_text(r)} | {priced_text(r)} |"
+        f"| {r.client_cpu:.0%} | {measuring.step_text(r.clock_step)} | {priced_text(r)} |"
         for r in runs
     ]
 

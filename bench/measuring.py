@@ -75,6 +75,16 @@ STEP_NOTICED = 0.5
 """Seconds of :meth:`ClockSteps.stepped` from which a phase is reported as disturbed."""
 
 
+def noticed(step: float) -> bool:
+    """Whether a step of :meth:`ClockSteps.stepped` is big enough to report."""
+    return abs(step) >= STEP_NOTICED
+
+
+def step_text(step: float) -> str:
+    """A table cell for a step: the seconds if noticed, else ``-``."""
+    return f"{step:+.1f}" if noticed(step) else "-"
+
+
 def percentile(values: Sequence[float], q: float) -> float:
     """The ``q`` quantile (0..1) of ``values`` by nearest rank; NaN when there are none."""
     if not values:
