@@ -61,7 +61,7 @@ test-e2e: binaries ## Run the e2e tests only (starts a local control plane)
 demo: binaries ## The whole story on a local control plane: quotas, claims, an outage, recovery
 	$(BIN)/python -m e2e.demo
 
-BENCHMARKS := bench/ingest.py bench/admission.py bench/status_writes.py bench/create.py
+BENCHMARKS := bench/ingest.py bench/webhook_server.py bench/admission.py bench/status_writes.py bench/create.py
 
 .PHONY: bench
 bench: binaries ## Run the benchmarks in bench/ and print their figures (create.py: ~15 min)

@@ -56,6 +56,12 @@ def test_ingest_runs_every_mode_both_ways() -> None:
     assert [r[1] for r in rows(out, "naive")] == ["20", "10"]
 
 
+def test_webhook_server_runs_both_protocols() -> None:
+    out = run("webhook_server.py", "--reviews", "50", "--rounds", "1")
+    table = rows(out, "h2") + rows(out, "http/1.1")
+    assert [(r[2], r[3]) for r in table] == [("50", "0")] * 2  # every review, no error
+
+
 def test_status_writes_prints_both_tables() -> None:
     out = run("status_writes.py", "--sizes", "1", "--writes", "2", "--claims", "3")
     assert len(rows(out, "map")) == len(rows(out, "atomic")) == 1
