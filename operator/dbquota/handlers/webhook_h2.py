@@ -439,7 +439,9 @@ class H2Connection(asyncio.Protocol):
 
     def _end(self, stream_id: int) -> None:
         """The client ended the stream: its request is complete."""
-        stream = self._streams[stream_id]
+        stream = self._streams.get(stream_id)
+        if stream is None:  # answered (413) and reset by the frame that ended it
+            return
         stream.receiving = False
         if stream.answered:
             if stream_id not in self._pending:

@@ -5,8 +5,10 @@ a review is answered on its stream, with SETTINGS and PING acknowledged; padded 
 HEADERS with a priority, a header block split over CONTINUATIONs and trailers all read the
 same request; an answer waits for the client's flow-control window (stream and
 connection) and goes out when it opens; the connection window is given back as bodies
-arrive; a stream over the concurrency limit, a stream-level window overflow and a stream
-the client resets are that stream's end only; unknown frame types and PRIORITY are
+arrive; a body over the limit gets 413 even when the frame that crosses it ends the
+stream, and the connection goes on; a stream over the concurrency limit, a body over the
+stream's window, a stream-level window overflow and a stream the client resets are that
+stream's end only; unknown frame types and PRIORITY are
 ignored; and each protocol violation the RFC makes a connection error (a bad preface, a
 frame too long, PUSH_PROMISE, a header block cut or undecodable, a frame on an idle
 stream, HEADERS on an even stream, a zero or overflowing window increment, malformed
@@ -305,6 +307,33 @@ async def test_a_stream_window_overflow_resets_that_stream_only() -> None:
     assert not server.transport.closed
 
 
+async def test_a_body_over_the_limit_gets_413_and_the_connection_goes_on() -> None:
+    server = Server(max_body=len(BODY) - 1)
+    client = Client(server)
+    sid = client.h2.get_next_available_stream_id()
+    client.h2.send_headers(sid, HEADERS)
+    step = -(-len(BODY) // 3)  # the last frame, which ends the stream, crosses the limit
+    for start in range(0, len(BODY), step):  # sent as the server's window updates allow
+        client.h2.send_data(sid, BODY[start : start + step], end_stream=start + step >= len(BODY))
+        client.send()
+    status, body, ended = client.answer(sid)
+    assert (status, ended) == (413, True)
+    assert body.startswith(b"body over")
+    small = client.post(BODY[: len(BODY) // 2])  # not a review: 400, on the same connection
+    await server.settle()
+    assert client.answer(small)[0] == 400
+    assert not server.transport.closed
+
+
+async def test_more_body_than_the_stream_window_resets_that_stream() -> None:
+    server = Server(max_body=64)
+    server.conn.data_received(_PREFACE + raw_request(1))  # BODY is over 64 bytes at once
+    sent = frames(server.transport.take())
+    resets = [(sid, p) for k, _, sid, p in sent if k == webhook_h2.RST_STREAM]
+    assert resets == [(1, struct.pack(">I", webhook_h2.FLOW_CONTROL_ERROR))]
+    assert not server.transport.closed
+
+
 async def test_unknown_frame_types_and_priority_are_ignored() -> None:
     server = Server()
     client = Client(server)
@@ -399,7 +428,7 @@ def test_any_frames_after_the_preface_never_raise(
     closes: nothing escapes ``data_received``, and once closed nothing more is written."""
 
     async def feed() -> None:
-        server = Server()
+        server = Server(max_body=64)  # a few frames reach it: 413 and its reset, mid-stream
         data = _PREFACE + (raw_request(1) if valid_first else b"")
         data += b"".join(frame(k, f, sid, p) for k, f, sid, p in frames_)
         bounds = [0, *sorted(c for c in cuts if c < len(data)), len(data)]
