@@ -65,7 +65,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
@@ -232,6 +232,16 @@ class ClientError(Exception):
     """The webhook's answer could not be read (closed connection, unexpected framing)."""
 
 
+class Poster(Protocol):
+    """What :func:`drive` sends reviews through: :class:`Connections`, or another client
+    that answers the same way (``bench/webhook_server.py``'s HTTP/2 one)."""
+
+    async def post(self, body: bytes) -> tuple[int, bytes]:
+        """POST ``body`` as JSON; the status code and the response body (``ClientError``
+        when the answer cannot be read)."""
+        ...
+
+
 @dataclass
 class _Conn:
     reader: asyncio.StreamReader
@@ -333,7 +343,7 @@ class Connections:
                 await conn.writer.wait_closed()
 
 
-async def one(conns: Connections, body: bytes, due: float, run: Run) -> None:
+async def one(conns: Poster, body: bytes, due: float, run: Run) -> None:
     loop = asyncio.get_running_loop()
     run.lags.append(max(0.0, loop.time() - due))
     try:
@@ -350,7 +360,7 @@ async def one(conns: Connections, body: bytes, due: float, run: Run) -> None:
 
 
 async def drive(
-    conns: Connections,
+    conns: Poster,
     run: Run,
     *,
     names: list[str],

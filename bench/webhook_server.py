@@ -26,14 +26,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
+import itertools
 import ssl
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import uvloop
@@ -45,8 +44,7 @@ from dbquota.settings import WebhookSettings
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # bench/ is not installed: import it from the repo
 
-from bench import admission, measuring  # noqa: E402
-from bench.apiclient import ApiClient  # noqa: E402
+from bench import admission, apiclient, measuring  # noqa: E402
 
 PROTOCOLS = ("h2", "http/1.1")
 PATH = "/validate-claims?timeout=10s"
@@ -71,65 +69,50 @@ def serve(cert_dir: Path) -> None:
         runner.run(_serve(cert_dir))
 
 
-Post = Callable[[bytes], Awaitable[tuple[int, bytes]]]
+class Http2:
+    """``admission.Poster`` over one HTTP/2 connection (``bench/apiclient.py``)."""
 
+    def __init__(self, url: str, ctx: ssl.SSLContext) -> None:
+        self._api = apiclient.ApiClient(server=url, ctx=ctx, connections=1)
 
-async def client(
-    protocol: str, port: int, cert_dir: Path
-) -> tuple[Post, Callable[[], Awaitable[None]]]:
-    """A ``post`` over ``protocol`` and how to close it."""
-    ctx = ssl.create_default_context(cafile=str(cert_dir / "ca.crt"))
-    if protocol == "h2":
-        api = ApiClient(server=f"https://127.0.0.1:{port}", ctx=ctx, connections=1)
-        return (lambda body: api.request("POST", PATH, body)), api.aclose
-    ctx.set_alpn_protocols(["http/1.1"])
-    conns = admission.Connections(url=f"https://127.0.0.1:{port}{PATH}", ctx=ctx, limit=32)
-    return conns.post, conns.aclose
+    async def post(self, body: bytes) -> tuple[int, bytes]:
+        try:
+            return await self._api.request("POST", PATH, body)
+        except apiclient.ClientError as exc:  # as admission's client says it
+            raise admission.ClientError(str(exc)) from exc
+
+    async def aclose(self) -> None:
+        await self._api.aclose()
 
 
 async def measure(
     protocol: str, port: int, cert_dir: Path, *, pid: int, rate: float, reviews: int
 ) -> str:
-    """One protocol's row: server CPU per review, latency, errors."""
-    post, close = await client(protocol, port, cert_dir)
-    bodies = [admission.review(f"c{i}", storage_gib=1, dry_run=False) for i in range(reviews + 50)]
-    await asyncio.gather(*(post(b) for b in bodies[:50]))  # connections up, caches warm
-    loop = asyncio.get_running_loop()
-    latencies: list[float] = []
-    errors = 0
-
-    async def one(body: bytes, due: float) -> None:
-        nonlocal errors
-        try:
-            status, answer = await post(body)
-            if status != 200 or not json.loads(answer)["response"]["allowed"]:
-                errors += 1
-        except (OSError, ssl.SSLError, ValueError, admission.ClientError) as exc:
-            errors += 1
-            print(f"{protocol}: {type(exc).__name__}: {exc}", file=sys.stderr)
-        latencies.append(loop.time() - due)
-
+    """One protocol's row: server CPU per review, latency, errors (``admission.drive``'s
+    open-loop timetable, after 50 reviews that open the connections)."""
+    ctx = ssl.create_default_context(cafile=str(cert_dir / "ca.crt"))
+    url = f"https://127.0.0.1:{port}"
+    client: Http2 | admission.Connections
+    if protocol == "h2":
+        client = Http2(url, ctx)
+    else:
+        ctx.set_alpn_protocols(["http/1.1"])
+        client = admission.Connections(url=url + PATH, ctx=ctx, limit=32)
+    names = [f"c{i}" for i in range(reviews)]
+    warm = admission.Run(phase="warm-up", rate=rate, seconds=50 / rate)
+    await admission.drive(client, warm, names=names, counter=itertools.count(), dry_run=False)
+    run = admission.Run(phase=protocol, rate=rate, seconds=reviews / rate)
     cpu = measuring.cpu_seconds(pid)
-    start, tasks = loop.time() + 0.05, []
-    for i, body in enumerate(bodies[50:]):
-        due = start + i / rate
-        if (delay := due - loop.time()) > 0:
-            await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(one(body, due)))
-    await asyncio.gather(*tasks)
-    per_review = (measuring.cpu_seconds(pid) - cpu) / reviews * 1000
-    await close()
-    p50, p99 = (measuring.percentile(latencies, q) * 1000 for q in (0.5, 0.99))
-    cells = (
-        protocol,
-        f"{rate:g}",
-        reviews,
-        errors,
-        f"{per_review:.3f}",
-        f"{p50:.1f}",
-        f"{p99:.1f}",
+    await admission.drive(client, run, names=names, counter=itertools.count(), dry_run=False)
+    per_review = (measuring.cpu_seconds(pid) - cpu) / run.sent * 1000
+    await client.aclose()
+    errors = sum(run.errors.values()) + sum(warm.errors.values())
+    for kind, count in {**warm.errors, **run.errors}.items():
+        print(f"{protocol}: {count} x {kind}", file=sys.stderr)
+    cells = (protocol, f"{rate:g}", run.sent, errors, f"{per_review:.3f}")
+    return (
+        "| " + " | ".join(str(c) for c in cells) + f" | {run.pct(0.5):.1f} | {run.pct(0.99):.1f} |"
     )
-    return "| " + " | ".join(str(c) for c in cells) + " |"
 
 
 async def run(args: argparse.Namespace, *, port: int, pid: int, cert_dir: Path) -> int:

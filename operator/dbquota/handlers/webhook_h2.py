@@ -388,7 +388,7 @@ class H2Connection(asyncio.Protocol):
             return
         self._last_stream = stream_id
         if len(self._streams) >= MAX_STREAMS or self._stopping:
-            self._out.append(frame(RST_STREAM, 0, stream_id, _WORD.pack(REFUSED_STREAM)))
+            self._reset(stream_id, REFUSED_STREAM)
             return
         method = target = b""
         for name, value in headers:
@@ -448,8 +448,7 @@ class H2Connection(asyncio.Protocol):
                 self._streams.pop(stream_id, None)
             return
         if self._stopping:  # the client retries a refused stream elsewhere
-            self._streams.pop(stream_id, None)
-            self._out.append(frame(RST_STREAM, 0, stream_id, _WORD.pack(REFUSED_STREAM)))
+            self._reset(stream_id, REFUSED_STREAM)
             return
         request = self._make_request(
             method=stream.method,
@@ -529,14 +528,12 @@ class H2Connection(asyncio.Protocol):
 
     def _finished(self, stream_id: int) -> None:
         """Our answer is all out: the stream is done (reset if the client still sends)."""
-        stream = self._streams.get(stream_id)
-        if stream is not None and not stream.receiving:
-            self._streams.pop(stream_id, None)
-        elif stream is not None:  # e.g. 413 while the body still comes
-            self._streams.pop(stream_id, None)
-            self._out.append(frame(RST_STREAM, 0, stream_id, _WORD.pack(NO_ERROR)))
+        stream = self._streams.pop(stream_id, None)
+        if stream is not None and stream.receiving:  # e.g. 413 while the body still comes
+            self._reset(stream_id, NO_ERROR)
 
     def _reset(self, stream_id: int, code: int) -> None:
+        """RST_STREAM with ``code``; this side forgets the stream."""
         self._streams.pop(stream_id, None)
         self._pending.pop(stream_id, None)
         self._out.append(frame(RST_STREAM, 0, stream_id, _WORD.pack(code)))
