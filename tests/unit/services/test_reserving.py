@@ -32,6 +32,7 @@ from dbquota.domain.reservations import ClaimRef
 from dbquota.domain.resources import QuotaObject
 from dbquota.errors import Conflict, KubeError
 from dbquota.services import reserving
+from tests.unit.services.billing_api import until
 
 PRICES = billing.PriceBook(
     instance_hourly={"db.test": 0.0}, storage_gib_month=1.0, observed_at=time.time()
@@ -187,7 +188,7 @@ async def test_escrow_admits_from_memory_then_writes_in_one_batch() -> None:
     for i in range(10):  # no await inside reserve on this path: all before any write
         assert await admitted(replica, request(f"c{i}"))
     assert (replica.from_escrow, len(store.writes)) == (10, writes)
-    await asyncio.sleep(0.1)
+    await until(lambda: len(store.writes) > writes)
     assert len(store.writes) == writes + 1  # one batch
     status = store.quota["status"]
     assert len(status["reservations"]) == 11
@@ -229,8 +230,7 @@ async def test_a_write_drops_the_reservations_whose_claims_show_their_price(
     replica.account.demand(time.monotonic())  # busy: the first takes escrow
     assert await admitted(replica, request("first"))
     assert await admitted(replica, request("second"))
-    await asyncio.sleep(0.1)
-    assert store.held() == ["first", "second"]
+    await until(lambda: store.held() == ["first", "second"])
     # The leader wrote first's price to its status; second exists, not priced yet.
     seen["uid-first"] = ClaimRef(
         name="first",
@@ -247,8 +247,7 @@ async def test_a_write_drops_the_reservations_whose_claims_show_their_price(
     await asyncio.sleep(0.1)
     assert len(store.writes) == writes  # nothing to write: no write only to drop one
     assert await admitted(replica, request("third"))
-    await asyncio.sleep(0.1)
-    assert store.held() == ["second", "third"]
+    await until(lambda: store.held() == ["second", "third"])
     assert store.quota["status"]["spend"]["reserved"] == 300.0  # first counts at its price
     assert store.quota["status"]["used"]["claims"] == 3
 
@@ -258,8 +257,7 @@ async def test_idle_escrow_is_given_back_and_close_writes_everything() -> None:
     replica = ledger(store)
     await replica.reserve(request("first"))
     assert store.quota["status"]["escrow"]
-    await asyncio.sleep(0.5)
-    assert store.quota["status"]["escrow"] == []
+    await until(lambda: store.quota["status"]["escrow"] == [])  # after IDLE_RETURN
     await replica.reserve(request("second"))
     await replica.reserve(request("third"))
     await replica.close()
@@ -350,8 +348,7 @@ async def test_a_failed_write_keeps_escrow_admissions_and_retries(
     await replica.reserve(request("first"))
     store.fail_next = 2
     assert await admitted(replica, request("second"))
-    await asyncio.sleep(0.2)
-    assert store.held() == ["first", "second"]
+    await until(lambda: store.held() == ["first", "second"])
 
 
 async def test_lost_races_are_retried_not_denied() -> None:
