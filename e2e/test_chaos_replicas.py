@@ -21,6 +21,11 @@ the cut, so that it comes while there is room); mid-burst:
   older than the renew deadline (10 s), before ``a`` can see its Lease lapse (15 s), so
   nothing is admitted twice; once healed, everything settles within the budget.
 
+And over HTTP/2 (the default, one connection per apiserver), with the replicas' connections
+aged at 2 s (``--webhook-max-connection-age``): both replicas decide, because each GOAWAY
+sends the apiserver's next connection through the proxy's round robin, and no create
+fails on the way.
+
 On a control plane of this module's own (the ``plane`` fixture of :mod:`e2e.test_chaos`).
 Figures are printed (``-s``) and recorded in docs/reliability.md.
 """
@@ -37,9 +42,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 
-from e2e import harness
+from e2e import harness, scraping
 from e2e.conftest import FAST
 from e2e.harness import Operator, Proxy
 from e2e.test_chaos import (
@@ -266,3 +272,67 @@ def test_a_replica_cut_off_from_the_apiserver_mid_burst_admits_nothing_twice(
     assert pair.b.proc.poll() is None, "the cut-off replica exited"
     assert during > 0  # the cut came while there was room: the rest was admitted meanwhile
     assert burst.created == pair.fits  # exactly what fits, nothing twice
+
+
+def decisions(op: Operator) -> float:
+    """Admission decisions a replica has counted so far."""
+    text = httpx.get(f"http://127.0.0.1:{op.metrics_port}/metrics", timeout=5).text
+    return scraping.total(scraping.samples(text), "dbquota_admission_decisions_total")
+
+
+def test_over_http2_aged_connections_reach_both_replicas_and_no_create_fails(
+    plane: Plane, tmp_path: Path
+) -> None:
+    """The apiserver sends every review on one HTTP/2 connection, to the replica behind the
+    proxy it first reached; past ``--webhook-max-connection-age`` the replica says GOAWAY,
+    the apiserver opens a new connection, and round robin (a Service's, here the proxy's)
+    hands it to the other replica. Both decide, and no create fails on the way."""
+    namespace = "connection-age"
+    plane.kubectl("create", "namespace", namespace)
+    plane.kubectl.apply(quota(namespace, name="q", monthlyBudget=10_000_000))
+    cert_dir = tmp_path / "certs"
+    ca = harness.serving_certificate(cert_dir)
+    extra = (
+        f"--billing-url={plane.billing.url}",
+        *FAST,
+        *plane.cluster.client_ca_flags(),
+        f"--lease-namespace={namespace}",
+        f"--namespace={namespace}",
+        "--webhook-max-connection-age=2",
+    )
+    configuration = f"{namespace}.dbquota.io"
+    replicas: list[Operator] = []
+    front: Proxy | None = None
+    try:
+        for name in ("a", "b"):
+            workdir = tmp_path / name
+            replicas.append(
+                harness.start_replica(plane.cluster, workdir, cert_dir=cert_dir, extra=extra)
+            )
+        front = harness.start_proxy(tmp_path, [op.webhook_port for op in replicas], name="front")
+        plane.kubectl.apply(
+            harness.proxy_webhook(configuration, port=front.port, ca=ca, namespaces=[namespace])
+        )
+        with Burst(plane, namespace, prefix="c", pause=0.05) as burst:
+            wait_for(
+                lambda: all(decisions(op) > 0 for op in replicas),
+                timeout=60,
+                what="both replicas to decide",
+            )
+            time.sleep(3)  # and a connection or two more
+        split = [decisions(op) for op in replicas]
+    finally:
+        plane.kubectl("delete", "validatingwebhookconfiguration", configuration, check=False)
+        for op in replicas:
+            harness.stop_operator(op)
+        if front is not None:
+            stop_process(front.proc)
+    print(
+        f"HTTP/2, connections aged at 2 s: {len(burst.created)} created, decisions per "
+        f"replica {split[0]:.0f} / {split[1]:.0f}"
+    )
+    assert burst.failed == []
+    assert burst.denied == []
+    for op in replicas:
+        assert op.proc.returncode == 0
+        assert "Traceback" not in op.logs()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,6 +81,16 @@ def _webhook_timeout(text: str) -> int:
         value = 0
     if not 1 <= value <= 30:
         raise argparse.ArgumentTypeError(f"expected whole seconds from 1 to 30, got {text!r}")
+    return value
+
+
+def _connection_age(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not (value == 0 or 1 <= value < math.inf):
+        raise argparse.ArgumentTypeError(f"expected seconds, 0 or at least 1, got {text!r}")
     return value
 
 
@@ -260,9 +271,20 @@ class WebhookSettings:
         True,
         flag="--webhook-http2",
         help="Offer HTTP/2: the apiserver then sends every review on one connection instead "
-        "of a TLS handshake per review in flight beyond 25; but one connection goes to one "
-        "replica behind a Service (false: HTTP/1.1 only, balanced per connection).",
+        "of a TLS handshake per review in flight beyond 25; that connection reaches one "
+        "replica behind a Service, until --webhook-max-connection-age (false: HTTP/1.1 "
+        "only, balanced per connection).",
         parse=_bool,
+    )
+    max_connection_age: float = _knob(
+        60.0,
+        flag="--webhook-max-connection-age",
+        unit="s",
+        help="How long one connection of the apiserver's is used for new reviews (less up to "
+        "a tenth, at random): then HTTP/2 says GOAWAY and HTTP/1.1 answers with 'Connection: "
+        "close', the reviews under way are answered, and the apiserver reconnects, behind a "
+        "Service maybe to another replica (0 = never; else at least 1).",
+        parse=_connection_age,
     )
     timeout: int = _knob(
         10,

@@ -66,6 +66,18 @@ def test_webhook_client_authentication_and_timeout_settings() -> None:
         parse([], {"DBQUOTA_WEBHOOK_TIMEOUT": "31"})
 
 
+@pytest.mark.parametrize(("text", "age"), [(None, 60.0), ("0", 0.0), ("1", 1.0), ("300.5", 300.5)])
+def test_webhook_max_connection_age_is_0_or_at_least_a_second(text: str | None, age: float) -> None:
+    argv = [] if text is None else [f"--webhook-max-connection-age={text}"]
+    assert parse(argv, {}).webhook.max_connection_age == age
+
+
+@pytest.mark.parametrize("text", ["0.5", "-1", "inf", "nan", "soon", ""])
+def test_a_webhook_max_connection_age_out_of_range_is_refused(text: str) -> None:
+    with pytest.raises(argparse.ArgumentTypeError, match="0 or at least 1"):
+        parse([], {"DBQUOTA_WEBHOOK_MAX_CONNECTION_AGE": text})
+
+
 def test_bad_environment_value_names_the_problem() -> None:
     with pytest.raises(argparse.ArgumentTypeError, match="expected Admit or Deny"):
         parse([], {"DBQUOTA_NO_QUOTA_POLICY": "Maybe"})

@@ -34,6 +34,15 @@ apiserver sends one per connection), answers without a task when no admission is
 aiohttp's low-level server did the same job for about 0.1 ms more CPU per review
 (``bench/README.md``), a sixth of the budget of a whole admission.
 
+A connection serves new reviews for ``--webhook-max-connection-age`` (60 s, less up to a
+tenth drawn per connection; 0: for ever), as gRPC's ``MaxConnectionAge``: then HTTP/2
+says GOAWAY (:mod:`dbquota.handlers.webhook_h2`) and HTTP/1.1 answers its next request
+with ``Connection: close``; the reviews under way are answered, and the apiserver opens a
+new connection, which a Service may send to another replica. Without it, an apiserver's
+one HTTP/2 connection would stay on the replica it first reached, however many were
+added later. An idle HTTP/1.1 connection past its age is left to the client's idle
+timeout (closing it could race a request the client is sending on it).
+
 TLS (at least 1.2; :mod:`dbquota.handlers.webhook_tls`) uses ``tls.crt`` and ``tls.key``
 of ``--webhook-cert-dir`` (generated there in dev mode), reloaded within seconds when they
 change: connections already open keep their certificate, new ones get the new one. With
@@ -184,10 +193,12 @@ class _Webhook:
         kinds: Collection[tuple[str, str]],
         client_names: Iterable[str],
         rejections: Rejections,
+        max_age: float = 0.0,
     ) -> None:
         self._admit = admit
         self._kinds = frozenset(kinds)
         self.client_names = frozenset(client_names)
+        self.max_age = max_age
         self.reject = rejections
         self.connections: set[_Connection] = set()
         self.tasks: set[asyncio.Task[None]] = set()
@@ -274,6 +285,7 @@ class _Connection(asyncio.Protocol):
         self._closing = False
         self._stopping = False
         self.deadline = self._loop.time() + IDLE_TIMEOUT
+        self._ends_at = self._loop.time() + webhook_h2.age_limit(webhook.max_age)
 
     # -- asyncio.Protocol
 
@@ -295,6 +307,7 @@ class _Connection(asyncio.Protocol):
                 max_body=MAX_BODY,
                 patience=BODY_PATIENCE,
                 idle_timeout=IDLE_TIMEOUT,
+                max_age=self._webhook.max_age,
             )
             self._transport.set_protocol(multiplexed)
             multiplexed.connection_made(transport)
@@ -403,7 +416,7 @@ class _Connection(asyncio.Protocol):
         transport = self._transport_or_fail()
         if transport.is_closing():
             return
-        close = response.close or not keep_alive
+        close = response.close or not keep_alive or self._loop.time() >= self._ends_at
         if close and not response.close:
             response = _Response(response.status, response.body, response.content_type, True)
         transport.write(response.encode())
@@ -466,7 +479,11 @@ async def serving(
     """
     tls = tls_for(settings)
     webhook = _Webhook(
-        admit=admit, kinds=kinds, client_names=settings.client_names, rejections=Rejections()
+        admit=admit,
+        kinds=kinds,
+        client_names=settings.client_names,
+        rejections=Rejections(),
+        max_age=settings.max_connection_age,
     )
     host = settings.host if settings.dev else settings.listen
     loop = asyncio.get_running_loop()

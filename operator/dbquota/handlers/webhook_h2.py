@@ -31,7 +31,10 @@ HEADERS with CONTINUATION and padding, DATA with padding; PRIORITY and unknown f
 are ignored, as the RFC asks. A peer that breaks the protocol (a bad preface, a frame too
 long or malformed, a stream id out of order, a header block that does not decode, a flow
 control window overrun) gets GOAWAY with the error code the RFC names, and the connection
-closes; a stream-level error resets that stream only.
+closes; a stream-level error resets that stream only. A connection past its age
+(``--webhook-max-connection-age``) says GOAWAY too: at once when nothing is in flight,
+else in the RFC's two steps (:meth:`H2Connection._drain`), and closes once its streams are
+answered.
 
 Size: the server side of RFC 9113 in one module, one method per frame type, so that a
 reader checks each against its section of the RFC in one place; the rest of the webhook
@@ -41,6 +44,8 @@ reader checks each against its section of the RFC in one place; the rest of the 
 from __future__ import annotations
 
 import asyncio
+import math
+import random
 import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -58,11 +63,18 @@ CONNECTION_WINDOW: Final = 16 * 1024 * 1024
 default, 64 KiB, would hold reviews back while earlier ones are read)."""
 MAX_HEADER_BLOCK: Final = 64 * 1024
 """Bytes of one request's encoded header block (HEADERS and its CONTINUATIONs)."""
+DRAIN_GRACE: Final = 1.0
+"""Seconds after the first GOAWAY of a connection past its age before the last one, so
+that streams the client opened before it saw the first are still read."""
+DRAIN_PATIENCE: Final = 30.0
+"""Seconds a connection past its age keeps serving a client that still opens streams
+after its GOAWAY; then new streams are refused and it closes after the last answer."""
 
 PREFACE: Final = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 _MAX_FRAME: Final = 16_384  # ours, the RFC's default: a longer frame is an error
 _DEFAULT_WINDOW: Final = 65_535
 _MAX_WINDOW: Final = 2**31 - 1
+_MAX_STREAM_ID: Final = 2**31 - 1
 
 # Frame types and flags (RFC 9113, section 6).
 DATA, HEADERS, PRIORITY, RST_STREAM, SETTINGS, PUSH_PROMISE = 0, 1, 2, 3, 4, 5
@@ -130,6 +142,15 @@ def frame(kind: int, flags: int, stream_id: int, payload: bytes = b"") -> bytes:
     return _HEAD.pack(size >> 8, size & 0xFF, kind, flags, stream_id) + payload
 
 
+def age_limit(max_age: float) -> float:
+    """How long a connection may serve new requests: ``max_age`` seconds less up to a
+    tenth, drawn per connection, so that the connections of one client opened together
+    do not all end together (``inf`` when ``max_age`` is 0: never)."""
+    if max_age <= 0:
+        return math.inf
+    return max_age * random.uniform(0.9, 1.0)  # noqa: S311 - spreading, not a secret
+
+
 def _unpadded(payload: bytes, flags: int) -> bytes:
     """A DATA or HEADERS payload without its padding (PROTOCOL_ERROR if it does not fit)."""
     if not flags & PADDED:
@@ -155,6 +176,7 @@ class H2Connection(asyncio.Protocol):
         max_body: int,
         patience: float,
         idle_timeout: float,
+        max_age: float = 0.0,
     ) -> None:
         self._webhook = webhook
         self._peer = peer
@@ -196,6 +218,9 @@ class H2Connection(asyncio.Protocol):
         self._closing = False
         self._stopping = False
         self.deadline = self._loop.time() + idle_timeout
+        self._ends_at = self._loop.time() + age_limit(max_age)
+        self._draining: float | None = None
+        """When the first GOAWAY of a connection past its age went out."""
 
     # -- asyncio.Protocol
 
@@ -562,7 +587,8 @@ class H2Connection(asyncio.Protocol):
     # -- what the server's sweep and stop ask of every connection
 
     def expire(self, now: float) -> None:
-        """A stream not complete in time gets 408; an idle connection is closed."""
+        """A stream not complete in time gets 408; an idle connection is closed; one past
+        its age drains (:meth:`_drain`)."""
         if self._closing:
             return
         late = [sid for sid, s in self._streams.items() if not s.answered and now >= s.deadline]
@@ -571,11 +597,36 @@ class H2Connection(asyncio.Protocol):
             self._respond(sid, self._webhook.refuse(self._peer, 408, "timeout", text))
         if late:
             self._flush()
-        if not self._streams and not self._busy:
+        idle = not self._streams and not self._busy
+        if self._draining is None and now >= self._ends_at:
+            if idle:  # nothing in flight: one GOAWAY, as when idle too long
+                self._goaway(NO_ERROR)
+                return
+            self._drain(now)
+        if self._draining is not None and not self._stopping:
+            if idle and now - self._draining >= DRAIN_GRACE:
+                self._goaway(NO_ERROR)  # the last GOAWAY: the streams it saw are all answered
+                return
+            if now - self._draining >= DRAIN_PATIENCE:
+                self.stop()
+                return
+        if idle:
             if now >= self.deadline:
                 self._goaway(NO_ERROR)
         else:
             self.deadline = now + self._idle_timeout
+
+    def _drain(self, now: float) -> None:
+        """Past its age with reviews in flight: GOAWAY naming the highest stream id there
+        can be, so the client opens its next streams on a new connection (behind a
+        Service, maybe to another replica) while every stream it opened here is still
+        answered (RFC 9113, 6.8: the graceful shutdown, in two GOAWAYs, as Go's client,
+        the apiserver's, expects). The last one follows once they are. (Python's ``h2``
+        client fails its open streams on any GOAWAY; an idle connection gets only the
+        last one.)"""
+        self._draining = now
+        self._out.append(frame(GOAWAY, 0, 0, struct.pack(">II", _MAX_STREAM_ID, NO_ERROR)))
+        self._flush()
 
     def stop(self) -> None:
         """Refuse new streams; once the answers in flight are written, say GOAWAY and close

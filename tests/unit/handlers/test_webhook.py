@@ -266,6 +266,33 @@ async def test_unparsable_http_gets_400_and_the_connection_closes(
     assert rejected("http") == before + 1
 
 
+async def test_past_its_age_an_http1_connection_closes_after_its_next_answer(
+    tmp_path: Path, admitter: Admitter
+) -> None:
+    cfg = settings(tmp_path, max_connection_age=1.0)
+    async with webhook.serving(cfg, admit=admitter, kinds=KINDS) as port:
+        reader, writer = await asyncio.open_connection(
+            "127.0.0.1", port, ssl=client_context(tmp_path)
+        )
+        try:
+            writer.write(post(review(uid="young")))
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=10)
+            length = re.search(rb"Content-Length: (\d+)", head)
+            assert length is not None
+            await reader.readexactly(int(length.group(1)))
+            assert b"Connection: close" not in head  # young: kept alive
+            await asyncio.sleep(1.05)
+            writer.write(post(review(uid="old")))
+            rest = await asyncio.wait_for(reader.read(-1), timeout=10)  # until it closes
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError, ssl.SSLError):
+                await writer.wait_closed()
+    assert rest.startswith(b"HTTP/1.1 200 ")
+    assert b"Connection: close\r\n" in rest
+    assert b'"uid":"old"' in rest
+
+
 async def test_a_client_that_expects_100_continue_gets_it(served: Served, tmp_path: Path) -> None:
     request = post(review(), extra=b"Expect: 100-continue\r\nConnection: close\r\n")
     answer = await exchange(served.port, client_context(tmp_path), request)

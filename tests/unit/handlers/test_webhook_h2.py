@@ -91,7 +91,7 @@ class Transport:
 class Server:
     """One H2Connection with the webhook's triage; ``admit`` waits for ``release`` if set."""
 
-    def __init__(self, *, max_body: int = 4096) -> None:
+    def __init__(self, *, max_body: int = 4096, max_age: float = 0.0) -> None:
         self.release: asyncio.Event | None = None
         self.webhook = webhook._Webhook(
             admit=self._admit,
@@ -108,6 +108,7 @@ class Server:
             max_body=max_body,
             patience=10.0,
             idle_timeout=60.0,
+            max_age=max_age,
         )
         self.conn.connection_made(self.transport)  # type: ignore[arg-type]
 
@@ -406,6 +407,101 @@ async def test_a_protocol_violation_gets_goaway_and_closes(data: bytes, code: in
     assert refused._value.get() == before + 1
     server.conn.data_received(_PREFACE)  # nothing more is read, nothing raised
     assert server.transport.take() == b""
+
+
+def goaways(data: bytes) -> list[tuple[int, int]]:
+    """(last stream id, error code) of every GOAWAY among ``data``'s frames."""
+    return [struct.unpack(">II", p) for k, _, _, p in frames(data) if k == webhook_h2.GOAWAY]
+
+
+def ended(data: bytes) -> set[int]:
+    """The streams whose answers end among ``data``'s frames."""
+    return {
+        sid
+        for kind, flags, sid, _ in frames(data)
+        if kind == webhook_h2.DATA and flags & webhook_h2.END_STREAM
+    }
+
+
+def test_a_connections_age_is_its_max_age_less_up_to_a_tenth() -> None:
+    limits = [webhook_h2.age_limit(60.0) for _ in range(200)]
+    assert all(54.0 <= limit <= 60.0 for limit in limits)
+    assert len(set(limits)) > 1  # drawn per connection
+    assert webhook_h2.age_limit(0.0) == float("inf")
+
+
+async def test_past_its_age_an_idle_connection_says_goaway_once_and_closes() -> None:
+    server = Server(max_age=60.0)
+    client = Client(server)
+    sid = client.post()
+    await server.settle()
+    client.receive()
+    assert client.answer(sid)[0] == 200
+    now = asyncio.get_running_loop().time()
+    server.conn.expire(now + 50)  # young still
+    assert server.transport.take() == b""
+    server.conn.expire(now + 61)
+    assert goaways(server.transport.take()) == [(sid, webhook_h2.NO_ERROR)]
+    assert server.transport.closed
+
+
+async def in_flight(*, max_age: float) -> tuple[Server, asyncio.Event, int, float]:
+    """A server whose one review waits in ``admit`` until the event is set; the review's
+    stream id, and the time it was sent."""
+    server = Server(max_age=max_age)
+    server.release = release = asyncio.Event()
+    client = Client(server)
+    sid = client.post()
+    await server.settle()
+    client.receive()
+    return server, release, sid, asyncio.get_running_loop().time()
+
+
+async def test_past_its_age_a_busy_connection_answers_every_stream_between_two_goaways() -> None:
+    server, release, first, now = await in_flight(max_age=60.0)
+    server.conn.expire(now + 61)  # the review is in flight: the first of two GOAWAYs
+    assert goaways(server.transport.take()) == [(2**31 - 1, webhook_h2.NO_ERROR)]
+    # A stream the client opened before it saw that GOAWAY is still read and answered.
+    server.conn.data_received(raw_request(first + 2))
+    release.set()
+    await server.settle()
+    out = server.transport.take()
+    assert ended(out) == {first, first + 2}
+    assert goaways(out) == []
+    server.conn.expire(now + 61.5)  # within the grace: streams may still be on the way
+    assert server.transport.take() == b""
+    assert not server.transport.closed
+    server.conn.expire(now + 61 + webhook_h2.DRAIN_GRACE)
+    assert goaways(server.transport.take()) == [(first + 2, webhook_h2.NO_ERROR)]
+    assert server.transport.closed
+
+
+async def test_a_client_that_goes_on_opening_streams_after_goaway_is_refused_in_the_end() -> None:
+    server, release, first, now = await in_flight(max_age=60.0)
+    server.conn.expire(now + 61)
+    server.transport.take()
+    server.conn.expire(now + 61 + webhook_h2.DRAIN_PATIENCE)  # still busy: stop
+    server.conn.data_received(raw_request(first + 2))
+    resets = [
+        (sid, struct.unpack(">I", p)[0])
+        for k, _, sid, p in frames(server.transport.take())
+        if k == webhook_h2.RST_STREAM
+    ]
+    assert resets == [(first + 2, webhook_h2.REFUSED_STREAM)]  # the client retries it elsewhere
+    release.set()
+    await server.settle()
+    out = server.transport.take()
+    assert ended(out) == {first}
+    assert goaways(out) == [(first + 2, webhook_h2.NO_ERROR)]
+    assert server.transport.closed
+
+
+async def test_without_a_max_age_a_connection_is_never_aged() -> None:
+    server, release, _, now = await in_flight(max_age=0.0)
+    server.conn.expire(now + 10**6)
+    assert goaways(server.transport.take()) == []
+    assert not server.transport.closed
+    release.set()
 
 
 _FRAMES = st.lists(
