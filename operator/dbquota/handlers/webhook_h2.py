@@ -33,8 +33,8 @@ long or malformed, a stream id out of order, a header block that does not decode
 control window overrun) gets GOAWAY with the error code the RFC names, and the connection
 closes; a stream-level error resets that stream only. A connection past its age
 (``--webhook-max-connection-age``) says GOAWAY too: at once when nothing is in flight,
-else in the RFC's two steps (:meth:`H2Connection._drain`), and closes once its streams are
-answered.
+else in the RFC's two steps (:meth:`H2Connection._drain`) once its streams are answered;
+it closes a second after its last GOAWAY, unless the client closes it first.
 
 Size: the server side of RFC 9113 in one module, one method per frame type, so that a
 reader checks each against its section of the RFC in one place; the rest of the webhook
@@ -65,7 +65,8 @@ MAX_HEADER_BLOCK: Final = 64 * 1024
 """Bytes of one request's encoded header block (HEADERS and its CONTINUATIONs)."""
 DRAIN_GRACE: Final = 1.0
 """Seconds after the first GOAWAY of a connection past its age before the last one, so
-that streams the client opened before it saw the first are still read."""
+that streams the client opened before it saw the first are still read; and after the last
+one before the connection closes, unless the client closes it first."""
 DRAIN_PATIENCE: Final = 30.0
 """Seconds a connection past its age keeps serving a client that still opens streams
 after its GOAWAY; then new streams are refused and it closes after the last answer."""
@@ -221,6 +222,8 @@ class H2Connection(asyncio.Protocol):
         self._ends_at = self._loop.time() + age_limit(max_age)
         self._draining: float | None = None
         """When the first GOAWAY of a connection past its age went out."""
+        self._lingering: float | None = None
+        """When a connection past its age that said its last GOAWAY closes."""
 
     # -- asyncio.Protocol
 
@@ -598,23 +601,33 @@ class H2Connection(asyncio.Protocol):
         if late:
             self._flush()
         idle = not self._streams and not self._busy
-        if self._draining is None and now >= self._ends_at:
-            if idle:  # nothing in flight: one GOAWAY, as when idle too long
-                self._goaway(NO_ERROR)
-                return
-            self._drain(now)
-        if self._draining is not None and not self._stopping:
-            if idle and now - self._draining >= DRAIN_GRACE:
-                self._goaway(NO_ERROR)  # the last GOAWAY: the streams it saw are all answered
-                return
-            if now - self._draining >= DRAIN_PATIENCE:
-                self.stop()
-                return
+        if self._aged(now, idle=idle):
+            return
         if idle:
             if now >= self.deadline:
                 self._goaway(NO_ERROR)
         else:
             self.deadline = now + self._idle_timeout
+
+    def _aged(self, now: float, *, idle: bool) -> bool:
+        """The steps of a connection past its age; True once it says its last GOAWAY."""
+        if self._lingering is not None:
+            if now >= self._lingering:
+                self._close()
+            return True
+        if self._draining is None and now >= self._ends_at:
+            if idle:  # nothing in flight: the last GOAWAY at once
+                self._last_goaway(now)
+                return True
+            self._drain(now)
+        if self._draining is not None and not self._stopping:
+            if idle and now - self._draining >= DRAIN_GRACE:
+                self._last_goaway(now)  # the streams it saw are all answered
+                return True
+            if now - self._draining >= DRAIN_PATIENCE:
+                self.stop()
+                return True
+        return False
 
     def _drain(self, now: float) -> None:
         """Past its age with reviews in flight: GOAWAY naming the highest stream id there
@@ -627,6 +640,16 @@ class H2Connection(asyncio.Protocol):
         self._draining = now
         self._out.append(frame(GOAWAY, 0, 0, struct.pack(">II", _MAX_STREAM_ID, NO_ERROR)))
         self._flush()
+
+    def _last_goaway(self, now: float) -> None:
+        """GOAWAY naming the last stream read; a stream opened after it is refused (the
+        client sends it again elsewhere), and the connection closes :data:`DRAIN_GRACE`
+        later unless the client closes it first. Closing at once could answer a request
+        already on its way with a TCP reset, which may discard the GOAWAY unread."""
+        self._stopping = True
+        self._out.append(frame(GOAWAY, 0, 0, struct.pack(">II", self._last_stream, NO_ERROR)))
+        self._flush()
+        self._lingering = now + DRAIN_GRACE
 
     def stop(self) -> None:
         """Refuse new streams; once the answers in flight are written, say GOAWAY and close

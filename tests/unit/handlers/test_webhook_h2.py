@@ -414,6 +414,15 @@ def goaways(data: bytes) -> list[tuple[int, int]]:
     return [struct.unpack(">II", p) for k, _, _, p in frames(data) if k == webhook_h2.GOAWAY]
 
 
+def resets(data: bytes) -> list[tuple[int, int]]:
+    """(stream id, error code) of every RST_STREAM among ``data``'s frames."""
+    return [
+        (sid, struct.unpack(">I", p)[0])
+        for k, _, sid, p in frames(data)
+        if k == webhook_h2.RST_STREAM
+    ]
+
+
 def ended(data: bytes) -> set[int]:
     """The streams whose answers end among ``data``'s frames."""
     return {
@@ -442,6 +451,10 @@ async def test_past_its_age_an_idle_connection_says_goaway_once_and_closes() -> 
     assert server.transport.take() == b""
     server.conn.expire(now + 61)
     assert goaways(server.transport.take()) == [(sid, webhook_h2.NO_ERROR)]
+    assert not server.transport.closed  # a request on its way meets no TCP reset
+    server.conn.data_received(raw_request(sid + 2))  # sent before the client saw it
+    assert resets(server.transport.take()) == [(sid + 2, webhook_h2.REFUSED_STREAM)]
+    server.conn.expire(now + 61 + webhook_h2.DRAIN_GRACE)
     assert server.transport.closed
 
 
@@ -473,6 +486,8 @@ async def test_past_its_age_a_busy_connection_answers_every_stream_between_two_g
     assert not server.transport.closed
     server.conn.expire(now + 61 + webhook_h2.DRAIN_GRACE)
     assert goaways(server.transport.take()) == [(first + 2, webhook_h2.NO_ERROR)]
+    assert not server.transport.closed
+    server.conn.expire(now + 61 + 2 * webhook_h2.DRAIN_GRACE)
     assert server.transport.closed
 
 
@@ -482,12 +497,8 @@ async def test_a_client_that_goes_on_opening_streams_after_goaway_is_refused_in_
     server.transport.take()
     server.conn.expire(now + 61 + webhook_h2.DRAIN_PATIENCE)  # still busy: stop
     server.conn.data_received(raw_request(first + 2))
-    resets = [
-        (sid, struct.unpack(">I", p)[0])
-        for k, _, sid, p in frames(server.transport.take())
-        if k == webhook_h2.RST_STREAM
-    ]
-    assert resets == [(first + 2, webhook_h2.REFUSED_STREAM)]  # the client retries it elsewhere
+    out = server.transport.take()
+    assert resets(out) == [(first + 2, webhook_h2.REFUSED_STREAM)]  # the client retries it
     release.set()
     await server.settle()
     out = server.transport.take()
