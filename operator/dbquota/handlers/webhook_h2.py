@@ -60,7 +60,9 @@ MAX_STREAMS: Final = 1000
 beyond that)."""
 CONNECTION_WINDOW: Final = 16 * 1024 * 1024
 """Bytes of request bodies the apiserver may have in flight on one connection (HTTP/2's
-default, 64 KiB, would hold reviews back while earlier ones are read)."""
+default, 64 KiB, would hold reviews back while earlier ones are read). It is given back
+as requests are read whole (or dropped), not as their bytes arrive, so it also bounds the
+bodies one connection makes the server hold."""
 MAX_HEADER_BLOCK: Final = 64 * 1024
 """Bytes of one request's encoded header block (HEADERS and its CONTINUATIONs)."""
 DRAIN_GRACE: Final = 1.0
@@ -201,6 +203,7 @@ class H2Connection(asyncio.Protocol):
         self._initial_window = _DEFAULT_WINDOW  # the client's SETTINGS_INITIAL_WINDOW_SIZE
         self._max_frame = _MAX_FRAME  # the client's SETTINGS_MAX_FRAME_SIZE
         self._unacknowledged = 0  # body bytes received since the connection window's update
+        self._released = 0  # of those, bytes no longer held (read whole, dropped, padding)
         self._out: list[bytes] = []
         self._handlers: dict[int, Callable[[int, int, bytes], None]] = {
             DATA: self._data,
@@ -307,8 +310,7 @@ class H2Connection(asyncio.Protocol):
         if stream_id == 0 or len(payload) != 4:
             raise ProtocolViolation(PROTOCOL_ERROR, "malformed RST_STREAM")
         self._idle_check(stream_id)
-        self._streams.pop(stream_id, None)
-        self._pending.pop(stream_id, None)
+        self._drop(stream_id)
 
     def _priority(self, flags: int, stream_id: int, payload: bytes) -> None:
         if stream_id == 0 or len(payload) != 5:
@@ -440,14 +442,13 @@ class H2Connection(asyncio.Protocol):
         self._unacknowledged += len(payload)  # padding included: it is flow-controlled too
         if self._unacknowledged > CONNECTION_WINDOW + _DEFAULT_WINDOW:
             raise ProtocolViolation(FLOW_CONTROL_ERROR, "more data than the connection window")
-        if self._unacknowledged >= CONNECTION_WINDOW // 2:
-            self._out.append(frame(WINDOW_UPDATE, 0, 0, _WORD.pack(self._unacknowledged)))
-            self._unacknowledged = 0
         stream = self._streams.get(stream_id)
         if stream is None or not stream.receiving:
-            return  # reset or answered already: its bytes only count for the connection
+            self._release(len(payload))  # reset or answered already: nothing is kept
+            return
         stream.unacknowledged += len(payload)
         if stream.unacknowledged > self._max_body:
+            self._release(len(payload))
             self._reset(stream_id, FLOW_CONTROL_ERROR)
             return
         if stream.unacknowledged >= self._max_body // 2 and not flags & END_STREAM:
@@ -455,6 +456,7 @@ class H2Connection(asyncio.Protocol):
             self._out.append(frame(WINDOW_UPDATE, 0, stream_id, update))
             stream.unacknowledged = 0
         body = _unpadded(payload, flags)
+        kept = 0
         if not stream.answered:
             stream.size += len(body)
             if stream.size > self._max_body:
@@ -462,6 +464,8 @@ class H2Connection(asyncio.Protocol):
                 self._respond(stream_id, self._webhook.refuse(self._peer, 413, "too_large", text))
             else:
                 stream.body.append(body)
+                kept = len(body)
+        self._release(len(payload) - kept)
         if flags & END_STREAM:
             self._end(stream_id)
 
@@ -473,7 +477,7 @@ class H2Connection(asyncio.Protocol):
         stream.receiving = False
         if stream.answered:
             if stream_id not in self._pending:
-                self._streams.pop(stream_id, None)
+                self._drop(stream_id)
             return
         if self._stopping:  # the client retries a refused stream elsewhere
             self._reset(stream_id, REFUSED_STREAM)
@@ -484,6 +488,7 @@ class H2Connection(asyncio.Protocol):
             body=b"".join(stream.body),
             keep_alive=True,
         )
+        self._release(stream.size)
         stream.body = []
         outcome = self._webhook.triage(request, peer=self._peer, client_ok=self._client_ok)
         if isinstance(outcome, reviews.Review):
@@ -556,15 +561,32 @@ class H2Connection(asyncio.Protocol):
 
     def _finished(self, stream_id: int) -> None:
         """Our answer is all out: the stream is done (reset if the client still sends)."""
-        stream = self._streams.pop(stream_id, None)
+        stream = self._drop(stream_id)
         if stream is not None and stream.receiving:  # e.g. 413 while the body still comes
             self._reset(stream_id, NO_ERROR)
 
     def _reset(self, stream_id: int, code: int) -> None:
         """RST_STREAM with ``code``; this side forgets the stream."""
-        self._streams.pop(stream_id, None)
-        self._pending.pop(stream_id, None)
+        self._drop(stream_id)
         self._out.append(frame(RST_STREAM, 0, stream_id, _WORD.pack(code)))
+
+    def _drop(self, stream_id: int) -> _Stream | None:
+        """Forget a stream; the body bytes it held go back to the connection's window."""
+        self._pending.pop(stream_id, None)
+        stream = self._streams.pop(stream_id, None)
+        if stream is not None and stream.body:
+            self._release(sum(len(part) for part in stream.body))
+            stream.body = []
+        return stream
+
+    def _release(self, size: int) -> None:
+        """``size`` bytes of the connection window no longer held: given back to the
+        client once half the window is (one WINDOW_UPDATE, not one per request)."""
+        self._released += size
+        if self._released >= CONNECTION_WINDOW // 2:
+            self._out.append(frame(WINDOW_UPDATE, 0, 0, _WORD.pack(self._released)))
+            self._unacknowledged -= self._released
+            self._released = 0
 
     def _goaway(self, code: int) -> None:
         """Say GOAWAY (the last stream this side saw) and close."""

@@ -243,20 +243,71 @@ async def test_an_answer_waits_for_the_clients_window_then_goes_out() -> None:
     assert json.loads(body)["response"]["allowed"] is True
 
 
-async def test_the_connection_window_is_given_back_as_bodies_arrive(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(webhook_h2, "CONNECTION_WINDOW", 4 * len(BODY))
+def windowed(monkeypatch: pytest.MonkeyPatch, *, bodies: int) -> tuple[Server, Client, int]:
+    """A server whose connection window fits ``bodies`` of :data:`BODY`, its client, and
+    the client's window at the start."""
+    monkeypatch.setattr(webhook_h2, "CONNECTION_WINDOW", bodies * len(BODY))
     server = Server()
     client = Client(server)
-    opened = client.h2.outbound_flow_control_window
+    return server, client, client.h2.outbound_flow_control_window
+
+
+def connection_updates(client: Client) -> int:
+    """WINDOW_UPDATE frames the client got for the whole connection."""
+    updates = [e for e in client.events if isinstance(e, h2.events.WindowUpdated)]
+    return len([e for e in updates if e.stream_id == 0])
+
+
+async def test_the_connection_window_is_given_back_as_requests_are_read_whole(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    server, client, opened = windowed(monkeypatch, bodies=4)
     for _ in range(3):
         client.post()
     await server.settle()
     client.receive()
-    updates = [e for e in client.events if isinstance(e, h2.events.WindowUpdated)]
-    assert len([e for e in updates if e.stream_id == 0]) == 2  # at the start, then half used
+    assert connection_updates(client) == 2  # at the start, then once half was read
     assert client.h2.outbound_flow_control_window == opened - len(BODY)
+
+
+async def test_bodies_still_arriving_hold_the_connection_window(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A client that starts bodies and never ends them gets no more window than the
+    connection's: that is all the server holds for it (until 408 drops them)."""
+    server, client, opened = windowed(monkeypatch, bodies=4)
+    sids = []
+    for _ in range(3):
+        sid = client.h2.get_next_available_stream_id()
+        client.h2.send_headers(sid, HEADERS)
+        client.h2.send_data(sid, BODY)  # not ended
+        sids.append(sid)
+    client.send()
+    assert connection_updates(client) == 1  # the start only: nothing given back
+    assert client.h2.outbound_flow_control_window == opened - 3 * len(BODY)
+    for sid in sids:
+        client.h2.end_stream(sid)
+    client.send()
+    await server.settle()
+    client.receive()
+    assert connection_updates(client) == 2  # read whole: given back, half the window at once
+    assert client.h2.outbound_flow_control_window == opened - len(BODY)
+    assert [client.answer(sid)[0] for sid in sids] == [200, 200, 200]
+
+
+async def test_a_request_that_never_arrives_whole_gives_its_window_back_with_its_408(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    server, client, opened = windowed(monkeypatch, bodies=2)
+    sid = client.h2.get_next_available_stream_id()
+    client.h2.send_headers(sid, HEADERS)
+    client.h2.send_data(sid, BODY)  # not ended
+    client.send()
+    assert client.h2.outbound_flow_control_window == opened - len(BODY)
+    server.conn.expire(asyncio.get_running_loop().time() + 11)  # past the patience
+    client.receive()
+    assert client.answer(sid)[0] == 408
+    assert client.h2.outbound_flow_control_window == opened
 
 
 async def test_streams_beyond_the_limit_are_refused_alone(
