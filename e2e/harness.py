@@ -54,7 +54,7 @@ import httpx
 import yaml
 
 from dbquota.handlers.webhook_tls import ensure_dev_certificates
-from e2e import controlplane
+from e2e import controlplane, scraping
 from e2e.waiting import wait_for, webhook_points_at
 from tests import simulating
 
@@ -289,6 +289,11 @@ class Operator:
     def logs(self) -> str:
         """Everything the operator printed so far."""
         return self.log.read_text(errors="replace")
+
+    def metric(self, name: str, **labels: str) -> float:
+        """The sum of ``name``'s samples (with ``labels``) on its ``/metrics`` now."""
+        text = httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).text
+        return scraping.total(scraping.samples(text), name, **labels)
 
     def ready(self) -> bool:
         """Whether its ``/readyz`` answers 200 (billing cache warm, webhook serving)."""

@@ -30,7 +30,7 @@ from typing import Any
 import httpx
 import pytest
 
-from e2e import harness, scraping
+from e2e import harness
 from e2e.conftest import FAST
 from e2e.harness import Cluster, Kubectl, Operator
 from e2e.test_crds import claim, quota
@@ -359,10 +359,7 @@ def test_parallel_kubectl_creates_never_exceed_the_budget(
 
 
 def escrow_admissions(operator: Operator) -> float:
-    text = httpx.get(f"http://127.0.0.1:{operator.metrics_port}/metrics", timeout=5).text
-    return scraping.total(
-        scraping.samples(text), "dbquota_admission_reservations_total", path="escrow"
-    )
+    return operator.metric("dbquota_admission_reservations_total", path="escrow")
 
 
 def test_claims_admitted_from_escrow_are_reserved_and_the_escrow_given_back(

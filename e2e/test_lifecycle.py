@@ -34,7 +34,7 @@ import httpx
 import pytest
 
 from dbquota.handlers.webhook_tls import ensure_dev_certificates
-from e2e import harness, scraping
+from e2e import harness
 from e2e.conftest import FAST
 from e2e.harness import Cluster, Kubectl, Operator, as_apiserver, spawn_operator, stop_operator
 from e2e.test_crds import claim
@@ -59,8 +59,7 @@ class Replica:
         return allowed
 
     def metric(self, name: str, **labels: str) -> float:
-        text = httpx.get(f"http://127.0.0.1:{self.op.metrics_port}/metrics", timeout=5).text
-        return scraping.total(scraping.samples(text), name, **labels)
+        return self.op.metric(name, **labels)
 
     def ready(self) -> bool:
         return self.op.ready()

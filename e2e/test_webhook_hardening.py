@@ -34,7 +34,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from e2e import scraping
 from e2e.harness import Cluster, Kubectl, Operator
 from e2e.test_crds import claim
 from e2e.test_enforcement import claim_status, live_quota, review, status
@@ -312,8 +311,7 @@ def test_a_request_without_a_client_certificate_gets_no_http_answer(
 
 def decisions(op: Operator) -> float:
     """Admission decisions the operator has counted so far (every review that reached it)."""
-    text = httpx.get(f"http://127.0.0.1:{op.metrics_port}/metrics", timeout=5).text
-    return scraping.total(scraping.samples(text), "dbquota_admission_decisions_total")
+    return op.metric("dbquota_admission_decisions_total")
 
 
 def test_forged_creates_without_a_client_certificate_reserve_nothing(
