@@ -183,8 +183,31 @@ def frames(data: bytes) -> list[tuple[int, int, int, bytes]]:
 
 def goaway(data: bytes) -> int | None:
     """The error code of the GOAWAY among ``data``'s frames, if any."""
-    codes = [struct.unpack(">II", p)[1] for k, _, _, p in frames(data) if k == webhook_h2.GOAWAY]
-    return codes[0] if codes else None
+    found = goaways(data)
+    return found[0][1] if found else None
+
+
+def goaways(data: bytes) -> list[tuple[int, int]]:
+    """(last stream id, error code) of every GOAWAY among ``data``'s frames."""
+    return [struct.unpack(">II", p) for k, _, _, p in frames(data) if k == webhook_h2.GOAWAY]
+
+
+def resets(data: bytes) -> list[tuple[int, int]]:
+    """(stream id, error code) of every RST_STREAM among ``data``'s frames."""
+    return [
+        (sid, struct.unpack(">I", p)[0])
+        for k, _, sid, p in frames(data)
+        if k == webhook_h2.RST_STREAM
+    ]
+
+
+def ended(data: bytes) -> set[int]:
+    """The streams whose answers end among ``data``'s frames."""
+    return {
+        sid
+        for kind, flags, sid, _ in frames(data)
+        if kind == webhook_h2.DATA and flags & webhook_h2.END_STREAM
+    }
 
 
 def raw_request(sid: int) -> bytes:
@@ -321,9 +344,7 @@ async def test_streams_beyond_the_limit_are_refused_alone(
     server = Server()
     server.release = asyncio.Event()
     server.conn.data_received(_PREFACE + raw_request(1) + raw_request(3))
-    sent = frames(server.transport.take())
-    refused = [(k, sid, p) for k, _, sid, p in sent if k == webhook_h2.RST_STREAM]
-    assert refused == [(webhook_h2.RST_STREAM, 3, struct.pack(">I", webhook_h2.REFUSED_STREAM))]
+    assert resets(server.transport.take()) == [(3, webhook_h2.REFUSED_STREAM)]
     server.release.set()
     await server.settle()
     answered = [sid for k, _, sid, _ in frames(server.transport.take()) if k == webhook_h2.HEADERS]
@@ -384,9 +405,7 @@ async def test_a_body_over_the_limit_gets_413_and_the_connection_goes_on() -> No
 async def test_more_body_than_the_stream_window_resets_that_stream() -> None:
     server = Server(max_body=64)
     server.conn.data_received(_PREFACE + raw_request(1))  # BODY is over 64 bytes at once
-    sent = frames(server.transport.take())
-    resets = [(sid, p) for k, _, sid, p in sent if k == webhook_h2.RST_STREAM]
-    assert resets == [(1, struct.pack(">I", webhook_h2.FLOW_CONTROL_ERROR))]
+    assert resets(server.transport.take()) == [(1, webhook_h2.FLOW_CONTROL_ERROR)]
     assert not server.transport.closed
 
 
@@ -462,29 +481,6 @@ async def test_a_protocol_violation_gets_goaway_and_closes(data: bytes, code: in
     assert refused._value.get() == before + 1
     server.conn.data_received(_PREFACE)  # nothing more is read, nothing raised
     assert server.transport.take() == b""
-
-
-def goaways(data: bytes) -> list[tuple[int, int]]:
-    """(last stream id, error code) of every GOAWAY among ``data``'s frames."""
-    return [struct.unpack(">II", p) for k, _, _, p in frames(data) if k == webhook_h2.GOAWAY]
-
-
-def resets(data: bytes) -> list[tuple[int, int]]:
-    """(stream id, error code) of every RST_STREAM among ``data``'s frames."""
-    return [
-        (sid, struct.unpack(">I", p)[0])
-        for k, _, sid, p in frames(data)
-        if k == webhook_h2.RST_STREAM
-    ]
-
-
-def ended(data: bytes) -> set[int]:
-    """The streams whose answers end among ``data``'s frames."""
-    return {
-        sid
-        for kind, flags, sid, _ in frames(data)
-        if kind == webhook_h2.DATA and flags & webhook_h2.END_STREAM
-    }
 
 
 def test_a_connections_age_is_its_max_age_less_up_to_a_tenth() -> None:
