@@ -258,8 +258,11 @@ class Connections:
     Why not httpx: the bench's client shares the 2 cores with the webhook, and its own
     CPU per request and event-loop lag show up as webhook latency. With one single-
     connection httpx client per connection the client used about 30 % of a core at 200/s;
-    these ~40 lines of request writing and response framing (Content-Length, as aiohttp
+    these ~60 lines of request writing and response framing (Content-Length, as the webhook
     answers) do the same job for a fraction of that, closer to the apiserver's Go client.
+    An answer with ``Connection: close`` (the webhook ages its connections,
+    ``--webhook-max-connection-age``) retires its connection, as Go's client does, and a
+    request waiting for one gets a new connection in its place.
     (One shared ``httpx.AsyncClient`` pool was worse still: it fell behind its own
     timetable once a backlog formed.)
     """
@@ -273,19 +276,24 @@ class Connections:
         self._open: list[_Conn] = []
         self._connecting = 0
         self._waiters: collections.deque[asyncio.Future[_Conn]] = collections.deque()
+        self._replacing: set[asyncio.Task[None]] = set()
 
     async def post(self, body: bytes) -> tuple[int, bytes]:
         """POST ``body`` as JSON; the status code and the response body."""
         conn = await self._acquire()
         try:
-            answer = await self._exchange(conn, body)
+            status, answer, closing = await self._exchange(conn, body)
         except BaseException:
             self._discard(conn)
             raise
-        self._release(conn)
-        return answer
+        if closing:  # the server ages connections (--webhook-max-connection-age)
+            self._discard(conn)
+        else:
+            self._release(conn)
+        return status, answer
 
-    async def _exchange(self, conn: _Conn, body: bytes) -> tuple[int, bytes]:
+    async def _exchange(self, conn: _Conn, body: bytes) -> tuple[int, bytes, bool]:
+        """One request and its answer: status, body, and whether the server closes."""
         conn.writer.write(
             b"POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\n"
             b"Content-Length: %d\r\n\r\n%s" % (self.path, self.host.encode(), len(body), body)
@@ -293,30 +301,48 @@ class Connections:
         status_line = await conn.reader.readline()
         if not status_line:
             raise ClientError("connection closed")
-        status, length = int(status_line.split()[1]), -1
+        status, length, closing = int(status_line.split()[1]), -1, False
         while (line := await conn.reader.readline()) not in (b"\r\n", b""):
             key, _, value = line.partition(b":")
-            if key.strip().lower() == b"content-length":
+            key = key.strip().lower()
+            if key == b"content-length":
                 length = int(value)
+            elif key == b"connection":
+                closing = value.strip().lower() == b"close"
         if length < 0:
             raise ClientError("answer without Content-Length")
-        return status, await conn.reader.readexactly(length)
+        return status, await conn.reader.readexactly(length), closing
 
     async def _acquire(self) -> _Conn:
         if self._idle:
             return self._idle.pop()
         if len(self._open) + self._connecting < self._limit:
-            self._connecting += 1  # counts against the limit while the handshake runs
-            try:
-                reader, writer = await asyncio.open_connection(self.host, self.port, ssl=self._ctx)
-            finally:
-                self._connecting -= 1
-            conn = _Conn(reader=reader, writer=writer)
-            self._open.append(conn)
-            return conn
+            return await self._connect()
         waiter: asyncio.Future[_Conn] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         return await waiter
+
+    async def _connect(self) -> _Conn:
+        self._connecting += 1  # counts against the limit while the handshake runs
+        try:
+            reader, writer = await asyncio.open_connection(self.host, self.port, ssl=self._ctx)
+        finally:
+            self._connecting -= 1
+        conn = _Conn(reader=reader, writer=writer)
+        self._open.append(conn)
+        return conn
+
+    async def _replace(self) -> None:
+        """A new connection for the request waiting longest, in place of a closed one."""
+        try:
+            conn = await self._connect()
+        except OSError as failure:  # that request fails as it would have on the old one
+            while self._waiters:
+                if not (waiter := self._waiters.popleft()).done():
+                    waiter.set_exception(ClientError(f"reconnect failed: {failure}"))
+                    return
+            return
+        self._release(conn)
 
     def _release(self, conn: _Conn) -> None:
         while self._waiters:
@@ -330,6 +356,10 @@ class Connections:
         if conn in self._open:
             self._open.remove(conn)
         conn.writer.close()
+        if self._waiters:  # they waited for a release that this connection will not make
+            task = asyncio.create_task(self._replace())
+            self._replacing.add(task)
+            task.add_done_callback(self._replacing.discard)
 
     @property
     def opened(self) -> int:
