@@ -8,8 +8,8 @@ namespace with no quota is priced at the catalog; a spec change that reserved no
 moves only ``observedGeneration``, after a short wait; with several quotas the claim
 carries the highest price; a standby writes nothing; claims that the writes keep up with
 are written ``STEADY_WORKERS`` at a time, so as not to crowd out admissions on the
-apiserver; a backlog older than ``BACKLOG_AGE`` is written oldest first with every worker
-busy and no more.
+apiserver; the writes allowed at once double with each ``BACKLOG_AGE`` of backlog; a
+backlog is written oldest first with every worker busy and no more.
 """
 
 from __future__ import annotations
@@ -243,6 +243,20 @@ async def test_writes_that_keep_up_are_few_at_once() -> None:
     await world.settle(0.3)  # 20 writes two at a time: about 50 ms, within BACKLOG_AGE
     assert sorted(name for name, _ in world.api.written) == names
     assert peak == [publishing.STEADY_WORKERS]
+
+
+def test_writes_at_once_double_with_each_backlog_age_up_to_workers() -> None:
+    age = publishing.BACKLOG_AGE
+    assert [publishing.in_flight(w * age) for w in (0, 0.99, 1, 2, 3, 4, 100)] == [
+        publishing.STEADY_WORKERS,
+        publishing.STEADY_WORKERS,
+        2 * publishing.STEADY_WORKERS,
+        4 * publishing.STEADY_WORKERS,
+        publishing.WORKERS,
+        publishing.WORKERS,
+        publishing.WORKERS,
+    ]
+    assert publishing.in_flight(-1.0) == publishing.STEADY_WORKERS  # a clock that went back
 
 
 async def test_a_backlog_is_written_oldest_first_and_never_more_than_workers_at_once(
