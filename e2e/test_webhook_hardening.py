@@ -11,6 +11,10 @@ control plane requires the apiserver's webhook client certificate):
   malformed object is denied in our words (no Python exception text, no "internal
   error"); the operator logs no traceback meanwhile, is still running afterwards, and its
   RSS grew by less than 100 MiB;
+- bodies left unfinished on 16 connections, 4 MiB each, fill what all connections may
+  hold together (64 MiB): a 17th body gets 503 with its reason, counted as ``busy``; once
+  those connections close, a request is answered again, and the RSS grew by less than
+  100 MiB;
 - a request without a client certificate gets no HTTP answer at all (the TLS handshake
   refuses it);
 - a flood of forged CREATE reviews without a client certificate never reaches admission
@@ -20,6 +24,7 @@ control plane requires the apiserver's webhook client certificate):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import socket
@@ -40,6 +45,7 @@ from e2e.test_enforcement import claim_status, live_quota, review, status
 from e2e.waiting import wait_for
 
 FUZZ_EXAMPLES = 2000
+REJECTED = "dbquota_webhook_rejected_requests_total"
 FORBIDDEN = ("Traceback", "NoneType", "object is not", "internal error")
 """Text that would mean an exception leaked into an answer."""
 NAMESPACE = "fuzz-no-quota"
@@ -288,6 +294,62 @@ def raw_exchange(ctx: ssl.SSLContext, port: int, body: bytes) -> bytes:
     except (ssl.SSLError, OSError):
         pass
     return received
+
+
+def unfinished(ctx: ssl.SSLContext, port: int, *, length: int, sent: int) -> ssl.SSLSocket:
+    """A TLS connection that sent a POST promising ``length`` body bytes and ``sent`` of them."""
+    tls = ctx.wrap_socket(
+        socket.create_connection(("127.0.0.1", port), timeout=10), server_hostname="127.0.0.1"
+    )
+    tls.sendall(
+        b"POST /validate-claims HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json"
+        b"\r\nContent-Length: %d\r\n\r\n%s" % (length, b" " * sent)
+    )
+    return tls
+
+
+def read_all(tls: ssl.SSLSocket, *, timeout: float) -> bytes:
+    """What ``tls`` receives until the server closes or ``timeout`` passes."""
+    tls.settimeout(timeout)
+    received = b""
+    with contextlib.suppress(ssl.SSLError, OSError):
+        while chunk := tls.recv(65536):
+            received += chunk
+    return received
+
+
+def test_bodies_held_on_many_connections_past_64_mib_get_503_and_are_let_go(
+    cluster: Cluster, operator: Operator, webhook_client: httpx.Client
+) -> None:
+    ctx = webhook_context(cluster, operator, client=True)
+    port, size = operator.webhook_port, 4 * 1024 * 1024 - 64  # each under MAX_BODY
+    busy, rss_before = operator.metric(REJECTED, reason="busy"), rss_mib(operator.proc.pid)
+    holders: list[ssl.SSLSocket] = []
+
+    def refused() -> bytes:  # 64 KiB more than fits, once the server has read the rest
+        with unfinished(ctx, port, length=1024 * 1024, sent=64 * 1024) as probe:
+            answer = read_all(probe, timeout=2)
+        return answer if answer.startswith(b"HTTP/1.1 503 ") else b""
+
+    try:
+        # 4 MiB less 64 bytes each, one byte short of what they promise
+        holders.extend(unfinished(ctx, port, length=size + 1, sent=size) for _ in range(16))
+        answer = wait_for(refused, timeout=60, what="a body past 64 MiB held to get 503")
+        assert b"holds too many request bytes" in answer
+        assert operator.metric(REJECTED, reason="busy") > busy
+    finally:
+        for tls in holders:
+            tls.close()
+    again = wait_for(
+        lambda: (
+            (a := webhook_client.post("/validate-claims", content=b"{}")).status_code == 400 and a
+        ),
+        timeout=30,
+        what="the webhook to answer again once the holding connections closed",
+    )
+    assert again.text.startswith("malformed AdmissionReview: ")
+    assert operator.proc.poll() is None, "the operator died"
+    assert rss_mib(operator.proc.pid) - rss_before < 100, (rss_before, rss_mib(operator.proc.pid))
 
 
 def test_a_request_without_a_client_certificate_gets_no_http_answer(

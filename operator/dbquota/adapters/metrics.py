@@ -199,7 +199,8 @@ webhook_rejected = Counter(
     "Requests to the admission webhook refused before admission, by reason: malformed "
     "(not an AdmissionReview, HTTP 400), too_large (413), method (405), path (404), "
     "client (a client certificate whose name is not allowed, 403), http (unparsable "
-    "HTTP), timeout (the body did not arrive in time, 408).",
+    "HTTP), timeout (the body did not arrive in time, 408), busy (all connections together "
+    "hold too many request bytes, 503).",
     ["reason"],
     registry=REGISTRY,
 )

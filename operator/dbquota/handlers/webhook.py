@@ -11,7 +11,9 @@ quotas. Each request, in this order:
    (CN or SAN) gets 403;
 3. a body over :data:`MAX_BODY` bytes (Kubernetes objects are at most 1.5 MiB and a review
    carries two) gets 413, a request not complete :data:`BODY_PATIENCE` seconds after its
-   first byte 408, HTTP that cannot be parsed 400 (each closes the connection);
+   first byte 408, HTTP that cannot be parsed 400 (each closes the connection), and a
+   body whose bytes would take what all connections hold past :data:`MAX_HELD` gets 503
+   (HTTP/1.1 closes the connection; HTTP/2 answers that stream only);
 4. the body is decoded (:func:`dbquota.domain.reviews.decode`): not an AdmissionReview
    gets 400 with the short fixed message (``malformed AdmissionReview: request.uid
    missing``), never the input or an exception's text;
@@ -84,6 +86,12 @@ PATH: Final = "/validate-claims"
 """The one path served (the Helm chart's ValidatingWebhookConfiguration calls it)."""
 MAX_BODY: Final = 4 * 1024 * 1024
 """Bytes of the largest body read; a larger one is refused with 413."""
+MAX_HELD: Final = 64 * 1024 * 1024
+"""Request body bytes held at once across every connection, read but not yet decoded. Each
+connection alone is bounded (HTTP/1.1: :data:`_MAX_QUEUED` requests; HTTP/2: its flow-
+control window), but not their number: without a client CA or a NetworkPolicy, anyone who
+reaches the port could open hundreds and make the operator hold gigabytes. The apiserver's
+reviews are a few KiB each, so legitimate traffic stays far below."""
 BODY_PATIENCE: Final = 10.0
 """Seconds a request may take to arrive from its first byte (408 after that), and a TLS
 handshake to complete."""
@@ -202,10 +210,23 @@ class _Webhook:
         self.reject = rejections
         self.connections: set[_Connection] = set()
         self.tasks: set[asyncio.Task[None]] = set()
+        self.held = 0
+        """Request body bytes every connection holds (:data:`MAX_HELD`)."""
+
+    def hold(self, size: int) -> bool:
+        """Count ``size`` more body bytes held; False, counting nothing, past :data:`MAX_HELD`."""
+        if self.held + size > MAX_HELD:
+            return False
+        self.held += size
+        return True
+
+    def release(self, size: int) -> None:
+        """``size`` body bytes no longer held (decoded, dropped, or their connection gone)."""
+        self.held -= size
 
     def refuse(self, peer: str, status: int, reason: str, text: str) -> _Response:
         self.reject(reason, peer=peer, detail=f"{status} {text}")
-        close = status in (400, 408, 413) and reason != "malformed"
+        close = status in (400, 408, 413, 503) and reason != "malformed"
         return _Response(status=status, body=text.encode() + b"\n", close=close)
 
     def triage(
@@ -277,6 +298,8 @@ class _Connection(asyncio.Protocol):
         self._target_size = 0
         self._body: list[bytes] = []
         self._size = 0
+        self._held = 0  # body bytes of this connection counted in the webhook's held
+        self._shed = False  # a body did not fit in MAX_HELD: answer 503 and close
         self._in_message = False
         self._expect = False
         self._queue: collections.deque[_Request] = collections.deque()
@@ -317,6 +340,8 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
         self._queue.clear()
+        self._webhook.release(self._held)
+        self._held = 0
         self._webhook.connections.discard(self)
 
     def data_received(self, data: bytes) -> None:
@@ -332,6 +357,9 @@ class _Connection(asyncio.Protocol):
             self._fail(
                 self._webhook.refuse(self._peer, 413, "too_large", f"body over {MAX_BODY} bytes")
             )
+            return
+        if self._shed:
+            self._fail(self._webhook.refuse(self._peer, 503, "busy", webhook_h2.BUSY))
             return
         if len(self._queue) >= _MAX_QUEUED and not self._paused:
             self._paused = True
@@ -365,8 +393,12 @@ class _Connection(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         self._size += len(body)
-        if self._size <= MAX_BODY:
-            self._body.append(body)
+        if self._size <= MAX_BODY and not self._shed:
+            if self._webhook.hold(len(body)):
+                self._held += len(body)
+                self._body.append(body)
+            else:
+                self._shed = True
 
     def on_message_complete(self) -> None:
         self._in_message = False
@@ -391,6 +423,8 @@ class _Connection(asyncio.Protocol):
         """Answer the queued requests in order, until one needs admission."""
         while not self._busy and self._queue and not self._closing:
             request = self._queue.popleft()
+            self._held -= len(request.body)  # decoded by triage, not held after it
+            self._webhook.release(len(request.body))
             outcome = self._webhook.triage(request, peer=self._peer, client_ok=self._client_ok)
             if isinstance(outcome, reviews.Review):
                 self._busy = True

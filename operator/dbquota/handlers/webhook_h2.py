@@ -14,8 +14,9 @@ default when the server offers ``h2`` in ALPN.
 HTTP/1.1 for every other client. Each stream goes through the same steps as HTTP/1.1
 (``webhook.triage`` then ``webhook.answer``): the same limits (a body over ``max_body``
 gets 413 and its stream is reset; a request not complete ``patience`` seconds after it
-began gets 408), the same refusals and counters. Streams are answered as their admissions
-finish, in any order, as HTTP/2 allows; flow control is honoured both ways.
+began gets 408; a body that all connections together cannot hold, ``webhook.MAX_HELD``,
+gets 503 on its stream alone), the same refusals and counters. Streams are answered as
+their admissions finish, in any order, as HTTP/2 allows; flow control is honoured both ways.
 
 Why the framing is written here (RFC 9113, server side only) and only HPACK is taken from
 a library (``hpack``, the python-hyper project's): the webhook reads a request's method,
@@ -63,6 +64,8 @@ CONNECTION_WINDOW: Final = 16 * 1024 * 1024
 default, 64 KiB, would hold reviews back while earlier ones are read). It is given back
 as requests are read whole (or dropped), not as their bytes arrive, so it also bounds the
 bodies one connection makes the server hold."""
+BUSY: Final = "the webhook holds too many request bytes at once; try again"
+"""The 503's text for a body that all connections cannot hold (``webhook.MAX_HELD``)."""
 MAX_HEADER_BLOCK: Final = 64 * 1024
 """Bytes of one request's encoded header block (HEADERS and its CONTINUATIONs)."""
 DRAIN_GRACE: Final = 1.0
@@ -117,6 +120,10 @@ class Webhook(Protocol):
     tasks: set[asyncio.Task[None]]
 
     def refuse(self, peer: str, status: int, reason: str, text: str) -> Any: ...
+
+    def hold(self, size: int) -> bool: ...
+
+    def release(self, size: int) -> None: ...
 
     def triage(self, request: Any, *, peer: str, client_ok: bool) -> Any: ...
 
@@ -204,6 +211,7 @@ class H2Connection(asyncio.Protocol):
         self._max_frame = _MAX_FRAME  # the client's SETTINGS_MAX_FRAME_SIZE
         self._unacknowledged = 0  # body bytes received since the connection window's update
         self._released = 0  # of those, bytes no longer held (read whole, dropped, padding)
+        self._held = 0  # body bytes of this connection counted in the webhook's held
         self._out: list[bytes] = []
         self._handlers: dict[int, Callable[[int, int, bytes], None]] = {
             DATA: self._data,
@@ -244,6 +252,8 @@ class H2Connection(asyncio.Protocol):
         self._closing = True
         self._streams.clear()
         self._pending.clear()
+        self._webhook.release(self._held)
+        self._held = 0
         self._webhook.connections.discard(self)
 
     def data_received(self, data: bytes) -> None:
@@ -462,9 +472,12 @@ class H2Connection(asyncio.Protocol):
             if stream.size > self._max_body:
                 text = f"body over {self._max_body} bytes"
                 self._respond(stream_id, self._webhook.refuse(self._peer, 413, "too_large", text))
+            elif not self._webhook.hold(len(body)):  # all connections hold too much
+                self._respond(stream_id, self._webhook.refuse(self._peer, 503, "busy", BUSY))
             else:
                 stream.body.append(body)
                 kept = len(body)
+                self._held += kept
         self._release(len(payload) - kept)
         if flags & END_STREAM:
             self._end(stream_id)
@@ -489,6 +502,7 @@ class H2Connection(asyncio.Protocol):
             keep_alive=True,
         )
         self._release(stream.size)
+        self._unhold(stream.size)
         stream.body = []
         outcome = self._webhook.triage(request, peer=self._peer, client_ok=self._client_ok)
         if isinstance(outcome, reviews.Review):
@@ -575,9 +589,16 @@ class H2Connection(asyncio.Protocol):
         self._pending.pop(stream_id, None)
         stream = self._streams.pop(stream_id, None)
         if stream is not None and stream.body:
-            self._release(sum(len(part) for part in stream.body))
+            size = sum(len(part) for part in stream.body)
+            self._release(size)
+            self._unhold(size)
             stream.body = []
         return stream
+
+    def _unhold(self, size: int) -> None:
+        """``size`` body bytes no longer held: out of the webhook's count of all held."""
+        self._held -= size
+        self._webhook.release(size)
 
     def _release(self, size: int) -> None:
         """``size`` bytes of the connection window no longer held: given back to the

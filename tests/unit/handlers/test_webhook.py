@@ -312,6 +312,33 @@ async def test_a_body_that_never_arrives_gets_408(
     assert admitter.seen is None
 
 
+async def test_bodies_past_what_all_connections_may_hold_get_503_until_some_are_let_go(
+    tmp_path: Path, admitter: Admitter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(webhook, "MAX_HELD", 100_000)
+    padded = review() + b" " * 60_000  # over half of what may be held
+    before = rejected("busy")
+    async with webhook.serving(settings(tmp_path), admit=admitter, kinds=KINDS) as port:
+        ctx = client_context(tmp_path)
+        _, writer = await asyncio.open_connection("127.0.0.1", port, ssl=ctx)
+        writer.write(post(padded)[:-10])  # held, never finished
+        await writer.drain()
+        await asyncio.sleep(0.2)
+        answer = await exchange(port, ctx, post(padded))  # would hold 120,000 bytes
+        assert answer.startswith(b"HTTP/1.1 503 ")
+        assert b"holds too many request bytes" in answer
+        assert rejected("busy") == before + 1
+        writer.close()  # its bytes are let go with its connection
+        with contextlib.suppress(OSError, ssl.SSLError):
+            await writer.wait_closed()
+        await asyncio.sleep(0.2)
+        async with httpx.AsyncClient(verify=ctx, timeout=10) as client:
+            for _ in range(3):  # and each request's bytes once it is read
+                ok = await client.post(f"https://127.0.0.1:{port}{webhook.PATH}", content=padded)
+                assert ok.status_code == 200
+    assert rejected("busy") == before + 1
+
+
 def test_refusals_log_one_line_per_interval_with_the_count_of_the_others(
     caplog: pytest.LogCaptureFixture,
 ) -> None:

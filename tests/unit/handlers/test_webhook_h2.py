@@ -402,6 +402,43 @@ async def test_a_body_over_the_limit_gets_413_and_the_connection_goes_on() -> No
     assert not server.transport.closed
 
 
+async def test_bodies_past_what_all_connections_may_hold_get_503_on_their_stream_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(webhook, "MAX_HELD", 2 * len(BODY))
+    server = Server()
+    client = Client(server)
+    sids = []
+    for _ in range(3):
+        sid = client.h2.get_next_available_stream_id()
+        client.h2.send_headers(sid, HEADERS)
+        client.h2.send_data(sid, BODY)  # not ended
+        sids.append(sid)
+    client.send()
+    status, body, _ = client.answer(sids[2])
+    assert (status, body) == (503, webhook_h2.BUSY.encode() + b"\n")
+    assert server.webhook.held == 2 * len(BODY)
+    for sid in sids[:2]:
+        client.h2.end_stream(sid)
+    client.send()
+    await server.settle()
+    client.receive()
+    assert [client.answer(sid)[0] for sid in sids[:2]] == [200, 200]
+    assert server.webhook.held == 0  # read whole: let go
+    another = client.post()
+    await server.settle()
+    client.receive()
+    assert client.answer(another)[0] == 200
+    assert not server.transport.closed
+    partial = client.h2.get_next_available_stream_id()
+    client.h2.send_headers(partial, HEADERS)
+    client.h2.send_data(partial, BODY)
+    client.send()
+    assert server.webhook.held == len(BODY)
+    server.conn.connection_lost(None)  # the connection's bytes go with it
+    assert server.webhook.held == 0
+
+
 async def test_more_body_than_the_stream_window_resets_that_stream() -> None:
     server = Server(max_body=64)
     server.conn.data_received(_PREFACE + raw_request(1))  # BODY is over 64 bytes at once
