@@ -154,6 +154,13 @@ class Client:
         self.send()
         return sid
 
+    def begin(self) -> int:
+        """A stream whose request body starts and does not end (sent with the next send())."""
+        sid = self.h2.get_next_available_stream_id()
+        self.h2.send_headers(sid, HEADERS)
+        self.h2.send_data(sid, BODY)
+        return sid
+
     def answer(self, sid: int) -> tuple[int, bytes, bool]:
         """Status, body so far, and whether the stream ended."""
         status, body, ended = 0, b"", False
@@ -303,12 +310,7 @@ async def test_bodies_still_arriving_hold_the_connection_window(
     """A client that starts bodies and never ends them gets no more window than the
     connection's: that is all the server holds for it (until 408 drops them)."""
     server, client, opened = windowed(monkeypatch, bodies=4)
-    sids = []
-    for _ in range(3):
-        sid = client.h2.get_next_available_stream_id()
-        client.h2.send_headers(sid, HEADERS)
-        client.h2.send_data(sid, BODY)  # not ended
-        sids.append(sid)
+    sids = [client.begin() for _ in range(3)]
     client.send()
     assert connection_updates(client) == 1  # the start only: nothing given back
     assert client.h2.outbound_flow_control_window == opened - 3 * len(BODY)
@@ -326,9 +328,7 @@ async def test_a_request_that_never_arrives_whole_gives_its_window_back_with_its
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     server, client, opened = windowed(monkeypatch, bodies=2)
-    sid = client.h2.get_next_available_stream_id()
-    client.h2.send_headers(sid, HEADERS)
-    client.h2.send_data(sid, BODY)  # not ended
+    sid = client.begin()
     client.send()
     assert client.h2.outbound_flow_control_window == opened - len(BODY)
     server.conn.expire(asyncio.get_running_loop().time() + 11)  # past the patience
@@ -408,12 +408,7 @@ async def test_bodies_past_what_all_connections_may_hold_get_503_on_their_stream
     monkeypatch.setattr(webhook, "MAX_HELD", 2 * len(BODY))
     server = Server()
     client = Client(server)
-    sids = []
-    for _ in range(3):
-        sid = client.h2.get_next_available_stream_id()
-        client.h2.send_headers(sid, HEADERS)
-        client.h2.send_data(sid, BODY)  # not ended
-        sids.append(sid)
+    sids = [client.begin() for _ in range(3)]
     client.send()
     status, body, _ = client.answer(sids[2])
     assert (status, body) == (503, webhook_h2.BUSY.encode() + b"\n")
@@ -430,9 +425,7 @@ async def test_bodies_past_what_all_connections_may_hold_get_503_on_their_stream
     client.receive()
     assert client.answer(another)[0] == 200
     assert not server.transport.closed
-    partial = client.h2.get_next_available_stream_id()
-    client.h2.send_headers(partial, HEADERS)
-    client.h2.send_data(partial, BODY)
+    client.begin()
     client.send()
     assert server.webhook.held == len(BODY)
     server.conn.connection_lost(None)  # the connection's bytes go with it
