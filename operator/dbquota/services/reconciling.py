@@ -5,7 +5,9 @@ for a reconcile directly: events *mark* a quota dirty (:meth:`Reconciler.mark`) 
 created, priced or deleted, a reservation to settle, a lease that lapsed, a billing sync,
 a spec change, the periodic resync — and one worker refreshes each dirty quota at most
 once per :data:`MIN_INTERVAL`, however many events came. So a burst of 200 claims a second
-costs a few status writes a second, not one per claim.
+costs a few status writes a second, not one per claim. The worker takes dirty quotas from
+a queue ordered by when each may be refreshed (:class:`dbquota.kits.schedules.DueQueue`),
+so an event costs O(log quotas), not a look at every dirty quota.
 
 A refresh reads the quota from the watch, recomputes the whole status with
 :func:`dbquota.domain.statuses.quota_status` from the namespace's claims (the claim
@@ -22,12 +24,17 @@ released and adopted reservations, lapsed escrow, budget and alert threshold cro
 ``events.k8s.io/v1`` Events by :class:`dbquota.services.recording.Recorder` (repeats become
 one Event with a series). Each written status is also published as the quota's
 ``dbquota_quota_*`` metrics (:func:`dbquota.adapters.metrics.publish_quota`).
+
+Size: the scheduling, the refresh and the Events a refresh announces in one module,
+because each Event follows one written refresh and says what that refresh changed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+import math
 import time
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -38,6 +45,7 @@ from dbquota.adapters.kube import QUOTAS, Informer
 from dbquota.domain import billing, reservations, statuses
 from dbquota.domain.resources import QuotaObject, QuotaStatus
 from dbquota.errors import Conflict, KubeError, NotFound
+from dbquota.kits.schedules import DueQueue
 from dbquota.services import inventory, recording
 from dbquota.services.stores import QuotaStore
 
@@ -112,6 +120,9 @@ class Reconciler:
         self._dirty: dict[tuple[str, str], bool] = {}  # -> whether a write is wanted anyway
         self._due: dict[tuple[str, str], float] = {}  # monotonic time a mark falls due
         self._last: dict[tuple[str, str], float] = {}  # monotonic time of the last refresh
+        self._queue: DueQueue[tuple[str, str]] = DueQueue()  # dirty quotas, by when ready
+        self._refreshing: set[tuple[str, str]] = set()
+        self._wake_at = math.inf  # when the worker wakes by itself (marks due sooner wake it)
         self._settling: dict[tuple[str, str], dict[str, float]] = {}  # reservation -> waits since
         self._wake = asyncio.Event()
         self._announcing = asyncio.Lock()
@@ -128,7 +139,14 @@ class Reconciler:
         if key not in self._dirty or due < self._due.get(key, due):
             self._due[key] = due
         self._dirty[key] = self._dirty.get(key, False) or force
-        self._wake.set()
+        self._enqueue(key)
+
+    def _enqueue(self, key: tuple[str, str]) -> None:
+        """Queue a dirty quota for when it may be refreshed; wake the worker if that is
+        sooner than it would wake by itself."""
+        ready = max(self._last.get(key, -MIN_INTERVAL) + MIN_INTERVAL, self._due.get(key, 0.0))
+        if self._queue.put(key, ready) and ready < self._wake_at:
+            self._wake.set()
 
     def mark_namespace(self, namespace: str, *, force: bool = False) -> None:
         """Refresh every quota of ``namespace`` soon."""
@@ -143,6 +161,7 @@ class Reconciler:
     def forget(self, namespace: str, name: str) -> None:
         """A quota was deleted."""
         self._dirty.pop((namespace, name), None)
+        self._queue.discard((namespace, name))
         self._due.pop((namespace, name), None)
         self._last.pop((namespace, name), None)
         self._settling.pop((namespace, name), None)
@@ -150,42 +169,44 @@ class Reconciler:
     # -- the worker ----------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Refresh dirty quotas while leading, each at most once per :data:`MIN_INTERVAL`."""
+        """Refresh dirty quotas while leading, each at most once per :data:`MIN_INTERVAL`,
+        taking them from a queue ordered by when each may be refreshed (O(log n) each)."""
         running: set[asyncio.Task[None]] = set()
         while True:
             self._wake.clear()
-            delay = MIN_INTERVAL
-            if self._leading():
-                now = time.monotonic()
-                busy = {t.get_name() for t in running}
-                for key, force in list(self._dirty.items()):
-                    if len(running) >= WORKERS:
-                        break
-                    wait = max(
-                        self._last.get(key, -MIN_INTERVAL) + MIN_INTERVAL - now,
-                        self._due.get(key, now) - now,
-                    )
-                    if wait > 0 or f"{key[0]}/{key[1]}" in busy:
-                        delay = min(delay, max(wait, 0.01))
-                        continue
-                    del self._dirty[key]
-                    self._due.pop(key, None)
-                    self._last[key] = now
-                    task = asyncio.create_task(
-                        self._refresh_logged(*key, force=force), name=f"{key[0]}/{key[1]}"
-                    )
-                    running.add(task)
-                    task.add_done_callback(running.discard)
-                    task.add_done_callback(lambda _: self._wake.set())
-            if not self._dirty:
-                delay = 3600.0
-            elif not self._leading():
-                delay = 1.0
+            now = time.monotonic()
+            leading = self._leading()
+            while leading and len(running) < WORKERS and (key := self._queue.pop_due(now)):
+                if key in self._refreshing or key not in self._dirty:
+                    continue  # queued again when its refresh ends, or no longer dirty
+                force = self._dirty.pop(key)
+                self._due.pop(key, None)
+                self._last[key] = now
+                self._refreshing.add(key)
+                task = asyncio.create_task(self._refresh_logged(*key, force=force))
+                running.add(task)
+                task.add_done_callback(running.discard)
+                task.add_done_callback(functools.partial(self._refreshed, key))
+            ready = self._queue.next_at()
+            if not leading:
+                delay = 1.0 if self._dirty else 3600.0
+            elif len(running) >= WORKERS or ready is None:
+                delay = 3600.0  # a refresh that ends, or a mark, wakes the worker
+            else:
+                delay = max(0.001, ready - now)
+            self._wake_at = now + delay
             try:
                 async with asyncio.timeout(delay):
                     await self._wake.wait()
             except TimeoutError:
                 pass
+            self._wake_at = -math.inf
+
+    def _refreshed(self, key: tuple[str, str], _: object) -> None:
+        self._refreshing.discard(key)
+        if key in self._dirty:  # marked again while it was being refreshed
+            self._enqueue(key)
+        self._wake.set()
 
     async def _refresh_logged(self, namespace: str, name: str, *, force: bool) -> None:
         try:

@@ -180,6 +180,46 @@ async def test_a_burst_of_marks_costs_one_refresh_per_interval() -> None:
     assert api.writes == 1
 
 
+async def test_a_mark_during_a_refresh_brings_one_more_after_it_never_two_at_once() -> None:
+    api = Apiserver()
+    reconciler, _ = setup(api)
+    gate, write = asyncio.Event(), api.patch_quota_status
+
+    async def slow(**kwargs: Any) -> QuotaObject:
+        await gate.wait()
+        return await write(**kwargs)
+
+    api.patch_quota_status = slow  # type: ignore[method-assign]
+    task = asyncio.create_task(reconciler.run())
+    reconciler.mark("ns", "q", force=True)
+    await asyncio.sleep(0.02)
+    for _ in range(10):  # marked again and again while that refresh waits on its write
+        reconciler.mark("ns", "q", force=True)
+    await asyncio.sleep(0.2)  # four MIN_INTERVALs: still the one refresh in flight
+    assert reconciler.refreshes == 1
+    gate.set()
+    await asyncio.sleep(0.2)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert (reconciler.refreshes, api.writes) == (2, 2)
+
+
+async def test_a_mark_due_later_waits_and_one_due_sooner_overtakes_it() -> None:
+    api = Apiserver()
+    reconciler, _ = setup(api)
+    task = asyncio.create_task(reconciler.run())
+    reconciler.mark("ns", "q", force=True, after=0.3)
+    await asyncio.sleep(0.15)
+    assert reconciler.refreshes == 0
+    reconciler.mark("ns", "q", force=True)  # due now: does not wait for the later one
+    await asyncio.sleep(0.05)
+    assert reconciler.refreshes == 1
+    await asyncio.sleep(0.4)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert reconciler.refreshes == 1  # the later mark was met by the refresh made sooner
+
+
 async def test_a_refresh_confirms_reservations_and_recounts_totals() -> None:
     api = Apiserver()
     api.quota["status"] = {"reservations": [hold("a", 100.0), hold("b", 50.0)]}
