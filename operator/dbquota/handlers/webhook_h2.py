@@ -211,7 +211,6 @@ class H2Connection(asyncio.Protocol):
         self._max_frame = _MAX_FRAME  # the client's SETTINGS_MAX_FRAME_SIZE
         self._unacknowledged = 0  # body bytes received since the connection window's update
         self._released = 0  # of those, bytes no longer held (read whole, dropped, padding)
-        self._held = 0  # body bytes of this connection counted in the webhook's held
         self._out: list[bytes] = []
         self._handlers: dict[int, Callable[[int, int, bytes], None]] = {
             DATA: self._data,
@@ -250,10 +249,9 @@ class H2Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
+        self._webhook.release(sum(len(part) for s in self._streams.values() for part in s.body))
         self._streams.clear()
         self._pending.clear()
-        self._webhook.release(self._held)
-        self._held = 0
         self._webhook.connections.discard(self)
 
     def data_received(self, data: bytes) -> None:
@@ -477,7 +475,6 @@ class H2Connection(asyncio.Protocol):
             else:
                 stream.body.append(body)
                 kept = len(body)
-                self._held += kept
         self._release(len(payload) - kept)
         if flags & END_STREAM:
             self._end(stream_id)
@@ -501,8 +498,7 @@ class H2Connection(asyncio.Protocol):
             body=b"".join(stream.body),
             keep_alive=True,
         )
-        self._release(stream.size)
-        self._unhold(stream.size)
+        self._let_go(stream.size)
         stream.body = []
         outcome = self._webhook.triage(request, peer=self._peer, client_ok=self._client_ok)
         if isinstance(outcome, reviews.Review):
@@ -585,20 +581,19 @@ class H2Connection(asyncio.Protocol):
         self._out.append(frame(RST_STREAM, 0, stream_id, _WORD.pack(code)))
 
     def _drop(self, stream_id: int) -> _Stream | None:
-        """Forget a stream; the body bytes it held go back to the connection's window."""
+        """Forget a stream; the body bytes it held are let go (:meth:`_let_go`)."""
         self._pending.pop(stream_id, None)
         stream = self._streams.pop(stream_id, None)
         if stream is not None and stream.body:
-            size = sum(len(part) for part in stream.body)
-            self._release(size)
-            self._unhold(size)
+            self._let_go(sum(len(part) for part in stream.body))
             stream.body = []
         return stream
 
-    def _unhold(self, size: int) -> None:
-        """``size`` body bytes no longer held: out of the webhook's count of all held."""
-        self._held -= size
+    def _let_go(self, size: int) -> None:
+        """``size`` body bytes a stream held are let go: out of the webhook's count of all
+        connections' bytes, and back to the client's window (:meth:`_release`)."""
         self._webhook.release(size)
+        self._release(size)
 
     def _release(self, size: int) -> None:
         """``size`` bytes of the connection window no longer held: given back to the

@@ -200,7 +200,6 @@ class Reconciler:
                     await self._wake.wait()
             except TimeoutError:
                 pass
-            self._wake_at = -math.inf
 
     def _refreshed(self, key: tuple[str, str], _: object) -> None:
         self._refreshing.discard(key)
