@@ -232,8 +232,14 @@ def quota_status(
     live: Callable[[str], bool] = lambda _: True,
     deleted: Collection[str] = (),
     claims_current: bool = True,
+    unwritten: Collection[str] = (),
 ) -> Refresh:
     """The quota's whole status after one reconcile (module docstring).
+
+    ``unwritten`` are uids of claims that this replica admitted from its escrow and has
+    not written yet, as of ``quota``: its escrow entry still holds them, so they are not
+    counted again, even once their claims show their price (this replica's publisher
+    prices them from its ledger without waiting for the write).
 
     ``live(holder)`` says whether an escrow holder's lease is still live; ``deleted`` are
     uids of claims seen deleted recently. Unless ``claims_current`` (their watch up
@@ -262,6 +268,7 @@ def quota_status(
         live=live,
         deleted=deleted,
         claims_current=claims_current,
+        unwritten=unwritten,
     )
     counted = usage.recount(
         claims=claims, held=holds.kept, costs=snapshot.costs, in_escrow=holds.in_escrow
@@ -353,8 +360,9 @@ class _Holds:
     for the next visits to adopt and counted as reserved meanwhile."""
     in_escrow: frozenset[str] = frozenset()
     """Uids of claims that a live replica's escrow may still hold (unpriced, no
-    reservation, younger than :data:`~dbquota.domain.reservations.ADOPT_AFTER`): counted
-    by that escrow until its holder writes their reservations (:func:`usage.recount`)."""
+    reservation, younger than :data:`~dbquota.domain.reservations.ADOPT_AFTER`), and those
+    this replica's escrow surely holds (``unwritten``, priced or not): counted by that
+    escrow until its holder writes their reservations (:func:`usage.recount`)."""
 
     @classmethod
     def settle(
@@ -369,6 +377,7 @@ class _Holds:
         live: Callable[[str], bool],
         deleted: Collection[str],
         claims_current: bool,
+        unwritten: Collection[str],
     ) -> _Holds:
         kept, confirmed, released = reservations.settle(
             held=old.get("reservations") or [],
@@ -408,9 +417,12 @@ class _Holds:
             expired=expired,
             adopted=adopted,
             waiting=round(sum(cost for _, cost, _ in priced[reservations.ADOPT_AT_ONCE :]), 2),
-            in_escrow=reservations.in_escrow(held=kept, claims=claims, now=now)
-            if covered
-            else frozenset(),
+            in_escrow=frozenset(unwritten)
+            | (
+                reservations.in_escrow(held=kept, claims=claims, now=now)
+                if covered
+                else frozenset()
+            ),
         )
 
 

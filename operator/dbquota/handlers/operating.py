@@ -330,6 +330,7 @@ async def _serve(
                 next_lapse=leases.next_lapse,
                 claims_current=lambda: claim_index.current,
                 deleted=lambda namespace: runtime.recently_deleted(namespace) if runtime else set(),
+                unwritten=ledgers.unwritten,
             ),
             publisher=None
             if claim_informer is None
@@ -342,6 +343,7 @@ async def _serve(
                 on_published=lambda namespace: (
                     runtime.reconciler.mark_namespace(namespace) if runtime else None
                 ),
+                admitted_here=ledgers.admitted_here,
             ),
             announcer=None
             if all(kind.owned for kind in enabled)

@@ -32,7 +32,7 @@ from dbquota.adapters.kube import Informer
 from dbquota.domain import admission, billing, claims, kinds, verdicts
 from dbquota.domain.kinds import databaseclaims
 from dbquota.domain.reservations import ClaimRef
-from dbquota.domain.resources import QuotaObject
+from dbquota.domain.resources import QuotaObject, Reservation
 from dbquota.errors import KubeError
 from dbquota.services import reserving, stores
 from dbquota.settings import NoQuotaPolicy
@@ -286,6 +286,7 @@ class Ledgers:
         self._limit = in_flight_limit
         self._present = present
         self._ledgers: dict[tuple[str, str], reserving.Ledger] = {}
+        self._in_namespace: dict[str, dict[str, reserving.Ledger]] = {}
 
     def of(self, *, namespace: str, name: str) -> reserving.Ledger:
         """The ledger of quota ``namespace/name``."""
@@ -304,7 +305,21 @@ class Ledgers:
                 in_flight_limit=self._limit,
                 present=self._present,
             )
+            self._in_namespace.setdefault(namespace, {})[name] = ledger
         return ledger
+
+    def admitted_here(self, namespace: str, uid: str) -> list[Reservation]:
+        """The reservations for claim ``uid`` that this replica admitted from escrow and has
+        not written yet (one per quota of ``namespace``): the leader prices its own
+        admissions from these at once, without waiting for the write and its watch event."""
+        ledgers = self._in_namespace.get(namespace, {}).values()
+        return [r for ledger in ledgers if (r := ledger.account.unwritten.get(uid)) is not None]
+
+    async def unwritten(self, namespace: str, name: str, patience: float) -> frozenset[str] | None:
+        """:meth:`~dbquota.services.reserving.Ledger.unwritten` of the quota's ledger (none
+        yet: nothing unwritten)."""
+        ledger = self._ledgers.get((namespace, name))
+        return frozenset() if ledger is None else await ledger.unwritten(patience)
 
     def observe(self, quota: QuotaObject) -> None:
         """A quota as the watch delivered it (only ledgers already in use care)."""
@@ -316,6 +331,10 @@ class Ledgers:
     def drop(self, *, namespace: str, name: str) -> None:
         """Forget a deleted quota."""
         self._ledgers.pop((namespace, name), None)
+        in_namespace = self._in_namespace.get(namespace, {})
+        in_namespace.pop(name, None)
+        if not in_namespace:
+            self._in_namespace.pop(namespace, None)
 
     async def close(self) -> None:
         """Write every pending reservation and give every escrow back (shutdown)."""

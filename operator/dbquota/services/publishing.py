@@ -8,8 +8,11 @@ leader (:class:`dbquota.services.leasing.LeaderElection`), driven by events, nev
 polling:
 
 - a claim appears (or its spec changes) without a price for its generation: it waits for
-  its reservation, which the quota's watch brings (the webhook wrote it before answering,
-  or a moment after when it admitted from escrow), then writes
+  its reservation, which the quota's watch brings (the webhook wrote it before answering),
+  or which this replica's own ledger holds (it admitted the claim from its escrow and
+  writes the reservation a moment later: ``admitted_here``, no wait for that write and
+  its watch event; the reconciler keeps such a claim out of its count until then), then
+  writes
   ``estimatedMonthlyCost``, ``pricing``, ``reservedAt``, ``degraded`` and the
   ``Admitted`` condition from it;
 - an UPDATE that added nothing has no reservation: after :data:`NO_HOLD_WAIT` the status
@@ -202,8 +205,10 @@ class Publisher:
         clock: Callable[[], float] = time.time,
         leading: Callable[[], bool] = lambda: True,
         on_published: Callable[[str], None] = lambda _: None,
+        admitted_here: Callable[[str, str], list[Reservation]] = lambda *_: [],
     ) -> None:
         self._kube = kube
+        self._admitted_here = admitted_here
         self._claims = claims
         self._quotas = quotas
         self._snapshot = snapshot
@@ -323,7 +328,7 @@ class Publisher:
         now = self._clock()
         status = claim_status(
             ref=ref,
-            held=by_uid.get(ref.uid, []),
+            held=[*by_uid.get(ref.uid, []), *self._admitted_here(namespace, ref.uid)],
             quotas=quota_names,
             snapshot=self._snapshot(),
             now=now,

@@ -12,7 +12,11 @@ so an event costs O(log quotas), not a look at every dirty quota.
 A refresh reads the quota from the watch, recomputes the whole status with
 :func:`dbquota.domain.statuses.quota_status` from the namespace's claims (the claim
 informer) and the billing snapshot, and writes it by compare-and-swap on the quota's
-``resourceVersion``, re-reading on a conflict. It runs beside the webhook's reservation
+``resourceVersion``, re-reading on a conflict. Claims that this replica admitted from its
+escrow and has not written yet count in that escrow, even once priced (the publisher
+prices them from the ledger); while the ledger's write of the quota is in flight, the
+refresh waits for its answer (:data:`WRITE_PATIENCE`), since the quota as read may or may
+not hold it. It runs beside the webhook's reservation
 ledgers, never in their queue, so an admission never waits for it. It writes only when
 something other than the mere age of the data changed, unless the periodic resync asks (so
 ``stalenessSeconds`` stays current without a write per event). Dropping reservations whose
@@ -36,7 +40,7 @@ import functools
 import logging
 import math
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
@@ -59,6 +63,15 @@ SETTLE_DELAY = 5.0
 """Most seconds a refresh that only drops confirmed reservations waits before writing."""
 MAX_CONFLICTS = 5
 """Compare-and-swap attempts of one refresh before it is marked dirty again for later."""
+WRITE_PATIENCE = 1.0
+"""Most seconds a refresh waits for this replica's own reservation write of the quota to
+be answered (:meth:`dbquota.services.reserving.Ledger.unwritten`) before it tries later."""
+
+
+async def _nothing_unwritten(namespace: str, name: str, patience: float) -> frozenset[str]:
+    """No ledger of this replica owes the quota a write (the default: no webhook here)."""
+    del namespace, name, patience
+    return frozenset()
 
 
 class Store(QuotaStore, Protocol):
@@ -103,6 +116,9 @@ class Reconciler:
         deleted: Callable[[str], Collection[str]] = lambda _: (),
         claims_current: Callable[[], bool] = lambda: True,
         on_written: Callable[[QuotaObject, statuses.Refresh], None] = lambda *_: None,
+        unwritten: Callable[[str, str, float], Awaitable[Collection[str] | None]] = (
+            _nothing_unwritten
+        ),
     ) -> None:
         self._kube = kube
         self._events = events
@@ -117,6 +133,7 @@ class Reconciler:
         self._deleted = deleted
         self._claims_current = claims_current
         self._on_written = on_written
+        self._unwritten = unwritten
         self._dirty: dict[tuple[str, str], bool] = {}  # -> whether a write is wanted anyway
         self._due: dict[tuple[str, str], float] = {}  # monotonic time a mark falls due
         self._last: dict[tuple[str, str], float] = {}  # monotonic time of the last refresh
@@ -220,7 +237,8 @@ class Reconciler:
     async def refresh(
         self, namespace: str, name: str, *, force: bool = True
     ) -> statuses.Refresh | None:
-        """Recompute and write one quota's status now; None if the quota is gone."""
+        """Recompute and write one quota's status now; None if the quota is gone, or if
+        this replica's own reservation write of it stayed unanswered (marked again)."""
         self.refreshes += 1
         quota = cast(QuotaObject | None, self._quotas.get(namespace=namespace, name=name))
         for _attempt in range(MAX_CONFLICTS):
@@ -230,16 +248,11 @@ class Reconciler:
                 except NotFound:
                     self.forget(namespace, name)
                     return None
-            refresh = statuses.quota_status(
-                quota=quota,
-                snapshot=self._snapshot(),
-                claims=self._claims.in_namespace(namespace),
-                now=self._clock(),
-                grace=self._grace,
-                live=self._live,
-                deleted=self._deleted(namespace),
-                claims_current=self._claims_current(),
-            )
+            unwritten = await self._unwritten(namespace, name, WRITE_PATIENCE)
+            if unwritten is None:  # this replica's own write of it: in flight, or unknown
+                self.mark(namespace, name, force=force, after=WRITE_PATIENCE)
+                return None
+            refresh = self._recompute(quota, namespace, unwritten)
             if not force and self._not_yet((namespace, name), quota.get("status") or {}, refresh):
                 self._follow_up(namespace, name, refresh)
                 return refresh
@@ -272,6 +285,22 @@ class Reconciler:
             return refresh
         self.mark(namespace, name, force=force)
         return None
+
+    def _recompute(
+        self, quota: QuotaObject, namespace: str, unwritten: Collection[str]
+    ) -> statuses.Refresh:
+        """The quota's whole status from the claims of its namespace, as of now."""
+        return statuses.quota_status(
+            quota=quota,
+            snapshot=self._snapshot(),
+            claims=self._claims.in_namespace(namespace),
+            now=self._clock(),
+            grace=self._grace,
+            live=self._live,
+            deleted=self._deleted(namespace),
+            claims_current=self._claims_current(),
+            unwritten=unwritten,
+        )
 
     def _not_yet(self, key: tuple[str, str], old: QuotaStatus, refresh: statuses.Refresh) -> bool:
         """Whether ``refresh`` need not be written now: it only ages the figures, or it only

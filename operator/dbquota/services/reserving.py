@@ -24,7 +24,9 @@ One :class:`Ledger` per quota and replica serialises that replica's writes:
 
 The reconciler writes the status through its own compare-and-swap
 (:mod:`dbquota.services.reconciling`), never through this queue, so its refreshes never
-delay an admission. Called by :mod:`dbquota.services.admitting`.
+delay an admission; on the leader it asks what escrow admitted and is not written yet
+(:meth:`Ledger.unwritten`: the publisher prices those claims from memory, and until the
+write that escrow holds them). Called by :mod:`dbquota.services.admitting`.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from dbquota.adapters import metrics
 from dbquota.domain import (
@@ -123,6 +126,8 @@ class Ledger:
         self.account = escrow.Account(
             share=share, flush_interval=FLUSH_INTERVAL, idle_return=IDLE_RETURN
         )
+        self._unsure = 0  # writes whose outcome is not known yet (:meth:`_write`)
+        self._known_again = asyncio.Event()  # cleared while _unsure
         self.writes = 0
         self.conflicts = 0
         self.from_escrow = 0
@@ -149,6 +154,17 @@ class Ledger:
         self._queue.append(pending)
         self._start()
         return await asyncio.shield(pending.future)
+
+    async def unwritten(self, patience: float) -> frozenset[str] | None:
+        """Uids of claims admitted from this replica's escrow and not written yet, as of its
+        last write with a known outcome. A write in flight makes that ambiguous (the quota
+        as read may include it): wait up to ``patience`` for its answer, else None. The
+        leader's reconciler reads the quota, then this; a newer write fails its CAS."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(patience):
+                while self._unsure:  # the next write may start before this resumes
+                    await self._known_again.wait()
+        return None if self._unsure else frozenset(self.account.unwritten)
 
     async def close(self) -> None:
         """Write what was admitted from escrow and give the escrow back (shutdown)."""
@@ -315,12 +331,7 @@ class Ledger:
             )
             if round_.patch:
                 try:
-                    written = await self.store.patch_quota_status(
-                        namespace=self.namespace,
-                        name=self.name,
-                        status=round_.patch,
-                        resource_version=quota.get("metadata", {}).get("resourceVersion"),
-                    )
+                    written = await self._write(quota, round_.patch)
                 except Conflict:
                     self.conflicts += 1
                     self.known.stale = True
@@ -353,6 +364,29 @@ class Ledger:
             f"DatabaseQuota {self.namespace}/{self.name} kept changing under "
             f"{attempt} compare-and-swap attempts in {RESERVE_DEADLINE:.0f}s; try again"
         )
+
+    async def _write(self, quota: QuotaObject, patch: dict[str, Any]) -> QuotaObject:
+        """Send one round's patch. Its outcome is unknown until an answer or a conflict (it
+        did not land); after any other failure, until a later write lands."""
+        self._unsure += 1
+        self._known_again.clear()
+        try:
+            written = await self.store.patch_quota_status(
+                namespace=self.namespace,
+                name=self.name,
+                status=patch,
+                resource_version=quota.get("metadata", {}).get("resourceVersion"),
+            )
+        except Conflict:
+            self._known(landed=False)
+            raise
+        self._known(landed=True)
+        return written
+
+    def _known(self, *, landed: bool) -> None:
+        self._unsure = 0 if landed else self._unsure - 1
+        if not self._unsure:
+            self._known_again.set()
 
     def _confirmed(self, res: Reservation) -> bool:
         """Whether ``res``'s claim, as this replica's watch shows it, carries its price."""

@@ -158,6 +158,34 @@ def test_what_a_live_escrow_may_still_hold_counts_once_before_and_after_its_writ
     assert alone.status["used"]["claims"] == 1
 
 
+def test_a_claim_priced_before_its_escrow_write_counts_once_before_and_after_it() -> None:
+    """The leader prices what its own escrow admitted without waiting for the reservation
+    write (``unwritten``): until that write the claim is in the escrow, price or not; the
+    write adds it to the totals and, its claim priced, drops the reservation at once."""
+    priced = claim(created=T0, cost=165.0, priced_generation=1)
+    live = [Escrow(holder="me", cost=500.0)]
+    counted_twice = refresh(quota(escrow=live), [priced], now=T0)
+    assert counted_twice.status["spend"]["reserved"] == 165.0  # and again in the escrow
+    before = statuses.quota_status(
+        quota=quota(escrow=live),
+        snapshot=billing.BillingSnapshot(),
+        claims=[priced],
+        now=T0,
+        grace=10,
+        unwritten={"uid-orders"},
+    )
+    assert before.status["spend"]["reserved"] == 0.0
+    assert (before.status["used"]["claims"], before.status["used"]["storageGiB"]) == (0, 0)
+    written = usage.add(before.status, [hold()], budget=5000)  # the replica's write ...
+    written["reservations"] = []  # ... drops the reservation its claim confirms
+    obj = quota(escrow=live)
+    obj["status"] = written
+    after = refresh(obj, [priced], now=T0 + 1)
+    assert after.status["spend"] == written["spend"]
+    assert after.status["used"] == written["used"]
+    assert statuses.change(written, after) == "aged"
+
+
 def test_thousands_of_orphans_are_adopted_a_batch_at_a_time_and_counted_meanwhile() -> None:
     """Claims made while no operator ran: the status holds one batch of reservations (so it
     stays far below etcd's object size limit), and spend counts every orphan at its price."""

@@ -18,13 +18,13 @@ import asyncio
 import copy
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from dbquota.adapters.kube import CLAIMS, QUOTAS, Informer, Resource
 from dbquota.domain import billing, reservations
-from dbquota.domain.resources import ClaimStatus
+from dbquota.domain.resources import ClaimStatus, Reservation
 from dbquota.kits import timestamps
 from dbquota.services import publishing, reconciling
 
@@ -116,6 +116,7 @@ def hold(name: str, cost: float, *, generation: int = 1, pricing: str = "Live") 
 class World:
     def __init__(self, *, leading: bool = True) -> None:
         self.api = Apiserver()
+        self.here: dict[str, list[dict[str, Any]]] = {}  # uid -> this replica's unwritten holds
         self.claims: Informer[reservations.ClaimRef] = Informer(
             self.api, CLAIMS, derive=reservations.claim_ref
         )
@@ -130,6 +131,7 @@ class World:
             snapshot=lambda: billing.BillingSnapshot(prices=PRICES, highest=PRICES),
             leading=lambda: leading,
             on_published=self.published.append,
+            admitted_here=lambda _namespace, uid: cast(list[Reservation], self.here.get(uid, [])),
         )
 
     async def settle(self, seconds: float = 0.1) -> None:
@@ -178,6 +180,17 @@ async def test_a_claim_waits_for_its_reservation_to_arrive_by_watch() -> None:
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     assert [name for name, _ in world.api.written] == ["a"]
+
+
+async def test_a_claim_this_replica_admitted_from_escrow_is_priced_before_its_write() -> None:
+    world = World()
+    world.quotas.put(quota("q"))  # the reservation is not written yet
+    world.here["uid-a"] = [hold("a", 40.0, pricing="Cached")]
+    world.claims.put(claim("a"))
+    await world.settle()
+    ((name, status),) = world.api.written
+    assert (name, status["estimatedMonthlyCost"], status.get("pricing")) == ("a", 40.0, "Cached")
+    assert status["reservedAt"] == STAMP
 
 
 async def test_a_claim_with_no_quota_is_priced_at_the_catalog() -> None:

@@ -309,6 +309,35 @@ async def test_an_unforced_refresh_that_only_ages_the_figures_writes_nothing() -
     assert api.writes == 2
 
 
+async def test_a_claim_this_replicas_escrow_holds_unwritten_is_not_counted_twice() -> None:
+    """The leader's publisher prices what its escrow admitted before the reservation is
+    written; until it is, the escrow entry holds it, and the refresh counts it there only.
+    While that write is in flight the refresh waits for its answer, then tries later."""
+    api = Apiserver()
+    api.quota["status"] = {"escrow": [{"holder": "me", "cost": 500.0}]}
+    reconciler, claims = setup(api)
+    claims.put(claim("a", estimatedMonthlyCost=100.0, observedGeneration=1))
+    told: list[frozenset[str] | None] = [None]
+    asked: list[float] = []
+
+    async def unwritten(namespace: str, name: str, patience: float) -> frozenset[str] | None:
+        asked.append(patience)
+        return told[0]
+
+    reconciler._unwritten = unwritten  # as the operator wires its ledgers in
+    assert await reconciler.refresh("ns", "q") is None  # a write in flight stayed unanswered
+    assert api.writes == 0
+    assert asked == [reconciling.WRITE_PATIENCE]
+    assert ("ns", "q") in reconciler._dirty  # marked again
+    told[0] = frozenset({"uid-a"})
+    await reconciler.refresh("ns", "q")
+    assert api.quota["status"]["spend"]["reserved"] == 0.0  # in the escrow's 500 only
+    assert api.quota["status"]["used"]["claims"] == 0
+    told[0] = frozenset()  # written: the claim counts at its price
+    await reconciler.refresh("ns", "q")
+    assert api.quota["status"]["spend"]["reserved"] == 100.0
+
+
 async def test_a_lost_race_is_retried_on_a_fresh_read() -> None:
     api = Apiserver()
     api.conflict_next = 2

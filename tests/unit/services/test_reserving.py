@@ -31,7 +31,7 @@ from dbquota.domain import admission, billing, claims, escrow
 from dbquota.domain.reservations import ClaimRef
 from dbquota.domain.resources import QuotaObject
 from dbquota.errors import Conflict, KubeError
-from dbquota.services import reserving
+from dbquota.services import admitting, reserving
 from tests.unit.services.billing_api import until
 
 PRICES = billing.PriceBook(
@@ -349,6 +349,52 @@ async def test_a_failed_write_keeps_escrow_admissions_and_retries(
     store.fail_next = 2
     assert await admitted(replica, request("second"))
     await until(lambda: store.held() == ["first", "second"])
+
+
+async def test_what_is_unwritten_is_told_once_the_write_in_flight_is_answered(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The leader's reconciler asks which escrow admissions are not written yet; while a
+    write is in flight (or failed: it may have landed) the answer would be ambiguous."""
+    monkeypatch.setattr(reserving, "RETRY_DELAY", 0.3)
+    monkeypatch.setattr(reserving, "IDLE_RETURN", 5.0)  # the escrow stays through the waits
+    store = Store(budget=10_000)
+    replica = ledger(store)
+    await replica.reserve(request("first"))  # takes the escrow, written
+    assert await replica.unwritten(0.01) == frozenset()
+    store.latency = 0.2
+    assert await admitted(replica, request("second"))
+    assert await replica.unwritten(0.0) == frozenset({"uid-second"})  # its flush is not sent yet
+    await asyncio.sleep(0.05)  # now it is
+    assert await replica.unwritten(0.01) is None
+    assert await replica.unwritten(1.0) == frozenset()
+    assert store.held() == ["first", "second"]
+    store.latency, store.fail_next = 0.002, 1
+    assert await admitted(replica, request("third"))
+    await asyncio.sleep(0.1)  # its flush failed; the retry comes later
+    assert await replica.unwritten(0.01) is None
+    assert await replica.unwritten(1.0) == frozenset()
+    assert store.held() == ["first", "second", "third"]
+
+
+async def test_the_ledgers_tell_the_leader_what_this_replica_admitted_and_has_not_written(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(reserving, "FLUSH_INTERVAL", 5.0)  # no flush during the test
+    store = Store(budget=10_000)
+    ledgers = admitting.Ledgers(store, snapshot=snapshot, share=0.5, holder="me")
+    replica = ledgers.of(namespace="ns", name="q")
+    replica.account.demand(time.monotonic())
+    await replica.reserve(request("first"))  # exact, takes the escrow
+    assert await admitted(replica, request("second"))  # from escrow, not written
+    (held,) = ledgers.admitted_here("ns", "uid-second")
+    assert (held["claim"], held["cost"]) == ("second", 100.0)
+    assert ledgers.admitted_here("ns", "uid-first") == []  # written with its round
+    assert ledgers.admitted_here("other", "uid-second") == []
+    assert await ledgers.unwritten("ns", "q", 0.1) == frozenset({"uid-second"})
+    assert await ledgers.unwritten("ns", "none-yet", 0.1) == frozenset()
+    ledgers.drop(namespace="ns", name="q")
+    assert ledgers.admitted_here("ns", "uid-second") == []
 
 
 async def test_lost_races_are_retried_not_denied() -> None:
