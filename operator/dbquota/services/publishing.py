@@ -242,6 +242,8 @@ class Publisher:
             self._first.pop((namespace, name), None)
         elif not after.priced:
             self._make_ready(namespace, name)
+        else:  # priced (by us, or by the leader while this replica stands by)
+            self._ready.pop((namespace, name), None)
 
     def _quota_changed(self, namespace: str, name: str, before: object, after: object) -> None:
         del name, before, after

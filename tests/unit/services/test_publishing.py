@@ -229,6 +229,19 @@ async def test_a_standby_writes_nothing() -> None:
     assert world.api.written == []
 
 
+async def test_a_standby_forgets_each_claim_once_it_shows_its_price() -> None:
+    """A standby sees every claim appear unpriced; it must not hold them all until it
+    leads (nor count their age as a backlog then)."""
+    world = World(leading=False)
+    world.claims.put(claim("a"))
+    world.claims.put(claim("b"))
+    assert set(world.publisher._ready) == {("ns", "a"), ("ns", "b")}
+    priced = claim("a", estimatedMonthlyCost=40.0, observedGeneration=1, reservedAt=STAMP)
+    priced["metadata"]["resourceVersion"] = "11"  # the leader's write
+    world.claims.put(priced)
+    assert set(world.publisher._ready) == {("ns", "b")}
+
+
 def slow_writes(world: World, seconds: float) -> list[int]:
     """Make ``world``'s status writes take ``seconds``; the list's one item: the most in flight."""
     in_flight, peak = 0, [0]
