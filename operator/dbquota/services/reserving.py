@@ -39,7 +39,6 @@ import random
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 
 from dbquota.adapters import metrics
 from dbquota.domain import (
@@ -75,7 +74,6 @@ CLOSE_PATIENCE = 5.0
 """Most seconds shutdown waits for the last reservations and the escrow's return."""
 RETRY_DELAY = 0.5
 """Seconds before retrying to write reservations after a failed write."""
-
 
 _generation = views.generation_of
 
@@ -156,14 +154,14 @@ class Ledger:
         return await asyncio.shield(pending.future)
 
     async def unwritten(self, patience: float) -> frozenset[str] | None:
-        """Uids of claims admitted from this replica's escrow and not written yet, as of its
-        last write with a known outcome. A write in flight makes that ambiguous (the quota
-        as read may include it): wait up to ``patience`` for its answer, else None. The
-        leader's reconciler reads the quota, then this; a newer write fails its CAS."""
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(patience):
-                while self._unsure:  # the next write may start before this resumes
-                    await self._known_again.wait()
+        """Uids of claims admitted from escrow and not written yet. A flush in flight makes
+        that ambiguous (the quota as read may hold it): wait up to ``patience`` for its
+        answer, else None. The reconciler reads the quota first; anything newer fails its CAS."""
+        if self._unsure:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(patience):
+                    while self._unsure:  # the next write may start before this resumes
+                        await self._known_again.wait()
         return None if self._unsure else frozenset(self.account.unwritten)
 
     async def close(self) -> None:
@@ -331,7 +329,7 @@ class Ledger:
             )
             if round_.patch:
                 try:
-                    written = await self._write(quota, round_.patch)
+                    written = await self._write(quota, round_)
                 except Conflict:
                     self.conflicts += 1
                     self.known.stale = True
@@ -350,6 +348,8 @@ class Ledger:
                 on_server=round_.mine is not None,
                 now=time.monotonic() if round_.patch else None,
             )
+            if round_.patch and round_.flushing:
+                self._known(landed=True)  # once account.unwritten says so too
             self.known.forget_view()
             for i, p in enumerate(batch):
                 if i in round_.results and not p.future.done():
@@ -365,23 +365,23 @@ class Ledger:
             f"{attempt} compare-and-swap attempts in {RESERVE_DEADLINE:.0f}s; try again"
         )
 
-    async def _write(self, quota: QuotaObject, patch: dict[str, Any]) -> QuotaObject:
-        """Send one round's patch. Its outcome is unknown until an answer or a conflict (it
-        did not land); after any other failure, until a later write lands."""
-        self._unsure += 1
-        self._known_again.clear()
+    async def _write(self, quota: QuotaObject, round_: rounds.Round) -> QuotaObject:
+        """Send one round's patch; one that flushes escrow admissions is unsure until its
+        answer is taken in, or a conflict, or after any other failure a later one lands."""
+        if round_.flushing:
+            self._unsure += 1
+            self._known_again.clear()
         try:
-            written = await self.store.patch_quota_status(
+            return await self.store.patch_quota_status(
                 namespace=self.namespace,
                 name=self.name,
-                status=patch,
+                status=round_.patch,
                 resource_version=quota.get("metadata", {}).get("resourceVersion"),
             )
         except Conflict:
-            self._known(landed=False)
+            if round_.flushing:
+                self._known(landed=False)
             raise
-        self._known(landed=True)
-        return written
 
     def _known(self, *, landed: bool) -> None:
         self._unsure = 0 if landed else self._unsure - 1

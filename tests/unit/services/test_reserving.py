@@ -377,6 +377,18 @@ async def test_what_is_unwritten_is_told_once_the_write_in_flight_is_answered(
     assert store.held() == ["first", "second", "third"]
 
 
+async def test_a_failed_write_that_flushed_nothing_leaves_nothing_unsure() -> None:
+    """Only a flush of escrow admissions can make the quota as read ambiguous: a failed
+    exact write must not keep the leader's reconciler waiting on this quota for ever
+    (nothing is owed after it, so no later write would come to settle it)."""
+    store = Store(budget=10_000)
+    exact = ledger(store, share=0.0)
+    store.fail_next = 1
+    with pytest.raises(KubeError):
+        await exact.reserve(request("c"))
+    assert await exact.unwritten(0.01) == frozenset()
+
+
 async def test_the_ledgers_tell_the_leader_what_this_replica_admitted_and_has_not_written(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
