@@ -285,15 +285,14 @@ class Ledgers:
         self._live = live
         self._limit = in_flight_limit
         self._present = present
-        self._ledgers: dict[tuple[str, str], reserving.Ledger] = {}
-        self._in_namespace: dict[str, dict[str, reserving.Ledger]] = {}
+        self._ledgers: dict[str, dict[str, reserving.Ledger]] = {}  # namespace -> name ->
 
     def of(self, *, namespace: str, name: str) -> reserving.Ledger:
         """The ledger of quota ``namespace/name``."""
-        key = (namespace, name)
-        ledger = self._ledgers.get(key)
+        in_namespace = self._ledgers.get(namespace)
+        ledger = None if in_namespace is None else in_namespace.get(name)
         if ledger is None:
-            ledger = self._ledgers[key] = reserving.Ledger(
+            ledger = self._ledgers.setdefault(namespace, {})[name] = reserving.Ledger(
                 store=self.store,
                 namespace=namespace,
                 name=name,
@@ -305,40 +304,40 @@ class Ledgers:
                 in_flight_limit=self._limit,
                 present=self._present,
             )
-            self._in_namespace.setdefault(namespace, {})[name] = ledger
         return ledger
 
     def admitted_here(self, namespace: str, uid: str) -> list[Reservation]:
         """The reservations for claim ``uid`` that this replica admitted from escrow and has
         not written yet (one per quota of ``namespace``): the leader prices its own
         admissions from these at once, without waiting for the write and its watch event."""
-        ledgers = self._in_namespace.get(namespace, {}).values()
+        ledgers = self._ledgers.get(namespace, {}).values()
         return [r for ledger in ledgers if (r := ledger.account.unwritten.get(uid)) is not None]
 
     async def unwritten(self, namespace: str, name: str, patience: float) -> frozenset[str] | None:
         """:meth:`~dbquota.services.reserving.Ledger.unwritten` of the quota's ledger (none
         yet: nothing unwritten)."""
-        ledger = self._ledgers.get((namespace, name))
+        ledger = self._ledgers.get(namespace, {}).get(name)
         return frozenset() if ledger is None else await ledger.unwritten(patience)
 
     def observe(self, quota: QuotaObject) -> None:
         """A quota as the watch delivered it (only ledgers already in use care)."""
         meta = quota.get("metadata", {})
-        ledger = self._ledgers.get((str(meta.get("namespace", "")), str(meta.get("name", ""))))
+        in_namespace = self._ledgers.get(str(meta.get("namespace", "")), {})
+        ledger = in_namespace.get(str(meta.get("name", "")))
         if ledger is not None:
             ledger.observe(quota)
 
     def drop(self, *, namespace: str, name: str) -> None:
         """Forget a deleted quota."""
-        self._ledgers.pop((namespace, name), None)
-        in_namespace = self._in_namespace.get(namespace, {})
+        in_namespace = self._ledgers.get(namespace, {})
         in_namespace.pop(name, None)
         if not in_namespace:
-            self._in_namespace.pop(namespace, None)
+            self._ledgers.pop(namespace, None)
 
     async def close(self) -> None:
         """Write every pending reservation and give every escrow back (shutdown)."""
-        await asyncio.gather(*(ledger.close() for ledger in self._ledgers.values()))
+        ledgers = [ledger for by_name in self._ledgers.values() for ledger in by_name.values()]
+        await asyncio.gather(*(ledger.close() for ledger in ledgers))
 
 
 def _with_warnings(
