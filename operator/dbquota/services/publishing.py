@@ -36,7 +36,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import heapq
 import itertools
 import logging
 import time
@@ -48,6 +47,7 @@ from dbquota.domain import billing, conditions, pricing, reservations
 from dbquota.domain.resources import ClaimStatus, Reservation
 from dbquota.errors import KubeError, NotFound
 from dbquota.kits import timestamps
+from dbquota.kits.schedules import DueQueue
 
 logger = logging.getLogger(__name__)
 
@@ -218,8 +218,7 @@ class Publisher:
         # claims ready to be written, oldest first, each with when it became ready
         self._ready: dict[tuple[str, str], float] = {}
         self._waiting: dict[str, set[str]] = {}  # namespace -> claims awaiting a reservation
-        self._timers: list[tuple[float, int, str, str]] = []  # (due, seq, namespace, name)
-        self._seq = itertools.count()
+        self._timers: DueQueue[tuple[str, str]] = DueQueue()  # claims to look at again
         self._index: dict[str, tuple[dict[str, list[Reservation]], list[str]]] = {}
         self._writing: set[tuple[str, str]] = set()
         self._first: dict[tuple[str, str], float] = {}  # when a changed spec was first seen
@@ -238,12 +237,14 @@ class Publisher:
         del before
         if after is None:
             self._ready.pop((namespace, name), None)
+            self._timers.discard((namespace, name))
             self._waiting.get(namespace, set()).discard(name)
             self._first.pop((namespace, name), None)
         elif not after.priced:
             self._make_ready(namespace, name)
         else:  # priced (by us, or by the leader while this replica stands by)
             self._ready.pop((namespace, name), None)
+            self._timers.discard((namespace, name))
 
     def _quota_changed(self, namespace: str, name: str, before: object, after: object) -> None:
         del name, before, after
@@ -260,7 +261,8 @@ class Publisher:
         return in_flight(now - next(iter(self._ready.values()), now))
 
     def _later(self, namespace: str, name: str, delay: float) -> None:
-        heapq.heappush(self._timers, (time.monotonic() + delay, next(self._seq), namespace, name))
+        """Look at the claim again in ``delay`` seconds (or sooner, if already due sooner)."""
+        self._timers.put((namespace, name), time.monotonic() + delay)
         self._wake.set()
 
     def resync(self) -> None:
@@ -276,9 +278,8 @@ class Publisher:
         while True:
             self._wake.clear()
             now = time.monotonic()
-            while self._timers and self._timers[0][0] <= now:
-                _, _, namespace, name = heapq.heappop(self._timers)
-                self._ready.setdefault((namespace, name), now)
+            while (due := self._timers.pop_due(now)) is not None:
+                self._ready.setdefault(due, now)
             if self._leading():
                 # Only the oldest few are looked at: a backlog of thousands (a burst
                 # outpacing the writes) is not copied on every wake. Of these at most
@@ -295,7 +296,8 @@ class Publisher:
                     running.add(task)
                     task.add_done_callback(running.discard)
                     task.add_done_callback(functools.partial(self._written, key))
-            delay = 1.0 if not self._timers else max(0.0, self._timers[0][0] - now)
+            next_at = self._timers.next_at()
+            delay = 1.0 if next_at is None else max(0.0, next_at - now)
             if not self._leading():
                 delay = min(delay, 1.0)
             with contextlib.suppress(TimeoutError):

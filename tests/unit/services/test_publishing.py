@@ -182,6 +182,24 @@ async def test_a_claim_waits_for_its_reservation_to_arrive_by_watch() -> None:
     assert [name for name, _ in world.api.written] == ["a"]
 
 
+async def test_a_claim_waiting_for_its_reservation_keeps_one_timer_however_often_it_looks() -> None:
+    """Every change of a quota makes its namespace's waiting claims look again, and each
+    look that finds no reservation comes back later: one timer per claim, not one per look
+    (at 200 creates/s that was tens of thousands of timers, each popped to no effect)."""
+    world = World()
+    world.quotas.put(quota("q"))
+    world.claims.put(claim("a"))
+    task = asyncio.create_task(world.publisher.run())
+    for rv in range(2, 7):
+        await asyncio.sleep(0.02)
+        world.quotas.put(quota("q", rv=rv))  # some other claim's reservation, say
+    await asyncio.sleep(0.02)
+    assert len(world.publisher._timers) == 1
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert world.api.written == []
+
+
 async def test_a_claim_this_replica_admitted_from_escrow_is_priced_before_its_write() -> None:
     world = World()
     world.quotas.put(quota("q"))  # the reservation is not written yet
