@@ -25,9 +25,26 @@ in the same write, *adopts* the claims that exist with no price and no reservati
 reservations the holder never wrote.
 
 A replica takes escrow only once a quota is busy: the second admission request within
-``idle_return`` of the one before (:meth:`Account.demand`). A quota that sees a claim
-every few seconds is served by the exact path, one write per claim, where a grant would
-cost two (the grant, and giving it back once idle).
+:attr:`Account.hold` of the one before (:meth:`Account.demand`). A quota that sees a claim
+less often is served by the exact path, one write per claim, where a grant would cost two
+(the grant, and giving it back once idle). How long an escrow is kept without admissions
+depends on how near the budget the quota is (:attr:`Account.roomy`, set by the ledger
+from its view):
+
+- *Near the budget* (what is free outside every escrow would not fit ``QUIET_MARGIN``
+  admissions like the last one), ``idle_return``: another replica's request that only
+  this escrow keeps out waits for it, so it goes back soon.
+- *Far from it*, ``quiet_return``: nobody else can be kept out by it, so a quota that
+  sees a claim every few seconds keeps its escrow between them. Its admissions then
+  need no write before the answer, and with the leader's lazy flushes (below) several
+  share one write.
+
+What escrow admitted is written ``flush_interval`` after the last write, or
+``lazy_flush`` after it on the leader: the leader prices its own admissions from memory
+(:mod:`dbquota.services.publishing`), so its write only moves them from the escrow to
+the totals on the server, which changes no sum; another replica's leader needs the
+reservations on the quota to price those claims, so a replica that does not lead
+writes them soon.
 
 Dimensions: money always; the claim count and storage only when the quota caps them
 (:class:`Allowance` keeps ``None`` for an uncapped dimension). Admissions that StrictCap
@@ -77,6 +94,14 @@ class Allowance:
             ),
         )
 
+    def times(self, n: int) -> Allowance:
+        """``n`` of this allowance together."""
+        return Allowance(
+            cost=round(self.cost * n, 2),
+            claims=None if self.claims is None else self.claims * n,
+            storage_gib=None if self.storage_gib is None else self.storage_gib * n,
+        )
+
     def plus(self, more: Allowance) -> Allowance:
         """Both together (a dimension capped in either counts in the sum)."""
         if more == NOTHING:
@@ -103,6 +128,10 @@ class Allowance:
 
 
 NOTHING = Allowance()
+
+QUIET_MARGIN = 4
+"""A quota is far from its budget while what is free outside every escrow fits this many
+admissions like the last one (:attr:`Account.roomy`)."""
 
 
 def take(*, cost: float, new_claims: int, storage_gib: int) -> Allowance:
@@ -216,7 +245,14 @@ class Account:
     flush_interval: float
     """Seconds between two writes of what was admitted from escrow."""
     idle_return: float
-    """Seconds without admissions after which the escrow is given back."""
+    """Seconds without admissions after which the escrow is given back near the budget."""
+    lazy_flush: float = 0.0
+    """Seconds between those writes while this replica leads (0: ``flush_interval``)."""
+    quiet_return: float = 0.0
+    """Seconds without admissions after which the escrow is given back far from the
+    budget (0: ``idle_return``)."""
+    roomy: bool = False
+    """Whether the quota is far from its budget (module docstring), as last seen."""
     allowance: Allowance = NOTHING
     """What may still be admitted from memory."""
     generation: int = -1
@@ -230,8 +266,8 @@ class Account:
     active: float = 0.0
     """When the last admission happened."""
     busy: bool = False
-    """Whether the last request came within :attr:`idle_return` of the one before it
-    (a grant is taken only then)."""
+    """Whether the last request came within :attr:`hold` of the one before it (a grant
+    is taken only then)."""
     last_write: float = 0.0
     """When the last write went through."""
     closing: bool = False
@@ -254,9 +290,18 @@ class Account:
         self.typical = take
         self.active = now
 
+    @property
+    def hold(self) -> float:
+        """Seconds without admissions after which the escrow goes back (module docstring)."""
+        return max(self.quiet_return, self.idle_return) if self.roomy else self.idle_return
+
+    def room_seen(self, free: Allowance) -> None:
+        """What is free outside every escrow, as the view shows it now (sets :attr:`roomy`)."""
+        self.roomy = free.fits(self.typical.times(QUIET_MARGIN))
+
     def demand(self, now: float) -> None:
         """A request that may hold budget arrived at ``now`` (before it is decided)."""
-        self.busy = now - self.active < self.idle_return
+        self.busy = now - self.active < self.hold
         self.active = now
 
     def spec_changed(self, generation: int) -> None:
@@ -274,17 +319,20 @@ class Account:
         """Whether something must still reach the apiserver (reservations or a return)."""
         return bool(self.unwritten) or self.on_server
 
-    def next_delay(self, now: float) -> float | None:
-        """Seconds until the next write this account needs (<= 0: now); None: none."""
+    def next_delay(self, now: float, *, leading: bool = False) -> float | None:
+        """Seconds until the next write this account needs (<= 0: now); None: none.
+        ``leading``: this replica leads, so what escrow admitted may wait :attr:`lazy_flush`."""
+        if self.closing and self.owes_a_write:
+            return 0.0
+        back = self.active + self.hold if self.on_server else math.inf
         if self.unwritten:
-            return 0.0 if self.closing else self.last_write + self.flush_interval - now
-        if self.on_server:
-            return 0.0 if self.closing else self.active + self.idle_return - now
-        return None
+            interval = self.lazy_flush if leading and self.lazy_flush else self.flush_interval
+            return min(self.last_write + interval, back) - now
+        return None if back == math.inf else back - now
 
     def idle(self, now: float) -> bool:
-        """Whether no admission happened for :attr:`idle_return`."""
-        return now - self.active >= self.idle_return
+        """Whether no admission happened for :attr:`hold`."""
+        return now - self.active >= self.hold
 
     def renews(self, *, generation: int, exact: bool, now: float, alive: bool) -> bool:
         """Whether a round should give back what is left and take a fresh share: the spec

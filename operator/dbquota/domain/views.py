@@ -54,6 +54,12 @@ class View:
     others: escrow.Allowance
     """Other replicas' escrow, counted as used."""
 
+    def free(self, own: escrow.Allowance) -> escrow.Allowance:
+        """What is free outside every escrow, this replica's ``own`` (what is left of it)
+        included."""
+        taken = escrow.with_held(self.usage, self.others.plus(own))
+        return escrow.free(quota=self.spec, usage=taken)
+
 
 class QuotaView:
     """The newest copy of one quota this replica has, and the view built from it."""

@@ -275,6 +275,11 @@ async def _serve(
         liveness = leasing.Liveness(
             kube, namespace=cfg.leases.namespace, holder=holder, timing=timing
         )
+        runtime: runtime_.Runtime | None = None
+
+        def leading() -> bool:
+            return runtime is not None and runtime.leading()
+
         ledgers = admitting.Ledgers(
             kube,
             snapshot=ingestor.snapshot,
@@ -284,12 +289,8 @@ async def _serve(
             live=leases.live,
             in_flight_limit=cfg.enforcement.max_reservations or None,
             present=claim_index.by_uid,
+            leading=leading,
         )
-        runtime: runtime_.Runtime | None = None
-
-        def leading() -> bool:
-            return runtime is not None and runtime.leading()
-
         election = (
             leasing.LeaderElection(
                 kube,

@@ -90,12 +90,14 @@ class Runtime:
 
     def on_leadership(self, leading: bool) -> None:
         """This replica became (or stopped being) the leader."""
-        if leading:
-            self.reconciler.mark_all(force=True)
-            if self.publisher is not None:
-                self.publisher.resync()
-            if self.announcer is not None:
-                self.announcer.resync()
+        if not leading:
+            self.ledgers.wake()  # the new leader prices from the quota: write soon
+            return
+        self.reconciler.mark_all(force=True)
+        if self.publisher is not None:
+            self.publisher.resync()
+        if self.announcer is not None:
+            self.announcer.resync()
 
     # -- watch events ----------------------------------------------------------------------
 

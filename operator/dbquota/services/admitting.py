@@ -276,6 +276,7 @@ class Ledgers:
         live: Callable[[str], bool] = lambda _: True,
         in_flight_limit: int | None = None,
         present: Callable[[str], Mapping[str, ClaimRef]] = lambda _: {},
+        leading: Callable[[], bool] = lambda: False,
     ) -> None:
         self.store = store
         self.share = share
@@ -285,6 +286,7 @@ class Ledgers:
         self._live = live
         self._limit = in_flight_limit
         self._present = present
+        self._leading = leading
         self._ledgers: dict[str, dict[str, reserving.Ledger]] = {}  # namespace -> name ->
 
     def of(self, *, namespace: str, name: str) -> reserving.Ledger:
@@ -303,8 +305,16 @@ class Ledgers:
                 live=self._live,
                 in_flight_limit=self._limit,
                 present=self._present,
+                leading=self._leading,
             )
         return ledger
+
+    def wake(self) -> None:
+        """Every ledger plans its next write again: this replica stopped leading, so what
+        its escrow admitted must reach the quota soon, for the new leader to price it."""
+        for by_name in self._ledgers.values():
+            for ledger in by_name.values():
+                ledger.wake()
 
     def admitted_here(self, namespace: str, uid: str) -> list[Reservation]:
         """The reservations for claim ``uid`` that this replica admitted from escrow and has

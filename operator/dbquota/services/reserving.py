@@ -13,8 +13,10 @@ One :class:`Ledger` per quota and replica serialises that replica's writes:
 - **The escrow path** takes that write off the review's path (the why and the invariant
   are in :mod:`dbquota.domain.escrow`): a CREATE the replica's escrow covers is admitted
   from memory at once, and its reservation joins the next write, at most every
-  :data:`FLUSH_INTERVAL`. The escrow is given back after :data:`IDLE_RETURN` idle, and
-  serves only while this replica's liveness lease is trusted (``alive()``).
+  :data:`FLUSH_INTERVAL` (:data:`LEADER_FLUSH_INTERVAL` on the leader, which prices its
+  own admissions from memory). The escrow is given back after :data:`IDLE_RETURN` idle
+  near the budget and :data:`QUIET_RETURN` far from it, and serves only while this
+  replica's liveness lease is trusted (``alive()``).
 - **No wait where nothing is at stake**: an UPDATE that adds nothing and every dry run
   are decided against what this replica last saw (:mod:`dbquota.domain.views`; the watch
   keeps it current) and answered at once.
@@ -27,6 +29,11 @@ The reconciler writes the status through its own compare-and-swap
 delay an admission; on the leader it asks what escrow admitted and is not written yet
 (:meth:`Ledger.unwritten`: the publisher prices those claims from memory, and until the
 write that escrow holds them). Called by :mod:`dbquota.services.admitting`.
+
+Size: the queue, the compare-and-swap writer and the escrow's flushes in one module,
+because they are one state machine per quota: when the writer runs next depends on what
+the queue and the escrow hold, and what the reconciler may read depends on the writes
+in flight.
 """
 
 from __future__ import annotations
@@ -64,8 +71,12 @@ RESERVE_DEADLINE = 8.0
 (below the webhook's timeout, so the answer says why instead of timing out)."""
 FLUSH_INTERVAL = 0.25
 """Seconds between two writes of reservations admitted from escrow (batching them)."""
+LEADER_FLUSH_INTERVAL = 5.0
+"""The same on the leader (:mod:`dbquota.domain.escrow` says why it may wait)."""
 IDLE_RETURN = 1.0
-"""Seconds without admissions after which a replica gives its escrow back."""
+"""Seconds without admissions after which a replica gives its escrow back near the budget."""
+QUIET_RETURN = 10.0
+"""The same far from the budget, where the escrow keeps nobody out."""
 CONTENDED_WAIT = 3.0
 """Most seconds a request waits for live other replicas' escrow before it is decided with it."""
 CONTENDED_POLL = 0.05
@@ -104,6 +115,7 @@ class Ledger:
         clock: Callable[[], float] = time.time,
         in_flight_limit: int | None = None,
         present: Callable[[str], Mapping[str, ClaimRef]] = lambda _: {},
+        leading: Callable[[], bool] = lambda: False,
     ) -> None:
         self.store = store
         self.namespace = namespace
@@ -115,6 +127,7 @@ class Ledger:
         self._live = live
         self._clock = clock
         self._limit = in_flight_limit
+        self._leading = leading
         self._present = functools.partial(present, namespace)  # bound once, not per review
         self._in_flight = admission.InFlightCount()
         self._queue: list[_Pending] = []
@@ -122,7 +135,11 @@ class Ledger:
         self._wake = asyncio.Event()
         self.known = views.QuotaView(name=name, holder=self.holder)
         self.account = escrow.Account(
-            share=share, flush_interval=FLUSH_INTERVAL, idle_return=IDLE_RETURN
+            share=share,
+            flush_interval=FLUSH_INTERVAL,
+            idle_return=IDLE_RETURN,
+            lazy_flush=LEADER_FLUSH_INTERVAL,
+            quiet_return=QUIET_RETURN,
         )
         self._unsure = 0  # writes whose outcome is not known yet (:meth:`_write`)
         self._known_again = asyncio.Event()  # cleared while _unsure
@@ -138,6 +155,8 @@ class Ledger:
         the old spec; an informer lagging behind the ledger's own writes is no news."""
         if self.known.observe(quota):
             self.account.spec_changed(_generation(quota))
+            if self.account.on_server:
+                self._wake.set()  # the room moved: the writer sees whether to keep the escrow
 
     async def reserve(self, request: admission.Request) -> verdicts.Decision:
         """Decide one request; hold its reservation unless dry-run (module docstring)."""
@@ -147,11 +166,17 @@ class Ledger:
         if quick is not None:
             return quick
         if not request.dry_run:
+            self._see_room()
             self.account.demand(time.monotonic())
         pending = _Pending(request=request)
         self._queue.append(pending)
         self._start()
         return await asyncio.shield(pending.future)
+
+    def wake(self) -> None:
+        """Plan the next write again (e.g. this replica no longer leads: write soon)."""
+        if self.account.owes_a_write:
+            self._start()
 
     async def unwritten(self, patience: float) -> frozenset[str] | None:
         """Uids of claims admitted from escrow and not written yet. A flush in flight makes
@@ -287,7 +312,19 @@ class Ledger:
         self._wake.clear()
         if self._queue:
             return 0.0
-        return self.account.next_delay(time.monotonic())
+        if self.account.on_server:
+            self._see_room()
+        return self.account.next_delay(time.monotonic(), leading=self._leading())
+
+    def _see_room(self) -> None:
+        """Tell the escrow account what is free outside every escrow, as the view shows it."""
+        if self.known.latest is None:
+            return
+        view = self.known.current(self.account.unwritten)
+        if isinstance(view, ValueError):
+            self.account.roomy = False
+        else:
+            self.account.room_seen(view.free(self.account.allowance))
 
     def _served_at_once(self, pending: _Pending) -> bool:
         """Serve a queued request from the escrow if it covers it now (e.g. the escrow the

@@ -4,7 +4,9 @@ Checks that an uncapped dimension never limits; that other replicas' escrow (lap
 holders' too) is counted as used and a replica's own is not; that the room left follows
 the budget and the hard caps; that a grant is a share of the room, rounded down, and
 nothing when it would not fit an admission like the last one; and that only entries of
-holders whose lease lapsed are let go. A hypothesis property: however a grant is consumed, the takes
+holders whose lease lapsed are let go; that an escrow far from the budget is kept longer
+between admissions, and that the leader writes what escrow admitted lazily but gives it
+back on time. A hypothesis property: however a grant is consumed, the takes
 never add up to more than the grant.
 """
 
@@ -14,7 +16,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dbquota.domain import escrow, quotas
-from dbquota.domain.resources import Escrow
+from dbquota.domain.resources import Escrow, Reservation
+
+
+def hold(uid: str) -> Reservation:
+    return Reservation(claim=uid, uid=uid, generation=1, cost=10.0)
 
 
 def held(holder: str, cost: float, **extra: object) -> Escrow:
@@ -123,3 +129,31 @@ def test_takes_never_add_up_to_more_than_the_grant(grant: float, costs: list[flo
             left = left.minus(take)
             taken += take.cost
     assert taken <= round(grant, 2) + 1e-6 * (1 + len(costs))
+
+
+def test_an_escrow_far_from_the_budget_is_kept_longer_between_admissions() -> None:
+    account = escrow.Account(share=0.5, flush_interval=0.25, idle_return=1.0, quiet_return=10.0)
+    account.typical = escrow.Allowance(cost=100.0)
+    account.room_seen(escrow.Allowance(cost=399.0))  # not four more like the last
+    assert (account.roomy, account.hold) == (False, 1.0)
+    account.room_seen(escrow.Allowance(cost=400.0))
+    assert (account.roomy, account.hold) == (True, 10.0)
+    account.demand(0.0)
+    account.demand(5.0)  # five seconds apart: busy while far from the budget
+    assert (account.busy, account.idle(14.0), account.idle(15.0)) == (True, False, True)
+    account.room_seen(escrow.Allowance(cost=100.0))
+    account.demand(10.0)
+    assert (account.busy, account.idle(11.0)) == (False, True)
+
+
+def test_the_leader_writes_what_escrow_admitted_lazily_but_gives_back_on_time() -> None:
+    account = escrow.Account(share=0.5, flush_interval=0.25, idle_return=1.0, lazy_flush=5.0)
+    account.on_server, account.last_write, account.active = True, 0.0, 0.0
+    assert account.next_delay(0.0) == 1.0  # nothing to write: the return when idle
+    account.admit(hold=hold("a"), take=escrow.Allowance(cost=10.0), now=0.5)
+    assert account.next_delay(0.5) == -0.25  # a replica that does not lead: soon
+    assert account.next_delay(0.5, leading=True) == 1.0  # the leader: with the return
+    account.roomy, account.quiet_return = True, 10.0
+    assert account.next_delay(0.5, leading=True) == 4.5  # far from the budget: lazily
+    account.close()
+    assert account.next_delay(0.5, leading=True) == 0.0

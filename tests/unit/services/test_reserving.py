@@ -160,6 +160,8 @@ async def admitted(replica: reserving.Ledger, req: admission.Request) -> bool:
 def quick(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(reserving, "FLUSH_INTERVAL", 0.01)
     monkeypatch.setattr(reserving, "IDLE_RETURN", 0.2)
+    monkeypatch.setattr(reserving, "QUIET_RETURN", 0.2)  # near or far alike, unless a test says
+    monkeypatch.setattr(reserving, "LEADER_FLUSH_INTERVAL", 0.01)
     monkeypatch.setattr(reserving, "CONTENDED_POLL", 0.01)
 
 
@@ -209,6 +211,46 @@ async def test_a_quota_that_sees_a_claim_now_and_then_takes_no_escrow() -> None:
     assert store.quota["status"]["escrow"][0]["holder"] == replica.holder
     assert await admitted(replica, request("third"))
     assert replica.from_escrow == 1
+
+
+@pytest.mark.parametrize(("budget", "kept"), [(10_000, True), (450, False)])
+async def test_far_from_the_budget_a_quota_keeps_its_escrow_between_claims(
+    monkeypatch: pytest.MonkeyPatch, budget: float, kept: bool
+) -> None:
+    monkeypatch.setattr(reserving, "IDLE_RETURN", 0.1)
+    monkeypatch.setattr(reserving, "QUIET_RETURN", 5.0)
+    store = Store(budget=budget)
+    replica = reserving.Ledger(store=store, namespace="ns", name="q", snapshot=snapshot, share=0.5)
+    for i in range(3):  # a claim every 0.25 s: longer than IDLE_RETURN, shorter than QUIET_RETURN
+        assert await admitted(replica, request(f"c{i}"))
+        await asyncio.sleep(0.25)
+    # Far from it, the second takes escrow and the third comes from it; with 450 the room
+    # left after the first (350) would not fit four more: exact writes, one each, no escrow.
+    assert replica.from_escrow == (1 if kept else 0)
+    assert bool(store.quota["status"].get("escrow")) is kept
+    assert store.held() == ["c0", "c1", "c2"]
+
+
+async def test_the_leader_writes_its_escrow_admissions_lazily_until_it_stops_leading(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(reserving, "IDLE_RETURN", 60.0)  # both past what until() waits
+    monkeypatch.setattr(reserving, "LEADER_FLUSH_INTERVAL", 60.0)
+    store = Store(budget=10_000)
+    leads = True
+    replica = reserving.Ledger(
+        store=store, namespace="ns", name="q", snapshot=snapshot, share=0.5, leading=lambda: leads
+    )
+    replica.account.demand(time.monotonic())  # busy: the first takes escrow
+    assert await admitted(replica, request("first"))
+    writes = len(store.writes)
+    assert await admitted(replica, request("second"))
+    await asyncio.sleep(0.1)
+    assert len(store.writes) == writes  # the leader prices it from memory: no write yet
+    leads = False
+    replica.wake()  # what Ledgers.wake does when the lead is lost
+    await until(lambda: store.held() == ["first", "second"])
+    assert len(store.writes) == writes + 1
 
 
 async def test_a_write_drops_the_reservations_whose_claims_show_their_price(
