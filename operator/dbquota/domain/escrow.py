@@ -40,11 +40,13 @@ from its view):
   share one write.
 
 What escrow admitted is written ``flush_interval`` after the last write, or
-``lazy_flush`` after it on the leader: the leader prices its own admissions from memory
+``lazy_flush`` after it on the leader while each of those claims shows its price by
+then: the leader prices its own admissions from memory
 (:mod:`dbquota.services.publishing`), so its write only moves them from the escrow to
-the totals on the server, which changes no sum; another replica's leader needs the
-reservations on the quota to price those claims, so a replica that does not lead
-writes them soon.
+the totals on the server, which changes no sum. An admission whose claim does not show
+its price ``flush_interval`` after it (it may never be created; the reconciler releases
+such a reservation only once it is on the quota) is written then, as on a replica that
+does not lead, whose leader needs the reservations on the quota to price those claims.
 
 Dimensions: money always; the claim count and storage only when the quota caps them
 (:class:`Allowance` keeps ``None`` for an uncapped dimension). Admissions that StrictCap
@@ -58,6 +60,7 @@ compare-and-swap rounds.
 from __future__ import annotations
 
 import math
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -261,6 +264,8 @@ class Account:
     """Whether the quota's status holds an escrow entry of ours."""
     unwritten: dict[str, Reservation] = field(default_factory=dict)
     """Reservations admitted from escrow, by uid, not written yet."""
+    unpriced: deque[tuple[str, float]] = field(default_factory=deque)
+    """Those admissions (uid, when) in order, the ones seen priced popped from the front."""
     typical: Allowance = NOTHING
     """What the last admission took (a grant too small for one is no use)."""
     active: float = 0.0
@@ -286,7 +291,9 @@ class Account:
     def admit(self, *, hold: Reservation, take: Allowance, now: float) -> None:
         """Serve one admission from the allowance; its reservation waits for the next write."""
         self.allowance = self.allowance.minus(take)
-        self.unwritten[str(hold.get("uid", ""))] = hold
+        uid = str(hold.get("uid", ""))
+        self.unwritten[uid] = hold
+        self.unpriced.append((uid, now))
         self.typical = take
         self.active = now
 
@@ -319,16 +326,28 @@ class Account:
         """Whether something must still reach the apiserver (reservations or a return)."""
         return bool(self.unwritten) or self.on_server
 
-    def next_delay(self, now: float, *, leading: bool = False) -> float | None:
+    def next_delay(
+        self, now: float, *, leading: bool = False, priced: Callable[[str], bool] = lambda _: False
+    ) -> float | None:
         """Seconds until the next write this account needs (<= 0: now); None: none.
-        ``leading``: this replica leads, so what escrow admitted may wait :attr:`lazy_flush`."""
+        ``leading``: this replica leads, so what escrow admitted may wait :attr:`lazy_flush`
+        while ``priced(uid)`` says each claim shows its price (module docstring)."""
         if self.closing and self.owes_a_write:
             return 0.0
         back = self.active + self.hold if self.on_server else math.inf
-        if self.unwritten:
-            interval = self.lazy_flush if leading and self.lazy_flush else self.flush_interval
-            return min(self.last_write + interval, back) - now
-        return None if back == math.inf else back - now
+        if not self.unwritten:
+            return None if back == math.inf else back - now
+        due = self.last_write + self.flush_interval
+        if leading and self.lazy_flush:
+            while self.unpriced and (
+                self.unpriced[0][0] not in self.unwritten or priced(self.unpriced[0][0])
+            ):
+                self.unpriced.popleft()  # each entry once: O(1) per admission
+            if not self.unpriced:
+                due = self.last_write + self.lazy_flush
+            else:
+                due = max(due, self.unpriced[0][1] + self.flush_interval)
+        return min(due, back) - now
 
     def idle(self, now: float) -> bool:
         """Whether no admission happened for :attr:`hold`."""
@@ -365,6 +384,8 @@ class Account:
         for uid, reservation in flushing.items():
             if self.unwritten.get(uid) is reservation:
                 del self.unwritten[uid]
+        while self.unpriced and self.unpriced[0][0] not in self.unwritten:
+            self.unpriced.popleft()  # written: the oldest first
         self.on_server = on_server
         if now is not None:
             self.last_write = now

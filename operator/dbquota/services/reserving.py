@@ -314,7 +314,9 @@ class Ledger:
             return 0.0
         if self.account.on_server:
             self._see_room()
-        return self.account.next_delay(time.monotonic(), leading=self._leading())
+        return self.account.next_delay(
+            time.monotonic(), leading=self._leading(), priced=self._priced
+        )
 
     def _see_room(self) -> None:
         """Tell the escrow account what is free outside every escrow, as the view shows it."""
@@ -424,6 +426,11 @@ class Ledger:
         self._unsure = 0 if landed else self._unsure - 1
         if not self._unsure:
             self._known_again.set()
+
+    def _priced(self, uid: str) -> bool:
+        """Whether the claim of escrow admission ``uid`` shows the price it was admitted at."""
+        hold = self.account.unwritten.get(uid)
+        return hold is not None and self._confirmed(hold)
 
     def _confirmed(self, res: Reservation) -> bool:
         """Whether ``res``'s claim, as this replica's watch shows it, carries its price."""

@@ -231,26 +231,48 @@ async def test_far_from_the_budget_a_quota_keeps_its_escrow_between_claims(
     assert store.held() == ["c0", "c1", "c2"]
 
 
-async def test_the_leader_writes_its_escrow_admissions_lazily_until_it_stops_leading(
+async def test_the_leader_writes_priced_escrow_admissions_lazily_until_it_stops_leading(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(reserving, "IDLE_RETURN", 60.0)  # both past what until() waits
     monkeypatch.setattr(reserving, "LEADER_FLUSH_INTERVAL", 60.0)
     store = Store(budget=10_000)
     leads = True
+    seen: dict[str, ClaimRef] = {}
     replica = reserving.Ledger(
-        store=store, namespace="ns", name="q", snapshot=snapshot, share=0.5, leading=lambda: leads
+        store=store,
+        namespace="ns",
+        name="q",
+        snapshot=snapshot,
+        share=0.5,
+        leading=lambda: leads,
+        present=lambda namespace: seen,
     )
     replica.account.demand(time.monotonic())  # busy: the first takes escrow
     assert await admitted(replica, request("first"))
     writes = len(store.writes)
     assert await admitted(replica, request("second"))
+    seen["uid-second"] = ClaimRef(  # the leader's publisher priced it from memory
+        name="second", uid="uid-second", cluster_id="second", storage_gib=100, cost=100.0,
+        priced_generation=1,
+    )  # fmt: skip
     await asyncio.sleep(0.1)
-    assert len(store.writes) == writes  # the leader prices it from memory: no write yet
+    assert len(store.writes) == writes  # no write for it yet
+    assert await admitted(replica, request("ghost"))  # a claim that never shows up
+    await until(lambda: "ghost" in store.held())  # within FLUSH_INTERVAL, for the reconciler
+    assert "uid-second" not in replica.account.unwritten  # written along with it
+    assert len(store.writes) == writes + 1
+    assert await admitted(replica, request("third"))
+    seen["uid-third"] = ClaimRef(
+        name="third", uid="uid-third", cluster_id="third", storage_gib=100, cost=100.0,
+        priced_generation=1,
+    )  # fmt: skip
+    await asyncio.sleep(0.1)
+    assert len(store.writes) == writes + 1
     leads = False
     replica.wake()  # what Ledgers.wake does when the lead is lost
-    await until(lambda: store.held() == ["first", "second"])
-    assert len(store.writes) == writes + 1
+    await until(lambda: not replica.account.unwritten)
+    assert len(store.writes) == writes + 2
 
 
 async def test_a_write_drops_the_reservations_whose_claims_show_their_price(
