@@ -25,9 +25,9 @@ in the same write, *adopts* the claims that exist with no price and no reservati
 reservations the holder never wrote.
 
 A replica takes escrow only once a quota is busy: the second admission request within
-:attr:`Account.hold` of the one before (:meth:`Account.demand`). A quota that sees a claim
-less often is served by the exact path, one write per claim, where a grant would cost two
-(the grant, and giving it back once idle). How long an escrow is kept without admissions
+:attr:`Account.idle_after` of the one before (:meth:`Account.demand`). A quota that sees
+a claim less often is served by the exact path, one write per claim, where a grant would
+cost two (the grant, and giving it back once idle). How long an escrow is kept without admissions
 depends on how near the budget the quota is (:attr:`Account.roomy`, set by the ledger
 from its view):
 
@@ -271,8 +271,8 @@ class Account:
     active: float = 0.0
     """When the last admission happened."""
     busy: bool = False
-    """Whether the last request came within :attr:`hold` of the one before it (a grant
-    is taken only then)."""
+    """Whether the last request came within :attr:`idle_after` of the one before it (a
+    grant is taken only then)."""
     last_write: float = 0.0
     """When the last write went through."""
     closing: bool = False
@@ -298,7 +298,7 @@ class Account:
         self.active = now
 
     @property
-    def hold(self) -> float:
+    def idle_after(self) -> float:
         """Seconds without admissions after which the escrow goes back (module docstring)."""
         return max(self.quiet_return, self.idle_return) if self.roomy else self.idle_return
 
@@ -308,7 +308,7 @@ class Account:
 
     def demand(self, now: float) -> None:
         """A request that may hold budget arrived at ``now`` (before it is decided)."""
-        self.busy = now - self.active < self.hold
+        self.busy = now - self.active < self.idle_after
         self.active = now
 
     def spec_changed(self, generation: int) -> None:
@@ -334,7 +334,7 @@ class Account:
         while ``priced(uid)`` says each claim shows its price (module docstring)."""
         if self.closing and self.owes_a_write:
             return 0.0
-        back = self.active + self.hold if self.on_server else math.inf
+        back = self.active + self.idle_after if self.on_server else math.inf
         if not self.unwritten:
             return None if back == math.inf else back - now
         due = self.last_write + self.flush_interval
@@ -350,8 +350,8 @@ class Account:
         return min(due, back) - now
 
     def idle(self, now: float) -> bool:
-        """Whether no admission happened for :attr:`hold`."""
-        return now - self.active >= self.hold
+        """Whether no admission happened for :attr:`idle_after`."""
+        return now - self.active >= self.idle_after
 
     def renews(self, *, generation: int, exact: bool, now: float, alive: bool) -> bool:
         """Whether a round should give back what is left and take a fresh share: the spec

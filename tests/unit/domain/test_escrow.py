@@ -135,9 +135,9 @@ def test_an_escrow_far_from_the_budget_is_kept_longer_between_admissions() -> No
     account = escrow.Account(share=0.5, flush_interval=0.25, idle_return=1.0, quiet_return=10.0)
     account.typical = escrow.Allowance(cost=100.0)
     account.room_seen(escrow.Allowance(cost=399.0))  # not four more like the last
-    assert (account.roomy, account.hold) == (False, 1.0)
+    assert (account.roomy, account.idle_after) == (False, 1.0)
     account.room_seen(escrow.Allowance(cost=400.0))
-    assert (account.roomy, account.hold) == (True, 10.0)
+    assert (account.roomy, account.idle_after) == (True, 10.0)
     account.demand(0.0)
     account.demand(5.0)  # five seconds apart: busy while far from the budget
     assert (account.busy, account.idle(14.0), account.idle(15.0)) == (True, False, True)

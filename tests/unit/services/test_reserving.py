@@ -14,7 +14,11 @@ reservations admitted from escrow and writes them on retry; lost races are retri
 denied; close() writes everything and gives the escrow back; denials and UPDATEs that grow
 take the exact path; an UPDATE that adds nothing and a dry run never wait for a write; a
 replica whose lease it cannot trust admits nothing from escrow; a write drops the
-reservations whose claims already show their price, the totals unchanged.
+reservations whose claims already show their price, the totals unchanged. Far from the
+budget a quota keeps its escrow between claims that come seconds apart, and gives it back
+soon once another replica's admissions bring it near; the leader writes escrow
+admissions whose claims show their price lazily, one whose claim never appears soon,
+and everything soon once it stops leading.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import asyncio
 import copy
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -229,6 +233,22 @@ async def test_far_from_the_budget_a_quota_keeps_its_escrow_between_claims(
     assert replica.from_escrow == (1 if kept else 0)
     assert bool(store.quota["status"].get("escrow")) is kept
     assert store.held() == ["c0", "c1", "c2"]
+
+
+async def test_an_escrow_kept_far_from_the_budget_goes_back_soon_once_the_room_is_gone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(reserving, "IDLE_RETURN", 0.1)
+    monkeypatch.setattr(reserving, "QUIET_RETURN", 60.0)
+    store = Store(budget=10_000)
+    a, b = ledger(store, "a", 0.5), ledger(store, "b", 0.0)
+    assert await admitted(a, request("a1"))
+    assert store.quota["status"]["escrow"][0]["cost"] == 4950.0
+    await asyncio.sleep(0.3)
+    assert store.quota["status"]["escrow"]  # far from the budget: kept past IDLE_RETURN
+    assert await admitted(b, request("b1", 4600))  # 350 left outside a's escrow
+    a.observe(cast(QuotaObject, copy.deepcopy(store.quota)))  # what a's watch delivers
+    await until(lambda: store.quota["status"]["escrow"] == [])  # near it now: given back
 
 
 async def test_the_leader_writes_priced_escrow_admissions_lazily_until_it_stops_leading(
