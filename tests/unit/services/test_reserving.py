@@ -140,6 +140,8 @@ def ledger(
     *,
     alive: bool = True,
     live: Any = lambda _: True,
+    present: Any = lambda _: {},
+    leading: Any = lambda: False,
 ) -> reserving.Ledger:
     """A replica on a busy quota: a request came a moment ago, so its next takes escrow."""
     replica = reserving.Ledger(
@@ -151,9 +153,23 @@ def ledger(
         share=share,
         alive=lambda: alive,
         live=live,
+        present=present,
+        leading=leading,
     )
     replica.account.demand(time.monotonic())
     return replica
+
+
+def priced(name: str) -> ClaimRef:
+    """Claim ``name`` as the watch shows it once its price of 100 is written."""
+    return ClaimRef(
+        name=name,
+        uid=f"uid-{name}",
+        cluster_id=name,
+        storage_gib=100,
+        cost=100.0,
+        priced_generation=1,
+    )
 
 
 async def admitted(replica: reserving.Ledger, req: admission.Request) -> bool:
@@ -259,23 +275,11 @@ async def test_the_leader_writes_priced_escrow_admissions_lazily_until_it_stops_
     store = Store(budget=10_000)
     leads = True
     seen: dict[str, ClaimRef] = {}
-    replica = reserving.Ledger(
-        store=store,
-        namespace="ns",
-        name="q",
-        snapshot=snapshot,
-        share=0.5,
-        leading=lambda: leads,
-        present=lambda namespace: seen,
-    )
-    replica.account.demand(time.monotonic())  # busy: the first takes escrow
+    replica = ledger(store, leading=lambda: leads, present=lambda namespace: seen)
     assert await admitted(replica, request("first"))
     writes = len(store.writes)
     assert await admitted(replica, request("second"))
-    seen["uid-second"] = ClaimRef(  # the leader's publisher priced it from memory
-        name="second", uid="uid-second", cluster_id="second", storage_gib=100, cost=100.0,
-        priced_generation=1,
-    )  # fmt: skip
+    seen["uid-second"] = priced("second")  # the leader's publisher priced it from memory
     await asyncio.sleep(0.1)
     assert len(store.writes) == writes  # no write for it yet
     assert await admitted(replica, request("ghost"))  # a claim that never shows up
@@ -283,10 +287,7 @@ async def test_the_leader_writes_priced_escrow_admissions_lazily_until_it_stops_
     assert "uid-second" not in replica.account.unwritten  # written along with it
     assert len(store.writes) == writes + 1
     assert await admitted(replica, request("third"))
-    seen["uid-third"] = ClaimRef(
-        name="third", uid="uid-third", cluster_id="third", storage_gib=100, cost=100.0,
-        priced_generation=1,
-    )  # fmt: skip
+    seen["uid-third"] = priced("third")
     await asyncio.sleep(0.1)
     assert len(store.writes) == writes + 1
     leads = False
@@ -303,27 +304,12 @@ async def test_a_write_drops_the_reservations_whose_claims_show_their_price(
     monkeypatch.setattr(reserving, "IDLE_RETURN", 5.0)
     store = Store(budget=10_000)
     seen: dict[str, ClaimRef] = {}
-    replica = reserving.Ledger(
-        store=store,
-        namespace="ns",
-        name="q",
-        snapshot=snapshot,
-        share=0.5,
-        present=lambda namespace: seen if namespace == "ns" else {},
-    )
-    replica.account.demand(time.monotonic())  # busy: the first takes escrow
+    replica = ledger(store, present=lambda namespace: seen if namespace == "ns" else {})
     assert await admitted(replica, request("first"))
     assert await admitted(replica, request("second"))
     await until(lambda: store.held() == ["first", "second"])
     # The leader wrote first's price to its status; second exists, not priced yet.
-    seen["uid-first"] = ClaimRef(
-        name="first",
-        uid="uid-first",
-        cluster_id="first",
-        storage_gib=100,
-        cost=100.0,
-        priced_generation=1,
-    )
+    seen["uid-first"] = priced("first")
     seen["uid-second"] = ClaimRef(
         name="second", uid="uid-second", cluster_id="second", storage_gib=100
     )
