@@ -312,9 +312,11 @@ class Ledgers:
     def wake(self) -> None:
         """Every ledger plans its next write again: this replica stopped leading, so what
         its escrow admitted must reach the quota soon, for the new leader to price it."""
-        for by_name in self._ledgers.values():
-            for ledger in by_name.values():
-                ledger.wake()
+        for ledger in self._every():
+            ledger.wake()
+
+    def _every(self) -> list[reserving.Ledger]:
+        return [ledger for by_name in self._ledgers.values() for ledger in by_name.values()]
 
     def admitted_here(self, namespace: str, uid: str) -> list[Reservation]:
         """The reservations for claim ``uid`` that this replica admitted from escrow and has
@@ -346,8 +348,7 @@ class Ledgers:
 
     async def close(self) -> None:
         """Write every pending reservation and give every escrow back (shutdown)."""
-        ledgers = [ledger for by_name in self._ledgers.values() for ledger in by_name.values()]
-        await asyncio.gather(*(ledger.close() for ledger in ledgers))
+        await asyncio.gather(*(ledger.close() for ledger in self._every()))
 
 
 def _with_warnings(

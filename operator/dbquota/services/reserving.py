@@ -141,6 +141,7 @@ class Ledger:
             lazy_flush=LEADER_FLUSH_INTERVAL,
             quiet_return=QUIET_RETURN,
         )
+        self._room_of: QuotaObject | None = None  # the copy _see_room last looked at
         self._unsure = 0  # writes whose outcome is not known yet (:meth:`_write`)
         self._known_again = asyncio.Event()  # cleared while _unsure
         self.writes = 0
@@ -319,9 +320,13 @@ class Ledger:
         )
 
     def _see_room(self) -> None:
-        """Tell the escrow account what is free outside every escrow, as the view shows it."""
-        if self.known.latest is None:
+        """Tell the escrow account what is free outside every escrow, as the view shows it.
+        Once per copy of the quota: an admission from this replica's escrow moves an amount
+        from its allowance to its usage, which leaves that room as it was."""
+        latest = self.known.latest
+        if latest is None or latest is self._room_of:
             return
+        self._room_of = latest
         view = self.known.current(self.account.unwritten)
         if isinstance(view, ValueError):
             self.account.roomy = False

@@ -31,7 +31,7 @@ from typing import Any, cast
 
 import pytest
 
-from dbquota.domain import admission, billing, claims, escrow
+from dbquota.domain import admission, billing, claims, escrow, views
 from dbquota.domain.reservations import ClaimRef
 from dbquota.domain.resources import QuotaObject
 from dbquota.errors import Conflict, KubeError
@@ -265,6 +265,29 @@ async def test_an_escrow_kept_far_from_the_budget_goes_back_soon_once_the_room_i
     assert await admitted(b, request("b1", 4600))  # 350 left outside a's escrow
     a.observe(cast(QuotaObject, copy.deepcopy(store.quota)))  # what a's watch delivers
     await until(lambda: store.quota["status"]["escrow"] == [])  # near it now: given back
+
+
+async def test_the_room_outside_escrow_is_looked_at_once_per_copy_not_per_admission(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    looks = 0
+    free = views.View.free
+
+    def counted(view: views.View, own: escrow.Allowance) -> escrow.Allowance:
+        nonlocal looks
+        looks += 1
+        return free(view, own)
+
+    monkeypatch.setattr(views.View, "free", counted)
+    monkeypatch.setattr(reserving, "FLUSH_INTERVAL", 5.0)  # no write, so no new copy
+    replica = ledger(Store(budget=10_000))
+    assert await admitted(replica, request("first"))  # takes escrow
+    looks = 0
+    for i in range(20):
+        assert await admitted(replica, request(f"c{i}"))
+        await asyncio.sleep(0)  # the writer plans its next write after each
+    assert replica.from_escrow == 20
+    assert looks <= 1  # the copy its write answered with, once
 
 
 async def test_the_leader_writes_priced_escrow_admissions_lazily_until_it_stops_leading(
