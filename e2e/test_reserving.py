@@ -12,6 +12,7 @@ its escrow on the status, so the other replica cannot hand out that budget again
 from __future__ import annotations
 
 import asyncio
+import datetime
 import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, NoReturn
@@ -165,7 +166,12 @@ async def test_a_crashed_replicas_escrow_keeps_covering_what_it_admitted(
     escrow stays on the status, so the other replica cannot hand out that budget again."""
     monkeypatch.setattr(reserving, "CONTENDED_WAIT", 0.5)
     kubectl.apply(quota(namespace, name="budget", monthlyBudget=1000))
-    crashing = ledger(kubes[0], namespace, holder="crashing", share=0.5)
+    # The crashed replica's Lease has not lapsed yet. Without one, the suite's shared
+    # operator (if an earlier module started it) would count this holder as lapsed and its
+    # reconciler would let the escrow go mid-test, as it should once the Lease lapses.
+    holder = f"crashing-{namespace}"
+    kubectl.apply(live_lease(holder))
+    crashing = ledger(kubes[0], namespace, holder=holder, share=0.5)
     assert (await crashing.reserve(request("a0"))).allowed  # exact, no escrow yet
     assert (await crashing.reserve(request("a1"))).allowed  # exact, takes escrow
     local = [(await crashing.reserve(request(f"a{i}"))).allowed for i in range(2, 6)]
@@ -184,6 +190,24 @@ async def test_a_crashed_replicas_escrow_keeps_covering_what_it_admitted(
     assert status["spend"]["reserved"] + sum(e["cost"] for e in status["escrow"]) <= 1000
     assert crashing._writer is not None
     crashing._writer.cancel()
+    kubectl("delete", "lease", holder, "-n", "default", check=False)
+
+
+def live_lease(holder: str) -> dict[str, Any]:
+    """A replica Lease for ``holder``, renewed now for a minute, where the shared operator
+    (``--lease-namespace`` default) watches replicas' Leases."""
+    now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return {
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": {"name": holder, "namespace": "default"},
+        "spec": {
+            "holderIdentity": holder,
+            "leaseDurationSeconds": 60,
+            "acquireTime": now,
+            "renewTime": now,
+        },
+    }
 
 
 class Unreachable:
