@@ -221,7 +221,7 @@ def confirmed_by(res: Reservation, claim: ClaimRef | None) -> bool:
 def settle(
     *,
     held: Sequence[Reservation],
-    claims: Sequence[ClaimRef],
+    claims: Mapping[str, ClaimRef],
     deleted: Collection[str] = (),
     now: float,
     grace: float,
@@ -229,18 +229,18 @@ def settle(
     costs: Mapping[str, billing.ClusterCost] | None = None,
 ) -> tuple[list[Reservation], list[Reservation], list[tuple[Reservation, ReleaseReason]]]:
     """Split reservations into those still in flight, those confirmed by their claim, and
-    those to release with the reason (module docstring). ``deleted`` are uids of claims
-    seen deleted recently. Unless ``claims`` is ``current`` (the watch that lists them is
-    up to date), no claim's absence is taken as proof it was never created. A standing
+    those to release with the reason (module docstring). ``claims`` are the namespace's
+    claims by uid, ``deleted`` the uids of claims seen deleted recently. Unless ``claims``
+    is ``current`` (the watch that lists them is up to date), no claim's absence is taken
+    as proof it was never created. A standing
     reservation (an object dbquota does not own) is confirmed once ``costs`` (billing)
     show its object's cluster after the reservation's charge."""
-    by_uid_ = {c.uid: c for c in claims}
     kept: list[Reservation] = []
     confirmed: list[Reservation] = []
     released: list[tuple[Reservation, ReleaseReason]] = []
     for res in held:
         uid = str(res.get("uid", ""))
-        claim = by_uid_.get(uid)
+        claim = claims.get(uid)
         if claim is not None and not claim.owned:
             charged = timestamps.from_rfc3339(res.get("reservedAt"))
             cost = (costs or {}).get(claim.cluster_id)

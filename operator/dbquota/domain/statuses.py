@@ -1,11 +1,11 @@
 """A DatabaseQuota's status, recomputed from its spec, its claims and the billing snapshot.
 
-Pure: the reconciler (:mod:`dbquota.services.reconciling`) calls :func:`quota_status`
-inside a compare-and-swap write and posts Events for what :class:`Refresh` reports. One
-visit settles the reservations in flight (:func:`dbquota.domain.reservations.settle`),
-drops the escrow of replicas whose lease lapsed and adopts what they left unwritten,
-recounts the totals from the claims (:func:`dbquota.domain.usage.recount`), and writes
-billing health and the conditions.
+Pure: the reconciler (:mod:`dbquota.services.reconciling`) runs :func:`quota_status`, a
+slice of claims at a time, before a compare-and-swap write, and posts Events for what
+:class:`Refresh` reports. One visit settles the reservations in flight
+(:func:`dbquota.domain.reservations.settle`), drops the escrow of replicas whose lease
+lapsed and adopts what they left unwritten, recounts the totals from the claims
+(:func:`dbquota.domain.usage.recount`), and writes billing health and the conditions.
 
 Conditions (Kubernetes API conventions; each present from the first visit):
 
@@ -62,7 +62,7 @@ from dbquota.domain.resources import (
     QuotaStatus,
     Reservation,
 )
-from dbquota.kits import timestamps
+from dbquota.kits import steps, timestamps
 
 
 @dataclass(frozen=True)
@@ -233,8 +233,10 @@ def quota_status(
     deleted: Collection[str] = (),
     claims_current: bool = True,
     unwritten: Collection[str] = (),
-) -> Refresh:
-    """The quota's whole status after one reconcile (module docstring).
+) -> steps.Steps[Refresh]:
+    """The quota's whole status after one reconcile (module docstring), yielding after
+    each slice of ``claims`` (:mod:`dbquota.kits.steps`): the reconciler runs it between
+    admission reviews, each delayed by one slice at most.
 
     ``unwritten`` are uids of claims that this replica admitted from its escrow and has
     not written yet, as of ``quota``: its escrow entry still holds them, so they are not
@@ -258,11 +260,13 @@ def quota_status(
         current = conditions.initial(conds.current, now=conds.now, generation=generation)
         return Refresh(status=QuotaStatus(conditions=current, observedGeneration=generation))
 
+    by_uid, unpriced = yield from _indexed(claims)
     holds = _Holds.settle(
         old=old,
         spec=spec,
         snapshot=snapshot,
-        claims=claims,
+        claims=by_uid,
+        unpriced=unpriced,
         now=now,
         grace=grace,
         live=live,
@@ -270,8 +274,10 @@ def quota_status(
         claims_current=claims_current,
         unwritten=unwritten,
     )
-    counted = usage.recount(
-        claims=claims, held=holds.kept, costs=snapshot.costs, in_escrow=holds.in_escrow
+    counted = (
+        yield from usage.recount(
+            claims=claims, held=holds.kept, costs=snapshot.costs, in_escrow=holds.in_escrow
+        )
     ).usage
     if holds.waiting:
         counted = dataclasses.replace(counted, reserved=round(counted.reserved + holds.waiting, 2))
@@ -319,6 +325,21 @@ def quota_status(
         ),
         spec=spec,
     )
+
+
+def _indexed(
+    claims: Sequence[reservations.ClaimRef],
+) -> steps.Steps[tuple[dict[str, reservations.ClaimRef], list[reservations.ClaimRef]]]:
+    """The claims by uid, and those with no price, a slice at a time."""
+    by_uid: dict[str, reservations.ClaimRef] = {}
+    unpriced: list[reservations.ClaimRef] = []
+    for part in steps.slices(claims):
+        for claim in part:
+            by_uid[claim.uid] = claim
+            if claim.cost is None:
+                unpriced.append(claim)
+        yield
+    return by_uid, unpriced
 
 
 @dataclass
@@ -371,7 +392,8 @@ class _Holds:
         old: Mapping[str, Any],
         spec: quotas.QuotaSpec,
         snapshot: billing.BillingSnapshot,
-        claims: Sequence[reservations.ClaimRef],
+        claims: Mapping[str, reservations.ClaimRef],
+        unpriced: Sequence[reservations.ClaimRef],
         now: float,
         grace: float,
         live: Callable[[str], bool],
@@ -379,6 +401,7 @@ class _Holds:
         claims_current: bool,
         unwritten: Collection[str],
     ) -> _Holds:
+        """``claims`` by uid; only the ``unpriced`` can be orphans or held by an escrow."""
         kept, confirmed, released = reservations.settle(
             held=old.get("reservations") or [],
             claims=claims,
@@ -391,12 +414,11 @@ class _Holds:
         escrowed, expired = escrow.prune(
             escrow.entries_of(old), live=live if claims_current else lambda _: True
         )
-        price = price_orphan(snapshot)
-        covered = bool(escrowed) and not expired
+        price, covered = price_orphan(snapshot), bool(escrowed) and not expired
         found = (
             reservations.orphans(
                 held=kept,
-                claims=claims,
+                claims=unpriced,
                 now=now,
                 covered=covered,
                 billed=snapshot.costs.keys(),
@@ -419,7 +441,7 @@ class _Holds:
             waiting=round(sum(cost for _, cost, _ in priced[reservations.ADOPT_AT_ONCE :]), 2),
             in_escrow=frozenset(unwritten)
             | (
-                reservations.in_escrow(held=kept, claims=claims, now=now)
+                reservations.in_escrow(held=kept, claims=unpriced, now=now)
                 if covered
                 else frozenset()
             ),

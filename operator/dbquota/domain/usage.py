@@ -22,6 +22,7 @@ Pure; called by the reservation service and by :mod:`dbquota.domain.statuses`.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from typing import Any, cast
 from dbquota.domain import billing, quotas, reservations
 from dbquota.domain.reservations import ClaimRef
 from dbquota.domain.resources import QuotaStatus, Reservation, Spend, Used
+from dbquota.kits import steps
 
 
 def _number(value: object) -> float:
@@ -166,7 +168,7 @@ def recount(
     held: Sequence[Reservation],
     costs: Mapping[str, billing.ClusterCost],
     in_escrow: Collection[str] = (),
-) -> Recount:
+) -> steps.Steps[Recount]:
     """The totals (module docstring) from the namespace's claims, the reservations in
     flight and the billing snapshot's costs. A priced claim counts at its price until
     billing shows it after the charge, then at its billed cost (each cluster id once); an
@@ -174,49 +176,68 @@ def recount(
     its replica writes the reservation, and that write adds it: :func:`add`). An object
     dbquota does not own, never priced, counts in the caps while its standing reservation
     is held, then at its billed cost. A reservation counts its ``delta``; its claim and
-    storage count unless its claim already exists at that generation."""
+    storage count unless its claim already exists at that generation. Yields after each
+    slice of claims (:mod:`dbquota.kits.steps`)."""
     observed = reserved = 0.0
     count = storage = degraded_claims = degraded_storage = 0
     seen_clusters, billed = set[str](), set[str]()
-    by_uid = {c.uid: c for c in claims}
     holding = {str(r.get("uid", "")) for r in held}
-    for claim in claims:
-        if claim.uid in in_escrow:
-            continue
-        count += 1
-        storage += claim.storage_gib
-        unheld_foreign = not claim.owned and claim.uid not in holding
-        if (unheld_foreign and claim.cluster_id in costs) or (
-            claim.cost is not None and billed_after(claim, costs)
-        ):
-            billed.add(claim.name)
-            if claim.cluster_id not in seen_clusters:
-                seen_clusters.add(claim.cluster_id)
-                observed += costs[claim.cluster_id].total
-            continue
-        if claim.cost is None:
-            continue
-        reserved += claim.cost
-        if claim.degraded:
-            degraded_claims += 1
-            degraded_storage += claim.storage_gib
+    owners: dict[str, ClaimRef] = {}  # the claims of the reservations in flight, by uid
+    for part in steps.slices(claims):
+        for claim in part:
+            if claim.uid in holding:
+                owners[claim.uid] = claim
+            if claim.uid in in_escrow:
+                continue
+            count += 1
+            storage += claim.storage_gib
+            unheld_foreign = not claim.owned and claim.uid not in holding
+            if (unheld_foreign and claim.cluster_id in costs) or (
+                claim.cost is not None and billed_after(claim, costs)
+            ):
+                billed.add(claim.name)
+                if claim.cluster_id not in seen_clusters:
+                    seen_clusters.add(claim.cluster_id)
+                    observed += costs[claim.cluster_id].total
+                continue
+            if claim.cost is None:
+                continue
+            reserved += claim.cost
+            if claim.degraded:
+                degraded_claims += 1
+                degraded_storage += claim.storage_gib
+        yield
+    counted = quotas.Usage(
+        observed=round(observed, 2),
+        reserved=reserved,
+        claims=count,
+        storage_gib=storage,
+        degraded_claims=degraded_claims,
+        degraded_storage_gib=degraded_storage,
+    )
+    return Recount(usage=_plus_in_flight(counted, held, owners), billed=frozenset(billed))
+
+
+def _plus_in_flight(
+    counted: quotas.Usage, held: Sequence[Reservation], owners: Mapping[str, ClaimRef]
+) -> quotas.Usage:
+    """``counted`` plus the reservations in flight (:func:`recount`), ``reserved`` rounded."""
+    reserved, count, storage = counted.reserved, counted.claims, counted.storage_gib
+    degraded_claims, degraded_storage = counted.degraded_claims, counted.degraded_storage_gib
     for res in held:
         reserved += _number(res.get("delta"))
-        owner = by_uid.get(str(res.get("uid", "")))
+        owner = owners.get(str(res.get("uid", "")))
         present = owner is not None and owner.generation >= int(res.get("generation", 1))
         count += 1 if res.get("newClaim") and owner is None else 0
         storage += 0 if present else _count(res.get("storageGiB"))
         if res.get("degraded"):
             degraded_claims += 1 if res.get("newClaim") else 0
             degraded_storage += _count(res.get("storageGiB"))
-    return Recount(
-        usage=quotas.Usage(
-            observed=round(observed, 2),
-            reserved=round(reserved, 2),
-            claims=count,
-            storage_gib=storage,
-            degraded_claims=degraded_claims,
-            degraded_storage_gib=degraded_storage,
-        ),
-        billed=frozenset(billed),
+    return dataclasses.replace(
+        counted,
+        reserved=round(reserved, 2),
+        claims=count,
+        storage_gib=storage,
+        degraded_claims=degraded_claims,
+        degraded_storage_gib=degraded_storage,
     )

@@ -11,7 +11,9 @@ so an event costs O(log quotas), not a look at every dirty quota.
 
 A refresh reads the quota from the watch, recomputes the whole status with
 :func:`dbquota.domain.statuses.quota_status` from the namespace's claims (the claim
-informer) and the billing snapshot, and writes it by compare-and-swap on the quota's
+informer) and the billing snapshot, a slice of claims at a time so that the admission
+reviews this process serves meanwhile wait for one slice at most
+(:mod:`dbquota.kits.steps`), and writes it by compare-and-swap on the quota's
 ``resourceVersion``, re-reading on a conflict. Claims that this replica admitted from its
 escrow and has not written yet count in that escrow, even once priced (the publisher
 prices them from the ledger); while the ledger's write of the quota is in flight, the
@@ -49,6 +51,7 @@ from dbquota.adapters.kube import QUOTAS, Informer
 from dbquota.domain import billing, reservations, statuses
 from dbquota.domain.resources import QuotaObject, QuotaStatus
 from dbquota.errors import Conflict, KubeError, NotFound
+from dbquota.kits import steps
 from dbquota.kits.schedules import DueQueue
 from dbquota.services import inventory, recording
 from dbquota.services.stores import QuotaStore
@@ -252,7 +255,7 @@ class Reconciler:
             if unwritten is None:  # this replica's own write of it: in flight, or unknown
                 self.mark(namespace, name, force=force, after=WRITE_PATIENCE)
                 return None
-            refresh = self._recompute(quota, namespace, unwritten)
+            refresh = await self._recompute(quota, namespace, unwritten)
             if not force and self._not_yet((namespace, name), quota.get("status") or {}, refresh):
                 self._follow_up(namespace, name, refresh)
                 return refresh
@@ -286,20 +289,23 @@ class Reconciler:
         self.mark(namespace, name, force=force)
         return None
 
-    def _recompute(
+    async def _recompute(
         self, quota: QuotaObject, namespace: str, unwritten: Collection[str]
     ) -> statuses.Refresh:
-        """The quota's whole status from the claims of its namespace, as of now."""
-        return statuses.quota_status(
-            quota=quota,
-            snapshot=self._snapshot(),
-            claims=self._claims.in_namespace(namespace),
-            now=self._clock(),
-            grace=self._grace,
-            live=self._live,
-            deleted=self._deleted(namespace),
-            claims_current=self._claims_current(),
-            unwritten=unwritten,
+        """The quota's whole status from the claims of its namespace, as of now: a slice of
+        claims at a time, letting admission reviews in between (:mod:`dbquota.kits.steps`)."""
+        return await steps.paced(
+            statuses.quota_status(
+                quota=quota,
+                snapshot=self._snapshot(),
+                claims=self._claims.in_namespace(namespace),
+                now=self._clock(),
+                grace=self._grace,
+                live=self._live,
+                deleted=self._deleted(namespace),
+                claims_current=self._claims_current(),
+                unwritten=unwritten,
+            )
         )
 
     def _not_yet(self, key: tuple[str, str], old: QuotaStatus, refresh: statuses.Refresh) -> bool:

@@ -127,11 +127,14 @@ def test_settle_confirms_kept_and_releases_with_a_reason() -> None:
             held("young"),
             held("never", at=T0 - 11),
         ],
-        claims=[
-            ref("priced", cost=100.0, priced_generation=1),
-            ref("unpriced"),
-            ref("old-generation", generation=2, cost=90.0, priced_generation=1),
-        ],
+        claims={
+            c.uid: c
+            for c in (
+                ref("priced", cost=100.0, priced_generation=1),
+                ref("unpriced"),
+                ref("old-generation", generation=2, cost=90.0, priced_generation=1),
+            )
+        },
         deleted={"uid-deleted"},
         now=T0,
         grace=10,
@@ -204,7 +207,7 @@ def test_junk_in_a_claims_status_reads_as_no_price() -> None:
 
 def test_nothing_is_released_as_never_created_while_the_claims_watch_is_behind() -> None:
     old = held("old", at=T0 - 60)
-    kept, _, released = reservations.settle(held=[old], claims=[], now=T0, grace=10, current=False)
+    kept, _, released = reservations.settle(held=[old], claims={}, now=T0, grace=10, current=False)
     assert (kept, released) == ([old], [])
-    _, _, released = reservations.settle(held=[old], claims=[], now=T0, grace=10)
+    _, _, released = reservations.settle(held=[old], claims={}, now=T0, grace=10)
     assert [why for _, why in released] == ["NeverCreated"]

@@ -17,7 +17,7 @@ import yaml
 from dbquota.domain import admission, billing, claims, escrow, quotas, reservations, usage
 from dbquota.domain.kinds import registry
 from dbquota.domain.resources import Reservation
-from dbquota.kits import timestamps
+from dbquota.kits import steps, timestamps
 from tests.unit.domain import samples
 
 EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "cnpg-cluster.yaml"
@@ -74,10 +74,10 @@ def test_the_object_is_named_by_kind_and_counts_in_its_namespace() -> None:
 
 def test_the_reservation_stands_until_billing_shows_the_object() -> None:
     kept, confirmed, released = reservations.settle(
-        held=held(), claims=[ref()], now=NOW + 10_000, grace=5, costs={}
+        held=held(), claims={"u1": ref()}, now=NOW + 10_000, grace=5, costs={}
     )
     assert (len(kept), confirmed, released) == (1, [], [])
-    counted = usage.recount(claims=[ref()], held=kept, costs={}).usage
+    counted = steps.finish(usage.recount(claims=[ref()], held=kept, costs={})).usage
     assert (counted.reserved, counted.observed, counted.claims, counted.storage_gib) == (
         300.0,
         0.0,
@@ -88,7 +88,7 @@ def test_the_reservation_stands_until_billing_shows_the_object() -> None:
 
 def test_billing_from_before_the_charge_does_not_settle_it() -> None:
     kept, confirmed, _ = reservations.settle(
-        held=held(), claims=[ref()], now=NOW, grace=5, costs=cost(CHARGED - 5)
+        held=held(), claims={"u1": ref()}, now=NOW, grace=5, costs=cost(CHARGED - 5)
     )
     assert len(kept) == 1
     assert confirmed == []
@@ -97,11 +97,11 @@ def test_billing_from_before_the_charge_does_not_settle_it() -> None:
 def test_billing_after_the_charge_settles_it_and_counts_the_billed_cost() -> None:
     costs = cost(CHARGED + 30)
     kept, confirmed, _ = reservations.settle(
-        held=held(), claims=[ref()], now=NOW, grace=5, costs=costs
+        held=held(), claims={"u1": ref()}, now=NOW, grace=5, costs=costs
     )
     assert kept == []
     assert len(confirmed) == 1
-    counted = usage.recount(claims=[ref()], held=kept, costs=costs)
+    counted = steps.finish(usage.recount(claims=[ref()], held=kept, costs=costs))
     assert counted.usage.observed == 290.0
     assert counted.usage.reserved == 0.0
     assert counted.billed == {"Cluster/orders-pg"}
@@ -110,7 +110,7 @@ def test_billing_after_the_charge_settles_it_and_counts_the_billed_cost() -> Non
 
 def test_deleting_the_object_releases_it() -> None:
     _, _, released = reservations.settle(
-        held=held(), claims=[], deleted={"u1"}, now=NOW, grace=5, costs={}
+        held=held(), claims={}, deleted={"u1"}, now=NOW, grace=5, costs={}
     )
     assert [why for _, why in released] == ["ClaimDeleted"]
 
@@ -123,7 +123,7 @@ def test_an_object_with_no_reservation_and_no_bill_is_adopted() -> None:
 
 
 def test_a_standing_reservation_is_marked_and_not_in_flight_any_more() -> None:
-    kept, _, _ = reservations.settle(held=held(), claims=[ref()], now=NOW, grace=5, costs={})
+    kept, _, _ = reservations.settle(held=held(), claims={"u1": ref()}, now=NOW, grace=5, costs={})
     assert kept[0].get("standing") is True
     standing: dict[str, Reservation] = {}
     for i in range(3):

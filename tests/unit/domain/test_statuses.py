@@ -14,7 +14,8 @@ down highest first; nothing announced again that the status says was announced; 
 thresholds; the ``BudgetThresholdReached`` condition; condition messages that change with the
 state, not with every claim); and that a refresh that only ages the
 figures is not material (also against a status with no conditions yet), and that one that
-only drops reservations confirmed by their claims only settles (totals unchanged).
+only drops reservations confirmed by their claims only settles (totals unchanged). A large
+namespace is recounted a slice of claims at a time, to the same status as at once.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Any
 
 from dbquota.domain import billing, reservations, statuses, usage
 from dbquota.domain.resources import Escrow, QuotaObject, QuotaStatus, Reservation
-from dbquota.kits import timestamps
+from dbquota.kits import steps, timestamps
 from tests.unit.domain import samples
 
 STAMP = "2026-11-27T09:00:00Z"
@@ -81,13 +82,15 @@ def refresh(
     now: float = T0 + 5,
     live: Any = lambda _: True,
 ) -> statuses.Refresh:
-    return statuses.quota_status(
-        quota=quota_obj,
-        snapshot=snapshot or billing.BillingSnapshot(),
-        claims=claims,
-        now=now,
-        grace=10,
-        live=live,
+    return steps.finish(
+        statuses.quota_status(
+            quota=quota_obj,
+            snapshot=snapshot or billing.BillingSnapshot(),
+            claims=claims,
+            now=now,
+            grace=10,
+            live=live,
+        )
     )
 
 
@@ -166,13 +169,15 @@ def test_a_claim_priced_before_its_escrow_write_counts_once_before_and_after_it(
     live = [Escrow(holder="me", cost=500.0)]
     counted_twice = refresh(quota(escrow=live), [priced], now=T0)
     assert counted_twice.status["spend"]["reserved"] == 165.0  # and again in the escrow
-    before = statuses.quota_status(
-        quota=quota(escrow=live),
-        snapshot=billing.BillingSnapshot(),
-        claims=[priced],
-        now=T0,
-        grace=10,
-        unwritten={"uid-orders"},
+    before = steps.finish(
+        statuses.quota_status(
+            quota=quota(escrow=live),
+            snapshot=billing.BillingSnapshot(),
+            claims=[priced],
+            now=T0,
+            grace=10,
+            unwritten={"uid-orders"},
+        )
     )
     assert before.status["spend"]["reserved"] == 0.0
     assert (before.status["used"]["claims"], before.status["used"]["storageGiB"]) == (0, 0)
@@ -207,6 +212,34 @@ def test_thousands_of_orphans_are_adopted_a_batch_at_a_time_and_counted_meanwhil
     assert {r["claim"] for r in again.adopted}.isdisjoint(r["claim"] for r in got.adopted)
     assert len(again.adopted) == reservations.ADOPT_AT_ONCE
     assert again.status["spend"]["reserved"] == round(n * 410.4, 2)
+
+
+def test_a_large_namespace_is_recounted_a_slice_at_a_time_with_the_same_result() -> None:
+    """The reconciler runs the recount between admission reviews: it must stop after each
+    slice of claims (twice per slice: indexing, then counting), and come to the same status
+    as at once, reservations in flight and unpriced claims included."""
+    n = steps.SLICE * 3 + 1
+    many = [claim(f"c{i}", cost=10.0, priced_generation=1) for i in range(n - 1)]
+    many.append(claim("new", created=T0))  # unpriced, young: held by its reservation
+    kwargs: dict[str, Any] = {
+        "quota": quota(hold("new", cost=25.0)),
+        "snapshot": samples.healthy(),
+        "claims": many,
+        "now": T0 + 5,
+        "grace": 10,
+    }
+    work, stops = statuses.quota_status(**kwargs), 0
+    while True:
+        try:
+            next(work)
+        except StopIteration as done:
+            stepped = done.value
+            break
+        stops += 1
+    assert stops == 2 * 4
+    assert stepped == steps.finish(statuses.quota_status(**kwargs))
+    assert stepped.status["used"]["claims"] == n
+    assert stepped.status["spend"]["reserved"] == round((n - 1) * 10.0 + 25.0, 2)
 
 
 def test_a_status_without_conditions_is_compared_without_failing() -> None:

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 
 from dbquota.domain import billing, quotas, reservations, usage
 from dbquota.domain.resources import QuotaStatus, Reservation
-from dbquota.kits import timestamps
+from dbquota.kits import steps, timestamps
 
 T0 = timestamps.from_rfc3339("2026-11-27T09:00:00Z")
 STAMP = "2026-11-27T09:00:00Z"
@@ -100,16 +100,18 @@ def cost(name: str, at: float, total: float = 170.0) -> billing.ClusterCost:
 
 
 def test_a_recount_counts_each_claim_once() -> None:
-    got = usage.recount(
-        claims=[
-            claim("fresh", cost=165.0),  # sampled before its charge: its price counts
-            claim("billed", cost=165.0),  # sampled after: its billed cost counts
-            claim("twin", cost=165.0, cluster_id="ns/billed"),  # same cluster: counted once
-            claim("unpriced"),  # in the caps only: its cost is in a reservation or escrow
-            claim("degraded", cost=10.0, degraded=True, storage_gib=30),
-        ],
-        held=[hold("coming", 40.0), hold("unpriced", 20.0)],
-        costs={"ns/fresh": cost("fresh", T0 - 30), "ns/billed": cost("billed", T0 + 2)},
+    got = steps.finish(
+        usage.recount(
+            claims=[
+                claim("fresh", cost=165.0),  # sampled before its charge: its price counts
+                claim("billed", cost=165.0),  # sampled after: its billed cost counts
+                claim("twin", cost=165.0, cluster_id="ns/billed"),  # same cluster: counted once
+                claim("unpriced"),  # in the caps only: its cost is in a reservation or escrow
+                claim("degraded", cost=10.0, degraded=True, storage_gib=30),
+            ],
+            held=[hold("coming", 40.0), hold("unpriced", 20.0)],
+            costs={"ns/fresh": cost("fresh", T0 - 30), "ns/billed": cost("billed", T0 + 2)},
+        )
     )
     assert got.billed == {"billed", "twin"}
     assert got.usage == quotas.Usage(
@@ -168,11 +170,13 @@ def test_adding_reservations_equals_recounting_with_them(world: World) -> None:
     escrow): the recount before the write leaves them to the escrow, the write adds them,
     and the recount after it counts them once."""
     claims, counted, fresh, escrowed = world
-    before = usage.recount(claims=claims, held=counted, costs={}, in_escrow=escrowed).usage
+    before = steps.finish(
+        usage.recount(claims=claims, held=counted, costs={}, in_escrow=escrowed)
+    ).usage
     spend, used = usage.fields(before, budget=1e9)
     status = QuotaStatus(spend=spend, used=used, reservations=counted)
     added = usage.of_status(usage.add(status, fresh, budget=1e9))
-    recounted = usage.recount(claims=claims, held=counted + fresh, costs={}).usage
+    recounted = steps.finish(usage.recount(claims=claims, held=counted + fresh, costs={})).usage
     assert abs(added.reserved - recounted.reserved) < 0.01 * (1 + len(fresh))
     assert (added.claims, added.storage_gib) == (recounted.claims, recounted.storage_gib)
 
@@ -191,7 +195,7 @@ def test_confirming_a_reservation_changes_no_total(world: World, data: st.DataOb
             else c
             for c in claims
         ]
-    before = usage.recount(claims=claims, held=counted, costs={}).usage
+    before = steps.finish(usage.recount(claims=claims, held=counted, costs={})).usage
     after_claims = [
         replace(c, cost=confirmed["cost"], priced_generation=confirmed["generation"])
         if c.uid == confirmed["uid"]
@@ -199,7 +203,7 @@ def test_confirming_a_reservation_changes_no_total(world: World, data: st.DataOb
         for c in claims
     ]
     rest = [r for r in counted if r is not confirmed]
-    after = usage.recount(claims=after_claims, held=rest, costs={}).usage
+    after = steps.finish(usage.recount(claims=after_claims, held=rest, costs={})).usage
     assert abs(after.reserved - before.reserved) < 0.01
     assert (after.claims, after.storage_gib) == (before.claims, before.storage_gib)
 

@@ -10,7 +10,8 @@ retried on a fresh read; a standby (not leading) writes nothing; a written statu
 published as the quota's ``dbquota_quota_*`` metrics (a quota that is gone publishes
 nothing); breaker transitions are announced as Events in the order they happened, even when
 the first POST is slow; and budget thresholds crossed are announced once each, not again by
-a restarted reconciler.
+a restarted reconciler; and the recount of a large namespace lets other tasks (admission
+reviews) run between its slices.
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ from dbquota.adapters.kube import CLAIMS, QUOTAS, Informer, Resource
 from dbquota.domain import billing, reservations
 from dbquota.domain.resources import Event, EventSeries, QuotaObject
 from dbquota.errors import Conflict, NotFound
-from dbquota.kits import timestamps
+from dbquota.kits import steps, timestamps
 from dbquota.services import reconciling, recording
+from tests.unit import turns
 
 NOW = time.time()
 
@@ -231,6 +233,21 @@ async def test_a_refresh_confirms_reservations_and_recounts_totals() -> None:
     assert [r["claim"] for r in status["reservations"]] == ["b"]
     assert status["spend"] == {"observed": 0.0, "reserved": 150.0, "remaining": 850.0}
     assert status["used"]["claims"] == 2
+
+
+async def test_a_refresh_of_a_large_namespace_lets_other_tasks_run_meanwhile() -> None:
+    """Admission reviews are served by the same event loop: recounting thousands of claims
+    in one piece would hold each of them up for as long (``bench/README.md``)."""
+    api = Apiserver()
+    reconciler, claims = setup(api)
+    n = steps.SLICE * 4
+    for i in range(n):
+        claims.put(claim(f"c{i}", estimatedMonthlyCost=0.1, observedGeneration=1))
+    async with turns.counting() as seen:
+        await reconciler.refresh("ns", "q")
+    assert seen.count >= 4  # at least once per slice
+    assert api.quota["status"]["used"]["claims"] == n
+    assert api.quota["status"]["spend"]["reserved"] == round(n * 0.1, 2)
 
 
 async def test_dropping_confirmed_reservations_waits_for_a_write_made_anyway(
