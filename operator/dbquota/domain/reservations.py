@@ -232,9 +232,9 @@ def settle(
     those to release with the reason (module docstring). ``claims`` are the namespace's
     claims by uid, ``deleted`` the uids of claims seen deleted recently. Unless ``claims``
     is ``current`` (the watch that lists them is up to date), no claim's absence is taken
-    as proof it was never created. A standing
-    reservation (an object dbquota does not own) is confirmed once ``costs`` (billing)
-    show its object's cluster after the reservation's charge."""
+    as proof it was never created. A standing reservation (an object dbquota does not own)
+    is confirmed once ``costs`` (billing) show its object's cluster after the reservation's
+    charge."""
     kept: list[Reservation] = []
     confirmed: list[Reservation] = []
     released: list[tuple[Reservation, ReleaseReason]] = []

@@ -9,9 +9,9 @@ quota from its namespace's claims (:func:`dbquota.domain.statuses.quota_status`)
 admission review that arrived meanwhile waited for all of it (``bench/README.md``).
 Sliced, a review waits for one slice at most.
 
-Why by hand: asyncio has no way to yield from inside synchronous code, and a thread
-would not help: the event loop would wait up to ``sys.getswitchinterval()`` (5 ms) for
-the GIL at every hand-over, several times per review.
+Why by hand: asyncio has no way to yield from inside synchronous code. A thread would
+not help: pure Python holds the GIL, which the event loop would get back only every
+``sys.getswitchinterval()`` (5 ms), each time it let go of it (every read and write).
 """
 
 from __future__ import annotations
