@@ -24,8 +24,10 @@ def test_probes_and_metrics_of_the_running_operator(
     kubectl: Kubectl, operator: Operator, namespace: str
 ) -> None:
     base = f"http://127.0.0.1:{operator.metrics_port}"
-    assert httpx.get(f"{base}/healthz", timeout=5).status_code == 200
-    assert httpx.get(f"{base}/readyz", timeout=5).status_code == 200
+    assert httpx.get(f"{base}/healthz", timeout=5).status_code == 200  # alive from the start
+    # Ready once the billing cache is warm and the quota watch has listed: the first sync
+    # after start (this module alone may run right after the operator started).
+    wait_for(operator.ready, what="/readyz answering 200")
     kubectl.apply(quota(namespace, name="q", monthlyBudget=5000))
     wait_for(lambda: kubectl.get_json("dbq", "q", "-n", namespace).get("status"), what="status")
     kubectl.apply(claim(namespace, name="metered"))
