@@ -98,3 +98,26 @@ def test_create_runs_its_phases_against_resourcequota() -> None:
     assert re.search(r"^\| dbquota \| 5 \| .* \| 0 \|$", out, re.MULTILINE), (
         "no row against ResourceQuota"
     )
+
+
+def test_create_rounds_are_each_set_against_their_own_resourcequota_run() -> None:
+    out = run(
+        "create.py",
+        "--phases",
+        "resourcequota,dbquota",
+        "--rates",
+        "5",
+        "--seconds",
+        "1",
+        "--lead-in",
+        "0",
+        "--rounds",
+        "2",
+        timeout=600,
+    )
+    for name in ("resourcequota #1", "resourcequota #2", "dbquota #1", "dbquota #2"):
+        sent, created, errors = rows(out, name)[0][2:5]
+        assert (sent, created, errors) == ("5", "5", "0"), out
+    against = [r for r in rows(out, "dbquota #1") + rows(out, "dbquota #2") if len(r) == 9]
+    assert len(against) == 2, out  # one row against ResourceQuota per round
+    assert re.search(r"dbquota at 5/s: p99 .* \(median of 2 rounds: [\d.]+x, [\d.]+x\)", out), out
