@@ -77,19 +77,13 @@ def test_admission_runs_both_phases() -> None:
         assert int(rows(out, phase)[1][-1]) > 0, out  # the quota watch saw the reservations
 
 
+def create(*args: str) -> str:
+    """``bench/create.py`` at its smallest: 5 creates per phase, no lead-in."""
+    return run("create.py", "--rates", "5", "--seconds", "1", "--lead-in", "0", *args, timeout=600)
+
+
 def test_create_runs_its_phases_against_resourcequota() -> None:
-    out = run(
-        "create.py",
-        "--phases",
-        "nothing,resourcequota,dbquota",
-        "--rates",
-        "5",
-        "--seconds",
-        "1",
-        "--lead-in",
-        "0",
-        timeout=600,
-    )
+    out = create("--phases", "nothing,resourcequota,dbquota")
     for phase in ("nothing", "resourcequota", "dbquota"):
         sent, created, errors = rows(out, phase)[0][2:5]
         assert (sent, created, errors) == ("5", "5", "0"), out
@@ -101,20 +95,7 @@ def test_create_runs_its_phases_against_resourcequota() -> None:
 
 
 def test_create_rounds_are_each_set_against_their_own_resourcequota_run() -> None:
-    out = run(
-        "create.py",
-        "--phases",
-        "resourcequota,dbquota",
-        "--rates",
-        "5",
-        "--seconds",
-        "1",
-        "--lead-in",
-        "0",
-        "--rounds",
-        "2",
-        timeout=600,
-    )
+    out = create("--phases", "resourcequota,dbquota", "--rounds", "2")
     for name in ("resourcequota #1", "resourcequota #2", "dbquota #1", "dbquota #2"):
         sent, created, errors = rows(out, name)[0][2:5]
         assert (sent, created, errors) == ("5", "5", "0"), out
