@@ -27,9 +27,9 @@ reservations the holder never wrote.
 A replica takes escrow only once a quota is busy: the second admission request within
 :attr:`Account.idle_after` of the one before (:meth:`Account.demand`). A quota that sees
 a claim less often is served by the exact path, one write per claim, where a grant would
-cost two (the grant, and giving it back once idle). How long an escrow is kept without admissions
-depends on how near the budget the quota is (:attr:`Account.roomy`, set by the ledger
-from its view):
+cost two (the grant, and giving it back once idle). How long an escrow is kept without
+admissions depends on how near the budget the quota is (:attr:`Account.roomy`, set by the
+ledger from its view):
 
 - *Near the budget* (what is free outside every escrow would not fit ``QUIET_MARGIN``
   admissions like the last one), ``idle_return``: another replica's request that only

@@ -230,11 +230,11 @@ def settle(
 ) -> tuple[list[Reservation], list[Reservation], list[tuple[Reservation, ReleaseReason]]]:
     """Split reservations into those still in flight, those confirmed by their claim, and
     those to release with the reason (module docstring). ``claims`` are the namespace's
-    claims by uid, ``deleted`` the uids of claims seen deleted recently. Unless ``claims``
-    is ``current`` (the watch that lists them is up to date), no claim's absence is taken
-    as proof it was never created. A standing reservation (an object dbquota does not own)
-    is confirmed once ``costs`` (billing) show its object's cluster after the reservation's
-    charge."""
+    claims by uid (only those of ``held`` are looked up), ``deleted`` the uids of claims
+    seen deleted recently. Unless ``claims`` is ``current`` (the watch that lists them is
+    up to date), no claim's absence is taken as proof it was never created. A standing
+    reservation (an object dbquota does not own) is confirmed once ``costs`` (billing)
+    show its object's cluster after the reservation's charge."""
     kept: list[Reservation] = []
     confirmed: list[Reservation] = []
     released: list[tuple[Reservation, ReleaseReason]] = []

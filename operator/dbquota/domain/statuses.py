@@ -260,12 +260,13 @@ def quota_status(
         current = conditions.initial(conds.current, now=conds.now, generation=generation)
         return Refresh(status=QuotaStatus(conditions=current, observedGeneration=generation))
 
-    by_uid, unpriced = yield from _indexed(claims)
+    held = old.get("reservations") or []
+    owners, unpriced = yield from _indexed(claims, {str(r.get("uid", "")) for r in held})
     holds = _Holds.settle(
         old=old,
         spec=spec,
         snapshot=snapshot,
-        claims=by_uid,
+        owners=owners,
         unpriced=unpriced,
         now=now,
         grace=grace,
@@ -328,18 +329,21 @@ def quota_status(
 
 
 def _indexed(
-    claims: Sequence[reservations.ClaimRef],
+    claims: Sequence[reservations.ClaimRef], held: Collection[str]
 ) -> steps.Steps[tuple[dict[str, reservations.ClaimRef], list[reservations.ClaimRef]]]:
-    """The claims by uid, and those with no price, a slice at a time."""
-    by_uid: dict[str, reservations.ClaimRef] = {}
+    """The claims of the ``held`` uids by uid, and the claims with no price (the only ones
+    that can be orphans or held by an escrow), a slice at a time: all that settling the
+    reservations and finding orphans look at."""
+    owners: dict[str, reservations.ClaimRef] = {}
     unpriced: list[reservations.ClaimRef] = []
     for part in steps.slices(claims):
         for claim in part:
-            by_uid[claim.uid] = claim
+            if claim.uid in held:
+                owners[claim.uid] = claim
             if claim.cost is None:
                 unpriced.append(claim)
         yield
-    return by_uid, unpriced
+    return owners, unpriced
 
 
 @dataclass
@@ -392,7 +396,7 @@ class _Holds:
         old: Mapping[str, Any],
         spec: quotas.QuotaSpec,
         snapshot: billing.BillingSnapshot,
-        claims: Mapping[str, reservations.ClaimRef],
+        owners: Mapping[str, reservations.ClaimRef],
         unpriced: Sequence[reservations.ClaimRef],
         now: float,
         grace: float,
@@ -401,10 +405,10 @@ class _Holds:
         claims_current: bool,
         unwritten: Collection[str],
     ) -> _Holds:
-        """``claims`` by uid; only the ``unpriced`` can be orphans or held by an escrow."""
+        """``owners``: the held reservations' claims by uid; ``unpriced``: see :func:`_indexed`."""
         kept, confirmed, released = reservations.settle(
             held=old.get("reservations") or [],
-            claims=claims,
+            claims=owners,
             deleted=deleted,
             now=now,
             grace=grace,
