@@ -42,6 +42,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import math
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -77,6 +78,8 @@ IDLE_RETURN = 1.0
 """Seconds without admissions after which a replica gives its escrow back near the budget."""
 QUIET_RETURN = 10.0
 """The same far from the budget, where the escrow keeps nobody out."""
+WAKE_SLACK = 0.001
+"""Seconds a write may come after it is due rather than wake the writer (:meth:`Ledger._nudge`)."""
 CONTENDED_WAIT = 3.0
 """Most seconds a request waits for live other replicas' escrow before it is decided with it."""
 CONTENDED_POLL = 0.05
@@ -133,6 +136,7 @@ class Ledger:
         self._queue: list[_Pending] = []
         self._writer: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
+        self._sleeps_until = -math.inf  # when the writer's sleep ends; -inf: it is not asleep
         self.known = views.QuotaView(name=name, holder=self.holder)
         self.account = escrow.Account(
             share=share,
@@ -264,7 +268,7 @@ class Ledger:
         self.known.admitted(hold)
         self.from_escrow += 1
         metrics.from_escrow.inc()
-        self._start()
+        self._nudge()
         return True
 
     # -- the writer ------------------------------------------------------------------------
@@ -274,15 +278,33 @@ class Ledger:
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._drain(), name=f"ledger {self.name}")
 
+    def _nudge(self) -> None:
+        """After an admission from escrow: wake the writer only if the write it owes is now
+        due before its sleep ends. An admission can only bring that write forward (the first
+        one not written, or not priced on the leader); waking the writer on every one would
+        cost a task switch and a new timeout per review for nothing. :data:`WAKE_SLACK`
+        absorbs the clock read between planning the sleep and starting it."""
+        if self._writer is None or self._writer.done():
+            self._start()
+            return
+        now = time.monotonic()
+        delay = self.account.next_delay(now, leading=self._leading(), priced=self._priced)
+        if delay is not None and now + delay < self._sleeps_until - WAKE_SLACK:
+            self._wake.set()
+
     async def _drain(self) -> None:
         """The writer: exact rounds at once, escrow flushes batched, the escrow returned."""
         while (delay := self._next_delay()) is not None:
             if delay > 0:
                 # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
                 # that arrives as the event is set, and the writer must stop when cancelled.
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(delay):
-                        await self._wake.wait()
+                self._sleeps_until = time.monotonic() + delay
+                try:
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(delay):
+                            await self._wake.wait()
+                finally:
+                    self._sleeps_until = -math.inf  # awake: it looks at everything next
                 continue
             if self._queue:
                 self._queue = [p for p in self._queue if not self._served_at_once(p)]

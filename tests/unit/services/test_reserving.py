@@ -18,7 +18,8 @@ reservations whose claims already show their price, the totals unchanged. Far fr
 budget a quota keeps its escrow between claims that come seconds apart, and gives it back
 soon once another replica's admissions bring it near; the leader writes escrow
 admissions whose claims show their price lazily, one whose claim never appears soon,
-and everything soon once it stops leading.
+and everything soon once it stops leading. An admission from escrow wakes the writer only
+when it brings the next write forward, not once per review.
 """
 
 from __future__ import annotations
@@ -288,6 +289,37 @@ async def test_the_room_outside_escrow_is_looked_at_once_per_copy_not_per_admiss
         await asyncio.sleep(0)  # the writer plans its next write after each
     assert replica.from_escrow == 20
     assert looks <= 1  # the copy its write answered with, once
+
+
+async def test_admissions_from_escrow_wake_the_writer_only_to_bring_its_write_forward(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    plans = 0
+    next_delay = reserving.Ledger._next_delay
+
+    def counted(ledger: reserving.Ledger) -> float | None:
+        nonlocal plans
+        plans += 1
+        return next_delay(ledger)
+
+    monkeypatch.setattr(reserving.Ledger, "_next_delay", counted)
+    monkeypatch.setattr(reserving, "FLUSH_INTERVAL", 0.3)  # past the admissions below
+    monkeypatch.setattr(reserving, "IDLE_RETURN", 5.0)
+    store = Store(budget=10_000)
+    replica = ledger(store)
+    assert await admitted(replica, request("first"))  # takes escrow; the writer then sleeps
+    await asyncio.sleep(0.01)
+    writes, plans = len(store.writes), 0
+    assert await admitted(replica, request("c0"))  # the first unwritten: a flush is now due
+    await asyncio.sleep(0.01)
+    assert plans == 1
+    for i in range(1, 20):
+        assert await admitted(replica, request(f"c{i}"))
+        await asyncio.sleep(0)  # room for a writer that was woken
+    assert plans == 1  # the flush the first one scheduled takes them all
+    await until(lambda: not replica.account.unwritten)
+    assert len(store.writes) == writes + 1
+    assert len(store.quota["status"]["reservations"]) == 21
 
 
 async def test_the_leader_writes_priced_escrow_admissions_lazily_until_it_stops_leading(
