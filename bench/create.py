@@ -88,8 +88,11 @@ work counts; minus the client's own creates and minus the apiserver's background
 phase ``nothing`` of the same rate saw per second); watches apart, as the watches open
 beyond the apiserver's own. Then the operators' CPU ms per created claim (all replicas,
 from /proc) and peak RSS (VmHWM); the proxy's, apiserver's and etcd's CPU; the load
-average. Then the ratios the targets are stated in, against ResourceQuota of the same
-rate, and PASS/FAIL per target. Everything is torn down at the end, also on Ctrl-C and
+average. With two replicas, the progress line also gives each one's admission decisions
+and which one led at the end (``dbquota_leader``): a replica that serves the reviews
+without leading writes what its escrow admitted every 0.25 s, the leader every 5 s.
+Then the ratios the targets are stated in, against ResourceQuota of the same rate, and
+PASS/FAIL per target. Everything is torn down at the end, also on Ctrl-C and
 SIGTERM.
 """
 
@@ -194,6 +197,7 @@ class Run:
     catch_up: float = 0.0  # seconds the operators took to catch up after --settle
     caught_up: bool = True  # False: --settle-max ran out, catch-up work is not all counted
     decided: list[float] = field(default_factory=list)  # admission decisions per replica
+    leading: list[float] = field(default_factory=list)  # dbquota_leader per replica, at the end
     clock_step: float = 0.0  # s the wall clock stepped during the measured part
     quota_peak: tuple[int, int] = (0, 0)  # largest DatabaseQuota seen: (bytes, reservations)
     answered: dict[str, float] = field(default_factory=dict)  # "ns/name" -> loop time created
@@ -439,17 +443,26 @@ class Target:
         return max(values) if values else float("nan")
 
     def decisions(self) -> list[float]:
-        """Admission decisions each replica made so far (its own ``/metrics``; NaN when it
-        does not answer): shows how the proxy spread the reviews."""
-        counts = []
+        """Admission decisions each replica made so far: shows how the proxy spread the
+        reviews."""
+        return self._each("dbquota_admission_decisions_total")
+
+    def leading(self) -> list[float]:
+        """Each replica's ``dbquota_leader`` now (1: it leads)."""
+        return self._each("dbquota_leader")
+
+    def _each(self, metric: str) -> list[float]:
+        """``metric`` summed, from each replica's own ``/metrics`` (NaN when it does not
+        answer)."""
+        values = []
         for op in self.operators:
             try:
                 url = f"http://127.0.0.1:{op.metrics_port}/metrics"
                 samples = scraping.samples(httpx.get(url, timeout=5).text)
-                counts.append(scraping.total(samples, "dbquota_admission_decisions_total"))
+                values.append(scraping.total(samples, metric))
             except httpx.HTTPError:
-                counts.append(float("nan"))
-        return counts
+                values.append(float("nan"))
+        return values
 
 
 def start_dbquota(b: Bench, scope: harness.Harness, phase: str) -> Target:
@@ -579,6 +592,7 @@ async def timetable(
     run.operator_cpu = target.cpu() - op_cpu0
     run.operator_rss = target.rss()
     run.decided = [a - b for a, b in zip(target.decisions(), decided0, strict=True)]
+    run.leading = target.leading()
     run.requests = measuring.delta(after.requests, before.requests)
     calls = after.webhook_calls - before.webhook_calls
     if calls:
@@ -628,13 +642,14 @@ async def measure(
         b.watches[rate] = run.watches_open
     b.runs.append(run)
     split = " / ".join(f"{d:.0f}" for d in run.decided)
+    led = " / ".join("leads" if v == 1 else "-" for v in run.leading)
     print(
         f"[{b.clock()}] {run.name} {rate:g}/s: {run.created}/{run.sent} created, "
         f"p50 {run.pct(0.5):.1f} ms, p99 {run.pct(0.99):.1f} ms, "
         f"max {max(run.latencies, default=0) * 1000:.0f} ms, "
         f"{fmt(per_claim(b, run)[0], '.2f')} requests per claim, load {run.load:.2f}"
         f"{stepped_note(run)}"
-        f"{f'; admission decisions per replica {split}' if len(run.decided) > 1 else ''}",
+        f"{f'; admission decisions per replica {split} ({led})' if len(run.decided) > 1 else ''}",
         flush=True,
     )
     return run

@@ -1,7 +1,8 @@
 """Operating the real operator process: probes, metrics, and a corrupt cache file.
 
 Checks that ``dbquota run`` serves ``/healthz``, ``/readyz`` and ``/metrics`` (breaker
-state, admission decisions by outcome and pricing) on its metrics port; and that a cache
+state, admission decisions by outcome and pricing, ``dbquota_leader`` 1 on the one replica,
+which leads) on its metrics port; and that a cache
 file that is not SQLite is moved aside (kept, not deleted), rebuilt, and announced as a
 ``CacheQuarantined`` Warning Event on the quotas the operator reconciles.
 """
@@ -35,6 +36,8 @@ def test_probes_and_metrics_of_the_running_operator(
     assert 'dbquota_billing_circuit_state{state="Closed"} 1.0' in text
     assert "dbquota_admission_duration_seconds_count" in text
     assert 'outcome="admitted",pricing="Live"' in text
+    # The only replica leads (it wrote the quota's status above); the gauge says so.
+    assert "\ndbquota_leader 1.0\n" in text
 
 
 def test_a_corrupt_cache_is_quarantined_rebuilt_and_announced(

@@ -35,6 +35,7 @@ ALERTS = {
     "DbquotaQuotaBudgetUsed",
     "DbquotaWebhookFailingOpen",
     "DbquotaEscrowExpired",
+    "DbquotaNoLeader",
 }
 TURNED: dict[str, Any] = {
     "metrics": {
@@ -55,6 +56,7 @@ TURNED: dict[str, Any] = {
             },
             "webhookFailOpen": {"window": "30m"},
             "escrowExpired": {"window": "1h", "severity": "info"},
+            "noLeader": {"for": "10m", "severity": "warning"},
         }
     }
 }
@@ -113,6 +115,8 @@ def test_values_set_thresholds_durations_and_labels(render: Callable[..., Manife
     assert by_name["DbquotaAdmissionSlow"]["expr"].rstrip().endswith("> 0.25")
     assert "[30m]" in by_name["DbquotaWebhookFailingOpen"]["expr"]
     assert "[1h]" in by_name["DbquotaEscrowExpired"]["expr"]
+    assert by_name["DbquotaNoLeader"]["for"] == "10m"
+    assert by_name["DbquotaNoLeader"]["labels"]["severity"] == "warning"
     usage = [r for r in rules if r["alert"] == "DbquotaQuotaBudgetUsed"]
     assert [(r["labels"]["threshold"], r["for"], r["labels"]["severity"]) for r in usage] == [
         ("0.5", "1h", "info"),
@@ -131,6 +135,7 @@ def test_each_alert_can_be_switched_off(render: Callable[..., Manifests]) -> Non
         "quotaUsage": "DbquotaQuotaBudgetUsed",
         "webhookFailOpen": "DbquotaWebhookFailingOpen",
         "escrowExpired": "DbquotaEscrowExpired",
+        "noLeader": "DbquotaNoLeader",
     }
     for key, alert in switches.items():
         values = {"metrics": {"prometheusRule": {"enabled": True, key: {"enabled": False}}}}

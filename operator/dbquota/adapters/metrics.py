@@ -112,6 +112,12 @@ consecutive_failures = Gauge(
     "Billing calls failed in a row.",
     registry=REGISTRY,
 )
+leader = Gauge(
+    "dbquota_leader",
+    "1 while this replica leads (holds the leader Lease: it reconciles quotas, prices "
+    "claims and writes Events), 0 otherwise.",
+    registry=REGISTRY,
+)
 fallback_ratio = Gauge(
     "dbquota_fallback_ratio",
     "Share (0-1) of this replica's last 1000 priced admission decisions that were priced "

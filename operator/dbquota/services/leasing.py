@@ -40,6 +40,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from dbquota.adapters import metrics
 from dbquota.adapters.kube import LEASES, Informer, Kube
 from dbquota.domain import kinds
 from dbquota.errors import Conflict, KubeError, NotFound
@@ -331,6 +332,7 @@ class LeaderElection:
     def _set(self, leading: bool) -> None:
         if leading != self._was_leading:
             self._was_leading = leading
+            metrics.leader.set(1 if leading else 0)
             logger.info(
                 "%s leadership of %s/%s", "took" if leading else "lost", self.namespace, self.name
             )

@@ -3,7 +3,8 @@
 Checks: the leader renews the record it wrote last without reading it first (client-go's
 fast path), keeping its acquire time and count of transitions; when someone else wrote
 the Lease since, the renewal's conflict makes it read the Lease and defer to a live other
-holder; and a replica taking over from a lapsed holder counts one more transition.
+holder; and a replica taking over from a lapsed holder counts one more transition. The
+``dbquota_leader`` gauge is 1 while the replica leads and 0 once it has stepped down.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import pytest
 from dbquota.adapters.kube import LEASES, Resource
 from dbquota.errors import Conflict, NotFound
 from dbquota.services import leasing
+from tests.unit.services.billing_api import sample, until
 
 
 class Leases:
@@ -120,3 +122,18 @@ async def test_transitions_are_kept_on_renewal_and_counted_on_takeover(mine: boo
     assert (spec["acquireTime"] == "t0") is mine
     await a._attempt()
     assert api.lease["spec"]["leaseTransitions"] == (3 if mine else 4)  # type: ignore[index]
+
+
+async def test_the_leader_gauge_says_whether_this_replica_leads() -> None:
+    api = Leases()
+    a, b = election(api), election(api, holder="b")
+    a.start()
+    await until(lambda: sample("dbquota_leader") == 1.0)
+    assert a.leading()
+    b.start()  # a live holder: b defers, and its own steps leave the gauge alone
+    await until(lambda: api.calls["get"] >= 2)
+    assert not b.leading()
+    await b.stop()
+    assert sample("dbquota_leader") == 1.0
+    await a.stop()  # releases the Lease
+    assert sample("dbquota_leader") == 0.0
