@@ -37,8 +37,9 @@ exact path), for comparison with escrow.
 Reported per phase and rate: requests sent, admitted, errors (denials, HTTP errors,
 timeouts), achieved throughput (answers per second of the run), p50/p99/max latency, the
 client's own lag behind the timetable, whether the wall clock stepped during the run
-(:class:`bench.measuring.ClockSteps`), the CPU of the client, the operator, the apiserver
-and etcd (from /proc), the operator's own mean admission time
+(:class:`bench.measuring.ClockSteps`; and, on the progress line, the CPU the hypervisor
+stole meanwhile if over 2 %, :class:`bench.measuring.Steal`), the CPU of the client, the
+operator, the apiserver and etcd (from /proc), the operator's own mean admission time
 (``dbquota_admission_duration_seconds``), decisions counted by the operator's
 ``dbquota_admission_decisions_total`` and the apiserver's own count of requests on the
 quota (``apiserver_request_total``: status PATCHes that succeeded, 409 conflicts, GETs),
@@ -215,6 +216,7 @@ class Run:
     calls: dict[str, float] = field(default_factory=dict)  # apiserver requests on the quota
     load: float = 0.0
     clock_step: float = 0.0  # s the wall clock stepped during the run (measuring.ClockSteps)
+    stolen: float = float("nan")  # share of the CPU the hypervisor stole (measuring.Steal)
     held: int = 0  # most reservations the quota held during the run
 
     @property
@@ -513,11 +515,11 @@ async def measure(stack: Stack, args: argparse.Namespace, rates: list[float]) ->
                     decisions0, sum0, count0, escrow0 = await scrape(plain, metrics_port)
                     calls0 = await quota_calls(apiserver)
                     cpu0 = [cpu_seconds(p) for p in pids]
-                    steps = measuring.ClockSteps()
+                    steps, steal = measuring.ClockSteps(), measuring.Steal()
                     cluster = stack.h.current_cluster
                     async with measuring.QuotaSizes(cluster.server, cluster.ssl_context()) as q:
                         await drive(conns, run, names=names, counter=counter, dry_run=args.dry_run)
-                    run.clock_step = steps.stepped()
+                    run.clock_step, run.stolen = steps.stepped(), steal.share()
                     run.held = q.peak[1]
                     decisions1, sum1, count1, escrow1 = await scrape(plain, metrics_port)
                     cpu = [
@@ -536,7 +538,8 @@ async def measure(stack: Stack, args: argparse.Namespace, rates: list[float]) ->
                     runs.append(run)
                     print(
                         f"{phase} {rate:g}/s: {run.ok}/{run.sent} admitted, "
-                        f"p50 {run.pct(0.5):.1f} ms, p99 {run.pct(0.99):.1f} ms",
+                        f"p50 {run.pct(0.5):.1f} ms, p99 {run.pct(0.99):.1f} ms"
+                        f"{measuring.steal_text(run.stolen)}",
                         flush=True,
                     )
                     await asyncio.sleep(1.0)

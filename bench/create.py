@@ -76,10 +76,11 @@ webhook time (``apiserver_admission_webhook_admission_duration_seconds`` sum/cou
 the shares of its webhook calls over 25 and over 100 ms (its histogram's buckets: a create
 slower than that was slow outside the webhook); whether the wall clock stepped during the
 measured part (:class:`bench.measuring.ClockSteps`: a phase that holds a step is reported
-as such, and its ratios are flagged); how long the created claims took to show their
-price, as a watcher of claims sees it (:class:`PriceTimes`), and how many had not by the
-end; the largest DatabaseQuota object during the phase, bytes and reservations
-(:class:`bench.measuring.QuotaSizes`);
+as such, and its ratios are flagged) and, on the progress line, the CPU the hypervisor
+stole meanwhile if over 2 % (:class:`bench.measuring.Steal`); how long the created claims
+took to show their price, as a watcher of claims sees it (:class:`PriceTimes`), and how
+many had not by the end; the largest DatabaseQuota object during the phase, bytes and
+reservations (:class:`bench.measuring.QuotaSizes`);
 apiserver requests caused per created claim beyond the create itself, by verb and
 resource/subresource, from ``apiserver_request_total`` scraped before the lead-in and
 again ``--settle`` seconds after the last answer, then once the operators' CPU is steady
@@ -199,6 +200,7 @@ class Run:
     decided: list[float] = field(default_factory=list)  # admission decisions per replica
     leading: list[float] = field(default_factory=list)  # dbquota_leader per replica, at the end
     clock_step: float = 0.0  # s the wall clock stepped during the measured part
+    stolen: float = float("nan")  # share of the CPU the hypervisor stole meanwhile
     quota_peak: tuple[int, int] = (0, 0)  # largest DatabaseQuota seen: (bytes, reservations)
     answered: dict[str, float] = field(default_factory=dict)  # "ns/name" -> loop time created
     priced_after: list[float] = field(default_factory=list)  # s from created to priced
@@ -550,7 +552,7 @@ async def timetable(
     before = await b.scrape()
     op_cpu0, window0, decided0 = target.cpu(), time.monotonic(), target.decisions()
     tasks: list[asyncio.Task[None]] = []
-    steps = measuring.ClockSteps()
+    steps, steal = measuring.ClockSteps(), measuring.Steal()
     gc.collect()
     gc.disable()  # the client's own collections would show up as latency
     try:
@@ -565,6 +567,7 @@ async def timetable(
                 marks["cpu"] = time.process_time()
                 marks["t"] = loop.time()
                 steps.start()
+                steal.start()
                 own = [(pid, cpu_seconds(pid)) for pid in (apiserver_pid, etcd_pid) if pid]
                 proxy0 = cpu_seconds(target.proxy.proc.pid) if target.proxy else 0.0
             measured = i >= lead
@@ -575,7 +578,7 @@ async def timetable(
     finally:
         gc.enable()
     run.elapsed = loop.time() - marks["t"]
-    run.clock_step = steps.stepped()
+    run.clock_step, run.stolen = steps.stepped(), steal.share()
     run.client_cpu = (time.process_time() - marks["cpu"]) / run.elapsed
     shares = [(cpu_seconds(pid) - c) / run.elapsed for pid, c in own]
     if len(shares) == 2:
@@ -648,6 +651,7 @@ async def measure(
         f"p50 {run.pct(0.5):.1f} ms, p99 {run.pct(0.99):.1f} ms, "
         f"max {max(run.latencies, default=0) * 1000:.0f} ms, "
         f"{fmt(per_claim(b, run)[0], '.2f')} requests per claim, load {run.load:.2f}"
+        f"{measuring.steal_text(run.stolen)}"
         f"{stepped_note(run)}"
         f"{f'; admission decisions per replica {split} ({led})' if len(run.decided) > 1 else ''}",
         flush=True,

@@ -1,6 +1,7 @@
 """What the benchmarks share: reading processes from /proc, percentiles, the machine line,
 Markdown tables, the apiserver's own request counts from its ``/metrics``, whether the wall
-clock stepped during a phase, and the largest DatabaseQuota a phase saw.
+clock stepped during a phase and how much CPU the hypervisor stole meanwhile, and the
+largest DatabaseQuota a phase saw.
 
 Used by ``bench/admission.py``, ``bench/create.py`` and ``bench/status_writes.py`` (not a
 benchmark itself: ``make bench`` runs the scripts it lists).
@@ -69,6 +70,41 @@ class ClockSteps:
         """Seconds the wall clock gained (negative: lost) on the monotonic one since
         :meth:`start`; the two otherwise agree within milliseconds over a phase."""
         return (time.time() - self.wall) - (time.monotonic() - self.monotonic)
+
+
+def _cpu_ticks() -> tuple[int, int]:
+    """(steal, user + nice + system + idle + iowait + irq + softirq + steal) of all cores."""
+    try:
+        fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    except (OSError, ValueError):
+        return (0, 0)
+    return (fields[7], sum(fields)) if len(fields) == 8 else (0, 0)
+
+
+@dataclass
+class Steal:
+    """The share of the machine's CPU time that the hypervisor gave to other guests since
+    :meth:`start` (``steal`` in /proc/stat, over all cores; NaN where there is none).
+
+    On a virtual machine of a shared host, a run during which the neighbours took the CPU
+    measured them as much as the code; this tells such a run apart from one that measured
+    a change.
+    """
+
+    begun: tuple[int, int] = field(default_factory=_cpu_ticks)
+
+    def start(self) -> None:
+        self.begun = _cpu_ticks()
+
+    def share(self) -> float:
+        """Stolen ticks / all ticks since :meth:`start`, 0..1."""
+        stolen, total = (now - then for now, then in zip(_cpu_ticks(), self.begun, strict=True))
+        return stolen / total if total > 0 and stolen >= 0 else float("nan")
+
+
+def steal_text(share: float) -> str:
+    """``, CPU stolen 12 %`` for a progress line when over 2 %; else nothing."""
+    return f", CPU stolen {share:.0%}" if share == share and share > 0.02 else ""
 
 
 STEP_NOTICED = 0.5
