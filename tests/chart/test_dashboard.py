@@ -7,9 +7,9 @@ queries, each naming at least one metric, and every ``dbquota_*`` name in them i
 operator exports (read from its registry, so a rename breaks this test); that the panels
 on-call needs are there (breaker state, billing data age, fallback ratio, admission
 latency percentiles, decisions by outcome and pricing, budget use and spend vs budget per
-quota, billing call outcomes); that panel ids are unique and panels fit the 24-column
-grid; and that every query is valid PromQL (promtool parses them as recording rules,
-Grafana's variables replaced by values).
+quota, billing call outcomes, which replica leads); that panel ids are unique and panels
+fit the 24-column grid; and that every query is valid PromQL (promtool parses them as
+recording rules, Grafana's variables replaced by values).
 """
 
 from __future__ import annotations
@@ -111,6 +111,7 @@ def test_every_panel_has_queries() -> None:
         "dbquota_quota_spend",
         "dbquota_quota_budget",
         "dbquota_billing_calls_total",
+        "dbquota_leader",
     ],
 )
 def test_the_dashboard_shows_what_on_call_needs(metric: str) -> None:
