@@ -95,6 +95,14 @@ def unit_cost(billing: Simulator, storage: int = 100) -> float:
     return round(hourly * 730 + storage * per_gib, 2)
 
 
+def create_claim(client: httpx.Client, namespace: str, name: str) -> httpx.Response:
+    """POST one claim of this module's size (class :data:`CLASS`, 100 GiB)."""
+    body = claim(namespace, name=name, instanceClass=CLASS, storageGiB=100)
+    return client.post(
+        f"/apis/dbquota.io/v1alpha1/namespaces/{namespace}/databaseclaims", json=body
+    )
+
+
 @dataclass
 class Burst:
     """Creates, one after the other as fast as the apiserver answers, until stopped."""
@@ -117,12 +125,8 @@ class Burst:
             i = 0
             while not self.stop.is_set():
                 name = f"{self.prefix}{i}"
-                body = claim(self.namespace, name=name, instanceClass=CLASS, storageGiB=100)
                 try:
-                    got = client.post(
-                        f"/apis/dbquota.io/v1alpha1/namespaces/{self.namespace}/databaseclaims",
-                        json=body,
-                    )
+                    got = create_claim(client, self.namespace, name)
                 except httpx.HTTPError as exc:
                     self.failed.append(f"{name}: {type(exc).__name__}")
                     time.sleep(0.2)
@@ -190,10 +194,7 @@ def top_up(plane: Plane, namespace: str, burst: Burst) -> int:
         for i in range(5):
             settled(plane, namespace)
             name = f"top-up-{i}"
-            body = claim(namespace, name=name, instanceClass=CLASS, storageGiB=100)
-            got = client.post(
-                f"/apis/dbquota.io/v1alpha1/namespaces/{namespace}/databaseclaims", json=body
-            )
+            got = create_claim(client, namespace, name)
             if got.status_code != 201:
                 assert "exceeds budget" in got.text, f"{name}: {got.status_code} {got.text}"
                 return added

@@ -2,9 +2,9 @@
 
 Checks that ``dbquota run`` serves ``/healthz``, ``/readyz`` and ``/metrics`` (breaker
 state, admission decisions by outcome and pricing, ``dbquota_leader`` 1 on the one replica,
-which leads) on its metrics port; and that a cache
-file that is not SQLite is moved aside (kept, not deleted), rebuilt, and announced as a
-``CacheQuarantined`` Warning Event on the quotas the operator reconciles.
+which leads) on its metrics port; and that a cache file that is not SQLite is moved aside
+(kept, not deleted), rebuilt, and announced as a ``CacheQuarantined`` Warning Event on the
+quotas the operator reconciles.
 """
 
 from __future__ import annotations

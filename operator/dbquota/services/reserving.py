@@ -284,13 +284,12 @@ class Ledger:
         one not written, or not priced on the leader); waking the writer on every one would
         cost a task switch and a new timeout per review for nothing. :data:`WAKE_SLACK`
         absorbs the clock read between planning the sleep and starting it."""
-        if self._writer is None or self._writer.done():
-            self._start()
-            return
-        now = time.monotonic()
-        delay = self.account.next_delay(now, leading=self._leading(), priced=self._priced)
-        if delay is not None and now + delay < self._sleeps_until - WAKE_SLACK:
-            self._wake.set()
+        if self._writer is not None and not self._writer.done():
+            now = time.monotonic()
+            delay = self.account.next_delay(now, leading=self._leading(), priced=self._priced)
+            if delay is None or now + delay >= self._sleeps_until - WAKE_SLACK:
+                return
+        self._start()
 
     async def _drain(self) -> None:
         """The writer: exact rounds at once, escrow flushes batched, the escrow returned."""
