@@ -17,7 +17,9 @@ worker (:mod:`dbquota.services.ingesting`):
   again. Each quarantine is a ``CacheQuarantined`` event for the listeners, replayed to a
   listener added later (the operator posts it as a Warning Event on every quota);
 - compaction of history older than ``--cache-retention``, at most every
-  :data:`COMPACT_EVERY` seconds.
+  :data:`COMPACT_EVERY` seconds. Like a write, it is finished even if the worker stops
+  meanwhile: a transaction cut short would hold the file's write lock until the
+  connection closed, and the checkpoint on closing would fail.
 
 **A cache that cannot be used at all** (its folder unwritable, the disk full, a corrupt
 file that cannot be moved aside) does not stop the operator: :func:`open_cache` falls
@@ -38,6 +40,7 @@ import tempfile
 from collections import deque
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 from dbquota import errors
 from dbquota.adapters import cache as cache_
@@ -52,6 +55,8 @@ COMPACT_EVERY = 3600.0
 """Seconds between two compactions of the cache's history."""
 
 EventListener = Callable[[str, str], None]
+
+T = TypeVar("T")
 
 
 async def open_cache(path: Path) -> tuple[cache_.Cache, str | None]:
@@ -95,7 +100,7 @@ class CacheKeeper:
         self._clock = clock
         self._events: deque[tuple[str, str]] = deque(maxlen=50)
         self._listeners: list[EventListener] = []
-        self._writing: asyncio.Future[billing.PriceBook | None] | None = None
+        self._in_progress: asyncio.Future[Any] | None = None
         self._last_compaction = -COMPACT_EVERY
         if fallback is not None:
             self._tell("CacheFallback", fallback)
@@ -126,23 +131,31 @@ class CacheKeeper:
     ) -> billing.PriceBook | None:
         """Write ``record``; the highest prices of the window after it (``memory.highest``
         when the cache cannot say). ``memory`` is what the worker holds, for a rebuild."""
-        # Shielded: a stop() during the write lets the transaction finish (drain waits).
-        self._writing = asyncio.ensure_future(self._persist(record, memory=memory))
-        return await asyncio.shield(self._writing)
+        written = asyncio.ensure_future(self._persist(record, memory=memory))
+        return await self._finished(written)
 
     async def drain(self) -> None:
-        """Wait for a write in progress, if any."""
-        if self._writing is not None and not self._writing.done():
+        """Wait for a write or a compaction in progress, if any."""
+        if self._in_progress is not None and not self._in_progress.done():
             with contextlib.suppress(errors.DbquotaError):  # it was logged where it failed
-                await self._writing
+                await self._in_progress
 
     async def maybe_compact(self, *, now: float) -> None:
         """Drop history older than the retention, at most every :data:`COMPACT_EVERY` s."""
         if self._clock.monotonic() - self._last_compaction < COMPACT_EVERY:
             return
         self._last_compaction = self._clock.monotonic()
+        await self._finished(asyncio.ensure_future(self._compact(before=now - self._cfg.retention)))
+
+    async def _finished(self, work: asyncio.Future[T]) -> T:
+        """Await ``work``, shielded: a stop() meanwhile lets its transaction finish, and
+        :meth:`drain` waits for it."""
+        self._in_progress = work
+        return await asyncio.shield(work)
+
+    async def _compact(self, *, before: float) -> None:
         try:
-            deleted = await self._cache.compact(before=now - self._cfg.retention)
+            deleted = await self._cache.compact(before=before)
         except errors.CacheError as exc:
             logger.error("billing cache compaction failed: %s", exc)  # noqa: TRY400
             return

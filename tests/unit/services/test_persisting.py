@@ -6,12 +6,15 @@ quarantined on opening is announced to event listeners (and counted); a cache th
 corrupt mid-run is rebuilt from memory, highest prices included; the snapshot keeps the
 highest price of the window; a cache that cannot be used at all (its folder cannot be made,
 a corrupt file cannot be moved aside) falls back to a fresh cache elsewhere, announced as
-``CacheFallback``, and ingestion goes on.
+``CacheFallback``, and ingestion goes on; a stop during a compaction lets it finish.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
+import logging
 from pathlib import Path
 
 import httpx
@@ -21,7 +24,7 @@ from dbquota import errors
 from dbquota.adapters import cache as cache_
 from dbquota.adapters.billing import HttpBillingProvider
 from dbquota.kits.clock import FakeClock
-from dbquota.services import ingesting
+from dbquota.services import ingesting, persisting
 from tests.unit.services.billing_api import Provider, Run, make_cfg, sample
 
 
@@ -141,3 +144,20 @@ async def test_snapshot_keeps_the_highest_price_of_the_window(start: Run, clock:
     assert snap.highest is not None
     assert snap.prices.instance_hourly["db.r6g.large"] == 0.3
     assert snap.highest.instance_hourly["db.r6g.large"] == 0.9
+
+
+async def test_a_stop_during_a_compaction_lets_it_finish(
+    tmp_path: Path, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    cfg = make_cfg(tmp_path)
+    cache = await cache_.Cache.open(cfg.cache.path)
+    keeper = persisting.CacheKeeper(cache, cfg=cfg.cache, clock=clock)
+    compaction = asyncio.create_task(keeper.maybe_compact(now=clock.time()))
+    await asyncio.sleep(0)  # it has begun its transaction
+    compaction.cancel()  # as the worker's stop() does
+    with contextlib.suppress(asyncio.CancelledError):
+        await compaction
+    await keeper.drain()
+    with caplog.at_level(logging.WARNING):
+        await cache.close()  # it checkpoints: it would fail inside an open transaction
+    assert caplog.messages == []
