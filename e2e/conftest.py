@@ -80,9 +80,12 @@ CLAIM_CLUSTERS = ("team-a/orders-db", "team-a/billed-db")
 
 @pytest.fixture(scope="session")
 def billing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Simulator]:
+    """The session's billing simulator. Its prices never move (``--price-period=0``): tests
+    compare what a claim was charged with the catalog read a moment later, and a price
+    change between the two (on the hour, with ``3600``) would fail them."""
     log_path = tmp_path_factory.mktemp("billing") / "simulator.log"
     flags = [f"--cluster-id={c}" for c in CLAIM_CLUSTERS]
-    sim = harness.start_billing(log_path, *flags, "--price-period=3600", clusters=50, seed=11)
+    sim = harness.start_billing(log_path, *flags, "--price-period=0", clusters=50, seed=11)
     yield sim
     stop_process(sim.process)
 

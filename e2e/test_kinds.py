@@ -105,7 +105,7 @@ def billing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Simulator]:
     with log_path.open("w") as log:
         sim = launch(
             *(f"--cluster-id={cluster_id}" for _, cluster_id in BILLED.values()),
-            "--price-period=3600",
+            "--price-period=0",
             log=log,
             clusters=20,
         )

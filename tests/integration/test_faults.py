@@ -272,9 +272,9 @@ async def test_malformed_cluster_payloads_are_never_cached(
 async def test_malformed_bulk_entries_are_rejected_one_by_one(
     start_simulator: Callable[..., Simulator], ingest: Start, tmp_path: Path
 ) -> None:
-    # Prices that hold for the whole test: with the default period (60 s) the two
-    # ingests can fall either side of a price change, and the entries then differ.
-    simulator = start_simulator("--price-period=1000000")
+    # Prices that never move: with the default period (60 s) the two ingests can fall
+    # either side of a price change, and the entries then differ.
+    simulator = start_simulator("--price-period=0")
     async with ingest(simulator) as ing:
         await ing.wait_ready()
         truth = dict(ing.snapshot().costs)

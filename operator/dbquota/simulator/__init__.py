@@ -33,9 +33,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--price-period",
-        type=float,
+        type=_period,
         default=60.0,
-        help="seconds between two price changes of the catalog",
+        help="seconds between two price changes of the catalog (0 = prices never move)",
     )
     parser.add_argument(
         "--no-bulk",
@@ -54,3 +54,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="JSON",
         help='a fault to start with, as POST /_faults takes it (e.g. \'{"mode": "flap"}\')',
     )
+
+
+def _period(text: str) -> float:
+    """A ``--price-period``: seconds, at least 0 (0 = prices never move)."""
+    value = float(text)
+    if not value >= 0:  # NaN too
+        raise argparse.ArgumentTypeError(f"must be 0 or more seconds, got {text!r}")
+    return value

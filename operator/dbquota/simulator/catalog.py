@@ -4,8 +4,9 @@ Clusters are ``cluster-00000`` … plus any extra ids; each has an instance clas
 replica count and a storage size drawn from the seed. Unit prices move every
 ``price_period`` seconds (by up to ±15 % around each class's base price, deterministically
 from the seed and the period number), so the highest price seen over a window differs
-from the current one. A cluster's monthly run-rate is its class's hourly price x 730 x
-replicas (compute) plus its GiB x the storage price (storage).
+from the current one; with ``price_period`` 0 they never move. A cluster's monthly
+run-rate is its class's hourly price x 730 x replicas (compute) plus its GiB x the
+storage price (storage).
 
 The catalog also prices requests, for databases that run as pods: a vCPU-hour, a GiB-hour
 of memory, and a GiB-month per storage class (:data:`BASE_STORAGE_CLASS_GIB_MONTH`) plus

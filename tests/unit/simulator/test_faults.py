@@ -1,16 +1,19 @@
 """The simulator's data and fault decisions, without a server.
 
 Checks that the same seed gives the same clusters and prices, that prices change from one
-price period to the next, that fault JSON is validated with a reason, that faults expire
-after their ``seconds``, that ``flap`` alternates up and down by request count, that a
-fault limited to some endpoints leaves the others alone, and that ``partial`` always drops
-the same clusters.
+price period to the next (and never with a period of 0), that fault JSON is validated
+with a reason, that faults expire after their ``seconds``, that ``flap`` alternates up
+and down by request count, that a fault limited to some endpoints leaves the others
+alone, and that ``partial`` always drops the same clusters.
 """
 
 from __future__ import annotations
 
+import argparse
+
 import pytest
 
+from dbquota import simulator
 from dbquota.simulator import catalog, faults
 
 
@@ -24,6 +27,17 @@ def test_same_seed_same_data_and_prices_move_between_periods() -> None:
     compute, storage = a.cost(a.clusters[0], 30)
     assert compute > 0
     assert storage > 0
+
+
+def test_a_price_period_of_zero_keeps_prices_still_and_a_negative_one_is_refused() -> None:
+    still = catalog.Catalog(clusters=5, seed=3, price_period=0)
+    assert still.prices(30) == still.prices(1e9)
+    parser = argparse.ArgumentParser(exit_on_error=False)
+    simulator.add_arguments(parser)
+    assert parser.parse_args(["--price-period=0"]).price_period == 0
+    for bad in ("-1", "nan"):
+        with pytest.raises(argparse.ArgumentError, match="must be 0 or more seconds"):
+            parser.parse_args([f"--price-period={bad}"])
 
 
 def test_extra_cluster_ids_are_served() -> None:
