@@ -6,17 +6,17 @@ never clash, moves an Instance whose tenant label changes (its old tenant hears 
 drops an object that goes, and is current only while every kind's watch is; the announcer
 posts one ``Priced`` Event per admitted generation on the object (an Instance's in
 namespace default), with the reservation's price and the quota's name, and only on the
-leader.
+leader; a quota's change looks only at the objects still waiting for their Event.
 """
 
 from __future__ import annotations
 
 import asyncio
-import copy
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from dbquota.adapters.kube import QUOTAS, Informer, Resource, of_kind
@@ -132,27 +132,20 @@ async def test_the_index_is_current_only_when_every_watch_is() -> None:
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
-async def test_an_admitted_instance_gets_one_priced_event() -> None:
-    claims, instances = informers()
-    index = inventory.ClaimIndex([claims, instances])
-    quotas = Informer(Source(), QUOTAS, derive=reconciling.quota_ref, keep_objects=True)
-    events = Events()
-    leading = [False]
-    announcer = announcing.Announcer(
-        events=recording.Recorder(events, instance="test"),
-        claims=index,
-        quotas=quotas,
-        enabled={k.name: k for k in registry.enabled(["databaseclaims", "rds"])},
-        leading=lambda: leading[0],
-    )
-    instances.put(instance(tenant="team-a", version="1"))
-    quota: dict[str, Any] = {
-        "metadata": {"name": "budget", "namespace": "team-a", "uid": "q", "resourceVersion": "1"},
+def quota_holding(uid: str, *, version: str) -> dict[str, Any]:
+    """A DatabaseQuota of team-a whose status holds a reservation for the Instance ``uid``."""
+    return {
+        "metadata": {
+            "name": "budget",
+            "namespace": "team-a",
+            "uid": "q",
+            "resourceVersion": version,
+        },
         "status": {
             "reservations": [
                 {
                     "claim": "Instance/orders",
-                    "uid": "i1",
+                    "uid": uid,
                     "generation": 1,
                     "cost": 812.5,
                     "pricing": "Live",
@@ -161,13 +154,34 @@ async def test_an_admitted_instance_gets_one_priced_event() -> None:
             ]
         },
     }
-    quotas.put(copy.deepcopy(quota))
+
+
+def announcer_of(
+    index: inventory.ClaimIndex, quotas: Informer[Any], events: Events, leading: list[bool]
+) -> announcing.Announcer:
+    return announcing.Announcer(
+        events=recording.Recorder(events, instance="test"),
+        claims=index,
+        quotas=quotas,
+        enabled={k.name: k for k in registry.enabled(["databaseclaims", "rds"])},
+        leading=lambda: leading[0],
+    )
+
+
+async def test_an_admitted_instance_gets_one_priced_event() -> None:
+    claims, instances = informers()
+    index = inventory.ClaimIndex([claims, instances])
+    quotas = Informer(Source(), QUOTAS, derive=reconciling.quota_ref, keep_objects=True)
+    events = Events()
+    leading = [False]
+    announcer = announcer_of(index, quotas, events, leading)
+    instances.put(instance(tenant="team-a", version="1"))
+    quotas.put(quota_holding("i1", version="1"))
     await asyncio.sleep(0)
     assert events.created == []  # not the leader
     leading[0] = True
     announcer.resync()
-    quota["metadata"]["resourceVersion"] = "2"
-    quotas.put(copy.deepcopy(quota))  # the same reservation seen again: no second Event
+    quotas.put(quota_holding("i1", version="2"))  # the same reservation seen again: no second Event
     for _ in range(5):
         await asyncio.sleep(0)
     assert announcer.announced == 1
@@ -179,3 +193,28 @@ async def test_an_admitted_instance_gets_one_priced_event() -> None:
     assert event["note"].startswith(
         "priced at 812.50/month (Live pricing) by DatabaseQuota budget in namespace team-a"
     )
+
+
+async def test_a_quota_change_looks_only_at_the_objects_waiting_for_their_event(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    claims, instances = informers()
+    index = inventory.ClaimIndex([claims, instances])
+    quotas = Informer(Source(), QUOTAS, derive=reconciling.quota_ref, keep_objects=True)
+    events = Events()
+    announcer = announcer_of(index, quotas, events, [True])
+    for i in range(3):  # DatabaseClaims show their own price: never waiting for an Event
+        owned = claim()
+        owned["metadata"].update(name=f"db-{i}", uid=f"c{i}")
+        claims.put(owned)
+    instances.put(instance(tenant="team-a", version="1"))
+
+    def walk(namespace: str) -> list[reservations.ClaimRef]:
+        raise AssertionError(f"walked every object of {namespace}")
+
+    monkeypatch.setattr(index, "in_namespace", walk)
+    quotas.put(quota_holding("i1", version="1"))
+    quotas.put(quota_holding("i1", version="2"))  # nothing is waiting any more
+    for _ in range(5):
+        await asyncio.sleep(0)
+    assert announcer.announced == 1
