@@ -15,6 +15,7 @@ not load the web server.
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 
@@ -58,7 +59,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _period(text: str) -> float:
     """A ``--price-period``: seconds, at least 0 (0 = prices never move)."""
-    value = float(text)
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
     if not value >= 0:  # NaN too
         raise argparse.ArgumentTypeError(f"must be 0 or more seconds, got {text!r}")
     return value

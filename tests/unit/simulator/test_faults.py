@@ -35,7 +35,7 @@ def test_a_price_period_of_zero_keeps_prices_still_and_a_negative_one_is_refused
     parser = argparse.ArgumentParser(exit_on_error=False)
     simulator.add_arguments(parser)
     assert parser.parse_args(["--price-period=0"]).price_period == 0
-    for bad in ("-1", "nan"):
+    for bad in ("-1", "nan", "soon"):
         with pytest.raises(argparse.ArgumentError, match="must be 0 or more seconds"):
             parser.parse_args([f"--price-period={bad}"])
 
