@@ -40,13 +40,14 @@ ledger from its view):
   share one write.
 
 What escrow admitted is written ``flush_interval`` after the last write, or
-``lazy_flush`` after it on the leader while each of those claims shows its price by
-then: the leader prices its own admissions from memory
-(:mod:`dbquota.services.publishing`), so its write only moves them from the escrow to
-the totals on the server, which changes no sum. An admission whose claim does not show
-its price ``flush_interval`` after it (it may never be created; the reconciler releases
-such a reservation only once it is on the quota) is written then, as on a replica that
-does not lead, whose leader needs the reservations on the quota to price those claims.
+``lazy_flush`` after it on the leader while each of those claims exists by then, priced
+or waiting for its status write (they fall behind in a burst): the leader prices its own
+admissions from memory (:mod:`dbquota.services.publishing`), so its write only moves
+them from the escrow to the totals on the server, which changes no sum. An admission
+whose claim has not appeared ``flush_interval`` after it (it may never be created; the
+reconciler releases such a reservation only once it is on the quota) is written then, as
+on a replica that does not lead, whose leader needs the reservations on the quota to
+price those claims.
 
 Dimensions: money always; the claim count and storage only when the quota caps them
 (:class:`Allowance` keeps ``None`` for an uncapped dimension). Admissions that StrictCap
@@ -265,7 +266,7 @@ class Account:
     unwritten: dict[str, Reservation] = field(default_factory=dict)
     """Reservations admitted from escrow, by uid, not written yet."""
     unpriced: deque[tuple[str, float]] = field(default_factory=deque)
-    """Those admissions (uid, when) in order, the ones seen priced popped from the front."""
+    """Those admissions (uid, when) in order, those whose claim appeared popped in front."""
     typical: Allowance = NOTHING
     """What the last admission took (a grant too small for one is no use)."""
     active: float = 0.0
@@ -327,11 +328,16 @@ class Account:
         return bool(self.unwritten) or self.on_server
 
     def next_delay(
-        self, now: float, *, leading: bool = False, priced: Callable[[str], bool] = lambda _: False
+        self,
+        now: float,
+        *,
+        leading: bool = False,
+        appeared: Callable[[str], bool] = lambda _: False,
     ) -> float | None:
         """Seconds until the next write this account needs (<= 0: now); None: none.
         ``leading``: this replica leads, so what escrow admitted may wait :attr:`lazy_flush`
-        while ``priced(uid)`` says each claim shows its price (module docstring)."""
+        while ``appeared(uid)`` says each claim exists, priced or to be priced from memory
+        (module docstring)."""
         if self.closing and self.owes_a_write:
             return 0.0
         back = self.active + self.idle_after if self.on_server else math.inf
@@ -340,7 +346,7 @@ class Account:
         due = self.last_write + self.flush_interval
         if leading and self.lazy_flush:
             while self.unpriced and (
-                self.unpriced[0][0] not in self.unwritten or priced(self.unpriced[0][0])
+                self.unpriced[0][0] not in self.unwritten or appeared(self.unpriced[0][0])
             ):
                 self.unpriced.popleft()  # each entry once: O(1) per admission
             if not self.unpriced:

@@ -51,7 +51,8 @@ cannot be written at all. The rest wait for the next visits, counted at their pr
 ADOPT_AFTER = 30.0
 """Seconds a claim may exist with no price and no reservation before :func:`adopt` gives it
 one even though some replica's escrow may still cover it (a live replica writes what it
-admitted from escrow within a fraction of a second)."""
+admitted from escrow within a fraction of a second, or within 5 s on the leader, which
+prices its own admissions from memory)."""
 
 ADOPTED = "adopted"
 """The ``holder`` of reservations the reconciler made for claims that had none."""

@@ -286,7 +286,7 @@ class Ledger:
         absorbs the clock read between planning the sleep and starting it."""
         if self._writer is not None and not self._writer.done():
             now = time.monotonic()
-            delay = self.account.next_delay(now, leading=self._leading(), priced=self._priced)
+            delay = self.account.next_delay(now, leading=self._leading(), appeared=self._appeared)
             if delay is None or now + delay >= self._sleeps_until - WAKE_SLACK:
                 return
         self._start()
@@ -337,7 +337,7 @@ class Ledger:
         if self.account.on_server:
             self._see_room()
         return self.account.next_delay(
-            time.monotonic(), leading=self._leading(), priced=self._priced
+            time.monotonic(), leading=self._leading(), appeared=self._appeared
         )
 
     def _see_room(self) -> None:
@@ -453,10 +453,12 @@ class Ledger:
         if not self._unsure:
             self._known_again.set()
 
-    def _priced(self, uid: str) -> bool:
-        """Whether the claim of escrow admission ``uid`` shows the price it was admitted at."""
-        hold = self.account.unwritten.get(uid)
-        return hold is not None and self._confirmed(hold)
+    def _appeared(self, uid: str) -> bool:
+        """Whether the claim of escrow admission ``uid`` exists, as this replica's watch
+        shows it: then it shows its price, or will from this ledger's memory (the leader's
+        publisher writes its status from what escrow admitted here,
+        ``Admission.admitted_here``), and needs no reservation on the quota for that."""
+        return uid in self.account.unwritten and uid in self._present()
 
     def _confirmed(self, res: Reservation) -> bool:
         """Whether ``res``'s claim, as this replica's watch shows it, carries its price."""

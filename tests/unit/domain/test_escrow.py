@@ -152,13 +152,13 @@ def test_the_leader_writes_what_escrow_admitted_lazily_but_gives_back_on_time() 
     assert account.next_delay(0.0) == 1.0  # nothing to write: the return when idle
     account.admit(hold=hold("a"), take=escrow.Allowance(cost=10.0), now=0.5)
     assert account.next_delay(0.5) == -0.25  # a replica that does not lead: soon
-    assert account.next_delay(0.5, leading=True) == 0.25  # the claim shows no price yet
-    priced = {"a"}.__contains__
-    assert account.next_delay(0.5, leading=True, priced=priced) == 1.0  # with the return
+    assert account.next_delay(0.5, leading=True) == 0.25  # the claim has not appeared yet
+    appeared = {"a"}.__contains__
+    assert account.next_delay(0.5, leading=True, appeared=appeared) == 1.0  # with the return
     account.roomy, account.quiet_return = True, 10.0
-    assert account.next_delay(0.5, leading=True, priced=priced) == 4.5  # far from the budget
+    assert account.next_delay(0.5, leading=True, appeared=appeared) == 4.5  # far from budget
     account.admit(hold=hold("b"), take=escrow.Allowance(cost=10.0), now=1.0)
-    assert account.next_delay(1.0, leading=True, priced=priced) == 0.25  # b is not priced
-    assert list(account.unpriced) == [("b", 1.0)]  # a, priced, was looked at once
+    assert account.next_delay(1.0, leading=True, appeared=appeared) == 0.25  # b has not
+    assert list(account.unpriced) == [("b", 1.0)]  # a, seen, was looked at once
     account.close()
     assert account.next_delay(0.5, leading=True) == 0.0
