@@ -265,8 +265,8 @@ class Account:
     """Whether the quota's status holds an escrow entry of ours."""
     unwritten: dict[str, Reservation] = field(default_factory=dict)
     """Reservations admitted from escrow, by uid, not written yet."""
-    unpriced: deque[tuple[str, float]] = field(default_factory=deque)
-    """Those admissions (uid, when) in order, those whose claim appeared popped in front."""
+    unseen: deque[tuple[str, float]] = field(default_factory=deque)
+    """Those admissions (uid, when) in order, popped from the front once their claim appears."""
     typical: Allowance = NOTHING
     """What the last admission took (a grant too small for one is no use)."""
     active: float = 0.0
@@ -294,7 +294,7 @@ class Account:
         self.allowance = self.allowance.minus(take)
         uid = str(hold.get("uid", ""))
         self.unwritten[uid] = hold
-        self.unpriced.append((uid, now))
+        self.unseen.append((uid, now))
         self.typical = take
         self.active = now
 
@@ -345,14 +345,14 @@ class Account:
             return None if back == math.inf else back - now
         due = self.last_write + self.flush_interval
         if leading and self.lazy_flush:
-            while self.unpriced and (
-                self.unpriced[0][0] not in self.unwritten or appeared(self.unpriced[0][0])
+            while self.unseen and (
+                self.unseen[0][0] not in self.unwritten or appeared(self.unseen[0][0])
             ):
-                self.unpriced.popleft()  # each entry once: O(1) per admission
-            if not self.unpriced:
+                self.unseen.popleft()  # each entry once: O(1) per admission
+            if not self.unseen:
                 due = self.last_write + self.lazy_flush
             else:
-                due = max(due, self.unpriced[0][1] + self.flush_interval)
+                due = max(due, self.unseen[0][1] + self.flush_interval)
         return min(due, back) - now
 
     def idle(self, now: float) -> bool:
@@ -390,8 +390,8 @@ class Account:
         for uid, reservation in flushing.items():
             if self.unwritten.get(uid) is reservation:
                 del self.unwritten[uid]
-        while self.unpriced and self.unpriced[0][0] not in self.unwritten:
-            self.unpriced.popleft()  # written: the oldest first
+        while self.unseen and self.unseen[0][0] not in self.unwritten:
+            self.unseen.popleft()  # written: the oldest first
         self.on_server = on_server
         if now is not None:
             self.last_write = now

@@ -458,7 +458,7 @@ class Ledger:
         shows it: then it shows its price, or will from this ledger's memory (the leader's
         publisher writes its status from what escrow admitted here,
         ``Admission.admitted_here``), and needs no reservation on the quota for that."""
-        return uid in self.account.unwritten and uid in self._present()
+        return uid in self._present()
 
     def _confirmed(self, res: Reservation) -> bool:
         """Whether ``res``'s claim, as this replica's watch shows it, carries its price."""

@@ -159,6 +159,6 @@ def test_the_leader_writes_what_escrow_admitted_lazily_but_gives_back_on_time() 
     assert account.next_delay(0.5, leading=True, appeared=appeared) == 4.5  # far from budget
     account.admit(hold=hold("b"), take=escrow.Allowance(cost=10.0), now=1.0)
     assert account.next_delay(1.0, leading=True, appeared=appeared) == 0.25  # b has not
-    assert list(account.unpriced) == [("b", 1.0)]  # a, seen, was looked at once
+    assert list(account.unseen) == [("b", 1.0)]  # a, seen, was looked at once
     account.close()
     assert account.next_delay(0.5, leading=True) == 0.0
