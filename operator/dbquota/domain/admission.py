@@ -120,9 +120,10 @@ def admit(
     uids of the claims this replica's watch has seen): only objects that really appear
     keep budget, and reviews nobody follows with an object (forged, or failing later)
     cannot pile up, while a burst whose claims exist but are not priced yet is not held
-    back. Under ``Warn`` and ``DryRun``,
-    which never deny, such a CREATE is decided as usual and holds nothing. ``in_flight``,
-    kept by the caller per quota, spares that count while it is far from the limit.
+    back. So is one that would add a reservation to the
+    :data:`~dbquota.domain.reservations.MOST_HELD` held (the status must stay writable).
+    Under ``Warn`` and ``DryRun``, which never deny, such a request is decided as usual
+    and holds nothing. ``in_flight``, kept per quota, spares the count far from the limit.
     """
     unseen = _crowding(request, held, limit=in_flight_limit, present=present, memo=in_flight)
     crowded = unseen is not None
@@ -142,6 +143,9 @@ def admit(
     if not request.creating and decision.cost <= 0 and decision.storage_gib <= 0:
         return Outcome(decision=decision)  # an update that adds nothing holds nothing
     previous = held.get(request.uid)
+    if previous is None and not request.dry_run and len(held) >= reservations.MOST_HELD:
+        full = quota.enforcement == "Enforce"  # Warn and DryRun: admitted, holding nothing
+        return Outcome(decision=_too_full(quota, len(held)) if full else decision)
     hold = _hold(request, decision, holder=holder, now=now, previous=previous)
     take = escrow.take(
         cost=decision.cost, new_claims=decision.new_claims, storage_gib=decision.storage_gib
@@ -151,9 +155,18 @@ def admit(
         hold=hold,
         take=take,
         room=escrow.free(quota=quota, usage=counted).minus(take),
-        escrow_ok=request.creating
+        escrow_ok=_escrow_ok(request, decision, previous=previous),
+    )
+
+
+def _escrow_ok(
+    request: Request, decision: verdicts.Decision, *, previous: Reservation | None
+) -> bool:
+    """Whether a replica may admit this from its escrow (module docstring)."""
+    return (
+        request.creating
         and previous is None
-        and (decision.policy is None or policies.RULES[decision.policy].escrow),
+        and (decision.policy is None or policies.RULES[decision.policy].escrow)
     )
 
 
@@ -235,6 +248,16 @@ def _too_many(quota: quotas.QuotaSpec, count: int) -> verdicts.Decision:
         "TooManyInFlight",
         f"not admitted by DatabaseQuota {quota.name}: {count:,} admissions are in flight "
         "(their claims have not shown up yet), the most it holds; try again in a few seconds",
+    )
+
+
+def _too_full(quota: quotas.QuotaSpec, count: int) -> verdicts.Decision:
+    return _refusal(
+        quota.name,
+        "TooManyInFlight",
+        f"not admitted by DatabaseQuota {quota.name}: it holds {count:,} admissions whose "
+        "claims do not show their price yet, the most its status can keep; try again in a "
+        "few seconds",
     )
 
 

@@ -44,6 +44,16 @@ from dbquota.kits import timestamps
 
 ReleaseReason = Literal["ClaimDeleted", "NeverCreated"]
 
+MOST_HELD = 2_000
+"""Most reservations one quota holds. They live in its status, and etcd refuses a write of
+an object over its request limit (``--max-request-bytes``, 1.5 MiB by default): every
+admission waiting for that write would then fail, not about budget. A reservation takes
+about 220 bytes with short names, at most about 520 with a name of 253 characters, so
+2,000 stay under about 1 MiB even then. They pile up only when claims wait for their
+prices to be written (an apiserver too slow for the rate of creates); at the bound,
+admission refuses new holds, ``TooManyInFlight``, until the prices catch up
+(:func:`dbquota.domain.admission.admit`). Each replica checks its own view (what the
+quota holds and what it admitted and has not written yet)."""
 ADOPT_AT_ONCE = 200
 """Most orphans one reconcile adopts: their reservations live on the quota's status until
 their claims carry the price, and an object over etcd's request limit (about 1.5 MiB)

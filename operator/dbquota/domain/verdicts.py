@@ -70,7 +70,8 @@ under Warn/DryRun, would be): ``HardCapExceeded``, ``StrictCapExceeded``,
 ``BillingUnavailable`` (FailClosed, or nothing to price with), ``BudgetExceeded``,
 ``InvalidQuota`` (the quota cannot be read; the CRD schema should prevent it),
 ``TooManyInFlight`` (the quota already holds ``--max-reservations`` admissions whose
-objects have not shown up yet).
+objects have not shown up yet, or :data:`~dbquota.domain.reservations.MOST_HELD` whose
+claims do not show their price yet).
 """
 
 

@@ -19,7 +19,10 @@ One :class:`Ledger` per quota and replica serialises that replica's writes:
   replica's liveness lease is trusted (``alive()``).
 - **No wait where nothing is at stake**: an UPDATE that adds nothing and every dry run
   are decided against what this replica last saw (:mod:`dbquota.domain.views`; the watch
-  keeps it current) and answered at once.
+  keeps it current) and answered at once. So is a refusal for too many admissions in
+  flight (``TooManyInFlight``): it is backpressure that says "try again", and queueing
+  it for a round would cost a read and a write of the quota at the moment the quota is
+  fullest, for a count the round could lower only by what the watch shows a moment later.
 - A request that only *live* other replicas' escrow keeps out waits up to
   :data:`CONTENDED_WAIT` for them to use or return it, re-reading every
   :data:`CONTENDED_POLL`; a lapsed holder's escrow is not waited for.
@@ -237,7 +240,8 @@ class Ledger:
 
     def _quick(self, request: admission.Request) -> verdicts.Decision | None:
         """Answer at once when no write is at stake: a dry run, an update that adds
-        nothing, or a CREATE this replica's escrow covers. None: queue it."""
+        nothing, a refusal for too many in flight, or a CREATE this replica's escrow
+        covers. None: queue it."""
         view = self.known.current(self.account.unwritten)
         if isinstance(view, ValueError):
             return admission.invalid_quota(self.name, view).decision
@@ -248,6 +252,8 @@ class Ledger:
             return outcome.decision
         if outcome.admitted and outcome.hold is None:
             return outcome.decision  # e.g. an update that adds nothing
+        if outcome.decision.reason == "TooManyInFlight":
+            return outcome.decision  # backpressure, from this view (module docstring)
         if self._from_escrow(outcome):
             return outcome.decision
         return None

@@ -4,7 +4,8 @@ Unit checks: a CREATE within budget holds its whole cost and may be served from 
 a denial holds and draws nothing; an UPDATE that adds nothing holds nothing; an UPDATE's
 growth holds on top of the price already charged and never comes from escrow; StrictCap's
 degraded allowance never comes from escrow; a dry run decides without holding; other
-replicas' escrow counts as used (and is named in a denial).
+replicas' escrow counts as used (and is named in a denial); the in-flight limit; no
+request adds a reservation to a quota that holds the most its status can keep.
 
 Hypothesis properties, over generated quotas, usage, escrow, claims and price books:
 
@@ -19,10 +20,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Collection
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from dbquota.domain import admission, billing, claims, escrow, quotas
+from dbquota.domain import admission, billing, claims, escrow, quotas, reservations
 from dbquota.domain.resources import Reservation
 from tests.unit.domain import samples
 
@@ -250,6 +252,40 @@ def test_reservations_whose_claims_exist_do_not_count_against_the_in_flight_limi
     refused = decide({"u0"})
     assert refused.decision.reason == "TooManyInFlight"
     assert "4 admissions are in flight" in refused.decision.message
+
+
+def test_no_quota_holds_more_than_the_most_reservations_its_status_can_keep(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Whatever the in-flight limit, and though every claim has been seen: a request that
+    would add one more reservation is refused; one that replaces its own is not."""
+    monkeypatch.setattr(reservations, "MOST_HELD", 3)
+    held = held_for(10, 11, 12)
+    seen = {"u10", "u11", "u12"}  # all seen: none counts against the in-flight limit
+
+    def decide(req: admission.Request, **spec: object) -> admission.Outcome:
+        return admit_with_limit(
+            held, limit=100, req=req, present=lambda: seen, quota=samples.quota(**spec)
+        )
+
+    refused = decide(request())
+    assert refused.decision.reason == "TooManyInFlight"
+    assert "holds 3 admissions whose claims do not show their price yet" in (
+        refused.decision.message
+    )
+    assert refused.hold is None
+    assert refused.take == escrow.NOTHING
+    grown = request(samples.claim(storage_gib=150), old=samples.claim(), charged=410.4)
+    assert decide(grown).decision.reason == "TooManyInFlight"  # a new entry for the growth
+    assert decide(request(dry_run=True)).admitted  # holds nothing
+    warned = decide(request(), enforcement="Warn")  # Warn never denies: it holds nothing
+    assert warned.admitted
+    assert warned.hold is None
+    held["u1"] = Reservation(claim="orders", uid="u1", cost=410.4, delta=410.4)
+    del held["u10"]
+    replaced = decide(grown)  # its own reservation still held: replaced, not added
+    assert replaced.admitted
+    assert replaced.hold is not None
 
 
 def test_the_in_flight_count_is_walked_again_only_near_the_limit_or_for_a_new_copy() -> None:

@@ -20,7 +20,8 @@ soon once another replica's admissions bring it near; the leader writes escrow
 admissions whose claims have appeared (priced, or waiting for their status write)
 lazily, one whose claim never appears soon, and everything soon once it stops leading.
 An admission from escrow wakes the writer only when it brings the next write forward,
-not once per review.
+not once per review. A quota holding the most reservations its status can keep refuses
+the next at once, without a write.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from typing import Any, cast
 
 import pytest
 
-from dbquota.domain import admission, billing, claims, escrow, views
+from dbquota.domain import admission, billing, claims, escrow, reservations, views
 from dbquota.domain.reservations import ClaimRef
 from dbquota.domain.resources import QuotaObject
 from dbquota.errors import Conflict, KubeError
@@ -563,6 +564,26 @@ async def test_denials_and_updates_that_grow_take_the_exact_path() -> None:
     # What this replica's own escrow keeps out is admitted: the round gives it back.
     assert await admitted(replica, request("big", 9_800))
     assert store.quota["status"]["spend"]["reserved"] == 10_000.0
+
+
+async def test_a_quota_holding_the_most_reservations_refuses_at_once_without_a_write(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The refusal is backpressure: it is not queued behind a write of the quota, which is
+    at its fullest (the write would also flush what escrow admitted), and does not wait
+    for an apiserver that is slow."""
+    monkeypatch.setattr(reservations, "MOST_HELD", 3)
+    store = Store(budget=10_000)
+    replica = ledger(store)
+    for name in ("a", "b", "c"):
+        assert await admitted(replica, request(name))
+    assert replica.from_escrow == 2  # "b" and "c" are not written yet
+    writes = len(store.writes)
+    store.latency = 3600.0  # the apiserver hangs
+    decision = await asyncio.wait_for(replica.reserve(request("d")), 1.0)
+    assert decision.reason == "TooManyInFlight"
+    assert not decision.allowed
+    assert len(store.writes) == writes
 
 
 async def test_an_update_that_adds_nothing_never_waits_for_a_write() -> None:
