@@ -120,14 +120,15 @@ def admit(
     uids of the claims this replica's watch has seen): only objects that really appear
     keep budget, and reviews nobody follows with an object (forged, or failing later)
     cannot pile up, while a burst whose claims exist but are not priced yet is not held
-    back. So is one that would add a reservation to the
-    :data:`~dbquota.domain.reservations.MOST_HELD` held (the status must stay writable).
-    Under ``Warn`` and ``DryRun``, which never deny, such a request is decided as usual
-    and holds nothing. ``in_flight``, kept per quota, spares the count far from the limit.
+    back. Nor may any add to the ``reservations.MOST_HELD`` held (the status must stay
+    writable). Under ``Warn`` and ``DryRun``, which never deny, such a request is decided as
+    usual and holds nothing; ``in_flight``, kept per quota, spares the count far from the limit.
     """
+    enforced, full = quota.enforcement == "Enforce", _full(request, held)
+    if full and enforced and request.creating:  # no count, no price: it is refused anyway
+        return Outcome(decision=_too_full(quota, len(held)))
     unseen = _crowding(request, held, limit=in_flight_limit, present=present, memo=in_flight)
-    crowded = unseen is not None
-    if unseen is not None and quota.enforcement == "Enforce":
+    if unseen is not None and enforced:
         return Outcome(decision=_too_many(quota, unseen))
     counted = escrow.with_held(usage, others)
     decision = verdicts.decide(
@@ -138,14 +139,13 @@ def admit(
         snapshot=snapshot,
         now=now,
     )
-    if not decision.allowed or crowded:
+    if not decision.allowed or unseen is not None:
         return Outcome(decision=decision)
     if not request.creating and decision.cost <= 0 and decision.storage_gib <= 0:
         return Outcome(decision=decision)  # an update that adds nothing holds nothing
+    if full:  # an UPDATE that grows; or Warn and DryRun, which admit it holding nothing
+        return Outcome(decision=_too_full(quota, len(held)) if enforced else decision)
     previous = held.get(request.uid)
-    if previous is None and not request.dry_run and len(held) >= reservations.MOST_HELD:
-        full = quota.enforcement == "Enforce"  # Warn and DryRun: admitted, holding nothing
-        return Outcome(decision=_too_full(quota, len(held)) if full else decision)
     hold = _hold(request, decision, holder=holder, now=now, previous=previous)
     take = escrow.take(
         cost=decision.cost, new_claims=decision.new_claims, storage_gib=decision.storage_gib
@@ -249,6 +249,11 @@ def _too_many(quota: quotas.QuotaSpec, count: int) -> verdicts.Decision:
         f"not admitted by DatabaseQuota {quota.name}: {count:,} admissions are in flight "
         "(their claims have not shown up yet), the most it holds; try again in a few seconds",
     )
+
+
+def _full(request: Request, held: Mapping[str, Reservation]) -> bool:
+    """Whether admitting ``request`` would add a reservation to the most a quota holds."""
+    return len(held) >= reservations.MOST_HELD and not request.dry_run and request.uid not in held
 
 
 def _too_full(quota: quotas.QuotaSpec, count: int) -> verdicts.Decision:
