@@ -48,8 +48,8 @@ MOST_HELD = 2_000
 """Most reservations one quota holds. They live in its status, and etcd refuses a write of
 an object over its request limit (``--max-request-bytes``, 1.5 MiB by default): every
 admission waiting for that write would then fail, not about budget. A reservation takes
-about 220 bytes with short names, at most about 520 with a name of 253 characters, so
-2,000 stay under about 1 MiB even then. They pile up only when claims wait for their
+about 220-260 bytes of JSON with short claim names, about 530 with a name of 253
+characters, so 2,000 stay near 1 MiB even then. They pile up only when claims wait for their
 prices to be written (an apiserver too slow for the rate of creates); at the bound,
 admission refuses new holds, ``TooManyInFlight``, until the prices catch up
 (:func:`dbquota.domain.admission.admit`). Each replica checks its own view (what the
