@@ -120,9 +120,9 @@ def admit(
     uids of the claims this replica's watch has seen): only objects that really appear
     keep budget, and reviews nobody follows with an object (forged, or failing later)
     cannot pile up, while a burst whose claims exist but are not priced yet is not held
-    back. Nor may any add to the ``reservations.MOST_HELD`` held (the status must stay
-    writable). Under ``Warn`` and ``DryRun``, which never deny, such a request is decided as
-    usual and holds nothing; ``in_flight``, kept per quota, spares the count far from the limit.
+    back. No request adds a reservation once ``reservations.MOST_HELD`` are held (the status
+    must stay writable). Under ``Warn`` and ``DryRun``, which never deny, such a request is
+    decided as usual and holds nothing; ``in_flight``, kept per quota, spares the count.
     """
     enforced, full = quota.enforcement == "Enforce", _full(request, held)
     if full and enforced and request.creating:  # no count, no price: it is refused anyway
