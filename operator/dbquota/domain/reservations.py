@@ -49,9 +49,10 @@ MOST_HELD = 2_000
 an object over its request limit (``--max-request-bytes``, 1.5 MiB by default): every
 admission waiting for that write would then fail, not about budget. A reservation takes
 about 220-260 bytes of JSON with short claim names, about 530 with a name of 253
-characters, so 2,000 stay near 1 MiB even then. They pile up only when claims wait for their
-prices to be written (an apiserver too slow for the rate of creates); at the bound,
-admission refuses new holds, ``TooManyInFlight``, until the prices catch up
+characters, so 2,000 stay near 1 MiB even then. They pile up when claims wait for their
+prices to be written (an apiserver too slow for the rate of creates), or other operators'
+objects for billing to show them (standing, in a long billing outage); at the bound,
+admission refuses new holds, ``TooManyInFlight``, until some end
 (:func:`dbquota.domain.admission.admit`). Each replica checks its own view (what the
 quota holds and what it admitted and has not written yet)."""
 ADOPT_AT_ONCE = 200
