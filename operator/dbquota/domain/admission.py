@@ -61,6 +61,10 @@ class Outcome:
     """The room left after it (escrow is granted from this)."""
     escrow_ok: bool = False
     """Whether a replica may admit a request like this from its escrow."""
+    backpressure: bool = False
+    """A refusal for too many in flight: it says "try again", and a fresher copy of the
+    quota would change it only by what the watch shows a moment later, so a replica
+    answers it from what it last saw, without a round (:mod:`dbquota.services.reserving`)."""
 
     @property
     def admitted(self) -> bool:
@@ -126,10 +130,10 @@ def admit(
     """
     enforced, full = quota.enforcement == "Enforce", _full(request, held)
     if full and enforced and request.creating:  # no count, no price: it is refused anyway
-        return Outcome(decision=_too_full(quota, len(held)))
+        return _too_full(quota, len(held))
     unseen = _crowding(request, held, limit=in_flight_limit, present=present, memo=in_flight)
     if unseen is not None and enforced:
-        return Outcome(decision=_too_many(quota, unseen))
+        return _too_many(quota, unseen)
     counted = escrow.with_held(usage, others)
     decision = verdicts.decide(
         quota=quota,
@@ -144,7 +148,7 @@ def admit(
     if not request.creating and decision.cost <= 0 and decision.storage_gib <= 0:
         return Outcome(decision=decision)  # an update that adds nothing holds nothing
     if full:  # an UPDATE that grows; or Warn and DryRun, which admit it holding nothing
-        return Outcome(decision=_too_full(quota, len(held)) if enforced else decision)
+        return _too_full(quota, len(held)) if enforced else Outcome(decision=decision)
     previous = held.get(request.uid)
     hold = _hold(request, decision, holder=holder, now=now, previous=previous)
     take = escrow.take(
@@ -242,13 +246,17 @@ def _refusal(quota: str, reason: verdicts.Reason, message: str) -> verdicts.Deci
     )
 
 
-def _too_many(quota: quotas.QuotaSpec, count: int) -> verdicts.Decision:
-    return _refusal(
-        quota.name,
-        "TooManyInFlight",
+def _too_many(quota: quotas.QuotaSpec, count: int) -> Outcome:
+    return _backpressure(
+        quota,
         f"not admitted by DatabaseQuota {quota.name}: {count:,} admissions are in flight "
         "(their claims have not shown up yet), the most it holds; try again in a few seconds",
     )
+
+
+def _backpressure(quota: quotas.QuotaSpec, message: str) -> Outcome:
+    """The refusal of a request for too many in flight (:attr:`Outcome.backpressure`)."""
+    return Outcome(decision=_refusal(quota.name, "TooManyInFlight", message), backpressure=True)
 
 
 def _full(request: Request, held: Mapping[str, Reservation]) -> bool:
@@ -256,10 +264,9 @@ def _full(request: Request, held: Mapping[str, Reservation]) -> bool:
     return len(held) >= reservations.MOST_HELD and not request.dry_run and request.uid not in held
 
 
-def _too_full(quota: quotas.QuotaSpec, count: int) -> verdicts.Decision:
-    return _refusal(
-        quota.name,
-        "TooManyInFlight",
+def _too_full(quota: quotas.QuotaSpec, count: int) -> Outcome:
+    return _backpressure(
+        quota,
         f"not admitted by DatabaseQuota {quota.name}: it holds {count:,} admissions whose "
         "claims do not show their price yet, the most its status can keep; try again in a "
         "few seconds",

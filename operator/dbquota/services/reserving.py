@@ -252,8 +252,8 @@ class Ledger:
             return outcome.decision
         if outcome.admitted and outcome.hold is None:
             return outcome.decision  # e.g. an update that adds nothing
-        if outcome.decision.reason == "TooManyInFlight":
-            return outcome.decision  # backpressure, from this view (module docstring)
+        if outcome.backpressure:
+            return outcome.decision  # from this view (module docstring)
         if self._from_escrow(outcome):
             return outcome.decision
         return None
