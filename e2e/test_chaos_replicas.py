@@ -26,6 +26,10 @@ aged at 2 s (``--webhook-max-connection-age``): both replicas decide, because ea
 sends the apiserver's next connection through the proxy's round robin, and no create
 fails on the way.
 
+And one replica cut off from the apiserver while a review waits for its write: the
+apiserver gives up on the reviews behind that write (its timeout), and none of them holds
+budget once the road heals.
+
 On a control plane of this module's own (the ``plane`` fixture of :mod:`e2e.test_chaos`).
 Figures are printed (``-s``) and recorded in docs/reliability.md.
 """
@@ -46,12 +50,13 @@ import pytest
 
 from e2e import harness
 from e2e.conftest import FAST
-from e2e.harness import Operator, Proxy
+from e2e.harness import Cluster, Operator, Proxy
 from e2e.test_chaos import (
     Burst,
     Plane,
     check_exactly_what_fits,
     check_within_budget,
+    create_claim,
     plane,
     unit_cost,
 )
@@ -118,6 +123,29 @@ def bursts(plane: Plane, namespace: str, *, pause: float = 0.02) -> Bursts:
     return Bursts([Burst(plane, namespace, prefix=p, pause=pause) for p in ("x", "y", "z")])
 
 
+def flags(plane: Plane, namespace: str, *more: str) -> tuple[str, ...]:
+    """A replica's flags on this plane: its billing simulator and the apiserver's client
+    CA, the suite's fast settings, Leases and watches in ``namespace``; then ``more``."""
+    return (
+        f"--billing-url={plane.billing.url}",
+        *FAST,
+        *plane.cluster.client_ca_flags(),
+        f"--lease-namespace={namespace}",
+        f"--namespace={namespace}",
+        *more,
+    )
+
+
+def road_to_apiserver(plane: Plane, tmp_path: Path) -> tuple[Proxy, Cluster]:
+    """A proxy in front of the apiserver that the test can cut, and the cluster as a
+    replica sees it through that proxy."""
+    apiserver = urlsplit(plane.state.server).port
+    assert apiserver is not None
+    road = harness.start_proxy(tmp_path, [apiserver], name="road")
+    kubeconfig = harness.kubeconfig_via(plane.cluster, road.port, tmp_path / "road.kubeconfig")
+    return road, dataclasses.replace(plane.cluster, kubeconfig=kubeconfig)
+
+
 @pytest.fixture
 def pair(plane: Plane, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Pair]:
     namespace = request.node.name.removeprefix("test_").replace("_", "-")[:50].strip("-")
@@ -127,24 +155,15 @@ def pair(plane: Plane, tmp_path: Path, request: pytest.FixtureRequest) -> Iterat
     plane.kubectl.apply(quota(namespace, name="q", monthlyBudget=budget))
     cert_dir = tmp_path / "certs"
     ca = harness.serving_certificate(cert_dir)
-    extra = (
-        f"--billing-url={plane.billing.url}",
-        *FAST,
-        *plane.cluster.client_ca_flags(),
+    extra = flags(
+        plane,
+        namespace,
         "--reservation-grace=60",  # the production grace
-        f"--lease-namespace={namespace}",
-        f"--namespace={namespace}",
         # HTTP/1.1, so that the apiserver's connections (one per review in flight) spread
         # over both replicas; over HTTP/2 all would share one connection, to one replica.
         "--no-webhook-http2",
     )
-    apiserver = urlsplit(plane.state.server).port
-    assert apiserver is not None
-    road = harness.start_proxy(tmp_path, [apiserver], name="road")
-    cut_off = dataclasses.replace(
-        plane.cluster,
-        kubeconfig=harness.kubeconfig_via(plane.cluster, road.port, tmp_path / "b.kubeconfig"),
-    )
+    road, cut_off = road_to_apiserver(plane, tmp_path)
     started: list[Operator] = []
     front: Proxy | None = None
     configuration = f"{namespace}.dbquota.io"
@@ -288,14 +307,7 @@ def test_over_http2_aged_connections_reach_both_replicas_and_no_create_fails(
     plane.kubectl.apply(quota(namespace, name="q", monthlyBudget=10_000_000))
     cert_dir = tmp_path / "certs"
     ca = harness.serving_certificate(cert_dir)
-    extra = (
-        f"--billing-url={plane.billing.url}",
-        *FAST,
-        *plane.cluster.client_ca_flags(),
-        f"--lease-namespace={namespace}",
-        f"--namespace={namespace}",
-        "--webhook-max-connection-age=2",
-    )
+    extra = flags(plane, namespace, "--webhook-max-connection-age=2")
     configuration = f"{namespace}.dbquota.io"
     replicas: list[Operator] = []
     front: Proxy | None = None
@@ -332,3 +344,72 @@ def test_over_http2_aged_connections_reach_both_replicas_and_no_create_fails(
     for op in replicas:
         assert op.proc.returncode == 0
         assert "Traceback" not in op.logs()
+
+
+ABANDONED = "dbquota_webhook_abandoned_reviews_total"
+
+
+@pytest.mark.parametrize("http", ["2", "1.1"])
+def test_a_review_the_apiserver_gave_up_on_reserves_nothing(
+    plane: Plane, tmp_path: Path, http: str
+) -> None:
+    """A replica cut off from the apiserver mid-write: the apiserver gives up on the reviews
+    that wait behind that write (the webhook's ``timeoutSeconds``, 2 s here), resetting the
+    HTTP/2 stream or closing the HTTP/1.1 connection, and their creates fail. Those reviews
+    are cancelled: once the road heals, none of them holds budget, where before each held a
+    reservation for a claim that would never come until ``--reservation-grace`` (60 s)."""
+    namespace = f"abandoned-http{http.replace('.', '-')}"
+    plane.kubectl("create", "namespace", namespace)
+    plane.kubectl.apply(quota(namespace, name="q", monthlyBudget=10_000_000))
+    cert_dir = tmp_path / "certs"
+    ca = harness.serving_certificate(cert_dir)
+    extra = flags(
+        plane,
+        namespace,
+        "--reservation-grace=60",
+        "--escrow-share=0",  # every admission waits for its write
+        *(("--no-webhook-http2",) if http == "1.1" else ()),
+    )
+    road, cut_off = road_to_apiserver(plane, tmp_path)
+    configuration = f"{namespace}.dbquota.io"
+    replica: Operator | None = None
+    try:
+        replica = harness.start_replica(cut_off, tmp_path / "r", cert_dir=cert_dir, extra=extra)
+        registration = harness.proxy_webhook(
+            configuration, port=replica.webhook_port, ca=ca, namespaces=[namespace]
+        )
+        registration["webhooks"][0]["timeoutSeconds"] = 2
+        plane.kubectl.apply(registration)
+        with plane.client() as client:
+            wait_for(
+                lambda: create_claim(client, namespace, "before").status_code == 201,
+                timeout=60,
+                what="the webhook to admit a claim",
+            )
+            road.cut()
+            try:
+                # "stuck": its write hangs on the cut road; "queued" waits behind that write
+                late = [create_claim(client, namespace, name) for name in ("stuck", "queued")]
+            finally:
+                road.heal()
+            assert [r.status_code for r in late] == [500, 500]
+            assert all("failed calling webhook" in r.text for r in late)
+            # decided after everything queued before it; the road is whole again
+            wait_for(
+                lambda: create_claim(client, namespace, "after").status_code == 201,
+                timeout=60,
+                what="a create after the road healed",
+            )
+        status = plane.kubectl.get_json("dbq", "q", "-n", namespace).get("status", {})
+        held = {str(r.get("claim")) for r in status.get("reservations") or []}
+        abandoned = replica.metric(ABANDONED)
+    finally:
+        plane.kubectl("delete", "validatingwebhookconfiguration", configuration, check=False)
+        if replica is not None:
+            harness.stop_operator(replica)
+        stop_process(road.proc)
+    print(f"HTTP/{http}: abandoned reviews {abandoned:.0f}; reservations held after: {held}")
+    assert not held & {"stuck", "queued"}
+    assert abandoned == 2
+    assert replica.proc.returncode == 0
+    assert "Traceback" not in replica.logs()

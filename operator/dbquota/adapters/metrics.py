@@ -210,6 +210,14 @@ webhook_rejected = Counter(
     ["reason"],
     registry=REGISTRY,
 )
+webhook_abandoned = Counter(
+    "dbquota_webhook_abandoned_reviews_total",
+    "Reviews whose client gave up before their answer (it reset the HTTP/2 stream or "
+    "closed the connection, as the apiserver does at its webhook timeout); their "
+    "admissions were cancelled, and one still queued for a write of its quota reserved "
+    "nothing.",
+    registry=REGISTRY,
+)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -20,7 +20,13 @@ quotas. Each request, in this order:
 5. any operation but CREATE and UPDATE, and any kind not in ``kinds``, is admitted at once;
 6. else ``admit(review)`` is awaited and its :class:`~dbquota.domain.reviews.Answer`
    encoded. An exception there is a bug: the review is denied with the fixed message
-   :data:`INTERNAL_ERROR` and the exception logged once at ERROR with its traceback.
+   :data:`INTERNAL_ERROR` and the exception logged once at ERROR with its traceback;
+7. a review whose client gives up before its answer (it resets the HTTP/2 stream or
+   closes the connection: the apiserver does so at its webhook timeout, 10 s by default)
+   has its admission cancelled, and is counted in
+   ``dbquota_webhook_abandoned_reviews_total``. An admission still queued for a write of
+   its quota then reserves nothing (:mod:`dbquota.services.reserving`): the create it was
+   for has failed.
 
 Every refused request (1-4) is counted in ``dbquota_webhook_rejected_requests_total
 {reason}`` and logged as one WARNING line without traceback, at most one line per second
@@ -229,6 +235,12 @@ class _Webhook:
         close = status in (400, 408, 413, 503) and reason != "malformed"
         return _Response(status=status, body=text.encode() + b"\n", close=close)
 
+    def abandon(self, task: asyncio.Task[None]) -> None:
+        """The client gave up on a review before its answer: cancel its admission (step 7)."""
+        if not task.done():
+            task.cancel()
+            metrics.webhook_abandoned.inc()
+
     def triage(
         self, request: _Request, *, peer: str, client_ok: bool
     ) -> _Response | reviews.Review:
@@ -304,6 +316,7 @@ class _Connection(asyncio.Protocol):
         self._expect = False
         self._queue: collections.deque[_Request] = collections.deque()
         self._busy = False
+        self._admitting: asyncio.Task[None] | None = None  # the admission in flight
         self._paused = False
         self._closing = False
         self._stopping = False
@@ -339,6 +352,9 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
+        if self._admitting is not None:  # the client gave up on it (the apiserver's timeout)
+            self._webhook.abandon(self._admitting)
+            self._admitting = None
         self._queue.clear()
         self._webhook.release(self._held)
         self._held = 0
@@ -431,6 +447,7 @@ class _Connection(asyncio.Protocol):
                 task = self._loop.create_task(self._admit(outcome, keep_alive=request.keep_alive))
                 self._webhook.tasks.add(task)
                 task.add_done_callback(self._webhook.tasks.discard)
+                self._admitting = task
                 return
             self._send(outcome, keep_alive=request.keep_alive)
         if self._paused and len(self._queue) < _MAX_QUEUED // 2 and not self._closing:
@@ -442,6 +459,7 @@ class _Connection(asyncio.Protocol):
     async def _admit(self, review: reviews.Review, *, keep_alive: bool) -> None:
         response = await self._webhook.answer(review)
         self._busy = False
+        self._admitting = None
         if not self._closing:
             self._send(response, keep_alive=keep_alive and not self._stopping)
             self._next()

@@ -129,6 +129,8 @@ class Webhook(Protocol):
 
     async def answer(self, review: reviews.Review) -> Any: ...
 
+    def abandon(self, task: asyncio.Task[None]) -> None: ...
+
 
 @dataclass
 class _Stream:
@@ -226,6 +228,8 @@ class H2Connection(asyncio.Protocol):
         }
         self._transport: asyncio.Transport | None = None
         self._busy = 0
+        self._admitting: dict[int, asyncio.Task[None]] = {}
+        """Each stream's admission in flight, to cancel when the client resets it."""
         self._closing = False
         self._stopping = False
         self.deadline = self._loop.time() + idle_timeout
@@ -249,6 +253,9 @@ class H2Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._closing = True
+        for task in self._admitting.values():
+            self._webhook.abandon(task)
+        self._admitting.clear()
         self._webhook.release(sum(len(part) for s in self._streams.values() for part in s.body))
         self._streams.clear()
         self._pending.clear()
@@ -319,6 +326,9 @@ class H2Connection(asyncio.Protocol):
             raise ProtocolViolation(PROTOCOL_ERROR, "malformed RST_STREAM")
         self._idle_check(stream_id)
         self._drop(stream_id)
+        task = self._admitting.pop(stream_id, None)
+        if task is not None:  # the client gave up on it (the apiserver's timeout)
+            self._webhook.abandon(task)
 
     def _priority(self, flags: int, stream_id: int, payload: bytes) -> None:
         if stream_id == 0 or len(payload) != 5:
@@ -507,20 +517,24 @@ class H2Connection(asyncio.Protocol):
             task = self._loop.create_task(self._admit(stream_id, outcome))
             self._webhook.tasks.add(task)
             task.add_done_callback(self._webhook.tasks.discard)
+            self._admitting[stream_id] = task
         else:
             self._respond(stream_id, outcome)
 
     async def _admit(self, stream_id: int, review: reviews.Review) -> None:
+        response = None
         try:
             response = await self._webhook.answer(review)
-        finally:
+        finally:  # also when the client reset the stream and the admission was cancelled
             self._busy -= 1
-        if not self._closing:
-            self._respond(stream_id, response)
-            if self._stopping and not self._busy:
-                self._goaway(NO_ERROR)
-                return
-            self._flush()
+            self._admitting.pop(stream_id, None)
+            if not self._closing:
+                if response is not None:
+                    self._respond(stream_id, response)
+                if self._stopping and not self._busy:
+                    self._goaway(NO_ERROR)
+                else:
+                    self._flush()
 
     # -- frames out
 

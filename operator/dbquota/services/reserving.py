@@ -26,6 +26,12 @@ One :class:`Ledger` per quota and replica serialises that replica's writes:
 - A request that only *live* other replicas' escrow keeps out waits up to
   :data:`CONTENDED_WAIT` for them to use or return it, re-reading every
   :data:`CONTENDED_POLL`; a lapsed holder's escrow is not waited for.
+- **An abandoned request reserves nothing**: when the apiserver gives up on a review
+  (its timeout; :mod:`dbquota.handlers.webhook` then cancels the review), a request still
+  queued for a round leaves the queue undecided. Without that, a burst that made the
+  writes slow would hold budget for claims whose creates had already failed, until the
+  reconciler released them after ``--reservation-grace``. A request whose round has
+  already planned it keeps its reservation, released the same way.
 
 The reconciler writes the status through its own compare-and-swap
 (:mod:`dbquota.services.reconciling`), never through this queue, so its refreshes never
@@ -167,7 +173,8 @@ class Ledger:
                 self._wake.set()  # the room moved: the writer sees whether to keep the escrow
 
     async def reserve(self, request: admission.Request) -> verdicts.Decision:
-        """Decide one request; hold its reservation unless dry-run (module docstring)."""
+        """Decide one request; hold its reservation unless dry-run (module docstring).
+        Cancelled while it waits for a round, it is taken out of the queue undecided."""
         if self.known.latest is None:
             await self._read_fresh()
         quick = self._quick(request)
@@ -179,7 +186,11 @@ class Ledger:
         pending = _Pending(request=request)
         self._queue.append(pending)
         self._start()
-        return await asyncio.shield(pending.future)
+        try:
+            return await asyncio.shield(pending.future)
+        except asyncio.CancelledError:
+            pending.future.cancel()  # abandoned: no round decides it from now on
+            raise
 
     def wake(self) -> None:
         """Plan the next write again (e.g. this replica no longer leads: write soon)."""
@@ -383,6 +394,9 @@ class Ledger:
         deadline = time.monotonic() + RESERVE_DEADLINE
         attempt = 0
         while True:
+            # Those abandoned while queued are left out; a round with none left (or none to
+            # begin with) still writes what escrow admitted, if that is due.
+            batch[:] = [p for p in batch if not p.future.done()]
             known = self.known
             quota = known.latest if known.latest and not known.stale else await self._read_fresh()
             round_ = rounds.plan(

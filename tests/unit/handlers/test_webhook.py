@@ -72,12 +72,17 @@ class Admitter:
     delay: float = 0.0
     seen: list[reviews.Review] | None = None
     asked: asyncio.Event = field(default_factory=asyncio.Event)
+    cancelled: int = 0
 
     async def __call__(self, rev: reviews.Review) -> reviews.Answer:
         self.seen = [*(self.seen or []), rev]
         self.asked.set()
         if self.delay:
-            await asyncio.sleep(self.delay)
+            try:
+                await asyncio.sleep(self.delay)
+            except asyncio.CancelledError:
+                self.cancelled += 1
+                raise
         if self.raises is not None:
             raise self.raises
         return self.answer
@@ -255,6 +260,27 @@ async def test_pipelined_requests_are_answered_in_order_with_the_apiservers_quer
     statuses = re.findall(rb"HTTP/1.1 (\d{3}) ", answers)
     assert statuses == [b"200", b"400", b"200"]
     assert answers.index(b'"uid":"first"') < answers.index(b"malformed") < answers.index(b"last")
+
+
+async def test_a_review_whose_client_closes_the_connection_has_its_admission_cancelled(
+    served: Served, admitter: Admitter, tmp_path: Path
+) -> None:
+    """Over HTTP/1.1 the apiserver closes the connection at its webhook timeout."""
+    before = metrics.REGISTRY.get_sample_value("dbquota_webhook_abandoned_reviews_total") or 0
+    admitter.delay = 60.0
+    _, writer = await asyncio.open_connection(
+        "127.0.0.1", served.port, ssl=client_context(tmp_path)
+    )
+    writer.write(post(review(), target=b"/validate-claims?timeout=10s"))
+    await asyncio.wait_for(admitter.asked.wait(), 10)
+    writer.close()
+    with contextlib.suppress(OSError, ssl.SSLError):
+        await writer.wait_closed()
+    await wait_until(lambda: admitter.cancelled == 1)
+    abandoned = metrics.REGISTRY.get_sample_value("dbquota_webhook_abandoned_reviews_total")
+    assert abandoned == before + 1
+    admitter.delay = 0.0  # the server still answers the next client
+    assert (await served.post(review())).status_code == 200
 
 
 async def test_unparsable_http_gets_400_and_the_connection_closes(

@@ -97,6 +97,7 @@ class Server:
 
     def __init__(self, *, max_body: int = 4096, max_age: float = 0.0) -> None:
         self.release: asyncio.Event | None = None
+        self.cancelled = 0
         self.webhook = webhook._Webhook(
             admit=self._admit,
             kinds={("dbquota.io", "DatabaseClaim")},
@@ -118,7 +119,11 @@ class Server:
 
     async def _admit(self, review: reviews.Review) -> reviews.Answer:
         if self.release is not None:
-            await self.release.wait()
+            try:
+                await self.release.wait()
+            except asyncio.CancelledError:
+                self.cancelled += 1
+                raise
         return reviews.Answer(allowed=True, warnings=("x" * 200,))
 
     async def settle(self) -> None:
@@ -352,13 +357,22 @@ async def test_streams_beyond_the_limit_are_refused_alone(
     assert not server.transport.closed
 
 
-async def test_a_stream_the_client_resets_gets_no_answer() -> None:
+async def test_a_stream_the_client_resets_gets_no_answer_and_its_admission_is_cancelled() -> None:
+    """The apiserver resets the stream of a review at its webhook timeout: the create has
+    failed, so the admission stops (and reserves nothing if it still waits for a write)."""
+    abandoned = metrics.REGISTRY.get_sample_value("dbquota_webhook_abandoned_reviews_total")
     server = Server()
     server.release = asyncio.Event()
     client = Client(server)
     first = client.post()
+    await server.settle()  # its admission is under way
     client.h2.reset_stream(first)
     client.send()
+    await server.settle()
+    assert server.cancelled == 1
+    assert metrics.REGISTRY.get_sample_value("dbquota_webhook_abandoned_reviews_total") == (
+        (abandoned or 0) + 1
+    )
     server.release.set()
     await server.settle()
     client.receive()

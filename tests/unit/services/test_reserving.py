@@ -586,6 +586,28 @@ async def test_a_quota_holding_the_most_reservations_refuses_at_once_without_a_w
     assert len(store.writes) == writes
 
 
+async def test_a_request_abandoned_while_queued_reserves_nothing() -> None:
+    """The apiserver gave up on the review (its timeout; the webhook cancels the review)
+    while it waited behind a slow write: its create failed, so no round may hold budget
+    for it. The request queued beside it is decided and written as usual."""
+    store = Store(budget=10_000)
+    exact = ledger(store, share=0.0)
+    assert await admitted(exact, request("before"))
+    store.latency = 0.2  # a slow apiserver: the next write is in flight a while
+    first = asyncio.create_task(exact.reserve(request("first")))
+    await asyncio.sleep(0.05)
+    abandoned = asyncio.create_task(exact.reserve(request("abandoned")))
+    kept = asyncio.create_task(exact.reserve(request("kept")))
+    await asyncio.sleep(0.05)
+    abandoned.cancel()
+    assert (await first).allowed
+    assert (await kept).allowed
+    with pytest.raises(asyncio.CancelledError):
+        await abandoned
+    assert store.held() == ["before", "first", "kept"]
+    assert all("abandoned" not in str(write) for write in store.writes)
+
+
 async def test_an_update_that_adds_nothing_never_waits_for_a_write() -> None:
     store = Store(budget=1000)
     replica = ledger(store)
