@@ -9,6 +9,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
+# Test processes (pytest-xdist, a file per process at a time, each e2e process with a
+# control plane of its own): most e2e time is spent waiting for processes, not computing,
+# so two halve a run even on two cores. 0 runs everything in one process; a cluster of
+# your own (DBQUOTA_E2E_USE_EXISTING=1) is shared by every test, so it gets one process.
+TEST_WORKERS ?= $(if $(filter 1,$(DBQUOTA_E2E_USE_EXISTING)),0,2)
+XDIST = -n $(TEST_WORKERS) --dist loadfile
 
 .PHONY: help
 help: ## List the targets with what each does
@@ -47,7 +53,7 @@ fmt: $(STAMP) ## Format the code and apply ruff's safe fixes
 
 .PHONY: test
 test: binaries ## Run every test: unit, integration (simulator), e2e (real apiserver)
-	$(BIN)/pytest $(PYTEST_ARGS)
+	$(BIN)/pytest $(XDIST) $(PYTEST_ARGS)
 
 .PHONY: test-unit
 test-unit: $(STAMP) ## Run the unit tests only (no processes, no control plane)
@@ -55,7 +61,7 @@ test-unit: $(STAMP) ## Run the unit tests only (no processes, no control plane)
 
 .PHONY: test-e2e
 test-e2e: binaries ## Run the e2e tests only (starts a local control plane)
-	$(BIN)/pytest e2e $(PYTEST_ARGS)
+	$(BIN)/pytest e2e $(XDIST) $(PYTEST_ARGS)
 
 .PHONY: demo
 demo: binaries ## The whole story on a local control plane: quotas, claims, an outage, recovery
