@@ -39,15 +39,13 @@ ledger from its view):
   need no write before the answer, and with the leader's lazy flushes (below) several
   share one write.
 
-What escrow admitted is written ``flush_interval`` after the last write, or
-``lazy_flush`` after it on the leader while each of those claims exists by then, priced
-or waiting for its status write (they fall behind in a burst): the leader prices its own
-admissions from memory (:mod:`dbquota.services.publishing`), so its write only moves
-them from the escrow to the totals on the server, which changes no sum. An admission
-whose claim has not appeared ``flush_interval`` after it (it may never be created; the
-reconciler releases such a reservation only once it is on the quota) is written then, as
-on a replica that does not lead, whose leader needs the reservations on the quota to
-price those claims.
+What escrow admitted is written ``flush_interval`` after the last write, or on the
+leader ``lazy_flush`` after it while each of those claims exists (priced, or waiting for
+its status write) and fewer than ``lazy_most`` wait (each counts toward the most a quota
+holds until written): the leader prices its own admissions from memory
+(:mod:`dbquota.services.publishing`), so its write changes no sum. A claim not there
+``flush_interval`` after its admission (it may never be created; the reconciler releases
+only reservations on the quota) is written then, as on a replica that does not lead.
 
 Dimensions: money always; the claim count and storage only when the quota caps them
 (:class:`Allowance` keeps ``None`` for an uncapped dimension). Admissions that StrictCap
@@ -252,6 +250,8 @@ class Account:
     """Seconds without admissions after which the escrow is given back near the budget."""
     lazy_flush: float = 0.0
     """Seconds between those writes while this replica leads (0: ``flush_interval``)."""
+    lazy_most: int = 0
+    """Admissions waiting past which the leader does not wait ``lazy_flush`` (0: none)."""
     quiet_return: float = 0.0
     """Seconds without admissions after which the escrow is given back far from the
     budget (0: ``idle_return``)."""
@@ -344,7 +344,7 @@ class Account:
         if not self.unwritten:
             return None if back == math.inf else back - now
         due = self.last_write + self.flush_interval
-        if leading and self.lazy_flush:
+        if leading and self.lazy_flush and not 0 < self.lazy_most <= len(self.unwritten):
             while self.unseen and (
                 self.unseen[0][0] not in self.unwritten or appeared(self.unseen[0][0])
             ):

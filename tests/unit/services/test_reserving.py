@@ -360,6 +360,31 @@ async def test_the_leader_writes_escrow_admissions_lazily_once_their_claims_appe
     assert len(store.writes) == writes + 2
 
 
+async def test_the_leaders_lazy_write_comes_early_once_a_quarter_of_the_most_held_wait(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A burst faster than 400 a second would otherwise gather more admissions in the
+    leader's memory between two lazy writes than a quota may hold, and the bound would
+    refuse creates whose claims all show their price (the write drops them)."""
+    monkeypatch.setattr(reservations, "MOST_HELD", 40)
+    monkeypatch.setattr(reserving, "IDLE_RETURN", 60.0)
+    monkeypatch.setattr(reserving, "QUIET_RETURN", 60.0)
+    monkeypatch.setattr(reserving, "LEADER_FLUSH_INTERVAL", 60.0)
+    store = Store(budget=1_000_000)
+    seen: dict[str, ClaimRef] = {}
+    replica = ledger(store, leading=lambda: True, present=lambda namespace: seen)
+    refused = []
+    for i in range(200):
+        decision = await replica.reserve(request(f"c{i}", 1))
+        if not decision.allowed:
+            refused.append(decision.reason)
+        seen[f"uid-c{i}"] = priced(f"c{i}")  # the leader's publisher priced it from memory
+        await asyncio.sleep(0.002)
+    assert refused == []
+    assert replica.from_escrow > 150
+    assert len(replica.account.unwritten) < 40
+
+
 async def test_a_write_drops_the_reservations_whose_claims_show_their_price(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
