@@ -216,6 +216,9 @@ class _Webhook:
         self.reject = rejections
         self.connections: set[_Connection] = set()
         self.tasks: set[asyncio.Task[None]] = set()
+        self.stopped = False
+        """Past the stop's patience: admissions still running are cancelled by us, not
+        abandoned by their clients."""
         self.held = 0
         """Request body bytes every connection holds (:data:`MAX_HELD`)."""
 
@@ -239,7 +242,8 @@ class _Webhook:
         """The client gave up on a review before its answer: cancel its admission (step 7)."""
         if not task.done():
             task.cancel()
-            metrics.webhook_abandoned.inc()
+            if not self.stopped:
+                metrics.webhook_abandoned.inc()
 
     def triage(
         self, request: _Request, *, peer: str, client_ok: bool
@@ -569,6 +573,7 @@ async def serving(
             await asyncio.wait(set(webhook.tasks), timeout=STOP_PATIENCE)
         for helper in helpers:
             helper.cancel()
+        webhook.stopped = True
         for connection in list(webhook.connections):
             connection.abort()
         await server.wait_closed()

@@ -324,10 +324,12 @@ class Ledger:
                 finally:
                     self._sleeps_until = -math.inf  # awake: it looks at everything next
                 continue
-            if self._queue:
-                self._queue = [p for p in self._queue if not self._served_at_once(p)]
+            if self._queue:  # done: abandoned while queued (the webhook cancelled it)
+                self._queue = [
+                    p for p in self._queue if not (p.future.done() or self._served_at_once(p))
+                ]
                 if not self._queue:
-                    continue  # all served by the escrow the last round took
+                    continue  # no round: all abandoned, or served by the escrow just taken
             batch, self._queue = self._queue, []
             try:
                 await self._process(batch)
@@ -376,7 +378,7 @@ class Ledger:
     def _served_at_once(self, pending: _Pending) -> bool:
         """Serve a queued request from the escrow if it covers it now (e.g. the escrow the
         round it queued behind has just taken): one write for a burst, not two."""
-        if pending.future.done() or pending.deadline is not None or self.known.latest is None:
+        if pending.deadline is not None or self.known.latest is None:
             return False
         decision = self._quick(pending.request)
         if decision is None:
@@ -396,8 +398,8 @@ class Ledger:
         deadline = time.monotonic() + RESERVE_DEADLINE
         attempt = 0
         while True:
-            # Those abandoned while queued are left out; a round with none left (or none to
-            # begin with) still writes what escrow admitted, if that is due.
+            # Those abandoned while a lost race is retried are left out (a round with no
+            # request, an escrow flush, is planned all the same).
             batch[:] = [p for p in batch if not p.future.done()]
             known = self.known
             quota = known.latest if known.latest and not known.stale else await self._read_fresh()

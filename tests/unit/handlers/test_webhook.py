@@ -510,6 +510,25 @@ async def test_stopping_lets_a_review_in_flight_finish(tmp_path: Path) -> None:
     assert answer.json()["response"]["allowed"] is True
 
 
+async def test_a_review_cut_off_by_our_own_stop_is_not_counted_as_abandoned(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(webhook, "STOP_PATIENCE", 0.2)
+    before = metrics.REGISTRY.get_sample_value("dbquota_webhook_abandoned_reviews_total") or 0
+    slow = Admitter(answer=reviews.Answer(allowed=True), delay=60.0)
+    async with httpx.AsyncClient(verify=False, timeout=10) as client:
+        async with webhook.serving(settings(tmp_path), admit=slow, kinds=KINDS) as port:
+            pending = asyncio.create_task(
+                client.post(f"https://127.0.0.1:{port}{webhook.PATH}", content=review())
+            )
+            await slow.asked.wait()
+        with pytest.raises(httpx.HTTPError):
+            await pending
+    await wait_until(lambda: slow.cancelled == 1)
+    after = metrics.REGISTRY.get_sample_value("dbquota_webhook_abandoned_reviews_total") or 0
+    assert after == before
+
+
 def test_dev_certificates_are_made_once_for_the_host(tmp_path: Path) -> None:
     ca, cert, key = webhook_tls.ensure_dev_certificates(cert_dir=tmp_path, host="10.1.2.3")
     first = cert.read_bytes()
