@@ -146,6 +146,16 @@ fetch_crds() {
     package/crds/rds.aws.upbound.io_instances.yaml
 }
 
+# One build at a time per cache: two at once (`make binaries` and `make lint`, or two
+# clones) would write the same work folders and race on the same .tmp files. The second
+# waits here, then finds what the first built and returns.
+mkdir -p "$CACHE"
+exec 9>"$CACHE/.build.lock"
+if ! flock -n 9; then
+  log "another build holds $CACHE/.build.lock; waiting for it"
+  flock 9
+fi
+
 what=${1:-all}
 case $what in
   k8s) build_k8s ;;
