@@ -91,7 +91,12 @@ beyond the apiserver's own. Then the operators' CPU ms per created claim (all re
 from /proc) and peak RSS (VmHWM); the proxy's, apiserver's and etcd's CPU; the load
 average. With two replicas, the progress line also gives each one's admission decisions
 and which one led at the end (``dbquota_leader``): a replica that serves the reviews
-without leading writes what its escrow admitted every 0.25 s, the leader every 5 s.
+without leading writes what its escrow admitted every 0.25 s, the leader every 5 s. The
+reviews not decided within the apiserver's timeout, all replicas, are on the progress line
+and among the errors when there are any: denied to try again
+(``dbquota_webhook_late_reviews_total``) or given up on by the apiserver
+(``dbquota_webhook_abandoned_reviews_total``: their creates failed with "failed calling
+webhook").
 Then the ratios the targets are stated in, against ResourceQuota of the same rate, and
 PASS/FAIL per target. Everything is torn down at the end, also on Ctrl-C and
 SIGTERM.
@@ -199,6 +204,7 @@ class Run:
     caught_up: bool = True  # False: --settle-max ran out, catch-up work is not all counted
     decided: list[float] = field(default_factory=list)  # admission decisions per replica
     leading: list[float] = field(default_factory=list)  # dbquota_leader per replica, at the end
+    untimely: tuple[float, float] = (0.0, 0.0)  # reviews denied late, abandoned: all replicas
     clock_step: float = 0.0  # s the wall clock stepped during the measured part
     stolen: float = float("nan")  # share of the CPU the hypervisor stole meanwhile
     quota_peak: tuple[int, int] = (0, 0)  # largest DatabaseQuota seen: (bytes, reservations)
@@ -453,6 +459,14 @@ class Target:
         """Each replica's ``dbquota_leader`` now (1: it leads)."""
         return self._each("dbquota_leader")
 
+    def untimely(self) -> tuple[float, float]:
+        """Reviews not decided within the apiserver's timeout so far, all replicas: denied
+        late, and given up on by the apiserver (NaN if a replica does not answer)."""
+        return (
+            sum(self._each("dbquota_webhook_late_reviews_total")),
+            sum(self._each("dbquota_webhook_abandoned_reviews_total")),
+        )
+
     def _each(self, metric: str) -> list[float]:
         """``metric`` summed, from each replica's own ``/metrics`` (NaN when it does not
         answer)."""
@@ -551,6 +565,7 @@ async def timetable(
     await b.api.request("GET", "/readyz")  # a live connection before the clock starts
     before = await b.scrape()
     op_cpu0, window0, decided0 = target.cpu(), time.monotonic(), target.decisions()
+    untimely0 = target.untimely()
     tasks: list[asyncio.Task[None]] = []
     steps, steal = measuring.ClockSteps(), measuring.Steal()
     gc.collect()
@@ -596,6 +611,8 @@ async def timetable(
     run.operator_rss = target.rss()
     run.decided = [a - b for a, b in zip(target.decisions(), decided0, strict=True)]
     run.leading = target.leading()
+    late, abandoned = target.untimely()
+    run.untimely = (late - untimely0[0], abandoned - untimely0[1])
     run.requests = measuring.delta(after.requests, before.requests)
     calls = after.webhook_calls - before.webhook_calls
     if calls:
@@ -653,6 +670,7 @@ async def measure(
         f"{fmt(per_claim(b, run)[0], '.2f')} requests per claim, load {run.load:.2f}"
         f"{measuring.steal_text(run.stolen)}"
         f"{stepped_note(run)}"
+        f"{untimely_text(run)}"
         f"{f'; admission decisions per replica {split} ({led})' if len(run.decided) > 1 else ''}",
         flush=True,
     )
@@ -932,11 +950,24 @@ def cost_rows(b: Bench, runs: list[Run]) -> list[str]:
     return rows
 
 
+def untimely_text(run: Run) -> str:
+    """What the progress line adds when reviews were not decided within the apiserver's
+    timeout (or a replica's counts could not be read)."""
+    late, abandoned = run.untimely
+    if late != late or abandoned != abandoned:  # NaN
+        return "; reviews not decided in time: unknown (a replica did not answer)"
+    if not (late or abandoned):
+        return ""
+    return f"; not decided in time: {late:.0f} denied late, {abandoned:.0f} abandoned"
+
+
 def error_lines(runs: list[Run]) -> list[str]:
     lines = []
     for r in runs:
         for key, count in r.errors.most_common():
             lines.append(f"- {r.name} {r.rate:g}/s: {count} x {key[0]}: {r.examples[key][:300]}")
+        if untimely := untimely_text(r):
+            lines.append(f"- {r.name} {r.rate:g}/s{untimely}")
     return lines
 
 
