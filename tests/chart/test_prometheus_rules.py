@@ -34,6 +34,7 @@ ALERTS = {
     "DbquotaAdmissionSlow",
     "DbquotaQuotaBudgetUsed",
     "DbquotaWebhookFailingOpen",
+    "DbquotaAdmissionTimeouts",
     "DbquotaEscrowExpired",
     "DbquotaNoLeader",
 }
@@ -55,6 +56,7 @@ TURNED: dict[str, Any] = {
                 ]
             },
             "webhookFailOpen": {"window": "30m"},
+            "admissionTimeouts": {"window": "15m", "severity": "critical"},
             "escrowExpired": {"window": "1h", "severity": "info"},
             "noLeader": {"for": "10m", "severity": "warning"},
         }
@@ -115,6 +117,8 @@ def test_values_set_thresholds_durations_and_labels(render: Callable[..., Manife
     assert by_name["DbquotaAdmissionSlow"]["expr"].rstrip().endswith("> 0.25")
     assert "[30m]" in by_name["DbquotaWebhookFailingOpen"]["expr"]
     assert "[1h]" in by_name["DbquotaEscrowExpired"]["expr"]
+    assert "[15m]" in by_name["DbquotaAdmissionTimeouts"]["expr"]
+    assert by_name["DbquotaAdmissionTimeouts"]["labels"]["severity"] == "critical"
     assert by_name["DbquotaNoLeader"]["for"] == "10m"
     assert by_name["DbquotaNoLeader"]["labels"]["severity"] == "warning"
     usage = [r for r in rules if r["alert"] == "DbquotaQuotaBudgetUsed"]
@@ -134,6 +138,7 @@ def test_each_alert_can_be_switched_off(render: Callable[..., Manifests]) -> Non
         "admissionLatency": "DbquotaAdmissionSlow",
         "quotaUsage": "DbquotaQuotaBudgetUsed",
         "webhookFailOpen": "DbquotaWebhookFailingOpen",
+        "admissionTimeouts": "DbquotaAdmissionTimeouts",
         "escrowExpired": "DbquotaEscrowExpired",
         "noLeader": "DbquotaNoLeader",
     }

@@ -210,6 +210,14 @@ webhook_rejected = Counter(
     ["reason"],
     registry=REGISTRY,
 )
+webhook_late = Counter(
+    "dbquota_webhook_late_reviews_total",
+    "Reviews denied with 503 and a message to try again because their admission was not "
+    "decided shortly before the apiserver's timeout for the call (its ?timeout=): a denial "
+    "that says why, where the apiserver would have failed the call (failurePolicy Fail) "
+    "or admitted it unchecked (Ignore).",
+    registry=REGISTRY,
+)
 webhook_abandoned = Counter(
     "dbquota_webhook_abandoned_reviews_total",
     "Reviews whose client gave up before their answer (it reset the HTTP/2 stream or "

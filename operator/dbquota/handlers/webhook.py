@@ -20,17 +20,25 @@ quotas. Each request, in this order:
 5. any operation but CREATE and UPDATE, and any kind not in ``kinds``, is admitted at once;
 6. else ``admit(review)`` is awaited and its :class:`~dbquota.domain.reviews.Answer`
    encoded. An exception there is a bug: the review is denied with the fixed message
-   :data:`INTERNAL_ERROR` and the exception logged once at ERROR with its traceback;
-7. a review whose client gives up before its answer (it resets the HTTP/2 stream or
-   closes the connection: the apiserver does so at its webhook timeout, 10 s by default)
-   has its admission cancelled, and is counted in
+   :data:`INTERNAL_ERROR` and the exception logged once at ERROR with its traceback.
+   The apiserver says in the request how long it waits (``?timeout=10s``: the webhook's
+   ``timeoutSeconds``, or less if its own request has less left). An admission not
+   decided shortly before that (:func:`patience`) is cancelled, and the review denied
+   with 503 and a message to try again (``dbquota_webhook_late_reviews_total``, logged
+   as a refusal is): a denial that says why, rather than a call the apiserver gives up
+   on, which fails the create ("failed calling webhook") under ``failurePolicy: Fail``
+   and admits it unchecked under ``Ignore``;
+7. a review whose client gives up before its answer anyway (it resets the HTTP/2 stream
+   or closes the connection: the apiserver does so at its timeout) has its admission
+   cancelled, and is counted in
    ``dbquota_webhook_abandoned_reviews_total``. An admission still queued for a write of
    its quota then reserves nothing (:mod:`dbquota.services.reserving`): the create it was
    for has failed.
 
 Every refused request (1-4) is counted in ``dbquota_webhook_rejected_requests_total
 {reason}`` and logged as one WARNING line without traceback, at most one line per second
-(the next line says how many were not logged). Nothing is logged per request otherwise.
+(the next line says how many were not logged), as is every late review (6). Nothing is
+logged per request otherwise.
 
 A client that offers ``h2`` in ALPN (the apiserver does) gets HTTP/2 (unless
 ``--no-webhook-http2``)
@@ -77,7 +85,7 @@ from typing import Any, Final, cast
 import httptools
 
 from dbquota.adapters import metrics
-from dbquota.domain import reviews
+from dbquota.domain import quotas, reviews
 from dbquota.errors import MalformedReview
 from dbquota.handlers import webhook_h2
 from dbquota.handlers.webhook_tls import reload_forever, tls_for
@@ -111,6 +119,30 @@ INTERNAL_ERROR: Final = reviews.Answer(
     allowed=False, message="internal error; see the operator log", code=500
 )
 """The answer to a review whose admission raised: the exception's text stays in the log."""
+LATE_MARGIN: Final = 0.1
+"""Share of the apiserver's timeout left for the answer to reach it (:func:`patience`)."""
+LATE_MARGIN_MIN: Final = 0.25
+"""Seconds left for that at least, while half the timeout remains for the admission."""
+
+
+def patience(target: bytes) -> float | None:
+    """Seconds an admission may take for the request ``target``, from the apiserver's
+    ``?timeout=`` (a Go duration): that less :data:`LATE_MARGIN` of it, at least
+    :data:`LATE_MARGIN_MIN` s, at most half of it. None without a readable timeout (a
+    client that sets none waits as long as it likes)."""
+    _, _, query = target.partition(b"?")
+    for pair in query.split(b"&"):
+        key, _, value = pair.partition(b"=")
+        if key != b"timeout":
+            continue
+        try:
+            timeout = quotas.parse_duration(value.decode())
+        except (UnicodeDecodeError, ValueError):
+            return None
+        if timeout <= 0:
+            return None
+        return max(timeout / 2, timeout - max(LATE_MARGIN_MIN, timeout * LATE_MARGIN))
+    return None
 
 
 class Rejections:
@@ -127,12 +159,20 @@ class Rejections:
     def __call__(self, reason: str, *, peer: str, detail: str) -> None:
         """One refused request: ``reason`` is the metric label, ``detail`` fixed words."""
         metrics.webhook_rejected.labels(reason=reason).inc()
+        self._log("refused a request from", peer, detail)
+
+    def late(self, *, peer: str, detail: str) -> None:
+        """One review denied because it was not decided in time (step 6)."""
+        metrics.webhook_late.inc()
+        self._log("denied a late review from", peer, detail)
+
+    def _log(self, what: str, peer: str, detail: str) -> None:
         now = self._clock()
         if now - self._last < self._interval:
             self._unlogged += 1
             return
         more = f" ({self._unlogged} more refused since the last line)" if self._unlogged else ""
-        logger.warning("webhook refused a request from %s: %s%s", peer, detail, more)
+        logger.warning("webhook %s %s: %s%s", what, peer, detail, more)
         self._last, self._unlogged = now, 0
 
 
@@ -266,21 +306,45 @@ class _Webhook:
             return review
         return _Response(200, reviews.encode(review, _ADMITTED), _JSON)
 
-    async def answer(self, review: reviews.Review) -> _Response:
-        """``admit``'s answer to ``review``; a fixed denial if it raises (a bug)."""
+    async def answer(
+        self, review: reviews.Review, *, target: bytes = b"", peer: str = ""
+    ) -> _Response:
+        """``admit``'s answer to ``review``; a fixed denial if it raises (a bug), a denial
+        to try again if it takes longer than the request ``target`` allows (step 6)."""
+        within = patience(target)
+        limit = asyncio.timeout(within)
         try:
-            answer = await self._admit(review)
-        except Exception:
-            incoming = review.request
-            logger.exception(
-                "admission of %s %s/%s raised; denied it with %r",
-                incoming.kind.kind,
-                incoming.namespace,
-                incoming.object_name,
-                INTERNAL_ERROR.message,
-            )
-            answer = INTERNAL_ERROR
+            async with limit:
+                answer = await self._admit(review)
+        except Exception as exc:
+            if isinstance(exc, TimeoutError) and limit.expired():
+                answer = self._late(review, within, peer)
+            else:
+                incoming = review.request
+                logger.exception(
+                    "admission of %s %s/%s raised; denied it with %r",
+                    incoming.kind.kind,
+                    incoming.namespace,
+                    incoming.object_name,
+                    INTERNAL_ERROR.message,
+                )
+                answer = INTERNAL_ERROR
         return _Response(200, reviews.encode(review, answer), _JSON)
+
+    def _late(self, review: reviews.Review, within: float | None, peer: str) -> reviews.Answer:
+        """The denial of a review not decided ``within`` seconds (step 6), counted and logged."""
+        incoming = review.request
+        what = f"{incoming.kind.kind} {incoming.namespace}/{incoming.object_name}"
+        self.reject.late(peer=peer, detail=f"{what} not decided within {within:.2f}s")
+        return reviews.Answer(
+            allowed=False,
+            message=(
+                f"dbquota could not decide now: {what} was not decided within the "
+                "apiserver's webhook timeout (admissions into its namespace are queued "
+                "behind writes of its DatabaseQuota); try again"
+            ),
+            code=503,
+        )
 
 
 _PATH: Final = PATH.encode()
@@ -448,7 +512,9 @@ class _Connection(asyncio.Protocol):
             outcome = self._webhook.triage(request, peer=self._peer, client_ok=self._client_ok)
             if isinstance(outcome, reviews.Review):
                 self._busy = True
-                task = self._loop.create_task(self._admit(outcome, keep_alive=request.keep_alive))
+                task = self._loop.create_task(
+                    self._admit(outcome, target=request.target, keep_alive=request.keep_alive)
+                )
                 self._webhook.tasks.add(task)
                 task.add_done_callback(self._webhook.tasks.discard)
                 self._admitting = task
@@ -460,8 +526,8 @@ class _Connection(asyncio.Protocol):
         if not (self._busy or self._queue or self._in_message):
             self.deadline = self._loop.time() + IDLE_TIMEOUT
 
-    async def _admit(self, review: reviews.Review, *, keep_alive: bool) -> None:
-        response = await self._webhook.answer(review)
+    async def _admit(self, review: reviews.Review, *, target: bytes, keep_alive: bool) -> None:
+        response = await self._webhook.answer(review, target=target, peer=self._peer)
         self._busy = False
         self._admitting = None
         if not self._closing:

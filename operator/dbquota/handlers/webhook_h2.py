@@ -127,7 +127,7 @@ class Webhook(Protocol):
 
     def triage(self, request: Any, *, peer: str, client_ok: bool) -> Any: ...
 
-    async def answer(self, review: reviews.Review) -> Any: ...
+    async def answer(self, review: reviews.Review, *, target: bytes, peer: str) -> Any: ...
 
     def abandon(self, task: asyncio.Task[None]) -> None: ...
 
@@ -514,17 +514,17 @@ class H2Connection(asyncio.Protocol):
         if isinstance(outcome, reviews.Review):
             stream.answered = True  # its answer is on the way; the deadline no longer applies
             self._busy += 1
-            task = self._loop.create_task(self._admit(stream_id, outcome))
+            task = self._loop.create_task(self._admit(stream_id, outcome, request.target))
             self._webhook.tasks.add(task)
             task.add_done_callback(self._webhook.tasks.discard)
             self._admitting[stream_id] = task
         else:
             self._respond(stream_id, outcome)
 
-    async def _admit(self, stream_id: int, review: reviews.Review) -> None:
+    async def _admit(self, stream_id: int, review: reviews.Review, target: bytes) -> None:
         response = None
         try:
-            response = await self._webhook.answer(review)
+            response = await self._webhook.answer(review, target=target, peer=self._peer)
         finally:  # also when the client reset the stream and the admission was cancelled
             self._busy -= 1
             self._admitting.pop(stream_id, None)

@@ -77,8 +77,9 @@ from dbquota.services import stores
 logger = logging.getLogger(__name__)
 
 RESERVE_DEADLINE = 8.0
-"""Most seconds one batch keeps retrying lost compare-and-swap races before it gives up
-(below the webhook's timeout, so the answer says why instead of timing out)."""
+"""Most seconds one batch keeps retrying lost compare-and-swap races before it gives up,
+with a denial that says why. Each review also has a deadline of its own, shortly before
+the apiserver's timeout (the webhook's step 6): the chart's 5 s comes first."""
 FLUSH_INTERVAL = 0.25
 """Seconds between two writes of reservations admitted from escrow (batching them)."""
 LEADER_FLUSH_INTERVAL = 5.0

@@ -610,3 +610,79 @@ async def test_stopping_lets_http2_reviews_in_flight_finish(tmp_path: Path) -> N
         await server.__aexit__(None, None, None)  # stop while the five are in flight
         answers = await pending
     assert [a.status_code for a in answers] == [200] * 5
+
+
+def late() -> float:
+    return metrics.REGISTRY.get_sample_value("dbquota_webhook_late_reviews_total") or 0.0
+
+
+@pytest.mark.parametrize(
+    ("target", "within"),
+    [
+        (b"/validate-claims?timeout=10s", 9.0),
+        (b"/validate-claims?timeout=5s", 4.5),
+        (b"/validate-claims?timeout=1s", 0.75),
+        (b"/validate-claims?timeout=4.2s", 3.78),
+        (b"/validate-claims?timeout=1m0s", 54.0),
+        (b"/validate-claims?x=1&timeout=300ms", 0.15),
+        (b"/validate-claims?timeout=12ms", 0.006),
+        (b"/validate-claims", None),
+        (b"/validate-claims?timeout=", None),
+        (b"/validate-claims?timeout=0s", None),
+        (b"/validate-claims?timeout=-3s", None),
+        (b"/validate-claims?timeout=soon", None),
+        (b"/validate-claims?timeout=\xff", None),
+    ],
+)
+def test_patience_leaves_the_answer_time_to_reach_the_apiserver(
+    target: bytes, within: float | None
+) -> None:
+    got = webhook.patience(target)
+    assert got == pytest.approx(within) if within is not None else got is None
+
+
+@pytest.mark.parametrize("protocol", ["HTTP/1.1", "HTTP/2"])
+async def test_a_review_not_decided_before_the_apiservers_timeout_is_denied_to_try_again(
+    tmp_path: Path, admitter: Admitter, caplog: pytest.LogCaptureFixture, protocol: str
+) -> None:
+    """Instead of the apiserver giving up (the create failing, or admitted unchecked under
+    failurePolicy Ignore), the review gets a denial that says why, and its admission is
+    cancelled."""
+    admitter.delay = 60.0
+    before = late(), metrics.REGISTRY.get_sample_value("dbquota_webhook_abandoned_reviews_total")
+    h2 = protocol == "HTTP/2"
+    async with (
+        webhook.serving(settings(tmp_path), admit=admitter, kinds=KINDS) as port,
+        httpx.AsyncClient(
+            verify=client_context(tmp_path), timeout=30, http1=not h2, http2=h2
+        ) as client,
+    ):
+        with caplog.at_level(logging.WARNING, logger="dbquota"):
+            answer = await client.post(
+                f"https://127.0.0.1:{port}{webhook.PATH}?timeout=1s", content=review(uid="u-1")
+            )
+    assert answer.http_version == protocol
+    assert answer.status_code == 200
+    response = answer.json()["response"]
+    assert response["uid"] == "u-1"
+    assert response["allowed"] is False
+    status = response["status"]
+    assert status["code"] == 503
+    assert status["reason"] == "ServiceUnavailable"
+    assert status["message"].startswith("dbquota could not decide now: DatabaseClaim ")
+    assert status["message"].endswith("; try again")
+    assert admitter.cancelled == 1
+    abandoned = metrics.REGISTRY.get_sample_value("dbquota_webhook_abandoned_reviews_total")
+    assert (late(), abandoned) == (before[0] + 1, before[1])
+    (line,) = [r.getMessage() for r in caplog.records if "late review" in r.getMessage()]
+    assert "not decided within 0.75s" in line
+
+
+async def test_a_timeout_raised_inside_admit_is_a_bug_not_a_late_review(
+    served: Served, admitter: Admitter
+) -> None:
+    admitter.raises = TimeoutError()
+    before = late()
+    answer = await served.client.post(served.url + webhook.PATH + "?timeout=10s", content=review())
+    assert answer.json()["response"]["status"]["code"] == 500
+    assert late() == before
