@@ -31,6 +31,11 @@ reviews behind that write are denied with a message to try again just before the
 apiserver's timeout would have failed them, and none of them holds budget once the road
 heals.
 
+And two replicas whose billing differs: the leader's is fine, the other's provider cannot be
+reached. The quota's status shows the other's open breaker, naming it, and that replica
+posts its transitions as Events naming itself; once it stops, the status is the leader's
+again.
+
 On a control plane of this module's own (the ``plane`` fixture of :mod:`e2e.test_chaos`).
 Figures are printed (``-s``) and recorded in docs/reliability.md.
 """
@@ -40,6 +45,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -423,3 +429,83 @@ def test_a_review_not_decided_in_the_apiservers_time_is_denied_and_reserves_noth
     assert (denied_late, abandoned) == (2, 0)
     assert replica.proc.returncode == 0
     assert "Traceback" not in replica.logs()
+
+
+def unused_port() -> int:
+    """A local TCP port that nothing listens on (taken from the kernel, then let go)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def test_the_quota_status_shows_the_billing_of_every_live_replica(
+    plane: Plane, tmp_path: Path
+) -> None:
+    """Each replica admits from its own billing data, so the status cannot show the leader's
+    alone: ``b``'s provider is unreachable while the leader ``a``'s is fine. ``b``'s lease
+    carries its breaker; the leader's status shows it Open with ``b``'s error, named; ``b``
+    posts its own transitions as Events, naming itself; once ``b`` stops (its lease
+    deleted) the status is Closed again."""
+    namespace = "replica-billing"
+    plane.kubectl("create", "namespace", namespace)
+    plane.kubectl.apply(quota(namespace, name="q", monthlyBudget=1000))
+    cert_dir = tmp_path / "certs"
+    extra = flags(plane, namespace)
+    started: list[Operator] = []
+
+    def billing() -> dict[str, Any]:
+        status = plane.kubectl.get_json("dbq", "q", "-n", namespace).get("status", {})
+        return dict(status.get("billing") or {})
+
+    def circuit_events() -> list[str]:
+        events = plane.kubectl.get_json("events", "-n", namespace)["items"]
+        return [
+            f"{e['reason']}: {e.get('note') or e.get('message') or ''}"
+            for e in events
+            if str(e.get("reason", "")).startswith("Circuit")
+        ]
+
+    try:
+        a = harness.start_replica(plane.cluster, tmp_path / "a", cert_dir=cert_dir, extra=extra)
+        started.append(a)
+        wait_for(lambda: leading(plane, namespace, (a,)), what="a to lead")
+        wait_for(lambda: billing().get("circuitState") == "Closed", what="a's status")
+        dead = f"--billing-url=http://127.0.0.1:{unused_port()}"
+        b = harness.start_replica(
+            plane.cluster, tmp_path / "b", cert_dir=cert_dir, extra=(*extra, dead)
+        )
+        started.append(b)
+        shown = wait_for(
+            lambda: (
+                (got := billing()).get("circuitState") == "Open"
+                and f"-{b.pid}-" in str(got.get("lastError", ""))
+                and got
+            ),
+            timeout=60,
+            what="b's open breaker on the quota's status",
+        )
+        posted = wait_for(
+            lambda: [e for e in circuit_events() if e.startswith("CircuitOpen: ")],
+            timeout=60,
+            what="a CircuitOpen Event",
+        )
+        assert leading(plane, namespace, (a, b)) is a
+        harness.stop_operator(b)
+        wait_for(
+            lambda: billing().get("circuitState") == "Closed",
+            timeout=60,
+            what="the status to be a's alone again",
+        )
+    finally:
+        for op in started:
+            harness.stop_operator(op)
+    print(f"status while b was up: {shown}; Events: {posted}")
+    assert str(shown["lastError"]).startswith("replica ")
+    assert shown["degraded"] is True
+    # b never synced: no last sync or staleness is shown (not a's, left from before)
+    assert "lastSuccessfulSync" not in shown
+    assert "stalenessSeconds" not in shown
+    assert all(" on replica " in e and f"-{b.pid}-" in e for e in posted), posted
+    for op in started:
+        assert op.proc.returncode == 0
+        assert "Traceback" not in op.logs()

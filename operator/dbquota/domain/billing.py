@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, cast
 
 CircuitState = Literal["Closed", "Open", "HalfOpen"]
 
@@ -107,6 +107,83 @@ class BillingHealth:
     def staleness(self, *, now: float) -> float:
         """Seconds since the last successful sync; infinity when there never was one."""
         return math.inf if self.last_success is None else max(0.0, now - self.last_success)
+
+
+_CIRCUIT_ORDER: Mapping[str, int] = {"Closed": 0, "HalfOpen": 1, "Open": 2}
+MAX_SHARED_ERROR = 256
+"""Characters of a replica's last error that it shares with the others (:func:`shared`)."""
+
+
+def shared(health: BillingHealth) -> dict[str, object]:
+    """``health`` as a replica shares it with the others (its liveness Lease carries it,
+    :mod:`dbquota.services.leasing`): plain JSON values, the error cut short."""
+    return {
+        "circuitState": health.circuit_state,
+        "lastSuccess": health.last_success,
+        "consecutiveFailures": health.consecutive_failures,
+        "lastError": health.last_error[:MAX_SHARED_ERROR],
+        "fallbackHitRate": round(health.fallback_hit_rate, 4),
+        "leftOut": health.left_out,
+    }
+
+
+def from_shared(data: object) -> BillingHealth | None:
+    """What :func:`shared` wrote; None for anything else (another version, junk)."""
+    if not isinstance(data, dict):
+        return None
+    state, error = data.get("circuitState"), data.get("lastError", "")
+    numbers = [_number(data.get(k)) for k in ("consecutiveFailures", "fallbackHitRate", "leftOut")]
+    last = data.get("lastSuccess")
+    since = None if last is None else _number(last)
+    if state not in _CIRCUIT_ORDER or not isinstance(error, str) or None in numbers:
+        return None
+    if last is not None and since is None:
+        return None
+    failures, rate, left_out = (n or 0.0 for n in numbers)
+    return BillingHealth(
+        circuit_state=cast(CircuitState, state),
+        last_success=since,
+        consecutive_failures=int(failures),
+        last_error=error[:MAX_SHARED_ERROR],
+        fallback_hit_rate=min(1.0, rate),
+        left_out=int(left_out),
+    )
+
+
+def _number(value: object) -> float | None:
+    """``value`` as a float if it is a finite, non-negative JSON number."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value) if math.isfinite(value) and value >= 0 else None
+
+
+def worst(own: BillingHealth, others: Mapping[str, BillingHealth]) -> BillingHealth:
+    """The health a quota's status shows when replicas (``others``, by name) decide beside
+    this one: each admits from its own billing data, so the status says what the worst
+    of them has. The least closed circuit, the oldest last success (none if one never
+    had one), the most consecutive failures, the highest fallback rate; the last error
+    of the replica worst off by circuit, then failures, then staleness, named when it is
+    not this one."""
+    if not others:
+        return own
+    every = [("", own), *sorted(others.items())]
+
+    def badness(item: tuple[str, BillingHealth]) -> tuple[int, int, float]:
+        h = item[1]
+        stale = math.inf if h.last_success is None else -h.last_success
+        return _CIRCUIT_ORDER[h.circuit_state], h.consecutive_failures, stale
+
+    name, worst_off = max(every, key=badness)
+    successes = [h.last_success for _, h in every]
+    error = worst_off.last_error or own.last_error
+    return BillingHealth(
+        circuit_state=worst_off.circuit_state,
+        last_success=None if None in successes else min(s for s in successes if s is not None),
+        consecutive_failures=max(h.consecutive_failures for _, h in every),
+        last_error=f"replica {name}: {error}" if name and worst_off.last_error else error,
+        fallback_hit_rate=max(h.fallback_hit_rate for _, h in every),
+        left_out=max(h.left_out for _, h in every),
+    )
 
 
 @dataclass(frozen=True, kw_only=True)

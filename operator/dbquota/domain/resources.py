@@ -85,8 +85,10 @@ class BillingStatus(TypedDict, total=False):
     circuitState: str
     degraded: bool
     degradedReason: str
-    lastSuccessfulSync: str
-    stalenessSeconds: int
+    lastSuccessfulSync: str | None
+    """None only in a patch: no replica's last sync is known (JSON null removes the field)."""
+    stalenessSeconds: int | None
+    """The same."""
     fallbackHitRate: float
     consecutiveFailures: int
     lastError: str

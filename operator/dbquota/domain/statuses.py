@@ -118,10 +118,14 @@ def billing_status(
         lastError=health.last_error[:512],
         leftOutOfListing=health.left_out,
     )
-    if health.last_success is not None:
-        status["lastSuccessfulSync"] = timestamps.to_rfc3339(health.last_success)
-    if math.isfinite(assessed.staleness):
-        status["stalenessSeconds"] = int(assessed.staleness)
+    # Written as a merge patch: a field left out would keep an older value, so an unknown
+    # one is null (removed). A replica that never synced can join one that did.
+    status["lastSuccessfulSync"] = (
+        None if health.last_success is None else timestamps.to_rfc3339(health.last_success)
+    )
+    status["stalenessSeconds"] = (
+        int(assessed.staleness) if math.isfinite(assessed.staleness) else None
+    )
     return status, assessed
 
 

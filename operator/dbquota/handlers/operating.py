@@ -272,10 +272,14 @@ async def _serve(
         claim_index = inventory.ClaimIndex(list(informers.values()))
         claim_informer = informers.get(registry.CLAIMS_NAME)
         leases = leasing.LeaseWatch(kube, namespace=cfg.leases.namespace, timing=timing)
-        liveness = leasing.Liveness(
-            kube, namespace=cfg.leases.namespace, holder=holder, timing=timing
-        )
         runtime: runtime_.Runtime | None = None
+        liveness = leasing.Liveness(
+            kube,
+            namespace=cfg.leases.namespace,
+            holder=holder,
+            timing=timing,
+            health=lambda: (runtime.own_billing() if runtime else ingestor.snapshot()).health,
+        )
 
         def leading() -> bool:
             return runtime is not None and runtime.leading()

@@ -5,12 +5,16 @@ runtime owns the Kubernetes connection, the watches, the ledgers, the ingestion 
 admission, reconciliation, the claim status publisher and the leases, and the few glue
 steps between them: what a claim appearing or going away means for billing tracking and
 for the reconciler, reporting a decision to metrics and to the fallback rate, and posting
-billing news as Events.
+billing news as Events. Each replica posts its own breaker's transitions, naming itself
+when other replicas run beside it (each breaker is its own: nothing is posted twice), and
+refreshes every quota's status when another replica's breaker moves, as that replica's
+lease says (:mod:`dbquota.services.leasing`): the status shows the worst of them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Coroutine
@@ -79,10 +83,37 @@ class Runtime:
         self.ingestor.add_event_listener(self.on_ingest_event)
         self.ingestor.add_sync_listener(self.reconciler.mark_all)
         self.leases.add_lapse_listener(lambda _: self.reconciler.mark_all())
+        self.leases.informer.add_listener(self._lease_changed)
+
+    def own_billing(self) -> billing.BillingSnapshot:
+        """This replica's billing snapshot, with admission's fallback hit rate."""
+        return self.fallback.onto(self.ingestor.snapshot())
 
     def billing_snapshot(self) -> billing.BillingSnapshot:
-        """The billing snapshot with admission's fallback hit rate: what quota status shows."""
-        return self.fallback.onto(self.ingestor.snapshot())
+        """What quota status shows: this replica's billing snapshot, its health the worst
+        of every live replica's (each admits from its own data)."""
+        own = self.own_billing()
+        others = self.leases.healths(exclude=self.liveness.holder)
+        if not others:
+            return own
+        return dataclasses.replace(own, health=billing.worst(own.health, others))
+
+    def _lease_changed(
+        self,
+        namespace: str,
+        name: str,
+        before: leasing.LeaseRecord | None,
+        after: leasing.LeaseRecord | None,
+    ) -> None:
+        """Another replica's breaker moved (as its lease says, renewed every few seconds):
+        every quota's status is refreshed. That replica posts the Event itself."""
+        del namespace, name
+        if after is None or after.billing is None or after.holder == self.liveness.holder:
+            return
+        old = None if before is None or before.billing is None else before.billing.circuit_state
+        new = after.billing.circuit_state
+        if old != new and not (old is None and new == "Closed"):
+            self.reconciler.mark_all(force=True)
 
     def leading(self) -> bool:
         """Whether this replica reconciles (the leader, or the only one)."""
@@ -194,13 +225,16 @@ class Runtime:
     # -- billing news ---------------------------------------------------------------------
 
     def on_transition(self, old: str, new: str, reason: str) -> None:
-        """Breaker transition: an Event on every quota (by the leader only, so Events are
-        not doubled by standbys), and every quota's status refreshed."""
+        """This replica's breaker moved: an Event on every quota, posted by this replica
+        whether it leads or not (each breaker is its own), naming it when other replicas
+        run beside it; and every quota's status refreshed."""
         self.reconciler.mark_all(force=True)
-        if not self.leading():
-            return
+        holder = self.liveness.holder
+        replica = holder if self.leases.healths(exclude=holder) else ""
         self._background(
-            self.reconciler.announce_transition(self._refs(), old=old, new=new, reason=reason)
+            self.reconciler.announce_transition(
+                self._refs(), old=old, new=new, reason=reason, replica=replica
+            )
         )
 
     def on_ingest_event(self, reason: str, message: str) -> None:

@@ -14,6 +14,12 @@ Both follow client-go's leader election (``k8s.io/client-go/tools/leaderelection
   ``lease_duration - renew_deadline`` (5 s by default) before that, which covers any
   difference in clock *rates* and the delay of the watch.
 
+Each replica's own lease also carries its billing health (its circuit breaker, last
+successful sync, failures, last error, fallback rate: annotation ``dbquota.io/billing``,
+:func:`dbquota.domain.billing.shared`), renewed with it: every replica admits from its own
+billing data, so the leader's quota status shows the worst of the live replicas
+(:meth:`LeaseWatch.healths`, :func:`dbquota.domain.billing.worst`), not only its own.
+
 So a replica cut off from the apiserver stops admitting from its escrow (its
 :class:`Liveness` says not ``alive()``) before any other replica sees its lease lapse
 (:class:`LeaseWatch` says not ``live(holder)``) and lets that escrow go; and a new leader
@@ -33,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import re
 import time
@@ -42,7 +49,7 @@ from typing import Any
 
 from dbquota.adapters import metrics
 from dbquota.adapters.kube import LEASES, Informer, Kube
-from dbquota.domain import kinds
+from dbquota.domain import billing, kinds
 from dbquota.errors import Conflict, KubeError, NotFound
 from dbquota.kits import timestamps
 
@@ -50,6 +57,8 @@ logger = logging.getLogger(__name__)
 
 ROLE_LABEL = f"{kinds.GROUP}/lease"
 """Label of dbquota's Leases: ``replica`` (liveness) or ``leader``."""
+BILLING_ANNOTATION = f"{kinds.GROUP}/billing"
+"""Annotation of a replica's own lease: its billing health, as JSON (module docstring)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -90,11 +99,14 @@ def _body(
     role: str,
     version: str = "",
     kept: Mapping[str, Any] | None = None,
+    annotations: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """A Lease to write; ``kept``: the spec of the holder's own record, whose acquire time
     and count of transitions a renewal keeps."""
     now = timestamps.to_micro(time.time())
     meta: dict[str, Any] = {"name": name, "namespace": namespace, "labels": {ROLE_LABEL: role}}
+    if annotations:
+        meta["annotations"] = dict(annotations)
     if version:
         meta["resourceVersion"] = version
     spec = {
@@ -114,6 +126,9 @@ class LeaseRecord:
     holder: str
     duration: float
     renew_time: str
+    billing: billing.BillingHealth | None = None
+    """The holder's billing health, on a replica's own lease (None on the leader's, or
+    when unreadable)."""
 
 
 def _record(obj: dict[str, Any]) -> LeaseRecord | None:
@@ -126,18 +141,38 @@ def _record(obj: dict[str, Any]) -> LeaseRecord | None:
         holder=holder,
         duration=float(duration) if isinstance(duration, int | float) else 15.0,
         renew_time=str(spec.get("renewTime", "")),
+        billing=_health((obj.get("metadata") or {}).get("annotations") or {}),
     )
+
+
+def _health(annotations: Mapping[str, Any]) -> billing.BillingHealth | None:
+    text = annotations.get(BILLING_ANNOTATION)
+    if not isinstance(text, str):
+        return None
+    try:
+        return billing.from_shared(json.loads(text))
+    except ValueError:  # not JSON (json.JSONDecodeError is a ValueError)
+        return None
 
 
 class Liveness:
     """This replica's own lease, renewed until :meth:`stop` (module docstring)."""
 
-    def __init__(self, kube: Kube, *, namespace: str, holder: str, timing: Timing) -> None:
+    def __init__(
+        self,
+        kube: Kube,
+        *,
+        namespace: str,
+        holder: str,
+        timing: Timing,
+        health: Callable[[], billing.BillingHealth] | None = None,
+    ) -> None:
         self._kube = kube
         self.namespace = namespace
         self.holder = holder
         self.name = lease_name("dbquota-replica", holder)
         self._timing = timing
+        self._health = health
         self._trusted_until = 0.0  # monotonic
         self._version = ""
         self._task: asyncio.Task[None] | None = None
@@ -186,6 +221,9 @@ class Liveness:
             duration=self._timing.lease_duration,
             role="replica",
             version=self._version,
+            annotations=None
+            if self._health is None
+            else {BILLING_ANNOTATION: json.dumps(billing.shared(self._health()))},
         )
         try:
             if self._version:
@@ -222,6 +260,7 @@ class LeaseWatch:
 
     def __init__(self, kube: Kube, *, namespace: str, timing: Timing) -> None:
         self._timing = timing
+        self.namespace = namespace
         self.informer: Informer[LeaseRecord] = Informer(
             kube, LEASES, derive=_record, namespace=namespace
         )
@@ -260,6 +299,14 @@ class LeaseWatch:
                 self._synced_at = now
             return now - self._synced_at < self._timing.lease_duration
         return now - seen < self._timing.lease_duration
+
+    def healths(self, *, exclude: str) -> dict[str, billing.BillingHealth]:
+        """The billing health of every live replica but ``exclude`` (this one), by name."""
+        return {
+            r.holder: r.billing
+            for r in self.informer.in_namespace(self.namespace)
+            if r.billing is not None and r.holder != exclude and self.live(r.holder)
+        }
 
     def next_lapse(self, holders: list[str]) -> float | None:
         """Seconds until the first of ``holders`` lapses (None: none will on its own)."""

@@ -377,15 +377,17 @@ class Reconciler:
             await self._event(quota, type_, "BudgetThresholdCrossed", crossing.message)
 
     async def announce_transition(
-        self, quotas: Sequence[QuotaRef], *, old: str, new: str, reason: str
+        self, quotas: Sequence[QuotaRef], *, old: str, new: str, reason: str, replica: str = ""
     ) -> None:
-        """Post a circuit breaker transition as an Event on every quota."""
+        """Post a circuit breaker transition as an Event on every quota (naming the
+        ``replica`` whose breaker it is, when others run beside it)."""
+        where = f" on replica {replica}" if replica else ""
         await self.announce(
             quotas,
             type_="Normal" if new == "Closed" else "Warning",
             reason=f"Circuit{new}",
             action="Sync",
-            message=f"billing circuit breaker {old} -> {new}: {reason}",
+            message=f"billing circuit breaker {old} -> {new}{where}: {reason}",
         )
 
     async def announce(

@@ -394,3 +394,19 @@ def test_without_thresholds_there_are_no_alerts() -> None:
     assert got.crossed == ()
     assert got.status["alerts"] == {"reached": 0}
     assert conditions(got)["BudgetThresholdReached"] == ("False", "NoThresholds")
+
+
+def test_unknown_sync_times_are_written_as_null_so_the_merge_patch_removes_older_ones() -> None:
+    """A replica that never synced can join one that did (the status shows the worst of
+    them): a field left out of the merge patch would keep the older replica's time."""
+    never = billing.BillingSnapshot(health=billing.BillingHealth(last_success=None))
+    status, assessed = statuses.billing_status(snapshot=never, max_staleness=900, now=T0)
+    assert assessed.degraded
+    assert status["lastSuccessfulSync"] is None
+    assert status["stalenessSeconds"] is None
+    synced = billing.BillingSnapshot(health=billing.BillingHealth(last_success=T0 - 42))
+    status, _ = statuses.billing_status(snapshot=synced, max_staleness=900, now=T0)
+    assert (status["lastSuccessfulSync"], status["stalenessSeconds"]) == (
+        "2026-11-27T08:59:18Z",
+        42,
+    )

@@ -4,18 +4,24 @@ Checks: the leader renews the record it wrote last without reading it first (cli
 fast path), keeping its acquire time and count of transitions; when someone else wrote
 the Lease since, the renewal's conflict makes it read the Lease and defer to a live other
 holder; and a replica taking over from a lapsed holder counts one more transition. The
-``dbquota_leader`` gauge is 1 while the replica leads and 0 once it has stepped down.
+``dbquota_leader`` gauge is 1 while the replica leads and 0 once it has stepped down. A
+replica's own lease carries its billing health, which the others read back from their watch
+for every live replica but themselves (not from a lease without it, or with junk in it,
+nor once the lease lapsed).
 """
 
 from __future__ import annotations
 
+import asyncio
 import copy
+import json
 import time
 from typing import Any
 
 import pytest
 
 from dbquota.adapters.kube import LEASES, Resource
+from dbquota.domain.billing import BillingHealth
 from dbquota.errors import Conflict, NotFound
 from dbquota.services import leasing
 from tests.unit.services.billing_api import sample, until
@@ -137,3 +143,47 @@ async def test_the_leader_gauge_says_whether_this_replica_leads() -> None:
     assert sample("dbquota_leader") == 1.0
     await a.stop()  # releases the Lease
     assert sample("dbquota_leader") == 0.0
+
+
+def replica_lease(holder: str, annotations: dict[str, str] | None = None) -> dict[str, Any]:
+    body = leasing._body(
+        name=leasing.lease_name("dbquota-replica", holder),
+        namespace="ns",
+        holder=holder,
+        duration=15,
+        role="replica",
+        annotations=annotations,
+    )
+    body["metadata"]["resourceVersion"] = "1"
+    return body
+
+
+async def test_a_replicas_lease_carries_its_billing_health_for_the_others() -> None:
+    api = Leases()
+    health = BillingHealth(
+        circuit_state="Open", last_success=1000.0, consecutive_failures=5, last_error="x" * 900
+    )
+    liveness = leasing.Liveness(
+        api,  # type: ignore[arg-type]
+        namespace="ns",
+        holder="b",
+        timing=leasing.Timing(),
+        health=lambda: health,
+    )
+    await liveness._renew()
+    assert api.lease is not None
+    shared = json.loads(api.lease["metadata"]["annotations"][leasing.BILLING_ANNOTATION])
+    assert shared["circuitState"] == "Open"
+    timing = leasing.Timing(lease_duration=0.3, renew_deadline=0.2, retry_period=0.1)
+    watch = leasing.LeaseWatch(api, namespace="ns", timing=timing)  # type: ignore[arg-type]
+    watch.informer.put(api.lease)
+    watch.informer.put(replica_lease("a", {leasing.BILLING_ANNOTATION: json.dumps(shared)}))
+    watch.informer.put(replica_lease("c"))  # an older replica: no health on its lease
+    watch.informer.put(replica_lease("d", {leasing.BILLING_ANNOTATION: "{not json"}))
+    assert watch.healths(exclude="a") == {
+        "b": BillingHealth(
+            circuit_state="Open", last_success=1000.0, consecutive_failures=5, last_error="x" * 256
+        )
+    }
+    await asyncio.sleep(0.35)  # past the lease duration with no renewal: b has lapsed
+    assert watch.healths(exclude="a") == {}
