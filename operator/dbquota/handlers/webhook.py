@@ -127,9 +127,10 @@ LATE_MARGIN_MIN: Final = 0.25
 
 def patience(target: bytes) -> float | None:
     """Seconds an admission may take for the request ``target``, from the apiserver's
-    ``?timeout=`` (a Go duration): that less :data:`LATE_MARGIN` of it, at least
-    :data:`LATE_MARGIN_MIN` s, at most half of it. None without a readable timeout (a
-    client that sets none waits as long as it likes)."""
+    ``?timeout=`` (a Go duration): that timeout less :data:`LATE_MARGIN` of it, or less
+    :data:`LATE_MARGIN_MIN` s if that is more, but never under half of it (``5s`` gives
+    4.5, ``1s`` 0.75, ``100ms`` 0.05). None without a readable timeout (a client that sets
+    none waits as long as it likes)."""
     _, _, query = target.partition(b"?")
     for pair in query.split(b"&"):
         key, _, value = pair.partition(b"=")
