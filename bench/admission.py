@@ -486,7 +486,8 @@ async def measure(stack: Stack, args: argparse.Namespace, rates: list[float]) ->
     pids = [stack.operator.pid, state.apiserver_pid, state.etcd_pid]
     metrics_port = stack.operator.metrics_port
     ctx = harness.as_apiserver(stack.h.current_cluster, stack.operator)
-    url = f"https://127.0.0.1:{stack.operator.webhook_port}/validate-claims"
+    # As the apiserver calls it: its timeout in the query (the webhook's own deadline).
+    url = f"https://127.0.0.1:{stack.operator.webhook_port}/validate-claims?timeout=10s"
     conns = Connections(url=url, ctx=ctx, limit=args.connections)
     names = [f"claim-{i:03d}" for i in range(args.claims)]
     counter = iter(range(10**12))
