@@ -15,6 +15,9 @@ databaseclaims,cnpg,zalando,rds``. Checks, with the manifests in ``examples/``:
   Conservative prices at the highest known prices);
 - three kinds in one namespace share one budget, and 100 parallel creates mixing kinds
   never admit more than the budget;
+- ``kubectl dbquota explain`` gives each kind's verdict before it is applied (admitted
+  within budget, denied over it, an RDS Instance without a tenant label counted against
+  no quota), naming the kind, and neither stores nor reserves anything;
 - the chart's RBAC with every kind enabled, applied to this apiserver, lets the operator's
   ServiceAccount list and watch each kind (RDS cluster-wide) and write none of them
   (``kubectl auth can-i`` against the real authorizer).
@@ -36,9 +39,12 @@ import yaml
 from e2e import controlplane, harness
 from e2e.conftest import FAST, REPO
 from e2e.harness import Cluster, Kubectl, Operator, start_operator, stop_operator
+from e2e.test_plugin import Plugin, plugin, plugin_path
 from e2e.waiting import wait_for
 from tests.simulating import Simulator, launch
 from tests.simulating import stop as stop_process
+
+__all__ = ["plugin", "plugin_path"]  # the plugin's fixtures, on this module's cluster
 
 BILLED = {
     "cnpg": ("kinds-billed-cnpg", "kinds-billed-cnpg/orders-pg"),
@@ -526,3 +532,54 @@ def test_the_charts_rbac_reads_every_enabled_kind_and_writes_none_of_theirs(
 ) -> None:
     result = kubectl("auth", "can-i", *check, f"--as={ACCOUNT}", check=False)
     assert result.stdout.strip() == ("yes" if allowed else "no"), (check, result.stderr)
+
+
+@pytest.mark.parametrize("kind", ["cnpg", "zalando", "rds"])
+def test_explain_gives_each_kinds_verdict_before_it_is_applied(
+    kubectl: Kubectl, namespace: str, plugin: Plugin, tmp_path: Any, kind: str
+) -> None:
+    obj = example(kind, namespace=namespace)
+    path = tmp_path / f"{kind}.yaml"
+    path.write_text(yaml.safe_dump(obj))
+    quota(kubectl, namespace, budget=50_000)
+    done = plugin("explain", "-f", str(path))
+    assert done.returncode == 0, done.stderr
+    name = obj["metadata"]["name"]
+    subject = f"{name} (tenant namespace {namespace})" if kind == "rds" else f"{namespace}/{name}"
+    assert done.stdout.startswith(f"{obj['kind']} {subject} (CREATE): admitted\n"), done.stdout
+    (claim,) = plugin.document("explain", "-f", str(path))["claims"]
+    assert (claim["kind"], claim["verdict"]) == (obj["kind"], "admitted")
+    (line,) = claim["quotas"]
+    assert (line["name"], line["verdict"], line["pricing"]) == ("budget", "admitted", "Live")
+    assert line["cost"] > 0
+    quota(kubectl, namespace, budget=1)
+    wait_for(
+        lambda: status(kubectl, namespace).get("spend", {}).get("remaining") == 1,
+        what="the quota's new budget",
+    )
+    over = plugin("explain", "-f", str(path))
+    assert over.returncode == 1, over.stderr
+    assert ": denied" in over.stdout.splitlines()[0]
+    assert "DatabaseQuota budget" in over.stdout
+    # a dry run: nothing stored, nothing reserved
+    where = () if kind == "rds" else ("-n", namespace)
+    crd = dict(zip(EXAMPLES, CRD_NAMES, strict=True))[kind]
+    gone = kubectl("get", crd, name, *where, check=False)
+    assert gone.returncode != 0
+    assert reservations(kubectl, namespace) == []
+
+
+def test_explain_counts_an_instance_without_a_tenant_label_against_no_quota(
+    plugin: Plugin, operator: Operator, tmp_path: Any
+) -> None:
+    obj = example("rds", namespace="nobody", name=f"untenanted-{uuid.uuid4().hex[:6]}")
+    del obj["metadata"]["labels"]["crossplane.io/claim-namespace"]
+    path = tmp_path / "rds.yaml"
+    path.write_text(yaml.safe_dump(obj))
+    done = plugin("explain", "-f", str(path))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[0] == (
+        f"Instance {obj['metadata']['name']} (no tenant namespace) (CREATE): admitted: it names "
+        "no tenant namespace (label crossplane.io/claim-namespace), so no DatabaseQuota counts it"
+    )
+    assert "admitted without a budget check" in done.stdout

@@ -253,8 +253,9 @@ def test_explain_refuses_a_file_that_is_not_a_claim(
     assert done.returncode == 2
     assert done.stderr.strip() == (
         f"error: {path}, document 1 is a DatabaseQuota (dbquota.io/v1alpha1), not a "
-        "DatabaseClaim (dbquota.io/v1alpha1): explain takes DatabaseClaims only (to see a "
-        "quota, use kubectl dbquota status NAME)"
+        "kind dbquota prices: explain takes DatabaseClaim (dbquota.io/v1alpha1), Cluster "
+        "(postgresql.cnpg.io/v1), postgresql (acid.zalan.do/v1), Instance "
+        "(rds.aws.upbound.io/v1beta1) (to see a quota, use kubectl dbquota status NAME)"
     )
     assert kubectl.get_json("dbq", "-n", namespace)["items"] == []
 

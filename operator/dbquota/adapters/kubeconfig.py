@@ -137,33 +137,30 @@ class Session:
         patch_name: str = "",
     ) -> DryRun:
         """Create ``body`` with ``dryRun=All`` (or, with ``patch_name``, merge-patch that
-        object with it); the apiserver's answer, refusals included."""
+        object with it), in ``namespace`` unless ``resource`` is cluster-scoped; the
+        apiserver's answer, refusals included."""
         api = client.CustomObjectsApi(self.api_client)
         group, version, plural = resource.group, resource.version, resource.plural
+        # Honoured by the generated client, missing from its stubs; without it a dict body
+        # would be sent as a JSON patch.
+        merge: dict[str, Any] = {"_content_type": "application/merge-patch+json"}
+        options: dict[str, Any] = {"dry_run": "All", "_request_timeout": REQUEST_TIMEOUT}
         try:
-            if patch_name:
+            if patch_name and resource.namespaced:
                 got = await api.patch_namespaced_custom_object_with_http_info(
-                    group,
-                    version,
-                    namespace,
-                    plural,
-                    patch_name,
-                    dict(body),
-                    dry_run="All",
-                    _request_timeout=REQUEST_TIMEOUT,
-                    # Honoured by the generated client, missing from its stubs; without it
-                    # a dict body would be sent as a JSON patch.
-                    _content_type="application/merge-patch+json",  # type: ignore[call-arg]
+                    group, version, namespace, plural, patch_name, dict(body), **options, **merge
+                )
+            elif patch_name:  # cluster-scoped: no namespace in the call
+                got = await api.patch_cluster_custom_object_with_http_info(
+                    group, version, plural, patch_name, dict(body), **options, **merge
+                )
+            elif resource.namespaced:
+                got = await api.create_namespaced_custom_object_with_http_info(
+                    group, version, namespace, plural, dict(body), **options
                 )
             else:
-                got = await api.create_namespaced_custom_object_with_http_info(
-                    group,
-                    version,
-                    namespace,
-                    plural,
-                    dict(body),
-                    dry_run="All",
-                    _request_timeout=REQUEST_TIMEOUT,
+                got = await api.create_cluster_custom_object_with_http_info(
+                    group, version, plural, dict(body), **options
                 )
         except ApiException as exc:
             return DryRun(
@@ -173,7 +170,7 @@ class Session:
             )
         except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
             raise KubeError(
-                f"dry run of {resource.kind} {namespace}/"
+                f"dry run of {resource.kind} {namespace + '/' if resource.namespaced else ''}"
                 f"{patch_name or body.get('metadata', {}).get('name', '')}: "
                 f"{type(exc).__name__}: {exc}"
             ) from exc

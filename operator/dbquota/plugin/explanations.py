@@ -105,9 +105,11 @@ class QuotaLine:
 
 @dataclass(frozen=True, kw_only=True)
 class Explanation:
-    """The verdict on one claim, and why."""
+    """The verdict on one claim (of any kind dbquota prices), and why."""
 
     namespace: str
+    """The claim's namespace; for a cluster-scoped object, the tenant namespace its label
+    names ("" when it names none)."""
     name: str
     operation: Literal["CREATE", "UPDATE"]
     """CREATE for a new claim; UPDATE when the claim exists (explained as its change)."""
@@ -120,6 +122,8 @@ class Explanation:
     quotas: tuple[QuotaLine, ...]
     warnings: tuple[str, ...]
     """The other warnings of the answer (degraded billing, Warn mode, ...)."""
+    kind: str = "DatabaseClaim"
+    cluster_scoped: bool = False
 
 
 def _denial(message: str) -> str | None:
@@ -139,16 +143,18 @@ def explain(
     message: str,
     warnings: Sequence[str],
     quotas: Sequence[reports.Figures],
+    kind: str = "DatabaseClaim",
+    cluster_scoped: bool = False,
+    label: str = "",
+    hint: str = "",
 ) -> Explanation:
     """The :class:`Explanation` of a dry run that the apiserver answered with ``ok`` (or
     ``status``, ``reason``, ``message`` for a refusal) and ``warnings``, in a namespace
-    with these ``quotas``.
-
-    Raises :class:`KubeError` when the answer says nothing about dbquota's verdict: the
-    apiserver failed to call the webhook; it refused the request for another reason than
-    the object (RBAC, a missing namespace); or it admitted a claim under quotas with no
-    explain warning (no webhook answered).
-    """
+    with these ``quotas`` (a ``cluster_scoped`` object's tenant, from its ``label``; "" if
+    none). Raises :class:`KubeError` when the answer says nothing of dbquota's verdict:
+    the apiserver failed to call the webhook; it refused the request for another reason
+    than the object (RBAC, a missing namespace); or it admitted a claim under quotas with
+    no explain warning (no webhook answered: the error then ends with ``hint``)."""
     decisions = [d for d in (parse(w) for w in warnings) if d is not None]
     others = tuple(w for w in warnings if parse(w) is None)
     denial = None if ok else _denial(message)
@@ -160,6 +166,7 @@ def explain(
         denial=denial,
         quotas=quotas,
         decisions=decisions,
+        hint=hint,
     )
     denying = next((d for d in decisions if d.verdict == "denied"), None)
     verdict: Verdict
@@ -170,7 +177,7 @@ def explain(
     else:
         verdict = "warned" if any(d.verdict == "warned" for d in decisions) else "admitted"
         reason_ = decisions[-1].reason if decisions else "NoQuota"
-        text = "" if quotas or decisions else f"namespace {namespace} has no DatabaseQuota"
+        text = "" if quotas or decisions else _no_quota(namespace, label)
     return Explanation(
         namespace=namespace,
         name=name,
@@ -180,7 +187,16 @@ def explain(
         message=text,
         quotas=_lines(quotas, decisions),
         warnings=others,
+        kind=kind,
+        cluster_scoped=cluster_scoped,
     )
+
+
+def _no_quota(namespace: str, label: str) -> str:
+    """Why no quota decided: the namespace has none, or the object names no tenant."""
+    if namespace:
+        return f"namespace {namespace} has no DatabaseQuota"
+    return f"it names no tenant namespace (label {label}), so no DatabaseQuota counts it"
 
 
 def _require_a_verdict(
@@ -192,6 +208,7 @@ def _require_a_verdict(
     denial: str | None,
     quotas: Sequence[reports.Figures],
     decisions: Sequence[QuotaVerdict],
+    hint: str = "",
 ) -> None:
     """Raise :class:`KubeError` when the answer says nothing about dbquota's verdict."""
     if not ok and denial is None:
@@ -204,7 +221,7 @@ def _require_a_verdict(
         raise KubeError(
             f"{NO_WEBHOOK} Namespace {namespace} has DatabaseQuota {names}, yet the dry run "
             "was admitted with no dbquota explanation (a quota created seconds ago may not "
-            "have reached the webhook yet: try again)"
+            f"have reached the webhook yet: try again){hint}"
         )
 
 
@@ -281,7 +298,11 @@ def explanation_text(explanation: Explanation) -> str:
     """One claim's explanation for people: a headline, a row per quota, then the message
     and the other warnings."""
     e = explanation
-    headline = f"DatabaseClaim {e.namespace}/{e.name} ({e.operation}): {_HEADLINES[e.verdict]}"
+    subject = f"{e.namespace}/{e.name}"
+    if e.cluster_scoped:
+        tenant = f"tenant namespace {e.namespace}" if e.namespace else "no tenant namespace"
+        subject = f"{e.name} ({tenant})"
+    headline = f"{e.kind} {subject} ({e.operation}): {_HEADLINES[e.verdict]}"
     if not e.quotas and e.message:
         headline += f": {e.message}"
     lines = [headline]
@@ -320,6 +341,7 @@ def explanation_document(explanations: Sequence[Explanation]) -> dict[str, objec
         "verdict": overall(explanations),
         "claims": [
             {
+                "kind": e.kind,
                 "namespace": e.namespace,
                 "name": e.name,
                 "operation": e.operation,

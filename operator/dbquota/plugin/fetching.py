@@ -6,7 +6,8 @@
 - :func:`replica_leases`: every Lease labelled ``dbquota.io/lease=replica``, in every
   namespace (None when RBAC does not allow listing them: the lease state is then unknown).
 - :func:`quota_events`: the core/v1 Events whose ``involvedObject`` is the quota.
-- :func:`dry_run`: a server-side dry-run create of a claim; when the claim exists already,
+- :func:`dry_run`: a server-side dry-run create of a claim (of any kind dbquota prices;
+  a cluster-scoped one at cluster scope); when the claim exists already,
   a dry-run merge patch of its ``spec``, ``labels`` and ``annotations`` instead, so the
   webhook judges the change as it would judge ``kubectl apply`` (an UPDATE, charged its
   growth).
@@ -19,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Literal
 
-from dbquota.adapters.kube import CLAIMS, EVENTS, LEASES, QUOTAS
+from dbquota.adapters.kube import CLAIMS, EVENTS, LEASES, QUOTAS, Resource
 from dbquota.adapters.kubeconfig import DryRun, Session
 from dbquota.errors import KubeError, NotFound
 from dbquota.services import leasing
@@ -90,29 +91,32 @@ async def quota_events(
 
 
 async def dry_run(
-    session: Session, *, namespace: str, claim: Mapping[str, Any]
+    session: Session, *, resource: Resource, namespace: str, claim: Mapping[str, Any]
 ) -> tuple[Literal["CREATE", "UPDATE"], DryRun]:
-    """Create ``claim`` with ``dryRun=All`` (nothing is stored or reserved); if it exists,
-    dry-run the change to it instead. Returns the operation and the apiserver's answer.
+    """Create ``claim``, an object of ``resource`` (in ``namespace`` if it is namespaced),
+    with ``dryRun=All`` (nothing is stored or reserved); if it exists, dry-run the change
+    to it instead. Returns the operation and the apiserver's answer.
 
     Existence is read first: the apiserver runs admission before it finds that a name is
     taken, so a create of an existing claim would be judged as a new claim."""
-    body = {**claim, "metadata": {**claim.get("metadata", {}), "namespace": namespace}}
-    meta = body["metadata"]
+    meta = dict(claim.get("metadata") or {})
+    if resource.namespaced:
+        meta["namespace"] = namespace
+    body = {**claim, "metadata": meta}
     name = str(meta.get("name") or "")
     exists = False
     if name:
         try:
-            await session.kube.get(CLAIMS, namespace=namespace, name=name)
+            await session.kube.get(resource, namespace=namespace, name=name)
             exists = True
         except NotFound:
             pass
     if not exists:
-        return "CREATE", await session.dry_run(CLAIMS, namespace=namespace, body=body)
+        return "CREATE", await session.dry_run(resource, namespace=namespace, body=body)
     change = {
         "metadata": {k: meta[k] for k in ("labels", "annotations") if k in meta},
         "spec": body.get("spec") or {},
     }
     return "UPDATE", await session.dry_run(
-        CLAIMS, namespace=namespace, body=change, patch_name=name
+        resource, namespace=namespace, body=change, patch_name=name
     )

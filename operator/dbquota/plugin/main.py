@@ -19,6 +19,8 @@ from typing import Any, TextIO
 
 from dbquota import __version__
 from dbquota.adapters import kubeconfig
+from dbquota.domain.kinds import registry
+from dbquota.domain.kinds.rds import CLAIM_NAMESPACE_LABEL
 from dbquota.errors import ConfigurationError, DbquotaError
 from dbquota.plugin import explanations, fetching, manifests, reports, statuses, tables
 
@@ -49,17 +51,21 @@ exit codes:
 """
 
 EXPLAIN_HELP = """\
-Send each DatabaseClaim in the file to the apiserver as a server-side dry run
-(dryRun=All): it passes every admission webhook, dbquota's included, and nothing is
-stored or reserved. The webhook tells a dry run how each quota decided; this prints it,
-with each quota's budget, observed and reserved spend, escrow and remaining budget, and
-for a denial the webhook's full message. A claim that exists already is explained as
-the change to it (an UPDATE is charged its growth only).
+Send each claim in the file to the apiserver as a server-side dry run (dryRun=All): it
+passes every admission webhook, dbquota's included, and nothing is stored or reserved.
+A claim is a DatabaseClaim, or an object of another kind the operator enforces
+(--claim-kinds): a CloudNativePG Cluster, a Zalando postgresql, a Crossplane RDS
+Instance (cluster-scoped: its tenant namespace is in the label --claim-namespace-label).
+The webhook tells a dry run how each quota decided; this prints it, with each quota's
+budget, observed and reserved spend, escrow and remaining budget, and for a denial the
+webhook's full message. A claim that exists already is explained as the change to it (an
+UPDATE is charged its growth only).
 
 examples:
   kubectl dbquota explain -f claim.yaml
   kubectl dbquota explain -f claims/ -n team-a -o json
   helm template ... | kubectl dbquota explain -f -
+  kubectl dbquota explain -f cnpg-cluster.yaml -n team-a
 
 columns: VERDICT admitted | warned (admitted under enforcement Warn or DryRun although
 Enforce would deny) | denied | unchecked (the webhook stops at the first quota that
@@ -138,18 +144,8 @@ def _command(sub: Any, name: str, *, summary: str, description: str) -> argparse
     return parser
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The whole command line."""
-    parser = argparse.ArgumentParser(
-        prog="kubectl dbquota",
-        description=DESCRIPTION,
-        epilog=EXIT_CODES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument("--version", action="version", version=f"kubectl-dbquota {__version__}")
-    _common(parser, defaults=True)
-    parser.add_argument("-A", "--all-namespaces", action="store_true", help="top: every namespace")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+def _explain_parser(sub: Any) -> None:
+    """The ``explain`` command's flags."""
     explain = _command(
         sub,
         "explain",
@@ -162,10 +158,33 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         required=True,
         metavar="FILE",
-        help="a DatabaseClaim manifest: a file, a folder of them, or - for stdin "
+        help="a claim manifest (a DatabaseClaim, or a CloudNativePG Cluster, Zalando "
+        "postgresql or Crossplane RDS Instance): a file, a folder of them, or - for stdin "
         "(repeatable; YAML or JSON, several documents or a List)",
     )
+    explain.add_argument(
+        "--claim-namespace-label",
+        default=CLAIM_NAMESPACE_LABEL,
+        metavar="LABEL",
+        help="label naming the tenant namespace of a cluster-scoped object (Crossplane RDS "
+        "Instance), as the operator's --claim-namespace-label (default %(default)s)",
+    )
     _common(explain, defaults=False)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line."""
+    parser = argparse.ArgumentParser(
+        prog="kubectl dbquota",
+        description=DESCRIPTION,
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"kubectl-dbquota {__version__}")
+    _common(parser, defaults=True)
+    parser.add_argument("-A", "--all-namespaces", action="store_true", help="top: every namespace")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _explain_parser(sub)
     top = _command(
         sub,
         "top",
@@ -237,29 +256,45 @@ def _print(out: TextIO, args: argparse.Namespace, document: dict[str, object], t
 async def _explain(
     session: kubeconfig.Session,
     args: argparse.Namespace,
-    found: list[manifests.Manifest],
+    found: list[manifests.Target],
     *,
     out: TextIO,
 ) -> int:
-    results = [await _explain_one(session, args, manifest) for manifest in found]
+    results = [await _explain_one(session, args, target) for target in found]
     text = "\n\n".join(explanations.explanation_text(e) for e in results)
     _print(out, args, explanations.explanation_document(results), text)
     return DENIED if explanations.overall(results) == "denied" else ADMITTED
 
 
 async def _explain_one(
-    session: kubeconfig.Session, args: argparse.Namespace, manifest: manifests.Manifest
+    session: kubeconfig.Session, args: argparse.Namespace, target: manifests.Target
 ) -> explanations.Explanation:
-    """Dry-run one claim, then read its namespace's quotas as they stand."""
-    namespace = manifests.namespace_of(
-        manifest.obj, flag=args.namespace, default=session.namespace, where=manifest.where
+    """Dry-run one claim, then read its (tenant) namespace's quotas as they stand."""
+    manifest, resource = target.manifest, target.resource
+    if resource.namespaced:
+        namespace = manifests.namespace_of(
+            manifest.obj, flag=args.namespace, default=session.namespace, where=manifest.where
+        )
+    else:
+        namespace = manifests.tenant_of(manifest.obj, label=args.claim_namespace_label)
+    operation, answer = await fetching.dry_run(
+        session, resource=resource, namespace=namespace, claim=manifest.obj
     )
-    operation, answer = await fetching.dry_run(session, namespace=namespace, claim=manifest.obj)
     if answer.status == 404 and answer.reason == "NotFound":
-        raise ConfigurationError(f"{manifest.where}: namespace {namespace} not found")
+        if resource.namespaced and "namespaces" in answer.message:
+            raise ConfigurationError(f"{manifest.where}: namespace {namespace} not found")
+        raise ConfigurationError(
+            f"{manifest.where}: the cluster does not serve {resource.kind} "
+            f"({resource.api_version}): is its operator's CRD installed?"
+        )
     sent, stored = manifest.obj["metadata"], answer.obj.get("metadata") if answer.ok else {}
     name = (stored or {}).get("name") or sent.get("name") or sent.get("generateName", "")
-    figures = [reports.figures(q) for q in await fetching.quotas(session, namespace=namespace)]
+    figures = (
+        [reports.figures(q) for q in await fetching.quotas(session, namespace=namespace)]
+        if namespace
+        else []
+    )
+    owned = target.kind.name == registry.CLAIMS_NAME
     return explanations.explain(
         namespace=namespace,
         name=str(name),
@@ -270,6 +305,12 @@ async def _explain_one(
         message=answer.message,
         warnings=answer.warnings,
         quotas=figures,
+        kind=resource.kind,
+        cluster_scoped=not resource.namespaced,
+        label=args.claim_namespace_label,
+        hint=""
+        if owned
+        else f" Is {target.kind.name} in the operator's --claim-kinds (the chart's claimKinds)?",
     )
 
 

@@ -3,8 +3,11 @@
 :func:`read` takes what ``-f`` named (a file, a folder's ``*.yaml``/``*.yml``/``*.json``
 files, or ``-`` for stdin) and returns every object in them, in order; a ``List`` (``kind:
 List``, or any ``*List`` with ``items``) counts as its items. :func:`claims` checks that
-each is a DatabaseClaim (``dbquota.io/v1alpha1``) with a name, and :func:`namespace_of`
-picks its namespace the way kubectl does. Anything else is a
+each is an object of a kind dbquota prices (a DatabaseClaim, a CloudNativePG ``Cluster``,
+a Zalando ``postgresql``, a Crossplane RDS ``Instance``: :mod:`dbquota.domain.kinds`, at
+any version of its group) with a name, :func:`namespace_of` picks a namespaced object's
+namespace the way kubectl does, and :func:`tenant_of` reads a cluster-scoped object's
+tenant namespace from its label. Anything else is a
 :class:`~dbquota.errors.ConfigurationError` that names the file and the document: nothing
 is sent to the cluster until every object reads. Called by :mod:`dbquota.plugin.main`.
 """
@@ -18,7 +21,8 @@ from typing import Any
 
 import yaml
 
-from dbquota.adapters.kube import CLAIMS
+from dbquota.adapters.kube import Resource
+from dbquota.domain.kinds import Kind, registry
 from dbquota.errors import ConfigurationError
 
 SUFFIXES = (".yaml", ".yml", ".json")
@@ -94,21 +98,54 @@ def read(filenames: Iterable[str], *, stdin: Callable[[], str]) -> list[Manifest
     return found
 
 
-def claims(manifests: Iterable[Manifest]) -> list[Manifest]:
-    """``manifests``, each checked to be a DatabaseClaim with a name (or generateName)."""
-    checked = list(manifests)
-    for m in checked:
+@dataclass(frozen=True)
+class Target:
+    """A manifest to explain: its kind, and its resource at the manifest's apiVersion."""
+
+    manifest: Manifest
+    kind: Kind
+    resource: Resource
+
+
+def _known() -> str:
+    return ", ".join(
+        f"{k.resource.kind} ({k.resource.group}/{k.resource.version})"
+        for k in registry.KINDS.values()
+    )
+
+
+def claims(manifests: Iterable[Manifest]) -> list[Target]:
+    """``manifests``, each checked to be an object of a kind dbquota prices (another
+    operator's at any version of its group) with a name (or generateName)."""
+    by_group_kind = registry.by_group_kind(registry.KINDS.values())
+    checked = []
+    for m in manifests:
         kind, api_version = m.obj.get("kind"), m.obj.get("apiVersion")
-        if kind != CLAIMS.kind or api_version != CLAIMS.api_version:
+        group, _, version = str(api_version or "").rpartition("/")
+        known = by_group_kind.get((group, str(kind)))
+        # Any served version of another operator's kind (their CRDs move on; Crossplane's
+        # Instance serves three); dbquota's own at the one it serves.
+        if known is not None and known.owned and version != known.resource.version:
+            known = None
+        if known is None or not version:
             raise ConfigurationError(
-                f"{m.where} is {_describe(kind, api_version)}, not a DatabaseClaim "
-                f"({CLAIMS.api_version}): explain takes DatabaseClaims only (to see a "
-                "quota, use kubectl dbquota status NAME)"
+                f"{m.where} is {_describe(kind, api_version)}, not a kind dbquota prices: "
+                f"explain takes {_known()} (to see a quota, use kubectl dbquota status NAME)"
             )
         meta = m.obj.get("metadata")
         if not isinstance(meta, dict) or not (meta.get("name") or meta.get("generateName")):
-            raise ConfigurationError(f"{m.where}: the DatabaseClaim has no metadata.name")
+            raise ConfigurationError(f"{m.where}: the {kind} has no metadata.name")
+        at = known.resource
+        resource = Resource(group, version, at.plural, at.kind, at.namespaced)
+        checked.append(Target(manifest=m, kind=known, resource=resource))
     return checked
+
+
+def tenant_of(obj: Mapping[str, Any], *, label: str) -> str:
+    """The tenant namespace a cluster-scoped object names in its ``label`` ("" if none)."""
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    found = labels.get(label) if isinstance(labels, Mapping) else None
+    return found if isinstance(found, str) else ""
 
 
 def _describe(kind: object, api_version: object) -> str:

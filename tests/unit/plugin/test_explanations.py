@@ -7,7 +7,10 @@ for ours; how an answer becomes a verdict: admitted, warned, denied with the web
 words, a quota the webhook never reached (``unchecked``), a claim the apiserver refused
 as invalid, a namespace without quota, and a decision on a quota no longer listed; that
 an answer which explains nothing is an error that says what to check (no webhook answered,
-the webhook could not be called, RBAC); and the table and document layouts.
+the webhook could not be called, RBAC); the table and document layouts; and other
+operators' kinds: named in the headline and the document, a cluster-scoped object by its
+tenant namespace (or its lack of one), and no explanation ending with the hint to check
+that the operator enforces the kind.
 """
 
 from __future__ import annotations
@@ -274,6 +277,7 @@ def test_the_document_is_stable_and_says_the_overall_verdict() -> None:
     )
     first = doc["claims"][0]  # type: ignore[index]
     assert first == {
+        "kind": "DatabaseClaim",
         "namespace": "ns",
         "name": "orders",
         "operation": "CREATE",
@@ -319,3 +323,28 @@ def test_a_decision_on_a_quota_listed_no_more_is_kept_without_figures() -> None:
     row = explanations.explanation_text(got).splitlines()[2].split()
     assert row[:4] == ["gone", "admitted", "WithinBudget", "410.40"]
     assert row[-5:] == ["-"] * 5
+
+
+def test_another_operators_kind_is_named_and_a_cluster_scoped_one_by_its_tenant() -> None:
+    warning = admitting.explain(decision())
+    cnpg = explain(kind="Cluster", warnings=(warning,), quotas=(figures(),))
+    assert explanations.explanation_text(cnpg).startswith("Cluster ns/orders (CREATE): admitted\n")
+    assert explanations.explanation_document([cnpg])["claims"][0]["kind"] == "Cluster"  # type: ignore[index]
+    rds = explain(kind="Instance", cluster_scoped=True, warnings=(warning,), quotas=(figures(),))
+    assert explanations.explanation_text(rds).startswith(
+        "Instance orders (tenant namespace ns) (CREATE): admitted\n"
+    )
+    untenanted = explain(
+        kind="Instance", cluster_scoped=True, namespace="", label="crossplane.io/claim-namespace"
+    )
+    assert explanations.explanation_text(untenanted) == (
+        "Instance orders (no tenant namespace) (CREATE): admitted: it names no tenant "
+        "namespace (label crossplane.io/claim-namespace), so no DatabaseQuota counts it"
+    )
+
+
+def test_no_explanation_of_another_kind_asks_whether_the_operator_enforces_it() -> None:
+    hint = " Is cnpg in the operator's --claim-kinds (the chart's claimKinds)?"
+    with pytest.raises(KubeError) as raised:
+        explain(kind="Cluster", quotas=(figures(),), hint=hint)
+    assert str(raised.value).endswith("try again)" + hint)

@@ -63,8 +63,9 @@ def test_a_file_that_is_not_a_claim_exits_2_before_connecting(
     err = capsys.readouterr().err
     assert err == (
         f"error: {path}, document 1 is a DatabaseQuota (dbquota.io/v1alpha1), not a "
-        "DatabaseClaim (dbquota.io/v1alpha1): explain takes DatabaseClaims only (to see a "
-        "quota, use kubectl dbquota status NAME)\n"
+        "kind dbquota prices: explain takes DatabaseClaim (dbquota.io/v1alpha1), Cluster "
+        "(postgresql.cnpg.io/v1), postgresql (acid.zalan.do/v1), Instance "
+        "(rds.aws.upbound.io/v1beta1) (to see a quota, use kubectl dbquota status NAME)\n"
     )
 
 

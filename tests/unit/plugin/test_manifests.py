@@ -1,9 +1,10 @@
 """What ``explain -f`` accepts: YAML or JSON, several documents, Lists, folders, stdin.
 
 And what it refuses, naming the file and the document before anything reaches the
-cluster: invalid YAML, a non-object, an object that is not a DatabaseClaim (another kind
-or another version), a claim without a name, an empty file, stdin twice, and a namespace
-that contradicts ``-n``.
+cluster: invalid YAML, a non-object, an object of no kind dbquota prices (another kind, or
+a DatabaseClaim at another version; another operator's kind is taken at any version of its
+group), a claim without a name, an empty file, stdin twice, and a namespace that
+contradicts ``-n``. A cluster-scoped object's tenant namespace comes from its label.
 """
 
 from __future__ import annotations
@@ -49,8 +50,40 @@ def test_folders_stdin_and_files(tmp_path: Path) -> None:
 
 
 def test_claims_are_checked() -> None:
-    ok = manifests.claims(manifests.parse(CLAIM % "a", source="f"))
-    assert len(ok) == 1
+    (ok,) = manifests.claims(manifests.parse(CLAIM % "a", source="f"))
+    assert (ok.kind.name, ok.resource.api_version, ok.resource.namespaced) == (
+        "databaseclaims",
+        "dbquota.io/v1alpha1",
+        True,
+    )
+
+
+OTHERS = """\
+apiVersion: postgresql.cnpg.io/v1
+kind: Cluster
+metadata: {name: pg}
+---
+apiVersion: acid.zalan.do/v1
+kind: postgresql
+metadata: {name: acid-pg}
+---
+apiVersion: rds.aws.upbound.io/v1beta2
+kind: Instance
+metadata: {name: orders, labels: {crossplane.io/claim-namespace: team-a}}
+"""
+
+
+def test_other_operators_kinds_are_taken_at_any_version_of_their_group() -> None:
+    found = manifests.claims(manifests.parse(OTHERS, source="f"))
+    assert [(t.kind.name, t.resource.api_version, t.resource.namespaced) for t in found] == [
+        ("cnpg", "postgresql.cnpg.io/v1", True),
+        ("zalando", "acid.zalan.do/v1", True),
+        ("rds", "rds.aws.upbound.io/v1beta2", False),
+    ]
+    rds = found[2].manifest.obj
+    assert manifests.tenant_of(rds, label="crossplane.io/claim-namespace") == "team-a"
+    assert manifests.tenant_of(rds, label="example.com/tenant") == ""
+    assert manifests.tenant_of({"metadata": {"labels": None}}, label="x") == ""
 
 
 @pytest.mark.parametrize(
@@ -60,11 +93,14 @@ def test_claims_are_checked() -> None:
         ("- 1\n- 2", "f.yaml, document 1: expected an object, got list"),
         (
             "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}",
-            "f.yaml, document 1 is a ConfigMap (v1), not a DatabaseClaim (dbquota.io/v1alpha1)",
+            "f.yaml, document 1 is a ConfigMap (v1), not a kind dbquota prices: explain takes "
+            "DatabaseClaim (dbquota.io/v1alpha1), Cluster (postgresql.cnpg.io/v1), postgresql "
+            "(acid.zalan.do/v1), Instance (rds.aws.upbound.io/v1beta1) (to see a quota, use "
+            "kubectl dbquota status NAME)",
         ),
         (
             (CLAIM % "a").replace("v1alpha1", "v2"),
-            "f.yaml, document 1 is a DatabaseClaim (dbquota.io/v2), not a DatabaseClaim",
+            "f.yaml, document 1 is a DatabaseClaim (dbquota.io/v2), not a kind dbquota prices",
         ),
         ("metadata: {name: x}", "f.yaml, document 1 is an object with no kind"),
         (
