@@ -14,7 +14,8 @@ and each degradation policy (Conservative, StrictCap, FailClosed, FailOpen) deci
 the README's policy table says, with a warning naming the policy (a Conservative price
 shows in the quota's fallback hit rate); after recovery the breaker closes.
 A claim counts at its price until billing shows it, then at its billed cost; deleting it
-gives its budget back.
+gives its budget back. A quota whose currency is not the one billing prices in is not
+Ready (``CurrencyMismatch``) and each admission under it says so.
 """
 
 from __future__ import annotations
@@ -122,6 +123,28 @@ def test_claim_over_budget_is_denied_with_an_actionable_message(
     )
     assert expected in refused.stderr
     assert kubectl("get", "dbc", "second", "-n", namespace, check=False).returncode != 0
+
+
+def test_a_budget_in_another_currency_than_the_prices_is_not_ready_and_warns(
+    kubectl: Kubectl, operator: Operator, namespace: str, billing: Simulator
+) -> None:
+    """The simulator prices in USD; a quota in EUR would compare dollars with euros."""
+    assert httpx.get(f"{billing.url}/pricing", timeout=5).json()["currency"] == "USD"
+    kubectl.apply(quota(namespace, name="team-a", monthlyBudget=5000, currency="EUR"))
+
+    def ready() -> dict[str, Any]:
+        conditions = status(kubectl, namespace, "team-a").get("conditions") or []
+        found: dict[str, Any] = next((c for c in conditions if c["type"] == "Ready"), {})
+        return found if found.get("reason") == "CurrencyMismatch" else {}
+
+    condition = wait_for(ready, what="Ready False / CurrencyMismatch")
+    assert condition["status"] == "False"
+    assert condition["message"].startswith(
+        "billing prices are in USD, DatabaseQuota team-a's budget in EUR"
+    )
+    created = kubectl.apply(claim(namespace, name="orders"))
+    assert "created" in created.stdout
+    assert "billing prices are in USD, DatabaseQuota team-a's budget in EUR" in created.stderr
 
 
 def test_warn_admits_with_a_warning_and_dry_run_admits_both_recording_it(

@@ -64,6 +64,8 @@ ClassName = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 VcpuPrice = Annotated[float, msgspec.Meta(ge=0.0, le=MAX_VCPU_HOURLY)]
 MemoryPrice = Annotated[float, msgspec.Meta(ge=0.0, le=MAX_MEMORY_GIB_HOURLY)]
 StorageClassName = Annotated[str, msgspec.Meta(min_length=1, max_length=253)]
+Currency = Annotated[str, msgspec.Meta(max_length=64)]
+"""Read leniently (:func:`_currency`): a catalog was never refused for its currency."""
 
 
 class _Metrics(msgspec.Struct):
@@ -97,6 +99,7 @@ class _Pricing(msgspec.Struct):
         msgspec.UNSET
     )
     default_storage_class_gib_month: StoragePrice | msgspec.UnsetType = msgspec.UNSET
+    currency: Currency | msgspec.UnsetType = msgspec.UNSET
 
     def __post_init__(self) -> None:
         if (self.vcpu_hourly is msgspec.UNSET) != (self.memory_gib_hourly is msgspec.UNSET):
@@ -109,6 +112,12 @@ _loose_page_decoder = msgspec.json.Decoder(_LoosePage)
 _entry_decoder = msgspec.json.Decoder(_Entry)
 _pricing_decoder = msgspec.json.Decoder(_Pricing)
 _any_decoder = msgspec.json.Decoder()
+
+
+def _currency(text: str) -> str | None:
+    """An ISO 4217 code, upper case; None for anything else (then unknown, not checked)."""
+    code = text.strip().upper()
+    return code if len(code) == 3 and code.isascii() and code.isalpha() else None
 
 
 def parse_retry_after(value: str | None, *, now: float) -> float | None:
@@ -258,6 +267,7 @@ class HttpBillingProvider:
                 None if body.memory_gib_hourly is msgspec.UNSET else body.memory_gib_hourly
             ),
             storage_class_gib_month=classes,
+            currency=None if body.currency is msgspec.UNSET else _currency(body.currency),
         )
 
     # -- plumbing -----------------------------------------------------------------------

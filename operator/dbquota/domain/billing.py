@@ -75,6 +75,9 @@ class PriceBook:
     vcpu_hourly: float | None = None
     memory_gib_hourly: float | None = None
     storage_class_gib_month: Mapping[str | None, float] = field(default_factory=dict)
+    currency: str | None = None
+    """ISO 4217 code the provider prices in (upper case); None when unknown: the catalog
+    named none, or the book was read back from the cache (the next catalog names it)."""
 
     def highest_instance_hourly(self) -> float:
         """The most expensive class's hourly price (0.0 for an empty book)."""
@@ -107,6 +110,13 @@ class BillingHealth:
     def staleness(self, *, now: float) -> float:
         """Seconds since the last successful sync; infinity when there never was one."""
         return math.inf if self.last_success is None else max(0.0, now - self.last_success)
+
+
+def other_currency(prices: PriceBook | None, currency: str) -> str | None:
+    """The currency ``prices`` are in when it is known and not ``currency`` (a quota's):
+    dbquota does not convert currencies, so such prices misstate every claim."""
+    found = None if prices is None else prices.currency
+    return found if found and found != currency.strip().upper() else None
 
 
 _CIRCUIT_ORDER: Mapping[str, int] = {"Closed": 0, "HalfOpen": 1, "Open": 2}

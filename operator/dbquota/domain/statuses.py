@@ -53,6 +53,7 @@ from dbquota.domain import (
     quotas,
     reservations,
     usage,
+    wording,
 )
 from dbquota.domain.resources import (
     Alerts,
@@ -149,6 +150,8 @@ def _billing_condition(
 def _ready_condition(
     spec: quotas.QuotaSpec, snapshot: billing.BillingSnapshot, now: float
 ) -> tuple[conditions.Status, str, str]:
+    if currency := billing.other_currency(snapshot.prices, spec.currency):
+        return "False", "CurrencyMismatch", wording.other_currency(spec, currency)
     staleness = snapshot.health.staleness(now=now)
     if staleness <= spec.max_staleness and degradation.has_prices(snapshot):
         return "True", "Reconciled", "status reflects the spec, the billing data and claims"

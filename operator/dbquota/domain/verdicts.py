@@ -176,10 +176,16 @@ def decide(
         policy=quota.policy if state.degraded else None,
         reason=denials[0].reason if denials else ruling.reason,
         message=message,
-        warnings=ruling.warnings + warning,
+        warnings=ruling.warnings + warning + _currency(quota, snapshot),
         new_claims=new_claims,
         storage_gib=storage_gib,
     )
+
+
+def _currency(quota: quotas.QuotaSpec, snapshot: billing.BillingSnapshot) -> tuple[str, ...]:
+    """The warning when billing prices in another currency than the quota's budget."""
+    currency = billing.other_currency(snapshot.prices, quota.currency)
+    return (wording.other_currency(quota, currency),) if currency else ()
 
 
 def _adds_nothing(*, quota: quotas.QuotaSpec, state: degradation.Degradation) -> policies.Ruling:

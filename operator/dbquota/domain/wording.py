@@ -179,6 +179,17 @@ def admitted(quota: quotas.QuotaSpec, why: str) -> str:
     return f"admitted by DatabaseQuota {quota.name}: {why}"
 
 
+def other_currency(quota: quotas.QuotaSpec, currency: str) -> str:
+    """Billing prices in ``currency``, not the quota's: said on its Ready condition and as
+    a warning on each of its admissions."""
+    return (
+        f"billing prices are in {currency}, DatabaseQuota {quota.name}'s budget in "
+        f"{quota.currency}: dbquota does not convert currencies, so claims are priced in "
+        f"{currency} against it (set spec.currency to {currency}, or use a provider that "
+        f"prices in {quota.currency})"
+    )
+
+
 def adds_nothing_warning(*, why: str, policy: str) -> str:
     """The warning for an UPDATE that adds nothing while billing is degraded."""
     return f"{why}: policy {policy} applies, but this update adds nothing, so it needs no price"

@@ -237,6 +237,31 @@ async def test_an_older_provider_without_requests_prices_still_validates() -> No
 
 
 @pytest.mark.parametrize(
+    ("currency", "read"),
+    [
+        ("USD", "USD"),
+        ("eur", "EUR"),
+        (" chf ", "CHF"),
+        ("US Dollar", None),
+        ("", None),
+        ("€", None),
+    ],
+)
+async def test_the_catalogs_currency_is_read_leniently(currency: str, read: str | None) -> None:
+    """An ISO 4217 code in any case; anything else is unknown (not checked), never a reason
+    to refuse a catalog that was taken before the currency was read."""
+    p = provider(body(200, {**CATALOG, "currency": currency}))
+    assert (await p.fetch_prices()).currency == read
+    await p.aclose()
+
+
+async def test_a_catalog_without_a_currency_leaves_it_unknown() -> None:
+    p = provider(body(200, {k: v for k, v in CATALOG.items() if k != "currency"}))
+    assert (await p.fetch_prices()).currency is None
+    await p.aclose()
+
+
+@pytest.mark.parametrize(
     ("change", "reason"),
     [
         ({"vcpu_hourly": "cheap"}, "Expected `float`, got `str` - at `$.vcpu_hourly`"),

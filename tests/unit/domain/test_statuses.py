@@ -20,6 +20,7 @@ namespace is recounted a slice of claims at a time, to the same status as at onc
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from dbquota.domain import billing, reservations, statuses, usage
@@ -410,3 +411,16 @@ def test_unknown_sync_times_are_written_as_null_so_the_merge_patch_removes_older
         "2026-11-27T08:59:18Z",
         42,
     )
+
+
+def test_prices_in_another_currency_than_the_budget_make_the_quota_not_ready() -> None:
+    in_euros = dataclasses.replace(samples.PRICES, currency="EUR")
+    got = refresh(quota(), [], samples.healthy(prices=in_euros), now=samples.NOW)
+    (ready,) = [c for c in got.status["conditions"] if c["type"] == "Ready"]
+    assert (ready["status"], ready["reason"]) == ("False", "CurrencyMismatch")
+    assert ready["message"].startswith("billing prices are in EUR, DatabaseQuota team-a's budget")
+    in_dollars = dataclasses.replace(samples.PRICES, currency="USD")
+    same = conditions(refresh(quota(), [], samples.healthy(prices=in_dollars), now=samples.NOW))
+    assert same["Ready"] == ("True", "Reconciled")
+    unknown = conditions(refresh(quota(), [], samples.healthy(), now=samples.NOW))
+    assert unknown["Ready"] == ("True", "Reconciled")  # a catalog read back from the cache

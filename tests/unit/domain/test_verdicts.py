@@ -591,3 +591,18 @@ def test_combine_admits_when_every_quota_admits() -> None:
     assert verdict.allowed
     assert verdict.message == f"{a.message}; {b.message}"
     assert verdicts.combine([]).allowed
+
+
+def test_prices_in_another_currency_than_the_budget_warn_on_each_admission() -> None:
+    in_euros = dataclasses.replace(samples.PRICES, currency="EUR")
+    decision = decide(samples.quota(), snapshot=samples.healthy(prices=in_euros))
+    assert decision.allowed
+    assert decision.warnings == (
+        "billing prices are in EUR, DatabaseQuota team-a's budget in USD: dbquota does not "
+        "convert currencies, so claims are priced in EUR against it (set spec.currency to "
+        "EUR, or use a provider that prices in USD)",
+    )
+    assert (
+        decide(samples.quota(currency="EUR"), snapshot=samples.healthy(prices=in_euros)).warnings
+        == ()
+    )
