@@ -113,10 +113,11 @@ class BillingHealth:
 
 
 def other_currency(prices: PriceBook | None, currency: str) -> str | None:
-    """The currency ``prices`` are in when it is known and not ``currency`` (a quota's):
-    dbquota does not convert currencies, so such prices misstate every claim."""
+    """The currency ``prices`` are in when it is known and not ``currency`` (a quota's,
+    an upper-case code as its CRD requires): dbquota does not convert currencies, so such
+    prices misstate every claim."""
     found = None if prices is None else prices.currency
-    return found if found and found != currency.strip().upper() else None
+    return found if found and found != currency else None
 
 
 _CIRCUIT_ORDER: Mapping[str, int] = {"Closed": 0, "HalfOpen": 1, "Open": 2}

@@ -76,8 +76,10 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import functools
 import logging
 import time
+import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, cast
@@ -125,25 +127,23 @@ LATE_MARGIN_MIN: Final = 0.25
 """Seconds left for that at least, while half the timeout remains for the admission."""
 
 
+@functools.lru_cache(maxsize=16)
 def patience(target: bytes) -> float | None:
     """Seconds an admission may take for the request ``target``, from the apiserver's
     ``?timeout=`` (a Go duration): that timeout less :data:`LATE_MARGIN` of it, or less
     :data:`LATE_MARGIN_MIN` s if that is more, but never under half of it (``5s`` gives
     4.5, ``1s`` 0.75, ``100ms`` 0.05). None without a readable timeout (a client that sets
-    none waits as long as it likes)."""
-    _, _, query = target.partition(b"?")
-    for pair in query.split(b"&"):
-        key, _, value = pair.partition(b"=")
-        if key != b"timeout":
-            continue
-        try:
-            timeout = quotas.parse_duration(value.decode())
-        except (UnicodeDecodeError, ValueError):
-            return None
-        if timeout <= 0:
-            return None
-        return max(timeout / 2, timeout - max(LATE_MARGIN_MIN, timeout * LATE_MARGIN))
-    return None
+    none waits as long as it likes). Memoized: an apiserver sends the same target with
+    every review, so this is read once, not once per review."""
+    try:  # a target that is not ASCII, or a timeout that is not a duration: none
+        query = target.partition(b"?")[2].decode("ascii")
+        value = dict(urllib.parse.parse_qsl(query)).get("timeout")
+        timeout = quotas.parse_duration(value) if value is not None else 0.0
+    except (UnicodeDecodeError, ValueError):
+        return None
+    if timeout <= 0:
+        return None
+    return max(timeout / 2, timeout - max(LATE_MARGIN_MIN, timeout * LATE_MARGIN))
 
 
 class Rejections:
@@ -341,8 +341,9 @@ class _Webhook:
             allowed=False,
             message=(
                 f"dbquota could not decide now: {what} was not decided within the "
-                "apiserver's webhook timeout (admissions into its namespace are queued "
-                "behind writes of its DatabaseQuota); try again"
+                "apiserver's webhook timeout (it was still waiting on its namespace's "
+                "DatabaseQuota: a write of its status, or budget another replica holds); "
+                "try again"
             ),
             code=503,
         )
