@@ -14,7 +14,9 @@ operator, which leads and reconciles) and checks:
   released within the grace period, measured from the admission;
 - the escrow of a replica killed with SIGKILL stops counting once its Lease lapses (within
   the lease duration plus a refresh), with an ``EscrowExpired`` Event, and the budget it
-  held is admitted again.
+  held is admitted again;
+- a replica restarted while its provider is unreachable prices from its cache in the
+  currency the cached catalog named: a quota in another currency still warns.
 """
 
 from __future__ import annotations
@@ -157,6 +159,42 @@ def test_sigterm_mid_burst_exits_cleanly_and_loses_no_admission(
         return held | released
 
     wait_for(lambda: set(admitted) <= accounted(), timeout=30, what="every admission written")
+
+
+def test_prices_read_back_from_the_cache_keep_their_currency(
+    cluster: Cluster,
+    kubectl: Kubectl,
+    operator: Operator,
+    namespace: str,
+    billing: Simulator,
+    tmp_path: Path,
+) -> None:
+    """The simulator prices in USD. A replica fetches its catalog, stops, and starts again
+    on the same cache with a provider that nothing answers for: it decides from the cache,
+    and a quota whose budget is in EUR still gets the currency warning on each admission
+    (a cache that kept prices without their currency would let it go silent)."""
+    live_quota(kubectl, namespace, "eur", monthlyBudget=5000, currency="EUR")
+    workdir = tmp_path / "replica"
+    first = start_replica(cluster, workdir, billing.url)
+    first.client.close()
+    stop_operator(first.op)
+    second = start_replica(cluster, workdir, f"http://127.0.0.1:{harness.free_port()}")
+    try:
+        url = f"https://127.0.0.1:{second.op.webhook_port}/validate-claims"
+        response = second.client.post(url, json=review(namespace, "from-cache")).json()
+    finally:
+        second.client.close()
+        stop_operator(second.op)
+    answer = response["response"]
+    assert answer["allowed"], answer
+    warnings = answer.get("warnings") or []
+    assert any(
+        "billing prices are in USD, DatabaseQuota eur's budget in EUR" in w for w in warnings
+    ), warnings
+    assert any("degraded" in w or "cache" in w for w in warnings), warnings  # not live prices
+    for op in (first.op, second.op):
+        assert op.proc.returncode == 0
+    assert "Traceback" not in second.op.logs()
 
 
 def test_billing_tracking_follows_the_claims(

@@ -87,9 +87,8 @@ async def test_a_sync_stores_the_requests_prices_and_a_restart_keeps_them(
 
     assert prices.currency == "USD"
     cache = await cache_.Cache.open(cache_path)
-    # The cache keeps every price; the catalog's currency is not kept (the next catalog
-    # names it again).
-    assert await cache.latest_prices() == replace(prices, currency=None)
+    # The cache keeps every price and the currency the catalog named.
+    assert await cache.latest_prices() == prices
     await cache.close()
 
     sim.fault(mode="outage", endpoints=["pricing", "bulk", "cluster"])
@@ -150,5 +149,5 @@ async def test_a_malformed_requests_price_is_rejected_counted_and_never_cached(
     cache = await cache_.Cache.open(cache_path)
     latest = await cache.latest_prices()
     await cache.close()
-    assert latest == replace(known, currency=None)  # the cache keeps no currency
+    assert latest == known  # the currency included
     assert latest.vcpu_hourly == good["vcpu_hourly"]

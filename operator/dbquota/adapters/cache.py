@@ -10,6 +10,9 @@ Tables (schema version in ``PRAGMA user_version``, upgraded by :data:`MIGRATIONS
              and per GiB, name '') and 'storage_class' (per GiB-month, name = class, ''
              for the default class)
     syncs    one row per sync: when, whether it succeeded, how many rows, the error
+    catalogs one row per price catalog stored (schema v4): when it was observed and the
+             currency it named (NULL when it named none), so that prices read back after a
+             restart still say what currency they are in
 
 Each sync is written by :meth:`Cache.write_sync` in ONE transaction (``BEGIN IMMEDIATE``
 … ``COMMIT``, ``executemany``), so a crash (even ``kill -9``) loses at most the sync in
@@ -107,6 +110,14 @@ MIGRATIONS: tuple[str, ...] = (
     DROP TABLE prices;
     ALTER TABLE prices_v3 RENAME TO prices;
     CREATE INDEX prices_by_time ON prices (observed_at);
+    """,
+    # v4: the currency of each catalog stored (prices are kept by item; the currency is the
+    # catalog's, one per observation). Catalogs stored before v4 have no row: unknown.
+    """
+    CREATE TABLE catalogs (
+        observed_at REAL PRIMARY KEY,
+        currency TEXT
+    ) WITHOUT ROWID;
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -215,54 +226,12 @@ class Cache:
 
     async def write_sync(self, record: SyncRecord) -> int:
         """Store one sync's costs, prices and journal row in one transaction; rows written."""
-        costs = record.costs
-        latest_rows = [(c.cluster_id, c.compute, c.storage, c.observed_at) for c in costs]
-        sample_rows = [
-            (
-                c.cluster_id,
-                int(c.observed_at // HISTORY_BUCKET),
-                c.compute,
-                c.storage,
-                c.observed_at,
-            )
-            for c in costs
-        ]
-        price_rows = list(_price_rows(record.prices))
+        statements = _sync_statements(record)
         try:
             await self._conn.execute("BEGIN IMMEDIATE")
             try:
-                await self._conn.executemany(
-                    "INSERT INTO latest (cluster_id, compute, storage, observed_at) "
-                    "VALUES (?, ?, ?, ?) ON CONFLICT (cluster_id) DO UPDATE SET "
-                    "compute = excluded.compute, storage = excluded.storage, "
-                    "observed_at = excluded.observed_at "
-                    "WHERE excluded.observed_at >= latest.observed_at",
-                    latest_rows,
-                )
-                await self._conn.executemany(
-                    "INSERT INTO samples (cluster_id, bucket, compute, storage, observed_at) "
-                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (cluster_id, bucket) DO UPDATE SET "
-                    "compute = excluded.compute, storage = excluded.storage, "
-                    "observed_at = excluded.observed_at",
-                    sample_rows,
-                )
-                await self._conn.executemany(
-                    "INSERT OR REPLACE INTO prices (kind, name, observed_at, unit_price) "
-                    "VALUES (?, ?, ?, ?)",
-                    price_rows,
-                )
-                await self._conn.execute(
-                    "INSERT INTO syncs (started_at, finished_at, ok, clusters, rejected, error) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
-                    (
-                        record.started_at,
-                        record.finished_at,
-                        int(record.ok),
-                        len(costs),
-                        record.rejected,
-                        record.error[:1000],
-                    ),
-                )
+                for sql, rows in statements:
+                    await self._conn.executemany(sql, rows)
                 await self._conn.execute("COMMIT")
             except BaseException:
                 if self._conn.in_transaction:
@@ -270,13 +239,14 @@ class Cache:
                 raise
         except sqlite3.DatabaseError as exc:
             raise _cache_error("write a sync", exc) from exc
-        return len(latest_rows) + len(sample_rows) + len(price_rows) + 1
+        return sum(len(rows) for _, rows in statements)
 
     async def compact(self, *, before: float) -> int:
-        """Delete history (samples, prices, syncs) older than ``before``; rows deleted.
+        """Delete history (samples, prices, syncs, catalogs) older than ``before``; rows
+        deleted.
 
-        The latest price of every item and the latest cost of every cluster are kept
-        whatever their age: they are what a long outage falls back on.
+        The latest price of every item, the latest catalog's currency and the latest cost of
+        every cluster are kept whatever their age: they are what a long outage falls back on.
         """
         try:
             await self._conn.execute("BEGIN IMMEDIATE")
@@ -287,6 +257,8 @@ class Cache:
                 "(SELECT MAX(p.observed_at) FROM prices AS p "
                 "WHERE p.kind = prices.kind AND p.name = prices.name)",
                 "DELETE FROM syncs WHERE finished_at < ? AND id < (SELECT MAX(id) FROM syncs)",
+                "DELETE FROM catalogs WHERE observed_at < ? AND observed_at < "
+                "(SELECT MAX(observed_at) FROM catalogs)",
             ):
                 cursor = await self._conn.execute(sql, (before,))
                 deleted += max(0, cursor.rowcount)
@@ -309,12 +281,13 @@ class Cache:
         }
 
     async def latest_prices(self) -> billing.PriceBook | None:
-        """The most recently stored price catalog (None before the first)."""
+        """The most recently stored price catalog (None before the first), in the currency
+        it named."""
         rows = await self._fetchall(
             "SELECT kind, name, unit_price, observed_at FROM prices "
             "WHERE observed_at = (SELECT MAX(observed_at) FROM prices)"
         )
-        return _book(rows)
+        return _book(rows, currency=await self._currency())
 
     async def highest_prices(self, *, since: float) -> billing.PriceBook | None:
         """Per instance class, for storage, per vCPU and GiB of memory and per storage
@@ -322,6 +295,8 @@ class Cache:
 
         The price in force at ``since`` counts too (the last one stored before it), so a
         window that starts between two price changes still sees the price then in effect.
+        The currency is the newest catalog's (a provider that changed currency within the
+        window is not priced across both: its newest prices are in the newest currency).
         """
         rows = await self._fetchall(
             "SELECT kind, name, MAX(unit_price), MAX(observed_at) FROM prices AS p "
@@ -330,7 +305,16 @@ class Cache:
             "GROUP BY kind, name",
             (since, since),
         )
-        return _book(rows)
+        return _book(rows, currency=await self._currency())
+
+    async def _currency(self) -> str | None:
+        """The currency the newest stored catalog named (None: it named none, or it was
+        stored before schema v4)."""
+        rows = await self._fetchall(
+            "SELECT currency FROM catalogs WHERE observed_at = (SELECT MAX(observed_at) FROM "
+            "prices)"
+        )
+        return str(rows[0][0]) if rows and rows[0][0] is not None else None
 
     async def last_success(self) -> float | None:
         """When the last successful sync finished (None if none is recorded)."""
@@ -340,7 +324,7 @@ class Cache:
     async def row_counts(self) -> dict[str, int]:
         """Rows per table (for the cache-rows gauge)."""
         counts: dict[str, int] = {}
-        for table in ("latest", "samples", "prices", "syncs"):
+        for table in ("latest", "samples", "prices", "syncs", "catalogs"):
             counts[table] = int(await self._scalar(f"SELECT COUNT(*) FROM {table}") or 0)  # noqa: S608 - fixed names
         return counts
 
@@ -399,6 +383,62 @@ async def _migrate(conn: aiosqlite.Connection, version: int) -> None:
         logger.info("billing cache schema migrated to version %d", number)
 
 
+def _sync_statements(record: SyncRecord) -> list[tuple[str, list[tuple[Any, ...]]]]:
+    """The statements that store ``record`` (:meth:`Cache.write_sync`), each with its rows:
+    latest costs, cost history, prices, the catalog's currency, the journal row."""
+    costs = record.costs
+    prices = record.prices
+    return [
+        (
+            "INSERT INTO latest (cluster_id, compute, storage, observed_at) "
+            "VALUES (?, ?, ?, ?) ON CONFLICT (cluster_id) DO UPDATE SET "
+            "compute = excluded.compute, storage = excluded.storage, "
+            "observed_at = excluded.observed_at "
+            "WHERE excluded.observed_at >= latest.observed_at",
+            [(c.cluster_id, c.compute, c.storage, c.observed_at) for c in costs],
+        ),
+        (
+            "INSERT INTO samples (cluster_id, bucket, compute, storage, observed_at) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (cluster_id, bucket) DO UPDATE SET "
+            "compute = excluded.compute, storage = excluded.storage, "
+            "observed_at = excluded.observed_at",
+            [
+                (
+                    c.cluster_id,
+                    int(c.observed_at // HISTORY_BUCKET),
+                    c.compute,
+                    c.storage,
+                    c.observed_at,
+                )
+                for c in costs
+            ],
+        ),
+        (
+            "INSERT OR REPLACE INTO prices (kind, name, observed_at, unit_price) "
+            "VALUES (?, ?, ?, ?)",
+            list(_price_rows(prices)),
+        ),
+        (
+            "INSERT OR REPLACE INTO catalogs (observed_at, currency) VALUES (?, ?)",
+            [] if prices is None else [(prices.observed_at, prices.currency)],
+        ),
+        (
+            "INSERT INTO syncs (started_at, finished_at, ok, clusters, rejected, error) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    record.started_at,
+                    record.finished_at,
+                    int(record.ok),
+                    len(costs),
+                    record.rejected,
+                    record.error[:1000],
+                )
+            ],
+        ),
+    ]
+
+
 def _quarantine(path: Path, *, reason: str) -> Quarantine:
     target = path.with_name(f"{path.name}.corrupt-{int(time.time())}")
     n = 1
@@ -449,7 +489,7 @@ def _price_rows(prices: billing.PriceBook | None) -> Iterable[tuple[str, str, fl
         yield ("storage_class", storage_class or _DEFAULT_CLASS_NAME, at, price)
 
 
-def _book(rows: Iterable[_Row]) -> billing.PriceBook | None:
+def _book(rows: Iterable[_Row], *, currency: str | None) -> billing.PriceBook | None:
     hourly: dict[str, float] = {}
     classes: dict[str | None, float] = {}
     single: dict[str, float] = {}  # storage, vcpu, memory
@@ -471,4 +511,5 @@ def _book(rows: Iterable[_Row]) -> billing.PriceBook | None:
         vcpu_hourly=single.get("vcpu"),
         memory_gib_hourly=single.get("memory"),
         storage_class_gib_month=classes,
+        currency=currency,
     )

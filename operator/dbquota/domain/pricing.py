@@ -161,6 +161,7 @@ def _merged(books: Iterable[billing.PriceBook | None]) -> billing.PriceBook | No
         vcpu_hourly=vcpu,
         memory_gib_hourly=memory,
         storage_class_gib_month=classes,
+        currency=max(present, key=lambda book: book.observed_at).currency,
     )
 
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -94,7 +95,7 @@ async def test_a_v2_file_is_migrated_keeping_its_price_history(tmp_path: Path) -
     assert highest.vcpu_hourly == 0.03
     await c.close()
     with sqlite3.connect(path) as raw:
-        assert raw.execute("PRAGMA user_version").fetchone()[0] == cache_.SCHEMA_VERSION == 3
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == cache_.SCHEMA_VERSION == 4
         indexes = raw.execute("SELECT name FROM sqlite_master WHERE type = 'index'").fetchall()
         assert ("prices_by_time",) in indexes
         with pytest.raises(sqlite3.IntegrityError):  # the widened CHECK still refuses
@@ -123,7 +124,8 @@ async def test_requests_prices_are_stored_with_history_and_survive_reopening(
     path = tmp_path / "c.sqlite3"
     c = await cache_.Cache.open(path)
     rows = await c.write_sync(record([], requests_book(100, vcpu=0.05, gp3=0.12, extra=True)))
-    assert rows == 1 + 1 + 2 + 4 + 1  # class, storage, vcpu + memory, 4 storage classes, sync
+    # class, storage, vcpu + memory, 4 storage classes, the catalog's currency, sync
+    assert rows == 1 + 1 + 2 + 4 + 1 + 1
     await c.write_sync(record([], requests_book(200, vcpu=0.03, gp3=0.07, default=0.2)))
     await c.write_sync(record([], requests_book(300, vcpu=0.04, gp3=0.08)))
     await c.close()
@@ -148,7 +150,8 @@ async def test_requests_prices_are_stored_with_history_and_survive_reopening(
 async def test_write_and_read_latest_history_and_staleness(tmp_path: Path) -> None:
     c = await cache_.Cache.open(tmp_path / "c.sqlite3")
     rows = await c.write_sync(record([cost("a", 1, 100), cost("b", 2, 100)], book(100, 0.2)))
-    assert rows == 2 + 2 + 3 + 1  # latest, samples, prices (2 classes + storage), journal
+    # latest, samples, prices (2 classes + storage), the catalog's currency, journal
+    assert rows == 2 + 2 + 3 + 1 + 1
     await c.write_sync(record([cost("a", 3, 4000)], at=4000))
     latest = await c.latest()
     assert latest["a"].compute == 3
@@ -173,7 +176,13 @@ async def test_a_sync_is_one_transaction(tmp_path: Path) -> None:
     with pytest.raises(errors.CacheError):
         await c.write_sync(record([cost("a", 1, 1), cost("b", 1, 1)], bad_prices))
     assert await c.latest() == {}
-    assert await c.row_counts() == {"latest": 0, "samples": 0, "prices": 0, "syncs": 0}
+    assert await c.row_counts() == {
+        "latest": 0,
+        "samples": 0,
+        "prices": 0,
+        "syncs": 0,
+        "catalogs": 0,
+    }
     await c.write_sync(record([cost("a", 1, 1)]))  # the connection is usable afterwards
     assert list(await c.latest()) == ["a"]
     await c.close()
@@ -237,6 +246,58 @@ async def test_compaction_drops_old_history_but_keeps_the_newest_of_each(
     highest = await c.highest_prices(since=0)
     assert highest is not None
     assert highest.instance_hourly["db.r6g.large"] == 0.3
+    await c.close()
+
+
+async def test_the_currency_each_catalog_named_is_read_back_with_its_prices(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "c.sqlite3"
+    c = await cache_.Cache.open(path)
+    assert await c.latest_prices() is None
+    await c.write_sync(record([], replace(book(100, 0.5), currency="EUR"), at=100))
+    await c.write_sync(record([], replace(book(200, 0.3), currency="USD"), at=200))
+    await c.close()
+    c = await cache_.Cache.open(path)  # what a restart reads
+    latest, highest = await c.latest_prices(), await c.highest_prices(since=0)
+    assert latest is not None
+    assert highest is not None
+    assert (latest.currency, latest.instance_hourly["db.r6g.large"]) == ("USD", 0.3)
+    # The highest prices of the window are in the newest catalog's currency.
+    assert (highest.currency, highest.instance_hourly["db.r6g.large"]) == ("USD", 0.5)
+    await c.write_sync(record([], book(300, 0.3), at=300))  # a catalog that names none
+    latest = await c.latest_prices()
+    assert latest is not None
+    assert latest.currency is None  # not the older catalog's
+    await c.write_sync(record([], replace(book(400, 0.3), currency="USD"), at=400))
+    await c.compact(before=1_000)  # only the newest catalog's row is left ...
+    latest = await c.latest_prices()
+    assert latest is not None
+    assert latest.currency == "USD"  # ... and it still names it
+    await c.close()
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("SELECT observed_at, currency FROM catalogs").fetchall() == [
+            (400.0, "USD")
+        ]
+
+
+async def test_a_v3_file_is_migrated_and_its_catalogs_name_no_currency(tmp_path: Path) -> None:
+    path = tmp_path / "v3.sqlite3"
+    with sqlite3.connect(path) as raw:
+        for script in cache_.MIGRATIONS[:3]:
+            raw.executescript(script)
+        raw.execute("INSERT INTO prices VALUES ('instance', 'db.r6g.large', 100.0, 0.5)")
+        raw.execute("INSERT INTO prices VALUES ('storage', '', 100.0, 0.1)")
+        raw.execute("PRAGMA user_version = 3")
+    c = await cache_.Cache.open(path)
+    assert c.quarantined is None
+    old = await c.latest_prices()
+    assert old is not None
+    assert (old.instance_hourly, old.currency) == ({"db.r6g.large": 0.5}, None)  # unknown
+    await c.write_sync(record([], replace(book(200, 0.4), currency="USD"), at=200))
+    new = await c.latest_prices()
+    assert new is not None
+    assert new.currency == "USD"
     await c.close()
 
 

@@ -56,6 +56,12 @@ def test_highest_known_merges_history_and_current_catalog() -> None:
     assert merged is not None
     assert dict(merged.instance_hourly) == {"a": 1.5, "b": 2.0, "c": 0.5}
     assert merged.storage_gib_month == 0.1
+    assert merged.currency is None  # neither named one
+    named = pricing.highest_known(
+        replace(history, currency="EUR"), replace(current, currency="USD")
+    )
+    assert named is not None
+    assert named.currency == "USD"  # the newest catalog's
     assert pricing.highest_known(None, None) is None
     empty = billing.PriceBook(instance_hourly={}, storage_gib_month=1.0, observed_at=0.0)
     assert pricing.highest_known(empty) is None
