@@ -34,7 +34,8 @@ heals.
 And two replicas whose billing differs: the leader's is fine, the other's provider cannot be
 reached. The quota's status shows the other's open breaker, naming it, and that replica
 posts its transitions as Events naming itself; once it stops, the status is the leader's
-again.
+again. Once it is killed (its lease left behind, not deleted), the status is the leader's
+again within the lease duration, long before the periodic refresh.
 
 On a control plane of this module's own (the ``plane`` fixture of :mod:`e2e.test_chaos`).
 Figures are printed (``-s``) and recorded in docs/reliability.md.
@@ -509,3 +510,44 @@ def test_the_quota_status_shows_the_billing_of_every_live_replica(
     for op in started:
         assert op.proc.returncode == 0
         assert "Traceback" not in op.logs()
+
+
+def test_a_killed_replicas_billing_leaves_the_status_when_its_lease_lapses(
+    plane: Plane, tmp_path: Path
+) -> None:
+    """A crashed replica deletes no lease. Its open breaker must leave the quota's status
+    once its lease lapses (15 s after its last renewal), not at the next periodic refresh:
+    here the leader refreshes and syncs every 120 s, so only the lapse can bring it."""
+    namespace = "replica-billing-lapse"
+    plane.kubectl("create", "namespace", namespace)
+    plane.kubectl.apply(quota(namespace, name="q", monthlyBudget=1000))
+    cert_dir = tmp_path / "certs"
+    slow = flags(plane, namespace, "--resync-interval=120", "--sync-interval=120")
+    started: list[Operator] = []
+
+    def circuit() -> str:
+        status = plane.kubectl.get_json("dbq", "q", "-n", namespace).get("status", {})
+        return str((status.get("billing") or {}).get("circuitState", ""))
+
+    try:
+        a = harness.start_replica(plane.cluster, tmp_path / "a", cert_dir=cert_dir, extra=slow)
+        started.append(a)
+        wait_for(lambda: leading(plane, namespace, (a,)), what="a to lead")
+        wait_for(lambda: circuit() == "Closed", what="a's status")
+        dead = f"--billing-url=http://127.0.0.1:{unused_port()}"  # b syncs fast: it opens
+        b = harness.start_replica(
+            plane.cluster, tmp_path / "b", cert_dir=cert_dir, extra=(*flags(plane, namespace), dead)
+        )
+        started.append(b)
+        wait_for(lambda: circuit() == "Open", timeout=60, what="b's open breaker on the status")
+        os.kill(b.pid, signal.SIGKILL)
+        killed = time.monotonic()
+        wait_for(lambda: circuit() == "Closed", timeout=45, what="the status to be a's again")
+        took = time.monotonic() - killed
+    finally:
+        for op in started:
+            harness.stop_operator(op)
+    print(f"b's billing left the status {took:.1f} s after b was killed")
+    assert took < 15 + 2 + 5, took  # the lease duration, a renewal period, a refresh
+    assert a.proc.returncode == 0
+    assert "Traceback" not in a.logs()
