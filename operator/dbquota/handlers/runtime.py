@@ -145,6 +145,8 @@ class Runtime:
         self.lapse_timers.pop(holder, None)
         if not self.leases.live(holder):
             self.reconciler.mark_all(force=True)
+        elif self.leases.next_lapse([holder]):  # renewed meanwhile, or a timer a hair early
+            self._watch_lapse(holder)
 
     def leading(self) -> bool:
         """Whether this replica reconciles (the leader, or the only one)."""
