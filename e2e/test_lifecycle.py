@@ -175,10 +175,14 @@ def test_prices_read_back_from_the_cache_keep_their_currency(
     (a cache that kept prices without their currency would let it go silent)."""
     live_quota(kubectl, namespace, "eur", monthlyBudget=5000, currency="EUR")
     workdir = tmp_path / "replica"
-    first = start_replica(cluster, workdir, billing.url)
+    # Its watches and Lease in the test's namespace: the session operator's status and
+    # Events elsewhere never see the second replica's unreachable provider.
+    scoped = (f"--namespace={namespace}", f"--lease-namespace={namespace}")
+    first = start_replica(cluster, workdir, billing.url, *scoped)
     first.client.close()
     stop_operator(first.op)
-    second = start_replica(cluster, workdir, f"http://127.0.0.1:{harness.free_port()}")
+    dead = f"http://127.0.0.1:{harness.free_port()}"
+    second = start_replica(cluster, workdir, dead, *scoped)
     try:
         url = f"https://127.0.0.1:{second.op.webhook_port}/validate-claims"
         response = second.client.post(url, json=review(namespace, "from-cache")).json()
