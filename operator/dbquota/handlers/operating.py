@@ -364,7 +364,7 @@ async def _serve(
             election=election,
         )
         runtime.wire()
-        stack.callback(runtime.cancel_lapse_timers)
+        stack.callback(leases.close)
         tasks = [
             asyncio.create_task(quota_informer.run(), name="quota watch"),
             *(

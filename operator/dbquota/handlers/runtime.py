@@ -8,9 +8,9 @@ for the reconciler, reporting a decision to metrics and to the fallback rate, an
 billing news as Events. Each replica posts its own breaker's transitions, naming itself
 when other replicas run beside it (each breaker is its own: nothing is posted twice), and
 refreshes every quota's status when another replica's breaker moves, as that replica's
-lease says (:mod:`dbquota.services.leasing`): the status shows the worst of them. A replica
-that crashed deletes no lease; its billing leaves the status when its lease lapses (a timer
-per other replica, set again at each renewal), not at the next periodic refresh.
+lease says (:mod:`dbquota.services.leasing`): the status shows the worst of them. A lease
+deleted or lapsed (a replica that crashed deletes nothing) refreshes them too, so its
+billing leaves the status then, not at the next periodic refresh.
 """
 
 from __future__ import annotations
@@ -74,8 +74,6 @@ class Runtime:
     fallback: fallbacks.FallbackRate = field(default_factory=fallbacks.FallbackRate)
     """Admission's fallback hit rate, fed by :meth:`observe_admission`."""
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
-    lapse_timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
-    """Per other replica whose lease carries its billing: the check when that lease lapses."""
     deleted: dict[str, dict[str, float]] = field(default_factory=dict)
     """Namespace -> uid of a recently deleted claim -> when (epoch seconds)."""
 
@@ -112,41 +110,12 @@ class Runtime:
         """Another replica's breaker moved (as its lease says, renewed every few seconds):
         every quota's status is refreshed. That replica posts the Event itself."""
         del namespace, name
-        if after is None:
-            if before is not None and (timer := self.lapse_timers.pop(before.holder, None)):
-                timer.cancel()  # deleted: the lapse listener refreshes the quotas
+        if after is None or after.billing is None or after.holder == self.liveness.holder:
             return
-        if after.billing is None or after.holder == self.liveness.holder:
-            return
-        self._watch_lapse(after.holder)
         old = None if before is None or before.billing is None else before.billing.circuit_state
         new = after.billing.circuit_state
         if old != new and not (old is None and new == "Closed"):
             self.reconciler.mark_all(force=True)
-
-    def _watch_lapse(self, holder: str) -> None:
-        """Check again when ``holder``'s lease would lapse, unless it is renewed first."""
-        due = self.leases.next_lapse([holder])
-        if (timer := self.lapse_timers.pop(holder, None)) is not None:
-            timer.cancel()
-        if due is not None:
-            loop = asyncio.get_running_loop()
-            self.lapse_timers[holder] = loop.call_later(due + 0.05, self._lapsed, holder)
-
-    def cancel_lapse_timers(self) -> None:
-        """Shutdown: no more lapse checks."""
-        for timer in self.lapse_timers.values():
-            timer.cancel()
-        self.lapse_timers.clear()
-
-    def _lapsed(self, holder: str) -> None:
-        """``holder``'s lease lapsed (a crash: no one deleted it): its billing health no
-        longer counts, so every quota's status is refreshed now."""
-        self.lapse_timers.pop(holder, None)
-        if not self.leases.live(holder):
-            self.reconciler.mark_all(force=True)
-        elif self.leases.next_lapse([holder]):  # renewed meanwhile, or a timer a hair early
-            self._watch_lapse(holder)
 
     def leading(self) -> bool:
         """Whether this replica reconciles (the leader, or the only one)."""

@@ -266,6 +266,7 @@ class LeaseWatch:
         )
         self._seen: dict[str, float] = {}  # holder -> monotonic time its record last changed
         self._synced_at: float | None = None
+        self._lapse_timers: dict[str, asyncio.TimerHandle] = {}  # holder -> its lapse check
         self.informer.add_listener(self._changed)
         self._lapse_listeners: list[Callable[[str], None]] = []
 
@@ -275,14 +276,40 @@ class LeaseWatch:
         del namespace, name
         if after is not None:
             self._seen[after.holder] = time.monotonic()
+            self._check_at(after.holder, self._timing.lease_duration)
         elif before is not None:  # deleted: the holder shut down cleanly (or someone cleaned)
             self._seen[before.holder] = -float("inf")
-            for cb in self._lapse_listeners:
-                cb(before.holder)
+            self._lapsed(before.holder)
 
     def add_lapse_listener(self, cb: Callable[[str], None]) -> None:
-        """Call ``cb(holder)`` when a lease is deleted (lapses are found by :meth:`live`)."""
+        """Call ``cb(holder)`` when a lease is deleted, or lapses with no renewal (a holder
+        that crashed deletes nothing): a check per lease, set again at each change."""
         self._lapse_listeners.append(cb)
+
+    def close(self) -> None:
+        """No more lapse checks (shutdown)."""
+        for timer in self._lapse_timers.values():
+            timer.cancel()
+        self._lapse_timers.clear()
+
+    def _check_at(self, holder: str, delay: float) -> None:
+        if (timer := self._lapse_timers.pop(holder, None)) is not None:
+            timer.cancel()
+        loop = asyncio.get_running_loop()
+        self._lapse_timers[holder] = loop.call_later(delay + 0.05, self._check, holder)
+
+    def _check(self, holder: str) -> None:
+        self._lapse_timers.pop(holder, None)
+        if not self.live(holder):
+            self._lapsed(holder)
+        elif due := self.next_lapse([holder]):  # a timer a hair early
+            self._check_at(holder, due)
+
+    def _lapsed(self, holder: str) -> None:
+        if (timer := self._lapse_timers.pop(holder, None)) is not None:
+            timer.cancel()
+        for cb in self._lapse_listeners:
+            cb(holder)
 
     def live(self, holder: str) -> bool:
         """Whether ``holder``'s lease is live as this replica sees it.

@@ -176,6 +176,8 @@ async def test_a_replicas_lease_carries_its_billing_health_for_the_others() -> N
     assert shared["circuitState"] == "Open"
     timing = leasing.Timing(lease_duration=0.3, renew_deadline=0.2, retry_period=0.1)
     watch = leasing.LeaseWatch(api, namespace="ns", timing=timing)  # type: ignore[arg-type]
+    lapsed: list[str] = []
+    watch.add_lapse_listener(lapsed.append)
     watch.informer.put(api.lease)
     watch.informer.put(replica_lease("a", {leasing.BILLING_ANNOTATION: json.dumps(shared)}))
     watch.informer.put(replica_lease("c"))  # an older replica: no health on its lease
@@ -187,3 +189,7 @@ async def test_a_replicas_lease_carries_its_billing_health_for_the_others() -> N
     }
     await asyncio.sleep(0.35)  # past the lease duration with no renewal: b has lapsed
     assert watch.healths(exclude="a") == {}
+    # Each lapse is told, though no lease was deleted (a crashed holder deletes nothing).
+    await asyncio.sleep(0.15)
+    assert sorted(lapsed) == ["a", "b", "c", "d"]
+    watch.close()
