@@ -10,18 +10,22 @@ catalog's optional requests prices are read (the default storage class under Non
 be absent (an older provider) and are rejected like the rest when bad; that a bulk
 page keeps its good entries and rejects bad ones by cluster id; that cluster ids are
 URL-encoded; and that the bearer token is read from the file, re-read on refresh, sent
-only in the header and never appears in errors or logs.
+only in the header and never appears in errors or logs. Over a real socket: calls made one
+after another reuse one connection, and calls at once open no more than
+``max_concurrency``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import httpx
 import pytest
+from aiohttp import web
 
 from dbquota import errors
 from dbquota.adapters.billing import HttpBillingProvider, parse_retry_after
@@ -347,3 +351,59 @@ async def test_token_from_settings_is_not_in_the_settings_repr() -> None:
 def test_a_missing_token_file_is_a_configuration_error(tmp_path: Path) -> None:
     with pytest.raises(errors.ConfigurationError, match="token file"):
         provider(body(200, {}), token_file=tmp_path / "absent")
+
+
+class Billing:
+    """A billing API on a real socket that counts the connections its requests came on."""
+
+    def __init__(self) -> None:
+        self.connections: set[object] = set()
+        self.in_flight = self.most_in_flight = 0
+        self.delay = 0.0
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.connections.add(request.transport)
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        await asyncio.sleep(self.delay)
+        self.in_flight -= 1
+        return web.json_response({"compute_cost": 1, "storage_cost": 1})
+
+
+@pytest.fixture
+async def served() -> AsyncIterator[tuple[Billing, str]]:
+    billing = Billing()
+    app = web.Application()
+    app.router.add_get("/metrics/{cluster}", billing.handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield billing, f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
+async def test_calls_one_after_another_reuse_one_connection(
+    served: tuple[Billing, str],
+) -> None:
+    billing, url = served
+    p = HttpBillingProvider(BillingSettings(url=url, rate_limit=0, max_concurrency=16))
+    for n in range(20):
+        await p.fetch_cost(f"c{n}")
+    assert len(billing.connections) == 1
+    await p.aclose()
+
+
+async def test_calls_at_once_open_at_most_max_concurrency_connections(
+    served: tuple[Billing, str],
+) -> None:
+    billing, url = served
+    billing.delay = 0.05
+    p = HttpBillingProvider(BillingSettings(url=url, rate_limit=0, max_concurrency=4))
+    await asyncio.gather(*(p.fetch_cost(f"c{n}") for n in range(12)))
+    await asyncio.gather(*(p.fetch_cost(f"c{n}") for n in range(12)))
+    assert (len(billing.connections), billing.most_in_flight) == (4, 4)
+    await p.aclose()
