@@ -6,9 +6,10 @@
 --
 --   Progressing  no status yet, status.observedGeneration behind metadata.generation,
 --                or no Ready condition (or Ready Unknown): the operator has not caught up
---   Degraded     Ready False: billing data missing or older than the quota's maxStaleness
---                (BillingUnavailable) or a spec the operator cannot read (InvalidSpec);
---                the message is the condition's
+--   Degraded     Ready False, whatever the reason: billing data missing or older than the
+--                quota's maxStaleness (BillingUnavailable), a price catalog in another
+--                currency than spec.currency (CurrencyMismatch) or a spec the operator
+--                cannot read (InvalidSpec); the message is the condition's
 --   Healthy      otherwise, with spend against budget; a used-up budget (BudgetExceeded
 --                True) is the quota working, so it stays Healthy and says "over budget"
 --

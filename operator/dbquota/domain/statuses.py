@@ -12,10 +12,11 @@ Conditions (Kubernetes API conventions; each present from the first visit):
 - ``Ready``: ``True/Reconciled`` while the quota can be enforced as specified;
   ``False/BillingUnavailable`` while the billing data is older than the quota's
   ``maxStaleness`` (or there never was any), so decisions follow the degradation policy
-  rather than prices; ``False/InvalidSpec`` when the spec cannot be read. A quota that is
-  over budget is Ready: denying claims is the quota working. Health checks built on
-  ``Ready`` (Argo CD, Flux, kstatus) thus show a quota that cannot see prices as
-  degraded, and one that is merely spent as healthy.
+  rather than prices; ``False/InvalidSpec`` when the spec cannot be read (every other
+  condition is then ``Unknown/InvalidSpec``: none is evaluated, and none is left saying
+  what an earlier spec gave). A quota that is over budget is Ready: denying claims is
+  the quota working. Health checks built on ``Ready`` (Argo CD, Flux, kstatus) thus show
+  a quota that cannot see prices as degraded, and one that is merely spent as healthy.
 - ``BillingAvailable``: ``True/BillingLive``; ``False`` with ``CircuitOpen``,
   ``CircuitHalfOpen``, ``BillingStale`` or ``NoBillingData`` while degraded (a brief
   breaker trip with fresh data is shown here, not in ``Ready``).
@@ -98,6 +99,10 @@ class Refresh:
     """Alert thresholds passed since the last announced (``status.alerts.reached``)."""
     spec: quotas.QuotaSpec | None = field(default=None, compare=False)
     """The parsed spec (None when invalid)."""
+
+
+UNREADABLE = "not evaluated: the spec cannot be read (the Ready condition says why)"
+"""The message of every condition but ``Ready`` while the spec is invalid."""
 
 
 def _money(value: float) -> str:
@@ -264,8 +269,10 @@ def quota_status(
         spec = quotas.parse_quota(name=meta.get("name", "?"), spec=quota.get("spec", {}))
     except ValueError as exc:
         conds.set("Ready", "False", "InvalidSpec", str(exc))
-        current = conditions.initial(conds.current, now=conds.now, generation=generation)
-        return Refresh(status=QuotaStatus(conditions=current, observedGeneration=generation))
+        for type_ in conditions.QUOTA_TYPES:
+            if type_ != "Ready":
+                conds.set(type_, "Unknown", "InvalidSpec", UNREADABLE)
+        return Refresh(status=QuotaStatus(conditions=conds.current, observedGeneration=generation))
 
     held = old.get("reservations") or []
     owners, unpriced = yield from _indexed(claims, {str(r.get("uid", "")) for r in held})

@@ -7,8 +7,9 @@ escrow of a replica whose lease lapsed is let go and, in the same status, the cl
 admitted without writing a reservation are adopted (while a live replica's escrow may
 still cover them, only old ones are, and the young ones count in that escrow only until
 it is written; thousands of them a batch at a time, all counted meanwhile); the
-conditions (``Ready`` is about whether prices can be trusted, not about the budget);
-budget crossings; budget alert thresholds (the
+conditions (``Ready`` is about whether prices can be trusted, not about the budget; a
+spec that cannot be read leaves every other condition ``Unknown``, none stale from the
+last valid spec); budget crossings; budget alert thresholds (the
 highest reached, compared in cents; one crossing per threshold passed, up lowest first and
 down highest first; nothing announced again that the status says was announced; over-budget
 thresholds; the ``BudgetThresholdReached`` condition; condition messages that change with the
@@ -253,6 +254,10 @@ def conditions(got: statuses.Refresh) -> dict[str, tuple[str, str]]:
     return {c["type"]: (c["status"], c["reason"]) for c in got.status["conditions"]}
 
 
+def conditions_of(quota_obj: QuotaObject) -> dict[str, tuple[str, str]]:
+    return {c["type"]: (c["status"], c["reason"]) for c in quota_obj["status"]["conditions"]}
+
+
 def test_ready_is_about_trusting_prices_not_about_the_budget() -> None:
     now = samples.NOW
     fresh = conditions(refresh(quota(), [], samples.healthy(), now=now))
@@ -273,7 +278,55 @@ def test_ready_is_about_trusting_prices_not_about_the_budget() -> None:
 def test_an_invalid_spec_is_not_ready() -> None:
     got = refresh(quota(monthlyBudget=-1), [])
     assert conditions(got)["Ready"] == ("False", "InvalidSpec")
-    assert conditions(got)["BillingAvailable"][0] == "Unknown"
+    assert conditions(got)["BillingAvailable"] == ("Unknown", "InvalidSpec")
+    assert [c["type"] for c in got.status["conditions"]] == [
+        "Ready",
+        "BillingAvailable",
+        "BudgetExceeded",
+        "BudgetThresholdReached",
+    ]
+
+
+def test_a_spec_that_becomes_invalid_leaves_no_condition_of_the_valid_one() -> None:
+    now = samples.NOW
+    valid = quota(monthlyBudget=100, alerts={"thresholds": [50]})
+    valid["status"] = refresh(valid, [claim(cost=165.0)], samples.healthy(), now=now).status
+    assert conditions_of(valid) == {
+        "Ready": ("True", "Reconciled"),
+        "BillingAvailable": ("True", "BillingLive"),
+        "BudgetExceeded": ("True", "OverBudget"),
+        "BudgetThresholdReached": ("True", "ThresholdReached"),
+    }
+    broken = QuotaObject(
+        metadata={**valid["metadata"], "generation": 2},
+        spec={"monthlyBudget": -1, "alerts": {"thresholds": [50]}},
+        status=valid["status"],
+    )
+    got = refresh(broken, [claim(cost=165.0)], samples.healthy(), now=now + 60)
+    assert conditions(got) == {
+        "Ready": ("False", "InvalidSpec"),
+        "BillingAvailable": ("Unknown", "InvalidSpec"),
+        "BudgetExceeded": ("Unknown", "InvalidSpec"),
+        "BudgetThresholdReached": ("Unknown", "InvalidSpec"),
+    }
+    flipped = timestamps.to_rfc3339(now + 60)
+    for c in got.status["conditions"]:
+        assert c["observedGeneration"] == 2
+        assert c["lastTransitionTime"] == flipped  # each status changed
+        if c["type"] != "Ready":
+            assert c["message"] == statuses.UNREADABLE
+    broken["status"] = got.status
+    again = refresh(broken, [claim(cost=165.0)], samples.healthy(), now=now + 120)
+    assert again.status["conditions"] == got.status["conditions"]  # no flip, same times
+    fixed = QuotaObject(
+        metadata={**valid["metadata"], "generation": 3},
+        spec=valid["spec"],
+        status={**valid["status"], **again.status},  # a merge patch keeps status.alerts
+    )
+    back = refresh(fixed, [claim(cost=165.0)], samples.healthy(), now=now + 180)
+    assert conditions(back) == conditions_of(valid)
+    assert back.budget_crossed is True  # announced again, as for a new quota
+    assert back.crossed == ()  # status.alerts.reached says 50% was announced
 
 
 def test_a_refresh_that_only_ages_the_figures_is_not_material() -> None:
