@@ -8,7 +8,8 @@ Adapters turn foreign errors (httpx, aiosqlite, kubernetes-asyncio) into these w
     ├── MalformedReview             a webhook request body that is not an AdmissionReview
     ├── BillingError                anything the billing provider did wrong
     │   ├── BillingUnavailable      timeout, connection error, 5xx   (trips the breaker)
-    │   │   └── RateLimited         429; carries retry_after seconds (trips the breaker)
+    │   │   └── RateLimited         429; carries retry_after seconds (trips it if none)
+    │   │       └── Held            not sent: a 429's Retry-After holds calls (does not)
     │   ├── MalformedPayload        body failed schema validation     (trips the breaker)
     │   ├── UnknownCluster          404 for one cluster id            (does not trip it)
     │   ├── BillingClientError      any other 4xx                     (does not trip it)
@@ -53,11 +54,27 @@ class BillingUnavailable(BillingError):
 
 
 class RateLimited(BillingUnavailable):
-    """429 Too Many Requests; ``retry_after`` is the provider's hint in seconds, if any."""
+    """429 Too Many Requests; ``retry_after`` is the provider's hint in seconds, if any.
+
+    With a hint it does not trip the breaker: the provider answered, and asked for a pause
+    that the guarded provider keeps for every call (:class:`Held`); without one it counts
+    as a failure, so that a provider limiting without a word still gets the breaker's quiet.
+    """
 
     def __init__(self, message: str, *, retry_after: float | None = None) -> None:
         super().__init__(message)
         self.retry_after = retry_after
+        self.trips_breaker = not retry_after
+
+
+class Held(RateLimited):
+    """Not sent: a 429's ``Retry-After`` holds every billing call until it ends;
+    ``retry_after`` is the seconds left. No request reached the provider, so this is no
+    news about it and does not trip the circuit breaker."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.trips_breaker = False
 
 
 class MalformedPayload(BillingError):

@@ -7,7 +7,8 @@ connection and as a refused port, each opening the breaker after the threshold a
 sending nothing; after the recovery timeout 50 concurrent callers make exactly ONE request;
 50 concurrent callers of one cluster make one request (coalescing);
 ``latency`` spikes opening the breaker on the slow-call rate; ``rate_limit`` with a real
-``Retry-After`` honoured by the retry; every ``malformed`` style rejected and never cached
+``Retry-After`` honoured by the retry, and a long one holding every call of every
+endpoint until it ends; every ``malformed`` style rejected and never cached
 (defects 2 and 3); ``partial`` pages completed per cluster for tracked ids; ``flap``
 survived with valid data; unknown clusters (404) leaving the breaker Closed (defect 4);
 bearer tokens; and ``kill -9`` in the middle of syncs losing no committed row.
@@ -220,18 +221,43 @@ async def test_rate_limits_are_retried_after_the_servers_retry_after(
     simulator: Simulator, ingest: Start, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="dbquota")
-    async with ingest(simulator) as ing:
+    retrying.set_testing(False)  # the retries really wait (the fixture restores the switch)
+    async with ingest(simulator, real_clock=True) as ing:
         await ing.wait_ready()
-        simulator.fault(mode="rate_limit", retry_after=2, endpoints=["pricing"])
+        simulator.fault(mode="rate_limit", retry_after=1, endpoints=["pricing"])
         simulator.reset_stats()
         await ing.sync_once()
         assert simulator.outcomes("pricing") == {"429": 2}  # two attempts, both limited
+        assert simulator.outcomes("bulk") == {"ok": 1}  # sent once each hold had ended
         waits = [float(w) for w in re.findall(r"retrying in ([0-9.]+)s", caplog.text)]
         assert waits
-        assert min(waits) >= 2.0
-        assert "RateLimited" in ing.snapshot().health.last_error or "429" in (
-            ing.snapshot().health.last_error
-        )
+        assert min(waits) >= 0.9
+        assert "429" in ing.snapshot().health.last_error
+
+
+async def test_a_long_retry_after_holds_every_billing_call_until_it_ends(
+    start_simulator: Callable[..., Simulator], ingest: Start, clock: FakeClock
+) -> None:
+    sim = start_simulator("--no-bulk")
+    async with ingest(sim, max_concurrency=4) as ing:
+        await ing.wait_ready()
+        ing.track(f"cluster-{i:05d}" for i in range(60))
+        sim.fault(mode="rate_limit", retry_after=300, endpoints=["cluster"])
+        sim.reset_stats()
+        await ing.sync_once()
+        assert 1 <= sim.received("cluster") <= 4  # those already in flight; none after
+        assert "429 rate limited (Retry-After 300.0)" in ing.snapshot().health.last_error
+        assert ing.snapshot().health.circuit_state == "Closed"  # the provider answered
+        sim.reset_stats()
+        clock.advance(299)
+        await ing.sync_once()
+        assert sim.received() == 0  # no endpoint is asked while the hold lasts
+        assert "Retry-After holds billing calls 1.0s more" in ing.snapshot().health.last_error
+        sim.fault(mode="none")
+        clock.advance(1)
+        await ing.sync_once()
+        assert list(sim.outcomes("cluster")) == ["ok"]  # (the loop may have synced too)
+        assert (len(ing.snapshot().costs), ing.snapshot().health.last_error) == (60, "")
 
 
 async def test_client_side_rate_limit_keeps_requests_under_the_quota(

@@ -14,7 +14,8 @@ The fetch strategy of the ingestion worker (:mod:`dbquota.services.ingesting`)::
                       a sync as long as a burst of claims is large); --max-concurrency at
                       a time, concurrent
                       fetches of one id sharing one request; stops at the first refusal
-                      by the breaker
+                      by the breaker, and at the first 429 (its Retry-After holds every
+                      call: guarding.py)
     404s              an id the provider does not know is not asked again for
                       UNKNOWN_BACKOFF seconds, doubled at each further 404 up to
                       UNKNOWN_BACKOFF_MAX, until it shows up or nobody tracks it
@@ -205,6 +206,9 @@ class Fetcher:
                 except errors.CircuitOpen as exc:
                     stop = True
                     failures.append(str(exc))
+                except errors.RateLimited as exc:
+                    stop = True  # the provider asked for quiet: this round sends no more
+                    failures.append(f"{cid}: {exc}")
                 except errors.BillingError as exc:
                     failures.append(f"{cid}: {exc}")
 

@@ -5,6 +5,7 @@ and is one itself. Every call, per attempt::
 
     retries (kits.retrying: full jitter, Retry-After, attempt and time caps; only
     │        BillingUnavailable and RateLimited are retried)
+    └─ the provider's hold (a 429's Retry-After: no request until it ends)
     └─ circuit breaker (kits.breaker: refused at once while Open, one probe in HalfOpen)
        └─ client-side rate limit (aiolimiter, --rate-limit requests/s; 0 = off)
           └─ the wrapped provider's call (one request)
@@ -16,6 +17,17 @@ leaves as :class:`~dbquota.errors.CircuitOpen`. What trips the breaker is the er
 ``trips_breaker`` (a 404 or a 401 does not), and nothing does once :meth:`quiet` was called:
 a call cut short by our own shutdown is not news about the provider. Breaker transitions
 are logged, exported as metrics and handed to listeners, in the order they happen.
+
+A 429 that says ``Retry-After`` is about this client, not one call: until it ends (at
+most :data:`MAX_HOLD`), every call of every endpoint fails at once with
+:class:`~dbquota.errors.Held`, sending nothing and counted as outcome ``held``. A retry
+whose wait fits in ``--retry-timeout`` waits the hold out and goes on; one that does not
+gives up, and the ingestion worker's next sync waits for the hold's end
+(:meth:`GuardedProvider.held_for`). Without the hold, the other calls of a sync (up to
+``--max-concurrency`` per-cluster fetches at once, the next sync, the breaker's probe)
+would go on sending to a provider that asked for quiet, each earning another 429. Such a
+429 does not trip the breaker (the provider answered; the hold is the quiet it asked for);
+one without ``Retry-After`` does.
 
 Used by the ingestion worker (:mod:`dbquota.services.ingesting`), which reads the breaker's
 state for the snapshot's health and the loop's next wake-up.
@@ -42,9 +54,14 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+MAX_HOLD = 3600.0
+"""Most seconds one ``Retry-After`` holds every call; a provider asking for more is asked
+again after this."""
+
 TransitionListener = Callable[[breaker.Transition], None]
 
 _OUTCOMES: tuple[tuple[type[errors.BillingError], str], ...] = (
+    (errors.Held, "held"),
     (errors.RateLimited, "rate_limited"),
     (errors.BillingUnavailable, "unavailable"),
     (errors.MalformedPayload, "malformed"),
@@ -101,6 +118,7 @@ class GuardedProvider:
         self._provider = provider
         self._clock = clock
         self._quiet = False
+        self._held_until = 0.0  # monotonic time a 429's Retry-After holds calls until
         self._listeners: list[TransitionListener] = []
         self._policy = retrying.Policy(
             attempts=max(1, cfg.billing.retry_attempts), timeout=cfg.billing.retry_timeout
@@ -137,6 +155,15 @@ class GuardedProvider:
     async def aclose(self) -> None:
         """Close the wrapped provider."""
         await self._provider.aclose()
+
+    def held_for(self) -> float:
+        """Seconds left of the hold of the last 429's ``Retry-After`` (0: no hold)."""
+        return max(0.0, self._held_until - self._clock.monotonic())
+
+    def _hold(self, exc: errors.RateLimited) -> None:
+        if exc.retry_after:
+            until = self._clock.monotonic() + min(exc.retry_after, MAX_HOLD)
+            self._held_until = max(self._held_until, until)
 
     # -- the breaker's news -------------------------------------------------------------
 
@@ -177,6 +204,13 @@ class GuardedProvider:
             return await fn()
 
         async def attempt() -> T:
+            held = self.held_for()
+            if held > 0:
+                metrics.billing_calls.labels(endpoint=endpoint, outcome="held").inc()
+                raise errors.Held(
+                    f"not sent: the provider's Retry-After holds billing calls {held:.1f}s more",
+                    retry_after=held,
+                )
             try:
                 result = await self.breaker.call(limited, is_failure=self._trips)
             except breaker.Refused as exc:
@@ -186,6 +220,8 @@ class GuardedProvider:
                 metrics.billing_calls.labels(endpoint=endpoint, outcome=_outcome(exc)).inc()
                 if isinstance(exc, errors.MalformedPayload):
                     reject(endpoint=endpoint, cluster_id=exc.cluster_id, reason=str(exc))
+                if isinstance(exc, errors.RateLimited):
+                    self._hold(exc)
                 raise
             metrics.billing_calls.labels(endpoint=endpoint, outcome="ok").inc()
             return result

@@ -4,7 +4,8 @@
 :class:`~dbquota.domain.billing.BillingSnapshot`, and runs a loop whose first turn is the
 warm-up sync; :attr:`Ingestor.ready` turns true once that sync finished, with success or
 with failure (there is cached data to serve, or the quotas' degradation policies decide).
-Each sync, every ``--sync-interval`` (sooner when the breaker will admit a probe)::
+Each sync, every ``--sync-interval`` (sooner when the breaker will admit a probe, never
+before the end of a hold a 429's ``Retry-After`` put on the provider)::
 
     prices    GET /pricing (in HalfOpen this call is the breaker's single probe)
     costs     the fetch strategy: bulk listing, then per-cluster fetches  fetching.py
@@ -181,11 +182,13 @@ class Ingestor:
             await self._clock.sleep(self._next_delay())
 
     def _next_delay(self) -> float:
-        interval = self._cfg.billing.sync_interval
+        """The interval; sooner when the breaker will admit a probe; never before the end
+        of a hold that a 429's ``Retry-After`` put on every call."""
+        delay = self._cfg.billing.sync_interval
         circuit = self._guard.breaker
         if circuit.state == "Open":
-            return min(interval, circuit.retry_in() + 0.01)
-        return interval
+            delay = min(delay, circuit.retry_in() + 0.01)
+        return max(delay, self._guard.held_for())
 
     # -- one sync -----------------------------------------------------------------------
 

@@ -101,7 +101,15 @@ async def test_429_carries_retry_after_seconds() -> None:
     with pytest.raises(errors.RateLimited) as caught:
         await p.fetch_prices()
     assert caught.value.retry_after == 7.0
-    assert caught.value.trips_breaker
+    assert not caught.value.trips_breaker  # an answer, and a pause the guard keeps
+    await p.aclose()
+
+
+async def test_429_without_retry_after_trips_the_breaker() -> None:
+    p = provider(body(429, {}))
+    with pytest.raises(errors.RateLimited) as caught:
+        await p.fetch_prices()
+    assert (caught.value.retry_after, caught.value.trips_breaker) == (None, True)
     await p.aclose()
 
 

@@ -44,6 +44,8 @@ class Provider:
             await self.gate.wait()
         if self.mode == "down":
             return httpx.Response(503, json={"error": "down"})
+        if self.mode == "limited":  # a 429 asking for five minutes of quiet
+            return httpx.Response(429, headers={"Retry-After": "300"}, json={"error": "slow"})
         if self.mode == "non_json":
             return httpx.Response(200, content=b"<html>oops</html>")
         if endpoint == "pricing":

@@ -8,6 +8,9 @@ the transitions are exported; after the recovery timeout 50 concurrent fetches m
 exactly one request. Around a stub provider (no HTTP: any provider can be guarded):
 unavailable calls are retried and client errors are not, each attempt counted by
 outcome; once quiet (our own shutdown), failures neither trip the breaker nor announce.
+A 429's ``Retry-After`` holds every call of every endpoint until it ends, sending
+nothing and tripping nothing; a retry whose wait fits waits the hold out; the ingestion
+loop's next sync waits for the hold's end.
 """
 
 from __future__ import annotations
@@ -21,10 +24,10 @@ import pytest
 from dbquota import errors
 from dbquota.adapters import cache as cache_
 from dbquota.domain import billing
-from dbquota.kits import breaker
+from dbquota.kits import breaker, retrying
 from dbquota.kits.clock import FakeClock
 from dbquota.services import guarding
-from tests.unit.services.billing_api import Provider, Run, make_cfg, sample
+from tests.unit.services.billing_api import Provider, Run, make_cfg, sample, until
 
 
 async def test_malformed_payloads_are_counted_logged_and_never_cached(
@@ -231,3 +234,72 @@ async def test_a_listener_that_raises_does_not_stop_the_others(
         await guarded.fetch_prices()  # the third opens the breaker, which refuses the fourth
     assert heard == ["Open"]
     assert "a breaker transition listener failed" in caplog.text
+
+
+async def test_a_retry_after_holds_every_call_until_it_ends(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    stub = Stub(errors.RateLimited("HTTP 429", retry_after=300.0))
+    guarded = guard(stub, tmp_path, clock)
+    before = calls("held")
+    with pytest.raises(errors.RateLimited):
+        await guarded.fetch_prices()  # a wait of 300 s passes --retry-timeout: no retry
+    assert stub.calls == 1
+    for _ in range(5):
+        with pytest.raises(errors.Held, match=r"Retry-After holds billing calls 300\.0s more"):
+            await guarded.fetch_prices()
+    with pytest.raises(errors.Held):
+        await guarded.fetch_cost("c0")  # every endpoint: the hold is the provider's
+    assert stub.calls == 1
+    assert calls("held") - before == 5
+    assert guarded.breaker.consecutive_failures == 0  # a 429 with a hint: an answer
+    clock.advance(299.9)
+    assert guarded.held_for() == pytest.approx(0.1)
+    clock.advance(0.1)
+    prices = await guarded.fetch_prices()
+    assert (prices.instance_hourly, stub.calls) == ({"db.x": 1.0}, 2)
+
+
+async def test_a_hold_within_the_retry_timeout_is_waited_out_by_the_retry(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    stub = Stub(errors.RateLimited("HTTP 429", retry_after=5.0))
+    guarded = guard(stub, tmp_path, clock)
+    retrying.set_testing(False)  # really wait, on the fake clock (the fixture restores it)
+    call = asyncio.create_task(guarded.fetch_prices())
+    await until(lambda: clock.sleepers == 1)
+    assert stub.calls == 1
+    clock.advance(5.0)
+    prices = await call
+    assert (prices.instance_hourly, stub.calls) == ({"db.x": 1.0}, 2)
+
+
+async def test_the_next_sync_waits_for_the_end_of_the_hold(start: Run, clock: FakeClock) -> None:
+    provider = Provider(2, bulk=False)
+    ing = await start(provider)
+    ing.track(["c0", "c1"])
+    await until(lambda: clock.sleepers == 1)  # the loop sleeps 60 s after its warm-up
+    provider.mode = "limited"
+    provider.requests.clear()
+    await ing.sync_once()
+    assert dict(provider.requests) == {"pricing": 1}  # the fetches of c0, c1 held
+    assert "Retry-After" in ing.snapshot().health.last_error
+    provider.mode = "ok"
+    held = calls("held")
+    clock.advance(60)  # the loop's turn: every call held, none sent
+    await until(lambda: calls("held") > held and clock.sleepers == 1)
+    clock.advance(239.9)
+    await asyncio.sleep(0.05)
+    assert dict(provider.requests) == {"pricing": 1}
+    clock.advance(0.1)
+    await until(lambda: provider.requests["pricing"] == 2)
+    await until(lambda: ing.snapshot().health.last_error == "")
+
+
+async def test_a_429_without_retry_after_trips_the_breaker(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    guarded = guard(Stub(*[errors.RateLimited("HTTP 429")] * 4), tmp_path, clock)
+    with pytest.raises(errors.RateLimited):
+        await guarded.fetch_prices()  # two attempts, no hold
+    assert (guarded.breaker.consecutive_failures, guarded.held_for()) == (2, 0.0)
