@@ -6,8 +6,9 @@ configurable) whose JSON is files/grafana-dashboard.json unchanged; that every p
 queries, each naming at least one metric, and every ``dbquota_*`` name in them is one the
 operator exports (read from its registry, so a rename breaks this test); that the panels
 on-call needs are there (breaker state, billing data age, fallback ratio, admission
-latency percentiles, decisions by outcome and pricing, budget use and spend vs budget per
-quota, billing call outcomes, which replica leads); that panel ids are unique and panels
+latency percentiles, decisions by outcome and pricing, decisions made while billing was
+degraded, budget use and spend vs budget per quota, billing call outcomes, which replica
+leads); that panel ids are unique and panels
 fit the 24-column grid; and that every query is valid PromQL (promtool parses them as
 recording rules, Grafana's variables replaced by values).
 """
@@ -116,6 +117,13 @@ def test_every_panel_has_queries() -> None:
 )
 def test_the_dashboard_shows_what_on_call_needs(metric: str) -> None:
     assert any(metric in dbquota_names(expr) for _, expr in expressions())
+
+
+def test_a_panel_shows_the_decisions_made_while_billing_was_degraded() -> None:
+    (degraded,) = [p for p in panels(DASHBOARD) if p["title"] == "Degraded decisions"]
+    (target,) = degraded["targets"]
+    assert dbquota_names(target["expr"]) == {"dbquota_admission_decisions_total"}
+    assert 'degraded="true"' in target["expr"]
 
 
 def test_admission_latency_shows_three_percentiles() -> None:

@@ -34,7 +34,7 @@ def published() -> Iterator[None]:
 def test_the_exposition_passes_promtool_check_metrics(promtool: Path) -> None:
     metrics.billing_calls.labels(endpoint="pricing", outcome="ok").inc(0)
     metrics.admission_decisions.labels(
-        outcome="admitted", pricing="Live", reason="WithinBudget", dry_run="false"
+        outcome="admitted", pricing="Live", reason="WithinBudget", dry_run="false", degraded="false"
     ).inc(0)
     metrics.sync_duration.labels(result="ok")
     text = metrics.exposition()

@@ -166,8 +166,9 @@ admission_decisions = Counter(
     "Admission decisions, one for each DatabaseQuota a reviewed claim was checked against "
     "(no quota label: see dbquota_quota_* for per-quota figures), by outcome (admitted, "
     "warned, denied), pricing mode (Live, Cached, Conservative, StrictCap, FailOpen, "
-    "None), reason and dry run.",
-    ["outcome", "pricing", "reason", "dry_run"],
+    "None), reason, dry run and degraded (true when billing was degraded for the quota and "
+    "its degradation policy decided).",
+    ["outcome", "pricing", "reason", "dry_run", "degraded"],
     registry=REGISTRY,
 )
 
@@ -185,20 +186,27 @@ exact = admission_paths.labels(path="exact")
 """The ``exact`` child."""
 
 
-def decision_counter(*, outcome: str, pricing: str, reason: str, dry_run: bool) -> Counter:
+def decision_counter(
+    *, outcome: str, pricing: str, reason: str, dry_run: bool, degraded: bool
+) -> Counter:
     """The ``dbquota_admission_decisions_total`` child for these labels, bound once per
-    combination (a few dozen exist) rather than looked up per admission."""
-    key = (outcome, pricing, reason, dry_run)
+    combination (a few dozen exist; ``dry_run`` and ``degraded`` are ``true`` or
+    ``false``) rather than looked up per admission."""
+    key = (outcome, pricing, reason, dry_run, degraded)
     child = _decision_children.get(key)
     if child is None:
         child = admission_decisions.labels(
-            outcome=outcome, pricing=pricing, reason=reason, dry_run=str(dry_run).lower()
+            outcome=outcome,
+            pricing=pricing,
+            reason=reason,
+            dry_run=str(dry_run).lower(),
+            degraded=str(degraded).lower(),
         )
         _decision_children[key] = child
     return child
 
 
-_decision_children: dict[tuple[str, str, str, bool], Counter] = {}
+_decision_children: dict[tuple[str, str, str, bool, bool], Counter] = {}
 
 webhook_rejected = Counter(
     "dbquota_webhook_rejected_requests_total",

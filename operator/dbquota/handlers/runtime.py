@@ -186,9 +186,10 @@ class Runtime:
         seconds: float,
         dry_run: bool,
     ) -> None:
-        """Count one admission in metrics and in the fallback rate; record what Warn and
-        DryRun quotas let through as a ``WouldDeny`` Event on the quota (in the background,
-        off the admission path)."""
+        """Count one admission in metrics (each decision, dry-run ones included, labelled
+        with its outcome, pricing, reason, dry run and whether billing was degraded) and in
+        the fallback rate; record what Warn and DryRun quotas let through as a ``WouldDeny``
+        Event on the quota (in the background, off the admission path)."""
         metrics.admission_seconds.observe(seconds)
         for decision in verdict.decisions:
             outcome = "admitted" if decision.allowed else "denied"
@@ -199,6 +200,7 @@ class Runtime:
                 pricing=decision.pricing or "None",
                 reason=decision.reason,
                 dry_run=dry_run,
+                degraded=decision.degraded,
             ).inc()
             if decision.pricing is not None:
                 self.fallback.record(from_cache=decision.pricing != "Live")
