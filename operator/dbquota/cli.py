@@ -2,9 +2,11 @@
 
 The entry point of the console script (``pyproject.toml``) and of ``python -m dbquota``.
 Flags of ``run`` come from the settings tree (:mod:`dbquota.settings`); this module only
-parses, sets up logging and hands over. ``run`` turns on :mod:`faulthandler` before the
-operator starts, so that a crash below Python (a segfault in a C extension) or a fatal
-error leaves every thread's stack on stderr, in the pod's log, not just a restart.
+parses, sets up logging (in ``run``'s ``--log-format``, :mod:`dbquota.kits.logs`) and
+hands over. ``run`` turns on :mod:`faulthandler` before the operator starts, so that a
+crash below Python (a segfault in a C extension) or a fatal error leaves every thread's
+stack on stderr, in the pod's log, not just a restart; that dump is plain text in either
+log format, as it is written without Python's help.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import os
 import sys
 
 from dbquota import __version__, settings, simulator
+from dbquota.kits import logs
 
 
 def _settings_table() -> str:
@@ -54,9 +57,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"dbquota: error: bad environment variable: {exc}", file=sys.stderr)
         return 2
     args = parser.parse_args(argv)
-    logging.basicConfig(
+    logs.setup(
+        getattr(args, "log_format", "text"),  # a flag of run's only
         level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     commands = {"settings": _print_settings, "run": _run, "billing-sim": _billing_sim}
     return commands[args.command](args)

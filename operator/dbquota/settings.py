@@ -25,6 +25,7 @@ from typing import Any, Literal
 
 from dbquota.domain import kinds
 from dbquota.domain.kinds import registry
+from dbquota.kits.logs import LogFormat
 
 NoQuotaPolicy = Literal["Admit", "Deny"]
 EventLoop = Literal["uvloop", "asyncio"]
@@ -100,6 +101,12 @@ def _event_loop(text: str) -> EventLoop:
     return "uvloop" if text == "uvloop" else "asyncio"
 
 
+def _log_format(text: str) -> LogFormat:
+    if text not in ("text", "json"):
+        raise argparse.ArgumentTypeError(f"expected text or json, got {text!r}")
+    return "text" if text == "text" else "json"
+
+
 def _claim_kinds(text: str) -> tuple[str, ...]:
     try:
         return registry.names(_names(text))
@@ -140,7 +147,12 @@ class BillingSettings:
         2.0, flag="--connect-timeout", unit="s", help="Connect timeout of one billing request."
     )
     rate_limit: float = _knob(
-        50.0, flag="--rate-limit", unit="req/s", help="Client-side cap on billing requests."
+        50.0,
+        flag="--rate-limit",
+        unit="req/s",
+        help="Client-side cap on billing requests, per replica: each replica syncs on its "
+        "own, so the provider sees up to replicas times this. Set it to the provider's "
+        "quota divided by the replica count (0 = no cap).",
     )
     max_concurrency: int = _knob(
         16, flag="--max-concurrency", help="Most billing requests in flight at once."
@@ -413,6 +425,14 @@ class Settings:
         help="uvloop (compiled, less CPU per admission) or asyncio (the standard library's).",
         parse=_event_loop,
     )
+    log_format: LogFormat = _knob(
+        "text",
+        flag="--log-format",
+        help="text (time, level, logger: message) or json (one JSON object per line: time "
+        "in RFC 3339 UTC, level, logger, message, and exception, object and extra fields "
+        "when present). Every line logged follows it, kopf's and aiohttp's too.",
+        parse=_log_format,
+    )
 
 
 @dataclass(frozen=True)
@@ -453,7 +473,10 @@ def add_arguments(parser: argparse.ArgumentParser, environ: Mapping[str, str]) -
     for knob in knobs():
         default = knob.default
         if knob.env in environ:
-            default = knob.parse(environ[knob.env])
+            try:
+                default = knob.parse(environ[knob.env])
+            except (argparse.ArgumentTypeError, ValueError) as exc:
+                raise type(exc)(f"{knob.env}: {exc}") from None
         unit = f" [{knob.unit}]" if knob.unit else ""
         help_ = f"{knob.help}{unit} (env {knob.env}, default {knob.default!r})"
         dest = "_".join(knob.path)

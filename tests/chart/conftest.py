@@ -75,6 +75,7 @@ MATRIX: dict[str, dict[str, Any]] = {
         "billing": {"url": "http://billing:8089", "tokenSecret": {"name": "b", "key": "t"}},
         "watchNamespace": "team-b",
         "noQuotaPolicy": "Deny",
+        "logFormat": "json",
         "extraArgs": ["--max-concurrency=4"],
     },
 }

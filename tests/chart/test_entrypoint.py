@@ -5,9 +5,10 @@ and runs it as the chart does): the Dockerfile's ``ENTRYPOINT`` is read, checked
 ``dbquota run`` (a console script this package installs), and run with ``--help``; then,
 for every variant of the matrix, the container's arguments are parsed by
 ``dbquota.cli.build_parser()``, so a flag the chart passes that the operator lacks fails
-here, and the parsed settings are checked against the values that produced them; the
-webhook client CA is mounted where ``--webhook-client-ca`` reads it, from a ConfigMap or a
-Secret (not both), with its allowed names, and nothing is asked for without one. Also
+here, and the parsed settings are checked against the values that produced them (a
+``logFormat`` other than text or json is refused by the schema); the webhook client CA is
+mounted where ``--webhook-client-ca`` reads it, from a ConfigMap or a Secret (not both),
+with its allowed names, and nothing is asked for without one. Also
 checks the Dockerfile's non-negotiables: multi-stage on one slim base (by default; the
 ``BASE`` build argument), a numeric non-root user, and the port numbers the chart expects.
 """
@@ -69,6 +70,7 @@ def test_parsed_settings_match_the_values(render: Callable[..., Manifests]) -> N
     assert cfg.billing.token_file == Path("/var/run/secrets/dbquota/billing/t")
     assert cfg.namespace == "team-b"
     assert cfg.enforcement.no_quota == "Deny"
+    assert cfg.log_format == "json"
     assert cfg.billing.max_concurrency == 4
     assert cfg.leases.leader_election is True
     assert cfg.leases.leader_lease == "dbq-dbquota-leader"
@@ -106,6 +108,14 @@ def test_parsed_settings_match_the_values(render: Callable[..., Manifests]) -> N
     assert cfg.leases.leader_election is False
     assert (cfg.leases.duration, cfg.leases.renew_deadline, cfg.leases.retry_period) == (20, 12, 3)
     assert cfg.billing.url == settings.BillingSettings().url  # empty value: operator default
+    assert cfg.log_format == "text"  # the chart's default, the operator's too
+
+
+def test_a_log_format_other_than_text_or_json_is_refused(
+    render: Callable[..., Manifests],
+) -> None:
+    with pytest.raises(HelmError, match="logFormat"):
+        render({"logFormat": "xml"})
 
 
 def test_token_file_is_where_the_secret_is_mounted(render: Callable[..., Manifests]) -> None:

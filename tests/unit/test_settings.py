@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from dbquota import cli, settings
+from dbquota.kits import logs
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -142,3 +143,40 @@ def test_run_turns_on_faulthandler_before_the_operator_starts(
     assert cli.main(["run"]) == 0
     # so that a segfault in a C extension leaves every thread's stack in the pod's log
     assert calls == ["faulthandler", "operator"]
+
+
+def test_log_format_is_text_or_json(capsys: pytest.CaptureFixture[str]) -> None:
+    assert parse([], {}).log_format == "text"
+    assert parse([], {"DBQUOTA_LOG_FORMAT": "json"}).log_format == "json"
+    assert parse(["--log-format=text"], {"DBQUOTA_LOG_FORMAT": "json"}).log_format == "text"
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["run", "--log-format=xml"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "argument --log-format: expected text or json, got 'xml'" in err
+
+
+def test_a_bad_environment_variable_is_named(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DBQUOTA_LOG_FORMAT", "xml")
+    assert cli.main(["settings"]) == 2
+    err = capsys.readouterr().err
+    assert "DBQUOTA_LOG_FORMAT: expected text or json, got 'xml'" in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [(["run"], "text"), (["run", "--log-format=json"], "json"), (["settings"], "text")],
+)
+def test_the_cli_sets_up_logging_in_the_format_asked_for(
+    monkeypatch: pytest.MonkeyPatch, argv: list[str], expected: str
+) -> None:
+    from dbquota.handlers import operating  # noqa: PLC0415 - as cli imports it, only for run
+
+    asked: list[str] = []
+    monkeypatch.setattr(logs, "setup", lambda log_format, **_: asked.append(log_format))
+    monkeypatch.setattr(operating, "run", lambda _: None)
+    monkeypatch.setattr(faulthandler, "enable", lambda: None)
+    assert cli.main(argv) == 0
+    assert asked == [expected]

@@ -129,6 +129,7 @@ dbquota.cli.build_parser()).
 - --metrics-port={{ $v.metrics.port }}
 - --cache-path={{ include "dbquota.cacheDir" . }}/cache.sqlite3
 - --lease-namespace={{ .Release.Namespace }}
+- --log-format={{ $v.logFormat }}
 {{- with $v.leaderElection }}
 - --{{ if not .enabled }}no-{{ end }}leader-election
 - --leader-lease={{ include "dbquota.leaderLease" $ }}

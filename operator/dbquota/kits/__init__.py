@@ -1,2 +1,2 @@
 """Kits: generic pieces with no domain words (circuit breaker, retries, clock, coalescing,
-certificates, timestamps). Layers and each module's room: ``docs/architecture.md``."""
+certificates, timestamps, log lines). Layers and each module's room: ``docs/architecture.md``."""
