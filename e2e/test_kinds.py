@@ -1,16 +1,18 @@
 """Budgets on other operators' databases: CloudNativePG, Zalando and Crossplane RDS, end to end.
 
 A control plane and an operator of this module's own (the session's operator admits
-DatabaseClaims only and reconciles every namespace's quotas: it would settle these
-quotas' standing reservations as "never created"), with the upstream CRDs installed from
+DatabaseClaims only and reconciles every namespace's quotas: it would release these
+quotas' reservations as "never created"), with the upstream CRDs installed from
 their Go modules (:func:`e2e.controlplane.upstream_crds`) and ``--claim-kinds=
 databaseclaims,cnpg,zalando,rds``. Checks, with the manifests in ``examples/``:
 
-- each kind is admitted within budget (a standing reservation named ``Kind/name`` on the
-  quota, a ``Priced`` Event on the object, the spend in ``kubectl get databasequotas``)
-  and denied over budget with the usual message;
-- deleting the object releases its reservation; billing showing its cluster (the
-  simulator's ``--cluster-id``) settles it, and the object then counts at its billed cost;
+- each kind is admitted within budget (a ``Priced`` Event on the object; once the object
+  exists, no reservation left on the quota and the object counted from its spec at the
+  price its admission charged, in ``kubectl get databasequotas``) and denied over budget
+  with the usual message; 150 CloudNativePG clusters that billing never shows leave the
+  quota with no reservation at all;
+- deleting the object stops counting it; billing showing its cluster (the simulator's
+  ``--cluster-id``) makes it count at its billed cost;
 - during a billing outage each kind follows the quota's policy (FailClosed denies,
   Conservative prices at the highest known prices);
 - three kinds in one namespace share one budget, and 100 parallel creates mixing kinds
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -216,38 +219,74 @@ def delete(kubectl: Kubectl, obj: dict[str, Any]) -> None:
     kubectl("delete", "-f", "-", "--wait=false", input_=json.dumps(obj))
 
 
+def priced(kubectl: Kubectl, obj: dict[str, Any]) -> list[str]:
+    """The notes of the ``Priced`` Events on ``obj`` (an RDS Instance's are in ``default``)."""
+    namespace = obj["metadata"].get("namespace") or "default"
+    events = kubectl.get_json("events.events.k8s.io", "-n", namespace)["items"]
+    return [
+        e["note"]
+        for e in events
+        if e.get("reason") == "Priced" and e["regarding"]["name"] == obj["metadata"]["name"]
+    ]
+
+
+def charged(note: str) -> tuple[float, str]:
+    """The price and pricing mode a ``Priced`` Event's note gives."""
+    found = re.search(r"priced at ([0-9,.]+)/month \((\w+) pricing\)", note)
+    assert found is not None, note
+    return float(found[1].replace(",", "")), found[2]
+
+
+def counted(kubectl: Kubectl, namespace: str, claims: int = 1) -> dict[str, Any]:
+    """The quota's status once ``claims`` objects count and no reservation is left."""
+
+    def settled() -> dict[str, Any]:
+        found = status(kubectl, namespace)
+        ok = not found.get("reservations") and found.get("used", {}).get("claims") == claims
+        return found if ok else {}
+
+    result: dict[str, Any] = wait_for(
+        settled, what=f"{claims} object(s) counted with no reservation left"
+    )
+    return result
+
+
 @pytest.mark.parametrize("kind", ["cnpg", "zalando", "rds"])
-def test_each_kind_is_admitted_within_budget_and_holds_a_standing_reservation(
+def test_each_kind_is_admitted_within_budget_and_counted_from_its_spec(
     kubectl: Kubectl, namespace: str, kind: str
 ) -> None:
     quota(kubectl, namespace, budget=50_000)
     obj = example(kind, namespace=namespace)
     kubectl.apply(obj)
-    ref = f"{obj['kind']}/{obj['metadata']['name']}"
-    wait_for(lambda: ref in reservations(kubectl, namespace), what=f"{ref}'s reservation")
-    held = next(r for r in status(kubectl, namespace)["reservations"] if r["claim"] == ref)
-    assert held["cost"] > 0
-    assert held["pricing"] == "Live"
-    row = wait_for(
-        lambda: (row := spend_columns(kubectl, namespace)) and float(row["RESERVED"]) > 0 and row,
-        what="the reserved spend in kubectl get databasequotas",
-    )
-    assert float(row["RESERVED"]) == pytest.approx(held["cost"], abs=0.01)
-    events_ns = namespace if kind != "rds" else "default"
-
-    def priced() -> list[str]:
-        events = kubectl.get_json("events.events.k8s.io", "-n", events_ns)["items"]
-        return [
-            e["note"]
-            for e in events
-            if e.get("reason") == "Priced" and e["regarding"]["name"] == obj["metadata"]["name"]
-        ]
-
-    notes = wait_for(priced, what=f"the Priced Event on {ref}")
-    assert f"{held['cost']:,.2f}/month" in notes[0]
+    notes = wait_for(lambda: priced(kubectl, obj), what="the Priced Event")
+    price, mode = charged(notes[0])
+    assert (price > 0, mode) == (True, "Live")
     assert "DatabaseQuota budget" in notes[0]
-    # the reservation stands: the object shows no price of ours, and it is not released
-    assert ref in reservations(kubectl, namespace)
+    assert "counted from its spec until billing shows cluster" in notes[0]
+    found = wait_for(
+        lambda: (
+            (s := counted(kubectl, namespace))
+            and s["spend"]["reserved"] == pytest.approx(price, abs=0.01)
+            and s
+        ),
+        what="the object counted at the price its admission charged",
+    )
+    assert found["spend"]["observed"] == 0
+    row = spend_columns(kubectl, namespace)  # kubectl get databasequotas -o wide
+    assert float(row["RESERVED"]) == pytest.approx(price, abs=0.01)
+
+
+def test_objects_billing_never_shows_leave_no_reservation_on_the_quota(
+    kubectl: Kubectl, namespace: str
+) -> None:
+    quota(kubectl, namespace, budget=1_000_000)
+    objs = [example("cnpg", namespace=namespace, name=f"pg-{i}") for i in range(150)]
+    kubectl.apply({"apiVersion": "v1", "kind": "List", "items": objs})
+    found = counted(kubectl, namespace, claims=150)
+    price, _ = charged(wait_for(lambda: priced(kubectl, objs[0]), what="a Priced Event")[0])
+    assert found["spend"]["reserved"] == pytest.approx(150 * price, abs=0.76)  # notes: cents
+    size = len(kubectl("get", "databasequota", "budget", "-n", namespace, "-o", "json").stdout)
+    assert size < 8192  # totals and conditions: the same as with no object
 
 
 @pytest.mark.parametrize("kind", ["cnpg", "zalando", "rds"])
@@ -264,13 +303,11 @@ def test_each_kind_over_budget_is_denied_with_the_budget_message(
 
 
 @pytest.mark.parametrize("kind", ["cnpg", "zalando", "rds"])
-def test_deleting_the_object_releases_its_reservation(
-    kubectl: Kubectl, namespace: str, kind: str
-) -> None:
+def test_deleting_the_object_stops_counting_it(kubectl: Kubectl, namespace: str, kind: str) -> None:
     quota(kubectl, namespace, budget=50_000)
     obj = example(kind, namespace=namespace)
     kubectl.apply(obj)
-    wait_for(lambda: reservations(kubectl, namespace), what="the reservation")
+    assert counted(kubectl, namespace)["spend"]["reserved"] > 0
     delete(kubectl, obj)
     wait_for(
         lambda: (
@@ -278,27 +315,26 @@ def test_deleting_the_object_releases_its_reservation(
             and status(kubectl, namespace)["spend"]["reserved"] == 0
             and status(kubectl, namespace)["used"]["claims"] == 0
         ),
-        what="the reservation released",
+        what="the object no longer counted",
     )
 
 
 @pytest.mark.parametrize("kind", ["cnpg", "zalando", "rds"])
-def test_billing_showing_the_object_settles_its_reservation(
+def test_billing_showing_the_object_counts_its_billed_cost(
     kubectl: Kubectl, operator: Operator, kind: str
 ) -> None:
     namespace, cluster_id = BILLED[kind]
     kubectl("create", "namespace", namespace)
     quota(kubectl, namespace, budget=50_000)
     kubectl.apply(example(kind, namespace=namespace))
-    held = wait_for(lambda: status(kubectl, namespace).get("reservations"), what="a reservation")
-    assert held[0]["cost"] > 0
     wait_for(
         lambda: (
             reservations(kubectl, namespace) == []
             and status(kubectl, namespace)["spend"]["observed"] > 0
+            and status(kubectl, namespace)["spend"]["reserved"] == 0
         ),
         timeout=60,
-        what=f"billing to show {cluster_id} and the reservation to settle",
+        what=f"billing to show {cluster_id} and the object to count at its billed cost",
     )
     row = spend_columns(kubectl, namespace)  # kubectl get databasequotas -o wide
     assert float(row["SPEND"]) == pytest.approx(status(kubectl, namespace)["spend"]["observed"])
@@ -360,16 +396,14 @@ def test_during_an_outage_each_policy_decides_each_kind_as_a_claim(
     assert second.returncode != 0  # strictCap.claims: 1
     assert "strictCap" in second.stderr or "StrictCap" in second.stderr
 
-    def pricing(policy: str) -> list[str]:
-        held = status(kubectl, namespaces[policy]).get("reservations") or []
-        return [str(r.get("pricing")) for r in held]
-
-    for policy, mode in (("Conservative", "Conservative"), ("StrictCap", "StrictCap")):
-        found = wait_for(lambda: pricing(policy), what=f"{policy}'s reservation")  # noqa: B023
-        assert found == [mode]
-    held = status(kubectl, namespaces["Conservative"])["reservations"][0]
-    assert held["degraded"] is True
-    assert held["cost"] > 0
+    for policy in ("Conservative", "StrictCap"):
+        obj = example(kind, namespace=namespaces[policy])
+        note = wait_for(lambda: priced(kubectl, obj), what=f"{policy}'s Priced Event")[0]  # noqa: B023
+        assert charged(note)[1] == policy
+        found = counted(kubectl, namespaces[policy])
+        # counted from its spec at the highest known prices, in StrictCap's allowance
+        assert found["spend"]["reserved"] > 0
+        assert found["used"]["degradedClaims"] == 1
 
 
 def test_an_instance_without_a_tenant_label_is_admitted_with_a_warning(
@@ -388,17 +422,15 @@ def test_growing_a_cluster_reserves_the_growth_and_an_update_over_budget_is_deni
     quota(kubectl, namespace, budget=50_000)
     obj = example("cnpg", namespace=namespace)
     kubectl.apply(obj)
-    wait_for(lambda: reservations(kubectl, namespace), what="the reservation")
-    first = status(kubectl, namespace)["reservations"][0]["cost"]
+    first = counted(kubectl, namespace)["spend"]["reserved"]
     obj["spec"]["instances"] = 4
     kubectl.apply(obj)
     grown = wait_for(
         lambda: (
-            (held := status(kubectl, namespace)["reservations"])
-            and held[0]["cost"] > first
-            and held[0]["cost"]
+            (found := counted(kubectl, namespace))["spend"]["reserved"] > first
+            and found["spend"]["reserved"]
         ),
-        what="the reservation to grow",
+        what="the growth counted",
     )
     assert grown == pytest.approx(first * 4 / 3, rel=0.01)
     obj["spec"]["instances"] = 1000  # about 98/month each: twice the budget
@@ -428,15 +460,9 @@ def test_the_claims_hard_cap_counts_every_kind(kubectl: Kubectl, namespace: str)
 
 def test_three_kinds_in_one_namespace_share_one_budget(kubectl: Kubectl, namespace: str) -> None:
     quota(kubectl, namespace, budget=50_000)
-    costs: dict[str, float] = {}
     for kind in ("cnpg", "zalando", "rds"):
-        obj = example(kind, namespace=namespace)
-        kubectl.apply(obj)
-        ref = f"{obj['kind']}/{obj['metadata']['name']}"
-        wait_for(lambda: ref in reservations(kubectl, namespace), what=ref)  # noqa: B023
-    for held in status(kubectl, namespace)["reservations"]:
-        costs[held["claim"]] = held["cost"]
-    total = sum(costs.values())
+        kubectl.apply(example(kind, namespace=namespace))
+    total = counted(kubectl, namespace, claims=3)["spend"]["reserved"]
     # a quota just above what the three hold admits nothing more of any kind
     kubectl.apply(
         {

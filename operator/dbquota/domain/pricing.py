@@ -226,14 +226,19 @@ def growth_cost(
 
 
 def estimate(
-    *, claim: claims.ClaimSpec, snapshot: billing.BillingSnapshot, margin: float
+    *,
+    claim: claims.ClaimSpec,
+    snapshot: billing.BillingSnapshot,
+    margin: float,
+    degraded: bool = False,
 ) -> tuple[float, PricingMode | None]:
     """A claim's monthly cost when no admission priced it (a claim adopted by the
-    reconciler), of any kind: at the current catalog when it prices every unit of the
-    claim's bill, else at highest known prices x ``margin``; ``(0.0, None)`` with no
+    reconciler, another operator's object counted from its spec), of any kind: at the
+    current catalog when it prices every unit of the claim's bill and billing is not
+    ``degraded``, else at highest known prices x ``margin``; ``(0.0, None)`` with no
     prices at all."""
     bill = claim.bill
-    if snapshot.prices is not None:
+    if snapshot.prices is not None and not degraded:
         live = bills.live_prices(bill, snapshot.prices)
         if live is not None:
             return bills.cost(bill, live), "Live"

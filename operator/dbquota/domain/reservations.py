@@ -17,10 +17,16 @@ A reservation ends (:func:`settle`) when
   webhook denied the request, the client gave up, or someone forged the review).
 
 An object of a kind dbquota does not own (CloudNativePG, Zalando, Crossplane RDS; see
-:mod:`dbquota.domain.kinds`) never shows a price: its reservation, named ``Kind/name``,
-*stands* until billing shows the object's cluster in a sample taken after the charge
-(``Billed``: from then on the object counts at its billed cost), or the object is deleted
-(``ClaimDeleted``) or never appears (``NeverCreated``).
+:mod:`dbquota.domain.kinds`) shows no price of ours, so nothing on it can confirm what its
+admission charged. Its reservation, named ``Kind/name``, ends once the object exists at
+the reservation's generation (``Counted``, no Event): from then on every recount prices
+the object from its spec (:func:`dbquota.domain.usage.recount`), as ResourceQuota counts
+requests from the pods, until billing shows its cluster, then at its billed cost. It is
+released if the object is deleted first (``ClaimDeleted``) or never appears
+(``NeverCreated``). The quota thus holds no entry per existing object, of any kind,
+whether or not billing ever shows it; earlier releases kept such a reservation
+*standing* until billing did, one entry per object for good when billing never does
+(an in-cluster Postgres that a cloud bill does not list).
 
 And the converse, :func:`adopt`: a claim that exists with no price and no reservation
 (its replica admitted it from escrow and died before writing the reservation, or it was
@@ -38,7 +44,7 @@ from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from dbquota.domain import billing, claims, kinds
+from dbquota.domain import claims, kinds
 from dbquota.domain.resources import Reservation
 from dbquota.kits import timestamps
 
@@ -95,7 +101,7 @@ class ClaimRef:
     """The parsed spec, to price the claim when no admission did (:func:`adopt`)."""
     owned: bool = True
     """Whether the object's status shows its price (a DatabaseClaim); False for another
-    operator's object, whose reservation stands until billing shows it."""
+    operator's object, counted from its spec (module docstring)."""
     namespace: str = ""
     """The tenant namespace it counts in (a cluster-scoped object's from its label)."""
 
@@ -238,15 +244,14 @@ def settle(
     now: float,
     grace: float,
     current: bool = True,
-    costs: Mapping[str, billing.ClusterCost] | None = None,
 ) -> tuple[list[Reservation], list[Reservation], list[tuple[Reservation, ReleaseReason]]]:
     """Split reservations into those still in flight, those confirmed by their claim, and
     those to release with the reason (module docstring). ``claims`` are the namespace's
     claims by uid (only those of ``held`` are looked up), ``deleted`` the uids of claims
     seen deleted recently. Unless ``claims`` is ``current`` (the watch that lists them is
-    up to date), no claim's absence is taken as proof it was never created. A standing
-    reservation (an object dbquota does not own) is confirmed once ``costs`` (billing)
-    show its object's cluster after the reservation's charge."""
+    up to date), no claim's absence is taken as proof it was never created. The
+    reservation of an object dbquota does not own is confirmed once its object exists at
+    the reservation's generation (``Counted``: the recount prices it from its spec)."""
     kept: list[Reservation] = []
     confirmed: list[Reservation] = []
     released: list[tuple[Reservation, ReleaseReason]] = []
@@ -254,12 +259,10 @@ def settle(
         uid = str(res.get("uid", ""))
         claim = claims.get(uid)
         if claim is not None and not claim.owned:
-            charged = timestamps.from_rfc3339(res.get("reservedAt"))
-            cost = (costs or {}).get(claim.cluster_id)
-            if cost is not None and cost.observed_at >= charged + 1.0:
-                confirmed.append(res)  # billed: the object counts at its billed cost now
-            else:  # standing: its object exists, so it is no longer in flight
-                kept.append(res if res.get("standing") else {**res, "standing": True})
+            if claim.generation >= int(res.get("generation", 1)):
+                confirmed.append(res)  # counted: the recount prices the object from its spec
+            else:
+                kept.append(res)  # the object is not at that generation yet
         elif claim is not None:
             if confirmed_by(res, claim):
                 confirmed.append(res)
@@ -280,22 +283,21 @@ def orphans(
     claims: Sequence[ClaimRef],
     now: float,
     covered: bool,
-    billed: Collection[str] = (),
 ) -> list[ClaimRef]:
     """Claims that exist with no price for their generation and no reservation in flight.
 
     While ``covered`` (some live replica's escrow may still hold their cost, their
     reservation not written yet) only those older than :data:`ADOPT_AFTER` count. An
-    object dbquota does not own whose cluster id is in ``billed`` (billing shows it) is
-    counted at its billed cost, not adopted.
+    object dbquota does not own is never one: the recount prices it from its spec, or
+    counts its billed cost.
     """
     holding = {str(r.get("uid", "")) for r in held}
     return [
         c
         for c in claims
-        if c.cost is None
+        if c.owned
+        and c.cost is None
         and c.uid not in holding
-        and (c.owned or c.cluster_id not in billed)
         and (not covered or now - c.created >= ADOPT_AFTER)
     ]
 

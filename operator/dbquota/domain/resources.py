@@ -48,8 +48,9 @@ class Reservation(TypedDict, total=False):
     holder: str
     """The webhook replica that took it, or ``adopted``."""
     standing: bool
-    """Its object (of a kind dbquota does not own) exists: the reservation stands until
-    billing shows it, and no longer counts as in flight for ``--max-reservations``."""
+    """Written by earlier releases only: its object (of a kind dbquota does not own)
+    exists, so it does not count as in flight for ``--max-reservations``; the next
+    reconcile ends it (:func:`dbquota.domain.reservations.settle`)."""
 
 
 class Escrow(TypedDict, total=False):

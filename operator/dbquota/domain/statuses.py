@@ -234,6 +234,25 @@ def price_orphan(
     return price
 
 
+def price_foreign(
+    snapshot: billing.BillingSnapshot, spec: quotas.QuotaSpec, *, degraded: bool
+) -> usage.Estimate:
+    """How the recount prices another operator's object from its spec: at the current
+    catalog, or at the highest known prices x the quota's ``safetyMargin`` while billing
+    is ``degraded`` for this quota (then in its degraded totals, which StrictCap caps), as
+    an admission would (:func:`dbquota.domain.pricing.estimate`)."""
+
+    def price(claim: reservations.ClaimRef) -> tuple[float, bool]:
+        if claim.spec is None:
+            return 0.0, degraded
+        cost, _ = pricing.estimate(
+            claim=claim.spec, snapshot=snapshot, margin=spec.safety_margin, degraded=degraded
+        )
+        return cost, degraded
+
+    return price
+
+
 def quota_status(
     *,
     quota: QuotaObject,
@@ -289,17 +308,21 @@ def quota_status(
         claims_current=claims_current,
         unwritten=unwritten,
     )
+    billing_, assessed = billing_status(
+        snapshot=snapshot, max_staleness=spec.max_staleness, now=now
+    )
     counted = (
         yield from usage.recount(
-            claims=claims, held=holds.kept, costs=snapshot.costs, in_escrow=holds.in_escrow
+            claims=claims,
+            held=holds.kept,
+            costs=snapshot.costs,
+            in_escrow=holds.in_escrow,
+            estimate=price_foreign(snapshot, spec, degraded=assessed.degraded),
         )
     ).usage
     if holds.waiting:
         counted = dataclasses.replace(counted, reserved=round(counted.reserved + holds.waiting, 2))
     spend, used = usage.fields(counted, budget=spec.monthly_budget)
-    billing_, assessed = billing_status(
-        snapshot=snapshot, max_staleness=spec.max_staleness, now=now
-    )
     spent = (
         f"{_money(counted.spend)} of {_money(spec.monthly_budget)} {spec.currency}"
         f"/month (observed {_money(counted.observed)} + reserved {_money(counted.reserved)})"
@@ -427,7 +450,6 @@ class _Holds:
             now=now,
             grace=grace,
             current=claims_current,
-            costs=snapshot.costs,
         )
         escrowed, expired = escrow.prune(
             escrow.entries_of(old), live=live if claims_current else lambda _: True
@@ -439,7 +461,6 @@ class _Holds:
                 claims=unpriced,
                 now=now,
                 covered=covered,
-                billed=snapshot.costs.keys(),
             )
             if claims_current
             else []

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -162,22 +162,29 @@ def billed_after(claim: ClaimRef, costs: Mapping[str, billing.ClusterCost]) -> b
     return cost is not None and cost.observed_at >= claim.reserved_at + 1.0
 
 
+Estimate = Callable[[ClaimRef], tuple[float, bool]]
+"""The price of an object dbquota does not own, from its spec, and whether it was priced
+as billing is degraded (:func:`dbquota.domain.statuses.price_foreign`)."""
+
+
 def recount(
     *,
     claims: Sequence[ClaimRef],
     held: Sequence[Reservation],
     costs: Mapping[str, billing.ClusterCost],
     in_escrow: Collection[str] = (),
+    estimate: Estimate | None = None,
 ) -> steps.Steps[Recount]:
     """The totals (module docstring) from the namespace's claims, the reservations in
     flight and the billing snapshot's costs. A priced claim counts at its price until
     billing shows it after the charge, then at its billed cost (each cluster id once); an
     unpriced one in the caps only, or not at all if ``in_escrow`` (an escrow holds it until
     its replica writes the reservation, and that write adds it: :func:`add`). An object
-    dbquota does not own, never priced, counts in the caps while its standing reservation
-    is held, then at its billed cost. A reservation counts its ``delta``; its claim and
-    storage count unless its claim already exists at that generation. Yields after each
-    slice of claims (:mod:`dbquota.kits.steps`)."""
+    dbquota does not own shows no price: it counts at its billed cost once billing shows
+    its cluster, else at ``estimate`` of its spec (in the degraded totals when priced so;
+    in the caps only without ``estimate``). A reservation counts its ``delta``; its claim
+    and storage count unless its claim already exists at that generation. Yields after
+    each slice of claims (:mod:`dbquota.kits.steps`)."""
     observed = reserved = 0.0
     count = storage = degraded_claims = degraded_storage = 0
     seen_clusters, billed = set[str](), set[str]()
@@ -191,8 +198,7 @@ def recount(
                 continue
             count += 1
             storage += claim.storage_gib
-            unheld_foreign = not claim.owned and claim.uid not in holding
-            if (unheld_foreign and claim.cluster_id in costs) or (
+            if (not claim.owned and claim.cluster_id in costs) or (
                 claim.cost is not None and billed_after(claim, costs)
             ):
                 billed.add(claim.name)
@@ -200,10 +206,9 @@ def recount(
                     seen_clusters.add(claim.cluster_id)
                     observed += costs[claim.cluster_id].total
                 continue
-            if claim.cost is None:
-                continue
-            reserved += claim.cost
-            if claim.degraded:
+            cost, degraded = _price(claim, estimate)
+            reserved += cost
+            if degraded:
                 degraded_claims += 1
                 degraded_storage += claim.storage_gib
         yield
@@ -216,6 +221,16 @@ def recount(
         degraded_storage_gib=degraded_storage,
     )
     return Recount(usage=_plus_in_flight(counted, held, owners), billed=frozenset(billed))
+
+
+def _price(claim: ClaimRef, estimate: Estimate | None) -> tuple[float, bool]:
+    """What an unbilled claim counts at in ``reserved``, and whether in the degraded totals
+    (:func:`recount`)."""
+    if not claim.owned:
+        return estimate(claim) if estimate is not None else (0.0, False)
+    if claim.cost is None:
+        return 0.0, False
+    return claim.cost, claim.degraded
 
 
 def _plus_in_flight(

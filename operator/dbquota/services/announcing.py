@@ -4,8 +4,9 @@ dbquota cannot write the status of another operator's object (CloudNativePG ``Cl
 Zalando ``postgresql``, Crossplane RDS ``Instance``), so where a DatabaseClaim's status
 shows its price (:mod:`dbquota.services.publishing`), such an object gets one Event,
 ``Priced``: ``priced at 1,234.56/month (Live pricing) by DatabaseQuota team-a``, once per
-generation that an admission reserved for, on the leader. The price itself stays counted
-on the quota as a standing reservation (:mod:`dbquota.domain.reservations`).
+generation that an admission reserved for, on the leader. The quota counts the object
+from its spec once it exists (:mod:`dbquota.domain.reservations`); the Event is the record
+of what its admission charged.
 
 Driven by events: an object appearing or changing (from :class:`~dbquota.services.
 inventory.ClaimIndex`) and a quota changing (its reservations, from the quota informer).
@@ -126,7 +127,7 @@ class Announcer:
             reason=REASON,
             action="Admit",
             note=f"priced at {cost:,.2f}/month ({mode} pricing) by DatabaseQuota "
-            f"{quotas} in namespace {namespace}; held on the quota until billing shows "
+            f"{quotas} in namespace {namespace}; counted from its spec until billing shows "
             f"cluster {ref.cluster_id}",
         )
         self.announced += 1

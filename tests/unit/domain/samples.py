@@ -34,6 +34,21 @@ HIGHEST = billing.PriceBook(
 )
 """Highest prices of the history window: db.r6g.large/100 GiB at these x 1.2 is 585.60."""
 
+REQUESTS = replace(
+    PRICES,
+    vcpu_hourly=0.03,
+    memory_gib_hourly=0.004,
+    storage_class_gib_month={"gp3": 0.08, "premium-rwo": 0.17, "standard": 0.04, None: 0.1},
+)
+"""The current catalog with requests prices: for pods (CloudNativePG, Zalando)."""
+REQUESTS_HIGHEST = replace(
+    HIGHEST,
+    vcpu_hourly=0.04,
+    memory_gib_hourly=0.005,
+    storage_class_gib_month={"gp3": 0.09, "premium-rwo": 0.2, "standard": 0.05, None: 0.1},
+)
+"""The highest known prices with requests prices."""
+
 
 def quota(name: str = "team-a", /, **spec: object) -> quotas.QuotaSpec:
     """A quota from spec fields (monthlyBudget 5000 unless given)."""

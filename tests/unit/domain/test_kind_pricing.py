@@ -27,18 +27,8 @@ from tests.unit.domain import samples
 
 EXAMPLES = Path(__file__).resolve().parents[3] / "examples"
 
-REQUESTS = replace(
-    samples.PRICES,
-    vcpu_hourly=0.03,
-    memory_gib_hourly=0.004,
-    storage_class_gib_month={"gp3": 0.08, "premium-rwo": 0.17, "standard": 0.04, None: 0.1},
-)
-HIGHEST = replace(
-    samples.HIGHEST,
-    vcpu_hourly=0.04,
-    memory_gib_hourly=0.005,
-    storage_class_gib_month={"gp3": 0.09, "premium-rwo": 0.2, "standard": 0.05, None: 0.1},
-)
+REQUESTS = samples.REQUESTS
+HIGHEST = samples.REQUESTS_HIGHEST
 
 
 def parsed(kind: str, file: str) -> claims.ClaimSpec:

@@ -149,8 +149,8 @@ class Kind:
     owned: bool
     """Whether dbquota owns the kind: the admission's price is published on the object's
     status (the objects are the ledger). Otherwise dbquota cannot write the object: the
-    price goes into an Event on it, and the quota keeps a *standing* reservation until
-    billing shows the object or it is deleted."""
+    price goes into an Event on it, and once the object exists every recount prices it
+    from its spec, until billing shows it (:mod:`dbquota.domain.reservations`)."""
     read: Callable[..., Parsed]
     """``read(obj, *, namespace_label, field="spec")``: the whole object (``metadata`` and
     ``spec``) to :class:`Parsed`; ``ValueError`` naming the first bad field."""
