@@ -195,7 +195,12 @@ def test_install_creates_rbac_webhook_and_workload(env: Env, installed: str) -> 
     service = env.kubectl.get_json("service", f"{FULLNAME}-webhook", "-n", NAMESPACE)
     assert service["spec"]["clusterIP"] not in ("", "None")
     vwc = env.kubectl.get_json("validatingwebhookconfiguration", FULLNAME)
-    (webhook,) = vwc["webhooks"]
+    webhook, status = vwc["webhooks"]
+    # the apiserver took the status webhook's CEL condition (it compiles them on write)
+    account = f"system:serviceaccount:{NAMESPACE}:{FULLNAME}"
+    assert status["matchConditions"][0]["expression"] == (
+        f'request.userInfo.username != "{account}"'
+    )
     assert webhook["sideEffects"] == "NoneOnDryRun"
     assert webhook["clientConfig"]["service"]["name"] == f"{FULLNAME}-webhook"
     certs = x509_certs(env.ca_bundle())

@@ -338,15 +338,15 @@ def deployment(
         )
         # The chart's webhook configuration, calling the container instead of a Service.
         vwc = manifests.one("ValidatingWebhookConfiguration")
-        (webhook,) = vwc["webhooks"]
-        assert webhook["namespaceSelector"]["matchLabels"] == {
-            "kubernetes.io/metadata.name": tenant
-        }
-        path = webhook["clientConfig"]["service"]["path"]
-        webhook["clientConfig"] = {
-            "url": f"https://{host}:{deployment.webhook_port}{path}",
-            "caBundle": base64.b64encode(ca.cert_pem).decode(),
-        }
+        for webhook in vwc["webhooks"]:  # the claims', and their status's
+            assert webhook["namespaceSelector"]["matchLabels"] == {
+                "kubernetes.io/metadata.name": tenant
+            }
+            path = webhook["clientConfig"]["service"]["path"]
+            webhook["clientConfig"] = {
+                "url": f"https://{host}:{deployment.webhook_port}{path}",
+                "caBundle": base64.b64encode(ca.cert_pem).decode(),
+            }
         kubectl.apply(vwc)
 
         argv = [

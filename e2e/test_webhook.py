@@ -25,7 +25,9 @@ def quota_status(kubectl: Kubectl, namespace: str, name: str) -> dict[str, Any]:
 
 def test_webhook_configuration_is_scoped_to_claims(kubectl: Kubectl, operator: Operator) -> None:
     vwc = kubectl.get_json("validatingwebhookconfiguration", "e2e.dbquota.io")
-    (webhook,) = vwc["webhooks"]
+    webhook, status = vwc["webhooks"]
+    assert [rule["resources"] for rule in status["rules"]] == [["databaseclaims/status"]]
+    assert status["matchConditions"][0]["expression"].startswith("request.userInfo.username !=")
     assert webhook["sideEffects"] == "NoneOnDryRun"
     assert webhook["clientConfig"]["caBundle"]
     assert webhook["clientConfig"]["url"].startswith("https://")

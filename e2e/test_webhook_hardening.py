@@ -19,7 +19,12 @@ control plane requires the apiserver's webhook client certificate):
   refuses it);
 - a flood of forged CREATE reviews without a client certificate never reaches admission
   (the operator counts no decision) and reserves nothing on a quota, while a real
-  ``kubectl create`` of a claim is admitted and counted on it.
+  ``kubectl create`` of a claim is admitted and counted on it;
+- a user whose Role lets them write claims' status (``kubectl --as``) cannot lower their
+  claim's price through it: the apiserver refuses the patch with the webhook's words and
+  the status keeps its price, while a write that leaves the status as it was goes
+  through, and dbquota's own status writes (not sent to the webhook: its
+  ``matchConditions``) still price new claims.
 """
 
 from __future__ import annotations
@@ -400,3 +405,55 @@ def test_forged_creates_without_a_client_certificate_reserve_nothing(
     )
     assert settled["spend"]["reserved"] == pytest.approx(cost, abs=0.01)
     assert decisions(operator) == before + 1
+
+
+def test_a_tenant_cannot_lower_its_claims_price_through_the_status(
+    kubectl: Kubectl, operator: Operator, namespace: str
+) -> None:
+    live_quota(kubectl, namespace, "guarded", monthlyBudget=1_000_000)
+    kubectl.apply(claim(namespace, name="pinned"))
+    cost = claim_status(kubectl, namespace, "pinned")["estimatedMonthlyCost"]
+    grant = {"apiGroups": ["dbquota.io"], "resources": ["databaseclaims", "databaseclaims/status"]}
+    kubectl.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "List",
+            "items": [
+                {
+                    "apiVersion": "rbac.authorization.k8s.io/v1",
+                    "kind": "Role",
+                    "metadata": {"name": "claims-and-status", "namespace": namespace},
+                    "rules": [{**grant, "verbs": ["get", "patch", "update"]}],
+                },
+                {
+                    "apiVersion": "rbac.authorization.k8s.io/v1",
+                    "kind": "RoleBinding",
+                    "metadata": {"name": "mallory", "namespace": namespace},
+                    "roleRef": {
+                        "apiGroup": "rbac.authorization.k8s.io",
+                        "kind": "Role",
+                        "name": "claims-and-status",
+                    },
+                    "subjects": [
+                        {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": "mallory"}
+                    ],
+                },
+            ],
+        }
+    )
+
+    def patch_status(value: float) -> Any:
+        body = json.dumps({"status": {"estimatedMonthlyCost": value}})
+        args = ("patch", "databaseclaim", "pinned", "-n", namespace, "--subresource=status")
+        return kubectl(*args, "--type=merge", "-p", body, "--as=mallory", check=False)
+
+    forged = patch_status(0)
+    assert forged.returncode != 0
+    assert f"the status of DatabaseClaim {namespace}/pinned is written by dbquota only" in (
+        forged.stderr
+    )
+    assert "mallory may not change it" in forged.stderr
+    assert claim_status(kubectl, namespace, "pinned")["estimatedMonthlyCost"] == cost
+    assert patch_status(cost).returncode == 0  # nothing changed: let through
+    kubectl.apply(claim(namespace, name="second"))
+    assert claim_status(kubectl, namespace, "second")["pricing"] == "Live"

@@ -23,7 +23,7 @@ ALL = ["databaseclaims", "cnpg", "zalando", "rds"]
 
 
 def rules(manifests: Manifests) -> list[dict[str, object]]:
-    (webhook,) = manifests.one("ValidatingWebhookConfiguration")["webhooks"]
+    webhook = manifests.one("ValidatingWebhookConfiguration")["webhooks"][0]
     found: list[dict[str, object]] = webhook["rules"]
     return found
 

@@ -151,7 +151,7 @@ def test_the_fail_open_alert_watches_the_webhook_the_chart_registers(
     render: Callable[..., Manifests],
 ) -> None:
     manifests = render(ON)
-    (webhook,) = manifests.one("ValidatingWebhookConfiguration")["webhooks"]
+    webhook = manifests.one("ValidatingWebhookConfiguration")["webhooks"][0]
     (alert,) = [r for r in rules_of(manifests) if r["alert"] == "DbquotaWebhookFailingOpen"]
     selectors = re.findall(r"apiserver_admission_webhook_fail_open_count\{([^}]*)\}", alert["expr"])
     assert selectors

@@ -1,13 +1,15 @@
 """The webhook as rendered: scoped to DatabaseClaims, wired to the pods, with a valid chain.
 
-Checks, for every variant: one webhook, for dbquota.io/v1alpha1 databaseclaims CREATE and
-UPDATE only, ``sideEffects: NoneOnDryRun``, AdmissionReview v1, the operator's webhook path
-``/validate-claims``, through the webhook Service to the container port the operator
-listens on (``--webhook-port``); ``failurePolicy`` defaults to Fail and ``timeoutSeconds``
-and the policy are configurable, within the schema's bounds. Self-signed mode: the
-caBundle is a CA that really signed the mounted serving certificate, whose names cover the
-Service and whose key matches. cert-manager mode: no generated Secrets, a Certificate for
-the Service's names writing the mounted Secret, and CA injection from it.
+Checks, for every variant: a webhook for dbquota.io/v1alpha1 databaseclaims CREATE and
+UPDATE only, beside one for UPDATEs of their status by anyone but the operator's
+ServiceAccount (``matchConditions``), to the same path; ``sideEffects: NoneOnDryRun``,
+AdmissionReview v1, the operator's webhook path ``/validate-claims``, through the webhook
+Service to the container port the operator listens on (``--webhook-port``);
+``failurePolicy`` defaults to Fail and ``timeoutSeconds`` and the policy are configurable,
+within the schema's bounds. Self-signed mode: the caBundle is a CA that really signed the
+mounted serving certificate, whose names cover the Service and whose key matches.
+cert-manager mode: no generated Secrets, a Certificate for the Service's names writing
+the mounted Secret, and CA injection from it.
 """
 
 from __future__ import annotations
@@ -23,10 +25,35 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from tests.chart.conftest import MATRIX, NAMESPACE, Doc, HelmError, Manifests
 
 
-def the_webhook(manifests: Manifests) -> Doc:
-    (webhook,) = manifests.one("ValidatingWebhookConfiguration")["webhooks"]
+def the_webhook(manifests: Manifests, name: str = "validate-claims.dbquota.io") -> Doc:
+    hooks = manifests.one("ValidatingWebhookConfiguration")["webhooks"]
+    (webhook,) = [hook for hook in hooks if hook["name"] == name]
     result: Doc = webhook
     return result
+
+
+def test_claims_status_is_guarded_but_for_the_operators_own_writes(variant: Manifests) -> None:
+    status = the_webhook(variant, "claim-status.dbquota.io")
+    assert status["rules"] == [
+        {
+            "apiGroups": ["dbquota.io"],
+            "apiVersions": ["v1alpha1"],
+            "resources": ["databaseclaims/status"],
+            "operations": ["UPDATE"],
+            "scope": "Namespaced",
+        }
+    ]
+    account = variant.workload()["spec"]["template"]["spec"]["serviceAccountName"]
+    assert status["matchConditions"] == [
+        {
+            "name": "not-dbquota",
+            "expression": (
+                f'request.userInfo.username != "system:serviceaccount:{NAMESPACE}:{account}"'
+            ),
+        }
+    ]
+    assert (status["sideEffects"], status["failurePolicy"]) == ("None", "Fail")
+    assert status["clientConfig"] == the_webhook(variant)["clientConfig"]
 
 
 def test_webhook_is_scoped_to_claims_with_none_on_dry_run(variant: Manifests) -> None:

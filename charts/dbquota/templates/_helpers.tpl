@@ -59,6 +59,7 @@ app.kubernetes.io/part-of: dbquota
 {{/* The webhook's name in the ValidatingWebhookConfiguration; the apiserver's admission
 metrics label their series with it (name="..."). */}}
 {{- define "dbquota.webhookName" -}}validate-claims.dbquota.io{{- end }}
+{{- define "dbquota.statusWebhookName" -}}claim-status.dbquota.io{{- end }}
 
 {{- define "dbquota.webhookServiceName" -}}
 {{- printf "%s-webhook" (include "dbquota.fullname" .) }}

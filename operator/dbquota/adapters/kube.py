@@ -394,6 +394,18 @@ class Kube:
         body = {"series": dict(series), "message": note}
         await self.patch(EVENTS, namespace=namespace, name=name, body=body)
 
+    async def whoami(self) -> str:
+        """The user name the apiserver knows this connection by (a SelfSubjectReview,
+        ``authentication.k8s.io/v1``): what admission reviews of our own writes carry in
+        ``request.userInfo.username``."""
+        review = await self.request(
+            "POST",
+            "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+            what="SelfSubjectReview",
+            body={"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"},
+        )
+        return str(((review.get("status") or {}).get("userInfo") or {}).get("username", ""))
+
     async def apply_validating_webhook_configuration(self, body: Mapping[str, Any]) -> None:
         """Create or update a ValidatingWebhookConfiguration by server-side apply (field
         manager ``dbquota``, forced): how ``--dev-webhook`` registers the webhook."""

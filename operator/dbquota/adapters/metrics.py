@@ -218,6 +218,12 @@ webhook_rejected = Counter(
     ["reason"],
     registry=REGISTRY,
 )
+webhook_status_denied = Counter(
+    "dbquota_webhook_status_writes_denied_total",
+    "Writes of a DatabaseClaim's status by anyone but dbquota that would have changed it, "
+    "denied: the status holds the price every quota of the namespace counts the claim at.",
+    registry=REGISTRY,
+)
 webhook_late = Counter(
     "dbquota_webhook_late_reviews_total",
     "Reviews denied with 503 and a message to try again because their admission was not "

@@ -4,7 +4,7 @@
 that read only the fields admission uses (every other field is skipped unread):
 
 - ``request``: ``uid``, ``kind`` (group/version/kind), ``resource``
-  (group/version/resource), ``operation``, ``namespace``, ``name``, ``dryRun``,
+  (group/version/resource), ``subResource``, ``operation``, ``namespace``, ``name``, ``dryRun``,
   ``userInfo.username``, and ``object`` / ``oldObject`` as an :class:`ObjectView`;
 - an :class:`ObjectView`: ``metadata`` (name, namespace, uid, generation, labels,
   annotations, creationTimestamp), and ``spec`` and ``status`` kept as the JSON values they
@@ -110,6 +110,8 @@ class Request(msgspec.Struct, frozen=True, rename="camel"):
     kind: GroupVersionKind
     resource: GroupVersionResource
     operation: Operation
+    sub_resource: str = ""
+    """``status`` for a write of the status subresource, else empty."""
     namespace: _Name = ""
     name: _Name = ""
     dry_run: bool | None = None

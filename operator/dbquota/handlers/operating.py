@@ -24,6 +24,7 @@ import asyncio
 import base64
 import contextlib
 import gc
+import json
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -186,7 +187,9 @@ async def register_dev_webhook(
     enabled: tuple[kinds.Kind, ...] = registry.enabled(registry.DEFAULT),
 ) -> None:
     """Create or update the ValidatingWebhookConfiguration ``--webhook-configuration`` that
-    sends CREATEs and UPDATEs of the enabled kinds to this process (``--dev-webhook``)."""
+    sends CREATEs and UPDATEs of the enabled kinds to this process (``--dev-webhook``),
+    and the status writes of the kinds dbquota owns by any user but this process's own
+    (:func:`status_webhook`), as the chart's does."""
     name = cfg.configuration_name
     if name.count(".") < 1:
         raise ConfigurationError(
@@ -194,7 +197,14 @@ async def register_dev_webhook(
             "the apiserver wants webhook names of 3 segments"
         )
     host = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
-    ca_bundle = (cfg.cert_dir / "ca.crt").read_bytes()
+    client = {
+        "url": f"https://{host}:{port}{webhook.PATH}",
+        "caBundle": base64.b64encode((cfg.cert_dir / "ca.crt").read_bytes()).decode(),
+    }
+    owned = [kind for kind in enabled if kind.owned]
+    statuses = (
+        [status_webhook(name, owned, user=await kube.whoami(), client=client)] if owned else []
+    )
     await kube.apply_validating_webhook_configuration(
         {
             "apiVersion": "admissionregistration.k8s.io/v1",
@@ -218,15 +228,59 @@ async def register_dev_webhook(
                         }
                         for kind in enabled
                     ],
-                    "clientConfig": {
-                        "url": f"https://{host}:{port}{webhook.PATH}",
-                        "caBundle": base64.b64encode(ca_bundle).decode(),
-                    },
-                }
+                    "clientConfig": client,
+                },
+                *statuses,
             ],
         }
     )
     logger.info("registered ValidatingWebhookConfiguration %s for port %d", name, port)
+
+
+async def _own_user(kube: Kube) -> str:
+    """The user this process writes as, for the webhook's status check (step 5 of
+    :mod:`dbquota.handlers.webhook`); empty, with a warning, if the apiserver will not
+    say (the configuration's ``matchConditions`` keep our writes away from it anyway)."""
+    try:
+        return await kube.whoami()
+    except DbquotaError as exc:
+        logger.warning("could not learn which user this process writes as: %s", exc)
+        return ""
+
+
+def status_webhook(
+    name: str, owned: Iterable[kinds.Kind], *, user: str, client: dict[str, str]
+) -> dict[str, Any]:
+    """The webhook that sees the status writes of the ``owned`` kinds by anyone but
+    ``user`` (dbquota's own), which :mod:`dbquota.handlers.webhook` admits only if they
+    change nothing there: a DatabaseClaim's status holds the price its quotas count it
+    at. dbquota's own writes never reach it (``matchConditions``, evaluated by the
+    apiserver), so claim pricing costs no webhook call."""
+    return {
+        "name": f"claim-status.{name}",
+        "admissionReviewVersions": ["v1"],
+        "sideEffects": "None",
+        "failurePolicy": "Fail",
+        "timeoutSeconds": 5,
+        "matchPolicy": "Equivalent",
+        "rules": [
+            {
+                "apiGroups": [kind.resource.group],
+                "apiVersions": [kind.resource.version],
+                "resources": [f"{kind.resource.plural}/status"],
+                "operations": ["UPDATE"],
+                "scope": "Namespaced" if kind.resource.namespaced else "Cluster",
+            }
+            for kind in owned
+        ],
+        "matchConditions": [
+            {
+                "name": "not-dbquota",
+                "expression": f"request.userInfo.username != {json.dumps(user)}",
+            }
+        ],
+        "clientConfig": client,
+    }
 
 
 async def _serve(
@@ -400,6 +454,8 @@ async def _serve(
                 cfg.webhook,
                 admit=admit_claims(runtime, enabled),
                 kinds=frozenset(registry.by_group_kind(enabled)),
+                owned=frozenset(registry.by_group_kind(k for k in enabled if k.owned)),
+                own_user=await _own_user(kube),
             )
         )
         if cfg.webhook.dev and cfg.webhook.configuration_name:

@@ -17,7 +17,14 @@ quotas. Each request, in this order:
 4. the body is decoded (:func:`dbquota.domain.reviews.decode`): not an AdmissionReview
    gets 400 with the short fixed message (``malformed AdmissionReview: request.uid
    missing``), never the input or an exception's text;
-5. any operation but CREATE and UPDATE, and any kind not in ``kinds``, is admitted at once;
+5. a write of the status of a kind in ``owned`` (a DatabaseClaim's holds the price every
+   quota of its namespace counts it at) is admitted only if it changes nothing there:
+   the configuration sends this webhook only the status writes of users other than
+   dbquota (its ``matchConditions``), so any other is a tenant pinning or lowering its
+   own claim's price. dbquota's own writes (``own_user``, should one arrive: a
+   configuration made by hand) are admitted. Denied with 403 and the user's name, counted in
+   ``dbquota_webhook_status_writes_denied_total`` and logged as refusals are; any
+   operation but CREATE and UPDATE, and any kind not in ``kinds``, is admitted at once;
 6. else ``admit(review)`` is awaited and its :class:`~dbquota.domain.reviews.Answer`
    encoded. An exception there is a bug: the review is denied with the fixed message
    :data:`INTERNAL_ERROR` and the exception logged once at ERROR with its traceback.
@@ -162,6 +169,11 @@ class Rejections:
         metrics.webhook_rejected.labels(reason=reason).inc()
         self._log("refused a request from", peer, detail)
 
+    def status(self, *, peer: str, detail: str) -> None:
+        """One status write denied (step 5)."""
+        metrics.webhook_status_denied.inc()
+        self._log("denied a status write from", peer, detail)
+
     def late(self, *, peer: str, detail: str) -> None:
         """One review denied because it was not decided in time (step 6)."""
         metrics.webhook_late.inc()
@@ -252,6 +264,8 @@ class _Webhook:
     ) -> None:
         self._admit = admit
         self._kinds = frozenset(kinds)
+        self._owned: frozenset[tuple[str, str]] = frozenset()
+        self._own_user = ""
         self.client_names = frozenset(client_names)
         self.max_age = max_age
         self.reject = rejections
@@ -262,6 +276,11 @@ class _Webhook:
         abandoned by their clients."""
         self.held = 0
         """Request body bytes every connection holds (:data:`MAX_HELD`)."""
+
+    def guard_status(self, owned: Collection[tuple[str, str]], *, own_user: str) -> None:
+        """Deny writes of the status of the ``owned`` kinds by anyone but ``own_user``
+        that would change it (step 5)."""
+        self._owned, self._own_user = frozenset(owned), own_user
 
     def hold(self, size: int) -> bool:
         """Count ``size`` more body bytes held; False, counting nothing, past :data:`MAX_HELD`."""
@@ -301,11 +320,39 @@ class _Webhook:
         except MalformedReview as exc:
             return self.refuse(peer, 400, "malformed", str(exc))
         incoming = review.request
-        if incoming.operation in ("CREATE", "UPDATE") and (
+        if incoming.sub_resource == "status":
+            answer = self._status(review, peer)
+        elif incoming.operation in ("CREATE", "UPDATE") and (
             (incoming.kind.group, incoming.kind.kind) in self._kinds
         ):
             return review
-        return _Response(200, reviews.encode(review, _ADMITTED), _JSON)
+        else:
+            answer = _ADMITTED
+        return _Response(200, reviews.encode(review, answer), _JSON)
+
+    def _status(self, review: reviews.Review, peer: str) -> reviews.Answer:
+        """The answer to a write of a status (step 5): admitted unless it changes the
+        status of a kind dbquota owns."""
+        incoming = review.request
+        old = incoming.old_object.status if incoming.old_object is not None else None
+        new = incoming.object.status if incoming.object is not None else None
+        if (
+            (incoming.kind.group, incoming.kind.kind) not in self._owned
+            or old == new
+            or (self._own_user and incoming.user_info.username == self._own_user)
+        ):
+            return _ADMITTED
+        who = incoming.user_info.username or "an unnamed user"
+        what = f"{incoming.kind.kind} {incoming.namespace}/{incoming.object_name}"
+        self.reject.status(peer=peer, detail=f"{who} may not change the status of {what}")
+        return reviews.Answer(
+            allowed=False,
+            code=403,
+            message=(
+                f"the status of {what} is written by dbquota only: it holds the price every "
+                f"DatabaseQuota of the namespace counts the claim at; {who} may not change it"
+            ),
+        )
 
     async def answer(
         self, review: reviews.Review, *, target: bytes = b"", peer: str = ""
@@ -593,22 +640,21 @@ async def serving(
     *,
     admit: Admit,
     kinds: Collection[tuple[str, str]],
+    owned: Collection[tuple[str, str]] = (),
+    own_user: str = "",
 ) -> AsyncIterator[int]:
     """Serve the webhook while the block runs; yields the bound port.
 
-    ``kinds`` are the (group, kind) pairs ``admit`` handles; reviews of any other kind are
-    admitted without asking it. Listens on ``--webhook-host`` in dev mode, else on
-    ``--webhook-listen``. Raises :class:`~dbquota.errors.ConfigurationError` when the TLS
-    files are missing or unusable.
+    ``kinds``: the (group, kind) pairs ``admit`` handles (others are admitted unasked);
+    ``owned``: those whose status only ``own_user``, dbquota, writes (step 5). Listens on
+    ``--webhook-host`` in dev mode, else on ``--webhook-listen``; raises
+    :class:`~dbquota.errors.ConfigurationError` when the TLS files are missing or unusable.
     """
-    tls = tls_for(settings)
+    tls, names, age = tls_for(settings), settings.client_names, settings.max_connection_age
     webhook = _Webhook(
-        admit=admit,
-        kinds=kinds,
-        client_names=settings.client_names,
-        rejections=Rejections(),
-        max_age=settings.max_connection_age,
+        admit=admit, kinds=kinds, client_names=names, rejections=Rejections(), max_age=age
     )
+    webhook.guard_status(owned, own_user=own_user)
     host = settings.host if settings.dev else settings.listen
     loop = asyncio.get_running_loop()
     server = await loop.create_server(

@@ -28,18 +28,23 @@ class RecordingKube:
     def __init__(self) -> None:
         self.applied: list[dict[str, Any]] = []
 
+    async def whoami(self) -> str:
+        return 'kubernetes-admin "of" e2e'
+
     async def apply_validating_webhook_configuration(self, body: dict[str, Any]) -> None:
         self.applied.append(body)
 
 
-async def test_dev_mode_registers_one_webhook_for_claims(tmp_path: Path) -> None:
+async def test_dev_mode_registers_a_webhook_for_claims_and_one_for_their_status(
+    tmp_path: Path,
+) -> None:
     ca, _, _ = webhook_tls.ensure_dev_certificates(cert_dir=tmp_path, host="127.0.0.1")
     cfg = WebhookSettings(dev=True, cert_dir=tmp_path, configuration_name="e2e.dbquota.io")
     kube = RecordingKube()
     await operating.register_dev_webhook(cast(Kube, kube), cfg, port=12345)
     (body,) = kube.applied
     assert body["metadata"]["name"] == "e2e.dbquota.io"
-    (hook,) = body["webhooks"]
+    hook, status = body["webhooks"]
     assert hook["name"] == "validate-claims.e2e.dbquota.io"
     assert hook["sideEffects"] == "NoneOnDryRun"
     assert hook["failurePolicy"] == "Fail"
@@ -56,6 +61,19 @@ async def test_dev_mode_registers_one_webhook_for_claims(tmp_path: Path) -> None
     ]
     assert hook["clientConfig"]["url"] == "https://127.0.0.1:12345/validate-claims"
     assert base64.b64decode(hook["clientConfig"]["caBundle"]) == ca.read_bytes()
+    assert status["name"] == "claim-status.e2e.dbquota.io"
+    assert (status["sideEffects"], status["failurePolicy"]) == ("None", "Fail")
+    assert [(r["resources"], r["operations"]) for r in status["rules"]] == [
+        (["databaseclaims/status"], ["UPDATE"])
+    ]
+    # dbquota's own writes never reach it; the name is quoted as a CEL string
+    assert status["matchConditions"] == [
+        {
+            "name": "not-dbquota",
+            "expression": 'request.userInfo.username != "kubernetes-admin \\"of\\" e2e"',
+        }
+    ]
+    assert status["clientConfig"] == hook["clientConfig"]
 
 
 async def test_a_configuration_name_without_a_dot_is_refused(tmp_path: Path) -> None:
