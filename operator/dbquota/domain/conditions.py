@@ -8,7 +8,7 @@ caller passes the time, formatted by :mod:`dbquota.kits.timestamps`.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Literal, TypedDict
 
 Status = Literal["True", "False", "Unknown"]
@@ -57,27 +57,3 @@ def set_condition(
     if old is None:
         return [*current, updated]
     return [updated if c["type"] == type_ else c for c in current]
-
-
-def initial(
-    current: Iterable[Condition],
-    *,
-    now: str,
-    generation: int,
-    types: Sequence[str] = QUOTA_TYPES,
-) -> list[Condition]:
-    """Every type in ``types`` present: existing ones kept, missing ones added as Unknown."""
-    result = list(current)
-    present = {c["type"] for c in result}
-    for type_ in types:
-        if type_ not in present:
-            result = set_condition(
-                result,
-                type_=type_,
-                status="Unknown",
-                reason="Initializing",
-                message="dbquota has not evaluated this yet",
-                generation=generation,
-                now=now,
-            )
-    return result

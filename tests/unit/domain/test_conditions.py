@@ -2,8 +2,9 @@
 
 Checks: a condition's ``lastTransitionTime`` moves only when its status flips (a new
 reason or message alone keeps it), while reason, message and observedGeneration follow
-every write; a new type is added after the others, which are kept as they were; every
-quota condition is present from the first visit, as ``Unknown``.
+every write; a new type is added after the others, which are kept as they were.
+(That every quota condition is present from the first visit is checked on whole statuses:
+``test_statuses.py``.)
 """
 
 from __future__ import annotations
@@ -16,9 +17,8 @@ T0, T1 = "2026-11-30T10:00:00Z", "2026-11-30T11:00:00Z"
 def ready(
     status: conditions.Status, *, reason: str, generation: int, now: str
 ) -> list[conditions.Condition]:
-    base = conditions.initial([], now=T0, generation=1)
     return conditions.set_condition(
-        base,
+        [],
         type_="Ready",
         status=status,
         reason=reason,
@@ -63,13 +63,3 @@ def test_a_new_type_is_added_and_the_others_are_kept() -> None:
     assert after[:-1] == before
     assert after[-1]["type"] == "Custom"
     assert after[-1]["lastTransitionTime"] == T1
-
-
-def test_every_quota_condition_is_present_from_the_first_visit() -> None:
-    got = conditions.initial([], now=T0, generation=3)
-    assert [(c["type"], c["status"], c["reason"]) for c in got] == [
-        ("Ready", "Unknown", "Initializing"),
-        ("BillingAvailable", "Unknown", "Initializing"),
-        ("BudgetExceeded", "Unknown", "Initializing"),
-        ("BudgetThresholdReached", "Unknown", "Initializing"),
-    ]
