@@ -5,7 +5,8 @@ level, logger and message, its ``extra=`` fields, and its traceback as ``excepti
 fixed field is not overwritten by an extra one; a value JSON cannot hold still gives a
 parseable line; kopf's per-object records, which reach the root logger, carry their object
 reference as ``object``, as kopf's own JSON format names it, without kopf's bookkeeping;
-text is today's format; ``setup`` leaves a configured root logger alone, and in JSON routes
+text is today's format, a kopf record about an object naming it first, ``[ns/name]``;
+``setup`` leaves a configured root logger alone, and in JSON routes
 uncaught exceptions through logging.
 """
 
@@ -133,6 +134,25 @@ def test_text_is_the_format_of_before() -> None:
     record = logging.LogRecord("dbquota.x", logging.INFO, "f.py", 1, "hello %s", ("w",), None)
     text = logs.formatter("text").format(record)
     assert re.match(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} INFO dbquota.x: hello w$", text)
+
+
+def test_text_names_the_object_a_kopf_record_is_about() -> None:
+    body = {"kind": "DatabaseQuota", "metadata": {"name": "q", "namespace": "team-a"}}
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(logs.formatter("text"))
+    kopf_objects = logging.getLogger("kopf.objects")
+    kopf_objects.addHandler(handler)
+    level, kopf_objects.level = kopf_objects.level, logging.INFO
+    try:
+        logger = ObjectLogger(body=kopf.Body(body), settings=kopf.OperatorSettings())  # type: ignore[arg-type]
+        logger.info("Handler %r succeeded.", "quota_changed")
+    finally:
+        kopf_objects.removeHandler(handler)
+        kopf_objects.setLevel(level)
+    assert out.getvalue().endswith(
+        " INFO kopf.objects: [team-a/q] Handler 'quota_changed' succeeded.\n"
+    )
 
 
 @contextlib.contextmanager
