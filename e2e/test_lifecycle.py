@@ -16,13 +16,18 @@ operator, which leads and reconciles) and checks:
   the lease duration plus a refresh), with an ``EscrowExpired`` Event, and the budget it
   held is admitted again;
 - a replica restarted while its provider is unreachable prices from its cache in the
-  currency the cached catalog named: a quota in another currency still warns.
+  currency the cached catalog named: a quota in another currency still warns;
+- a replica run with ``--log-format=json`` writes every line of its log, from start-up
+  through an admission to its SIGTERM, as one JSON object with time, level, logger and
+  message, its own lines and kopf's alike.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
+import re
 import signal
 import ssl
 import threading
@@ -397,3 +402,30 @@ def test_sigterm_while_start_up_is_stuck_exits_cleanly(
     assert "Traceback" not in log, log[-3000:]
     assert stopped_in < 25, stopped_in  # within the chart's 30 s grace
     print(f"SIGTERM during a stuck start-up: exited 0 in {stopped_in:.1f}s")
+
+
+def test_a_replica_logging_json_writes_every_line_as_json(
+    cluster: Cluster,
+    kubectl: Kubectl,
+    operator: Operator,
+    namespace: str,
+    billing: Simulator,
+    tmp_path: Path,
+) -> None:
+    live_quota(kubectl, namespace, "logged", monthlyBudget=1_000_000)
+    scoped = (f"--namespace={namespace}", f"--lease-namespace={namespace}")
+    replica = start_replica(cluster, tmp_path / "r", billing.url, "--log-format=json", *scoped)
+    try:
+        assert replica.admit(review(namespace, "logged-1"))
+    finally:
+        replica.client.close()
+        stop_operator(replica.op)
+    assert replica.op.proc.returncode == 0
+    lines = replica.op.logs().splitlines()
+    records = [json.loads(line) for line in lines]  # every line, or this raises
+    assert len(records) >= 5
+    for record in records:
+        assert list(record)[:4] == ["time", "level", "logger", "message"], record
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", record["time"])
+    loggers = {str(r["logger"]).split(".")[0] for r in records}
+    assert {"dbquota", "kopf"} <= loggers, loggers
