@@ -185,11 +185,14 @@ async def register_dev_webhook(
     *,
     port: int,
     enabled: tuple[kinds.Kind, ...] = registry.enabled(registry.DEFAULT),
+    own_user: str,
 ) -> None:
     """Create or update the ValidatingWebhookConfiguration ``--webhook-configuration`` that
     sends CREATEs and UPDATEs of the enabled kinds to this process (``--dev-webhook``),
-    and the status writes of the kinds dbquota owns by any user but this process's own
-    (:func:`status_webhook`), as the chart's does."""
+    and the status writes of the kinds dbquota owns by any user but ``own_user``, this
+    process's (:func:`status_webhook`), as the chart's does. Without ``own_user`` (the
+    apiserver would not say) the status is left unguarded, with a warning: guarded, this
+    process's own writes would be denied."""
     name = cfg.configuration_name
     if name.count(".") < 1:
         raise ConfigurationError(
@@ -202,9 +205,10 @@ async def register_dev_webhook(
         "caBundle": base64.b64encode((cfg.cert_dir / "ca.crt").read_bytes()).decode(),
     }
     owned = [kind for kind in enabled if kind.owned]
-    statuses = (
-        [status_webhook(name, owned, user=await kube.whoami(), client=client)] if owned else []
-    )
+    if owned and not own_user:
+        logger.warning("claims' status left unguarded: this process's user is not known")
+    guarded = owned and own_user
+    statuses = [status_webhook(name, owned, user=own_user, client=client)] if guarded else []
     await kube.apply_validating_webhook_configuration(
         {
             "apiVersion": "admissionregistration.k8s.io/v1",
@@ -449,17 +453,20 @@ async def _serve(
         )
         stack.callback(setattr, probes, "check", None)
         # Entered last, left first: no review is in flight when the ledgers flush and close.
+        own_user = await _own_user(kube)
         port = await stack.enter_async_context(
             webhook.serving(
                 cfg.webhook,
                 admit=admit_claims(runtime, enabled),
                 kinds=frozenset(registry.by_group_kind(enabled)),
                 owned=frozenset(registry.by_group_kind(k for k in enabled if k.owned)),
-                own_user=await _own_user(kube),
+                own_user=own_user,
             )
         )
         if cfg.webhook.dev and cfg.webhook.configuration_name:
-            await register_dev_webhook(kube, cfg.webhook, port=port, enabled=enabled)
+            await register_dev_webhook(
+                kube, cfg.webhook, port=port, enabled=enabled, own_user=own_user
+            )
         memo["runtime"] = runtime
         _freeze_heap()
         await stop.wait()

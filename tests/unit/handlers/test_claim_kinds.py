@@ -38,9 +38,6 @@ class StubKube:
     async def apply_validating_webhook_configuration(self, body: dict[str, Any]) -> None:
         self.applied.append(body)
 
-    async def whoami(self) -> str:
-        return "admin"
-
     async def request(self, method: str, path: str, **_: object) -> dict[str, Any]:
         if not any(f"/{plural}" in path for plural in self.serves):
             raise NotFound(f"{method} {path}: the server could not find the requested resource")
@@ -51,7 +48,9 @@ async def test_dev_mode_registers_a_rule_per_enabled_kind(tmp_path: Path) -> Non
     webhook_tls.ensure_dev_certificates(cert_dir=tmp_path, host="127.0.0.1")
     cfg = WebhookSettings(dev=True, cert_dir=tmp_path, configuration_name="e2e.dbquota.io")
     kube = StubKube(set())
-    await operating.register_dev_webhook(cast(Kube, kube), cfg, port=1, enabled=ALL)
+    await operating.register_dev_webhook(
+        cast(Kube, kube), cfg, port=1, enabled=ALL, own_user="admin"
+    )
     hook, status = kube.applied[0]["webhooks"]
     assert [r["resources"] for r in status["rules"]] == [["databaseclaims/status"]]
     assert [(r["resources"], r["scope"]) for r in hook["rules"]] == [

@@ -28,9 +28,6 @@ class RecordingKube:
     def __init__(self) -> None:
         self.applied: list[dict[str, Any]] = []
 
-    async def whoami(self) -> str:
-        return 'kubernetes-admin "of" e2e'
-
     async def apply_validating_webhook_configuration(self, body: dict[str, Any]) -> None:
         self.applied.append(body)
 
@@ -41,7 +38,8 @@ async def test_dev_mode_registers_a_webhook_for_claims_and_one_for_their_status(
     ca, _, _ = webhook_tls.ensure_dev_certificates(cert_dir=tmp_path, host="127.0.0.1")
     cfg = WebhookSettings(dev=True, cert_dir=tmp_path, configuration_name="e2e.dbquota.io")
     kube = RecordingKube()
-    await operating.register_dev_webhook(cast(Kube, kube), cfg, port=12345)
+    user = 'kubernetes-admin "of" e2e'
+    await operating.register_dev_webhook(cast(Kube, kube), cfg, port=12345, own_user=user)
     (body,) = kube.applied
     assert body["metadata"]["name"] == "e2e.dbquota.io"
     hook, status = body["webhooks"]
@@ -76,11 +74,24 @@ async def test_dev_mode_registers_a_webhook_for_claims_and_one_for_their_status(
     assert status["clientConfig"] == hook["clientConfig"]
 
 
+async def test_without_its_own_user_dev_mode_leaves_the_status_unguarded(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    webhook_tls.ensure_dev_certificates(cert_dir=tmp_path, host="127.0.0.1")
+    cfg = WebhookSettings(dev=True, cert_dir=tmp_path, configuration_name="e2e.dbquota.io")
+    kube = RecordingKube()
+    await operating.register_dev_webhook(cast(Kube, kube), cfg, port=1, own_user="")
+    assert [hook["name"] for hook in kube.applied[0]["webhooks"]] == [
+        "validate-claims.e2e.dbquota.io"
+    ]
+    assert "claims' status left unguarded" in caplog.text
+
+
 async def test_a_configuration_name_without_a_dot_is_refused(tmp_path: Path) -> None:
     cfg = WebhookSettings(dev=True, cert_dir=tmp_path, configuration_name="dbquota")
     kube = RecordingKube()
     with pytest.raises(ConfigurationError, match="must be a domain name"):
-        await operating.register_dev_webhook(cast(Kube, kube), cfg, port=1)
+        await operating.register_dev_webhook(cast(Kube, kube), cfg, port=1, own_user="me")
     assert kube.applied == []
 
 
