@@ -69,12 +69,9 @@ class RateLimited(BillingUnavailable):
 
 class Held(RateLimited):
     """Not sent: a 429's ``Retry-After`` holds every billing call until it ends;
-    ``retry_after`` is the seconds left. No request reached the provider, so this is no
-    news about it and does not trip the circuit breaker."""
-
-    def __init__(self, message: str, *, retry_after: float | None = None) -> None:
-        super().__init__(message, retry_after=retry_after)
-        self.trips_breaker = False
+    ``retry_after`` is the seconds left, always some, so that it does not trip the circuit
+    breaker, as a :class:`RateLimited` with a hint does not: no request reached the
+    provider, and this is no news about it."""
 
 
 class MalformedPayload(BillingError):

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import typing
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +47,18 @@ def _knob(
         repr=not secret,
         metadata={"flag": flag, "env": env, "help": help, "unit": unit, "parse": parse},
     )
+
+
+def _one_of(choices: Any) -> Callable[[str], str]:
+    """A parser of one of the strings of the ``Literal`` type ``choices``."""
+    allowed: tuple[str, ...] = typing.get_args(choices)
+
+    def parse(text: str) -> str:
+        if text not in allowed:
+            raise argparse.ArgumentTypeError(f"expected {' or '.join(allowed)}, got {text!r}")
+        return text
+
+    return parse
 
 
 def _optional_path(text: str) -> Path | None:
@@ -95,29 +108,11 @@ def _connection_age(text: str) -> float:
     return value
 
 
-def _event_loop(text: str) -> EventLoop:
-    if text not in ("uvloop", "asyncio"):
-        raise argparse.ArgumentTypeError(f"expected uvloop or asyncio, got {text!r}")
-    return "uvloop" if text == "uvloop" else "asyncio"
-
-
-def _log_format(text: str) -> LogFormat:
-    if text not in ("text", "json"):
-        raise argparse.ArgumentTypeError(f"expected text or json, got {text!r}")
-    return "text" if text == "text" else "json"
-
-
 def _claim_kinds(text: str) -> tuple[str, ...]:
     try:
         return registry.names(_names(text))
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _no_quota_policy(text: str) -> NoQuotaPolicy:
-    if text not in ("Admit", "Deny"):
-        raise argparse.ArgumentTypeError(f"expected Admit or Deny, got {text!r}")
-    return "Admit" if text == "Admit" else "Deny"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -334,7 +329,7 @@ class EnforcementSettings:
         flag="--no-quota-policy",
         help="Admit or Deny claims in a namespace that has no DatabaseQuota (and "
         "cluster-scoped objects that name no tenant namespace).",
-        parse=_no_quota_policy,
+        parse=_one_of(NoQuotaPolicy),
     )
     reservation_grace: float = _knob(
         60.0,
@@ -423,7 +418,7 @@ class Settings:
         "uvloop",
         flag="--event-loop",
         help="uvloop (compiled, less CPU per admission) or asyncio (the standard library's).",
-        parse=_event_loop,
+        parse=_one_of(EventLoop),
     )
     log_format: LogFormat = _knob(
         "text",
@@ -431,7 +426,7 @@ class Settings:
         help="text (time, level, logger: message) or json (one JSON object per line: time "
         "in RFC 3339 UTC, level, logger, message, and exception, object and extra fields "
         "when present). Every line logged follows it, kopf's and aiohttp's too.",
-        parse=_log_format,
+        parse=_one_of(LogFormat),
     )
 
 

@@ -120,13 +120,13 @@ def admit(
     ``held`` are the reservations in flight by uid (an UPDATE of an object whose own
     reservation is still in flight builds on it); ``holder`` names the replica deciding.
     A CREATE is refused while ``in_flight_limit`` reservations are held for objects that
-    have not appeared (neither standing, whose object exists, nor among ``present()``, the
-    uids of the claims this replica's watch has seen): only objects that really appear
-    keep budget, and reviews nobody follows with an object (forged, or failing later)
-    cannot pile up, while a burst whose claims exist but are not priced yet is not held
-    back. No request adds a reservation once ``reservations.MOST_HELD`` are held (the status
-    must stay writable). Under ``Warn`` and ``DryRun``, which never deny, such a request is
-    decided as usual and holds nothing; ``in_flight``, kept per quota, spares the count.
+    have not appeared (not among ``present()``, the uids of the objects this replica's
+    watches have seen): only objects that really appear keep budget, and reviews nobody
+    follows with an object (forged, or failing later) cannot pile up, while a burst whose
+    claims exist but are not priced yet is not held back. No request adds a reservation
+    once ``reservations.MOST_HELD`` are held (the status must stay writable). Under
+    ``Warn`` and ``DryRun``, which never deny, such a request is decided as usual and holds
+    nothing; ``in_flight``, kept per quota, spares the count.
     """
     enforced, full = quota.enforcement == "Enforce", _full(request, held)
     if full and enforced and request.creating:  # no count, no price: it is refused anyway
@@ -194,7 +194,7 @@ def _crowding(
     # The set difference runs in C over the reservations (a loop in Python was an eighth of
     # the operator's CPU at 200 creates/s). ``held.keys() - seen`` would walk ``seen``
     # instead, every object of the namespace: another seventh once thousands exist.
-    unseen = sum(1 for uid in set(held).difference(seen) if not held[uid].get("standing"))
+    unseen = len(set(held).difference(seen))
     if memo is not None:
         memo.counted(held, unseen)
     return unseen if unseen >= limit else None
@@ -224,11 +224,6 @@ def _hold(
         now=now,
         previous=previous,
     )
-
-
-def _in_flight(held: Mapping[str, Reservation]) -> int:
-    """Reservations whose object has not shown up (a standing one's object exists)."""
-    return sum(1 for r in held.values() if not r.get("standing"))
 
 
 def _refusal(quota: str, reason: verdicts.Reason, message: str) -> verdicts.Decision:

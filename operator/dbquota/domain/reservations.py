@@ -56,9 +56,8 @@ an object over its request limit (``--max-request-bytes``, 1.5 MiB by default): 
 admission waiting for that write would then fail, not about budget. A reservation takes
 about 220-260 bytes of JSON with short claim names, about 530 with a name of 253
 characters, so 2,000 stay near 1 MiB even then. They pile up when claims wait for their
-prices to be written (an apiserver too slow for the rate of creates), or other operators'
-objects for billing to show them (standing, in a long billing outage); at the bound,
-admission refuses new holds, ``TooManyInFlight``, until some end
+prices to be written (an apiserver too slow for the rate of creates), or objects to
+appear; at the bound, admission refuses new holds, ``TooManyInFlight``, until some end
 (:func:`dbquota.domain.admission.admit`). Each replica checks its own view (what the
 quota holds and what it admitted and has not written yet)."""
 ADOPT_AT_ONCE = 200
@@ -225,15 +224,16 @@ def by_uid(held: Iterable[Reservation]) -> dict[str, Reservation]:
 
 
 def confirmed_by(res: Reservation, claim: ClaimRef | None) -> bool:
-    """Whether ``claim``, an object dbquota owns, shows the price ``res`` charged for its
-    generation (``Confirmed`` in the module docstring): from then on it counts at that
-    price and ``res`` can go, with the totals unchanged."""
-    return (
-        claim is not None
-        and claim.owned
-        and claim.cost is not None
-        and claim.priced_generation >= int(res.get("generation", 1))
-    )
+    """Whether ``claim`` counts what ``res`` charged, so that ``res`` can go with the
+    totals unchanged (``Confirmed`` and ``Counted`` in the module docstring): an object
+    dbquota owns once it shows the price for that generation, another operator's once it
+    exists at that generation (the recount prices it from its spec)."""
+    if claim is None:
+        return False
+    generation = int(res.get("generation", 1))
+    if not claim.owned:
+        return claim.generation >= generation
+    return claim.cost is not None and claim.priced_generation >= generation
 
 
 def settle(
@@ -258,12 +258,7 @@ def settle(
     for res in held:
         uid = str(res.get("uid", ""))
         claim = claims.get(uid)
-        if claim is not None and not claim.owned:
-            if claim.generation >= int(res.get("generation", 1)):
-                confirmed.append(res)  # counted: the recount prices the object from its spec
-            else:
-                kept.append(res)  # the object is not at that generation yet
-        elif claim is not None:
+        if claim is not None:
             if confirmed_by(res, claim):
                 confirmed.append(res)
             else:

@@ -48,9 +48,9 @@ class Reservation(TypedDict, total=False):
     holder: str
     """The webhook replica that took it, or ``adopted``."""
     standing: bool
-    """Written by earlier releases only: its object (of a kind dbquota does not own)
-    exists, so it does not count as in flight for ``--max-reservations``; the next
-    reconcile ends it (:func:`dbquota.domain.reservations.settle`)."""
+    """Written by earlier releases only, and read by none: its object (of a kind dbquota
+    does not own) exists, so the next write of the quota ends the entry
+    (:func:`dbquota.domain.reservations.confirmed_by`)."""
 
 
 class Escrow(TypedDict, total=False):

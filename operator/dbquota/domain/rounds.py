@@ -14,8 +14,9 @@ snapshot and the time bound in), it returns the :class:`Round`:
 - this replica's escrow kept, or renewed (what is left given back, a fresh share of the
   room after the last admission taken), written in the same patch;
 - when the round writes anyway, the reservations whose claims already show their price
-  (``confirmed``, :func:`dbquota.domain.reservations.confirmed_by`) dropped from the list,
-  the totals unchanged: the claims count at those prices now. The reconciler does the
+  (another operator's object: exists at that generation; ``confirmed``,
+  :func:`dbquota.domain.reservations.confirmed_by`) dropped from the list, the totals
+  unchanged: the claims count at those prices now. The reconciler does the
   same on its refreshes; doing it here keeps the list (and every write and watch event of
   the quota) short during a burst, when the reconciler's compare-and-swap would keep
   losing to this writer's.

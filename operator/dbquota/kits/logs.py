@@ -27,9 +27,10 @@ import json
 import logging
 import sys
 import threading
-import time
 from types import TracebackType
 from typing import Any, Literal, TextIO
+
+from dbquota.kits import timestamps
 
 LogFormat = Literal["text", "json"]
 
@@ -59,7 +60,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         fields: dict[str, Any] = {
-            "time": _rfc3339(record),
+            "time": timestamps.to_milli(record.created),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
@@ -100,11 +101,6 @@ class TextFormatter(logging.Formatter):
         named = logging.makeLogRecord(record.__dict__)  # the record itself stays as it was
         named.msg, named.args = f"[{name}] {record.getMessage()}", None
         return super().format(named)
-
-
-def _rfc3339(record: logging.LogRecord) -> str:
-    seconds = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-    return f"{seconds}.{int(record.msecs):03d}Z"
 
 
 def formatter(log_format: LogFormat) -> logging.Formatter:

@@ -2,8 +2,9 @@
 
 The one place that formats and parses them: status fields (``reservedAt``,
 ``lastSuccessfulSync``), condition transition times, Events and Leases all go through
-here. ``MicroTime`` (``2026-11-30T14:55:45.123456Z``) is what Leases and
-``events.k8s.io`` Events carry; plain ``Time`` has whole seconds.
+here, and so do the log lines of ``--log-format=json`` (milliseconds). ``MicroTime``
+(``2026-11-30T14:55:45.123456Z``) is what Leases and ``events.k8s.io`` Events carry; plain
+``Time`` has whole seconds.
 """
 
 from __future__ import annotations
@@ -32,6 +33,11 @@ def _whole_second(second: int) -> str:
 def to_micro(epoch: float) -> str:
     """Epoch seconds as the API's ``MicroTime`` (microseconds)."""
     return datetime.datetime.fromtimestamp(epoch, datetime.UTC).strftime(_MICROS)
+
+
+def to_milli(epoch: float) -> str:
+    """Epoch seconds with milliseconds (truncated), ``2026-11-30T14:55:45.123Z``."""
+    return to_micro(epoch)[:-4] + "Z"
 
 
 def from_rfc3339(text: object) -> float:

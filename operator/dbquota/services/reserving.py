@@ -486,7 +486,8 @@ class Ledger:
         return uid in self._present()
 
     def _confirmed(self, res: Reservation) -> bool:
-        """Whether ``res``'s claim, as this replica's watch shows it, carries its price."""
+        """Whether ``res``'s claim, as this replica's watch shows it, counts what ``res``
+        charged (:func:`dbquota.domain.reservations.confirmed_by`)."""
         return reservations.confirmed_by(res, self._present().get(str(res.get("uid", ""))))
 
     def _may_wait(self, pending: _Pending) -> bool:
