@@ -49,7 +49,7 @@ from cryptography import x509
 from e2e import harness
 from e2e.harness import Cluster, Kubectl, free_port
 from e2e.waiting import wait_for
-from tests.chart.conftest import CHART, MATRIX, NAMESPACE, RELEASE
+from tests.chart.conftest import CHART, KUBE_VERSION, MATRIX, NAMESPACE, RELEASE
 from tests.simulating import stop as stop_process
 
 FULLNAME = f"{RELEASE}-dbquota"
@@ -154,7 +154,13 @@ def values_args(values: dict[str, Any]) -> list[str]:
 @pytest.mark.parametrize("name", list(MATRIX))
 def test_rendered_manifests_pass_server_side_dry_run(env: Env, name: str) -> None:
     rendered = env.helm(
-        "template", RELEASE, str(CHART), "-n", NAMESPACE, *values_args(MATRIX[name])
+        "template",
+        RELEASE,
+        str(CHART),
+        "-n",
+        NAMESPACE,
+        *KUBE_VERSION,
+        *values_args(MATRIX[name]),
     ).stdout
     result = env.kubectl("apply", "--dry-run=server", "-f", "-", input_=rendered, check=False)
     assert result.returncode == 0, result.stderr
@@ -213,6 +219,8 @@ def test_notes_say_how_to_check_the_install(installed: str) -> None:
     assert "kubectl get databasequotas -A" in notes
     assert f"get lease {FULLNAME}-leader" in notes
     assert "billing.url is not set" not in notes
+    smoke = notes.index("kubectl create namespace dbquota-smoke")
+    assert notes.index("kubectl delete namespace dbquota-smoke") > smoke
 
 
 CAN = [
@@ -269,6 +277,7 @@ def test_certificates_are_stable_across_upgrades(env: Env, installed: str) -> No
         "-n",
         NAMESPACE,
         "--dry-run=server",
+        *KUBE_VERSION,  # even then, helm checks kubeVersion against its own default
         "--set",
         "billing.url=http://b:8089",
     ).stdout

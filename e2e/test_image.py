@@ -51,7 +51,7 @@ from e2e.harness import REPO, Cluster, Kubectl, free_port
 from e2e.test_crds import claim
 from e2e.test_enforcement import claim_status, live_quota, status, unit_cost
 from e2e.waiting import wait_for
-from tests.chart.conftest import CHART, Manifests, parse, run_helm
+from tests.chart.conftest import CHART, KUBE_VERSION, Manifests, parse, run_helm
 from tests.simulating import Simulator
 
 MISSING = imaging.missing_tools()
@@ -279,7 +279,7 @@ def deployment(
     manifests = parse(
         run_helm(
             cluster.bins.helm,
-            "template", release, str(CHART), "-n", system,
+            "template", release, str(CHART), "-n", system, *KUBE_VERSION,
             values={
                 "replicaCount": 1,
                 "watchNamespace": tenant,
@@ -339,8 +339,10 @@ def deployment(
         # The chart's webhook configuration, calling the container instead of a Service.
         vwc = manifests.one("ValidatingWebhookConfiguration")
         for webhook in vwc["webhooks"]:  # the claims', and their status's
-            assert webhook["namespaceSelector"]["matchLabels"] == {
-                "kubernetes.io/metadata.name": tenant
+            assert webhook["namespaceSelector"] == {
+                "matchExpressions": [
+                    {"key": "kubernetes.io/metadata.name", "operator": "In", "values": [tenant]}
+                ]
             }
             path = webhook["clientConfig"]["service"]["path"]
             webhook["clientConfig"] = {

@@ -44,6 +44,7 @@ from e2e.conftest import FAST, REPO
 from e2e.harness import Cluster, Kubectl, Operator, start_operator, stop_operator
 from e2e.test_plugin import Plugin, plugin, plugin_path
 from e2e.waiting import wait_for
+from tests.chart.conftest import KUBE_VERSION
 from tests.simulating import Simulator, launch
 from tests.simulating import stop as stop_process
 
@@ -519,6 +520,7 @@ def chart_rbac(cluster: Cluster, kubectl: Kubectl, crds: None) -> None:
         [
             str(cluster.bins.helm),
             "template",
+            *KUBE_VERSION,
             "kinds",
             str(REPO / "charts" / "dbquota"),
             "-n",

@@ -22,7 +22,7 @@ from e2e import scraping
 from e2e.harness import Cluster, Kubectl, Operator, free_port
 from e2e.test_crds import claim, quota
 from e2e.waiting import wait_for
-from tests.chart.conftest import CHART
+from tests.chart.conftest import CHART, KUBE_VERSION
 
 FAIL_OPEN = "apiserver_admission_webhook_fail_open_count"
 
@@ -65,6 +65,7 @@ def rendered_fail_open_selector(cluster: Cluster) -> dict[str, str]:
         [
             str(cluster.bins.helm),
             "template",
+            *KUBE_VERSION,
             "x",
             str(CHART),
             "--set",

@@ -26,6 +26,9 @@ REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "dbquota"
 RELEASE = "dbq"
 NAMESPACE = "dbquota-system"
+KUBE_VERSION = ("--kube-version", controlplane.K8S_VERSION)
+"""What ``helm template`` checks the chart's ``kubeVersion`` against: with no cluster to ask it
+assumes 1.20, which the chart refuses; the control plane the e2e tests run."""
 
 Doc = dict[str, Any]
 
@@ -154,7 +157,14 @@ def render(helm: Path) -> Callable[..., Manifests]:
         key = json.dumps(values or {}, sort_keys=True)
         if fresh or key not in cache:
             text = run_helm(
-                helm, "template", RELEASE, str(CHART), "-n", NAMESPACE, values=values or {}
+                helm,
+                "template",
+                RELEASE,
+                str(CHART),
+                "-n",
+                NAMESPACE,
+                *KUBE_VERSION,
+                values=values or {},
             )
             cache[key] = parse(text)
         return cache[key]

@@ -125,6 +125,38 @@ def test_leader_election_off_is_passed_on(render: Callable[..., Manifests]) -> N
     assert "--no-leader-election" in manifests.container()["args"]
 
 
+@pytest.mark.parametrize(
+    ("values", "reason"),
+    [
+        ({"leaderElection": {"enabled": False}}, r"needs replicaCount 1 \(it is 2\)"),
+        ({"leaderElection": {"renewDeadline": 15}}, r"renewDeadline \(15\) must be below"),
+        ({"leaderElection": {"retryPeriod": 10}}, r"retryPeriod \(10\) must be below"),
+        (
+            {"leaderElection": {"enabled": False, "retryPeriod": 12}, "replicaCount": 1},
+            "retryPeriod",
+        ),
+        ({"webhook": {"port": 8080}}, "webhook.port and metrics.port are both 8080"),
+    ],
+)
+def test_values_that_cannot_work_fail_with_the_reason(
+    render: Callable[..., Manifests], values: dict[str, Any], reason: str
+) -> None:
+    """Refused at render time rather than as a pod that never gets Ready, or two servers
+    on one port."""
+    with pytest.raises(HelmError, match=reason):
+        render(values)
+
+
+def test_helm_template_wants_the_clusters_version(helm: Path) -> None:
+    """Chart.yaml's kubeVersion: older apiservers drop the status webhook's matchConditions,
+    and helm template without --kube-version assumes 1.20."""
+    with pytest.raises(HelmError, match=r"requires kubeVersion: >=1\.28\.0-0"):
+        run_helm(helm, "template", RELEASE, str(CHART), "--kube-version", "1.27.9")
+    with pytest.raises(HelmError, match=r"incompatible with Kubernetes v1\.20"):
+        run_helm(helm, "template", RELEASE, str(CHART))
+    assert run_helm(helm, "template", RELEASE, str(CHART), "--kube-version", "1.28.0")
+
+
 def test_persistent_cache_is_a_statefulset_with_a_claim_per_pod(
     render: Callable[..., Manifests],
 ) -> None:

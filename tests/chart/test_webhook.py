@@ -103,14 +103,39 @@ def test_schema_refuses_a_bad_failure_policy_or_timeout(
         render({"webhook": webhook})
 
 
+ONLY_TEAM_A = {"key": "kubernetes.io/metadata.name", "operator": "In", "values": ["team-a"]}
+
+
 def test_one_watched_namespace_limits_the_webhook_to_it(render: Callable[..., Manifests]) -> None:
     webhook = the_webhook(render(MATRIX["one-namespace"]))
-    assert webhook["namespaceSelector"] == {
-        "matchLabels": {"kubernetes.io/metadata.name": "team-a"}
-    }
+    assert webhook["namespaceSelector"] == {"matchExpressions": [ONLY_TEAM_A]}
     selector = {"matchExpressions": [{"key": "tier", "operator": "In", "values": ["apps"]}]}
     webhook = the_webhook(render({"webhook": {"namespaceSelector": selector}}))
     assert webhook["namespaceSelector"] == selector
+
+
+def test_a_selector_and_a_watched_namespace_both_apply(render: Callable[..., Manifests]) -> None:
+    """The operator counts only watchNamespace's claims: a selector that also matched other
+    namespaces would send it reviews it decides without their quota."""
+    tier = {"key": "tier", "operator": "In", "values": ["apps"]}
+    selector = {"matchLabels": {"team": "a"}, "matchExpressions": [tier]}
+    manifests = render({"watchNamespace": "team-a", "webhook": {"namespaceSelector": selector}})
+    configuration = manifests.one("ValidatingWebhookConfiguration")
+    for webhook in configuration["webhooks"]:
+        assert webhook["namespaceSelector"] == {
+            "matchLabels": {"team": "a"},
+            "matchExpressions": [tier, ONLY_TEAM_A],
+        }
+        assert webhook["timeoutSeconds"] == 5
+
+
+def test_the_status_webhook_waits_as_long_as_the_claims_one(
+    render: Callable[..., Manifests],
+) -> None:
+    configuration = render({"webhook": {"timeoutSeconds": 12}}).one(
+        "ValidatingWebhookConfiguration"
+    )
+    assert [w["timeoutSeconds"] for w in configuration["webhooks"]] == [12, 12]
 
 
 def pem_certs(data: bytes) -> list[x509.Certificate]:

@@ -194,3 +194,44 @@ the operator owns the kind (writes its status) or only reads it.
 {{- end }}
 {{- $kinds | toJson -}}
 {{- end }}
+
+{{/*
+Combinations of values that would render manifests that fail later (a pod that never gets
+Ready, two servers on one port): refused at render time with the reason instead. Included
+by workload.yaml.
+*/}}
+{{- define "dbquota.validate" -}}
+{{- $v := .Values }}
+{{- with $v.leaderElection }}
+{{- if and (not .enabled) (gt (int $v.replicaCount) 1) }}
+{{- fail (printf "leaderElection.enabled=false needs replicaCount 1 (it is %v): without leader election every replica reconciles, and their writes of each quota's status undo each other" $v.replicaCount) }}
+{{- end }}
+{{- /* Every replica's liveness Lease uses these too, leader election or not. */}}
+{{- if ge (float64 .renewDeadline) (float64 .leaseDuration) }}
+{{- fail (printf "leaderElection.renewDeadline (%v) must be below leaseDuration (%v): a replica must stop trusting its lease before the others count it lapsed" .renewDeadline .leaseDuration) }}
+{{- end }}
+{{- if ge (float64 .retryPeriod) (float64 .renewDeadline) }}
+{{- fail (printf "leaderElection.retryPeriod (%v) must be below renewDeadline (%v): a failed renewal must be retried before the replica stops trusting its lease" .retryPeriod .renewDeadline) }}
+{{- end }}
+{{- end }}
+{{- if eq (int $v.webhook.port) (int $v.metrics.port) }}
+{{- fail (printf "webhook.port and metrics.port are both %v: the webhook and /metrics are two servers and need two ports" $v.webhook.port) }}
+{{- end }}
+{{- end }}
+
+{{/*
+The namespaces whose objects a webhook sees: webhook.namespaceSelector, narrowed to
+watchNamespace when that is set too (the operator counts only that namespace's claims, so
+a review from another would be decided without its quota). Empty when neither is set.
+*/}}
+{{- define "dbquota.namespaceSelector" -}}
+{{- $selector := deepCopy (.Values.webhook.namespaceSelector | default dict) }}
+{{- with .Values.watchNamespace }}
+{{- $only := dict "key" "kubernetes.io/metadata.name" "operator" "In" "values" (list .) }}
+{{- $_ := set $selector "matchExpressions" (append ($selector.matchExpressions | default list) $only) }}
+{{- end }}
+{{- if $selector }}
+namespaceSelector:
+  {{- toYaml $selector | nindent 2 }}
+{{- end }}
+{{- end }}
