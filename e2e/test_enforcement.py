@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -544,6 +545,42 @@ def test_a_claim_counts_at_its_billed_cost_once_billing_shows_it(
     assert got["spend"]["remaining"] == pytest.approx(5000 - got["spend"]["observed"], abs=0.01)
     events = kubectl.get_json("events", "-n", namespace)["items"]
     assert not [e for e in events if e["reason"] == "ReservationReleased"]  # no Event per claim
+
+
+def test_naming_a_billed_claims_cluster_frees_no_budget(
+    kubectl: Kubectl, operator: Operator, namespace: str, billing: Simulator
+) -> None:
+    """spec.clusterId is the tenant's: a large claim naming the cluster billing shows for a
+    small one counts at its own price, not at the small one's bill."""
+    live_quota(kubectl, namespace, "team-a", monthlyBudget=50_000)
+    kubectl.apply(claim(namespace, name="small", clusterId="team-a/orders-db", storageGiB=20))
+    wait_for(
+        lambda: status(kubectl, namespace, "team-a")["spend"]["observed"] > 0,
+        timeout=30,
+        what="billing to show the small claim",
+    )
+    large = {"instanceClass": "db.r6g.2xlarge", "storageGiB": 2000, "replicas": 3}
+    kubectl.apply(claim(namespace, name="large", clusterId="team-a/orders-db", **large))
+    price = claim_status(kubectl, namespace, "large")["estimatedMonthlyCost"]
+    small = claim_status(kubectl, namespace, "small")["estimatedMonthlyCost"]
+    assert price > 1000
+
+    def counted() -> dict[str, Any]:
+        got = status(kubectl, namespace, "team-a")
+        return got if not got["reservations"] and got["spend"]["observed"] == 0 else {}
+
+    got = wait_for(counted, timeout=30, what="both claims counted at their own prices")
+    time.sleep(3)  # billing syncs (every second here) that show the cluster again
+    again = status(kubectl, namespace, "team-a")
+    for spend in (got["spend"], again["spend"]):
+        assert spend["observed"] == 0
+        assert spend["reserved"] == pytest.approx(price + small, abs=0.01)
+    kubectl("delete", "dbc", "large", "-n", namespace)
+    wait_for(
+        lambda: status(kubectl, namespace, "team-a")["spend"]["observed"] > 0,
+        timeout=30,
+        what="the small claim back at its billed cost once it names the cluster alone",
+    )
 
 
 def test_deleting_a_claim_gives_its_budget_back(

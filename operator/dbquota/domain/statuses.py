@@ -264,6 +264,7 @@ def quota_status(
     deleted: Collection[str] = (),
     claims_current: bool = True,
     unwritten: Collection[str] = (),
+    shared: Callable[[str], bool] = usage.unshared,
 ) -> steps.Steps[Refresh]:
     """The quota's whole status after one reconcile (module docstring), yielding after
     each slice of ``claims`` (:mod:`dbquota.kits.steps`): the reconciler runs it between
@@ -273,6 +274,9 @@ def quota_status(
     not written yet, as of ``quota``: its escrow entry still holds them, so they are not
     counted again, even once their claims show their price (this replica's publisher
     prices them from its ledger without waiting for the write).
+
+    ``shared(cluster_id)`` says whether an object of another namespace names that billing
+    id too (then billing's cost for it stands in for no object: :func:`usage.recount`).
 
     ``live(holder)`` says whether an escrow holder's lease is still live; ``deleted`` are
     uids of claims seen deleted recently. Unless ``claims_current`` (their watch up
@@ -318,6 +322,7 @@ def quota_status(
             costs=snapshot.costs,
             in_escrow=holds.in_escrow,
             estimate=price_foreign(snapshot, spec, degraded=assessed.degraded),
+            shared=shared,
         )
     ).usage
     if holds.waiting:

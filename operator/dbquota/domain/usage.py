@@ -167,6 +167,13 @@ Estimate = Callable[[ClaimRef], tuple[float, bool]]
 as billing is degraded (:func:`dbquota.domain.statuses.price_foreign`)."""
 
 
+def unshared(cluster_id: str) -> bool:
+    """The default of :func:`recount`'s ``shared``: no object outside the namespace names
+    ``cluster_id``."""
+    del cluster_id
+    return False
+
+
 def recount(
     *,
     claims: Sequence[ClaimRef],
@@ -174,22 +181,26 @@ def recount(
     costs: Mapping[str, billing.ClusterCost],
     in_escrow: Collection[str] = (),
     estimate: Estimate | None = None,
+    shared: Callable[[str], bool] = unshared,
 ) -> steps.Steps[Recount]:
     """The totals (module docstring) from the namespace's claims, the reservations in
     flight and the billing snapshot's costs. A priced claim counts at its price until
-    billing shows it after the charge, then at its billed cost (each cluster id once); an
-    unpriced one in the caps only, or not at all if ``in_escrow`` (an escrow holds it until
-    its replica writes the reservation, and that write adds it: :func:`add`). An object
-    dbquota does not own shows no price: it counts at its billed cost once billing shows
-    its cluster, else at ``estimate`` of its spec (in the degraded totals when priced so;
-    in the caps only without ``estimate``). A reservation counts its ``delta``; its claim
-    and storage count unless its claim already exists at that generation. Yields after
-    each slice of claims (:mod:`dbquota.kits.steps`)."""
-    observed = reserved = 0.0
-    count = storage = degraded_claims = degraded_storage = 0
-    seen_clusters, billed = set[str](), set[str]()
+    billing shows it after the charge, then at its billed cost; an unpriced one in the caps
+    only, or not at all if ``in_escrow`` (an escrow holds it until its replica writes the
+    reservation, and that write adds it: :func:`add`). An object dbquota does not own
+    counts at its billed cost once billing shows its cluster, else at ``estimate`` of its
+    spec (in the degraded totals when priced so; in the caps only without ``estimate``). A
+    reservation counts its ``delta``; its claim and storage count unless its claim already
+    exists at that generation. Yields after each slice (:mod:`dbquota.kits.steps`).
+
+    A billed cost stands in for one object only: a cluster id two objects name (here, or
+    anywhere per ``shared``) counts each at its price, as ids are the tenant's to choose."""
+    observed, count, storage = 0.0, 0, 0
+    unbilled = (0.0, 0, 0)  # reserved, degraded claims, their storage
+    billed, twinned = dict[str, ClaimRef](), set[str]()  # by cluster id
     holding = {str(r.get("uid", "")) for r in held}
     owners: dict[str, ClaimRef] = {}  # the claims of the reservations in flight, by uid
+    priced: list[ClaimRef] = []
     for part in steps.slices(claims):
         for claim in part:
             if claim.uid in holding:
@@ -198,20 +209,21 @@ def recount(
                 continue
             count += 1
             storage += claim.storage_gib
-            if (not claim.owned and claim.cluster_id in costs) or (
-                claim.cost is not None and billed_after(claim, costs)
-            ):
-                billed.add(claim.name)
-                if claim.cluster_id not in seen_clusters:
-                    seen_clusters.add(claim.cluster_id)
-                    observed += costs[claim.cluster_id].total
-                continue
-            cost, degraded = _price(claim, estimate)
-            reserved += cost
-            if degraded:
-                degraded_claims += 1
-                degraded_storage += claim.storage_gib
+            cid = claim.cluster_id
+            if _shows(claim, costs) and cid not in twinned and not shared(cid):
+                first = billed.pop(cid, None)
+                if first is None:
+                    billed[cid] = claim
+                    observed += costs[cid].total
+                    continue
+                twinned.add(cid)  # a second object names the cluster: both at their price
+                observed -= costs[cid].total
+                priced.append(first)
+            priced.append(claim)
+        unbilled = _priced(priced, estimate, unbilled)
+        priced.clear()
         yield
+    reserved, degraded_claims, degraded_storage = unbilled
     counted = quotas.Usage(
         observed=round(observed, 2),
         reserved=reserved,
@@ -220,7 +232,31 @@ def recount(
         degraded_claims=degraded_claims,
         degraded_storage_gib=degraded_storage,
     )
-    return Recount(usage=_plus_in_flight(counted, held, owners), billed=frozenset(billed))
+    names = frozenset(claim.name for claim in billed.values())
+    return Recount(usage=_plus_in_flight(counted, held, owners), billed=names)
+
+
+def _shows(claim: ClaimRef, costs: Mapping[str, billing.ClusterCost]) -> bool:
+    """Whether billing shows ``claim``'s cluster, after its charge for a claim dbquota
+    priced (:func:`recount`)."""
+    if not claim.owned:
+        return claim.cluster_id in costs
+    return claim.cost is not None and billed_after(claim, costs)
+
+
+def _priced(
+    claims: Iterable[ClaimRef], estimate: Estimate | None, totals: tuple[float, int, int]
+) -> tuple[float, int, int]:
+    """``totals`` (reserved, degraded claims, their storage) plus unbilled ``claims``
+    (:func:`recount`)."""
+    reserved, count, storage = totals
+    for claim in claims:
+        cost, degraded = _price(claim, estimate)
+        reserved += cost
+        if degraded:
+            count += 1
+            storage += claim.storage_gib
+    return reserved, count, storage
 
 
 def _price(claim: ClaimRef, estimate: Estimate | None) -> tuple[float, bool]:

@@ -385,6 +385,7 @@ async def _serve(
                 events=events,
                 quotas=quota_informer,
                 claims=claim_index,
+                shared=claim_index.shared,
                 snapshot=lambda: runtime.billing_snapshot() if runtime else ingestor.snapshot(),
                 clock=time.time,
                 grace=cfg.enforcement.reservation_grace,

@@ -7,7 +7,8 @@ object's own namespace, a Crossplane managed resource's claim-namespace label. O
 different kinds never clash: another operator's object is named ``Kind/name``.
 
 Read by the reconciler (the recount and the hard cap on ``claims`` count every enabled
-kind), by the runtime (billing tracking, deletions) and by
+kind; a billing id that more than one object names, :meth:`ClaimIndex.shared`, counts
+none of them at its billed cost), by the runtime (billing tracking, deletions) and by
 :class:`~dbquota.services.announcing.Announcer`. Listeners hear ``(tenant, name, before,
 after)`` as an informer's do.
 """
@@ -42,6 +43,7 @@ class ClaimIndex:
         self.informers = tuple(informers)
         self._store: dict[str, dict[str, ClaimRef]] = {}
         self._by_uid: dict[str, dict[str, ClaimRef]] = {}  # tenant -> uid -> object
+        self._naming: dict[str, int] = {}  # cluster id -> objects that name it
         self._listeners: list[Listener[ClaimRef]] = []
         for informer in self.informers:
             informer.add_listener(self._changed)
@@ -60,6 +62,12 @@ class ClaimIndex:
         webhook asks on every review once many admissions are in flight, and the ledger on
         every write). Read it at once; do not keep or change it."""
         return self._by_uid.get(namespace, _NONE)
+
+    def shared(self, cluster_id: str) -> bool:
+        """Whether more than one object, in any namespace, names ``cluster_id`` (the
+        recount then counts none of them at its billed cost:
+        :func:`dbquota.domain.usage.recount`)."""
+        return self._naming.get(cluster_id, 0) > 1
 
     def namespaces(self) -> list[str]:
         """Tenant namespaces with at least one object."""
@@ -84,8 +92,14 @@ class ClaimIndex:
         del namespace, name  # keyed by tenant and by the ref's own (kind-qualified) name
         if before is not None:
             self._by_uid.get(before.namespace, {}).pop(before.uid, None)
+            left = self._naming.get(before.cluster_id, 0) - 1
+            if left > 0:
+                self._naming[before.cluster_id] = left
+            else:
+                self._naming.pop(before.cluster_id, None)
         if after is not None:
             self._by_uid.setdefault(after.namespace, {})[after.uid] = after
+            self._naming[after.cluster_id] = self._naming.get(after.cluster_id, 0) + 1
         if before is not None and (after is None or after.namespace != before.namespace):
             self._store.get(before.namespace, {}).pop(before.name, None)
             self._tell(before.namespace, before.name, before, None)

@@ -48,7 +48,7 @@ from typing import Any, Protocol, cast
 
 from dbquota.adapters import metrics
 from dbquota.adapters.kube import QUOTAS, Informer
-from dbquota.domain import billing, reservations, statuses
+from dbquota.domain import billing, reservations, statuses, usage
 from dbquota.domain.resources import QuotaObject, QuotaStatus
 from dbquota.errors import Conflict, KubeError, NotFound
 from dbquota.kits import steps
@@ -122,6 +122,7 @@ class Reconciler:
         unwritten: Callable[[str, str, float], Awaitable[Collection[str] | None]] = (
             _nothing_unwritten
         ),
+        shared: Callable[[str], bool] = usage.unshared,
     ) -> None:
         self._kube = kube
         self._events = events
@@ -137,6 +138,7 @@ class Reconciler:
         self._claims_current = claims_current
         self._on_written = on_written
         self._unwritten = unwritten
+        self._shared = shared
         self._dirty: dict[tuple[str, str], bool] = {}  # -> whether a write is wanted anyway
         self._due: dict[tuple[str, str], float] = {}  # monotonic time a mark falls due
         self._last: dict[tuple[str, str], float] = {}  # monotonic time of the last refresh
@@ -305,6 +307,7 @@ class Reconciler:
                 deleted=self._deleted(namespace),
                 claims_current=self._claims_current(),
                 unwritten=unwritten,
+                shared=self._shared,
             )
         )
 

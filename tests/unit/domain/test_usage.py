@@ -3,8 +3,10 @@
 Checks that junk in a status reads as zero; that adding a CREATE's reservation counts its
 cost, one claim and its storage, and an UPDATE's only its growth; that a recount counts a
 priced claim at its price until billing samples it after the charge, then at its billed
-cost (each cluster once), and an unpriced claim in the caps only (in nothing while an
-escrow holds it); and two hypothesis properties that make the two writers agree:
+cost, and an unpriced claim in the caps only (in nothing while an escrow holds it); that a
+billed cost stands in for one object only (a billing id two objects name, in the namespace
+or beyond it, counts each at its own price, so naming a cheap claim's cluster frees no
+budget); and two hypothesis properties that make the two writers agree:
 
 - the webhook's incremental totals (:func:`usage.add`) equal a recount from the objects
   with the same reservations in flight, whatever claims, prices and reservations, also
@@ -105,7 +107,6 @@ def test_a_recount_counts_each_claim_once() -> None:
             claims=[
                 claim("fresh", cost=165.0),  # sampled before its charge: its price counts
                 claim("billed", cost=165.0),  # sampled after: its billed cost counts
-                claim("twin", cost=165.0, cluster_id="ns/billed"),  # same cluster: counted once
                 claim("unpriced"),  # in the caps only: its cost is in a reservation or escrow
                 claim("degraded", cost=10.0, degraded=True, storage_gib=30),
             ],
@@ -113,15 +114,53 @@ def test_a_recount_counts_each_claim_once() -> None:
             costs={"ns/fresh": cost("fresh", T0 - 30), "ns/billed": cost("billed", T0 + 2)},
         )
     )
-    assert got.billed == {"billed", "twin"}
+    assert got.billed == {"billed"}
     assert got.usage == quotas.Usage(
         observed=170.0,
         reserved=165.0 + 10.0 + 40.0 + 20.0,
-        claims=6,
-        storage_gib=430 + 50,
+        claims=5,
+        storage_gib=330 + 50,
         degraded_claims=1,
         degraded_storage_gib=30,
     )
+
+
+def test_naming_a_billed_cluster_frees_no_budget() -> None:
+    """spec.clusterId is the tenant's to choose: a 5,000 claim naming the cluster of a 50
+    one, once billing shows it, counts at its own price, and so does the cheap one."""
+    cheap = claim("cheap", cost=50.0)
+    alias = claim("alias", cost=5000.0, cluster_id="ns/cheap", reserved_at=T0 + 1)
+    costs = {"ns/cheap": cost("cheap", T0 + 10, total=48.0)}
+    for claims in ([cheap, alias], [alias, cheap]):
+        got = steps.finish(usage.recount(claims=claims, held=[], costs=costs))
+        assert got.billed == frozenset()
+        assert (got.usage.observed, got.usage.reserved) == (0.0, 5050.0)
+    alone = steps.finish(usage.recount(claims=[cheap], held=[], costs=costs))
+    assert alone.billed == {"cheap"}
+    assert (alone.usage.observed, alone.usage.reserved) == (48.0, 0.0)
+
+
+def test_a_cluster_named_in_another_namespace_counts_at_the_price() -> None:
+    """The alias may name a cluster of another tenant's: the claim index says so."""
+    alias = claim("alias", cost=5000.0, cluster_id="other/cheap")
+    costs = {"other/cheap": cost("cheap", T0 + 10, total=48.0)}
+    got = steps.finish(
+        usage.recount(claims=[alias], held=[], costs=costs, shared={"other/cheap"}.__contains__)
+    )
+    assert got.billed == frozenset()
+    assert (got.usage.observed, got.usage.reserved) == (0.0, 5000.0)
+
+
+def test_objects_of_other_kinds_sharing_a_cluster_count_at_their_estimates() -> None:
+    twins = [
+        claim("Cluster/a", owned=False, cluster_id="ns/pg", storage_gib=10),
+        claim("Cluster/b", owned=False, cluster_id="ns/pg", storage_gib=10),
+    ]
+    costs = {"ns/pg": cost("pg", T0, total=1.0)}
+    got = steps.finish(
+        usage.recount(claims=twins, held=[], costs=costs, estimate=lambda _: (300.0, False))
+    )
+    assert (got.usage.observed, got.usage.reserved) == (0.0, 600.0)
 
 
 World = tuple[list[reservations.ClaimRef], list[Reservation], list[Reservation], frozenset[str]]

@@ -3,7 +3,9 @@
 Checks: the index joins DatabaseClaims and RDS Instances by tenant namespace (an Instance's
 label), names another operator's object ``Kind/name`` so that names of different kinds
 never clash, moves an Instance whose tenant label changes (its old tenant hears it go),
-drops an object that goes, and is current only while every kind's watch is; the announcer
+drops an object that goes, and is current only while every kind's watch is; it knows
+which billing ids more than one object names, of any kind and tenant, as objects come,
+change their id and go; the announcer
 posts one ``Priced`` Event per admitted generation on the object (an Instance's in
 namespace default), with the reservation's price and the quota's name, and only on the
 leader; a quota's change looks only at the objects still waiting for their Event.
@@ -115,6 +117,32 @@ def test_the_objects_of_a_tenant_by_uid_follow_the_watches() -> None:
     recreated["metadata"].update(uid="c2", resourceVersion="3")  # deleted and made again
     claims.put(recreated)
     assert set(index.by_uid("team-a")) == {"c2"}
+
+
+def test_the_index_knows_which_billing_ids_more_than_one_object_names() -> None:
+    claims, instances = informers()
+    index = inventory.ClaimIndex([claims, instances])
+    first = claim()
+    claims.put(first)
+    cluster = index.in_namespace("team-a")[0].cluster_id
+    assert not index.shared(cluster)
+    alias = claim()
+    alias["metadata"].update(uid="c2", name="alias", namespace="team-b", resourceVersion="2")
+    alias["spec"]["clusterId"] = cluster  # another tenant names the same cluster
+    claims.put(alias)
+    assert index.shared(cluster)
+    alias["spec"]["clusterId"] = "team-b/alias"
+    alias["metadata"]["resourceVersion"] = "3"
+    claims.put(alias)
+    assert not index.shared(cluster)
+    assert not index.shared("team-b/alias")
+    aliased = instance(tenant="team-c", version="4")
+    aliased["metadata"].setdefault("annotations", {})["dbquota.io/cluster-id"] = cluster
+    instances.put(aliased)
+    assert index.in_namespace("team-c")[0].cluster_id == cluster  # another kind, too
+    assert index.shared(cluster)
+    claims._apply("DELETED", first)
+    assert not index.shared(cluster)
 
 
 async def test_the_index_is_current_only_when_every_watch_is() -> None:
