@@ -25,11 +25,7 @@ def _settings_table() -> str:
     rows = ["| flag | environment variable | default | meaning |", "| --- | --- | --- | --- |"]
     for knob in settings.knobs():
         unit = f" ({knob.unit})" if knob.unit else ""
-        default = knob.default
-        if isinstance(default, tuple):
-            default = ",".join(default)
-        default = "" if default is None else str(default)
-        rows.append(f"| `{knob.flag}` | `{knob.env}` | `{default}` | {knob.help}{unit} |")
+        rows.append(f"| `{knob.flag}` | `{knob.env}` | `{knob.default_text}` | {knob.help}{unit} |")
     return "\n".join(rows)
 
 
@@ -41,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the operator (kopf handlers and the webhook)")
     settings.add_arguments(run, os.environ)
+    run.set_defaults(parser=run)  # to report a rule between flags broken (_run)
     sub.add_parser("settings", help="print every setting as a Markdown table")
     sim = sub.add_parser(
         "billing-sim", help="serve a simulated billing provider with fault injection"
@@ -71,10 +68,15 @@ def _print_settings(_: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    try:
+        cfg = settings.from_namespace(args)
+    except ValueError as exc:  # each flag in range, but out of order (LeaseSettings)
+        parser: argparse.ArgumentParser = args.parser
+        parser.error(str(exc))  # one line and exit 2, as for one bad flag
     from dbquota.handlers import operating  # noqa: PLC0415 - import kopf only when running
 
     faulthandler.enable()
-    operating.run(settings.from_namespace(args))
+    operating.run(cfg)
     return 0
 
 

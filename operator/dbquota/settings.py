@@ -1,10 +1,13 @@
 """The operator's settings: one tree of frozen dataclasses, read once at start-up.
 
-Every leaf field carries its command-line flag, its environment variable, its unit and its
-default in ``field(metadata=...)``; :func:`build_parser` turns the tree into the flags of
-``dbquota run`` and :func:`from_namespace` turns parsed flags back into the tree. A flag
-given on the command line wins over its ``DBQUOTA_*`` variable, which wins over the
-default. Nothing else in the package reads ``os.environ``.
+Every leaf field carries its command-line flag, its environment variable, its unit, its
+default and, for a number, its range (:class:`Bounds`) in ``field(metadata=...)``;
+:func:`add_arguments` turns the tree into the flags of ``dbquota run`` and
+:func:`from_namespace` turns parsed flags back into the tree. A flag given on the command
+line wins over its ``DBQUOTA_*`` variable, which wins over the default. A value out of its
+range is refused as it is parsed, and durations that must be ordered are checked when
+the tree is built (:class:`LeaseSettings`), each with one line naming the flag, the range
+and the value. Nothing else in the package reads ``os.environ``.
 
 Called by :mod:`dbquota.cli` only; everything else receives a ``Settings`` (or one branch
 of it) as an argument.
@@ -32,6 +35,58 @@ NoQuotaPolicy = Literal["Admit", "Deny"]
 EventLoop = Literal["uvloop", "asyncio"]
 
 
+@dataclass(frozen=True, kw_only=True)
+class Bounds:
+    """The numbers a knob takes: at least ``minimum`` or above ``above``, at most ``maximum``
+    or below ``below`` (each optional), and never infinite or NaN."""
+
+    minimum: float | None = None
+    above: float | None = None
+    maximum: float | None = None
+    below: float | None = None
+
+    def __contains__(self, value: float) -> bool:
+        return (
+            math.isfinite(value)
+            and (self.minimum is None or value >= self.minimum)
+            and (self.above is None or value > self.above)
+            and (self.maximum is None or value <= self.maximum)
+            and (self.below is None or value < self.below)
+        )
+
+    def __str__(self) -> str:
+        """The range as the error and ``--help`` say it: "at least 1", "above 0 and at
+        most 1", "from 1 to 30", "from 0 to below 1"."""
+        if self.minimum is not None and (self.maximum, self.below) != (None, None):
+            top = f"{self.maximum:g}" if self.maximum is not None else f"below {self.below:g}"
+            return f"from {self.minimum:g} to {top}"
+        limits = (
+            ("at least", self.minimum),
+            ("above", self.above),
+            ("at most", self.maximum),
+            ("below", self.below),
+        )
+        return " and ".join(f"{word} {limit:g}" for word, limit in limits if limit is not None)
+
+
+def _number(kind: type[int] | type[float], bounds: Bounds, unit: str) -> Callable[[str], Any]:
+    """A parser of a ``kind`` (int or float) within ``bounds``; refused: one line with
+    the range and the text given."""
+    whole = "whole " if kind is int else ""
+    expected = f"expected {f'{whole}seconds' if unit == 's' else f'a {whole}number'} {bounds}"
+
+    def parse(text: str) -> int | float:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = math.nan
+        if value not in bounds:
+            raise argparse.ArgumentTypeError(f"{expected}, got {text!r}")
+        return value
+
+    return parse
+
+
 def _knob(
     default: Any,
     *,
@@ -40,12 +95,29 @@ def _knob(
     unit: str = "",
     parse: Callable[[str], Any] | None = None,
     secret: bool = False,
+    minimum: float | None = None,
+    above: float | None = None,
+    maximum: float | None = None,
+    below: float | None = None,
 ) -> Any:
+    """A leaf setting; a number's range is ``minimum``/``above`` and ``maximum``/``below``
+    (inclusive/exclusive), checked when its flag or variable is parsed."""
     env = "DBQUOTA_" + flag.removeprefix("--").replace("-", "_").upper()
+    bounds = None
+    if (minimum, above, maximum, below) != (None, None, None, None):
+        bounds = Bounds(minimum=minimum, above=above, maximum=maximum, below=below)
+        parse = parse or _number(type(default), bounds, unit)
     return field(
         default=default,
         repr=not secret,
-        metadata={"flag": flag, "env": env, "help": help, "unit": unit, "parse": parse},
+        metadata={
+            "flag": flag,
+            "env": env,
+            "help": help,
+            "unit": unit,
+            "parse": parse,
+            "bounds": bounds,
+        },
     )
 
 
@@ -74,28 +146,8 @@ def _bool(text: str) -> bool:
     raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
 
 
-def _share(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"expected a fraction from 0 to below 1, got {text!r}")
-    return value
-
-
 def _names(text: str) -> tuple[str, ...]:
     return tuple(name.strip() for name in text.split(",") if name.strip())
-
-
-def _webhook_timeout(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if not 1 <= value <= 30:
-        raise argparse.ArgumentTypeError(f"expected whole seconds from 1 to 30, got {text!r}")
-    return value
 
 
 def _connection_age(text: str) -> float:
@@ -136,33 +188,52 @@ class BillingSettings:
         secret=True,
     )
     request_timeout: float = _knob(
-        5.0, flag="--request-timeout", unit="s", help="Read timeout of one billing request."
+        5.0,
+        flag="--request-timeout",
+        unit="s",
+        above=0,
+        help="Read timeout of one billing request.",
     )
     connect_timeout: float = _knob(
-        2.0, flag="--connect-timeout", unit="s", help="Connect timeout of one billing request."
+        2.0,
+        flag="--connect-timeout",
+        unit="s",
+        above=0,
+        help="Connect timeout of one billing request.",
     )
     rate_limit: float = _knob(
         50.0,
         flag="--rate-limit",
         unit="req/s",
+        minimum=0,
         help="Client-side cap on billing requests, per replica: each replica syncs on its "
         "own, so the provider sees up to replicas times this. Set it to the provider's "
         "quota divided by the replica count (0 = no cap).",
     )
     max_concurrency: int = _knob(
-        16, flag="--max-concurrency", help="Most billing requests in flight at once."
+        16, flag="--max-concurrency", minimum=1, help="Most billing requests in flight at once."
     )
     sync_interval: float = _knob(
-        60.0, flag="--sync-interval", unit="s", help="Time between two billing syncs."
+        60.0, flag="--sync-interval", unit="s", above=0, help="Time between two billing syncs."
     )
     retry_attempts: int = _knob(
-        4, flag="--retry-attempts", help="Most attempts of one billing call (1 = no retry)."
+        4,
+        flag="--retry-attempts",
+        minimum=1,
+        help="Most attempts of one billing call (1 = no retry).",
     )
     retry_timeout: float = _knob(
-        20.0, flag="--retry-timeout", unit="s", help="Most total time spent retrying one call."
+        20.0,
+        flag="--retry-timeout",
+        unit="s",
+        minimum=0,
+        help="Most total time spent retrying one call.",
     )
     page_size: int = _knob(
-        1000, flag="--page-size", help="Clusters asked for per page of the bulk listing."
+        1000,
+        flag="--page-size",
+        minimum=1,
+        help="Clusters asked for per page of the bulk listing.",
     )
 
 
@@ -171,33 +242,51 @@ class BreakerSettings:
     """The circuit breaker around the billing provider (Resilience4j's model)."""
 
     failure_threshold: int = _knob(
-        5, flag="--breaker-failure-threshold", help="Consecutive failures that open the breaker."
+        5,
+        flag="--breaker-failure-threshold",
+        minimum=1,
+        help="Consecutive failures that open the breaker.",
     )
     recovery_timeout: float = _knob(
         30.0,
         flag="--breaker-recovery-timeout",
         unit="s",
+        above=0,
         help="Time the breaker stays Open before one half-open probe.",
     )
     window_size: int = _knob(
-        20, flag="--breaker-window-size", help="Calls in the sliding window for failure rate."
+        20,
+        flag="--breaker-window-size",
+        minimum=1,
+        help="Calls in the sliding window for failure rate.",
     )
     minimum_calls: int = _knob(
-        10, flag="--breaker-minimum-calls", help="Calls needed before the failure rate counts."
+        10,
+        flag="--breaker-minimum-calls",
+        minimum=1,
+        help="Calls needed before the failure rate counts.",
     )
     failure_rate_threshold: float = _knob(
         0.5,
         flag="--breaker-failure-rate",
         unit="0..1",
+        above=0,
+        maximum=1,
         help="Failure share of the window that opens the breaker.",
     )
     slow_call_duration: float = _knob(
-        3.0, flag="--breaker-slow-call-duration", unit="s", help="A call slower than this is slow."
+        3.0,
+        flag="--breaker-slow-call-duration",
+        unit="s",
+        above=0,
+        help="A call slower than this is slow.",
     )
     slow_call_rate_threshold: float = _knob(
         1.0,
         flag="--breaker-slow-call-rate",
         unit="0..1",
+        above=0,
+        maximum=1,
         help="Slow share of the window that opens the breaker (1.0 = off).",
     )
 
@@ -216,12 +305,14 @@ class CacheSettings:
         30 * 86400.0,
         flag="--cache-retention",
         unit="s",
+        above=0,
         help="History older than this is compacted away.",
     )
     price_window: float = _knob(
         30 * 86400.0,
         flag="--price-window",
         unit="s",
+        above=0,
         help="Window of price history that 'highest known price' looks at.",
     )
 
@@ -245,7 +336,13 @@ class WebhookSettings:
     host: str = _knob(
         "127.0.0.1", flag="--webhook-host", help="Host the apiserver uses to reach us (dev mode)."
     )
-    port: int = _knob(9443, flag="--webhook-port", help="TLS port of the webhook (0 = any free).")
+    port: int = _knob(
+        9443,
+        flag="--webhook-port",
+        minimum=0,
+        maximum=65535,
+        help="TLS port of the webhook (0 = any free).",
+    )
     cert_dir: Path = _knob(
         Path("webhook-certs"),
         flag="--webhook-cert-dir",
@@ -297,8 +394,9 @@ class WebhookSettings:
         10,
         flag="--webhook-timeout",
         unit="s",
+        minimum=1,
+        maximum=30,
         help="timeoutSeconds of the webhook registered in dev mode (1 to 30).",
-        parse=_webhook_timeout,
     )
 
 
@@ -335,6 +433,7 @@ class EnforcementSettings:
         60.0,
         flag="--reservation-grace",
         unit="s",
+        above=0,
         help="A reservation whose object has not appeared this long after its admission is "
         "released (the request failed later, or the review was forged). At least the "
         "apiserver's --request-timeout (60 s by default): an admitted create can still "
@@ -343,18 +442,24 @@ class EnforcementSettings:
     max_reservations: int = _knob(
         500,
         flag="--max-reservations",
+        minimum=0,
         help="Most admissions in flight (objects not shown up yet) one quota holds; further "
         "CREATEs are refused until some are confirmed or released (0 = no limit).",
     )
     resync_interval: float = _knob(
-        30.0, flag="--resync-interval", unit="s", help="Time between quota status refreshes."
+        30.0,
+        flag="--resync-interval",
+        unit="s",
+        above=0,
+        help="Time between quota status refreshes.",
     )
     escrow_share: float = _knob(
         0.25,
         flag="--escrow-share",
+        minimum=0,
+        below=1,
         help="Share of a quota's free room each webhook replica holds in escrow to admit "
         "claims without waiting for their reservation write (0 = every admission waits).",
-        parse=_share,
     )
 
 
@@ -362,8 +467,9 @@ class EnforcementSettings:
 class LeaseSettings:
     """Leases (coordination.k8s.io): each replica's liveness, and the reconciler's leader.
 
-    client-go's leader election durations; renew deadline < lease duration, and the
-    difference bounds how far apart replicas' clocks may run during one lease.
+    client-go's leader election durations: retry period < renew deadline < lease duration
+    (checked once all three are set: :meth:`__post_init__`), and the difference between the
+    last two bounds how far apart replicas' clocks may run during one lease.
     """
 
     namespace: str = _knob(
@@ -385,17 +491,31 @@ class LeaseSettings:
         15.0,
         flag="--lease-duration",
         unit="s",
+        above=0,
         help="Time without renewal after which other replicas count a lease lapsed.",
     )
     renew_deadline: float = _knob(
         10.0,
         flag="--lease-renew-deadline",
         unit="s",
+        above=0,
         help="Time after its last renewal during which a replica trusts its own lease.",
     )
     retry_period: float = _knob(
-        2.0, flag="--lease-retry-period", unit="s", help="Time between two renewals."
+        2.0, flag="--lease-retry-period", unit="s", above=0, help="Time between two renewals."
     )
+
+    def __post_init__(self) -> None:
+        """Refuse durations out of order, in the words of a bad flag (:func:`dbquota.cli.main`
+        reports it as a usage error); ``leasing.Timing`` checks the same for its callers."""
+        flags = {f.name: f.metadata["flag"] for f in dataclasses.fields(self)}
+        for shorter, longer in (("renew_deadline", "duration"), ("retry_period", "renew_deadline")):
+            value, limit = getattr(self, shorter), getattr(self, longer)
+            if not value < limit:
+                raise ValueError(
+                    f"argument {flags[shorter]}: expected seconds below {flags[longer]} "
+                    f"({limit:g}), got {value:g}"
+                )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -409,7 +529,11 @@ class Settings:
     enforcement: EnforcementSettings = field(default_factory=EnforcementSettings)
     leases: LeaseSettings = field(default_factory=LeaseSettings)
     metrics_port: int = _knob(
-        8080, flag="--metrics-port", help="Port of /metrics, /healthz and /readyz (0 = off)."
+        8080,
+        flag="--metrics-port",
+        minimum=0,
+        maximum=65535,
+        help="Port of /metrics, /healthz and /readyz (0 = off).",
     )
     namespace: str = _knob(
         "", flag="--namespace", help="Watch only this namespace ('' = all namespaces)."
@@ -441,6 +565,15 @@ class Knob:
     unit: str
     help: str
     parse: Callable[[str], Any]
+    bounds: Bounds | None
+    """The range of a number (None: any value ``parse`` takes)."""
+
+    @property
+    def default_text(self) -> str:
+        """The default as it would be typed: ``a,b`` for names, empty for None."""
+        if isinstance(self.default, tuple):
+            return ",".join(self.default)
+        return "" if self.default is None else str(self.default)
 
 
 def knobs(cls: type[Any] = Settings, prefix: tuple[str, ...] = ()) -> Iterator[Knob]:
@@ -460,6 +593,7 @@ def knobs(cls: type[Any] = Settings, prefix: tuple[str, ...] = ()) -> Iterator[K
             unit=f.metadata["unit"],
             help=f.metadata["help"],
             parse=parse,
+            bounds=f.metadata["bounds"],
         )
 
 
@@ -473,7 +607,9 @@ def add_arguments(parser: argparse.ArgumentParser, environ: Mapping[str, str]) -
             except (argparse.ArgumentTypeError, ValueError) as exc:
                 raise type(exc)(f"{knob.env}: {exc}") from None
         unit = f" [{knob.unit}]" if knob.unit else ""
-        help_ = f"{knob.help}{unit} (env {knob.env}, default {knob.default!r})"
+        bounds = f"{knob.bounds}; " if knob.bounds else ""
+        shown = knob.default_text or "''"
+        help_ = f"{knob.help}{unit} ({bounds}env {knob.env}, default {shown})"
         dest = "_".join(knob.path)
         if isinstance(knob.default, bool):
             parser.add_argument(

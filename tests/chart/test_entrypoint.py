@@ -6,7 +6,10 @@ and runs it as the chart does): the Dockerfile's ``ENTRYPOINT`` is read, checked
 for every variant of the matrix, the container's arguments are parsed by
 ``dbquota.cli.build_parser()``, so a flag the chart passes that the operator lacks fails
 here, and the parsed settings are checked against the values that produced them (a
-``logFormat`` other than text or json is refused by the schema); the webhook client CA is
+``logFormat`` other than text or json is refused by the schema); every value that becomes
+a numeric flag is bounded in the schema as the flag is (a port, narrower: not 0), so that
+``helm install`` refuses what ``dbquota run`` would (``rateLimit: 0`` is no cap, as the
+flag's 0); the webhook client CA is
 mounted where ``--webhook-client-ca`` reads it, from a ConfigMap or a Secret (not both),
 with its allowed names, and nothing is asked for without one. Also
 checks the Dockerfile's non-negotiables: multi-stage on one slim base (by default; the
@@ -21,11 +24,12 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from dbquota import cli, settings
-from tests.chart.conftest import MATRIX, REPO, HelmError, Manifests
+from tests.chart.conftest import CHART, MATRIX, REPO, HelmError, Manifests
 
 DOCKERFILE = REPO / "Dockerfile"
 
@@ -116,6 +120,74 @@ def test_a_log_format_other_than_text_or_json_is_refused(
 ) -> None:
     with pytest.raises(HelmError, match="logFormat"):
         render({"logFormat": "xml"})
+
+
+SCHEMA = json.loads((CHART / "values.schema.json").read_text())
+FLAG_OF_VALUE = {
+    "leaderElection.leaseDuration": "--lease-duration",
+    "leaderElection.renewDeadline": "--lease-renew-deadline",
+    "leaderElection.retryPeriod": "--lease-retry-period",
+    "billing.rateLimit": "--rate-limit",
+    "billing.requestTimeout": "--request-timeout",
+    "billing.connectTimeout": "--connect-timeout",
+    "billing.syncInterval": "--sync-interval",
+    "billing.breaker.failureThreshold": "--breaker-failure-threshold",
+    "billing.breaker.recoveryTimeout": "--breaker-recovery-timeout",
+    "webhook.port": "--webhook-port",
+    "metrics.port": "--metrics-port",
+}
+"""The chart's values that become a numeric flag of ``dbquota run`` (``dbquota.args``)."""
+NARROWER = {"webhook.port": {"minimum": 1}, "metrics.port": {"minimum": 1}}
+"""Where the chart takes less than the flag: 0 (any free port, no metrics server) leaves
+the Service, the probes and the NetworkPolicy nothing to point at."""
+
+
+def schema_of(path: str) -> dict[str, Any]:
+    node: dict[str, Any] = SCHEMA
+    for key in path.split("."):
+        node = node["properties"][key]
+    return node
+
+
+KEYWORD = {
+    "minimum": "minimum",
+    "above": "exclusiveMinimum",
+    "maximum": "maximum",
+    "below": "exclusiveMaximum",
+}
+"""JSON Schema's name of each part of a knob's ``settings.Bounds``."""
+
+
+def test_the_schema_bounds_each_value_as_its_flag_is_bounded() -> None:
+    knobs = {k.flag: k for k in settings.knobs()}
+    for path, flag in FLAG_OF_VALUE.items():
+        knob = knobs[flag]
+        assert knob.bounds is not None, flag
+        expected = {KEYWORD[k]: v for k, v in vars(knob.bounds).items() if v is not None}
+        node = schema_of(path)
+        bounds = {k: node[k] for k in KEYWORD.values() if k in node}
+        assert bounds == expected | NARROWER.get(path, {}), path
+        assert node["type"] == ("integer" if isinstance(knob.default, int) else "number"), path
+
+
+@pytest.mark.parametrize("name", ["defaults", "everything"])
+def test_every_numeric_flag_the_chart_passes_comes_from_a_bounded_value(
+    render: Callable[..., Manifests], name: str
+) -> None:
+    knobs = {k.flag: k for k in settings.knobs()}
+    extra = {arg.split("=")[0] for arg in MATRIX[name].get("extraArgs", [])}  # unchecked
+    passed = {arg.split("=")[0] for arg in render(MATRIX[name]).container()["args"]} - extra
+    numeric = {f for f in passed if f in knobs and knobs[f].bounds is not None}
+    assert numeric == set(FLAG_OF_VALUE.values())
+
+
+def test_a_rate_limit_of_0_means_no_cap_and_below_0_is_refused(
+    render: Callable[..., Manifests],
+) -> None:
+    cfg = parse(container_argv(render({"billing": {"rateLimit": 0}})))
+    assert cfg.billing.rate_limit == 0  # no cap, as --rate-limit=0
+    with pytest.raises(HelmError, match="rateLimit"):
+        render({"billing": {"rateLimit": -1}})
 
 
 def test_token_file_is_where_the_secret_is_mounted(render: Callable[..., Manifests]) -> None:

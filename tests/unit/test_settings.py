@@ -1,7 +1,10 @@
 """Settings: flags beat DBQUOTA_* variables beat defaults; bad values fail clearly.
 
 Checks that every knob has a unique flag and variable, that the CLI table documents each
-of them, and that the README lists every flag (docs that match the code).
+of them, and that the README lists every flag (docs that match the code). Every number
+has a range: a flag or variable out of it, or lease durations out of order, stop
+``dbquota run`` with one usage line naming the flag, the range and the value (exit 2),
+before anything starts; ``--help`` shows defaults as typed and each range.
 """
 
 from __future__ import annotations
@@ -82,7 +85,7 @@ def test_a_webhook_max_connection_age_out_of_range_is_refused(text: str) -> None
 def test_bad_environment_value_names_the_problem() -> None:
     with pytest.raises(argparse.ArgumentTypeError, match="expected Admit or Deny"):
         parse([], {"DBQUOTA_NO_QUOTA_POLICY": "Maybe"})
-    with pytest.raises(ValueError, match="could not convert"):
+    with pytest.raises(argparse.ArgumentTypeError, match="expected seconds above 0, got 'soon'"):
         parse([], {"DBQUOTA_REQUEST_TIMEOUT": "soon"})
 
 
@@ -180,3 +183,174 @@ def test_the_cli_sets_up_logging_in_the_format_asked_for(
     monkeypatch.setattr(faulthandler, "enable", lambda: None)
     assert cli.main(argv) == 0
     assert asked == [expected]
+
+
+def run_fails(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
+    """The error line of ``dbquota run ARGV``, which must exit 2 with usage, no traceback."""
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["run", *argv])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: dbquota run")
+    assert "Traceback" not in err
+    return err.splitlines()[-1]
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "expected"),
+    [
+        ("--request-timeout", "0", "seconds above 0"),
+        ("--request-timeout", "nan", "seconds above 0"),
+        ("--connect-timeout", "-1", "seconds above 0"),
+        ("--rate-limit", "-5", "a number at least 0"),
+        ("--max-concurrency", "0", "a whole number at least 1"),
+        ("--sync-interval", "0", "seconds above 0"),
+        ("--sync-interval", "inf", "seconds above 0"),
+        ("--retry-attempts", "0", "a whole number at least 1"),
+        ("--retry-timeout", "-1", "seconds at least 0"),
+        ("--page-size", "0", "a whole number at least 1"),
+        ("--page-size", "1.5", "a whole number at least 1"),
+        ("--breaker-failure-threshold", "0", "a whole number at least 1"),
+        ("--breaker-recovery-timeout", "0", "seconds above 0"),
+        ("--breaker-window-size", "0", "a whole number at least 1"),
+        ("--breaker-minimum-calls", "0", "a whole number at least 1"),
+        ("--breaker-failure-rate", "7", "a number above 0 and at most 1"),
+        ("--breaker-failure-rate", "0", "a number above 0 and at most 1"),
+        ("--breaker-slow-call-duration", "0", "seconds above 0"),
+        ("--breaker-slow-call-rate", "1.5", "a number above 0 and at most 1"),
+        ("--breaker-slow-call-rate", "0", "a number above 0 and at most 1"),
+        ("--cache-retention", "0", "seconds above 0"),
+        ("--price-window", "-1", "seconds above 0"),
+        ("--webhook-port", "65536", "a whole number from 0 to 65535"),
+        ("--webhook-timeout", "0", "whole seconds from 1 to 30"),
+        ("--reservation-grace", "0", "seconds above 0"),
+        ("--max-reservations", "-1", "a whole number at least 0"),
+        ("--resync-interval", "0", "seconds above 0"),
+        ("--escrow-share", "1", "a number from 0 to below 1"),
+        ("--lease-duration", "0", "seconds above 0"),
+        ("--lease-renew-deadline", "-1", "seconds above 0"),
+        ("--lease-retry-period", "0", "seconds above 0"),
+        ("--metrics-port", "99999", "a whole number from 0 to 65535"),
+        ("--metrics-port", "http", "a whole number from 0 to 65535"),
+    ],
+)
+def test_a_number_out_of_range_stops_run_with_one_usage_line(
+    capsys: pytest.CaptureFixture[str], flag: str, value: str, expected: str
+) -> None:
+    line = run_fails([f"{flag}={value}"], capsys)
+    assert line == f"dbquota run: error: argument {flag}: expected {expected}, got {value!r}"
+
+
+def test_every_number_has_a_range_that_holds_its_default() -> None:
+    for knob in settings.knobs():
+        if isinstance(knob.default, bool) or not isinstance(knob.default, int | float):
+            continue
+        if knob.flag == "--webhook-max-connection-age":  # 0 or at least 1: its own parser
+            assert knob.bounds is None
+            continue
+        assert knob.bounds is not None, f"{knob.flag} has no range: give _knob minimum= etc."
+        assert knob.default in knob.bounds, knob.flag
+        assert knob.parse(str(knob.default)) == knob.default, knob.flag
+
+
+def test_the_ends_of_each_range_are_taken() -> None:
+    argv = [
+        "--rate-limit=0",  # no cap
+        "--rate-limit=0.5",  # one request every 2 s
+        "--webhook-port=0",
+        "--metrics-port=65535",
+        "--breaker-failure-rate=1",
+        "--breaker-slow-call-rate=1",
+        "--escrow-share=0",
+        "--max-reservations=0",
+        "--retry-timeout=0",
+    ]
+    cfg = parse(argv, {})
+    assert (cfg.billing.rate_limit, cfg.webhook.port, cfg.metrics_port) == (0.5, 0, 65535)
+    assert (cfg.breaker.failure_rate_threshold, cfg.breaker.slow_call_rate_threshold) == (1, 1)
+    assert (cfg.enforcement.escrow_share, cfg.enforcement.max_reservations) == (0, 0)
+
+
+def test_a_variable_out_of_range_stops_the_cli_naming_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("DBQUOTA_RATE_LIMIT", "-5")
+    assert cli.main(["run"]) == 2
+    assert capsys.readouterr().err == (
+        "dbquota: error: bad environment variable: DBQUOTA_RATE_LIMIT: expected a number at "
+        "least 0, got '-5'\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (
+            ["--lease-renew-deadline=15"],
+            "argument --lease-renew-deadline: expected seconds below --lease-duration (15), got 15",
+        ),
+        (
+            ["--lease-duration=8"],
+            "argument --lease-renew-deadline: expected seconds below --lease-duration (8), got 10",
+        ),
+        (
+            ["--lease-retry-period=10"],
+            "argument --lease-retry-period: expected seconds below --lease-renew-deadline "
+            "(10), got 10",
+        ),
+        (
+            ["--lease-duration=30", "--lease-renew-deadline=20", "--lease-retry-period=25"],
+            "argument --lease-retry-period: expected seconds below --lease-renew-deadline "
+            "(20), got 25",
+        ),
+    ],
+)
+def test_lease_durations_out_of_order_stop_run_with_one_usage_line(
+    capsys: pytest.CaptureFixture[str], argv: list[str], expected: str
+) -> None:
+    # client-go's rule: retry period < renew deadline < lease duration
+    assert run_fails(argv, capsys) == f"dbquota run: error: {expected}"
+
+
+def test_lease_durations_in_order_are_taken_and_checked_outside_the_cli_too(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--lease-duration=30", "--lease-renew-deadline=20", "--lease-retry-period=19.5"]
+    leases = parse(argv, {}).leases
+    assert (leases.duration, leases.renew_deadline, leases.retry_period) == (30, 20, 19.5)
+    with pytest.raises(ValueError, match="below --lease-duration"):
+        parse([], {"DBQUOTA_LEASE_RENEW_DEADLINE": "20"})
+    with pytest.raises(ValueError, match="below --lease-renew-deadline"):
+        settings.LeaseSettings(retry_period=10.0)
+    monkeypatch.setenv("DBQUOTA_LEASE_DURATION", "5")  # a variable is checked as a flag is
+    assert "below --lease-duration (5), got 10" in run_fails([], capsys)
+
+
+def test_run_help_shows_each_default_as_typed_and_each_range(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("COLUMNS", "400")  # one line per flag: argparse wraps at the terminal
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["run", "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "(env DBQUOTA_CACHE_PATH, default dbquota-cache.sqlite3)" in out
+    assert "PosixPath" not in out
+    assert "(env DBQUOTA_CLAIM_KINDS, default databaseclaims)" in out
+    assert "(env DBQUOTA_NAMESPACE, default '')" in out
+    assert "[req/s] (at least 0; env DBQUOTA_RATE_LIMIT, default 50.0)" in out
+    assert "[0..1] (above 0 and at most 1; env DBQUOTA_BREAKER_FAILURE_RATE, default 0.5)" in out
+
+
+def test_billing_sim_help_shows_its_defaults(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["billing-sim", "--help"])
+    out = " ".join(capsys.readouterr().out.split())  # as one line, however argparse wraps
+    for entry in [
+        "--host HOST address to listen on (default 127.0.0.1)",
+        "--port PORT port, 0 = pick a free one (default 8089)",
+        "--clusters CLUSTERS clusters to simulate (default 100)",
+        "--seed SEED seed of the generated data (default 1)",
+        "prices never move (default 60)",
+    ]:
+        assert entry in out

@@ -172,6 +172,17 @@ def _explain_parser(sub: Any) -> None:
     _common(explain, defaults=False)
 
 
+def _count(text: str) -> int:
+    """A whole number, 0 or more (``--events``)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number, 0 or more, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line."""
     parser = argparse.ArgumentParser(
@@ -208,10 +219,10 @@ def build_parser() -> argparse.ArgumentParser:
     status.add_argument("quota", metavar="QUOTA", help="name of the DatabaseQuota")
     status.add_argument(
         "--events",
-        type=int,
+        type=_count,
         default=20,
         metavar="N",
-        help="how many of the latest Events to show (default 20)",
+        help="how many of the latest Events to show, 0 for none (default %(default)s)",
     )
     _common(status, defaults=False)
     return parser

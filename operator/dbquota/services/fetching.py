@@ -77,8 +77,10 @@ class Fetcher:
     def __init__(
         self, provider: BillingProvider, *, max_concurrency: int, clock: clock_.Clock
     ) -> None:
+        if max_concurrency < 1:
+            raise ValueError(f"max_concurrency must be at least 1, got {max_concurrency}")
         self._provider = provider
-        self._max_concurrency = max(1, max_concurrency)
+        self._max_concurrency = max_concurrency
         self._clock = clock
         self._coalescer: coalescing.Coalescer[str, billing.ClusterCost] = coalescing.Coalescer()
         self._tracked: dict[str, int] = {}  # cluster id -> claims that name it

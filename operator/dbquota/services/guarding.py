@@ -7,7 +7,7 @@ and is one itself. Every call, per attempt::
     │        BillingUnavailable and RateLimited are retried)
     └─ the provider's hold (a 429's Retry-After: no request until it ends)
     └─ circuit breaker (kits.breaker: refused at once while Open, one probe in HalfOpen)
-       └─ client-side rate limit (aiolimiter, --rate-limit requests/s; 0 = off)
+       └─ client-side rate limit (aiolimiter, --rate-limit requests/s, fractions too; 0 = off)
           └─ the wrapped provider's call (one request)
 
 Each attempt is counted in ``dbquota_billing_calls_total`` by endpoint (``pricing``,
@@ -86,6 +86,17 @@ def _retry_after(exc: BaseException) -> float | None:
     return exc.retry_after if isinstance(exc, errors.RateLimited) else None
 
 
+def _limiter(rate: float) -> aiolimiter.AsyncLimiter | None:
+    """``rate`` requests per second (0: no limiter), in bursts of up to ``rate``; below one
+    a second, one request per ``1 / rate`` seconds (a limiter holds at least one)."""
+    if not rate >= 0:
+        raise ValueError(f"rate must be at least 0, got {rate}")
+    if rate == 0:
+        return None
+    burst = max(1.0, rate)
+    return aiolimiter.AsyncLimiter(burst, burst / rate)
+
+
 def breaker_config(cfg: Settings) -> breaker.Config:
     """The breaker's thresholds from settings."""
     b = cfg.breaker
@@ -121,10 +132,9 @@ class GuardedProvider:
         self._held_until = 0.0  # monotonic time a 429's Retry-After holds calls until
         self._listeners: list[TransitionListener] = []
         self._policy = retrying.Policy(
-            attempts=max(1, cfg.billing.retry_attempts), timeout=cfg.billing.retry_timeout
+            attempts=cfg.billing.retry_attempts, timeout=cfg.billing.retry_timeout
         )
-        rate = cfg.billing.rate_limit
-        self._limiter = aiolimiter.AsyncLimiter(rate, 1.0) if rate > 0 else None
+        self._limiter = _limiter(cfg.billing.rate_limit)
         self.breaker = breaker.CircuitBreaker(breaker_config(cfg), clock=clock)
         """The breaker every call goes through (read its state; do not call through it)."""
         self.breaker.add_listener(self._on_transition)

@@ -21,10 +21,18 @@ from pathlib import Path
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of ``dbquota billing-sim``."""
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    parser.add_argument("--port", type=int, default=8089, help="port (0 = pick a free one)")
-    parser.add_argument("--clusters", type=int, default=100, help="clusters to simulate")
-    parser.add_argument("--seed", type=int, default=1, help="seed of the generated data")
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default %(default)s)"
+    )
+    parser.add_argument(
+        "--port", type=int, default=8089, help="port, 0 = pick a free one (default %(default)s)"
+    )
+    parser.add_argument(
+        "--clusters", type=int, default=100, help="clusters to simulate (default %(default)s)"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=1, help="seed of the generated data (default %(default)s)"
+    )
     parser.add_argument(
         "--cluster-id",
         action="append",
@@ -36,7 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--price-period",
         type=_period,
         default=60.0,
-        help="seconds between two price changes of the catalog (0 = prices never move)",
+        help="seconds between two price changes of the catalog, 0 = prices never move "
+        "(default %(default)g)",
     )
     parser.add_argument(
         "--no-bulk",

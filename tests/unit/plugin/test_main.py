@@ -2,9 +2,10 @@
 
 Checks that kubectl's flags work before or after the command name (kubectl hands the
 plugin everything after ``dbquota``) without one overwriting the other; that the help
-names every command and the exit codes; that ``-o`` takes table, json or yaml only; and
-that a file that is not a DatabaseClaim, or a missing kubeconfig, exits 2 with one
-``error:`` line and no traceback, before anything is sent to a cluster.
+names every command and the exit codes; that ``-o`` takes table, json or yaml only and
+``--events`` a whole number, 0 or more; and that a file that is not a DatabaseClaim, or a
+missing kubeconfig, exits 2 with one ``error:`` line and no traceback, before anything is
+sent to a cluster.
 """
 
 from __future__ import annotations
@@ -51,6 +52,22 @@ def test_bad_flags_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exited:
         main.main(["explain"])
     assert exited.value.code == 2
+
+
+@pytest.mark.parametrize("events", ["-1", "many"])
+def test_a_negative_or_non_number_of_events_exits_2(
+    capsys: pytest.CaptureFixture[str], events: str
+) -> None:
+    assert parse("status", "q", "--events", "0")["events"] == 0  # no Events shown
+    with pytest.raises(SystemExit) as exited:
+        main.main(["status", "q", "--events", events])
+    assert exited.value.code == main.ERROR
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1] == (
+        "kubectl dbquota status: error: argument --events: expected a whole number, 0 or "
+        f"more, got {events!r}"
+    )
+    assert "Traceback" not in err
 
 
 def test_a_file_that_is_not_a_claim_exits_2_before_connecting(

@@ -5,10 +5,13 @@ Checks: without a bulk listing, tracked clusters are fetched one by one (the mis
 listing is learned once); a cluster is tracked while any claim names it; a cluster the
 provider does not know (404) is asked again only after a backoff that doubles, and is
 forgotten once it shows up; tracked clusters a partial listing left out are fetched and
-counted in the health; clusters no listing ever showed are asked for a few per sync.
+counted in the health; clusters no listing ever showed are asked for a few per sync; no
+concurrency at all is refused, not read as one.
 """
 
 from __future__ import annotations
+
+import pytest
 
 from dbquota.kits.clock import FakeClock
 from dbquota.services import fetching
@@ -101,3 +104,9 @@ async def test_clusters_no_listing_showed_are_asked_for_a_few_at_a_time(
     assert sum(provider.asked.values()) == 2 * fetching.NEW_PER_SYNC
     assert ing.unknown == set(new)
     assert ing.snapshot().health.left_out == 0
+
+
+async def test_a_concurrency_below_one_is_refused(start: Run) -> None:
+    # --max-concurrency is at least 1 (dbquota.settings); Settings built in code are checked too
+    with pytest.raises(ValueError, match="max_concurrency must be at least 1, got 0"):
+        await start(Provider(1), max_concurrency=0)

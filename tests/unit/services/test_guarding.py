@@ -8,6 +8,8 @@ the transitions are exported; after the recovery timeout 50 concurrent fetches m
 exactly one request. Around a stub provider (no HTTP: any provider can be guarded):
 unavailable calls are retried and client errors are not, each attempt counted by
 outcome; once quiet (our own shutdown), failures neither trip the breaker nor announce.
+A rate limit below one call a second spaces calls out; a negative one, or no attempt at
+all, is refused rather than read as "no cap" or "one attempt".
 A 429's ``Retry-After`` holds every call of every endpoint until it ends, sending
 nothing and tripping nothing; a retry whose wait fits waits the hold out; the ingestion
 loop's next sync waits for the hold's end.
@@ -16,8 +18,10 @@ loop's next sync waits for the hold's end.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -200,6 +204,32 @@ async def test_a_client_error_is_not_retried_and_does_not_trip(
             await guarded.fetch_prices()
     assert stub.calls == 5
     assert guarded.breaker.state == "Closed"
+
+
+def guard_with(tmp_path: Path, clock: FakeClock, **billing: Any) -> guarding.GuardedProvider:
+    cfg = make_cfg(tmp_path)
+    cfg = dataclasses.replace(cfg, billing=dataclasses.replace(cfg.billing, **billing))
+    return guarding.GuardedProvider(Stub(), cfg=cfg, clock=clock)
+
+
+async def test_a_rate_limit_below_one_a_second_spaces_calls_out(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    guarded = guard_with(tmp_path, clock, rate_limit=0.5)  # one call every 2 s
+    await guarded.fetch_prices()  # the first goes at once
+    with pytest.raises(TimeoutError):  # the next waits its turn (the limiter's real time)
+        await asyncio.wait_for(guarded.fetch_prices(), timeout=0.05)
+
+
+@pytest.mark.parametrize(
+    ("billing", "match"), [({"rate_limit": -5}, "rate"), ({"retry_attempts": 0}, "attempts")]
+)
+def test_settings_out_of_range_are_refused_not_reinterpreted(
+    tmp_path: Path, clock: FakeClock, billing: dict[str, float], match: str
+) -> None:
+    # the CLI refuses these (dbquota.settings); Settings built in code are refused here
+    with pytest.raises(ValueError, match=match):
+        guard_with(tmp_path, clock, **billing)
 
 
 async def test_once_quiet_failures_neither_trip_nor_announce(
