@@ -211,10 +211,13 @@ _decision_children: dict[tuple[str, str, str, bool, bool], Counter] = {}
 webhook_rejected = Counter(
     "dbquota_webhook_rejected_requests_total",
     "Requests to the admission webhook refused before admission, by reason: malformed "
-    "(not an AdmissionReview, HTTP 400), too_large (413), method (405), path (404), "
-    "client (a client certificate whose name is not allowed, 403), http (unparsable "
-    "HTTP), timeout (the body did not arrive in time, 408), busy (all connections together "
-    "hold too many request bytes, 503).",
+    "(not an AdmissionReview, HTTP 400), too_large (413; an HTTP/1.1 head over 64 KiB: "
+    "431), method (405), path (404), client (a client certificate whose name is not "
+    "allowed, 403), http (unparsable HTTP), timeout (the body did not arrive in time, 408), "
+    "busy (all connections together hold too many request bytes, 503), stalled (a client "
+    "that took no answer for 30 s: its HTTP/2 stream reset, or its connection aborted), "
+    "flood (an HTTP/2 client past a budget of stream resets, SETTINGS or CONTINUATION "
+    "frames: GOAWAY ENHANCE_YOUR_CALM).",
     ["reason"],
     registry=REGISTRY,
 )

@@ -10,10 +10,11 @@ quotas. Each request, in this order:
 2. with ``--webhook-client-names``, a client certificate carrying none of those names
    (CN or SAN) gets 403;
 3. a body over :data:`MAX_BODY` bytes (Kubernetes objects are at most 1.5 MiB and a review
-   carries two) gets 413, a request not complete :data:`BODY_PATIENCE` seconds after its
-   first byte 408, HTTP that cannot be parsed 400 (each closes the connection), and a
-   body whose bytes would take what all connections hold past :data:`MAX_HELD` gets 503
-   (HTTP/1.1 closes the connection; HTTP/2 answers that stream only);
+   carries two) gets 413, an HTTP/1.1 head over :data:`_MAX_HEAD` bytes 431, a request not
+   complete :data:`BODY_PATIENCE` seconds after its first byte 408, HTTP that cannot be
+   parsed 400 (each closes the connection), and a body whose bytes would take what all
+   connections hold past :data:`MAX_HELD` gets 503 (HTTP/1.1 closes the connection; HTTP/2
+   answers that stream only);
 4. the body is decoded (:func:`dbquota.domain.reviews.decode`): not an AdmissionReview
    gets 400 with the short fixed message (``malformed AdmissionReview: request.uid
    missing``), never the input or an exception's text;
@@ -45,7 +46,10 @@ quotas. Each request, in this order:
 Every refused request (1-4) is counted in ``dbquota_webhook_rejected_requests_total
 {reason}`` and logged as one WARNING line without traceback, at most one line per second
 (the next line says how many were not logged), as is every late review (6). Nothing is
-logged per request otherwise.
+logged per request otherwise. A client that takes no answer (its connection holds more than
+the transport's high-water mark unwritten) is read no more until it does, and after
+``webhook_h2.SEND_PATIENCE`` seconds (30) is cut off, counted as ``stalled``; so is a
+connection that never lets itself be closed.
 
 A client that offers ``h2`` in ALPN (the apiserver does) gets HTTP/2 (unless
 ``--no-webhook-http2``)
@@ -85,6 +89,7 @@ import collections
 import contextlib
 import functools
 import logging
+import math
 import time
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Mapping
@@ -213,6 +218,7 @@ _PHRASES: Final = {
     405: b"Method Not Allowed",
     408: b"Request Timeout",
     413: b"Content Too Large",
+    431: b"Request Header Fields Too Large",
 }
 _JSON, _TEXT = b"application/json", b"text/plain; charset=utf-8"
 
@@ -401,6 +407,12 @@ _ADMITTED: Final = reviews.Answer(allowed=True)
 _MAX_TARGET = 8192
 """Bytes of the longest request target read (the apiserver's is
 ``/validate-claims?timeout=10s``)."""
+_MAX_HEAD = 64 * 1024
+"""Bytes of a request's head (request line and headers) read before it ends; more gets
+431. httptools joins the pieces of one header as they arrive, a copy of all of it per read:
+an endless header would take memory and CPU (20 MiB: 2 s, growing as its square) until the
+request's patience. HTTP/2's header block has the same bound (``MAX_HEADER_BLOCK``); the
+apiserver's heads are well under 1 KiB."""
 _MAX_QUEUED = 8
 """Pipelined requests queued on one connection before it stops reading."""
 
@@ -409,11 +421,13 @@ class _Connection(asyncio.Protocol):
     """One client connection: HTTP/1.1 parsed by httptools, answered in order.
 
     Requests on a connection are answered one after another (pipelined ones wait, and
-    reading pauses when :data:`_MAX_QUEUED` wait). A request that needs admission runs as a
-    task; everything else is answered at once, without one. Deadlines are plain numbers
-    that :meth:`_Listener.sweep` checks every second: a request must arrive within
+    reading pauses when :data:`_MAX_QUEUED` wait, or while the client does not take its
+    answers: :meth:`pause_writing`). A request that needs admission runs as a task;
+    everything else is answered at once, without one. Deadlines are plain numbers that
+    :func:`_sweep_forever` checks every second: a request must arrive within
     :data:`BODY_PATIENCE` seconds of its first byte (else 408), an idle connection closes
-    after :data:`IDLE_TIMEOUT`.
+    after :data:`IDLE_TIMEOUT`, and one whose client takes nothing written for
+    ``webhook_h2.SEND_PATIENCE`` seconds (writes paused, or closing) is aborted.
     """
 
     def __init__(self, webhook: _Webhook) -> None:
@@ -430,11 +444,15 @@ class _Connection(asyncio.Protocol):
         self._held = 0  # body bytes of this connection counted in the webhook's held
         self._shed = False  # a body did not fit in MAX_HELD: answer 503 and close
         self._in_message = False
+        self._in_head = False  # the message's request line and headers are still coming
+        self._head = 0  # bytes of those, counted by whole reads (_MAX_HEAD)
         self._expect = False
         self._queue: collections.deque[_Request] = collections.deque()
         self._busy = False
         self._admitting: asyncio.Task[None] | None = None  # the admission in flight
         self._paused = False
+        self._blocked = False  # the client does not take its answers (pause_writing)
+        self._hang_up = math.inf  # when to abort it for that, or for not letting it close
         self._closing = False
         self._stopping = False
         self.deadline = self._loop.time() + IDLE_TIMEOUT
@@ -480,12 +498,19 @@ class _Connection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._closing or self._stopping:
             return
+        in_head = self._in_head
         try:
             self._parser.feed_data(data)
         except httptools.HttpParserError as exc:
             kind = "an upgrade" if isinstance(exc, httptools.HttpParserUpgrade) else "unparsable"
             self._fail(self._webhook.refuse(self._peer, 400, "http", f"{kind} HTTP request"))
             return
+        if in_head and self._in_head:  # all of data was head
+            self._head += len(data)
+            if self._head > _MAX_HEAD:
+                text = f"request head over {_MAX_HEAD} bytes"
+                self._fail(self._webhook.refuse(self._peer, 431, "too_large", text))
+                return
         if self._size > MAX_BODY:
             self._fail(
                 self._webhook.refuse(self._peer, 413, "too_large", f"body over {MAX_BODY} bytes")
@@ -502,10 +527,29 @@ class _Connection(asyncio.Protocol):
     def eof_received(self) -> bool | None:
         return None  # the client is done sending: close once the answers are written
 
+    def pause_writing(self) -> None:
+        """The transport holds more than its high-water mark unwritten: the client reads
+        slower than it sends. Read nothing more until that drains: a client that pipelines
+        requests and reads no answer (a 404 is longer than its request) would otherwise
+        make the server hold every answer."""
+        self._blocked = True
+        self._hang_up = min(self._hang_up, self._loop.time() + webhook_h2.SEND_PATIENCE)
+        if not self._closing:
+            self._transport_or_fail().pause_reading()
+
+    def resume_writing(self) -> None:
+        self._blocked = False
+        if self._closing:
+            return
+        self._hang_up = math.inf
+        if not self._paused:
+            self._transport_or_fail().resume_reading()
+
     # -- httptools callbacks
 
     def on_message_begin(self) -> None:
-        self._in_message = True
+        self._in_message = self._in_head = True
+        self._head = 0
         self._target, self._target_size, self._body, self._size = [], 0, [], 0
         self.deadline = self._loop.time() + BODY_PATIENCE
 
@@ -514,6 +558,7 @@ class _Connection(asyncio.Protocol):
             self._expect = True
 
     def on_headers_complete(self) -> None:
+        self._in_head = False
         if self._expect:  # curl asks before a body over 1 KiB; the apiserver never does
             self._expect = False
             self._transport_or_fail().write(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -571,7 +616,8 @@ class _Connection(asyncio.Protocol):
             self._send(outcome, keep_alive=request.keep_alive)
         if self._paused and len(self._queue) < _MAX_QUEUED // 2 and not self._closing:
             self._paused = False
-            self._transport_or_fail().resume_reading()
+            if not self._blocked:
+                self._transport_or_fail().resume_reading()
         if not (self._busy or self._queue or self._in_message):
             self.deadline = self._loop.time() + IDLE_TIMEOUT
 
@@ -592,8 +638,7 @@ class _Connection(asyncio.Protocol):
             response = _Response(response.status, response.body, response.content_type, True)
         transport.write(response.encode())
         if close:
-            self._closing = True
-            transport.close()
+            self._close()
 
     def _fail(self, response: _Response) -> None:
         """Answer a request the connection cannot go on after, and close."""
@@ -601,27 +646,38 @@ class _Connection(asyncio.Protocol):
         self._send(response, keep_alive=False)
 
     def expire(self, now: float) -> None:
-        """Past its deadline: a request too slow to arrive gets 408; an idle one closes."""
+        """Past its deadline: a request too slow to arrive gets 408; an idle one closes;
+        one whose client has taken nothing written for a while is aborted."""
+        if now >= self._hang_up:
+            text = f"took nothing written for {webhook_h2.SEND_PATIENCE:g}s"
+            self._webhook.refuse(self._peer, 408, "stalled", text)
+            self.abort()
+            return
         if self._busy or self._closing or now < self.deadline:
             return
         if self._in_message:
             text = "the request did not arrive in time"
             self._fail(self._webhook.refuse(self._peer, 408, "timeout", text))
         elif not self._queue:
-            self._closing = True
-            self._transport_or_fail().close()
+            self._close()
+
+    def _close(self) -> None:
+        """Close once what is written is taken; aborted if it is not in time (:meth:`expire`)."""
+        self._closing = True
+        self._hang_up = min(self._hang_up, self._loop.time() + webhook_h2.SEND_PATIENCE)
+        self._transport_or_fail().close()
 
     def stop(self) -> None:
         """Close now if idle, else right after the answer in flight; read nothing more."""
         self._stopping = True
         self._queue.clear()
         if not self._busy:
-            self._closing = True
-            self._transport_or_fail().close()
+            self._close()
 
     def abort(self) -> None:
         """Close at once, dropping whatever was not written."""
         self._closing = True
+        self._hang_up = math.inf
         self._transport_or_fail().abort()
 
 

@@ -7,7 +7,9 @@ other paths 404 and methods 405, unparsable HTTP 400 and a body that never arriv
 each counted by reason and logged as one WARNING line without traceback, at most one per
 second with the count of the unlogged ones; that pipelined requests are answered in order
 and the apiserver's ``?timeout=`` query is accepted; that ``Expect: 100-continue`` is
-answered; that an
+answered; that a
+client that reads no answers is read no more, then cut off (as is one whose connection
+never finishes closing), and a request head that never ends gets 431; that an
 exception in ``admit`` denies with a fixed message and is logged once with its traceback;
 that TLS 1.2 is the minimum (1.2 and 1.3 are served); that new certificate files are
 served to new connections without a restart; that with a client CA a client without a
@@ -39,9 +41,10 @@ from cryptography import x509
 from dbquota.adapters import metrics
 from dbquota.domain import reviews
 from dbquota.errors import ConfigurationError
-from dbquota.handlers import webhook, webhook_tls
+from dbquota.handlers import webhook, webhook_h2, webhook_tls
 from dbquota.kits import certs
 from dbquota.settings import WebhookSettings
+from tests.unit.handlers.test_webhook_h2 import Transport
 
 KINDS = {("dbquota.io", "DatabaseClaim")}
 
@@ -317,6 +320,61 @@ async def test_past_its_age_an_http1_connection_closes_after_its_next_answer(
     assert rest.startswith(b"HTTP/1.1 200 ")
     assert b"Connection: close\r\n" in rest
     assert b'"uid":"old"' in rest
+
+
+def connection(admitter: Admitter) -> tuple[webhook._Connection, Transport]:
+    """An HTTP/1.1 connection of a server with ``admitter``, over a stand-in transport."""
+    server = webhook._Webhook(
+        admit=admitter, kinds=KINDS, client_names=(), rejections=webhook.Rejections()
+    )
+    conn, transport = webhook._Connection(server), Transport()
+    conn.connection_made(transport)  # type: ignore[arg-type]
+    return conn, transport
+
+
+async def test_an_http1_client_that_reads_no_answers_is_read_no_more_then_cut_off(
+    admitter: Admitter,
+) -> None:
+    """Pipelined requests from a client that reads no answer (a 404 is longer than its
+    request): past the transport's high-water mark (``pause_writing``) the connection
+    reads nothing more until it drains, so its answers cannot pile up without bound; a
+    client that takes nothing for SEND_PATIENCE is aborted, counted as stalled, and so is
+    one that never lets its connection finish closing."""
+    before = rejected("stalled")
+    conn, transport = connection(admitter)
+    conn.pause_writing()
+    assert not transport.is_reading()
+    conn.resume_writing()
+    assert transport.is_reading()
+    now = asyncio.get_running_loop().time()
+    conn.pause_writing()
+    conn.expire(now + webhook_h2.SEND_PATIENCE - 1)
+    assert (transport.is_reading(), transport.aborted) == (False, False)
+    conn.expire(now + webhook_h2.SEND_PATIENCE + 1)
+    assert (transport.aborted, rejected("stalled")) == (True, before + 1)
+    conn, transport = connection(admitter)
+    conn.data_received(post(b"{}", target=b"/elsewhere", extra=b"Connection: close\r\n"))
+    assert transport.written.startswith(b"HTTP/1.1 404 ")
+    assert (transport.closed, transport.aborted) == (True, False)
+    conn.expire(now + webhook_h2.SEND_PATIENCE + 1)
+    assert transport.aborted
+
+
+async def test_an_http1_head_that_never_ends_gets_431(admitter: Admitter) -> None:
+    """httptools joins one header's pieces as they arrive: without a bound, an endless
+    header costs memory and CPU growing as its square until the request's patience."""
+    before = rejected("too_large")
+    conn, transport = connection(admitter)
+    conn.data_received(b"POST /validate-claims HTTP/1.1\r\nX-Long: ")
+    for _ in range(2):
+        conn.data_received(b"v" * 30_000)
+    assert transport.written == b""  # 60,000 bytes: not yet
+    conn.data_received(b"v" * 30_000)
+    assert transport.written.startswith(b"HTTP/1.1 431 Request Header Fields Too Large\r\n")
+    assert (transport.closed, rejected("too_large")) == (True, before + 1)
+    conn, transport = connection(admitter)  # a head that ends in time is read as ever
+    conn.data_received(post(b"{}", extra=b"X-Long: " + b"v" * 60_000 + b"\r\n"))
+    assert transport.written.startswith(b"HTTP/1.1 400 ")
 
 
 async def test_a_client_that_expects_100_continue_gets_it(served: Served, tmp_path: Path) -> None:

@@ -20,6 +20,16 @@ escape or gets anything written after the connection closed. Past its age
 (``--webhook-max-connection-age``) a connection says GOAWAY once when idle, in two steps
 when busy (every stream it read answered), refuses streams after its last GOAWAY and
 closes a grace later; never, without a max age.
+
+And what a hostile client can make it spend: streams reset as their requests complete are
+never admitted and leave the connection idle; streams ended early (reset by the client,
+or by the server for a window overflow or DATA after the end) have their admissions
+cancelled and, past a budget, get GOAWAY ENHANCE_YOUR_CALM, as do empty CONTINUATIONs
+and SETTINGS floods; an HPACK bomb gets COMPRESSION_ERROR without a traceback; the
+answers' HPACK table stays at 4 KiB; a client that takes no answers is read no more, and
+is aborted in the end (so is a connection whose close never completes); an answer whose
+window stays shut is given up; a connection WINDOW_UPDATE costs what it lets out, answers
+still go out as windows open in any order; and empty DATA frames keep nothing.
 """
 
 from __future__ import annotations
@@ -27,13 +37,16 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import logging
 import struct
+import time
 from typing import Any
 
 import h2.config
 import h2.connection
 import h2.events
 import h2.settings
+import hpack
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -69,11 +82,13 @@ SETTINGS_ONLY = frame(webhook_h2.SETTINGS, 0, 0)
 
 
 class Transport:
-    """What the protocol writes to: bytes kept, closing recorded."""
+    """What the protocol writes to: bytes kept; closing, aborting and reading recorded."""
 
     def __init__(self) -> None:
         self.written = bytearray()
         self.closed = False
+        self.aborted = False
+        self.reading = True
 
     def write(self, data: bytes) -> None:
         self.written += data
@@ -85,7 +100,19 @@ class Transport:
         self.closed = True
 
     def abort(self) -> None:
-        self.closed = True
+        self.closed = self.aborted = True
+
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+    def is_reading(self) -> bool:
+        return self.reading
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return default  # no peer name, no certificate, no TLS: HTTP/1.1 for webhook.py
 
     def take(self) -> bytes:
         data, self.written = bytes(self.written), bytearray()
@@ -97,6 +124,7 @@ class Server:
 
     def __init__(self, *, max_body: int = 4096, max_age: float = 0.0) -> None:
         self.release: asyncio.Event | None = None
+        self.asked = 0
         self.cancelled = 0
         self.webhook = webhook._Webhook(
             admit=self._admit,
@@ -118,6 +146,7 @@ class Server:
         self.conn.connection_made(self.transport)  # type: ignore[arg-type]
 
     async def _admit(self, review: reviews.Review) -> reviews.Answer:
+        self.asked += 1
         if self.release is not None:
             try:
                 await self.release.wait()
@@ -494,6 +523,8 @@ _PREFACE = webhook_h2.PREFACE + SETTINGS_ONLY
         (_PREFACE + frame(webhook_h2.PING, 0, 0, b"short"), webhook_h2.FRAME_SIZE_ERROR),
         (_PREFACE + frame(webhook_h2.PING, 0, 3, b"\0" * 8), webhook_h2.PROTOCOL_ERROR),
         (_PREFACE + frame(webhook_h2.DATA, 8, 1, b""), webhook_h2.PROTOCOL_ERROR),
+        (_PREFACE + raw_request(1) + raw_request(1), webhook_h2.STREAM_CLOSED),
+        (_PREFACE + raw_request(3) + raw_request(1), webhook_h2.STREAM_CLOSED),
     ],
     ids=[
         "http1-preface",
@@ -512,6 +543,8 @@ _PREFACE = webhook_h2.PREFACE + SETTINGS_ONLY
         "ping-length",
         "ping-on-stream",
         "data-on-idle-padded",
+        "stream-id-reused",
+        "stream-id-going-down",
     ],
 )
 async def test_a_protocol_violation_gets_goaway_and_closes(data: bytes, code: int) -> None:
@@ -608,6 +641,265 @@ async def test_without_a_max_age_a_connection_is_never_aged() -> None:
     assert goaways(server.transport.take()) == []
     assert not server.transport.closed
     release.set()
+
+
+# -- what a hostile client can make the server spend -----------------------------------------
+
+
+def refused(reason: str) -> float:
+    """Requests refused with ``reason`` so far (``dbquota_webhook_rejected_requests_total``)."""
+    return float(metrics.webhook_rejected.labels(reason=reason)._value.get())
+
+
+def reset(sid: int, code: int = webhook_h2.CANCEL) -> bytes:
+    """The client's RST_STREAM of stream ``sid``."""
+    return frame(webhook_h2.RST_STREAM, 0, sid, struct.pack(">I", code))
+
+
+async def test_rapid_resets_are_never_admitted_and_leave_the_connection_idle() -> None:
+    """Rapid Reset: each request reset in the read that completes it. Its admission never
+    starts, and nothing of it stays counted as in flight: the connection still idles out
+    (it stayed busy for ever when a task cancelled before its start was counted)."""
+    server = Server()
+    data = _PREFACE + b"".join(raw_request(sid) + reset(sid) for sid in range(1, 41, 2))
+    server.conn.data_received(data)
+    await server.settle()
+    assert server.asked == 0
+    assert goaways(server.transport.take()) == []
+    server.conn.expire(asyncio.get_running_loop().time() + 61)  # past the idle timeout (60 s)
+    assert goaways(server.transport.take()) == [(39, webhook_h2.NO_ERROR)]
+    assert server.transport.closed
+
+
+def ended_early(how: str, sid: int) -> bytes:
+    """Stream ``sid`` opened, then ended before its answer: reset by the client, or by
+    the server for the client's error (MadeYouReset)."""
+    path = webhook.PATH.encode()
+    opened = frame(  # a POST whose body is still to come
+        webhook_h2.HEADERS, webhook_h2.END_HEADERS, sid, b"\x83\x04" + bytes([len(path)]) + path
+    )
+    if how == "client-reset":
+        return opened + reset(sid)
+    if how == "window-overflow":
+        return opened + frame(webhook_h2.WINDOW_UPDATE, 0, sid, struct.pack(">I", 2**31 - 1))
+    return raw_request(sid) + frame(webhook_h2.DATA, 0, sid, b"x")  # DATA after END_STREAM
+
+
+@pytest.mark.parametrize("how", ["client-reset", "window-overflow", "data-after-end-stream"])
+async def test_streams_ended_early_past_the_budget_get_goaway_enhance_your_calm(
+    monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    monkeypatch.setattr(webhook_h2, "RESET_BURST", 10)
+    before = refused("flood")
+    server = Server()
+    server.release = asyncio.Event()  # admissions stay in flight until the end
+    client = Client(server)
+    answered = client.post()  # answered, then reset: a stream over costs nothing more
+    server.release.set()
+    await server.settle()
+    client.receive()
+    assert client.answer(answered)[0] == 200
+    server.release.clear()
+    server.conn.data_received(reset(answered))
+    server.conn.data_received(b"".join(ended_early(how, sid) for sid in range(3, 23, 2)))
+    assert goaways(server.transport.take()) == []  # ten: within the budget
+    server.conn.data_received(ended_early(how, 23))
+    assert goaway(server.transport.take()) == webhook_h2.ENHANCE_YOUR_CALM
+    assert server.transport.closed
+    assert refused("flood") == before + 1
+    server.release.set()
+    await server.settle()
+
+
+async def test_a_stream_the_client_makes_the_server_reset_has_its_admission_cancelled() -> None:
+    """A stream reset by the server (a window overflow; DATA after the client ended it,
+    STREAM_CLOSED as RFC 9113, 5.1 says) is no longer one of the streams in flight, so
+    its admission stops as when the client resets it."""
+    server = Server()
+    server.release = asyncio.Event()
+    client = Client(server)
+    first, second = client.post(), client.post()
+    await server.settle()  # both admissions under way
+    client.send(frame(webhook_h2.WINDOW_UPDATE, 0, first, struct.pack(">I", 2**31 - 1)))
+    client.send(frame(webhook_h2.DATA, 0, second, b"x"))
+    await server.settle()
+    reset_ = [
+        (e.stream_id, e.error_code) for e in client.events if isinstance(e, h2.events.StreamReset)
+    ]
+    assert reset_ == [(first, webhook_h2.FLOW_CONTROL_ERROR), (second, webhook_h2.STREAM_CLOSED)]
+    assert server.cancelled == 2
+    server.release.set()
+    third = client.post()
+    await server.settle()
+    client.receive()
+    assert client.answer(third)[0] == 200
+    assert not server.transport.closed
+
+
+_PATH_BLOCK = b"\x83\x84"  # :method POST, :path / (HPACK's static table)
+
+
+@pytest.mark.parametrize(
+    "flood",
+    [
+        frame(webhook_h2.HEADERS, 0, 1, _PATH_BLOCK)
+        + frame(webhook_h2.CONTINUATION, 0, 1, b"") * 100,
+        frame(webhook_h2.SETTINGS, 0, 0) * 1000,
+        b"".join(
+            frame(webhook_h2.HEADERS, webhook_h2.END_HEADERS, sid, _PATH_BLOCK) + reset(sid)
+            for sid in range(1, 4002, 2)
+        ),
+    ],
+    ids=["empty-continuations", "settings", "rapid-reset"],
+)
+async def test_a_flood_gets_goaway_enhance_your_calm(
+    flood: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    before = refused("flood")
+    server = Server()
+    server.transport.take()
+    with caplog.at_level(logging.INFO, logger="dbquota"):
+        server.conn.data_received(_PREFACE + flood)
+    assert goaway(server.transport.take()) == webhook_h2.ENHANCE_YOUR_CALM
+    assert server.transport.closed
+    assert refused("flood") == before + 1
+    assert [r.exc_info for r in caplog.records] == [None]  # one WARNING line, no traceback
+
+
+async def test_an_hpack_bomb_gets_compression_error_without_a_traceback(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """64 KiB naming a 4 KiB dynamic-table entry 60,000 times would decode to 240 MB:
+    decoding stops past MAX_HEADER_LIST bytes."""
+    bomb = hpack.Encoder().encode([("x-bomb", "v" * 4000)]) + b"\xbe" * 60_000  # index 62
+    parts = [bomb[i : i + 16_000] for i in range(0, len(bomb), 16_000)]
+    data = _PREFACE + frame(webhook_h2.HEADERS, 0, 1, parts[0])
+    for n, part in enumerate(parts[1:], 2):
+        data += frame(webhook_h2.CONTINUATION, webhook_h2.END_HEADERS * (n == len(parts)), 1, part)
+    before = refused("http")
+    server = Server()
+    server.transport.take()
+    with caplog.at_level(logging.INFO, logger="dbquota"):
+        server.conn.data_received(data)
+    assert goaway(server.transport.take()) == webhook_h2.COMPRESSION_ERROR
+    assert refused("http") == before + 1
+    assert [r.exc_info for r in caplog.records] == [None]
+
+
+async def test_the_answers_hpack_table_stays_at_4_kib_whatever_the_client_allows() -> None:
+    """A table as large as the client allows (up to 4 GiB) would keep every distinct
+    header value of our answers for the connection's life; the RFC lets us use less."""
+    server = Server()
+    table = frame(webhook_h2.SETTINGS, 0, 0, struct.pack(">HI", 1, 2**32 - 1))
+    server.conn.data_received(_PREFACE + table)
+    assert server.conn._encoder.header_table_size == 4096
+
+
+async def test_a_client_that_takes_no_answers_is_read_no_more_then_cut_off() -> None:
+    """PINGs, SETTINGS or requests from a client that reads nothing: the transport says
+    ``pause_writing`` past its high-water mark, and the connection reads nothing more
+    until ``resume_writing``, so its answers cannot pile up without bound; a client that
+    takes nothing for SEND_PATIENCE is aborted, counted as stalled."""
+    before = refused("stalled")
+    server = Server()
+    server.conn.pause_writing()
+    assert not server.transport.is_reading()
+    server.conn.resume_writing()
+    assert server.transport.is_reading()
+    now = asyncio.get_running_loop().time()
+    server.conn.pause_writing()
+    server.conn.expire(now + webhook_h2.SEND_PATIENCE - 1)
+    assert (server.transport.is_reading(), server.transport.aborted) == (False, False)
+    server.conn.expire(now + webhook_h2.SEND_PATIENCE + 1)
+    assert (server.transport.aborted, refused("stalled")) == (True, before + 1)
+
+
+async def test_a_connection_whose_close_never_completes_is_aborted() -> None:
+    """A transport closes once what is written is taken: for a client that takes nothing,
+    never, unless aborted."""
+    server = Server()
+    server.conn.data_received(b"not the preface")
+    assert (server.transport.closed, server.transport.aborted) == (True, False)
+    server.conn.expire(asyncio.get_running_loop().time() + webhook_h2.SEND_PATIENCE + 1)
+    assert server.transport.aborted
+
+
+async def test_an_answer_whose_window_stays_shut_is_given_up() -> None:
+    """A client that keeps a stream's window shut: its answer is let go (its stream reset)
+    after SEND_PATIENCE, and the connection, idle, closes at its idle timeout."""
+    before = refused("stalled")
+    server = Server()
+    client = Client(server, {h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0})
+    sid = client.post()
+    await server.settle()
+    client.receive()
+    assert client.answer(sid) == (200, b"", False)  # its body waits for a window
+    now = asyncio.get_running_loop().time()
+    server.conn.expire(now + webhook_h2.SEND_PATIENCE - 1)
+    assert resets(server.transport.take()) == []
+    server.conn.expire(now + webhook_h2.SEND_PATIENCE + 1)
+    assert resets(server.transport.take()) == [(sid, webhook_h2.CANCEL)]
+    assert refused("stalled") == before + 1
+    server.conn.expire(now + webhook_h2.SEND_PATIENCE + 1 + 61)  # then idle past 60 s
+    assert goaways(server.transport.take()) == [(sid, webhook_h2.NO_ERROR)]
+
+
+async def test_a_connection_window_update_costs_what_it_lets_out() -> None:
+    """500 answers wait for their streams' windows; 2,000 WINDOW_UPDATEs of 1 byte for the
+    connection let none of them out, and cost microseconds each, not a pass over the 500
+    (0.3 ms each, 0.6 s in all, when every update looked at every pending answer)."""
+    server = Server()
+    shut = frame(webhook_h2.SETTINGS, 0, 0, struct.pack(">HI", 4, 0))  # no stream window
+    requests = b"".join(raw_request(sid) for sid in range(1, 1000, 2))
+    server.conn.data_received(_PREFACE + shut + requests)
+    await server.settle()
+    out = frames(server.transport.take())
+    assert len([f for f in out if f[0] == webhook_h2.HEADERS]) == 500
+    updates = frame(webhook_h2.WINDOW_UPDATE, 0, 0, struct.pack(">I", 1)) * 2000
+    start = time.process_time()
+    server.conn.data_received(updates)
+    assert time.process_time() - start < 0.1
+    assert server.transport.take() == b""
+    assert not server.transport.closed
+
+
+async def test_answers_go_out_as_the_stream_and_connection_windows_open_in_any_order() -> None:
+    """250 answers of about 300 bytes: stream windows of 100 bytes (a SETTINGS) let 100 of
+    each out; stream windows opened wide let out what the connection's 65,535 bytes allow;
+    the connection's window opened, the rest."""
+    server = Server()
+    client = Client(server, {h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 0})
+    sids = [client.begin() for _ in range(250)]
+    for sid in sids:
+        client.h2.end_stream(sid)
+    client.send()
+    await server.settle()
+    client.receive()
+    client.h2.update_settings({h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: 100})
+    client.send()
+    assert [len(client.answer(sid)[1]) for sid in sids] == [100] * 250
+    for sid in sids:
+        client.h2.increment_flow_control_window(2**20, stream_id=sid)
+    client.send()
+    done = [client.answer(sid)[2] for sid in sids]
+    assert 0 < done.count(True) < 250  # the connection's window ran out
+    client.h2.increment_flow_control_window(2**20)
+    client.send()
+    assert all(client.answer(sid)[2] for sid in sids)
+    assert {json.loads(client.answer(sid)[1])["response"]["allowed"] for sid in sids} == {True}
+
+
+async def test_empty_data_frames_keep_nothing() -> None:
+    """Empty DATA frames make no progress (CVE-2019-9518): each costs a frame's reading,
+    and keeps nothing until the request ends."""
+    server = Server()
+    path = webhook.PATH.encode()
+    opened = frame(webhook_h2.HEADERS, webhook_h2.END_HEADERS, 1, b"\x83\x04\x10" + path)
+    server.conn.data_received(_PREFACE + opened + frame(webhook_h2.DATA, 0, 1, b"") * 1000)
+    assert server.conn._streams[1].body == []
+    server.conn.data_received(frame(webhook_h2.DATA, webhook_h2.END_STREAM, 1, BODY))
+    await server.settle()
+    assert ended(server.transport.take()) == {1}
 
 
 _FRAMES = st.lists(
