@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import json
 import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, NoReturn
@@ -191,6 +192,54 @@ async def test_a_crashed_replicas_escrow_keeps_covering_what_it_admitted(
     assert crashing._writer is not None
     crashing._writer.cancel()
     kubectl("delete", "lease", holder, "-n", "default", check=False)
+
+
+async def test_a_quota_replaced_under_its_name_gets_nothing_of_the_old_one(
+    kubectl: Kubectl, namespace: str, kubes: tuple[Kube, Kube], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``kubectl replace --force`` (Argo CD's ``Replace=true``, a Helm reinstall) while a
+    replica holds escrow and has admitted from it without writing yet. Nothing tells its
+    ledger here (no watch, the worst case): its next write loses its compare-and-swap, the
+    read that follows finds a new uid under the name, and it stops, writing none of its
+    escrow, reservations or totals into the new quota; a new ledger of the same replica
+    admits exactly what the new, smaller budget fits."""
+    monkeypatch.setattr(reserving, "FLUSH_INTERVAL", 5.0)  # the escrow admissions wait
+    kubectl.apply(quota(namespace, name="budget", monthlyBudget=10_000))
+    old = ledger(kubes[0], namespace, holder="r", share=0.5)
+    for i in range(6):  # exact, exact taking escrow, then four from it (not written yet)
+        assert (await old.reserve(request(f"old{i}"))).allowed
+    assert old.from_escrow == 4
+    escrow: list[dict[str, Any]] = []
+    for _ in range(100):  # the write that took the escrow may land after the answers
+        escrow = kubectl.get_json("dbq", "budget", "-n", namespace)["status"].get("escrow", [])
+        if escrow:
+            break
+        await asyncio.sleep(0.1)  # not time.sleep: the ledger's writer runs on this loop
+    assert escrow[0]["cost"] == 4900.0
+    uid = kubectl.get_json("dbq", "budget", "-n", namespace)["metadata"]["uid"]
+    smaller = json.dumps(quota(namespace, name="budget", monthlyBudget=300))
+    kubectl("replace", "--force", "-f", "-", input_=smaller)
+    fresh = kubectl.get_json("dbq", "budget", "-n", namespace)
+    assert fresh["metadata"]["uid"] != uid
+    writes = old.writes
+    for _ in range(300):  # its flush is due 5 s after its last write
+        if old._writer is None or old._writer.done():
+            break
+        await asyncio.sleep(0.1)
+    status = kubectl.get_json("dbq", "budget", "-n", namespace).get("status", {})
+    assert status.get("reservations", []) == []
+    assert status.get("escrow", []) == []
+    assert old.writes == writes
+    assert old.gone
+
+    new = ledger(kubes[0], namespace, holder="r", share=0.5)
+    admitted = [(await new.reserve(request(f"new{i}"))).allowed for i in range(5)]
+    assert sum(admitted) == 3  # 300 at 100 each
+    await new.close()
+    status = kubectl.get_json("dbq", "budget", "-n", namespace)["status"]
+    assert [r["claim"] for r in status["reservations"]] == ["new0", "new1", "new2"]
+    assert status["spend"]["reserved"] == 300.0
+    assert status.get("escrow", []) == []
 
 
 def live_lease(holder: str) -> dict[str, Any]:

@@ -2,12 +2,18 @@
 
 A replica learns of a quota three ways: its own reads, its own writes (the apiserver
 answers a patch with the object), and the watch. :class:`QuotaView` keeps the newest of
-those copies (:func:`newer`), parses its spec once per generation, and builds the
-:class:`View` an admission decides against: the copy's totals and reservations *plus*
+those copies (:func:`newer`), parses its spec once per object and generation, and builds
+the :class:`View` an admission decides against: the copy's totals and reservations *plus*
 what this replica has admitted from its escrow since and not written yet. Each such
 admission moves the view along in O(1) (:meth:`QuotaView.admitted`) instead of
 rebuilding it, so a busy replica's decisions cost the same however many admissions are
 in flight.
+
+A quota is one object, named by its ``metadata.uid``, not by its name: one deleted and
+created again under the same name (``kubectl replace --force``, Argo CD's
+``Replace=true``, a Helm reinstall) is a new quota, whose generation starts at 1 again.
+So the parsed spec is kept per uid and generation, never per generation alone, and the
+ledger takes no copy of another uid than its own (:func:`uid_of`).
 
 Pure; the reservation ledger (:mod:`dbquota.services.reserving`) owns one per quota.
 """
@@ -35,6 +41,11 @@ def newer(candidate: QuotaObject, than: QuotaObject | None) -> bool:
     if a.isdigit() and b.isdigit():
         return int(a) > int(b)
     return a != b
+
+
+def uid_of(quota: QuotaObject) -> str:
+    """The quota's ``metadata.uid``: which object it is ("" if the copy carries none)."""
+    return str(quota.get("metadata", {}).get("uid", ""))
 
 
 def generation_of(quota: QuotaObject) -> int:
@@ -70,7 +81,7 @@ class QuotaView:
         self.latest: QuotaObject | None = None
         self.stale = True
         """Whether to read afresh before the next compare-and-swap round."""
-        self._specs: tuple[int, quotas.QuotaSpec | ValueError] | None = None
+        self._specs: tuple[tuple[str, int], quotas.QuotaSpec | ValueError] | None = None
         self._view: View | None = None
 
     def observe(self, quota: QuotaObject) -> bool:
@@ -91,18 +102,19 @@ class QuotaView:
         self._view = None
 
     def spec(self, quota: QuotaObject | None = None) -> quotas.QuotaSpec | ValueError:
-        """The parsed spec of ``quota`` (default the latest copy), parsed once per generation."""
+        """The parsed spec of ``quota`` (default the latest copy), parsed once per object
+        and generation (a quota created again under its name starts at generation 1)."""
         quota = self.latest if quota is None else quota
         assert quota is not None
-        generation = generation_of(quota)
-        if self._specs is None or self._specs[0] != generation:
+        key = (uid_of(quota), generation_of(quota))
+        if self._specs is None or self._specs[0] != key:
             try:
                 spec: quotas.QuotaSpec | ValueError = quotas.parse_quota(
                     name=self.name, spec=quota.get("spec") or {}
                 )
             except ValueError as exc:
                 spec = exc
-            self._specs = (generation, spec)
+            self._specs = (key, spec)
         return self._specs[1]
 
     def current(self, unwritten: Mapping[str, Reservation]) -> View | ValueError:

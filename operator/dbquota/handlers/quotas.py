@@ -5,7 +5,8 @@
   present from the first visit).
 - ``refresh``: on a timer (``--resync-interval``), so staleness and billing health stay
   current even when nothing happens.
-- ``forget``: a deleted quota.
+- ``forget``: a deleted quota (that object: kopf may tell of it once a new quota of the
+  same name exists, which keeps its own ledger and marks).
 
 The handlers only mark the quota dirty (:meth:`dbquota.services.reconciling.Reconciler.mark`);
 the reconciler, on the leader only, writes the status by compare-and-swap, at most once
@@ -43,11 +44,20 @@ def register_timer(interval: float) -> None:
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
-def forget(*, namespace: str | None, name: str | None, memo: kopf.Memo, **_: Any) -> None:
+async def forget(
+    *, namespace: str | None, name: str | None, memo: kopf.Memo, uid: str | None = None, **_: Any
+) -> None:
     """Drop a deleted quota's ledger, dirty mark and metrics (no finalizer: nothing to clean
-    up elsewhere)."""
-    metrics.forget_quota(namespace=namespace or "", name=name or "")
+    up elsewhere). Only the deleted object's (``uid``): kopf may tell of the delete after
+    a new quota of the same name has appeared (``kubectl replace --force``), whose ledger
+    and marks are its own. A coroutine, so that kopf runs it on the event loop, where the
+    ledger's writer task is cancelled (kopf runs a plain function in a thread)."""
+    namespace, name = namespace or "", name or ""
     runtime = memo.get("runtime")
     if isinstance(runtime, runtime_.Runtime):
-        runtime.ledgers.drop(namespace=namespace or "", name=name or "")
-        runtime.reconciler.forget(namespace or "", name or "")
+        now = runtime.quota_informer.derived(namespace=namespace, name=name)
+        if uid and now is not None and now.uid != uid:
+            return
+        runtime.ledgers.drop(namespace=namespace, name=name, uid=uid or "")
+        runtime.reconciler.forget(namespace, name, uid=uid or "")
+    metrics.forget_quota(namespace=namespace, name=name)

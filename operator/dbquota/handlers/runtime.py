@@ -158,13 +158,16 @@ class Runtime:
         before: reconciling.QuotaRef | None,
         after: reconciling.QuotaRef | None,
     ) -> None:
+        """A quota is known by its uid: one deleted and created again under its name (also
+        while the watch was away, when a relist shows it as a change) is the old one
+        forgotten, its ledger stopped, and a new one (services/reserving.py says why)."""
+        if before is not None and (after is None or after.uid != before.uid):
+            self.ledgers.drop(namespace=namespace, name=name, uid=before.uid)
+            self.reconciler.forget(namespace, name, uid=before.uid)
         obj = self.quota_informer.get(namespace=namespace, name=name)
         if obj is not None:
             self.ledgers.observe(cast(QuotaObject, obj))
-        if after is None:
-            self.ledgers.drop(namespace=namespace, name=name)
-            self.reconciler.forget(namespace, name)
-        elif before is None:
+        if after is not None and (before is None or after.uid != before.uid):
             self._replay_ingest_events(after)
 
     def recently_deleted(self, namespace: str) -> set[str]:

@@ -26,10 +26,10 @@ import dataclasses
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, cast
 
 from dbquota.adapters.kube import Informer
-from dbquota.domain import admission, billing, claims, kinds, verdicts
+from dbquota.domain import admission, billing, claims, kinds, verdicts, views
 from dbquota.domain.kinds import databaseclaims
 from dbquota.domain.reservations import ClaimRef
 from dbquota.domain.resources import QuotaObject, Reservation
@@ -145,10 +145,8 @@ class Admission:
         )
         decisions: list[verdicts.Decision] = []
         for name in names:
-            ledger = self._ledgers.of(namespace=tenant, name=name)
-            seen = self._quotas.get(namespace=tenant, name=name)
-            if seen is not None:
-                ledger.observe(seen)  # type: ignore[arg-type]
+            seen = cast(QuotaObject | None, self._quotas.get(namespace=tenant, name=name))
+            ledger = self._ledgers.of(namespace=tenant, name=name, quota=seen)
             try:
                 decision = await ledger.reserve(request)
             except KubeError as exc:
@@ -262,8 +260,9 @@ def explain(decision: verdicts.Decision) -> str:
 
 
 class Ledgers:
-    """One :class:`~dbquota.services.reserving.Ledger` per quota, created on first use; all
-    share one escrow holder (this replica)."""
+    """One :class:`~dbquota.services.reserving.Ledger` per quota object, created on first
+    use; all share one escrow holder (this replica). A quota deleted, or replaced by a new
+    object of its name, has its ledger stopped; the new object gets a new one."""
 
     def __init__(
         self,
@@ -288,16 +287,26 @@ class Ledgers:
         self._present = present
         self._leading = leading
         self._ledgers: dict[str, dict[str, reserving.Ledger]] = {}  # namespace -> name ->
+        self._stopping: set[asyncio.Task[None]] = set()  # writers of stopped ledgers
 
-    def of(self, *, namespace: str, name: str) -> reserving.Ledger:
-        """The ledger of quota ``namespace/name``."""
+    def of(
+        self, *, namespace: str, name: str, quota: QuotaObject | None = None
+    ) -> reserving.Ledger:
+        """The ledger of quota ``namespace/name``: of the object ``quota`` (the watch's
+        copy), if given; one of an older object by that name, or one stopped, is replaced."""
         in_namespace = self._ledgers.get(namespace)
         ledger = None if in_namespace is None else in_namespace.get(name)
+        if ledger is not None and quota is not None:
+            ledger.observe(quota)  # stops it if ``quota`` is a newer object of the name
+        if ledger is not None and ledger.gone:
+            self.drop(namespace=namespace, name=name)
+            ledger = None
         if ledger is None:
             ledger = self._ledgers.setdefault(namespace, {})[name] = reserving.Ledger(
                 store=self.store,
                 namespace=namespace,
                 name=name,
+                uid=None if quota is None else views.uid_of(quota),
                 snapshot=self._snapshot,
                 holder=self.holder,
                 share=self.share,
@@ -307,6 +316,8 @@ class Ledgers:
                 present=self._present,
                 leading=self._leading,
             )
+            if quota is not None:
+                ledger.observe(quota)
         return ledger
 
     def wake(self) -> None:
@@ -316,39 +327,59 @@ class Ledgers:
             ledger.wake()
 
     def _every(self) -> list[reserving.Ledger]:
-        return [ledger for by_name in self._ledgers.values() for ledger in by_name.values()]
+        every = [ledger for by_name in self._ledgers.values() for ledger in by_name.values()]
+        return [ledger for ledger in every if not ledger.gone]
 
     def admitted_here(self, namespace: str, uid: str) -> list[Reservation]:
         """The reservations for claim ``uid`` that this replica admitted from escrow and has
         not written yet (one per quota of ``namespace``): the leader prices its own
         admissions from these at once, without waiting for the write and its watch event."""
-        ledgers = self._ledgers.get(namespace, {}).values()
+        ledgers = [
+            ledger for ledger in self._ledgers.get(namespace, {}).values() if not ledger.gone
+        ]
         return [r for ledger in ledgers if (r := ledger.account.unwritten.get(uid)) is not None]
 
-    async def unwritten(self, namespace: str, name: str, patience: float) -> frozenset[str] | None:
+    async def unwritten(
+        self, namespace: str, name: str, patience: float, uid: str = ""
+    ) -> frozenset[str] | None:
         """:meth:`~dbquota.services.reserving.Ledger.unwritten` of the quota's ledger (none
-        yet: nothing unwritten)."""
+        yet, or the ledger of another object by that name than ``uid``: nothing)."""
         ledger = self._ledgers.get(namespace, {}).get(name)
-        return frozenset() if ledger is None else await ledger.unwritten(patience)
+        if ledger is None or (uid and ledger.uid is not None and ledger.uid != uid):
+            return frozenset()
+        return await ledger.unwritten(patience)
 
     def observe(self, quota: QuotaObject) -> None:
-        """A quota as the watch delivered it (only ledgers already in use care)."""
+        """A quota as the watch delivered it (only ledgers already in use care): a newer
+        object by a ledger's name stops that ledger (the next review gets a new one)."""
         meta = quota.get("metadata", {})
-        in_namespace = self._ledgers.get(str(meta.get("namespace", "")), {})
-        ledger = in_namespace.get(str(meta.get("name", "")))
+        namespace, name = str(meta.get("namespace", "")), str(meta.get("name", ""))
+        ledger = self._ledgers.get(namespace, {}).get(name)
         if ledger is not None:
             ledger.observe(quota)
+            if ledger.gone:
+                self.drop(namespace=namespace, name=name)
 
-    def drop(self, *, namespace: str, name: str) -> None:
-        """Forget a deleted quota."""
+    def drop(self, *, namespace: str, name: str, uid: str = "") -> None:
+        """Forget a deleted quota (the object ``uid``, if given: not a newer one of its
+        name) and stop its ledger for good."""
         in_namespace = self._ledgers.get(namespace, {})
-        in_namespace.pop(name, None)
+        ledger = in_namespace.get(name)
+        if ledger is None or (uid and ledger.uid is not None and ledger.uid != uid):
+            return
+        del in_namespace[name]
         if not in_namespace:
             self._ledgers.pop(namespace, None)
+        writer = ledger.stop()
+        if writer is not None:
+            self._stopping.add(writer)
+            writer.add_done_callback(self._stopping.discard)
 
     async def close(self) -> None:
-        """Write every pending reservation and give every escrow back (shutdown)."""
+        """Write every pending reservation and give every escrow back (shutdown); wait for
+        the writers of stopped ledgers to end."""
         await asyncio.gather(*(ledger.close() for ledger in self._every()))
+        await asyncio.gather(*self._stopping, return_exceptions=True)
 
 
 def _with_warnings(

@@ -71,9 +71,11 @@ WRITE_PATIENCE = 1.0
 be answered (:meth:`dbquota.services.reserving.Ledger.unwritten`) before it tries later."""
 
 
-async def _nothing_unwritten(namespace: str, name: str, patience: float) -> frozenset[str]:
+async def _nothing_unwritten(
+    namespace: str, name: str, patience: float, uid: str
+) -> frozenset[str]:
     """No ledger of this replica owes the quota a write (the default: no webhook here)."""
-    del namespace, name, patience
+    del namespace, name, patience, uid
     return frozenset()
 
 
@@ -119,7 +121,7 @@ class Reconciler:
         deleted: Callable[[str], Collection[str]] = lambda _: (),
         claims_current: Callable[[], bool] = lambda: True,
         on_written: Callable[[QuotaObject, statuses.Refresh], None] = lambda *_: None,
-        unwritten: Callable[[str, str, float], Awaitable[Collection[str] | None]] = (
+        unwritten: Callable[[str, str, float, str], Awaitable[Collection[str] | None]] = (
             _nothing_unwritten
         ),
         shared: Callable[[str], bool] = usage.unshared,
@@ -180,13 +182,18 @@ class Reconciler:
         for namespace in self._quotas.namespaces():
             self.mark_namespace(namespace, force=force)
 
-    def forget(self, namespace: str, name: str) -> None:
-        """A quota was deleted."""
+    def forget(self, namespace: str, name: str, uid: str = "") -> None:
+        """A quota was deleted (the object ``uid``, if given). Its settling clocks go; its
+        marks stay if a newer object of its name is there by now (a delete seen late, or
+        the quota replaced while the watch was away): they are that quota's."""
+        self._settling.pop((namespace, name), None)
+        now = self._quotas.derived(namespace=namespace, name=name)
+        if uid and now is not None and now.uid != uid:
+            return
         self._dirty.pop((namespace, name), None)
         self._queue.discard((namespace, name))
         self._due.pop((namespace, name), None)
         self._last.pop((namespace, name), None)
-        self._settling.pop((namespace, name), None)
 
     # -- the worker ----------------------------------------------------------------------------
 
@@ -253,7 +260,8 @@ class Reconciler:
                 except NotFound:
                     self.forget(namespace, name)
                     return None
-            unwritten = await self._unwritten(namespace, name, WRITE_PATIENCE)
+            uid = str(quota.get("metadata", {}).get("uid", ""))
+            unwritten = await self._unwritten(namespace, name, WRITE_PATIENCE, uid)
             if unwritten is None:  # this replica's own write of it: in flight, or unknown
                 self.mark(namespace, name, force=force, after=WRITE_PATIENCE)
                 return None

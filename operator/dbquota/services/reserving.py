@@ -32,6 +32,18 @@ One :class:`Ledger` per quota and replica serialises that replica's writes:
   writes slow would hold budget for claims whose creates had already failed, until the
   reconciler released them after ``--reservation-grace``. A request whose round has
   already planned it keeps its reservation, released the same way.
+- **A ledger serves one quota object, for life**: the one its ``metadata.uid`` names,
+  not whatever bears its name. A quota deleted and created again under the same name
+  (``kubectl replace --force``, Argo CD's ``Replace=true``, a Helm reinstall) is a new
+  quota with a new uid, whose generation starts at 1 again, so nothing keyed by name or
+  generation could tell them apart: the old ledger's escrow, its allowance in memory, its
+  totals and its parsed spec would be written into the new quota, over its budget. So
+  the ledger stops for good (:meth:`Ledger.stop`) once its object is gone: when the
+  watch says so (:class:`dbquota.services.admitting.Ledgers` drops or replaces it), when
+  a read finds another uid under the name (the compare-and-swap carries the
+  ``resourceVersion`` of a copy of its own object, so no write reaches another), or when
+  a read or write finds no quota at all (404: one INFO line, no retries). Its waiting
+  requests fail with "try again"; the next review gets a new, empty ledger.
 
 The reconciler writes the status through its own compare-and-swap
 (:mod:`dbquota.services.reconciling`), never through this queue, so its refreshes never
@@ -71,7 +83,7 @@ from dbquota.domain import (
 )
 from dbquota.domain.reservations import ClaimRef
 from dbquota.domain.resources import QuotaObject, QuotaStatus, Reservation
-from dbquota.errors import Conflict
+from dbquota.errors import Conflict, NotFound
 from dbquota.services import stores
 
 logger = logging.getLogger(__name__)
@@ -130,10 +142,15 @@ class Ledger:
         in_flight_limit: int | None = None,
         present: Callable[[str], Mapping[str, ClaimRef]] = lambda _: {},
         leading: Callable[[], bool] = lambda: False,
+        uid: str | None = None,
     ) -> None:
         self.store = store
         self.namespace = namespace
         self.name = name
+        self.uid = uid
+        """The quota object (``metadata.uid``) this ledger serves; None until a first copy."""
+        self.gone = ""
+        """Why that object is gone ("deleted", "replaced by ..."), once it is: no more writes."""
         self.holder = holder or stores.holder_id()
         self.share = share
         self._snapshot = snapshot
@@ -170,6 +187,8 @@ class Ledger:
         """A newer copy of the quota (from the watch, or a write of another writer): decide
         against it from now on. A spec change (new generation) ends the escrow taken under
         the old spec; an informer lagging behind the ledger's own writes is no news."""
+        if self.gone or not self._same(quota):
+            return
         if self.known.observe(quota):
             self.account.spec_changed(_generation(quota))
             if self.account.on_server:
@@ -177,9 +196,12 @@ class Ledger:
 
     async def reserve(self, request: admission.Request) -> verdicts.Decision:
         """Decide one request; hold its reservation unless dry-run (module docstring).
-        Cancelled while it waits for a round, it is taken out of the queue undecided."""
-        if self.known.latest is None:
+        Cancelled while it waits for a round, it is taken out of the queue undecided.
+        :class:`~dbquota.services.stores.QuotaGoneError` once the quota object is gone."""
+        if self.known.latest is None and not self.gone:
             await self._read_fresh()
+        if self.gone:  # also while the read was in flight (the watch saw the delete)
+            raise self._gone_error()
         quick = self._quick(request)
         if quick is not None:
             return quick
@@ -203,23 +225,79 @@ class Ledger:
     async def unwritten(self, patience: float) -> frozenset[str] | None:
         """Uids of claims admitted from escrow and not written yet. A flush in flight makes
         that ambiguous (the quota as read may hold it): wait up to ``patience`` for its
-        answer, else None. The reconciler reads the quota first; anything newer fails its CAS."""
-        if self._unsure:
+        answer, else None. The reconciler reads the quota first; anything newer fails its CAS.
+        Once the object is gone, nothing: what it admitted is no other quota's."""
+        if self._unsure and not self.gone:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(patience):
                     while self._unsure:  # the next write may start before this resumes
                         await self._known_again.wait()
+        if self.gone:
+            return frozenset()
         return None if self._unsure else frozenset(self.account.unwritten)
 
     async def close(self) -> None:
         """Write what was admitted from escrow and give the escrow back (shutdown)."""
         self.account.close()
-        if not (self.account.owes_a_write or self._queue):
+        if self.gone or not (self.account.owes_a_write or self._queue):
             return
         self._start()
         assert self._writer is not None
         with contextlib.suppress(Exception):
             await asyncio.wait_for(asyncio.shield(self._writer), CLOSE_PATIENCE)
+
+    def stop(self, why: str = "deleted") -> asyncio.Task[None] | None:
+        """The quota object is gone (``why``: deleted, or replaced under its name): write
+        nothing more, for good (module docstring). Requests waiting here fail with
+        :class:`~dbquota.services.stores.QuotaGoneError`; the writer is cancelled and
+        returned for the caller to await, here or at a later call (None: none runs, or it
+        is the caller)."""
+        writer = self._writer
+        if writer is not None and (writer.done() or writer is asyncio.current_task()):
+            writer = None
+        if self.gone:
+            return writer  # cancelled when it stopped
+        self.gone = why
+        logger.info(
+            "DatabaseQuota %s/%s (uid %s) %s: its reservation ledger stops",
+            self.namespace,
+            self.name,
+            self.uid or "unknown",
+            why,
+        )
+        self._fail(self._queue)
+        self._queue = []
+        self._unsure = 0
+        self._known_again.set()  # nobody waits on a write whose answer no longer matters
+        if writer is not None:
+            writer.cancel()
+        return writer
+
+    def _same(self, quota: QuotaObject) -> bool:
+        """Whether ``quota`` is a copy of this ledger's object (the first copy binds it). A
+        copy of a newer object by its name means its own is gone: it stops."""
+        uid = views.uid_of(quota)
+        if self.uid is None:
+            self.uid = uid
+        if uid == self.uid:
+            return True
+        if views.newer(quota, self.known.latest):
+            self.stop(f"replaced by a new object of the same name (uid {uid or 'unknown'})")
+        return False
+
+    def _gone_error(self) -> stores.QuotaGoneError:
+        return stores.QuotaGoneError(f"DatabaseQuota {self.namespace}/{self.name} was {self.gone}")
+
+    def _fail(self, pendings: list[_Pending]) -> None:
+        """Answer requests that no round will decide: the quota is gone (or, on shutdown,
+        the writer was cancelled)."""
+        for p in pendings:
+            if p.future.done():
+                continue
+            if self.gone:
+                p.future.set_exception(self._gone_error())
+            else:
+                p.future.cancel()
 
     # -- the view and the decision ----------------------------------------------------------
 
@@ -294,6 +372,8 @@ class Ledger:
     # -- the writer ------------------------------------------------------------------------
 
     def _start(self) -> None:
+        if self.gone:
+            return
         self._wake.set()
         if self._writer is None or self._writer.done():
             self._writer = asyncio.create_task(self._drain(), name=f"ledger {self.name}")
@@ -334,7 +414,13 @@ class Ledger:
             batch, self._queue = self._queue, []
             try:
                 await self._process(batch)
+            except asyncio.CancelledError:
+                self._fail(batch)  # stopped mid-round (the quota is gone), or shutdown
+                raise
             except Exception as exc:  # noqa: BLE001 - every waiter must hear of it
+                if self.gone:  # found gone by this round: said once by stop(), no retry
+                    self._fail(batch)
+                    return
                 for p in batch:
                     if not p.future.done():
                         p.future.set_exception(exc)
@@ -352,8 +438,11 @@ class Ledger:
                 await asyncio.sleep(RETRY_DELAY)
 
     def _next_delay(self) -> float | None:
-        """Seconds until the writer's next round (<= 0: now); None: nothing left to do."""
+        """Seconds until the writer's next round (<= 0: now); None: nothing left to do, or
+        the quota is gone."""
         self._wake.clear()
+        if self.gone:
+            return None
         if self._queue:
             return 0.0
         if self.account.on_server:
@@ -388,7 +477,15 @@ class Ledger:
         return True
 
     async def _read_fresh(self) -> QuotaObject:
-        quota = await self.store.get_quota(namespace=self.namespace, name=self.name)
+        """The quota as the apiserver has it now, if it is still this ledger's object."""
+        try:
+            quota = await self.store.get_quota(namespace=self.namespace, name=self.name)
+        except NotFound:
+            self.stop("deleted")
+            raise self._gone_error() from None
+        if self.gone or not self._same(quota):
+            self.stop("replaced by a new object of the same name")  # if _same did not
+            raise self._gone_error()
         if views.newer(quota, self.known.latest) or self.known.stale:
             self.known.set(quota)
         self.known.stale = False
@@ -472,6 +569,9 @@ class Ledger:
             if round_.flushing:
                 self._known(landed=False)
             raise
+        except NotFound:
+            self.stop("deleted")
+            raise self._gone_error() from None
 
     def _known(self, *, landed: bool) -> None:
         self._unsure = 0 if landed else self._unsure - 1

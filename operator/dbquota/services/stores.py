@@ -42,6 +42,11 @@ class ReservationConflictError(KubeError):
     """The quota kept changing under us until the deadline: the client should retry."""
 
 
+class QuotaGoneError(KubeError):
+    """The quota object a ledger served was deleted, or replaced by a new object of the
+    same name: the ledger reserved nothing more on it, and writes nothing more anywhere."""
+
+
 def holder_id() -> str:
     """A name for this process's escrow entries and lease: host (pod) name, pid, a nonce."""
     return f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:6]}"

@@ -14,7 +14,7 @@ from dbquota.domain.resources import QuotaStatus
 from dbquota.handlers import quotas
 
 
-def test_forgetting_a_deleted_quota_drops_its_series() -> None:
+async def test_forgetting_a_deleted_quota_drops_its_series() -> None:
     labels = {"namespace": "deleted", "quota": "q"}
     metrics.publish_quota(
         namespace="deleted",
@@ -24,7 +24,7 @@ def test_forgetting_a_deleted_quota_drops_its_series() -> None:
     )
     assert metrics.REGISTRY.get_sample_value("dbquota_quota_budget", labels) == 10
     # kopf types a decorated handler as its whole callback protocol (every kwarg it may pass).
-    quotas.forget(namespace="deleted", name="q", memo=kopf.Memo())  # type: ignore[call-arg]
+    await quotas.forget(namespace="deleted", name="q", memo=kopf.Memo())  # type: ignore[call-arg,misc]
     for name in (
         "dbquota_quota_budget",
         "dbquota_quota_used_ratio",

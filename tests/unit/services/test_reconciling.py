@@ -337,7 +337,9 @@ async def test_a_claim_this_replicas_escrow_holds_unwritten_is_not_counted_twice
     told: list[frozenset[str] | None] = [None]
     asked: list[float] = []
 
-    async def unwritten(namespace: str, name: str, patience: float) -> frozenset[str] | None:
+    async def unwritten(
+        namespace: str, name: str, patience: float, uid: str
+    ) -> frozenset[str] | None:
         asked.append(patience)
         return told[0]
 
@@ -427,3 +429,30 @@ async def test_threshold_crossings_are_announced_once_even_across_a_restart() ->
         await recorder.close()
     assert set(api.events) == {"BudgetThresholdCrossed"}
     assert sum(api.counts.values()) == 2  # 50% and 80%, each once
+
+
+async def test_a_delete_told_late_leaves_the_new_quota_of_its_name_alone() -> None:
+    """kopf tells of a delete on a watch of its own, possibly once the quota has been
+    created again under its name (``kubectl replace --force``) and marked: that mark is
+    the new quota's and stays. A refresh asks this replica's ledgers about the object it
+    read (its uid), never about whatever bears the name."""
+    api = Apiserver()
+    reconciler, _ = setup(api)
+    api.quota["metadata"].update(uid="uq-2", resourceVersion="10")  # created again
+    reconciler._quotas.put(copy.deepcopy(api.quota))
+    reconciler.mark("ns", "q", force=True)
+    reconciler.forget("ns", "q", uid="uq")
+    assert ("ns", "q") in reconciler._dirty
+    asked: list[str] = []
+
+    async def unwritten(
+        namespace: str, name: str, patience: float, uid: str
+    ) -> frozenset[str] | None:
+        asked.append(uid)
+        return frozenset()
+
+    reconciler._unwritten = unwritten
+    await reconciler.refresh("ns", "q")
+    assert asked == ["uq-2"]
+    reconciler.forget("ns", "q", uid="uq-2")
+    assert ("ns", "q") not in reconciler._dirty

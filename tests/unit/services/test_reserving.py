@@ -21,13 +21,20 @@ admissions whose claims have appeared (priced, or waiting for their status write
 lazily, one whose claim never appears soon, and everything soon once it stops leading.
 An admission from escrow wakes the writer only when it brings the next write forward,
 not once per review. A quota holding the most reservations its status can keep refuses
-the next at once, without a write.
+the next at once, without a write. A quota deleted and created again under its name
+(``kubectl replace --force``) while escrow is held starts clean, whether the watch tells
+of the delete (the old ledger's writer stops at once) or not (its next write finds
+another uid under the name and stops): the old ledger never writes again, the new
+quota's status never holds the old escrow, reservations or totals, and never more than
+its own budget; a 404 stops a ledger with one INFO line, not a warning every retry; the
+ledgers go by uid, so a delete told late leaves the new quota's ledger alone.
 """
 
 from __future__ import annotations
 
 import asyncio
 import copy
+import logging
 import time
 from collections.abc import Mapping
 from typing import Any, cast
@@ -37,7 +44,7 @@ import pytest
 from dbquota.domain import admission, billing, claims, escrow, reservations, views
 from dbquota.domain.reservations import ClaimRef
 from dbquota.domain.resources import QuotaObject
-from dbquota.errors import Conflict, KubeError
+from dbquota.errors import Conflict, KubeError, NotFound
 from dbquota.services import admitting, reserving
 from tests.unit.services.billing_api import until
 
@@ -73,18 +80,42 @@ def request(
 
 
 class Store:
-    """One DatabaseQuota with a resourceVersion; merge patches of status by CAS."""
+    """One DatabaseQuota with a resourceVersion; merge patches of status by CAS. It can be
+    deleted (every call a 404) and created again under its name, as a new object."""
 
     def __init__(self, budget: float) -> None:
-        self.quota: dict[str, Any] = {
-            "metadata": {"name": "q", "namespace": "ns", "resourceVersion": "1", "generation": 1},
-            "spec": {"monthlyBudget": budget},
-            "status": {},
-        }
+        self.quota: dict[str, Any] = {}
+        self.incarnation = 0
+        self.recreate(budget, version=1)
         self.writes: list[dict[str, Any]] = []
         self.fail_next = 0
         self.conflict_next = 0
         self.latency = 0.002
+        self.gone = False
+        self.calls = 0  # reads and writes asked of it, answered or not
+
+    def recreate(self, budget: float, *, version: int | None = None) -> None:
+        """A new quota by the same name (``kubectl replace --force``): a new uid, generation
+        1 again, no status, a later resourceVersion (etcd's revision is global)."""
+        self.incarnation += 1
+        old = self.quota.get("metadata", {}).get("resourceVersion", "0")
+        self.quota = {
+            "metadata": {
+                "name": "q",
+                "namespace": "ns",
+                "uid": f"uid-q-{self.incarnation}",
+                "resourceVersion": str(version or int(old) + 10),
+                "generation": 1,
+            },
+            "spec": {"monthlyBudget": budget},
+            "status": {},
+        }
+        self.gone = False
+
+    def _answer(self) -> None:
+        self.calls += 1
+        if self.gone:
+            raise NotFound('databasequotas.dbquota.io "q" not found')
 
     @property
     def budget(self) -> float:
@@ -110,6 +141,7 @@ class Store:
 
     async def get_quota(self, *, namespace: str, name: str) -> QuotaObject:
         await asyncio.sleep(self.latency)
+        self._answer()
         return copy.deepcopy(self.quota)  # type: ignore[return-value]
 
     async def patch_quota_status(
@@ -121,6 +153,7 @@ class Store:
         resource_version: str | None,
     ) -> QuotaObject:
         await asyncio.sleep(self.latency)
+        self._answer()
         if self.fail_next:
             self.fail_next -= 1
             raise KubeError("apiserver unavailable")
@@ -662,3 +695,172 @@ async def test_no_escrow_admission_without_a_trusted_lease() -> None:
         assert await admitted(replica, request(f"c{i}"))
     assert replica.from_escrow == 0
     assert store.quota["status"].get("escrow", []) == []
+
+
+# -- a quota deleted and created again under its name ----------------------------------
+
+
+def reviewed(ledgers: admitting.Ledgers, store: Store) -> reserving.Ledger:
+    """The ledger a review of a claim gets for quota ns/q, as ``Admission.review`` asks for
+    it: with the watch's copy of the quota."""
+    return ledgers.of(namespace="ns", name="q", quota=cast(QuotaObject, copy.deepcopy(store.quota)))
+
+
+def deleted(ledgers: admitting.Ledgers, uid: str | None) -> None:
+    """The watch tells of the delete of quota ns/q, the object ``uid`` (as the runtime does)."""
+    ledgers.drop(namespace="ns", name="q", uid=uid or "")
+
+
+def assert_fresh(writes: list[dict[str, Any]], *, budget: float) -> None:
+    """Each write holds nothing of the old quota: no old claim's reservation, no escrow or
+    reservations over the new budget (the old escrow was 4,950 and 4,850)."""
+    for write in writes:
+        held = write.get("reservations", [])
+        assert all(r["claim"].startswith("new") for r in held), held
+        escrowed = sum(float(e["cost"]) for e in write.get("escrow", []))
+        reserved = float(write.get("spend", {}).get("reserved", 0.0))
+        assert reserved + escrowed <= budget, write
+
+
+def warnings_of(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+async def test_a_quota_deleted_and_created_again_starts_clean(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``kubectl replace --force`` (Argo CD's ``Replace=true``, a Helm reinstall) while this
+    replica holds escrow and has admitted from it without writing yet: the watch's delete
+    stops the old ledger for good (no write, no retries); the new quota of the same name, a
+    smaller budget and generation 1 again, gets a ledger that starts from nothing."""
+    caplog.set_level(logging.INFO, logger=reserving.__name__)
+    monkeypatch.setattr(reserving, "FLUSH_INTERVAL", 0.05)
+    monkeypatch.setattr(reserving, "RETRY_DELAY", 0.01)
+    store = Store(budget=10_000)
+    ledgers = admitting.Ledgers(store, snapshot=snapshot, share=0.5, holder="me")
+    old = reviewed(ledgers, store)
+    old.account.demand(time.monotonic())
+    assert await admitted(old, request("old0"))  # exact: takes escrow
+    assert await admitted(old, request("old1"))  # from that escrow, not written yet
+    assert store.quota["status"]["escrow"][0]["cost"] == 4950.0
+    old_writes, old_uid = old.writes, store.quota["metadata"]["uid"]
+    store.gone = True
+    deleted(ledgers, old_uid)
+    await asyncio.sleep(0.1)  # the old flush was due meanwhile
+    store.recreate(budget=1000)
+    start = len(store.writes)
+    await asyncio.sleep(0.3)  # past the old escrow's idle return, and many retry delays
+    assert store.writes[start:] == []
+    assert store.quota["status"] == {}
+    new = reviewed(ledgers, store)
+    assert new is not old
+    new.account.demand(time.monotonic())
+    results = [await admitted(new, request(f"new{i}")) for i in range(12)]
+    assert sum(results) == 10  # what the new budget fits, at 100 each
+    await new.close()
+    assert_fresh(store.writes[start:], budget=1000)
+    assert old.writes == old_writes
+    assert new.writes == len(store.writes) - start  # every write since is the new ledger's
+    assert store.held() == [f"new{i}" for i in range(10)]
+    assert store.quota["status"]["spend"]["reserved"] == 1000.0
+    assert store.quota["status"]["escrow"] == []
+    assert old._writer is not None
+    assert old._writer.done()
+    assert warnings_of(caplog) == []
+
+
+async def test_a_ledger_whose_quota_was_replaced_unseen_writes_nothing_into_the_new_one(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The watch has not told of the delete (a relist shows the new object as a change; or
+    the ledger's write simply comes first): its write loses the compare-and-swap, the read
+    that follows finds another uid under the name, and the ledger stops there, instead of
+    writing its escrow, totals and spec into the new quota."""
+    caplog.set_level(logging.INFO, logger=reserving.__name__)
+    monkeypatch.setattr(reserving, "FLUSH_INTERVAL", 0.05)
+    monkeypatch.setattr(reserving, "RETRY_DELAY", 0.01)
+    store = Store(budget=10_000)
+    ledgers = admitting.Ledgers(store, snapshot=snapshot, share=0.5, holder="me")
+    old = reviewed(ledgers, store)
+    old.account.demand(time.monotonic())
+    assert await admitted(old, request("old0"))
+    assert await admitted(old, request("old1"))  # from escrow: its flush comes next
+    store.recreate(budget=1000)
+    start = len(store.writes)
+    await until(lambda: old._writer is not None and old._writer.done())
+    assert store.writes[start:] == []
+    assert store.quota["status"] == {}
+    new = reviewed(ledgers, store)
+    assert new is not old
+    new.account.demand(time.monotonic())
+    results = [await admitted(new, request(f"new{i}")) for i in range(12)]
+    assert sum(results) == 10
+    await new.close()
+    assert_fresh(store.writes[start:], budget=1000)
+    assert store.held() == [f"new{i}" for i in range(10)]
+    assert warnings_of(caplog) == []
+    said = [r for r in caplog.records if r.name == reserving.__name__]
+    assert len(said) == 1
+    assert "replaced" in said[0].getMessage()
+
+
+async def test_a_ledger_that_finds_its_quota_deleted_stops_quietly(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A 404 on a ledger's write: the quota is gone, and its reservations with it. The
+    ledger says so once (INFO) and asks nothing more of the apiserver, where it used to
+    retry every RETRY_DELAY with a warning, for ever. A review that still reaches it is
+    told to try again (the next one gets a new ledger)."""
+    caplog.set_level(logging.INFO, logger=reserving.__name__)
+    monkeypatch.setattr(reserving, "FLUSH_INTERVAL", 0.05)
+    monkeypatch.setattr(reserving, "RETRY_DELAY", 0.01)
+    store = Store(budget=10_000)
+    ledgers = admitting.Ledgers(store, snapshot=snapshot, share=0.5, holder="me")
+    old = reviewed(ledgers, store)
+    old.account.demand(time.monotonic())
+    assert await admitted(old, request("old0"))
+    assert await admitted(old, request("old1"))
+    store.gone = True
+    await until(lambda: old._writer is not None and old._writer.done())
+    calls = store.calls
+    await asyncio.sleep(0.2)
+    assert store.calls == calls
+    assert warnings_of(caplog) == []
+    said = [r for r in caplog.records if r.name == reserving.__name__]
+    assert [r.levelno for r in said] == [logging.INFO]
+    with pytest.raises(KubeError, match="deleted"):
+        await old.reserve(request("late"))
+    store.recreate(budget=1000)
+    assert reviewed(ledgers, store) is not old
+
+
+async def test_the_ledgers_know_a_quota_by_its_uid_not_its_name(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The watch's copy of a newer object under a ledger's name replaces that ledger (its
+    writer cancelled, awaited on close); a delete told late, once the new quota has its
+    ledger (kopf's handler, on a watch of its own), leaves that ledger alone; and the
+    reconciler's question about one object is not answered with another's admissions."""
+    monkeypatch.setattr(reserving, "FLUSH_INTERVAL", 5.0)  # no flush during the test
+    store = Store(budget=10_000)
+    ledgers = admitting.Ledgers(store, snapshot=snapshot, share=0.5, holder="me")
+    old = reviewed(ledgers, store)
+    old.account.demand(time.monotonic())
+    assert await admitted(old, request("old0"))
+    assert await admitted(old, request("old1"))  # from escrow, not written
+    assert await ledgers.unwritten("ns", "q", 0.1, "uid-q-1") == frozenset({"uid-old1"})
+    store.recreate(budget=1000)
+    ledgers.observe(cast(QuotaObject, copy.deepcopy(store.quota)))  # the watch's news
+    new = reviewed(ledgers, store)
+    assert new is not old
+    assert old.gone.startswith("replaced")
+    assert new.uid == "uid-q-2"
+    assert await ledgers.unwritten("ns", "q", 0.1, "uid-q-1") == frozenset()
+    assert ledgers.admitted_here("ns", "uid-old1") == []
+    deleted(ledgers, "uid-q-1")  # kopf's word of the old delete, late
+    assert ledgers.of(namespace="ns", name="q") is new
+    assert await admitted(new, request("new0"))
+    await ledgers.close()
+    assert old._writer is not None
+    assert old._writer.done()
+    assert store.held() == ["new0"]
