@@ -1,6 +1,7 @@
 # dbquota operator image: `dbquota run` as a non-root user on a slim Python base.
-# Stage 1 installs the package and its dependencies (from pyproject.toml) into a virtual
-# environment; stage 2 copies only that environment: no pip cache, no sources, no compilers.
+# Stage 1 installs the package and its dependencies (from pyproject.toml, at the versions
+# constraints.txt pins: the ones the tests ran with) into a virtual environment; stage 2
+# copies only that environment: no pip cache, no sources, no compilers.
 #
 # Build:  docker build -t dbquota:0.1.0 .     (or: podman build -t dbquota:0.1.0 .)
 # Build arguments:
@@ -25,9 +26,9 @@ ENV PIP_NO_CACHE_DIR=1 \
 WORKDIR /src
 RUN python3 -m venv /opt/dbquota
 # Every dependency has a binary wheel for this base, so the builder needs no compiler either.
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY operator/ operator/
-RUN /opt/dbquota/bin/pip install --no-cache-dir . \
+RUN /opt/dbquota/bin/pip install --no-cache-dir -c constraints.txt . \
  && /opt/dbquota/bin/dbquota run --help > /dev/null
 
 FROM ${BASE}

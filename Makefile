@@ -21,15 +21,30 @@ help: ## List the targets with what each does
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | \
 	  awk -F':.*## ' '{printf "  \033[1m%-14s\033[0m %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+# constraints.txt pins every package the venv and the image install (`make constraints`
+# refreshes it): the same commit installs the same versions next month.
+$(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "dbquota needs Python >= 3.11"'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade 'pip>=25.1'
-	$(BIN)/python -m pip install --quiet -e . --group dev
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e . --group dev
 	touch $@
 
 .PHONY: venv
 venv: $(STAMP) ## Create .venv/ with the package (editable) and its dev tools
+
+.PHONY: constraints
+constraints: ## Re-pin constraints.txt to the newest versions pyproject.toml allows
+	rm -rf .constraints-venv
+	$(PYTHON) -m venv .constraints-venv
+	.constraints-venv/bin/python -m pip install --quiet --upgrade 'pip>=25.1'
+	.constraints-venv/bin/python -m pip install --quiet -e . --group dev
+	{ sed -n '/^#/p' constraints.txt; \
+	  .constraints-venv/bin/python -m pip freeze --exclude-editable --all \
+	    | grep -viE '^(pip|setuptools|wheel)=='; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
+	rm -rf .constraints-venv
+	@echo "constraints.txt re-pinned; run make venv (it reinstalls) and make test"
 
 .PHONY: binaries
 binaries: $(STAMP) ## Build or find etcd, kube-apiserver, kubectl, helm, promtool (cached by version)
