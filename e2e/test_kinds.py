@@ -17,6 +17,10 @@ databaseclaims,cnpg,zalando,rds``. Checks, with the manifests in ``examples/``:
   Conservative prices at the highest known prices);
 - three kinds in one namespace share one budget, and 100 parallel creates mixing kinds
   never admit more than the budget;
+- relabelling an RDS Instance to another tenant prices it there as a new object (denied
+  over that tenant's budget, though its spec is unchanged; admitted, it counts there and
+  no longer in its old tenant's quota), and removing its label, or naming a namespace with
+  no DatabaseQuota, is denied while its tenant's quota enforces;
 - ``kubectl dbquota explain`` gives each kind's verdict before it is applied (admitted
   within budget, denied over it, an RDS Instance without a tenant label counted against
   no quota), naming the kind, and neither stores nor reserves anything;
@@ -415,6 +419,49 @@ def test_an_instance_without_a_tenant_label_is_admitted_with_a_warning(
     result = kubectl.apply(obj)
     assert "names no tenant namespace" in result.stderr
     assert "admitted without a budget check" in result.stderr
+
+
+def test_relabelling_an_instance_prices_it_under_its_new_tenant_as_new(
+    kubectl: Kubectl, namespace: str
+) -> None:
+    team_b = f"{namespace}-b"
+    kubectl("create", "namespace", team_b)
+    quota(kubectl, namespace, budget=50_000)
+    quota(kubectl, team_b, budget=1)
+    obj = example("rds", namespace=namespace)
+    kubectl.apply(obj)
+    price = counted(kubectl, namespace)["spend"]["reserved"]
+    name = obj["metadata"]["name"]
+
+    def label(value: str) -> subprocess.CompletedProcess[str]:
+        where = "instances.rds.aws.upbound.io"
+        return kubectl("label", where, name, "--overwrite", value, check=False)
+
+    moved = label(f"crossplane.io/claim-namespace={team_b}")
+    assert moved.returncode != 0  # the whole price, not the growth (0) of an UPDATE
+    assert "DatabaseQuota budget" in moved.stderr
+    assert "exceeds budget 1.00" in moved.stderr
+    quota(kubectl, team_b, budget=50_000)
+    wait_for(
+        lambda: status(kubectl, team_b).get("spend", {}).get("remaining") == 50_000,
+        what="team-b's new budget",
+    )
+    label(f"crossplane.io/claim-namespace={team_b}").check_returncode()
+    assert counted(kubectl, team_b)["spend"]["reserved"] == pytest.approx(price, abs=0.01)
+    wait_for(
+        lambda: (
+            (found := status(kubectl, namespace))["used"]["claims"] == 0
+            and found["spend"]["reserved"] == 0
+            and not found.get("reservations")
+        ),
+        what="the old tenant no longer counting it",
+    )
+    removed = label("crossplane.io/claim-namespace-")
+    assert removed.returncode != 0
+    assert "removing its label crossplane.io/claim-namespace" in removed.stderr
+    away = label(f"crossplane.io/claim-namespace={namespace}-nobody")
+    assert away.returncode != 0
+    assert "which has no DatabaseQuota" in away.stderr
 
 
 def test_growing_a_cluster_reserves_the_growth_and_an_update_over_budget_is_denied(

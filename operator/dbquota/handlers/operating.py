@@ -152,6 +152,7 @@ def admit_claims(
             generation=1 if new is None else new.metadata.generation or 1,
             kind=kind,
             labels={} if new is None else new.metadata.labels,
+            old_labels=None if old is None else old.metadata.labels,
             annotations={} if new is None else new.metadata.annotations,
         )
         try:

@@ -8,7 +8,9 @@ admitted unchecked with a warning, or denied under ``--no-quota-policy=Deny``), 
 that namespace's quotas in the quota informer (no apiserver call), and asks each
 quota's reservation ledger (:mod:`dbquota.services.reserving`) for a decision, which the
 ledger takes with the pure :func:`dbquota.domain.admission.admit`. It never calls the
-billing API and never counts claims: usage comes from the quota's status totals.
+billing API and never counts claims: usage comes from the quota's status totals. An UPDATE
+that changes a cluster-scoped object's tenant label is a CREATE under its new tenant, and
+one that takes it out of every quota is refused (:mod:`dbquota.domain.kinds.tenancy`).
 
 A dry run (``kubectl apply --dry-run=server``, ``kubectl dbquota explain``) reserves
 nothing and gets one more warning per quota that says how it decided (:func:`explain`).
@@ -30,7 +32,7 @@ from typing import Any, cast
 
 from dbquota.adapters.kube import Informer
 from dbquota.domain import admission, billing, claims, kinds, verdicts, views
-from dbquota.domain.kinds import databaseclaims
+from dbquota.domain.kinds import databaseclaims, tenancy
 from dbquota.domain.reservations import ClaimRef
 from dbquota.domain.resources import QuotaObject, Reservation
 from dbquota.errors import KubeError
@@ -66,16 +68,30 @@ class Review:
     """The object's kind, whose module reads it."""
     labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
     """The object's labels (a cluster-scoped object's tenant may be in one)."""
+    old_labels: Mapping[str, str] | None = None
+    """The labels before an UPDATE (None: the same as ``labels``), whose tenant label may
+    name another tenant than the object's now (:mod:`dbquota.domain.kinds.tenancy`)."""
     annotations: Mapping[str, str] = dataclasses.field(default_factory=dict)
     """The object's annotations (another kind's billing id may be in one)."""
 
-    def whole(self, spec: object) -> dict[str, object]:
-        """The object with ``spec``, as its kind's reader takes it."""
-        metadata: dict[str, object] = {"name": self.name, "labels": self.labels}
+    def whole(self, spec: object, labels: Mapping[str, str] | None = None) -> dict[str, object]:
+        """The object with ``spec`` (and ``labels``, else its own), as its kind's reader
+        takes it."""
+        labels = self.labels if labels is None else labels
+        metadata: dict[str, object] = {"name": self.name, "labels": labels}
         if self.namespace:
             metadata["namespace"] = self.namespace
         metadata["annotations"] = self.annotations
         return {"metadata": metadata, "spec": spec}
+
+
+Parsed = tuple[str | None, claims.ClaimSpec, claims.ClaimSpec | None, str | None]
+UNSYNCED = verdicts.Verdict(
+    allowed=False,
+    message="not decided: dbquota has not listed the DatabaseQuotas yet (starting up); "
+    "nothing was reserved, try again",
+)
+"""The answer while the quota watch has not listed (:data:`SYNC_PATIENCE`)."""
 
 
 def _charged(status: Mapping[str, object] | None) -> float:
@@ -122,18 +138,15 @@ class Admission:
         parsed = self._parse(review)
         if isinstance(parsed, verdicts.Verdict):
             return parsed
-        tenant, claim, old = parsed
-        if tenant is None:
-            return self._unquoted(review, tenant)
-        if not await self._synced():
-            return verdicts.Verdict(
-                allowed=False,
-                message="not decided: dbquota has not listed the DatabaseQuotas yet (starting "
-                "up); nothing was reserved, try again",
-            )
-        names = self.quota_names(tenant)
-        if not names:
-            return self._unquoted(review, tenant)
+        tenant, claim, old, before = parsed
+        if (tenant is not None or before is not None) and not await self._synced():
+            return UNSYNCED
+        names = self._counting(review, tenant, before)
+        if isinstance(names, verdicts.Verdict):
+            return names
+        assert tenant is not None  # no tenant: no quota counts it
+        if before != tenant:  # a cluster-scoped object's tenant label changed: it moves
+            old = None  # a CREATE where it goes; its old tenant's quotas stop counting it
         request = admission.Request(
             name=kind.ref(review.name),
             uid=review.uid or f"name:{tenant}/{kind.ref(review.name)}",
@@ -170,21 +183,21 @@ class Admission:
                 break
         return _with_warnings(verdicts.combine(decisions), review, claim, tenant, decisions)
 
-    def _parse(
-        self, review: Review
-    ) -> tuple[str | None, claims.ClaimSpec, claims.ClaimSpec | None] | verdicts.Verdict:
-        """(tenant, claim, old claim) read by the review's kind, or the denial of a bad one."""
+    def _parse(self, review: Review) -> Parsed | verdicts.Verdict:
+        """(tenant, claim, old claim, old tenant) read by the review's kind, or the denial of
+        a bad one. The old tenant is read with the old object, so at no extra cost; it differs
+        only when an UPDATE changes a cluster-scoped object's tenant label."""
         kind = review.kind
         try:
             tenant, claim = kind.read(review.whole(review.spec), namespace_label=self._label)
-            old = (
-                None
+            before, old = (
+                (tenant, None)
                 if review.old_spec is None
                 else kind.read(
-                    review.whole(review.old_spec),
+                    review.whole(review.old_spec, review.old_labels),
                     namespace_label=self._label,
                     field="oldObject.spec",
-                ).claim
+                )
             )
         except ValueError as exc:
             where = (
@@ -195,52 +208,35 @@ class Admission:
             return verdicts.Verdict(
                 allowed=False, message=f"invalid {kind.resource.kind}{where}: {exc}"
             )
-        return tenant, claim, old
+        return tenant, claim, old, before
 
-    def _unquoted(self, review: Review, tenant: str | None) -> verdicts.Verdict:
-        """An object no quota counts: its namespace has none, or (cluster-scoped) it names
-        no tenant namespace."""
-        if tenant is not None:
-            if self._no_quota == "Deny":
-                return verdicts.Verdict(
-                    allowed=False,
-                    message=(
-                        f"denied: namespace {tenant} has no DatabaseQuota, and this "
-                        "cluster requires one (--no-quota-policy=Deny)"
-                    ),
-                )
-            return verdicts.Verdict(allowed=True)
-        resource = review.kind.resource
-        label = self._label or "(none configured)"
-        what = f"{resource.kind} {review.name} names no tenant namespace (no label {label})"
-        if self._no_quota == "Deny":
-            return verdicts.Verdict(
-                allowed=False,
-                message=f"denied: {what}, and this cluster requires a DatabaseQuota for "
-                "every object (--no-quota-policy=Deny)",
-            )
-        return verdicts.Verdict(
-            allowed=True,
-            warnings=(f"dbquota: {what}; admitted without a budget check",),
+    def _counting(
+        self, review: Review, tenant: str | None, before: str | None
+    ) -> list[str] | verdicts.Verdict:
+        """The quotas that decide on ``review``: those of ``tenant``. When there are none,
+        the verdict instead (:func:`dbquota.domain.kinds.tenancy.unchecked`), which for an
+        UPDATE that moves the object reads the quotas of its old tenant ``before``."""
+        if tenant is not None and (names := self.quota_names(tenant)):
+            return names
+        deny = self._no_quota == "Deny"
+        left: dict[str, str] = {}  # the quotas it leaves, if an UPDATE moves it
+        if before is not None and before != tenant and not deny:
+            for name in self.quota_names(before):
+                seen = cast(QuotaObject | None, self._quotas.get(namespace=before, name=name))
+                left[name] = tenancy.enforcement(seen)
+        return tenancy.unchecked(
+            kind=review.kind.resource.kind,
+            name=review.name,
+            label=self._label or "(none configured)",
+            tenant=tenant,
+            before=before,
+            left=left,
+            deny=deny,
         )
 
 
-def unrequested(claim: claims.ClaimSpec, *, name: str) -> str:
-    """The warning for pods priced by requests that request no CPU or no memory (nor set a
-    limit): that part is priced at 0, so the quota cannot bound it. Empty otherwise."""
-    demand = claim.demand
-    if demand is None or demand.instance_class is not None or not demand.instances:
-        return ""
-    missing = [
-        what for what, amount in (("cpu", demand.cpu), ("memory", demand.memory_gib)) if not amount
-    ]
-    if not missing:
-        return ""
-    what = " and ".join(missing)
-    return (
-        f"dbquota: {name} requests no {what} (nor sets a limit), so its {what} is priced at 0; "
-        "set resources.requests to have it counted against the budget"
-    )
+unrequested = kinds.unrequested
+"""Re-exported from the domain: the warning for pods that request no CPU or memory."""
 
 
 EXPLAIN = "dbquota explain:"

@@ -26,14 +26,14 @@ Conventions shared by the readers:
   limit and no request is read at its limit, as Kubernetes itself defaults a container's
   missing request to its limit. With neither, the value is ``0.0``: nothing is reserved
   for it, so its cost is unbounded; admission prices it at 0 and warns
-  (:func:`dbquota.services.admitting.unrequested`).
+  (:func:`unrequested`).
 - **Per instance.** ``cpu``, ``memory_gib`` and ``volumes`` are one instance's; the whole
   object costs ``instances`` times that, plus its :attr:`Demand.extras`.
 - **Tenant namespace.** A namespaced object's tenant is its ``metadata.namespace``. A
   cluster-scoped one (Crossplane's managed resources) names its tenant in a label, by
   default Crossplane's ``crossplane.io/claim-namespace``; without it ``namespace`` is None
   and no quota counts it: admission admits it with a warning, or denies it under
-  ``--no-quota-policy=Deny``.
+  ``--no-quota-policy=Deny``. An UPDATE may change the label: :mod:`.tenancy`.
 
 The seam: each module also exposes ``KIND``, a :class:`Kind` (its ``--claim-kinds`` name,
 its resource, whether dbquota owns it, and ``read``: the whole object to its tenant and
@@ -200,3 +200,21 @@ def namespaced_reader(
         )
 
     return read
+
+
+def unrequested(claim: ClaimSpec, *, name: str) -> str:
+    """The warning for pods priced by requests that request no CPU or no memory (nor set a
+    limit): that part is priced at 0, so the quota cannot bound it. Empty otherwise."""
+    demand = claim.demand
+    if demand is None or demand.instance_class is not None or not demand.instances:
+        return ""
+    missing = [
+        what for what, amount in (("cpu", demand.cpu), ("memory", demand.memory_gib)) if not amount
+    ]
+    if not missing:
+        return ""
+    what = " and ".join(missing)
+    return (
+        f"dbquota: {name} requests no {what} (nor sets a limit), so its {what} is priced at 0; "
+        "set resources.requests to have it counted against the budget"
+    )
