@@ -11,7 +11,11 @@ meet the other e2e tests' operator. Checks:
   (Established, kept by ``helm.sh/resource-policy``), the RBAC and a webhook
   configuration with a caBundle; NOTES.txt tells how to check the install;
 - the real RBAC authorizer gives the ServiceAccount what the operator uses and nothing
-  else (``kubectl auth can-i --as``);
+  else (``kubectl auth can-i --as``); the tenant ClusterRoles carry the labels that
+  aggregate them into the built-in view, edit and admin roles, and a user bound to them in
+  a namespace (no controller-manager runs here, so no aggregation: a RoleBinding to the
+  chart's role stands in for one to ``edit``) can create and change claims and read
+  quotas, but never write a quota or any status;
 - the self-signed certificates are stable across ``helm upgrade`` and
   ``helm template --dry-run=server`` (lookup), and ``webhook.selfSigned.rotate`` renews
   the serving certificate under the same CA; a CA renewed near its expiry is put in the
@@ -259,6 +263,93 @@ def test_service_account_can_do_exactly_what_the_operator_needs(
     env: Env, installed: str, allowed: bool, check: tuple[str, ...]
 ) -> None:
     result = env.kubectl("auth", "can-i", *check, f"--as={SERVICE_ACCOUNT}", check=False)
+    assert result.stdout.strip() == ("yes" if allowed else "no"), (check, result.stderr)
+
+
+TENANT_ROLES = {
+    # The chart's tenant role -> the built-in roles it aggregates into.
+    f"{FULLNAME}-view": {"view", "edit", "admin"},
+    f"{FULLNAME}-edit": {"edit", "admin"},
+}
+EDITOR = "alice@example.com"
+VIEWER = "bob@example.com"
+
+
+@pytest.fixture(scope="module")
+def tenants(env: Env, installed: str) -> None:
+    """``EDITOR`` bound to the chart's edit role and ``VIEWER`` to its view role, in team-a.
+
+    With a controller-manager, the labels would add these roles' rules to the built-in
+    ``edit`` and ``view``, and a RoleBinding to those would do; a bare apiserver runs no
+    aggregation, so the users are bound to the chart's roles themselves.
+    """
+    for user, role in ((EDITOR, "edit"), (VIEWER, "view")):
+        env.kubectl.apply(
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "RoleBinding",
+                "metadata": {"name": f"tenant-{role}", "namespace": "team-a"},
+                "roleRef": {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "ClusterRole",
+                    "name": f"{FULLNAME}-{role}",
+                },
+                "subjects": [
+                    {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}
+                ],
+            }
+        )
+
+
+def test_tenant_roles_carry_the_aggregation_labels(env: Env, installed: str) -> None:
+    for name, builtin in TENANT_ROLES.items():
+        labels = env.kubectl.get_json("clusterrole", name)["metadata"]["labels"]
+        aggregated = {
+            key.removeprefix("rbac.authorization.k8s.io/aggregate-to-")
+            for key, value in labels.items()
+            if key.startswith("rbac.authorization.k8s.io/aggregate-to-") and value == "true"
+        }
+        assert aggregated == builtin, name
+
+
+TEAM_A = ("-n", "team-a")
+CLAIMS = "databaseclaims.dbquota.io"
+QUOTAS = "databasequotas.dbquota.io"
+TENANT_CAN = [
+    (EDITOR, verb, CLAIMS, *TEAM_A)
+    for verb in ("get", "list", "watch", "create", "update", "patch", "delete", "deletecollection")
+] + [
+    (EDITOR, verb, QUOTAS, *TEAM_A) for verb in ("get", "list", "watch")
+] + [
+    (VIEWER, "list", QUOTAS, *TEAM_A),
+    (VIEWER, "watch", CLAIMS, *TEAM_A),
+]  # fmt: skip
+TENANT_CANNOT = [
+    # A quota is the platform's: a tenant who could write it could raise its own budget.
+    (EDITOR, verb, QUOTAS, *TEAM_A)
+    for verb in ("create", "update", "patch", "delete", "deletecollection")
+] + [
+    # Statuses are the operator's: a quota's holds its reservations, a claim's its price.
+    (EDITOR, verb, resource, "--subresource=status", *TEAM_A)
+    for verb in ("update", "patch")
+    for resource in (QUOTAS, CLAIMS)
+] + [
+    (EDITOR, "create", CLAIMS, "-n", "team-b"),  # bound in team-a only
+    (EDITOR, "list", QUOTAS, "--all-namespaces"),
+    (VIEWER, "create", CLAIMS, *TEAM_A),
+    (VIEWER, "patch", CLAIMS, *TEAM_A),
+    (VIEWER, "delete", CLAIMS, *TEAM_A),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("allowed", "check"), [(True, c) for c in TENANT_CAN] + [(False, c) for c in TENANT_CANNOT]
+)
+def test_tenants_write_claims_and_only_read_quotas(
+    env: Env, tenants: None, allowed: bool, check: tuple[str, ...]
+) -> None:
+    user, *question = check
+    result = env.kubectl("auth", "can-i", *question, f"--as={user}", check=False)
     assert result.stdout.strip() == ("yes" if allowed else "no"), (check, result.stderr)
 
 
@@ -583,6 +674,7 @@ def test_uninstall_keeps_the_crds(env: Env, installed: str) -> None:
     for kind, name in [
         ("validatingwebhookconfiguration", FULLNAME),
         ("clusterrole", FULLNAME),
+        *(("clusterrole", role) for role in TENANT_ROLES),
     ]:
         assert env.kubectl("get", kind, name, check=False).returncode != 0, kind
     assert env.kubectl("get", "secret", TLS_SECRET, "-n", NAMESPACE, check=False).returncode != 0

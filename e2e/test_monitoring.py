@@ -3,9 +3,10 @@
 Checks that the running operator exports a quota's budget, spend, used ratio and max
 staleness labelled with the quota's namespace and name once it has reconciled it, with a
 billing last-success timestamp that is recent, and drops the quota's series after the
-quota is deleted; and that the real kube-apiserver, failing open on a webhook named as the
-chart's (``failurePolicy: Ignore``, nothing listening), counts it in exactly the series
-the chart's ``DbquotaWebhookFailingOpen`` alert selects.
+quota is deleted; and that the real kube-apiserver, calling a webhook named as the chart's
+with nothing listening, counts what it did in exactly the series the chart's alerts select:
+failing open (``failurePolicy: Ignore``) where ``DbquotaWebhookFailingOpen`` looks, and
+refusing the claim (``failurePolicy: Fail``) where ``DbquotaWebhookUnreachable`` looks.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from e2e.waiting import wait_for
 from tests.chart.conftest import CHART, KUBE_VERSION
 
 FAIL_OPEN = "apiserver_admission_webhook_fail_open_count"
+REJECTED = "apiserver_admission_webhook_rejection_count"
 
 
 def scrape(operator: Operator) -> list[Any]:
@@ -59,8 +61,8 @@ def test_a_quota_shows_in_metrics_until_it_is_deleted(
     wait_for(lambda: not budget(), what="the deleted quota's series to go")
 
 
-def rendered_fail_open_selector(cluster: Cluster) -> dict[str, str]:
-    """The label matchers of the chart's fail-open alert, as helm renders it."""
+def rendered_selector(cluster: Cluster, metric: str) -> dict[str, str]:
+    """The label matchers of the chart's alert on ``metric``, as helm renders it."""
     rendered = subprocess.run(
         [
             str(cluster.bins.helm),
@@ -78,68 +80,112 @@ def rendered_fail_open_selector(cluster: Cluster) -> dict[str, str]:
         timeout=60,
         check=True,
     ).stdout
-    selectors = set(re.findall(rf"{FAIL_OPEN}\{{([^}}]*)\}}", rendered))
+    selectors = set(re.findall(rf"{metric}\{{([^}}]*)\}}", rendered))
     assert len(selectors) == 1, selectors
     return dict(re.findall(r'(\w+)="([^"]*)"', selectors.pop()))
 
 
-def test_the_apiserver_counts_failing_open_where_the_alert_looks(
-    cluster: Cluster, kubectl: Kubectl, crds: None, namespace: str
-) -> None:
-    selector = rendered_fail_open_selector(cluster)
-    assert set(selector) == {"name"}
-    configuration = f"e2e-fail-open-{namespace}"
-    kubectl.apply(
-        {
-            "apiVersion": "admissionregistration.k8s.io/v1",
-            "kind": "ValidatingWebhookConfiguration",
-            "metadata": {"name": configuration},
-            "webhooks": [
-                {
-                    "name": selector["name"],
-                    "admissionReviewVersions": ["v1"],
-                    "sideEffects": "None",
-                    "failurePolicy": "Ignore",
-                    "timeoutSeconds": 2,
-                    "namespaceSelector": {
-                        "matchLabels": {"kubernetes.io/metadata.name": namespace}
-                    },
-                    "rules": [
-                        {
-                            "apiGroups": ["dbquota.io"],
-                            "apiVersions": ["v1alpha1"],
-                            "resources": ["databaseclaims"],
-                            "operations": ["CREATE"],
-                        }
-                    ],
-                    # Nothing listens there: every call fails, and Ignore admits the claim.
-                    "clientConfig": {"url": f"https://127.0.0.1:{free_port()}/validate"},
-                }
-            ],
-        }
-    )
-    names = (f"unchecked-{i}" for i in itertools.count())
+def unreachable_webhook(name: str, namespace: str, failure_policy: str) -> dict[str, Any]:
+    """A configuration whose webhook ``name`` sees the claims created in ``namespace`` and
+    calls a port where nothing listens, so every call fails."""
+    return {
+        "apiVersion": "admissionregistration.k8s.io/v1",
+        "kind": "ValidatingWebhookConfiguration",
+        "metadata": {"name": f"e2e-{failure_policy.lower()}-{namespace}"},
+        "webhooks": [
+            {
+                "name": name,
+                "admissionReviewVersions": ["v1"],
+                "sideEffects": "None",
+                "failurePolicy": failure_policy,
+                "timeoutSeconds": 2,
+                "namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}},
+                "rules": [
+                    {
+                        "apiGroups": ["dbquota.io"],
+                        "apiVersions": ["v1alpha1"],
+                        "resources": ["databaseclaims"],
+                        "operations": ["CREATE"],
+                    }
+                ],
+                "clientConfig": {"url": f"https://127.0.0.1:{free_port()}/validate"},
+            }
+        ],
+    }
 
+
+def apiserver_counts(
+    kubectl: Kubectl, namespace: str, metric: str, selector: dict[str, str]
+) -> tuple[Any, str, list[str]]:
+    """Create claims in ``namespace`` until the apiserver's ``/metrics`` has a sample of
+    ``metric`` matching ``selector``; return it, the exposition and kubectl's errors."""
+    names = (f"claim-{i}" for i in itertools.count())
     exposition = ""
+    errors: list[str] = []
 
-    def failed_open() -> list[Any]:
+    def counted() -> list[Any]:
         nonlocal exposition
         # Until the apiserver has seen the configuration, claims are not sent to it.
-        kubectl.apply(claim(namespace, name=next(names)))
+        created = kubectl.apply(claim(namespace, name=next(names)), check=False)
+        if created.returncode != 0:
+            errors.append(created.stderr)
         exposition = kubectl("get", "--raw", "/metrics").stdout
         # prometheus-client's parser names every counter sample <family>_total; the
         # exposition (what Prometheus stores) has no such suffix, checked below.
         return [
             s
             for s in scraping.samples(exposition)
-            if s.name.removesuffix("_total") == FAIL_OPEN
-            and s.labels.get("name") == selector["name"]
+            if s.name.removesuffix("_total") == metric
+            and all(s.labels.get(k) == v for k, v in selector.items())
         ]
 
+    (sample,) = wait_for(counted, what=f"{metric} for {selector}")
+    return sample, exposition, errors
+
+
+def test_the_apiserver_counts_failing_open_where_the_alert_looks(
+    cluster: Cluster, kubectl: Kubectl, crds: None, namespace: str
+) -> None:
+    selector = rendered_selector(cluster, FAIL_OPEN)
+    assert set(selector) == {"name"}
+    configuration = unreachable_webhook(selector["name"], namespace, "Ignore")
+    kubectl.apply(configuration)
     try:
-        (sample,) = wait_for(failed_open, what=f"{FAIL_OPEN} for {selector['name']}")
+        sample, exposition, _ = apiserver_counts(kubectl, namespace, FAIL_OPEN, selector)
     finally:
-        kubectl("delete", "validatingwebhookconfiguration", configuration, check=False)
+        kubectl(
+            "delete",
+            "validatingwebhookconfiguration",
+            configuration["metadata"]["name"],
+            check=False,
+        )
     assert f"# TYPE {FAIL_OPEN} counter" in exposition
     assert sample.labels["type"] == "validating"
     assert sample.value >= 1
+
+
+def test_the_apiserver_counts_refusing_for_an_unreachable_webhook_where_the_alert_looks(
+    cluster: Cluster, kubectl: Kubectl, crds: None, namespace: str
+) -> None:
+    selector = rendered_selector(cluster, REJECTED)
+    assert set(selector) == {"name", "error_type"}
+    assert selector["error_type"] == "calling_webhook_error"
+    configuration = unreachable_webhook(selector["name"], namespace, "Fail")
+    kubectl.apply(configuration)
+    try:
+        sample, exposition, errors = apiserver_counts(kubectl, namespace, REJECTED, selector)
+    finally:
+        kubectl(
+            "delete",
+            "validatingwebhookconfiguration",
+            configuration["metadata"]["name"],
+            check=False,
+        )
+    assert f"# TYPE {REJECTED} counter" in exposition
+    assert set(sample.labels) == {"name", "type", "operation", "error_type", "rejection_code"}
+    assert sample.labels["type"] == "validating"
+    assert sample.labels["operation"] == "CREATE"
+    assert sample.value >= 1
+    # Fail: the claim that was counted was refused, and the tenant was told why.
+    assert errors
+    assert f'failed calling webhook "{selector["name"]}"' in errors[-1]

@@ -17,7 +17,7 @@ from collections.abc import Callable
 import pytest
 
 from dbquota.domain.kinds import registry
-from tests.chart.conftest import MATRIX, HelmError, Manifests
+from tests.chart.conftest import MATRIX, RELEASE, HelmError, Manifests
 
 ALL = ["databaseclaims", "cnpg", "zalando", "rds"]
 
@@ -83,7 +83,7 @@ def test_other_operators_kinds_are_read_only(
         assert {"list", "watch"} <= granted, kind.name
         if not kind.owned:
             assert granted == {"get", "list", "watch"}, kind.name
-    (cluster_role,) = manifests.of_kind("ClusterRole")
+    cluster_role = manifests.one("ClusterRole", f"{RELEASE}-dbquota")
     assert any("rds.aws.upbound.io" in r["apiGroups"] for r in cluster_role["rules"])
 
 

@@ -4,12 +4,15 @@ Checks that the rule is off by default; that, on, it holds the alerts on-call ne
 with a severity, a summary and a description, and a runbook section in the chart README
 (a ``runbook_url`` to it when ``runbookUrl`` is set); that thresholds, ``for`` durations,
 extra labels and each alert's switch come from values, with one alert per configured
-budget threshold; that every ``dbquota_*`` metric in the rules is one the operator
-exports (read from its registry); that ``promtool check rules`` accepts the rules with
-the defaults and with every knob turned; that every fixture in tests/chart/promtool
-passes ``promtool test rules`` (input series, evaluation times, expected alerts), that
-together they see each alert both firing and not firing, and that a fixture expecting
-the wrong thing fails (the harness can fail).
+budget threshold; that the apiserver alerts select the webhook the chart registers
+(DbquotaWebhookUnreachable only its failed calls, not its denials) and DbquotaOperatorDown
+the job and namespace the chart's ServiceMonitor gives the metrics Service's targets; that
+every ``dbquota_*`` metric in the rules is one the operator exports (read from its
+registry); that ``promtool check rules`` accepts the rules with the defaults and with every
+knob turned; that every fixture in tests/chart/promtool passes ``promtool test rules``
+(input series, evaluation times, expected alerts), that together they see each alert both
+firing and not firing, and that each fixture fails with its expectations turned round (the
+harness can fail).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.chart.conftest import CHART, NAMESPACE, Manifests
+from tests.chart.conftest import CHART, MATRIX, NAMESPACE, Manifests
 from tests.chart.promql import dbquota_names, exported_series, run_promtool
 
 FIXTURES = Path(__file__).parent / "promtool"
@@ -34,9 +37,11 @@ ALERTS = {
     "DbquotaAdmissionSlow",
     "DbquotaQuotaBudgetUsed",
     "DbquotaWebhookFailingOpen",
+    "DbquotaWebhookUnreachable",
     "DbquotaAdmissionTimeouts",
     "DbquotaEscrowExpired",
     "DbquotaNoLeader",
+    "DbquotaOperatorDown",
 }
 TURNED: dict[str, Any] = {
     "metrics": {
@@ -56,9 +61,11 @@ TURNED: dict[str, Any] = {
                 ]
             },
             "webhookFailOpen": {"window": "30m"},
+            "webhookUnreachable": {"window": "20m", "severity": "warning"},
             "admissionTimeouts": {"window": "15m", "severity": "critical"},
             "escrowExpired": {"window": "1h", "severity": "info"},
             "noLeader": {"for": "10m", "severity": "warning"},
+            "operatorDown": {"for": "3m", "severity": "warning"},
         }
     }
 }
@@ -121,6 +128,11 @@ def test_values_set_thresholds_durations_and_labels(render: Callable[..., Manife
     assert by_name["DbquotaAdmissionTimeouts"]["labels"]["severity"] == "critical"
     assert by_name["DbquotaNoLeader"]["for"] == "10m"
     assert by_name["DbquotaNoLeader"]["labels"]["severity"] == "warning"
+    assert "[20m]" in by_name["DbquotaWebhookUnreachable"]["expr"]
+    assert "offset 20m" in by_name["DbquotaWebhookUnreachable"]["expr"]
+    assert by_name["DbquotaWebhookUnreachable"]["labels"]["severity"] == "warning"
+    assert by_name["DbquotaOperatorDown"]["for"] == "3m"
+    assert by_name["DbquotaOperatorDown"]["labels"]["severity"] == "warning"
     usage = [r for r in rules if r["alert"] == "DbquotaQuotaBudgetUsed"]
     assert [(r["labels"]["threshold"], r["for"], r["labels"]["severity"]) for r in usage] == [
         ("0.5", "1h", "info"),
@@ -138,9 +150,11 @@ def test_each_alert_can_be_switched_off(render: Callable[..., Manifests]) -> Non
         "admissionLatency": "DbquotaAdmissionSlow",
         "quotaUsage": "DbquotaQuotaBudgetUsed",
         "webhookFailOpen": "DbquotaWebhookFailingOpen",
+        "webhookUnreachable": "DbquotaWebhookUnreachable",
         "admissionTimeouts": "DbquotaAdmissionTimeouts",
         "escrowExpired": "DbquotaEscrowExpired",
         "noLeader": "DbquotaNoLeader",
+        "operatorDown": "DbquotaOperatorDown",
     }
     for key, alert in switches.items():
         values = {"metrics": {"prometheusRule": {"enabled": True, key: {"enabled": False}}}}
@@ -156,6 +170,40 @@ def test_the_fail_open_alert_watches_the_webhook_the_chart_registers(
     selectors = re.findall(r"apiserver_admission_webhook_fail_open_count\{([^}]*)\}", alert["expr"])
     assert selectors
     assert set(selectors) == {f'name="{webhook["name"]}"'}
+
+
+def test_the_unreachable_alert_counts_failed_calls_to_the_webhook_the_chart_registers(
+    render: Callable[..., Manifests],
+) -> None:
+    manifests = render(ON)
+    webhook = manifests.one("ValidatingWebhookConfiguration")["webhooks"][0]
+    (alert,) = [r for r in rules_of(manifests) if r["alert"] == "DbquotaWebhookUnreachable"]
+    selectors = re.findall(r"apiserver_admission_webhook_rejection_count\{([^}]*)\}", alert["expr"])
+    assert len(selectors) == 3  # increase(), and the new series: now unless then
+    # Failed calls only: the webhook's own denials are error_type="no_error".
+    assert set(selectors) == {f'name="{webhook["name"]}", error_type="calling_webhook_error"'}
+
+
+def test_the_operator_down_alert_looks_for_the_job_the_service_monitor_makes(
+    render: Callable[..., Manifests],
+) -> None:
+    """The Prometheus Operator names a ServiceMonitor's job after the Service it scrapes
+    (unless ``jobLabel`` is set), and its ``namespace`` label is the Service's."""
+    manifests = render(MATRIX["monitoring"])
+    monitor = manifests.one("ServiceMonitor")
+    assert "jobLabel" not in monitor["spec"]
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    (service,) = [
+        s
+        for s in manifests.of_kind("Service")
+        if selector.items() <= s["metadata"]["labels"].items()
+    ]
+    assert monitor["spec"]["namespaceSelector"]["matchNames"] == [NAMESPACE]
+    job, namespace = service["metadata"]["name"], service["metadata"]["namespace"]
+    (alert,) = [r for r in rules_of(manifests) if r["alert"] == "DbquotaOperatorDown"]
+    assert alert["expr"] == f'absent(up{{job="{job}", namespace="{namespace}"}} == 1)'
+    assert alert["labels"]["job"] == job
+    assert alert["labels"]["namespace"] == namespace == NAMESPACE
 
 
 def test_rules_name_only_metrics_the_operator_exports(render: Callable[..., Manifests]) -> None:
@@ -210,10 +258,11 @@ def test_the_fixtures_see_every_alert_firing_and_not_firing() -> None:
     assert silent == ALERTS
 
 
+@pytest.mark.parametrize("fixture", fixture_files(), ids=lambda p: p.stem)
 def test_a_wrong_expectation_fails(
-    render: Callable[..., Manifests], promtool: Path, tmp_path: Path
+    render: Callable[..., Manifests], promtool: Path, tmp_path: Path, fixture: Path
 ) -> None:
-    wrong = yaml.safe_load((FIXTURES / "escrow-expired.yaml").read_text())
+    wrong = yaml.safe_load(fixture.read_text())
     for test in wrong["tests"]:
         for case in test["alert_rule_test"]:
             case["exp_alerts"] = [] if case.get("exp_alerts") else [{"exp_labels": {}}]

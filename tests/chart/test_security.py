@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from tests.chart.conftest import MATRIX, Doc, Manifests, walk
+from tests.chart.conftest import MATRIX, RELEASE, Doc, Manifests, walk
 
 Rule = tuple[str, str, str, str]  # (apiGroup, resource, verb, resourceName or "")
 
@@ -42,6 +42,8 @@ NAMESPACED_NEEDS = (
     | expand([""], ["events"], ["create", "patch"])
     | expand(["events.k8s.io"], ["events"], ["create", "patch"])
 )
+OPERATOR = f"{RELEASE}-dbquota"
+"""The operator's ClusterRole (the others are the tenants': test_tenant_roles.py)."""
 LEASE_NEEDS = expand(
     ["coordination.k8s.io"], ["leases"], ["get", "list", "watch", "create", "update", "delete"]
 )
@@ -66,7 +68,7 @@ def test_cluster_wide_rules_are_exactly_what_the_operator_uses(
     render: Callable[..., Manifests],
 ) -> None:
     manifests = render()
-    role = manifests.one("ClusterRole")
+    role = manifests.one("ClusterRole", OPERATOR)
     assert rules_of(role) == CLUSTER_NEEDS | NAMESPACED_NEEDS
     leases = lease_role(manifests)
     assert leases["metadata"]["namespace"] == "dbquota-system"
@@ -78,7 +80,7 @@ def test_one_watched_namespace_gets_a_role_there_and_a_minimal_cluster_role(
     render: Callable[..., Manifests],
 ) -> None:
     manifests = render(MATRIX["one-namespace"])
-    assert rules_of(manifests.one("ClusterRole")) == CLUSTER_NEEDS
+    assert rules_of(manifests.one("ClusterRole", OPERATOR)) == CLUSTER_NEEDS
     (role,) = [r for r in manifests.of_kind("Role") if r is not lease_role(manifests)]
     assert role["metadata"]["namespace"] == "team-a"
     assert rules_of(role) == NAMESPACED_NEEDS
