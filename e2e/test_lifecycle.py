@@ -8,6 +8,9 @@ operator, which leads and reconciles) and checks:
   exit code 0, no traceback in the log, no breaker transition caused by the shutdown, and
   every admission it answered was written to the quota (as a reservation in flight, or
   released later as never created);
+- with ``--shutdown-delay``, SIGTERM makes ``/readyz`` say "stopping" at once while the
+  webhook still admits a review on a new connection and the replica still leads; it exits 0
+  once the delay is over, then hands over its leadership and writes what it admitted;
 - billing tracking follows the claims: a claim's cluster is fetched while the claim
   exists and no longer once it is deleted;
 - a reservation taken by a review whose object never appears (a forged review) is
@@ -152,18 +155,98 @@ def test_sigterm_mid_burst_exits_cleanly_and_loses_no_admission(
     assert len(admitted) > 20
     assert stopped_in < 10
 
-    def accounted() -> set[str]:
-        got = status(kubectl, namespace, "burst")
-        held = {r["claim"] for r in got.get("reservations", [])}
-        events = kubectl.get_json("events", "-n", namespace)["items"]
-        released = {
-            e["message"].split("claim ", 1)[1].split(":", 1)[0]
-            for e in events
-            if e["reason"] == "ReservationReleased"
-        }
-        return held | released
+    wait_for(
+        lambda: set(admitted) <= accounted(kubectl, namespace, "burst"),
+        timeout=30,
+        what="every admission written",
+    )
 
-    wait_for(lambda: set(admitted) <= accounted(), timeout=30, what="every admission written")
+
+def accounted(kubectl: Kubectl, namespace: str, quota: str) -> set[str]:
+    """The claims the quota holds a reservation for, or released one of with an Event."""
+    got = status(kubectl, namespace, quota)
+    held = {r["claim"] for r in got.get("reservations", [])}
+    events = kubectl.get_json("events", "-n", namespace)["items"]
+    released = {
+        e["message"].split("claim ", 1)[1].split(":", 1)[0]
+        for e in events
+        if e["reason"] == "ReservationReleased"
+    }
+    return held | released
+
+
+def leader(kubectl: Kubectl, namespace: str) -> str:
+    """Who holds the leader Lease of ``namespace`` ('' once released)."""
+    lease = kubectl.get_json("lease", "dbquota-leader", "-n", namespace)
+    return str(lease["spec"].get("holderIdentity") or "")
+
+
+def test_on_sigterm_a_replica_says_stopping_and_serves_through_its_shutdown_delay(
+    cluster: Cluster,
+    kubectl: Kubectl,
+    operator: Operator,
+    namespace: str,
+    billing: Simulator,
+    tmp_path: Path,
+) -> None:
+    """What a Service's endpoints take a few seconds to learn: a stopping replica still
+    gets new connections. With ``--shutdown-delay=3`` it says "stopping" on ``/readyz`` at
+    once, admits a review on a new connection, keeps its leadership (its own Lease
+    namespace, so that it leads), then exits 0 after the delay and today's shutdown: the
+    leadership released, the review's reservation written to the quota."""
+    delay = 3.0
+    live_quota(kubectl, namespace, "draining", monthlyBudget=1_000_000)
+    scoped = (f"--namespace={namespace}", f"--lease-namespace={namespace}")
+    replica = start_replica(
+        cluster, tmp_path / "r", billing.url, f"--shutdown-delay={delay:g}", *scoped
+    )
+    replica.client.close()
+    holder = wait_for(lambda: leader(kubectl, namespace), what="the replica to lead")
+
+    def unready() -> httpx.Response | None:
+        got = probe(replica.op, "/readyz")
+        return got if got is not None and got.status_code == 503 else None
+
+    replica.op.proc.send_signal(signal.SIGTERM)
+    signalled = time.monotonic()
+    stopping: httpx.Response = wait_for(
+        unready,
+        timeout=delay,
+        interval=0.05,
+        what="/readyz to say the replica is stopping",
+    )
+    said_in = time.monotonic() - signalled
+    ca = ssl.create_default_context(cafile=str(replica.op.cert_dir / "ca.crt"))
+    with httpx.Client(verify=ca, timeout=5) as fresh:  # a connection made during the delay
+        url = f"https://127.0.0.1:{replica.op.webhook_port}/validate-claims"
+        answer = fresh.post(url, json=review(namespace, "during-the-delay"))
+    leading = leader(kubectl, namespace)
+    during = time.monotonic() - signalled
+    alive = replica.op.proc.poll() is None
+    replica.op.proc.wait(timeout=delay + 20)
+    stopped_in = time.monotonic() - signalled
+    log = replica.op.logs()
+    assert stopping.text == "not ready: stopping\n"
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["response"]["allowed"] is True, answer.text
+    assert during < delay, during  # all of it within the delay...
+    assert alive
+    assert leading == holder  # ...still leading then
+    assert replica.op.proc.returncode == 0, log[-3000:]
+    assert "Traceback" not in log, log[-3000:]
+    assert " ERROR " not in log, log[-3000:]
+    assert "serving the webhook 3s more (--shutdown-delay)" in log
+    assert delay <= stopped_in < delay + 5, stopped_in
+    assert leader(kubectl, namespace) == ""  # handed over at the end, as without a delay
+    wait_for(
+        lambda: "during-the-delay" in accounted(kubectl, namespace, "draining"),
+        timeout=30,
+        what="the review admitted during the delay written",
+    )
+    print(
+        f"--shutdown-delay=3: /readyz said stopping {said_in:.2f}s after SIGTERM, a review "
+        f"on a new connection admitted by {during:.2f}s, exit 0 after {stopped_in:.1f}s"
+    )
 
 
 def test_prices_read_back_from_the_cache_keep_their_currency(

@@ -552,6 +552,15 @@ class Settings:
         "when present). Every line logged follows it, kopf's and aiohttp's too.",
         parse=_one_of(LogFormat),
     )
+    shutdown_delay: float = _knob(
+        0.0,
+        flag="--shutdown-delay",
+        unit="s",
+        minimum=0,
+        help="On SIGTERM or SIGINT, report not ready and go on serving the webhook this long "
+        "before stopping, while the Service stops sending the apiserver here; a second signal "
+        "skips the rest (0 = stop at once).",
+    )
 
 
 @dataclass(frozen=True)

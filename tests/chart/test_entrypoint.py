@@ -135,6 +135,7 @@ FLAG_OF_VALUE = {
     "billing.breaker.recoveryTimeout": "--breaker-recovery-timeout",
     "webhook.port": "--webhook-port",
     "metrics.port": "--metrics-port",
+    "shutdownDelay": "--shutdown-delay",
 }
 """The chart's values that become a numeric flag of ``dbquota run`` (``dbquota.args``)."""
 NARROWER = {"webhook.port": {"minimum": 1}, "metrics.port": {"minimum": 1}}

@@ -136,6 +136,10 @@ def test_leader_election_off_is_passed_on(render: Callable[..., Manifests]) -> N
             "retryPeriod",
         ),
         ({"webhook": {"port": 8080}}, "webhook.port and metrics.port are both 8080"),
+        (
+            {"shutdownDelay": 20, "terminationGracePeriodSeconds": 35},
+            r"terminationGracePeriodSeconds \(35\) must be at least shutdownDelay \(20\) \+ 20",
+        ),
     ],
 )
 def test_values_that_cannot_work_fail_with_the_reason(

@@ -230,6 +230,8 @@ def run_fails(argv: list[str], capsys: pytest.CaptureFixture[str]) -> str:
         ("--lease-duration", "0", "seconds above 0"),
         ("--lease-renew-deadline", "-1", "seconds above 0"),
         ("--lease-retry-period", "0", "seconds above 0"),
+        ("--shutdown-delay", "-1", "seconds at least 0"),
+        ("--shutdown-delay", "inf", "seconds at least 0"),
         ("--metrics-port", "99999", "a whole number from 0 to 65535"),
         ("--metrics-port", "http", "a whole number from 0 to 65535"),
     ],
@@ -264,11 +266,20 @@ def test_the_ends_of_each_range_are_taken() -> None:
         "--escrow-share=0",
         "--max-reservations=0",
         "--retry-timeout=0",
+        "--shutdown-delay=0",  # stop at once
     ]
     cfg = parse(argv, {})
     assert (cfg.billing.rate_limit, cfg.webhook.port, cfg.metrics_port) == (0.5, 0, 65535)
     assert (cfg.breaker.failure_rate_threshold, cfg.breaker.slow_call_rate_threshold) == (1, 1)
     assert (cfg.enforcement.escrow_share, cfg.enforcement.max_reservations) == (0, 0)
+    assert cfg.shutdown_delay == 0
+
+
+def test_the_shutdown_delay_is_0_unless_set() -> None:
+    """0 for the CLI, so that tests and local runs stop at once; the chart sets its own."""
+    assert parse([], {}).shutdown_delay == 0
+    assert parse([], {"DBQUOTA_SHUTDOWN_DELAY": "5"}).shutdown_delay == 5
+    assert parse(["--shutdown-delay=2.5"], {"DBQUOTA_SHUTDOWN_DELAY": "5"}).shutdown_delay == 2.5
 
 
 def test_a_variable_out_of_range_stops_the_cli_naming_it(

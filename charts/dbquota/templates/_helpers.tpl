@@ -131,6 +131,7 @@ dbquota.cli.build_parser()).
 - --cache-path={{ include "dbquota.cacheDir" . }}/cache.sqlite3
 - --lease-namespace={{ .Release.Namespace }}
 - --log-format={{ $v.logFormat }}
+- --shutdown-delay={{ $v.shutdownDelay }}
 {{- with $v.leaderElection }}
 - --{{ if not .enabled }}no-{{ end }}leader-election
 - --leader-lease={{ include "dbquota.leaderLease" $ }}
@@ -213,6 +214,9 @@ by workload.yaml.
 {{- if ge (float64 .retryPeriod) (float64 .renewDeadline) }}
 {{- fail (printf "leaderElection.retryPeriod (%v) must be below renewDeadline (%v): a failed renewal must be retried before the replica stops trusting its lease" .retryPeriod .renewDeadline) }}
 {{- end }}
+{{- end }}
+{{- if lt (float64 $v.terminationGracePeriodSeconds) (addf $v.shutdownDelay 20) }}
+{{- fail (printf "terminationGracePeriodSeconds (%v) must be at least shutdownDelay (%v) + 20: after the delay a replica needs up to 20 s to write what it admitted and give its escrow back" $v.terminationGracePeriodSeconds $v.shutdownDelay) }}
 {{- end }}
 {{- if eq (int $v.webhook.port) (int $v.metrics.port) }}
 {{- fail (printf "webhook.port and metrics.port are both %v: the webhook and /metrics are two servers and need two ports" $v.webhook.port) }}

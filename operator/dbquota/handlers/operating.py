@@ -8,6 +8,11 @@ admission webhook (:mod:`dbquota.handlers.webhook`, with :func:`admit_claims` as
 stops the webhook first, then closes the rest in reverse order. kopf runs the quota
 handlers and the operator's lifecycle; it serves no webhook. Called by :mod:`dbquota.cli`.
 
+SIGTERM and SIGINT are handled here (:class:`Shutdown`), in place of kopf's own handlers:
+the replica reports not ready at once, goes on serving for ``--shutdown-delay`` seconds
+while the webhook Service stops sending the apiserver here, and only then stops kopf, whose
+clean-up runs the shutdown above.
+
 Leadership for reconciliation comes from a coordination.k8s.io Lease
 (:mod:`dbquota.services.leasing`), not from kopf peering: kopf runs standalone on every
 replica, its quota handlers only mark quotas dirty, and the reconciler acts on the leader.
@@ -16,6 +21,8 @@ Size: ``_serve`` builds every long-lived part and registers its clean-up on one 
 stack, so that the order of start-up and of shutdown (the reverse) reads top to bottom in
 one place; split, the shutdown order would be spread over several functions.
 ``admit_claims`` is the adapter from a review to admission with its metrics, one closure.
+``Shutdown`` and ``_operate`` are here because they decide when kopf's clean-up, and so
+``_serve``'s shutdown, begins: the order of stopping stays readable in one module.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import contextlib
 import gc
 import json
 import logging
+import signal
 import time
 from collections.abc import Callable, Iterable
 from typing import Any, cast
@@ -527,11 +535,15 @@ class Probes:
     def __init__(self) -> None:
         self.problem: str | None = "starting"
         self.check: Callable[[], str | None] | None = None
+        self.stopping = False
+        """Told to stop (:class:`Shutdown`): not ready from then on, whatever else holds."""
         self._stack = contextlib.AsyncExitStack()
         self._started = False
 
     def not_ready(self) -> str | None:
         """Why the replica is not ready, or None when it is."""
+        if self.stopping:
+            return "stopping"
         if self.problem is not None:
             return self.problem
         return "starting" if self.check is None else self.check()
@@ -556,12 +568,90 @@ STARTUP_RETRY = 5.0
 apiserver unreachable, a setting that cannot work): one line in the log each time."""
 STOP_PATIENCE = 20.0
 """Most seconds the running operator gets to close in order on SIGTERM (write what it
-admitted from escrow, give the escrow back, release its Leases) before it is cut short;
-below the chart's terminationGracePeriodSeconds (30)."""
+admitted from escrow, give the escrow back, release its Leases) before it is cut short,
+counted after ``--shutdown-delay``: the chart's terminationGracePeriodSeconds must cover
+the delay, this and the 5 s after cutting short."""
+
+
+class Shutdown:
+    """What SIGTERM and SIGINT do: not ready at once, ``delay`` seconds more serving, then
+    ``flag`` (kopf's ``stop_flag``) is set, and kopf stops and runs the clean-up.
+
+    Why wait: a stopping pod leaves the webhook Service's endpoints only after the kubelet,
+    the endpoints controller and kube-proxy (or the apiserver's own service resolution)
+    have caught up, a second or a few. Meanwhile the apiserver still sends new webhook
+    connections here; had the webhook stopped listening, each would be refused, and under
+    ``failurePolicy: Fail`` so would a user's create, on every rollout and drain. The image
+    has no shell for a ``preStop: exec: sleep``, and ``lifecycle.preStop.sleep`` needs
+    Kubernetes 1.30: so the process waits itself, as Go servers' shutdown delay does.
+
+    During the delay everything goes on as before: the webhook accepts connections and
+    admits, kopf runs its handlers, and the replica keeps its liveness Lease (others must
+    count its escrow while it may admit from it) and, if it leads, its leadership, so
+    nothing changes hands while it still admits. Then the shutdown runs unchanged: the
+    webhook stops (GOAWAY), the ledgers write what was admitted and give the escrow back,
+    the Leases are released. Without the webhook serving (start-up not finished) nothing
+    is to be drained and the stop is immediate, as it is with a delay of 0.
+
+    A second signal during the delay skips the rest of it: a process told to stop always
+    stops. Any later one is only logged: kopf's own handlers, replaced here, set a future
+    that is already set, which logged a traceback.
+    """
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self, probes: Probes, *, delay: float, serving: Callable[[], bool]) -> None:
+        self.probes = probes
+        self.delay = delay
+        self.serving = serving
+        self.flag: asyncio.Future[signal.Signals] = asyncio.get_running_loop().create_future()
+        self._delaying: asyncio.TimerHandle | None = None
+
+    def install(self) -> None:
+        """Take SIGINT and SIGTERM over from kopf: call after ``kopf.spawn_tasks``, which
+        installs kopf's own handlers (a loop keeps one handler per signal)."""
+        loop = asyncio.get_running_loop()
+        for signum in self.SIGNALS:
+            loop.add_signal_handler(signum, self.signalled, signum)
+
+    def uninstall(self) -> None:
+        """Leave the signals and any pending end of the delay, once kopf has stopped."""
+        if self._delaying is not None:
+            self._delaying.cancel()
+        loop = asyncio.get_running_loop()
+        for signum in self.SIGNALS:
+            loop.remove_signal_handler(signum)
+
+    def signalled(self, signum: signal.Signals) -> None:
+        """A signal to stop: the first starts the delay (or stops at once), a second
+        during the delay stops at once, any later one is only logged."""
+        if self.flag.done():
+            logger.info("%s received: already stopping", signum.name)
+            return
+        if self._delaying is not None:
+            self._delaying.cancel()
+            logger.info("%s received again: stopping without the rest of the delay", signum.name)
+            self.flag.set_result(signum)
+            return
+        self.probes.stopping = True
+        if self.delay <= 0 or not self.serving():
+            self.flag.set_result(signum)
+            return
+        logger.info(
+            "%s received: not ready; serving the webhook %gs more (--shutdown-delay) while "
+            "the Service stops sending here",
+            signum.name,
+            self.delay,
+        )
+        self._delaying = asyncio.get_running_loop().call_later(self.delay, self._stop, signum)
+
+    def _stop(self, signum: signal.Signals) -> None:
+        if not self.flag.done():
+            self.flag.set_result(signum)
 
 
 def run(cfg: settings_.Settings) -> None:
-    """Run the operator until SIGINT/SIGTERM."""
+    """Run the operator until SIGINT/SIGTERM, and ``--shutdown-delay`` after (:class:`Shutdown`)."""
     quotas.register_timer(cfg.enforcement.resync_interval)
     stop = asyncio.Event()
     serving: list[asyncio.Task[None]] = []  # at most one: the current attempt
@@ -600,16 +690,29 @@ def run(cfg: settings_.Settings) -> None:
                 await asyncio.wait({task}, timeout=5.0)
         await probes.stop()
 
-    namespaces = [cfg.namespace] if cfg.namespace else []
     with asyncio.Runner(loop_factory=_loop_factory(cfg.event_loop)) as runner:
-        runner.run(
-            kopf.operator(
-                standalone=True,
-                clusterwide=not namespaces,
-                namespaces=namespaces,
-                memo=kopf.Memo(),
-            )
-        )
+        runner.run(_operate(cfg, probes))
+
+
+async def _operate(cfg: settings_.Settings, probes: Probes) -> None:
+    """``kopf.operator`` (it is ``kopf.spawn_tasks``, then ``kopf.run_tasks``), with SIGTERM
+    and SIGINT handled by :class:`Shutdown`: kopf stops when its ``stop_flag`` is set."""
+    namespaces = [cfg.namespace] if cfg.namespace else []
+    memo = kopf.Memo()  # the one kopf hands the start-up and clean-up handlers
+    shutdown = Shutdown(probes, delay=cfg.shutdown_delay, serving=lambda: "runtime" in memo)
+    existing = asyncio.all_tasks()
+    tasks = await kopf.spawn_tasks(
+        standalone=True,
+        clusterwide=not namespaces,
+        namespaces=namespaces,
+        memo=memo,
+        stop_flag=shutdown.flag,
+    )
+    shutdown.install()
+    try:
+        await kopf.run_tasks(tasks, ignored=existing)
+    finally:
+        shutdown.uninstall()
 
 
 def _loop_factory(kind: settings_.EventLoop) -> Callable[[], asyncio.AbstractEventLoop]:

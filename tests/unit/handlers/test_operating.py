@@ -3,23 +3,37 @@
 Checks that dev mode registers one webhook for DatabaseClaim CREATE and UPDATE with
 ``sideEffects: NoneOnDryRun``, ``failurePolicy: Fail``, the configured timeout, the URL of
 the bound port and the dev CA as caBundle, and that a configuration name the apiserver
-would refuse fails with a clear error before any call; and that kopf's diff base is built
-as kopf builds it, without deep-copying the status or the managed fields.
+would refuse fails with a clear error before any call; that kopf's diff base is built
+as kopf builds it, without deep-copying the status or the managed fields; and that on
+SIGTERM (:class:`~dbquota.handlers.operating.Shutdown`) ``/readyz`` says "stopping" at
+once, the webhook goes on accepting connections and answering reviews for the shutdown
+delay and stops after it, a second signal skips the rest of the delay and a third is only
+logged, there is no delay without one set or before the webhook serves, and the signals
+reach it in place of the handlers kopf installed.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import logging
+import os
+import signal
 from pathlib import Path
 from typing import Any, cast
 
+import httpx
 import kopf
 import pytest
 
+from dbquota.adapters import metrics
 from dbquota.adapters.kube import Kube
+from dbquota.domain import reviews
 from dbquota.errors import ConfigurationError
-from dbquota.handlers import operating, webhook_tls
+from dbquota.handlers import operating, webhook, webhook_tls
 from dbquota.settings import WebhookSettings
+from tests.unit.handlers.test_webhook import KINDS, Admitter, client_context, review, wait_until
+from tests.unit.handlers.test_webhook import settings as webhook_settings
 
 
 class RecordingKube:
@@ -134,3 +148,110 @@ def test_kopfs_diff_base_is_built_without_copying_the_status_or_managed_fields()
     watched = ours.build(body=kopf.Body(cast(kopf.RawBody, plain)), extra_fields=fields)
     assert watched == kopfs.build(body=kopf.Body(cast(kopf.RawBody, plain)), extra_fields=fields)
     assert len(watched["status"]["reservations"]) == 500
+
+
+def ready_probes() -> operating.Probes:
+    """Probes of a replica that has started and is ready."""
+    probes = operating.Probes()
+    probes.problem = None
+    probes.check = lambda: None
+    return probes
+
+
+async def test_on_sigterm_not_ready_first_the_webhook_serves_through_the_delay_then_stops(
+    tmp_path: Path,
+) -> None:
+    admitter = Admitter(answer=reviews.Answer(allowed=True))
+    probes = ready_probes()
+    shutdown = operating.Shutdown(probes, delay=0.5, serving=lambda: True)
+    ports: list[int] = []
+
+    async def replica() -> None:
+        """The webhook until kopf is told to stop: its clean-up then stops the webhook first."""
+        cfg = webhook_settings(tmp_path)
+        async with webhook.serving(cfg, admit=admitter, kinds=KINDS) as port:
+            ports.append(port)
+            await shutdown.flag
+
+    loop = asyncio.get_running_loop()
+    running = asyncio.create_task(replica())
+    await wait_until(lambda: bool(ports))
+    url = f"https://127.0.0.1:{ports[0]}{webhook.PATH}"
+    async with (
+        metrics.serve_probes(0, ready=probes.not_ready, host="127.0.0.1") as probe_port,
+        httpx.AsyncClient(timeout=5) as plain,
+    ):
+        readyz = f"http://127.0.0.1:{probe_port}/readyz"
+        assert (await plain.get(readyz)).status_code == 200
+        shutdown.signalled(signal.SIGTERM)
+        signalled = loop.time()
+        answer = await plain.get(readyz)
+        assert (answer.status_code, answer.text) == (503, "not ready: stopping\n")
+    # During the delay a new connection is accepted and its review answered as before.
+    async with httpx.AsyncClient(verify=client_context(tmp_path), timeout=5) as fresh:
+        answer = await fresh.post(url, content=review())
+    assert answer.status_code == 200
+    assert answer.json()["response"]["allowed"] is True
+    assert admitter.seen is not None
+    assert not shutdown.flag.done()
+    assert not running.done()
+    assert await asyncio.wait_for(shutdown.flag, timeout=5) == signal.SIGTERM
+    assert loop.time() - signalled >= 0.45  # the delay (the loop's clock is coarse)
+    await asyncio.wait_for(running, timeout=10)
+    async with httpx.AsyncClient(verify=client_context(tmp_path), timeout=5) as late:
+        with pytest.raises(httpx.ConnectError):
+            await late.post(url, content=review())
+
+
+async def test_a_second_signal_skips_the_rest_of_the_delay_and_a_third_is_only_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger=operating.logger.name)
+    shutdown = operating.Shutdown(ready_probes(), delay=60, serving=lambda: True)
+    shutdown.signalled(signal.SIGTERM)
+    await asyncio.sleep(0.05)
+    assert not shutdown.flag.done()
+    shutdown.signalled(signal.SIGINT)
+    assert shutdown.flag.done()
+    assert shutdown.flag.result() == signal.SIGINT
+    shutdown.signalled(signal.SIGTERM)  # kopf's handler raised here (a future set twice)
+    assert "serving the webhook 60s more" in caplog.text
+    assert "SIGINT received again: stopping without the rest of the delay" in caplog.text
+    assert "SIGTERM received: already stopping" in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+@pytest.mark.parametrize(("delay", "serving"), [(0.0, True), (5.0, False)])
+async def test_without_a_delay_or_before_the_webhook_serves_the_stop_is_at_once(
+    delay: float, serving: bool
+) -> None:
+    probes = operating.Probes()  # start-up under way: "starting"
+    shutdown = operating.Shutdown(probes, delay=delay, serving=lambda: serving)
+    shutdown.signalled(signal.SIGTERM)
+    assert shutdown.flag.done()
+    assert probes.not_ready() == "stopping"
+    probes.problem, probes.check = None, lambda: None  # a start-up finishing late
+    assert probes.not_ready() == "stopping"
+
+
+async def test_signals_reach_the_shutdown_in_place_of_kopfs_handlers(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger=operating.logger.name)
+    loop = asyncio.get_running_loop()
+    kopfs: asyncio.Future[signal.Signals] = loop.create_future()
+    loop.add_signal_handler(signal.SIGTERM, kopfs.set_result, signal.SIGTERM)  # as kopf does
+    shutdown = operating.Shutdown(ready_probes(), delay=60, serving=lambda: True)
+    shutdown.install()
+    try:
+        os.kill(os.getpid(), signal.SIGTERM)
+        await wait_until(lambda: shutdown.probes.stopping)
+        assert not shutdown.flag.done()  # the delay
+        os.kill(os.getpid(), signal.SIGTERM)
+        assert await asyncio.wait_for(shutdown.flag, timeout=5) == signal.SIGTERM
+        os.kill(os.getpid(), signal.SIGINT)
+        await wait_until(lambda: "SIGINT received: already stopping" in caplog.text)
+    finally:
+        shutdown.uninstall()
+    assert not kopfs.done()
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
