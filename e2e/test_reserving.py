@@ -6,7 +6,9 @@ admitted, the status holds exactly those 10 in flight, and remaining is 0, with 
 without escrow. A lone admission takes no escrow; on a busy quota a replica admits from
 escrow with no write and gives idle escrow back; and
 dry-run requests reserve nothing. A replica that dies after admitting from escrow leaves
-its escrow on the status, so the other replica cannot hand out that budget again.
+its escrow on the status, so the other replica cannot hand out that budget again. A CREATE
+admitted from one replica's escrow and written after another replica wrote the claim's
+UPDATE keeps that UPDATE's growth on the quota.
 """
 
 from __future__ import annotations
@@ -239,6 +241,45 @@ async def test_a_quota_replaced_under_its_name_gets_nothing_of_the_old_one(
     status = kubectl.get_json("dbq", "budget", "-n", namespace)["status"]
     assert [r["claim"] for r in status["reservations"]] == ["new0", "new1", "new2"]
     assert status["spend"]["reserved"] == 300.0
+    assert status.get("escrow", []) == []
+
+
+@pytest.mark.parametrize("shown", [100.0, 0.0], ids=["priced", "unpriced"])
+async def test_a_create_written_after_its_claims_update_keeps_the_growth(
+    kubectl: Kubectl,
+    namespace: str,
+    kubes: tuple[Kube, Kube],
+    monkeypatch: pytest.MonkeyPatch,
+    shown: float,
+) -> None:
+    """Replica ``a`` admits the claim's CREATE (100) from its escrow and writes it up to
+    5 s later (the leader's lazy flush); meanwhile ``b`` admits the claim's UPDATE (+50)
+    and writes it, knowing only the claim's status price: 100 (the leader priced it from
+    memory) or none yet. ``a``'s write used to replace ``b``'s reservation: reserved
+    fell by the growth and no reservation was left for generation 2, so the claim was
+    then confirmed at its old price."""
+    monkeypatch.setattr(reserving, "FLUSH_INTERVAL", 5.0)  # the escrow admission waits
+    kubectl.apply(quota(namespace, name="budget", monthlyBudget=10_000))
+    a = ledger(kubes[0], namespace, holder="a", share=0.5)
+    b = ledger(kubes[1], namespace, holder="b", share=0.0)
+    for name in ("c0", "c1", "x"):  # exact, exact taking escrow, then x from it
+        assert (await a.reserve(request(name))).allowed
+    assert a.from_escrow == 1
+    grown = admission.Request(
+        name="x",
+        uid="uid-x",
+        generation=2,
+        claim=request("x", cost=150).claim,
+        old=request("x").claim,
+        charged=shown,
+    )
+    assert (await b.reserve(grown)).allowed
+    await a.close()  # writes what its escrow admitted
+    await b.close()
+    status = kubectl.get_json("dbq", "budget", "-n", namespace)["status"]
+    assert status["spend"]["reserved"] == 350.0  # c0, c1, x at 100 and its growth of 50
+    x = {r["generation"]: r["cost"] for r in status["reservations"] if r["claim"] == "x"}
+    assert x == {2: 150.0}  # what the claim's status must show for generation 2
     assert status.get("escrow", []) == []
 
 

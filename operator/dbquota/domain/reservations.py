@@ -10,8 +10,13 @@ and not objects.
 
 A reservation ends (:func:`settle`) when
 
-- ``Confirmed``: its claim exists and its status shows the price for the reservation's
-  generation; the claim now carries the cost (no Event: this is the normal path);
+- ``Confirmed``: its claim exists and its status shows, for the reservation's generation,
+  a price that covers the reservation's ``cost``; the claim now carries the cost (no
+  Event: this is the normal path). A newer generation alone is not enough: a status that
+  moved its generation at the old price (the claim's publisher saw no reservation for
+  the UPDATE: its quota's watch was behind) must not end the reservation of the UPDATE's
+  growth, which would then be counted nowhere. The publisher raises such a price instead
+  (:func:`owed`);
 - ``ClaimDeleted``: its claim was deleted before it was confirmed;
 - ``NeverCreated``: no object with its uid appeared within the grace period (another
   webhook denied the request, the client gave up, or someone forged the review).
@@ -28,18 +33,35 @@ whether or not billing ever shows it; earlier releases kept such a reservation
 *standing* until billing did, one entry per object for good when billing never does
 (an in-cluster Postgres that a cloud bill does not list).
 
+Admissions of one object are normally one reservation: an UPDATE builds on the
+reservation of its object still in flight and replaces it. One admission can be invisible
+to the next, though: a CREATE a replica admitted from its escrow is on no quota until
+that replica writes it (up to 5 s later on the leader), and an UPDATE decided meanwhile
+by another replica knows only the claim's status price (0 if none yet: the reservation is
+then *blind*, :func:`blind`). When the CREATE's reservation is written after the
+UPDATE's, it joins it (:func:`merged`) rather than replacing it; a blind one is not
+confirmed while its claim is young enough for an escrow to hold its CREATE still.
+
 And the converse, :func:`adopt`: a claim that exists with no price and no reservation
 (its replica admitted it from escrow and died before writing the reservation, or it was
 created while the webhook was bypassed) gets a reservation at a price the reconciler
 computes, so that it is counted from then on.
 
 Pure functions; the reservation service (:mod:`dbquota.services.reserving`) builds holds,
-the reconciler (:mod:`dbquota.services.reconciling`) settles and adopts.
+the reconciler (:mod:`dbquota.services.reconciling`) settles and adopts, the claims'
+publisher (:mod:`dbquota.services.publishing`) writes what :func:`owed` says.
+
+Size: how a reservation begins (:func:`hold`, :func:`adopt`), joins another of its object
+(:func:`merged`), ends (:func:`confirmed_by`, :func:`settle`) and what its claim must show
+(:func:`owed`) in one module, because confirming and owing are one rule read from two
+sides: a claim owes exactly what lets each of its reservations be confirmed (a property
+test holds them to that), and kept apart the two would drift.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -72,6 +94,8 @@ prices its own admissions from memory)."""
 
 ADOPTED = "adopted"
 """The ``holder`` of reservations the reconciler made for claims that had none."""
+HALF_CENT = 0.005
+"""Prices are compared as the statuses show them: in whole cents."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -223,17 +247,135 @@ def by_uid(held: Iterable[Reservation]) -> dict[str, Reservation]:
     return {str(r.get("uid", "")): r for r in held}
 
 
-def confirmed_by(res: Reservation, claim: ClaimRef | None) -> bool:
+def _cost(res: Reservation) -> float:
+    return float(res.get("cost", 0.0))
+
+
+def _generation(res: Reservation) -> int:
+    return int(res.get("generation", 1))
+
+
+def basis(res: Reservation) -> float:
+    """What the object was counted at when the admission of ``res`` built on it (its
+    status price, or its reservation then in flight): ``cost - delta``."""
+    return round(_cost(res) - float(res.get("delta", 0.0)), 2)
+
+
+def blind(res: Reservation) -> bool:
+    """Whether ``res`` is an UPDATE's reservation decided knowing no price of its object
+    (module docstring): its ``cost`` is the growth alone, and the CREATE's reservation
+    may still be in some replica's escrow."""
+    return not res.get("newClaim") and basis(res) < HALF_CENT
+
+
+def confirmed_by(res: Reservation, claim: ClaimRef | None, *, now: float | None = None) -> bool:
     """Whether ``claim`` counts what ``res`` charged, so that ``res`` can go with the
     totals unchanged (``Confirmed`` and ``Counted`` in the module docstring): an object
-    dbquota owns once it shows the price for that generation, another operator's once it
-    exists at that generation (the recount prices it from its spec)."""
+    dbquota owns once it shows, for that generation, a price that covers ``res``'s cost;
+    another operator's once it exists at that generation (the recount prices it from its
+    spec). A :func:`blind` reservation only given ``now``, once its claim is
+    :data:`ADOPT_AFTER` old: until then the CREATE it did not see may still come from an
+    escrow, and must find it to join (:func:`merged`)."""
     if claim is None:
         return False
-    generation = int(res.get("generation", 1))
+    generation = _generation(res)
     if not claim.owned:
         return claim.generation >= generation
-    return claim.cost is not None and claim.priced_generation >= generation
+    if claim.cost is None or claim.priced_generation < generation:
+        return False
+    if claim.cost < _cost(res) - HALF_CENT:
+        return False
+    return not blind(res) or (now is not None and now - claim.created >= ADOPT_AFTER)
+
+
+def merged(earlier: Reservation, later: Reservation) -> Reservation | None:
+    """``later`` as its admission would have held it had it seen ``earlier``, a reservation
+    of the same object for an older generation that is written only now (module
+    docstring): on top of it, as :func:`hold` builds on a reservation in flight. None when
+    ``later`` has it already: built on a price that covers it (its :func:`basis`), or
+    holding the object's one CREATE itself (``earlier`` again, or an adoption standing
+    for it)."""
+    if basis(later) >= _cost(earlier) - HALF_CENT:
+        return None
+    if later.get("newClaim") and earlier.get("newClaim"):
+        return None
+    return hold(
+        claim_name=str(later.get("claim", "")),
+        uid=str(later.get("uid", "")),
+        generation=_generation(later),
+        charged=0.0,
+        cost=float(later.get("delta", 0.0)),
+        storage_gib=int(later.get("storageGiB", 0)),
+        pricing=later.get("pricing"),
+        degraded=bool(later.get("degraded")),
+        new_claim=bool(later.get("newClaim")),
+        holder=str(later.get("holder", "")),
+        now=timestamps.from_rfc3339(later.get("reservedAt")),
+        previous=earlier,
+    )
+
+
+def owed(claim: ClaimRef, held: Iterable[Reservation]) -> Reservation | None:
+    """What ``claim``'s status must show (its ``cost``, and how it was priced) so that its
+    reservations in ``held`` are all confirmed; None when it has no price and none.
+
+    Generation by generation, the dearest: a newer reservation joined to the older one it
+    did not see (:func:`merged`). The price the claim shows stands beside the reservations
+    of its generation: it saw the older ones if it covers them, else they are added to it
+    (an older admission written after the price was, or a price moved ahead without its
+    admission's reservation).
+    """
+    mine = [r for r in held if str(r.get("uid", "")) == claim.uid]
+    shown = _shown(claim)
+    if shown is not None:
+        mine.append(shown)  # last: a reservation of the same cost is preferred
+    due: Reservation | None = None
+    for _, group in itertools.groupby(sorted(mine, key=_generation), key=_generation):
+        before = due
+        due = max((_on(before, r, shown=r is shown) for r in group), key=_cost)
+    return due
+
+
+def owes(claim: ClaimRef, held: Iterable[Reservation]) -> bool:
+    """Whether ``claim`` shows a price for its generation below what :func:`owed` says it
+    must, for the reservations in ``held`` of its generation or older."""
+    if not claim.priced:
+        return False
+    due = owed(claim, (r for r in held if _generation(r) <= claim.generation))
+    return due is not None and _cost(due) > (claim.cost or 0.0) + HALF_CENT
+
+
+def _shown(claim: ClaimRef) -> Reservation | None:
+    """The price ``claim``'s status shows, as a reservation of its generation (:func:`owed`)."""
+    if claim.cost is None:
+        return None
+    shown = Reservation(
+        claim=claim.name,
+        uid=claim.uid,
+        generation=claim.priced_generation,
+        cost=claim.cost,
+        delta=claim.cost,
+        pricing=claim.pricing or "None",
+        reservedAt=timestamps.to_rfc3339(claim.reserved_at),
+    )
+    if claim.degraded:
+        shown["degraded"] = True
+    return shown
+
+
+def _on(before: Reservation | None, res: Reservation, *, shown: bool) -> Reservation:
+    """``res`` after ``before``, what the generations older than its own come to (:func:`owed`)."""
+    if before is None:
+        return res
+    if not shown:
+        return merged(before, res) or res
+    if _cost(res) >= _cost(before) - HALF_CENT:
+        return res
+    added = _cost(res) + float(before.get("delta", 0.0))
+    raised = Reservation(**before)
+    raised.update(res)  # the price's generation and charge time, the flags of either
+    raised["cost"] = round(max(added, _cost(before)), 2)
+    return raised
 
 
 def settle(
@@ -251,7 +393,8 @@ def settle(
     seen deleted recently. Unless ``claims`` is ``current`` (the watch that lists them is
     up to date), no claim's absence is taken as proof it was never created. The
     reservation of an object dbquota does not own is confirmed once its object exists at
-    the reservation's generation (``Counted``: the recount prices it from its spec)."""
+    the reservation's generation (``Counted``: the recount prices it from its spec); a
+    blind one once its claim is old enough (:func:`confirmed_by` at ``now``)."""
     kept: list[Reservation] = []
     confirmed: list[Reservation] = []
     released: list[tuple[Reservation, ReleaseReason]] = []
@@ -259,7 +402,7 @@ def settle(
         uid = str(res.get("uid", ""))
         claim = claims.get(uid)
         if claim is not None:
-            if confirmed_by(res, claim):
+            if confirmed_by(res, claim, now=now):
                 confirmed.append(res)
             else:
                 kept.append(res)

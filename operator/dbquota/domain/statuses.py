@@ -224,11 +224,12 @@ Pricer = Callable[[reservations.ClaimRef, quotas.QuotaSpec], tuple[float, str | 
 def price_orphan(
     snapshot: billing.BillingSnapshot,
 ) -> Pricer:
-    """How the reconciler prices a claim it adopts (see :func:`dbquota.domain.pricing.estimate`)."""
+    """How the reconciler prices a claim it adopts (see :func:`dbquota.domain.pricing.estimate`):
+    no pricing mode when it cannot, and then it is not adopted (:class:`_Holds`)."""
 
     def price(claim: reservations.ClaimRef, spec: quotas.QuotaSpec) -> tuple[float, str | None]:
         if claim.spec is None:
-            return 0.0, None
+            return 0.0, None  # not adopted (:class:`_Holds`)
         return pricing.estimate(claim=claim.spec, snapshot=snapshot, margin=spec.safety_margin)
 
     return price
@@ -273,7 +274,10 @@ def quota_status(
     ``unwritten`` are uids of claims that this replica admitted from its escrow and has
     not written yet, as of ``quota``: its escrow entry still holds them, so they are not
     counted again, even once their claims show their price (this replica's publisher
-    prices them from its ledger without waiting for the write).
+    prices them from its ledger without waiting for the write). Another replica's
+    reservation for one of them (an UPDATE) stays until that write, which joins it
+    (:func:`usage.joined`): the claim is not counted meanwhile, so that reservation is
+    what counts the UPDATE's growth.
 
     ``shared(cluster_id)`` says whether an object of another namespace names that billing
     id too (then billing's cost for it stands in for no object: :func:`usage.recount`).
@@ -414,7 +418,12 @@ class _Holds:
     (kept, confirmed by their claim, released), escrow of lapsed holders let go, and
     claims nobody holds (orphans) adopted at their price, at most
     :data:`~dbquota.domain.reservations.ADOPT_AT_ONCE` per visit so that the status stays
-    small (thousands of claims made while no operator ran would not fit in one object)."""
+    small (thousands of claims made while no operator ran would not fit in one object).
+
+    An orphan that cannot be priced (no prices at all: a new pod with an empty cache
+    while billing is down) is not adopted, and while there is one, no lapsed escrow is
+    let go: that escrow may be what counts it. Adopted at 0.00, its claim would then
+    show a price of 0 and count at nothing until billing showed its cluster."""
 
     kept: list[Reservation]
     confirmed: int
@@ -456,25 +465,26 @@ class _Holds:
             grace=grace,
             current=claims_current,
         )
-        escrowed, expired = escrow.prune(
-            escrow.entries_of(old), live=live if claims_current else lambda _: True
-        )
-        price, covered = price_orphan(snapshot), bool(escrowed) and not expired
+        if unwritten:  # until this replica's write joins them (quota_status)
+            kept += [r for r in confirmed if str(r.get("uid", "")) in unwritten]
+            confirmed = [r for r in confirmed if str(r.get("uid", "")) not in unwritten]
+        entries = escrow.entries_of(old)
+        escrowed, expired = escrow.prune(entries, live=live if claims_current else lambda _: True)
         found = (
             reservations.orphans(
-                held=kept,
-                claims=unpriced,
-                now=now,
-                covered=covered,
+                held=kept, claims=unpriced, now=now, covered=bool(escrowed) and not expired
             )
             if claims_current
             else []
         )
-        priced = [(claim, *price(claim, spec)) for claim in found]
+        priced = _priced_orphans(found, spec, snapshot)
+        if len(priced) < len(found):  # some cannot be priced: see the class docstring
+            escrowed, expired = list(entries), []
         adopted = [
             reservations.adopt(claim=claim, cost=cost, pricing=mode, now=now)
             for claim, cost, mode in priced[: reservations.ADOPT_AT_ONCE]
         ]
+        covered = bool(escrowed) and not expired
         return cls(
             kept=[*kept, *adopted],
             confirmed=len(confirmed),
@@ -490,6 +500,18 @@ class _Holds:
                 else frozenset()
             ),
         )
+
+
+def _priced_orphans(
+    found: Sequence[reservations.ClaimRef],
+    spec: quotas.QuotaSpec,
+    snapshot: billing.BillingSnapshot,
+) -> list[tuple[reservations.ClaimRef, float, str]]:
+    """Each of ``found`` with its price and pricing mode, leaving out those that cannot be
+    priced (:func:`price_orphan`: no prices at all), never adopted at 0 (:class:`_Holds`)."""
+    price = price_orphan(snapshot)
+    priced = ((claim, *price(claim, spec)) for claim in found)
+    return [(claim, cost, mode) for claim, cost, mode in priced if mode is not None]
 
 
 def _budget_note(*, remaining: float, spent: str) -> str:

@@ -17,6 +17,14 @@ the number of claims; the reconciler recounts them from the claims, the reservat
 in flight and the billing snapshot (:func:`recount`). The webhook decides against
 :func:`of_status`, never counting claims per review.
 
+A reservation added replaces the one of its object already there, except one for an
+older generation: a CREATE admitted from some replica's escrow and written only after
+another replica wrote the object's UPDATE (:mod:`dbquota.domain.reservations`). That one
+joins the UPDATE's reservation, or ends at once if the UPDATE was built on a price that
+shows it; either way what it adds is counted. Replacing the UPDATE's reservation, as
+releases before did, lost the UPDATE's growth for good: the claim was then confirmed at
+its old price.
+
 Pure; called by the reservation service and by :mod:`dbquota.domain.statuses`.
 """
 
@@ -101,11 +109,31 @@ def with_hold(
     return joined(usage, [hold], {} if replacing is None else {str(hold.get("uid", "")): replacing})
 
 
+def _joining(
+    hold: Reservation, replacing: Reservation | None
+) -> tuple[Reservation, tuple[float, int, int, int, int]]:
+    """What stands for ``hold``'s object once it joins, in place of ``replacing``, and what
+    that adds (:func:`_step`). ``hold`` for an older generation than ``replacing`` was
+    written late (module docstring): it joins ``replacing`` (:func:`reservations.merged`),
+    or ends at once if ``replacing`` was built on a price that covers it; and adds nothing
+    if ``replacing`` holds the object's CREATE already (``hold`` itself, written again, or
+    an adoption that stood for it)."""
+    if replacing is None or int(hold.get("generation", 1)) >= int(replacing.get("generation", 1)):
+        return hold, _step(hold, replacing)
+    if hold.get("newClaim") and replacing.get("newClaim"):
+        return replacing, (0.0, 0, 0, 0, 0)
+    later = reservations.merged(hold, replacing)
+    if later is None:
+        return replacing, _step(hold, None)
+    return later, _step(later, replacing)
+
+
 def joined(
     usage: quotas.Usage, holds: Iterable[Reservation], held: dict[str, Reservation]
 ) -> quotas.Usage:
     """``usage`` after ``holds`` join ``held``, the reservations by uid, which this updates
-    in place (each replaces an earlier one of its uid, and moves to the end as the newest).
+    in place (each replaces an earlier one of its uid, or joins a later one, and moves to
+    the end as the newest: :func:`_joining`).
 
     One :class:`~dbquota.domain.quotas.Usage` for the lot, not one per hold: a replica
     rebuilds its view of a busy quota several times a second, with hundreds admitted and
@@ -115,10 +143,8 @@ def joined(
     degraded_claims, degraded_storage = usage.degraded_claims, usage.degraded_storage_gib
     for hold in holds:
         uid = str(hold.get("uid", ""))
-        d_reserved, d_claims, d_storage, d_degraded, d_degraded_storage = _step(
-            hold, held.pop(uid, None)
-        )
-        held[uid] = hold
+        held[uid], step = _joining(hold, held.pop(uid, None))
+        d_reserved, d_claims, d_storage, d_degraded, d_degraded_storage = step
         reserved = round(reserved + d_reserved, 2)
         claims += d_claims
         storage += d_storage
@@ -137,7 +163,7 @@ def joined(
 
 def add(status: QuotaStatus, holds: Iterable[Reservation], *, budget: float) -> QuotaStatus:
     """``status`` with ``holds`` added to its reservations and totals (each replaces an
-    earlier reservation of the same uid)."""
+    earlier reservation of the same uid, or joins a later one: :func:`joined`)."""
     held = reservations.by_uid(status.get("reservations") or [])
     spend, used = fields(joined(of_status(status), holds, held), budget=budget)
     return cast(
@@ -191,7 +217,7 @@ def recount(
     counts at its billed cost once billing shows its cluster, else at ``estimate`` of its
     spec (in the degraded totals when priced so; in the caps only without ``estimate``). A
     reservation counts its ``delta``; its claim and storage count unless its claim already
-    exists at that generation. Yields after each slice (:mod:`dbquota.kits.steps`).
+    exists, counted, at that generation. Yields after each slice (:mod:`dbquota.kits.steps`).
 
     A billed cost stands in for one object only: a cluster id two objects name (here, or
     anywhere per ``shared``) counts each at its price, as ids are the tenant's to choose."""
@@ -203,10 +229,10 @@ def recount(
     priced: list[ClaimRef] = []
     for part in steps.slices(claims):
         for claim in part:
+            if claim.uid in in_escrow:  # an escrow counts it: no owner (counted) either
+                continue
             if claim.uid in holding:
                 owners[claim.uid] = claim
-            if claim.uid in in_escrow:
-                continue
             count += 1
             storage += claim.storage_gib
             cid = claim.cluster_id

@@ -17,9 +17,17 @@ polling:
   ``Admitted`` condition from it;
 - an UPDATE that added nothing has no reservation: after :data:`NO_HOLD_WAIT` the status
   keeps its price and only moves ``observedGeneration`` (tools such as Argo CD read an
-  older one as "still progressing");
+  older one as "still progressing"). Only while the quota watch is current
+  (``Informer.current``): while it is not (the apiserver restarting), the UPDATE's
+  reservation may be on the quota unseen, and its growth must not be confirmed at the
+  old price;
+- a claim that shows a price below what a reservation of its generation (or an older
+  one) holds gets the higher price (:func:`dbquota.domain.reservations.owed`): that
+  reservation came after the price was written (a watch late by more than
+  :data:`NO_HOLD_WAIT`, another quota's reservation, a CREATE written late from a
+  replica's escrow), and it is not confirmed, so it would stay on the quota for good;
 - a claim in a namespace with no DatabaseQuota is priced at the current catalog
-  (``NoQuota``);
+  (``NoQuota``), once there are prices (never at 0 for want of them);
 - a claim that never gets a reservation is *adopted* by the reconciler, which then holds
   one for it: that reservation is written here like any other.
 
@@ -29,6 +37,11 @@ doubling for each :data:`BACKLOG_AGE` that the oldest claim ready to be written 
 waited, up to :data:`WORKERS` (:func:`in_flight`). Each answer goes straight into the
 claim informer, and the namespace's quotas are marked dirty so the reconciler confirms
 the reservations. Called by the operator's start-up code.
+
+Size: the status a claim gets (pure functions, first) and the writer that schedules it in
+one module, because each wait of the writer (for a reservation, for :data:`NO_HOLD_WAIT`,
+for the quota watch, for prices) is one case of what those functions answer; kept apart,
+a case would be added to one and not the other.
 """
 
 from __future__ import annotations
@@ -75,6 +88,11 @@ RETRY_DELAY = 1.0
 WAIT_CHECK = 10.0
 """Seconds after which a claim still waiting for its reservation is looked at again (it
 is looked at whenever a quota of its namespace changes, which is when one arrives)."""
+RECHECK_EVERY = 1.0
+"""Most often, in seconds, that the reservations of a namespace's changed quotas are
+gone through for claims whose price is below one of them (module docstring). Not at each
+change: in a burst a quota changes many times a second, with hundreds of reservations;
+and such a claim is counted meanwhile (its reservation stays), only not settled yet."""
 
 
 def in_flight(waited: float) -> int:
@@ -93,49 +111,97 @@ def claim_status(
     snapshot: billing.BillingSnapshot,
     now: float,
 ) -> ClaimStatus | None:
-    """The status to write for ``ref``, from its reservations on the namespace's quotas;
-    None when it must wait for one.
+    """The status to write for ``ref``, from its reservations on the namespace's quotas
+    (and those this replica admitted from escrow, not written yet); None when it must wait
+    for one, or shows its price already.
 
     With several quotas (each pricing at its own safety margin) the claim carries the
     highest of their prices, so none of them counts it for less than it charged.
     """
     generation = ref.generation
-    mine = [
-        r for r in held if r.get("uid") == ref.uid and int(r.get("generation", 1)) >= generation
-    ]
-    if mine:
-        top = max(mine, key=lambda r: float(r.get("cost", 0.0)))
-        cost = round(max(float(r.get("cost", 0.0)) for r in mine), 2)
-        mode = str(top.get("pricing", "None"))
-        message = (
-            f"admitted at {cost:,.2f}/month ({mode} pricing) under DatabaseQuota "
-            + ", ".join(sorted({str(q) for q in quotas}))
-        )
-        return _status(
-            ref,
-            cost=cost,
-            mode=mode,
-            reserved_at=str(top.get("reservedAt", timestamps.to_rfc3339(now))),
-            degraded=any(bool(r.get("degraded")) for r in mine),
-            reason=f"{mode}Pricing" if mode in pricing.PRICING_MODES else "Admitted",
-            message=message,
-            now=now,
-        )
-    if not quotas:
-        estimate: tuple[float, str | None] = (0.0, None)
-        if ref.spec is not None:
-            estimate = pricing.estimate(claim=ref.spec, snapshot=snapshot, margin=1.0)
-        return _status(
-            ref,
-            cost=round(estimate[0], 2),
-            mode=estimate[1],
-            reserved_at=timestamps.to_rfc3339(now),
-            degraded=False,
-            reason="NoQuota",
-            message="admitted: the namespace has no DatabaseQuota",
-            now=now,
-        )
-    return None  # wait: for its reservation, or (an update that added nothing) for time
+    mine = [r for r in held if r.get("uid") == ref.uid]
+    if ref.priced:  # raised if a reservation of its generation or an older one costs more
+        if not reservations.owes(ref, mine):
+            return None
+        due = reservations.owed(ref, [r for r in mine if _generation(r) <= generation])
+    elif any(_generation(r) >= generation for r in mine):
+        due = reservations.owed(ref, mine)
+    elif not quotas:
+        return _no_quota(ref, snapshot=snapshot, now=now)
+    else:
+        return None  # wait: for its reservation, or (an update that added nothing) for time
+    assert due is not None
+    return _charged(ref, due, mine=mine, quotas=quotas, now=now)
+
+
+def moved(
+    *, ref: reservations.ClaimRef, held: Sequence[Reservation], quotas: Sequence[str], now: float
+) -> ClaimStatus | None:
+    """The status of a claim whose spec changed and reserved nothing, once it has waited:
+    its price so far at the new generation (raised to an older reservation it does not
+    cover: :func:`~dbquota.domain.reservations.owed`); None with no price nor reservation
+    (it waits for one, or for the reconciler to adopt it)."""
+    mine = [r for r in held if r.get("uid") == ref.uid]
+    due = reservations.owed(ref, mine)
+    if due is None:
+        return None
+    if ref.cost is not None and ref.cost >= float(due.get("cost", 0.0)) - reservations.HALF_CENT:
+        return ClaimStatus(observedGeneration=ref.generation)
+    return _charged(ref, due, mine=mine, quotas=quotas, now=now)
+
+
+def _generation(res: Reservation) -> int:
+    return int(res.get("generation", 1))
+
+
+def _charged(
+    ref: reservations.ClaimRef,
+    due: Reservation,
+    *,
+    mine: Sequence[Reservation],
+    quotas: Sequence[str],
+    now: float,
+) -> ClaimStatus:
+    """The status that shows ``due``, what ``ref``'s reservations come to."""
+    cost = round(float(due.get("cost", 0.0)), 2)
+    mode = str(due.get("pricing", "None"))
+    message = f"admitted at {cost:,.2f}/month ({mode} pricing) under DatabaseQuota " + ", ".join(
+        sorted({str(q) for q in quotas})
+    )
+    current = (r for r in mine if _generation(r) >= ref.generation)
+    return _status(
+        ref,
+        cost=cost,
+        mode=mode,
+        reserved_at=str(due.get("reservedAt", timestamps.to_rfc3339(now))),
+        degraded=bool(due.get("degraded")) or any(bool(r.get("degraded")) for r in current),
+        reason=f"{mode}Pricing" if mode in pricing.PRICING_MODES else "Admitted",
+        message=message,
+        now=now,
+    )
+
+
+def _no_quota(
+    ref: reservations.ClaimRef, *, snapshot: billing.BillingSnapshot, now: float
+) -> ClaimStatus | None:
+    """The status of a claim in a namespace with no quota: priced at the current catalog;
+    None (wait) while there are no prices at all, rather than a price of 0 that a quota
+    made later would count it at."""
+    if ref.spec is None:
+        return None
+    cost, mode = pricing.estimate(claim=ref.spec, snapshot=snapshot, margin=1.0)
+    if mode is None:
+        return None
+    return _status(
+        ref,
+        cost=round(cost, 2),
+        mode=mode,
+        reserved_at=timestamps.to_rfc3339(now),
+        degraded=False,
+        reason="NoQuota",
+        message="admitted: the namespace has no DatabaseQuota",
+        now=now,
+    )
 
 
 def _status(
@@ -170,11 +236,6 @@ def _status(
     return status
 
 
-def _moved(ref: reservations.ClaimRef) -> ClaimStatus:
-    """The status of a claim whose spec changed and added nothing: same price, new generation."""
-    return ClaimStatus(observedGeneration=ref.generation)
-
-
 class StatusWriter(Protocol):
     """Where claim statuses are written (:class:`dbquota.adapters.kube.Kube`)."""
 
@@ -192,7 +253,9 @@ class Publisher:
     goes to a FIFO of ready claims; one whose reservation has not arrived waits, per
     namespace, until a quota of its namespace changes (the watch brings the reservation),
     with a timer as a safety net; the namespace's reservations are indexed by uid once
-    per quota change, not searched per claim.
+    per quota change, not searched per claim. After a quota changes, the claims its
+    reservations name that show a price already are looked at once more (their price may
+    be below a reservation's: module docstring), at most every :data:`RECHECK_EVERY`.
     """
 
     def __init__(
@@ -222,6 +285,8 @@ class Publisher:
         self._index: dict[str, tuple[dict[str, list[Reservation]], list[str]]] = {}
         self._writing: set[tuple[str, str]] = set()
         self._first: dict[tuple[str, str], float] = {}  # when a changed spec was first seen
+        self._changed: set[str] = set()  # namespaces whose quotas changed since last looked
+        self._rechecked = -float("inf")  # monotonic: when they were last looked at
         self._wake = asyncio.Event()
         self.writes = 0
         claims.add_listener(self._claim_changed)
@@ -240,7 +305,7 @@ class Publisher:
             self._timers.discard((namespace, name))
             self._waiting.get(namespace, set()).discard(name)
             self._first.pop((namespace, name), None)
-        elif not after.priced:
+        elif not after.priced or (self._leading() and self._owes(namespace, after)):
             self._make_ready(namespace, name)
         else:  # priced (by us, or by the leader while this replica stands by)
             self._ready.pop((namespace, name), None)
@@ -249,8 +314,30 @@ class Publisher:
     def _quota_changed(self, namespace: str, name: str, before: object, after: object) -> None:
         del name, before, after
         self._index.pop(namespace, None)
+        if not self._changed:
+            self._wake.set()  # for the recheck (:meth:`run` waits no longer than its time)
+        self._changed.add(namespace)
         for waiting in self._waiting.pop(namespace, set()):  # a reservation may be in
             self._make_ready(namespace, waiting)
+
+    def _owes(self, namespace: str, ref: reservations.ClaimRef) -> bool:
+        """Whether priced ``ref`` shows less than a reservation of it on the namespace's
+        quotas holds (:func:`dbquota.domain.reservations.owes`)."""
+        held = self._holds(namespace)[0].get(ref.uid)
+        return held is not None and reservations.owes(ref, held)
+
+    def _recheck(self, now: float) -> None:
+        """Make ready the priced claims that the reservations of changed quotas say owe,
+        if :data:`RECHECK_EVERY` has passed."""
+        if not self._changed or now - self._rechecked < RECHECK_EVERY:
+            return
+        self._rechecked = now
+        while self._changed:
+            namespace = self._changed.pop()
+            for uid, held in self._holds(namespace)[0].items():
+                ref = self._claims.derived(namespace=namespace, name=str(held[0].get("claim")))
+                if ref is not None and ref.uid == uid and ref.priced and self._owes(namespace, ref):
+                    self._make_ready(namespace, ref.name)
 
     def _make_ready(self, namespace: str, name: str) -> None:
         self._ready.setdefault((namespace, name), time.monotonic())
@@ -269,7 +356,7 @@ class Publisher:
         """Look at every claim again (this replica just became the leader)."""
         for namespace in self._claims.namespaces():
             for ref in self._claims.in_namespace(namespace):
-                if not ref.priced:
+                if not ref.priced or self._owes(namespace, ref):
                     self._make_ready(namespace, ref.name)
 
     async def run(self) -> None:
@@ -281,6 +368,7 @@ class Publisher:
             while (due := self._timers.pop_due(now)) is not None:
                 self._ready.setdefault(due, now)
             if self._leading():
+                self._recheck(now)
                 # Only the oldest few are looked at: a backlog of thousands (a burst
                 # outpacing the writes) is not copied on every wake. Of these at most
                 # len(self._writing) are skipped, so a free worker never goes unused.
@@ -300,6 +388,8 @@ class Publisher:
             delay = 1.0 if next_at is None else max(0.0, next_at - now)
             if not self._leading():
                 delay = min(delay, 1.0)
+            elif self._changed:
+                delay = min(delay, max(0.0, self._rechecked + RECHECK_EVERY - now))
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(min(delay, 1.0)):
                     await self._wake.wait()
@@ -326,29 +416,18 @@ class Publisher:
 
     async def _publish(self, namespace: str, name: str) -> None:
         ref = self._claims.derived(namespace=namespace, name=name)
-        if ref is None or ref.priced:
+        if ref is None:
             return
         by_uid, quota_names = self._holds(namespace)
+        held = [*by_uid.get(ref.uid, []), *self._admitted_here(namespace, ref.uid)]
         now = self._clock()
         status = claim_status(
-            ref=ref,
-            held=[*by_uid.get(ref.uid, []), *self._admitted_here(namespace, ref.uid)],
-            quotas=quota_names,
-            snapshot=self._snapshot(),
-            now=now,
+            ref=ref, held=held, quotas=quota_names, snapshot=self._snapshot(), now=now
         )
+        if status is None and not ref.priced:
+            status = self._unheld(namespace, ref, held, quota_names, now)
         if status is None:
-            self._waiting.setdefault(namespace, set()).add(name)
-            if ref.cost is None:  # wait for the reservation (or the reconciler's adoption)
-                self._later(namespace, name, WAIT_CHECK)
-                return
-            # Its spec changed: an update with nothing to reserve, unless one comes soon.
-            waited = time.monotonic() - self._first.setdefault((namespace, name), time.monotonic())
-            if waited < NO_HOLD_WAIT:
-                self._later(namespace, name, NO_HOLD_WAIT - waited)
-                return
-            self._waiting[namespace].discard(name)
-            status = _moved(ref)
+            return
         try:
             written = await self._kube.patch_claim_status(
                 namespace=namespace, name=name, uid=ref.uid, status=status
@@ -363,3 +442,34 @@ class Publisher:
         self._first.pop((namespace, name), None)
         self._claims.put(written)
         self._on_published(namespace)
+
+    def _unheld(
+        self,
+        namespace: str,
+        ref: reservations.ClaimRef,
+        held: list[Reservation],
+        quota_names: list[str],
+        now: float,
+    ) -> ClaimStatus | None:
+        """The status of a claim with no reservation for its generation; None: it waits,
+        for a reservation (or the reconciler's adoption, or prices), or, its spec changed,
+        for :data:`NO_HOLD_WAIT` with the quota watch current (module docstring)."""
+        name = ref.name
+        self._waiting.setdefault(namespace, set()).add(name)
+        if not quota_names or (ref.cost is None and not held):
+            self._later(namespace, name, WAIT_CHECK)
+            return None
+        # Its spec changed: an update with nothing to reserve, unless one comes soon.
+        waited = time.monotonic() - self._first.setdefault((namespace, name), time.monotonic())
+        if waited < NO_HOLD_WAIT:
+            self._later(namespace, name, NO_HOLD_WAIT - waited)
+            return None
+        if not self._quotas.current:  # the reservation may be on the quota, unseen
+            self._later(namespace, name, RETRY_DELAY)
+            return None
+        status = moved(ref=ref, held=held, quotas=quota_names, now=now)
+        if status is None:
+            self._later(namespace, name, WAIT_CHECK)
+            return None
+        self._waiting[namespace].discard(name)
+        return status

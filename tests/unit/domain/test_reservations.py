@@ -2,16 +2,23 @@
 
 Checks that a CREATE's reservation holds its whole cost and an UPDATE's its growth on top
 of what the claim is already counted at (or of its own reservation still in flight); each
-way a reservation ends in ``settle``: confirmed once the claim's status shows a price for
-that generation, kept while the claim is unpriced or not seen yet, released as
-``ClaimDeleted`` or ``NeverCreated`` (after the grace, measured from the admission); which
+way a reservation ends in ``settle``: confirmed once the claim's status shows, for that
+generation, a price that covers it (not a generation moved ahead at the old price; a blind
+UPDATE's only once its claim is old), kept while the claim is unpriced or not seen yet,
+released as ``ClaimDeleted`` or ``NeverCreated`` (after the grace, measured from the
+admission); a CREATE written late joining the UPDATE it did not see; what a claim owes,
+and a property: once it shows that, each reservation is confirmed and it owes no more; which
 claims are orphans (no price, no reservation) while escrow may still cover them and once
 it cannot; and how a claim object is read (junk status fields read as "no price").
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
 
 from dbquota.domain import reservations
 from dbquota.domain.resources import Reservation
@@ -211,3 +218,147 @@ def test_nothing_is_released_as_never_created_while_the_claims_watch_is_behind()
     assert (kept, released) == ([old], [])
     _, _, released = reservations.settle(held=[old], claims={}, now=T0, grace=10)
     assert [why for _, why in released] == ["NeverCreated"]
+
+
+def update(name: str, *, charged: float, growth: float, generation: int = 2) -> Reservation:
+    """An UPDATE's reservation, decided by a replica that saw no reservation of the claim
+    in flight (so it built on the claim's status price, ``charged``)."""
+    return reservations.hold(
+        claim_name=name,
+        uid=f"uid-{name}",
+        generation=generation,
+        charged=charged,
+        cost=growth,
+        storage_gib=10,
+        pricing="Live",
+        degraded=False,
+        new_claim=False,
+        holder="b",
+        now=T0 + 1,
+    )
+
+
+def test_a_price_moved_ahead_does_not_confirm_the_growth_it_does_not_show() -> None:
+    """The publisher saw no reservation for generation 2 (its quota watch behind) and
+    moved the claim's generation at the old price: the UPDATE's growth is not in that
+    price, so its reservation stays (it used to end, and the growth was counted nowhere)."""
+    grown = update("a", charged=100.0, growth=50.0)
+    moved_ahead = ref("a", generation=2, cost=100.0, priced_generation=2)
+    assert not reservations.confirmed_by(grown, moved_ahead)
+    kept, confirmed, _ = reservations.settle(
+        held=[grown], claims={moved_ahead.uid: moved_ahead}, now=T0 + 100, grace=10
+    )
+    assert (kept, confirmed) == ([grown], [])
+    priced = ref("a", generation=2, cost=150.0, priced_generation=2)
+    assert reservations.confirmed_by(grown, priced)
+    in_cents = ref("a", generation=2, cost=149.996, priced_generation=2)
+    assert reservations.confirmed_by(grown, in_cents)
+
+
+def test_an_update_that_adds_no_cost_is_confirmed_at_the_price_it_keeps() -> None:
+    """More storage for a cheaper class can add nothing to the price: the reservation
+    holds the storage at the price charged, and the claim keeps that price."""
+    storage_only = update("a", charged=100.0, growth=0.0)
+    assert (storage_only["cost"], storage_only["delta"]) == (100.0, 0.0)
+    assert reservations.confirmed_by(
+        storage_only, ref("a", generation=2, cost=100.0, priced_generation=2)
+    )
+
+
+def test_a_blind_update_is_confirmed_only_once_its_claim_is_old() -> None:
+    """An UPDATE decided while the claim showed no price and its CREATE's reservation was
+    on no quota (in some replica's escrow) holds the growth alone; while the claim is
+    young that CREATE may still come, and must find the UPDATE's reservation to join."""
+    blind = update("a", charged=0.0, growth=50.0)
+    assert reservations.blind(blind)
+    assert not reservations.blind(update("a", charged=100.0, growth=50.0))
+    priced = ref("a", generation=2, cost=50.0, priced_generation=2, created=T0)
+    assert not reservations.confirmed_by(blind, priced)
+    young, _, _ = reservations.settle(held=[blind], claims={priced.uid: priced}, now=T0, grace=10)
+    assert young == [blind]
+    later = T0 + reservations.ADOPT_AFTER
+    _, old, _ = reservations.settle(held=[blind], claims={priced.uid: priced}, now=later, grace=10)
+    assert old == [blind]
+
+
+def test_a_create_written_after_the_update_it_did_not_see_joins_it() -> None:
+    create = held("a", cost=100.0)
+    blind = update("a", charged=0.0, growth=50.0)
+    got = reservations.merged(create, blind)
+    assert got is not None
+    assert (got["generation"], got["cost"], got["delta"], got["storageGiB"]) == (2, 150, 150, 60)
+    assert (got.get("newClaim"), got["holder"]) == (True, "b")
+    assert got["reservedAt"] == blind["reservedAt"]
+    # An UPDATE built on the price the CREATE charged has it already.
+    assert reservations.merged(create, update("a", charged=100.0, growth=50.0)) is None
+
+
+def owed(claim: reservations.ClaimRef, *holds: Reservation) -> tuple[float, int, str] | None:
+    due = reservations.owed(claim, holds)
+    return None if due is None else (due["cost"], due["generation"], due["pricing"])
+
+
+def test_what_a_claim_must_show_adds_what_its_price_did_not_see() -> None:
+    create, grown = held("a", cost=100.0, pricing="Live"), update("a", charged=100, growth=50)
+    unpriced = ref("a", generation=2)
+    assert owed(unpriced, create, grown) == (150.0, 2, "Live")
+    blind = update("a", charged=0.0, growth=50.0)
+    assert owed(unpriced, create, blind) == (150.0, 2, "Live")
+    # Priced at the old price moved ahead: the UPDATE's reservation raises it.
+    moved_ahead = ref("a", generation=2, cost=100.0, priced_generation=2)
+    assert reservations.owes(moved_ahead, [grown])
+    assert owed(moved_ahead, grown) == (150.0, 2, "Live")
+    # Priced from the blind UPDATE alone, then the CREATE is written: both count.
+    from_blind = ref("a", generation=2, cost=50.0, priced_generation=2, pricing="Live")
+    assert reservations.owes(from_blind, [create])
+    assert owed(from_blind, create) == (150.0, 2, "Live")
+    # A price that covers them owes nothing; one for a later generation waits for it.
+    assert not reservations.owes(ref("a", generation=2, cost=150.0, priced_generation=2), [grown])
+    shown = ref("a", cost=100.0, priced_generation=1)
+    assert not reservations.owes(shown, [update("a", charged=100.0, growth=50.0)])
+    assert reservations.owed(ref("a"), []) is None
+
+
+MONEY = st.floats(min_value=0, max_value=5000).map(lambda x: round(x, 2))
+
+
+@st.composite
+def histories(draw: st.DrawFn) -> tuple[reservations.ClaimRef, list[Reservation]]:
+    """One claim's reservations as its quotas and a replica's escrow may hold them: a
+    CREATE, UPDATEs each built on some price (or blind), one a generation ahead of the
+    object; and the price its status shows, for some generation, or none."""
+    generation = draw(st.integers(min_value=1, max_value=4))
+    holds: list[Reservation] = []
+    for g in range(1, generation + 2):
+        if not draw(st.booleans()):
+            continue
+        if g == 1:
+            holds.append(held("a", cost=draw(MONEY)))
+            continue
+        charged = draw(st.one_of(st.just(0.0), MONEY))
+        holds.append(update("a", charged=charged, growth=draw(MONEY), generation=g))
+    claim = ref("a", generation=generation)
+    if draw(st.booleans()):
+        shown = draw(st.integers(min_value=1, max_value=generation))
+        claim = replace(claim, cost=draw(MONEY), priced_generation=shown)
+    return claim, holds
+
+
+@given(histories())
+def test_a_claim_that_shows_what_it_owes_owes_nothing_more(
+    history: tuple[reservations.ClaimRef, list[Reservation]],
+) -> None:
+    """The publisher writes what :func:`reservations.owed` says: then every reservation of
+    that generation or older is confirmed, and nothing more is owed (no second write)."""
+    claim, holds = history
+    due = reservations.owed(claim, holds)
+    if due is None:
+        assert claim.cost is None
+        assert not holds
+        return
+    shown = replace(claim, cost=round(due["cost"], 2), priced_generation=claim.generation)
+    assert claim.cost is None or due["cost"] >= claim.cost - 0.005  # never lowered
+    assert not reservations.owes(shown, holds)
+    for res in holds:
+        if res["generation"] <= claim.generation:
+            assert reservations.confirmed_by(res, shown, now=T0 + reservations.ADOPT_AFTER)

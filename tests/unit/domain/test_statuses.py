@@ -6,7 +6,9 @@ claim shows the price, stay while in flight, and are released after the grace; t
 escrow of a replica whose lease lapsed is let go and, in the same status, the claims it
 admitted without writing a reservation are adopted (while a live replica's escrow may
 still cover them, only old ones are, and the young ones count in that escrow only until
-it is written; thousands of them a batch at a time, all counted meanwhile); the
+it is written; thousands of them a batch at a time, all counted meanwhile; with no prices
+at all, none is adopted at 0 and the lapsed escrow stays until prices come); an UPDATE's
+reservation for a claim this replica's escrow holds stays until that escrow's write; the
 conditions (``Ready`` is about whether prices can be trusted, not about the budget; a
 spec that cannot be read leaves every other condition ``Unknown``, none stale from the
 last valid spec); budget crossings; budget alert thresholds (the
@@ -132,10 +134,72 @@ def test_a_lapsed_replicas_escrow_goes_and_what_it_admitted_is_adopted() -> None
     assert got.status["spend"]["reserved"] == 410.4
 
 
+def test_an_orphan_is_not_adopted_at_nothing_while_there_are_no_prices() -> None:
+    """A new pod with an empty cache while billing is down: the dead replica's escrow is
+    what counts the claim it admitted and never wrote. It used to be let go, and the claim
+    adopted at 0.00 (its status then showed a price of 0): the whole budget was free
+    again. Now the escrow stays until prices come, and then the claim is adopted at its
+    price and the escrow goes, in one status."""
+    orphan = claim(created=T0)
+    lapsed = [Escrow(holder="crashed", cost=1000.0)]
+    got = refresh(quota(escrow=lapsed), [orphan], now=samples.NOW, live=lambda _: False)
+    assert (got.adopted, got.expired) == ((), ())
+    assert "escrow" not in got.status  # the entry stays as it is, counted by admissions
+    assert got.status["spend"]["reserved"] == 0.0
+    priced = refresh(
+        quota(escrow=lapsed), [orphan], samples.healthy(), now=samples.NOW, live=lambda _: False
+    )
+    assert [e["holder"] for e in priced.expired] == ["crashed"]
+    assert priced.status["escrow"] == []
+    assert [(r["claim"], r["cost"]) for r in priced.adopted] == [("orders", 410.4)]
+    assert priced.status["spend"]["reserved"] == 410.4
+    # With no escrow at all (made while the webhook was bypassed) it waits all the same.
+    assert refresh(quota(), [orphan], now=samples.NOW).adopted == ()
+
+
+def test_an_update_of_a_claim_this_replicas_escrow_holds_stays_until_its_write() -> None:
+    """The leader admitted the claim from its escrow and priced it from memory; another
+    replica admitted its UPDATE (growth 50) and wrote it. Until the leader's write, the
+    claim counts in that escrow only, so the UPDATE's reservation is what counts the
+    growth, even once the claim shows the new price: it stays, and the write joins it."""
+    grown = reservations.hold(
+        claim_name="orders",
+        uid="uid-orders",
+        generation=2,
+        charged=165.0,
+        cost=50.0,
+        storage_gib=0,
+        pricing="Live",
+        degraded=False,
+        new_claim=False,
+        holder="b",
+        now=T0,
+    )
+    priced = claim(generation=2, created=T0, cost=215.0, priced_generation=2)
+    before = steps.finish(
+        statuses.quota_status(
+            quota=quota(grown, escrow=[Escrow(holder="me", cost=500.0)]),
+            snapshot=billing.BillingSnapshot(),
+            claims=[priced],
+            now=T0 + 1,
+            grace=10,
+            unwritten={"uid-orders"},
+        )
+    )
+    assert (before.status["reservations"], before.confirmed) == ([grown], 0)
+    assert before.status["spend"]["reserved"] == 50.0  # and 165.0 in the escrow
+    written = usage.add(before.status, [hold()], budget=5000)  # the leader's write ...
+    assert written["spend"]["reserved"] == 215.0
+    after = refresh(quota(*written["reservations"]), [priced], now=T0 + 2)
+    assert after.status["spend"]["reserved"] == 215.0  # ... and the claim's price after it
+    assert after.confirmed == 1
+
+
 def test_live_escrow_may_still_cover_a_young_orphan() -> None:
     young = claim(created=T0)
     old = claim("old", created=T0 - reservations.ADOPT_AFTER - 1)
-    got = refresh(quota(escrow=[Escrow(holder="alive", cost=500.0)]), [young, old], now=T0)
+    live = quota(escrow=[Escrow(holder="alive", cost=500.0)])
+    got = refresh(live, [young, old], samples.healthy(), now=T0)
     assert [r["claim"] for r in got.adopted] == ["old"]
     assert "escrow" not in got.status  # nothing lapsed: the ledgers' entries stay as they are
 

@@ -11,7 +11,8 @@ budget); and two hypothesis properties that make the two writers agree:
 - the webhook's incremental totals (:func:`usage.add`) equal a recount from the objects
   with the same reservations in flight, whatever claims, prices and reservations, also
   for claims created before the replica that admitted them from its escrow wrote their
-  reservations;
+  reservations, and updated through another replica before that write (the CREATE's
+  reservation joins the UPDATE's, whose growth is no longer lost);
 - a reservation confirmed (its claim's status now shows the price) changes no total;
 
 and that adding many reservations at once (a replica's view of a busy quota) comes to the
@@ -97,6 +98,38 @@ def test_a_reservation_replaces_an_earlier_one_of_the_same_object() -> None:
     assert len(second["reservations"]) == 1
 
 
+def update(name: str, *, charged: float, growth: float, storage: int = 10) -> Reservation:
+    """An UPDATE's reservation from a replica that saw none of the claim in flight."""
+    return reservations.hold(
+        claim_name=name,
+        uid=f"uid-{name}",
+        generation=2,
+        charged=charged,
+        cost=growth,
+        storage_gib=storage,
+        pricing="Live",
+        degraded=False,
+        new_claim=False,
+        holder="b",
+        now=T0 + 1,
+    )
+
+
+def test_a_create_written_after_the_update_of_its_claim_keeps_the_growth() -> None:
+    """The leader admitted a CREATE from its escrow (its reservation written up to 5 s
+    later); another replica admitted the claim's UPDATE meanwhile and wrote it. The
+    CREATE's late write used to replace the UPDATE's reservation: reserved 150 -> 100,
+    and generation 2 left no reservation, so the growth was lost for good."""
+    for charged in (100.0, 0.0):  # the claim showed the CREATE's price already, or none
+        grown = update("a", charged=charged, growth=50.0)
+        status = usage.add(QuotaStatus(), [grown], budget=1000.0)
+        status = usage.add(status, [hold("a", 100.0)], budget=1000.0)  # the late write
+        assert status["spend"]["reserved"] == 150.0
+        assert (status["used"]["claims"], status["used"]["storageGiB"]) == (1, 60)
+        (kept,) = status["reservations"]
+        assert (kept["generation"], kept["cost"]) == (2, 150.0)
+
+
 def cost(name: str, at: float, total: float = 170.0) -> billing.ClusterCost:
     return billing.ClusterCost(cluster_id=f"ns/{name}", compute=total, storage=0.0, observed_at=at)
 
@@ -166,7 +199,8 @@ def test_objects_of_other_kinds_sharing_a_cluster_count_at_their_estimates() -> 
 World = tuple[list[reservations.ClaimRef], list[Reservation], list[Reservation], frozenset[str]]
 """Existing claims, reservations already counted, new ones a write adds, and the claims
 among the existing whose reservation is among the new (admitted from escrow: the claim was
-created before the replica wrote its reservation)."""
+created before the replica wrote its reservation; and, ``late``, updated meanwhile through
+another replica, whose reservation for the UPDATE is counted already)."""
 
 
 @st.composite
@@ -178,12 +212,30 @@ def worlds(draw: st.DrawFn) -> World:
     escrowed: set[str] = set()
     for i in range(draw(st.integers(min_value=0, max_value=12))):
         name = f"c{i}"
-        kind = draw(st.sampled_from(("priced", "unpriced-held", "coming", "growing", "escrowed")))
+        kind = draw(
+            st.sampled_from(("priced", "unpriced-held", "coming", "growing", "escrowed", "late"))
+        )
         storage = draw(st.integers(min_value=1, max_value=500))
         price = round(draw(st.floats(min_value=0, max_value=5000)), 2)
         target = fresh if draw(st.booleans()) else counted
         if kind == "escrowed":  # created, its reservation still in the replica's memory
             claims.append(claim(name, storage_gib=storage))
+            fresh.append(hold(name, price, storage=storage))
+            escrowed.add(f"uid-{name}")
+        elif kind == "late":  # ... and updated through another replica before that write
+            growth = round(draw(st.floats(min_value=0, max_value=500)), 2)
+            more = draw(st.integers(min_value=0, max_value=100))
+            shown = draw(st.booleans())  # the leader priced it from memory, or no one yet
+            claims.append(
+                claim(name, generation=2, storage_gib=storage + more)
+                if not shown
+                else claim(
+                    name, generation=2, storage_gib=storage + more, cost=price, priced_generation=1
+                )
+            )
+            counted.append(
+                update(name, charged=price if shown else 0.0, growth=growth, storage=more)
+            )
             fresh.append(hold(name, price, storage=storage))
             escrowed.add(f"uid-{name}")
         elif kind == "priced":
@@ -214,8 +266,11 @@ def test_adding_reservations_equals_recounting_with_them(world: World) -> None:
     ).usage
     spend, used = usage.fields(before, budget=1e9)
     status = QuotaStatus(spend=spend, used=used, reservations=counted)
-    added = usage.of_status(usage.add(status, fresh, budget=1e9))
-    recounted = steps.finish(usage.recount(claims=claims, held=counted + fresh, costs={})).usage
+    written = usage.add(status, fresh, budget=1e9)
+    added = usage.of_status(written)
+    recounted = steps.finish(
+        usage.recount(claims=claims, held=written.get("reservations") or [], costs={})
+    ).usage
     assert abs(added.reserved - recounted.reserved) < 0.01 * (1 + len(fresh))
     assert (added.claims, added.storage_gib) == (recounted.claims, recounted.storage_gib)
 
@@ -253,7 +308,11 @@ def test_adding_many_at_once_equals_adding_them_one_by_one(
 ) -> None:
     _, counted, fresh, _ = world
     fresh = [{**r, "degraded": d} for r, d in zip(fresh, degraded, strict=False)]
-    fresh += fresh[: len(fresh) // 2]  # some objects held twice: the later replaces
+    # Some objects held twice: the later replaces. Not a CREATE written late, after the
+    # UPDATE of its claim (the ``late`` worlds): it joins that UPDATE's reservation, and
+    # the view a replica keeps meets no such write (it admits CREATEs only).
+    updated = {r["uid"] for r in counted if r["generation"] > 1}
+    fresh += [r for r in fresh[: len(fresh) // 2] if r["uid"] not in updated]
     start = quotas.Usage(reserved=10.0, claims=3, storage_gib=30)
     held = reservations.by_uid(counted)
     at_once = usage.joined(start, fresh, held)

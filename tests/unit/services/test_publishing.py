@@ -5,8 +5,12 @@ on its quota gets its price, pricing, charge time and the ``Admitted`` condition
 write, and the namespace's quotas are told; a claim whose reservation is not there yet
 waits for the quota's watch to bring it (no polling of the apiserver); a claim in a
 namespace with no quota is priced at the catalog; a spec change that reserved nothing
-moves only ``observedGeneration``, after a short wait; with several quotas the claim
-carries the highest price; a standby writes nothing; claims that the writes keep up with
+moves only ``observedGeneration``, after a short wait and only while the quota watch is
+current; a price below a reservation that came later (a watch behind, another quota's, a
+CREATE written late from escrow after the claim's UPDATE) is raised to what the claim
+owes, and the leader prices an UPDATE on top of what its own escrow admitted; a claim with
+no quota waits for prices rather than show 0; with several quotas the claim carries the
+highest price; a standby writes nothing; claims that the writes keep up with
 are written ``STEADY_WORKERS`` at a time, so as not to crowd out admissions on the
 apiserver; the writes allowed at once double with each ``BACKLOG_AGE`` of backlog; a
 backlog is written oldest first with every worker busy and no more.
@@ -99,30 +103,49 @@ def quota(name: str, *held: dict[str, Any], rv: int = 1) -> dict[str, Any]:
     }
 
 
-def hold(name: str, cost: float, *, generation: int = 1, pricing: str = "Live") -> dict[str, Any]:
-    return {
+def hold(
+    name: str,
+    cost: float,
+    *,
+    generation: int = 1,
+    pricing: str = "Live",
+    delta: float | None = None,
+) -> dict[str, Any]:
+    """A reservation: a CREATE's, or an UPDATE's (``delta``: its growth alone)."""
+    held = {
         "claim": name,
         "uid": f"uid-{name}",
         "generation": generation,
         "cost": cost,
-        "delta": cost,
+        "delta": cost if delta is None else delta,
         "storageGiB": 40,
         "pricing": pricing,
-        "newClaim": True,
         "reservedAt": STAMP,
     }
+    if delta is None:
+        held["newClaim"] = True
+    return held
+
+
+class Quotas(Informer[reconciling.QuotaRef]):
+    """The quota informer, fed by hand: current (listed, watching) unless told not."""
+
+    up = True
+
+    @property
+    def current(self) -> bool:
+        return self.up
 
 
 class World:
-    def __init__(self, *, leading: bool = True) -> None:
+    def __init__(self, *, leading: bool = True, quotas_current: bool = True) -> None:
         self.api = Apiserver()
         self.here: dict[str, list[dict[str, Any]]] = {}  # uid -> this replica's unwritten holds
         self.claims: Informer[reservations.ClaimRef] = Informer(
             self.api, CLAIMS, derive=reservations.claim_ref
         )
-        self.quotas: Informer[reconciling.QuotaRef] = Informer(
-            self.api, QUOTAS, derive=reconciling.quota_ref, keep_objects=True
-        )
+        self.quotas = Quotas(self.api, QUOTAS, derive=reconciling.quota_ref, keep_objects=True)
+        self.quotas.up = quotas_current
         self.published: list[str] = []
         self.publisher = publishing.Publisher(
             kube=self.api,
@@ -144,6 +167,7 @@ class World:
 @pytest.fixture(autouse=True)
 def quick(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(publishing, "NO_HOLD_WAIT", 0.1)
+    monkeypatch.setattr(publishing, "RECHECK_EVERY", 0.02)
     OBJECTS.clear()
 
 
@@ -229,6 +253,82 @@ async def test_a_spec_change_that_reserved_nothing_moves_only_the_generation() -
     assert status == {"observedGeneration": 2}
 
 
+async def test_a_spec_change_moves_the_generation_only_while_the_quota_watch_is_current() -> None:
+    """While the quota watch is down (the apiserver restarting) the UPDATE's reservation
+    may be on the quota unseen: moving the generation at the old price would confirm its
+    growth away. It waits, and moves once the watch is current again."""
+    world = World(quotas_current=False)
+    world.quotas.put(quota("q"))
+    world.claims.put(claim("a", generation=2, estimatedMonthlyCost=40.0, observedGeneration=1))
+    task = asyncio.create_task(world.publisher.run())
+    await asyncio.sleep(0.3)
+    assert world.api.written == []
+    world.quotas.up = True  # listed again: the reservation would be in by now
+    await asyncio.sleep(publishing.RETRY_DELAY + 0.2)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert [status for _, status in world.api.written] == [{"observedGeneration": 2}]
+
+
+async def test_a_reservation_seen_after_the_generation_moved_raises_the_price() -> None:
+    """The quota watch was late by more than NO_HOLD_WAIT: the generation moved at the
+    old price, then the UPDATE's reservation came (growth 10 on 40). The claim gets the
+    price it was admitted at, and that reservation can end."""
+    world = World()
+    world.quotas.put(quota("q"))
+    world.claims.put(claim("a", generation=2, estimatedMonthlyCost=40.0, observedGeneration=1))
+    task = asyncio.create_task(world.publisher.run())
+    await asyncio.sleep(0.3)
+    assert [status for _, status in world.api.written] == [{"observedGeneration": 2}]
+    world.quotas.put(quota("q", hold("a", 50.0, generation=2, delta=10.0), rv=2))
+    await asyncio.sleep(0.1)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert [s.get("estimatedMonthlyCost") for _, s in world.api.written] == [None, 50.0]
+    ref = world.claims.derived(namespace="ns", name="a")
+    assert ref is not None
+    assert (ref.cost, ref.priced_generation) == (50.0, 2)
+    grown = cast(Reservation, hold("a", 50.0, generation=2, delta=10.0))
+    assert reservations.confirmed_by(grown, ref)
+
+
+async def test_a_create_written_after_the_update_it_did_not_see_adds_to_the_price() -> None:
+    """Another replica admitted the claim's UPDATE (growth 10) before the CREATE (40),
+    admitted from some replica's escrow, was written, and the claim showed no price then:
+    priced from the UPDATE alone at 10, then at 50 once the CREATE's reservation joins."""
+    world = World()
+    blind = hold("a", 10.0, generation=2, delta=10.0)
+    world.quotas.put(quota("q", blind))
+    world.claims.put(claim("a", generation=2))
+    task = asyncio.create_task(world.publisher.run())
+    await asyncio.sleep(0.1)
+    joined = {**hold("a", 50.0, generation=2, delta=50.0), "newClaim": True}
+    world.quotas.put(quota("q", joined, rv=2))
+    await asyncio.sleep(0.1)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert [s["estimatedMonthlyCost"] for _, s in world.api.written] == [10.0, 50.0]
+
+
+async def test_the_leader_prices_an_update_on_top_of_what_its_escrow_admitted() -> None:
+    """The CREATE is in this replica's escrow, not written; another replica's UPDATE
+    reservation on the quota was decided without it (growth 10): the claim shows both."""
+    world = World()
+    world.here["uid-a"] = [hold("a", 40.0)]
+    world.quotas.put(quota("q", hold("a", 10.0, generation=2, delta=10.0)))
+    world.claims.put(claim("a", generation=2))
+    await world.settle()
+    assert [s["estimatedMonthlyCost"] for _, s in world.api.written] == [50.0]
+
+
+async def test_a_claim_with_no_quota_waits_for_prices_rather_than_show_zero() -> None:
+    world = World()
+    world.publisher._snapshot = billing.BillingSnapshot
+    world.claims.put(claim("a"))
+    await world.settle()
+    assert world.api.written == []
+
+
 async def test_with_several_quotas_the_claim_carries_the_highest_price() -> None:
     world = World()
     world.quotas.put(quota("a-quota", hold("a", 40.0)))
@@ -237,6 +337,19 @@ async def test_with_several_quotas_the_claim_carries_the_highest_price() -> None
     await world.settle()
     ((_, status),) = world.api.written
     assert (status["estimatedMonthlyCost"], status.get("pricing")) == (48.0, "Conservative")
+
+
+async def test_another_quotas_dearer_reservation_seen_late_raises_the_price() -> None:
+    world = World()
+    world.quotas.put(quota("a-quota", hold("a", 40.0)))
+    world.claims.put(claim("a"))
+    task = asyncio.create_task(world.publisher.run())
+    await asyncio.sleep(0.1)
+    world.quotas.put(quota("b-quota", hold("a", 48.0, pricing="Conservative")))
+    await asyncio.sleep(0.1)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert [s["estimatedMonthlyCost"] for _, s in world.api.written] == [40.0, 48.0]
 
 
 async def test_a_standby_writes_nothing() -> None:
