@@ -15,8 +15,9 @@ version, which is how reservations avoid over-admission (as ResourceQuota's admi
 does).
 
 :class:`Informer` keeps a watch-fed copy of one kind, as client-go's informers do: it
-lists, watches from the list's ``resourceVersion``, and lists again when the watch
-expires (410) or fails. Used by every service that reads Kubernetes objects.
+lists, watches from the list's ``resourceVersion`` (with bookmarks), watches again when
+the stream ends or has been silent for :data:`WATCH_SILENCE`, and lists again when the
+watch expires (410) or fails. Used by every service that reads Kubernetes objects.
 
 Size: every Kubernetes call dbquota makes and the informer that feeds on them in one
 adapter, because they share the one connection pool, its credentials and the mapping of
@@ -29,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, NamedTuple, Protocol, TypeVar, cast
@@ -64,6 +66,27 @@ MERGE = "application/merge-patch+json"
 APPLY = "application/apply-patch+yaml"  # server-side apply; its YAML may be JSON
 _json_decode = msgspec.json.Decoder(dict[str, Any]).decode
 _json_encode = msgspec.json.Encoder().encode
+
+WATCH_SILENCE = 45.0
+"""Seconds a watch may bring nothing (no event, no bookmark) and still count as working.
+
+Below ``--reservation-grace`` (60 s by default), so that a claim created while its watch is
+stalled shows up before its reservation is judged never created: the reconciler judges
+that only while the claim informer is :attr:`Informer.current`, which it is not past this
+silence. Past it, :meth:`Kube.watch` also stops reading (its read timeout), and the
+informer watches again from the version it has: a new connection, which replays what was
+missed (or a 410, and a list). A quiet kind is this silent as a matter of course: the
+apiserver sends a watch a BOOKMARK about every minute, and skips the first one while the
+kind's version has not moved since the watch began (seen on 1.36: 120 s between two). So
+the apiserver accepting the new watch counts as hearing from it (:data:`OPENED`): in a
+quiet cluster an informer watches anew every 45 s, one request, no list. Before, the only
+bound was a read timeout of 330 s, and for all of it an absence in the copy passed for an
+absence in the cluster."""
+
+OPENED = "OPENED"
+"""What :meth:`Kube.watch` yields first, with no object, once the apiserver has accepted the
+watch (HTTP 200): it will send everything after the version asked for, so the stream is
+alive, as a BOOKMARK says."""
 
 
 class Resource(NamedTuple):
@@ -310,7 +333,14 @@ class Kube:
         version: str,
         seconds: int = 300,
     ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
-        """Watch events (type, object) from ``version`` until the server ends the stream."""
+        """Watch events (type, object) from ``version`` until the server ends the stream,
+        or until it has brought nothing for :data:`WATCH_SILENCE` (dead or stalled: the
+        caller watches again).
+
+        First ``(OPENED, {})`` once the apiserver has accepted the watch. BOOKMARKs come
+        through as they are (``("BOOKMARK", {"metadata": {"resourceVersion": ...}})``): no
+        object, a version to go on from and a sign the stream is alive.
+        """
         what = f"watch {resource.plural}"
         if self._closed:
             raise KubeError(f"{what}: the Kubernetes connection is closed")
@@ -328,12 +358,22 @@ class Kube:
                 headers=headers,
                 proxy=self._proxy,
                 proxy_auth=self._proxy_auth,
-                timeout=aiohttp.ClientTimeout(total=None, sock_read=seconds + 30),
+                timeout=aiohttp.ClientTimeout(
+                    total=None, sock_connect=WATCH_SILENCE, sock_read=WATCH_SILENCE
+                ),
             ) as resp:
                 if resp.status != 200:
                     raw = await resp.read()
                     raise KubeError(f"{what}: HTTP {resp.status} {_message(resp.status, raw)}")
-                while line := await resp.content.readline():
+                yield OPENED, {}
+                while True:
+                    try:
+                        line = await resp.content.readline()
+                    except aiohttp.SocketTimeoutError:
+                        logger.debug("%s: nothing for %.0fs; watching again", what, WATCH_SILENCE)
+                        return
+                    if not line:
+                        return
                     try:
                         event = _json_decode(line)
                     except msgspec.DecodeError as exc:
@@ -487,7 +527,8 @@ class Informer(Generic[D]):
         self._store: dict[str, dict[str, _Entry[D]]] = {}
         self._listeners: list[Listener[D]] = []
         self.synced = asyncio.Event()
-        self._current = False  # listed, and watching since without a failure
+        self._current = False  # listed, and watching since without a failure or a 410
+        self._heard = -float("inf")  # monotonic: the last list, or anything the watch brought
 
     @property
     def plural(self) -> str:
@@ -561,17 +602,21 @@ class Informer(Generic[D]):
                 self._tell(namespace, name, before.derived, None)
         self.synced.set()
         self._current = True
+        self._heard = time.monotonic()
         return str(got.get("metadata", {}).get("resourceVersion", ""))
 
     @property
     def current(self) -> bool:
-        """Whether this copy is up to date: listed, and watching since with no failure.
+        """Whether this copy is up to date: listed, watching since with no failure and no
+        410, and the watch heard from (an event, a bookmark, the apiserver accepting it)
+        within :data:`WATCH_SILENCE`.
 
-        While it is not (the apiserver restarting, the watch broken and not listed again
-        yet), objects may exist that it does not show; a caller must not conclude from
-        their absence that they do not exist (say, to release budget held for them).
+        While it is not (the apiserver restarting, the watch broken, expired or silent and
+        not watching or listed again yet), objects may exist that it does not show; a
+        caller must not conclude from their absence that they do not exist (say, to release
+        budget held for them).
         """
-        return self._current
+        return self._current and time.monotonic() - self._heard < WATCH_SILENCE
 
     async def run(self) -> None:
         """List and watch until cancelled."""
@@ -598,11 +643,17 @@ class Informer(Generic[D]):
                 await asyncio.sleep(1)
 
     async def _watch(self, version: str) -> str:
-        """Apply events from ``version`` on; the version to go on from, or "" to relist."""
+        """Apply events from ``version`` on; the version to go on from, or "" to relist.
+
+        A BOOKMARK (or :data:`OPENED`) is no object: only its version is kept, and the time
+        it came, as for every event (one clock read, all this adds per claim event)."""
+        clock = time.monotonic
         async for kind, obj in self._kube.watch(
             self.resource, namespace=self._namespace, version=version
         ):
+            self._heard = clock()
             if kind == "ERROR":  # 410 Gone: the version is too old to watch from
+                self._current = False  # until the relist is done: we may miss anything
                 logger.info("%s watch expired (%s); listing again", self.plural, obj.get("message"))
                 return ""
             version = _rv(obj) or version

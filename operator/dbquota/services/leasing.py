@@ -9,10 +9,18 @@ Both follow client-go's leader election (``k8s.io/client-go/tools/leaderelection
   ``renew_deadline`` after it *sent* its last successful renewal, measured on its own
   monotonic clock; ``renew_deadline < lease_duration``.
 - **The others never compare clocks.** A watcher records, on its own monotonic clock, when
-  it saw a lease's record change, and counts the lease lapsed once ``lease_duration`` has
-  passed since then with no change. The holder's trust ended at least
-  ``lease_duration - renew_deadline`` (5 s by default) before that, which covers any
-  difference in clock *rates* and the delay of the watch.
+  it saw a lease's record change, and counts the lease lapsed once ``lease_duration`` (the
+  record's own ``leaseDurationSeconds`` if longer) has passed since then with no change.
+  The holder's trust ended at least ``lease_duration - renew_deadline`` (5 s by default)
+  before that, which covers any difference in clock *rates* and the delay of the watch.
+- **Silence proves nothing unless the watch is working.** A watch that fails, relists or
+  stalls shows no renewals either, while the holders renew and admit. So the time a lease
+  has gone unchanged counts only while the watch shows changes: while its informer is
+  current, and at most :attr:`Timing.watch_gap` (5 s by default) past the last change of
+  any lease it showed. A healthy watch shows one every retry period (this replica's own
+  renewal), so this changes nothing then; a stalled one freezes every lease's age, and no
+  lapse is declared (:meth:`LeaseWatch.live`). Budget stays held a while longer; it is
+  never handed out while its holder still admits from it.
 
 Each replica's own lease also carries its billing health (its circuit breaker, last
 successful sync, failures, last error, fallback rate: annotation ``dbquota.io/billing``,
@@ -72,6 +80,21 @@ class Timing:
     retry_period: float = 2.0
     """Time between two renewals (or two attempts to acquire)."""
 
+    @property
+    def watch_gap(self) -> float:
+        """How much of a pause in the lease watch counts towards a lease's age:
+        ``lease_duration - renew_deadline`` (5 s by default); a longer pause counts as this
+        long (:class:`LeaseWatch`).
+
+        A stall that hides a live holder's renewals began at most a renewal period (plus
+        the watch's delay) after the last one it showed, so that lease's age stops short of
+        ``lease_duration`` unless renewal period + delay >= ``renew_deadline``, when the
+        holder itself stops trusting its lease between renewals. A healthy watch pauses a
+        retry period at most (this replica's own renewals): lapses come as before. (With a
+        retry period above this gap, they come later by that ratio, never earlier.)
+        """
+        return self.lease_duration - self.renew_deadline
+
     def __post_init__(self) -> None:
         if not 0 < self.retry_period < self.renew_deadline < self.lease_duration:
             raise ValueError(
@@ -125,6 +148,7 @@ class LeaseRecord:
 
     holder: str
     duration: float
+    """The record's ``leaseDurationSeconds`` (0 when it has none)."""
     renew_time: str
     billing: billing.BillingHealth | None = None
     """The holder's billing health, on a replica's own lease (None on the leader's, or
@@ -139,7 +163,7 @@ def _record(obj: dict[str, Any]) -> LeaseRecord | None:
     duration = spec.get("leaseDurationSeconds")
     return LeaseRecord(
         holder=holder,
-        duration=float(duration) if isinstance(duration, int | float) else 15.0,
+        duration=float(duration) if isinstance(duration, int | float) else 0.0,
         renew_time=str(spec.get("renewTime", "")),
         billing=_health((obj.get("metadata") or {}).get("annotations") or {}),
     )
@@ -256,7 +280,15 @@ class Liveness:
 
 
 class LeaseWatch:
-    """Every replica lease, as seen on this replica's clock (module docstring)."""
+    """Every replica lease, as seen on this replica's clock (module docstring).
+
+    Ages are measured on a *watch clock*: this replica's monotonic clock, except that a
+    pause between two lease changes the watch showed adds :attr:`Timing.watch_gap` at most.
+    A stalled watch thus freezes every lease's age instead of letting live holders lapse,
+    and a backlog it delivers late cannot make a holder look overdue before its own renewal
+    (further down the backlog) arrives. While the informer is not current (failing,
+    relisting, silent) no lease lapses at all.
+    """
 
     def __init__(self, kube: Kube, *, namespace: str, timing: Timing) -> None:
         self._timing = timing
@@ -264,22 +296,58 @@ class LeaseWatch:
         self.informer: Informer[LeaseRecord] = Informer(
             kube, LEASES, derive=_record, namespace=namespace
         )
-        self._seen: dict[str, float] = {}  # holder -> monotonic time its record last changed
-        self._synced_at: float | None = None
+        self._seen: dict[str, float] = {}  # holder -> watch clock when its record last changed
+        self._durations: dict[str, float] = {}  # holder -> its record's leaseDurationSeconds
+        self._clock_at = 0.0  # the watch clock at the last change shown
+        self._changed_at: float | None = None  # monotonic: the last change shown
+        self._synced_at: float | None = None  # watch clock
         self._lapse_timers: dict[str, asyncio.TimerHandle] = {}  # holder -> its lapse check
+        self._waiting: set[str] = set()  # due while the watch could not tell: its next change
         self.informer.add_listener(self._changed)
         self._lapse_listeners: list[Callable[[str], None]] = []
+
+    def _clock(self) -> float:
+        """The watch clock now (class docstring)."""
+        if self._changed_at is None:
+            return 0.0
+        paused = time.monotonic() - self._changed_at
+        return self._clock_at + min(paused, self._timing.watch_gap)
+
+    def _judging(self) -> bool:
+        """Whether the watch clock runs now: the informer current, and a change shown
+        within :attr:`Timing.watch_gap`."""
+        return (
+            self.informer.current
+            and self._changed_at is not None
+            and time.monotonic() - self._changed_at < self._timing.watch_gap
+        )
+
+    def _duration(self, holder: str) -> float:
+        """How long ``holder``'s lease may go unchanged: the record's own duration, or ours
+        if longer. The record's, as client-go's watchers honour it: a holder that writes 30
+        trusts its lease for up to its own renew deadline below 30, whatever this replica
+        was started with (a rolling update that shortens ``--lease-duration``). Ours when
+        longer, because :attr:`Timing.watch_gap` is derived from it: a shorter record would
+        eat into the margin a stalled watch relies on. Longer only holds budget longer."""
+        return max(self._timing.lease_duration, self._durations.get(holder, 0.0))
 
     def _changed(
         self, namespace: str, name: str, before: LeaseRecord | None, after: LeaseRecord | None
     ) -> None:
         del namespace, name
+        self._clock_at = self._clock()
+        self._changed_at = time.monotonic()
         if after is not None:
-            self._seen[after.holder] = time.monotonic()
-            self._check_at(after.holder, self._timing.lease_duration)
+            self._seen[after.holder] = self._clock_at
+            self._durations[after.holder] = after.duration
+            self._waiting.discard(after.holder)
+            self._check_at(after.holder, self._duration(after.holder))
         elif before is not None:  # deleted: the holder shut down cleanly (or someone cleaned)
             self._seen[before.holder] = -float("inf")
             self._lapsed(before.holder)
+        waiting, self._waiting = self._waiting, set()
+        for holder in waiting:  # the clock runs again: judge those that were due
+            self._check(holder)
 
     def add_lapse_listener(self, cb: Callable[[str], None]) -> None:
         """Call ``cb(holder)`` when a lease is deleted, or lapses with no renewal (a holder
@@ -291,6 +359,7 @@ class LeaseWatch:
         for timer in self._lapse_timers.values():
             timer.cancel()
         self._lapse_timers.clear()
+        self._waiting.clear()
 
     def _check_at(self, holder: str, delay: float) -> None:
         if (timer := self._lapse_timers.pop(holder, None)) is not None:
@@ -302,30 +371,37 @@ class LeaseWatch:
         self._lapse_timers.pop(holder, None)
         if not self.live(holder):
             self._lapsed(holder)
-        elif due := self.next_lapse([holder]):  # a timer a hair early
+        elif (due := self.next_lapse([holder])) is not None:  # a timer a hair early
             self._check_at(holder, due)
+        else:  # the watch cannot tell now: judge at its next change
+            self._waiting.add(holder)
 
     def _lapsed(self, holder: str) -> None:
         if (timer := self._lapse_timers.pop(holder, None)) is not None:
             timer.cancel()
+        self._waiting.discard(holder)
         for cb in self._lapse_listeners:
             cb(holder)
 
     def live(self, holder: str) -> bool:
         """Whether ``holder``'s lease is live as this replica sees it.
 
-        A holder never seen counts as live until the watch has been synced for a whole
-        lease duration (its lease may just not have reached us yet).
+        Always while the lease watch is not current (failing, relisting after a 410,
+        silent past :data:`~dbquota.adapters.kube.WATCH_SILENCE`): a lease it shows
+        unchanged may have been renewed all the same. Otherwise, unless its record changed
+        within its duration (:meth:`_duration`) of watch clock (class docstring). A holder
+        never seen counts as live for a lease duration of watch clock after the watch
+        synced (its lease may just not have reached us yet).
         """
-        now = time.monotonic()
+        if not self.informer.current:
+            return True
+        now = self._clock()
         seen = self._seen.get(holder)
         if seen is None:
-            if not self.informer.synced.is_set():
-                return True
             if self._synced_at is None:
                 self._synced_at = now
             return now - self._synced_at < self._timing.lease_duration
-        return now - seen < self._timing.lease_duration
+        return now - seen < self._duration(holder)
 
     def healths(self, *, exclude: str) -> dict[str, billing.BillingHealth]:
         """The billing health of every live replica but ``exclude`` (this one), by name."""
@@ -336,10 +412,14 @@ class LeaseWatch:
         }
 
     def next_lapse(self, holders: list[str]) -> float | None:
-        """Seconds until the first of ``holders`` lapses (None: none will on its own)."""
-        now = time.monotonic()
+        """Seconds until the first of ``holders`` lapses, if the watch keeps showing changes
+        (None: none will on its own, or the watch cannot tell now; the lapse listeners hear
+        of a lapse once it can)."""
+        if not self._judging():
+            return None
+        now = self._clock()
         due = [
-            seen + self._timing.lease_duration - now
+            seen + self._duration(holder) - now
             for holder in holders
             if (seen := self._seen.get(holder)) is not None and seen > -float("inf")
         ]

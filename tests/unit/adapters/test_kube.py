@@ -1,16 +1,35 @@
-"""The Kubernetes connection looks up its proxy once, from the environment client-go reads.
+"""The Kubernetes connection's proxy, and the informer's judgement of its own watch.
 
 Checks that ``HTTPS_PROXY`` (with its credentials) applies to the apiserver, that
 ``NO_PROXY`` exempts it, and that without either there is no proxy. Requests then carry
 that proxy explicitly, with the session's ``trust_env`` off (so aiohttp does not read
 ``~/.netrc`` and the environment again per request).
+
+Then the informer: a watch that delivers nothing for ``WATCH_SILENCE`` stops counting as
+current (stalled, not quiet), and is current again when a new watch is accepted or the
+stream speaks; bookmarks keep a quiet watch current, are stored as no object, and the next
+watch starts from their version; after a 410 or a failed watch it is not current until the
+relist is done. And the watch itself,
+against a small HTTP server: it says when the apiserver has accepted it, asks for bookmarks,
+passes them on, and ends a stream that then goes silent (instead of waiting out a 330 s read
+timeout), for the informer to watch again from its version: no list, and current again
+once the new watch is accepted.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
 import pytest
+from aiohttp import web
 
 from dbquota.adapters import kube
+from dbquota.errors import KubeError
 
 
 def test_the_apiserver_goes_through_https_proxy_with_its_credentials(
@@ -35,3 +54,192 @@ def test_without_proxy_variables_there_is_none(monkeypatch: pytest.MonkeyPatch) 
     for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "ALL_PROXY"):
         monkeypatch.delenv(name, raising=False)
     assert kube._env_proxy("https://127.0.0.1:6443") == (None, None)
+
+
+# -- the informer's watch: bookmarks, silence and relists ------------------------------------
+
+
+class Stream:
+    """An apiserver for one informer: lists ``items`` at ``version``; its watch streams what
+    the test sends (``send``) and hangs while there is nothing. ``hold_lists`` keeps the
+    next lists waiting until set again; ``fail`` makes the watch fail (as on a 500)."""
+
+    def __init__(self, *items: dict[str, Any]) -> None:
+        self.items = list(items)
+        self.version = "10"
+        self.events: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
+        self.lists = 0
+        self.watched_from: list[str] = []
+        self.hold_lists = asyncio.Event()
+        self.hold_lists.set()
+
+    async def list(self, resource: kube.Resource, *, namespace: str = "") -> dict[str, Any]:
+        await self.hold_lists.wait()
+        self.lists += 1
+        return {"items": self.items, "metadata": {"resourceVersion": self.version}}
+
+    async def watch(
+        self, resource: kube.Resource, *, namespace: str = "", version: str, seconds: int = 300
+    ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        self.watched_from.append(version)
+        while True:
+            kind, obj = await self.events.get()
+            if kind == "FAIL":
+                raise KubeError("watch databaseclaims: HTTP 500 etcdserver: leader changed")
+            if kind == "END":  # the server's timeoutSeconds
+                return
+            yield kind, obj
+
+    def send(self, kind: str, obj: dict[str, Any] | None = None) -> None:
+        self.events.put_nowait((kind, obj or {}))
+
+
+def claim(name: str, version: str) -> dict[str, Any]:
+    return {"metadata": {"name": name, "namespace": "ns", "resourceVersion": version}}
+
+
+def bookmark(version: str) -> dict[str, Any]:
+    return {"kind": "DatabaseClaim", "metadata": {"resourceVersion": version}}
+
+
+@contextlib.asynccontextmanager
+async def running(stream: Stream) -> AsyncIterator[kube.Informer[str]]:
+    informer: kube.Informer[str] = kube.Informer(
+        stream, kube.CLAIMS, derive=lambda obj: str(obj["metadata"]["name"])
+    )
+    task = asyncio.create_task(informer.run())
+    try:
+        async with asyncio.timeout(5):
+            await informer.synced.wait()
+        yield informer
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+def current(informer: kube.Informer[str]) -> bool:
+    """``informer.current``, read afresh (mypy would take one read for all)."""
+    return informer.current
+
+
+@pytest.fixture
+def short_silence(monkeypatch: pytest.MonkeyPatch) -> float:
+    monkeypatch.setattr(kube, "WATCH_SILENCE", 0.3)
+    return 0.3
+
+
+async def test_a_silent_watch_stops_being_current_after_the_bound(short_silence: float) -> None:
+    stream = Stream(claim("a", "5"))
+    async with running(stream) as informer:
+        assert current(informer)
+        await asyncio.sleep(short_silence / 2)
+        assert current(informer)
+        await asyncio.sleep(short_silence)  # nothing came: stalled, not quiet
+        assert not current(informer)
+        assert informer.in_namespace("ns") == ["a"]  # what it shows stays, for readers
+        stream.send("END")  # Kube.watch gives up on the silent stream: watched again
+        stream.send(kube.OPENED)  # and the apiserver accepts the new watch
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert current(informer)
+        assert stream.watched_from == ["10", "10"]
+        assert stream.lists == 1
+        await asyncio.sleep(short_silence * 1.2)
+        assert not current(informer)
+        stream.send("MODIFIED", claim("a", "11"))  # the stream speaks again
+        await asyncio.sleep(0)
+        assert current(informer)
+
+
+async def test_bookmarks_keep_a_quiet_watch_current_and_are_no_objects(
+    short_silence: float,
+) -> None:
+    stream = Stream(claim("a", "5"))
+    async with running(stream) as informer:
+        for version in ("11", "12", "13", "14", "15"):
+            await asyncio.sleep(short_silence / 3)
+            stream.send("BOOKMARK", bookmark(version))
+            await asyncio.sleep(0)
+            assert current(informer)
+        assert informer.in_namespace("ns") == ["a"]
+        assert informer.namespaces() == ["ns"]  # no object in namespace "" from a bookmark
+        stream.send("END")  # the server ends the watch: the next starts from the bookmark
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert stream.watched_from == ["10", "15"]
+        assert stream.lists == 1
+
+
+@pytest.mark.parametrize("how", ["ERROR", "FAIL"])
+async def test_a_relist_is_not_current_until_it_is_done(how: str) -> None:
+    stream = Stream(claim("a", "5"))
+    async with running(stream) as informer:
+        assert current(informer)
+        stream.hold_lists.clear()
+        if how == "ERROR":  # 410 Gone: the watch's version is too old
+            stream.send("ERROR", {"kind": "Status", "code": 410, "message": "too old"})
+        else:
+            stream.send("FAIL")
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not current(informer)
+        stream.items = [claim("a", "5"), claim("b", "20")]
+        stream.version = "20"
+        await asyncio.sleep(1.2)  # past the backoff after a failure
+        assert not current(informer)  # listing, not listed yet
+        stream.hold_lists.set()
+        for _ in range(500):
+            if current(informer):
+                break
+            await asyncio.sleep(0.01)
+        assert current(informer)
+        assert sorted(informer.in_namespace("ns")) == ["a", "b"]
+        assert stream.lists == 2
+
+
+async def test_kube_asks_for_bookmarks_and_ends_a_silent_stream(
+    tmp_path: Path, short_silence: float
+) -> None:
+    queries: list[dict[str, str]] = []
+    done = asyncio.Event()
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        queries.append(dict(request.query))
+        response = web.StreamResponse()
+        await response.prepare(request)
+        line = {"type": "BOOKMARK", "object": bookmark("42")}
+        await response.write(json.dumps(line).encode() + b"\n")
+        await done.wait()  # then nothing, the connection open: a stalled stream
+        return response
+
+    app = web.Application()
+    app.router.add_get("/{tail:.*}", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "current-context": "c",
+        "clusters": [{"name": "c", "cluster": {"server": f"http://127.0.0.1:{port}"}}],
+        "users": [{"name": "u", "user": {"token": "secret"}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+    }
+    (tmp_path / "config").write_text(json.dumps(config))
+    api = await kube.Kube.connect(kubeconfig=str(tmp_path / "config"))
+    got: list[tuple[str, str]] = []
+
+    try:
+        async with asyncio.timeout(5):  # not the 330 s of the read timeout before
+            async for kind, obj in api.watch(kube.CLAIMS, version="41"):
+                got.append((kind, obj.get("metadata", {}).get("resourceVersion", "")))
+    finally:
+        await api.close()
+        done.set()
+        await runner.cleanup()
+    assert got == [(kube.OPENED, ""), ("BOOKMARK", "42")]  # then it ended: watch again
+    assert queries[0]["allowWatchBookmarks"] == "true"
+    assert queries[0]["resourceVersion"] == "41"

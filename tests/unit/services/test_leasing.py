@@ -8,21 +8,29 @@ holder; and a replica taking over from a lapsed holder counts one more transitio
 replica's own lease carries its billing health, which the others read back from their watch
 for every live replica but themselves (not from a lease without it, or with junk in it,
 nor once the lease lapsed).
+
+The lease watch declares a lapse only while it is working: a watch that stalls (shows
+nothing while the holders renew) lets no holder lapse, however old its lease looks, nor
+does it when the stall ends with a backlog in which other renewals come first; a watch
+that fails lets none lapse until it has listed again; a lease lapses after the duration its
+record states when that is longer than ours, and after ours when it states none.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import json
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 from dbquota.adapters.kube import LEASES, Resource
 from dbquota.domain.billing import BillingHealth
-from dbquota.errors import Conflict, NotFound
+from dbquota.errors import Conflict, KubeError, NotFound
 from dbquota.services import leasing
 from tests.unit.services.billing_api import sample, until
 
@@ -145,17 +153,89 @@ async def test_the_leader_gauge_says_whether_this_replica_leads() -> None:
     assert sample("dbquota_leader") == 0.0
 
 
-def replica_lease(holder: str, annotations: dict[str, str] | None = None) -> dict[str, Any]:
+def replica_lease(
+    holder: str, annotations: dict[str, str] | None = None, *, duration: float = 1
+) -> dict[str, Any]:
     body = leasing._body(
         name=leasing.lease_name("dbquota-replica", holder),
         namespace="ns",
         holder=holder,
-        duration=15,
+        duration=duration,
         role="replica",
         annotations=annotations,
     )
     body["metadata"]["resourceVersion"] = "1"
     return body
+
+
+class Stream:
+    """The apiserver as a lease watch sees it: lists ``leases``; its watch streams what the
+    test sends and hangs while there is nothing (a stalled watch, when the test sends
+    nothing); ``"FAIL"`` makes it fail (an apiserver answering the watch 500 or 429); lists
+    wait while ``listing`` is clear."""
+
+    def __init__(self, *leases: dict[str, Any]) -> None:
+        self.leases = {lease["metadata"]["name"]: lease for lease in leases}
+        self.version = 1
+        self.events: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue()
+        self.listing = asyncio.Event()
+        self.listing.set()
+
+    async def list(self, resource: Resource, *, namespace: str = "") -> dict[str, Any]:
+        await self.listing.wait()
+        items = [copy.deepcopy(lease) for lease in self.leases.values()]
+        return {"items": items, "metadata": {"resourceVersion": str(self.version)}}
+
+    async def watch(
+        self, resource: Resource, *, namespace: str = "", version: str, seconds: int = 300
+    ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        while True:
+            kind, obj = await self.events.get()
+            if kind == "FAIL":
+                raise KubeError("watch leases: HTTP 500 etcdserver: request timed out")
+            yield kind, obj
+
+    def renew(self, holder: str, *, shown: bool = True) -> None:
+        """``holder`` renews its lease; the watch shows it unless not ``shown``."""
+        self.version += 1
+        lease = copy.deepcopy(self.leases[leasing.lease_name("dbquota-replica", holder)])
+        lease["metadata"]["resourceVersion"] = str(self.version)
+        self.leases[lease["metadata"]["name"]] = lease
+        if shown:
+            self.events.put_nowait(("MODIFIED", copy.deepcopy(lease)))
+
+
+TIMING = leasing.Timing(lease_duration=1.0, renew_deadline=0.5, retry_period=0.05)
+"""Short leases (a Lease states whole seconds): a pause of 0.5 s, the watch gap, freezes the
+watch clock."""
+
+
+@contextlib.asynccontextmanager
+async def watching(
+    stream: Stream, *, own: str = "a", timing: leasing.Timing = TIMING
+) -> AsyncIterator[tuple[leasing.LeaseWatch, list[str], list[bool]]]:
+    """A lease watch over ``stream`` on replica ``own``, which renews every retry period
+    while the list it yields holds True: the watch, the holders told lapsed, the switch."""
+    watch = leasing.LeaseWatch(stream, namespace="ns", timing=timing)  # type: ignore[arg-type]
+    lapsed: list[str] = []
+    watch.add_lapse_listener(lapsed.append)
+    renewing = [True]
+
+    async def renew() -> None:
+        while True:
+            await asyncio.sleep(timing.retry_period)
+            if renewing[0]:
+                stream.renew(own)
+
+    tasks = [asyncio.create_task(watch.informer.run()), asyncio.create_task(renew())]
+    try:
+        await until(watch.informer.synced.is_set)
+        yield watch, lapsed, renewing
+    finally:
+        watch.close()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 async def test_a_replicas_lease_carries_its_billing_health_for_the_others() -> None:
@@ -167,29 +247,87 @@ async def test_a_replicas_lease_carries_its_billing_health_for_the_others() -> N
         api,  # type: ignore[arg-type]
         namespace="ns",
         holder="b",
-        timing=leasing.Timing(),
+        timing=TIMING,
         health=lambda: health,
     )
     await liveness._renew()
     assert api.lease is not None
     shared = json.loads(api.lease["metadata"]["annotations"][leasing.BILLING_ANNOTATION])
     assert shared["circuitState"] == "Open"
-    timing = leasing.Timing(lease_duration=0.3, renew_deadline=0.2, retry_period=0.1)
-    watch = leasing.LeaseWatch(api, namespace="ns", timing=timing)  # type: ignore[arg-type]
-    lapsed: list[str] = []
-    watch.add_lapse_listener(lapsed.append)
-    watch.informer.put(api.lease)
-    watch.informer.put(replica_lease("a", {leasing.BILLING_ANNOTATION: json.dumps(shared)}))
-    watch.informer.put(replica_lease("c"))  # an older replica: no health on its lease
-    watch.informer.put(replica_lease("d", {leasing.BILLING_ANNOTATION: "{not json"}))
-    assert watch.healths(exclude="a") == {
-        "b": BillingHealth(
-            circuit_state="Open", last_success=1000.0, consecutive_failures=5, last_error="x" * 256
-        )
-    }
-    await asyncio.sleep(0.35)  # past the lease duration with no renewal: b has lapsed
-    assert watch.healths(exclude="a") == {}
-    # Each lapse is told, though no lease was deleted (a crashed holder deletes nothing).
-    await asyncio.sleep(0.15)
-    assert sorted(lapsed) == ["a", "b", "c", "d"]
-    watch.close()
+    stream = Stream(
+        api.lease,
+        replica_lease("a", {leasing.BILLING_ANNOTATION: json.dumps(shared)}),  # this replica
+        replica_lease("c"),  # an older replica: no health on its lease
+        replica_lease("d", {leasing.BILLING_ANNOTATION: "{not json"}),
+    )
+    async with watching(stream) as (watch, lapsed, _):
+        assert watch.healths(exclude="a") == {
+            "b": BillingHealth(
+                circuit_state="Open",
+                last_success=1000.0,
+                consecutive_failures=5,
+                last_error="x" * 256,
+            )
+        }
+        await asyncio.sleep(1.1)  # past the lease duration with no renewal: b has lapsed
+        assert watch.healths(exclude="a") == {}
+        # Each lapse is told, though no lease was deleted (a crashed holder deletes nothing).
+        await asyncio.sleep(0.15)
+        assert sorted(lapsed) == ["b", "c", "d"]
+
+
+async def test_a_stalled_lease_watch_lets_no_live_holder_lapse() -> None:
+    stream = Stream(replica_lease("a"), replica_lease("b"))
+    async with watching(stream) as (watch, lapsed, renewing):
+        for _ in range(4):
+            await asyncio.sleep(TIMING.retry_period)
+            stream.renew("b")
+        renewing[0] = False  # the watch stalls: a and b renew, the watch shows nothing
+        for _ in range(30):  # 1.5 s: one and a half lease durations
+            await asyncio.sleep(TIMING.retry_period)
+            stream.renew("a", shown=False)
+            stream.renew("b", shown=False)
+        assert watch.informer.current  # not silent for long enough to be caught there
+        assert watch.live("b")
+        assert watch.next_lapse(["b"]) is None  # cannot tell: the lapse listeners will
+        assert lapsed == []
+        # The watch delivers its backlog in order, b's renewal after a's: b never lapses.
+        stream.renew("a")
+        stream.renew("b")
+        renewing[0] = True
+        await asyncio.sleep(0.5)
+        assert watch.live("b")
+        assert lapsed == []
+
+
+async def test_no_lease_lapses_while_the_watch_is_not_current() -> None:
+    stream = Stream(replica_lease("a"), replica_lease("b"))
+    async with watching(stream) as (watch, lapsed, _):
+        stream.listing.clear()  # the watch fails, and lists too until set again
+        stream.events.put_nowait(("FAIL", {}))
+        await asyncio.sleep(1.2)  # b's lease looks older than its duration
+        assert not watch.informer.current
+        assert watch.live("b")
+        assert watch.healths(exclude="a") == {}  # (no billing health on these leases)
+        assert lapsed == []
+        stream.listing.set()
+        await until(lambda: watch.informer.current)  # relisted: b, really gone, lapses
+        await until(lambda: "b" in lapsed)
+        assert not watch.live("b")
+        assert watch.live("a")
+
+
+async def test_a_records_longer_lease_duration_is_honoured() -> None:
+    longer = replica_lease("b", duration=2)  # written by a replica with longer leases
+    unstated = replica_lease("c")
+    del unstated["spec"]["leaseDurationSeconds"]
+    stream = Stream(replica_lease("a"), longer, unstated)
+    async with watching(stream) as (watch, lapsed, _):
+        await asyncio.sleep(1.3)  # past our lease duration (1 s), short of b's (2 s)
+        assert lapsed == ["c"]
+        assert watch.live("b")
+        due = watch.next_lapse(["b"])
+        assert due is not None
+        assert 0.3 < due < 0.8
+        await until(lambda: "b" in lapsed)
+        assert not watch.live("b")
