@@ -23,8 +23,20 @@ On open, a file that is not a database, fails ``PRAGMA quick_check`` or has a sc
 than this code is *quarantined*: renamed to ``<name>.corrupt-<epoch>`` (with its ``-wal``
 and ``-shm``), kept for post-mortems, and replaced by a new empty cache;
 :attr:`Cache.quarantined` tells the caller, who logs loudly and posts an Event. sqlite3
-errors leave as :class:`dbquota.errors.CacheError` / :class:`~dbquota.errors.CacheCorrupt`.
+errors leave as :class:`dbquota.errors.CacheError` / :class:`~dbquota.errors.CacheCorrupt`
+(:class:`CacheRowsRefused` when SQLite refused the rows themselves).
 Used by the ingestion worker only (:mod:`dbquota.services.persisting` keeps it).
+
+While running, the file can fail under the connection without being corrupt. A lock held
+elsewhere past the busy timeout (5 s) or a full disk (``SQLITE_FULL``; the Unix VFS maps
+``ENOSPC`` to it) leave the connection as it is: it works again once the world changes.
+Any other failure (a connection opened read-only because the file was, an I/O error such
+as ``EROFS`` after a read-only remount) sets :attr:`Cache.needs_reopen`: a new connection
+may succeed where this one cannot. On Linux a connection keeps writing to a file deleted
+under it, and the rows go with the last descriptor: :meth:`Cache.replaced` says when the
+path no longer names the open file (or its ``-wal``), and :meth:`Cache.reopen` opens
+what the path names now (a new cache if nothing). A reopen that fails leaves the cache
+closed: every call raises :class:`~dbquota.errors.CacheError` until one succeeds.
 
 Size: over 400 lines on purpose. The schema and its migrations (:data:`MIGRATIONS`,
 about 90 lines of SQL) stay beside the one class whose queries depend on them, so a
@@ -34,7 +46,9 @@ schema change and the queries it affects are read and reviewed together.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
@@ -124,6 +138,18 @@ SCHEMA_VERSION = len(MIGRATIONS)
 
 _CORRUPT_MARKERS = ("malformed", "not a database", "corrupt", "disk image")
 
+_CONNECTION_FINE = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED, sqlite3.SQLITE_FULL})
+"""Primary result codes after which the connection is kept: a lock held elsewhere or a full
+disk is not cured by a new connection, and reopening would only add work to each retry."""
+
+_FileId = tuple[int, int]
+"""(device, inode) of a file: what tells a file deleted or replaced under a path."""
+
+
+class CacheRowsRefused(errors.CacheError):
+    """SQLite refused the rows themselves (a constraint failed): the same rows would be
+    refused again, so there is no point keeping them for a retry."""
+
 
 @dataclass(frozen=True)
 class Quarantine:
@@ -144,6 +170,9 @@ class SyncRecord:
     prices: billing.PriceBook | None
     rejected: int = 0
     error: str = ""
+    clusters: int | None = None
+    """What the journal row counts (default ``len(costs)``): a sync written later, its costs
+    merged into another record, still says how many clusters it brought."""
 
 
 def _is_corruption(exc: sqlite3.DatabaseError) -> bool:
@@ -153,26 +182,51 @@ def _is_corruption(exc: sqlite3.DatabaseError) -> bool:
 class Cache:
     """An open billing cache; make one with :meth:`open`, end with :meth:`close`."""
 
-    def __init__(self, path: Path, conn: aiosqlite.Connection) -> None:
+    def __init__(self, path: Path, conn: aiosqlite.Connection | None) -> None:
         self.path = path
         self._conn = conn
+        self._closed_because = "" if conn is not None else "not opened"
+        self._ids = _file_ids(path) if conn is not None else None
+        self._suspect = False
         self.quarantined: Quarantine | None = None
 
-    # -- opening, quarantine ------------------------------------------------------------
+    # -- opening, quarantine, reopening ---------------------------------------------------
 
     @classmethod
     async def open(cls, path: Path) -> Cache:
         """Open (or create) the cache at ``path``, quarantining a corrupt file first."""
-        try:
-            return cls(path, await cls._connect(path))
-        except _Unusable as exc:
-            quarantine = _quarantine(path, reason=str(exc))
-        try:
-            cache = cls(path, await cls._connect(path))
-        except _Unusable as exc:
-            raise errors.CacheError(f"cannot create a new cache at {path}: {exc}") from exc
-        cache.quarantined = quarantine
+        cache = cls(path, None)
+        cache.quarantined = await cache._open()
         return cache
+
+    async def _open(self) -> Quarantine | None:
+        """Connect to what :attr:`path` names, quarantining a bad file first; the
+        quarantine, if there was one. CacheError if no cache can be opened there."""
+        quarantine = None
+        try:
+            conn = await self._connect(self.path)
+        except _Unusable as exc:
+            quarantine = _quarantine(self.path, reason=str(exc))
+            try:
+                conn = await self._connect(self.path)
+            except _Unusable as again:
+                raise errors.CacheError(
+                    f"cannot create a new cache at {self.path}: {again}"
+                ) from again
+        await self._attach(conn)
+        return quarantine
+
+    async def _attach(self, conn: aiosqlite.Connection) -> None:
+        self._conn, self._suspect, self._closed_because = conn, False, ""
+        self._ids = await asyncio.to_thread(_file_ids, self.path)
+
+    async def _detach(self, why: str) -> None:
+        """Close the connection without a checkpoint (it may be the one failing: a
+        checkpoint would wait for the lock, or fail again); the cache stays closed."""
+        conn, self._conn, self._ids, self._closed_because = self._conn, None, None, why
+        if conn is not None:
+            with contextlib.suppress(sqlite3.Error):
+                await conn.close()
 
     @staticmethod
     async def _connect(path: Path) -> aiosqlite.Connection:
@@ -205,40 +259,91 @@ class Cache:
 
     async def rebuild(self, reason: str) -> Quarantine:
         """Quarantine this (now corrupt) file and continue on a new one."""
-        await self._conn.close()
+        await self._detach(f"a rebuild failed ({reason})")
         quarantine = _quarantine(self.path, reason=reason)
         try:
-            self._conn = await self._connect(self.path)
+            conn = await self._connect(self.path)
         except _Unusable as exc:
             raise errors.CacheError(f"cannot create a new cache at {self.path}: {exc}") from exc
+        await self._attach(conn)
         self.quarantined = quarantine
+        return quarantine
+
+    @property
+    def needs_reopen(self) -> bool:
+        """True when the cache is closed (a reopen failed) or its connection failed in a way
+        a new connection may not (module docstring)."""
+        return self._conn is None or self._suspect
+
+    async def replaced(self) -> bool:
+        """True when :attr:`path` (or its ``-wal``) no longer names the file this cache has
+        open: deleted, or another put in its place. Two stats (in a thread: the event loop
+        also answers admission reviews), cheap enough for every sync; the connection would
+        otherwise go on writing rows no restart will find."""
+        if self._conn is None or self._ids is None:
+            return False  # closed, or nothing on disk to compare (":memory:")
+        try:
+            now = await asyncio.to_thread(_file_ids, self.path)
+        except OSError:  # a folder we may not search: no news is no news
+            return False
+        return any(
+            then is not None and seen != then for seen, then in zip(now, self._ids, strict=True)
+        )
+
+    async def reopen(self) -> Quarantine | None:
+        """Close the connection and open what :attr:`path` names now (module docstring);
+        the quarantine of a bad file found there, if any. Closing first matters: a
+        connection to a deleted file deletes the ``-wal`` by name when it closes, and
+        would take the new file's with it."""
+        await self._detach("being reopened")
+        try:
+            quarantine = await self._open()
+        except errors.CacheError as exc:
+            self._closed_because = str(exc)
+            raise
+        if quarantine is not None:
+            self.quarantined = quarantine
         return quarantine
 
     async def close(self) -> None:
         """Checkpoint the WAL and close."""
+        if self._conn is None:
+            return
         try:
             await self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except sqlite3.Error as exc:
             logger.warning("cache checkpoint on close failed: %s", exc)
         await self._conn.close()
+        self._conn = None
+        self._closed_because = "closed"
+
+    def _live(self) -> aiosqlite.Connection:
+        """The connection; CacheError while the cache is closed."""
+        if self._conn is None:
+            raise errors.CacheError(f"the cache at {self.path} is not open: {self._closed_because}")
+        return self._conn
 
     # -- writing ------------------------------------------------------------------------
 
     async def write_sync(self, record: SyncRecord) -> int:
         """Store one sync's costs, prices and journal row in one transaction; rows written."""
         statements = _sync_statements(record)
+        conn = self._live()
         try:
-            await self._conn.execute("BEGIN IMMEDIATE")
+            if conn.in_transaction:  # a ROLLBACK that failed earlier left one open
+                await conn.execute("ROLLBACK")
+            await conn.execute("BEGIN IMMEDIATE")
             try:
                 for sql, rows in statements:
-                    await self._conn.executemany(sql, rows)
-                await self._conn.execute("COMMIT")
+                    await conn.executemany(sql, rows)
+                await conn.execute("COMMIT")
             except BaseException:
-                if self._conn.in_transaction:
-                    await self._conn.execute("ROLLBACK")
+                await self._rollback(conn)
                 raise
+        except sqlite3.IntegrityError as exc:
+            raise CacheRowsRefused(f"cache refused a sync's rows: {exc}") from exc
         except sqlite3.DatabaseError as exc:
-            raise _cache_error("write a sync", exc) from exc
+            raise self._failure("write a sync", exc) from exc
         return sum(len(rows) for _, rows in statements)
 
     async def compact(self, *, before: float) -> int:
@@ -248,8 +353,9 @@ class Cache:
         The latest price of every item, the latest catalog's currency and the latest cost of
         every cluster are kept whatever their age: they are what a long outage falls back on.
         """
+        conn = self._live()
         try:
-            await self._conn.execute("BEGIN IMMEDIATE")
+            await conn.execute("BEGIN IMMEDIATE")
             deleted = 0
             for sql in (
                 "DELETE FROM samples WHERE observed_at < ?",
@@ -260,15 +366,38 @@ class Cache:
                 "DELETE FROM catalogs WHERE observed_at < ? AND observed_at < "
                 "(SELECT MAX(observed_at) FROM catalogs)",
             ):
-                cursor = await self._conn.execute(sql, (before,))
+                cursor = await conn.execute(sql, (before,))
                 deleted += max(0, cursor.rowcount)
-            await self._conn.execute("COMMIT")
-            await self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+            await conn.execute("COMMIT")
+            await conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
         except sqlite3.DatabaseError as exc:
-            if self._conn.in_transaction:
-                await self._conn.execute("ROLLBACK")
-            raise _cache_error("compact", exc) from exc
+            await self._rollback(conn)
+            raise self._failure("compact", exc) from exc
         return deleted
+
+    async def _rollback(self, conn: aiosqlite.Connection) -> None:
+        """End a failed transaction; one that cannot be ended asks for a new connection
+        (the next write would otherwise meet "a transaction within a transaction")."""
+        if not conn.in_transaction:  # SQLite may have rolled it back itself (a full disk)
+            return
+        try:
+            await conn.execute("ROLLBACK")
+        except sqlite3.Error as exc:
+            logger.debug("cache rollback failed: %s", exc)
+            self._suspect = True
+
+    def _failure(self, doing: str, exc: sqlite3.DatabaseError) -> errors.CacheError:
+        """The error to raise for ``exc``; notes whether a new connection may cure it."""
+        code = getattr(exc, "sqlite_errorcode", None)
+        if code is None or code & 0xFF not in _CONNECTION_FINE:
+            self._suspect = True
+        error = _cache_error(doing, exc)
+        if code is not None and code & 0xFF == sqlite3.SQLITE_READONLY:
+            files = [f"{self.path}{s}" for s in ("", "-wal", "-shm")]
+            refused = [f for f in files if os.path.exists(f) and not os.access(f, os.W_OK)]
+            if refused:  # SQLite makes the -wal and -shm with the file's mode: say which
+                error = errors.CacheError(f"{error} (not writable here: {', '.join(refused)})")
+        return error
 
     # -- reading ------------------------------------------------------------------------
 
@@ -329,17 +458,19 @@ class Cache:
         return counts
 
     async def _fetchall(self, sql: str, params: Sequence[object] = ()) -> list[_Row]:
+        conn = self._live()
         try:
-            async with self._conn.execute(sql, params) as cursor:
+            async with conn.execute(sql, params) as cursor:
                 return [tuple(r) for r in await cursor.fetchall()]
         except sqlite3.DatabaseError as exc:
-            raise _cache_error("read", exc) from exc
+            raise self._failure("read", exc) from exc
 
     async def _scalar(self, sql: str) -> Any:
+        conn = self._live()
         try:
-            return await _scalar(self._conn, sql)
+            return await _scalar(conn, sql)
         except sqlite3.DatabaseError as exc:
-            raise _cache_error("read", exc) from exc
+            raise self._failure("read", exc) from exc
 
 
 class _Unusable(Exception):
@@ -350,7 +481,9 @@ async def _prepare(conn: aiosqlite.Connection) -> None:
     """Set the pragmas, check the file and migrate its schema; _Unusable if we cannot."""
     await conn.execute("PRAGMA busy_timeout = 5000")
     mode = await _scalar(conn, "PRAGMA journal_mode = WAL")
-    if str(mode).lower() != "wal":
+    # "memory": the in-memory database of the last fallback, which has no WAL (a file's
+    # journal mode can stay "memory" only within one connection, never on disk).
+    if str(mode).lower() not in ("wal", "memory"):
         raise _Unusable(f"cannot switch to WAL (journal mode {mode})")
     await conn.execute("PRAGMA synchronous = NORMAL")
     check = await _scalar(conn, "PRAGMA quick_check")
@@ -430,7 +563,7 @@ def _sync_statements(record: SyncRecord) -> list[tuple[str, list[tuple[Any, ...]
                     record.started_at,
                     record.finished_at,
                     int(record.ok),
-                    len(costs),
+                    len(costs) if record.clusters is None else record.clusters,
                     record.rejected,
                     record.error[:1000],
                 )
@@ -462,6 +595,19 @@ def _quarantine(path: Path, *, reason: str) -> Quarantine:
         target,
     )
     return Quarantine(moved_to=target, reason=reason)
+
+
+def _file_ids(path: Path) -> tuple[_FileId | None, _FileId | None]:
+    """The ids of the database file at ``path`` and of its ``-wal`` (None: not there)."""
+    ids: list[_FileId | None] = []
+    for name in (str(path), f"{path}-wal"):
+        try:
+            st = os.stat(name)
+        except (FileNotFoundError, NotADirectoryError):
+            ids.append(None)
+        else:
+            ids.append((st.st_dev, st.st_ino))
+    return ids[0], ids[1]
 
 
 def _cache_error(doing: str, exc: sqlite3.DatabaseError) -> errors.CacheError:

@@ -21,6 +21,21 @@ worker (:mod:`dbquota.services.ingesting`):
   meanwhile: a transaction cut short would hold the file's write lock until the
   connection closed, and the checkpoint on closing would fail.
 
+**A cache that fails while running** (a lock held elsewhere past the busy timeout, a full
+disk, a file the process may only read, an I/O error) is an *outage*: one ERROR line when
+it starts, one line an hour (:data:`REMIND_EVERY`) while it lasts, an INFO line when it
+ends. Each sync retries (after a new connection when the adapter asks for one); the syncs
+not written are kept (their journal rows and price catalogs, at most
+:data:`MAX_UNWRITTEN`; costs come from memory, newest per cluster) and written first when a
+write works again, so a restart after the outage finds what a restart without it would:
+the costs, the latest and the highest prices of the window, the last success. Only the
+hourly history samples the outage skipped are not made up. A cache file **deleted or
+replaced** under the running process (on Linux the connection would go on writing to the
+deleted file, and a restart would find nothing) is noticed by a stat before each sync: a
+WARNING, the path opened again (a new file if nothing is there), and what memory holds
+written into it, as after a quarantine. What was not written when the process stops is
+lost with it: it was never committed.
+
 **A cache that cannot be used at all** (its folder unwritable, the disk full, a corrupt
 file that cannot be moved aside) does not stop the operator: :func:`open_cache` falls
 back to a fresh cache in the temporary folder, else to one in memory, and says so loudly
@@ -45,7 +60,7 @@ from typing import Any, TypeVar
 from dbquota import errors
 from dbquota.adapters import cache as cache_
 from dbquota.adapters import metrics
-from dbquota.domain import billing
+from dbquota.domain import billing, pricing
 from dbquota.kits import clock as clock_
 from dbquota.settings import CacheSettings
 
@@ -53,6 +68,19 @@ logger = logging.getLogger(__name__)
 
 COMPACT_EVERY = 3600.0
 """Seconds between two compactions of the cache's history."""
+
+REMIND_EVERY = 3600.0
+"""Seconds between two log lines about one outage of the cache (the first says it began)."""
+
+MAX_UNWRITTEN = 1440
+"""Syncs kept for writing after an outage (a day at the default interval). Beyond it the
+oldest are dropped, and the highest prices known are written in their place."""
+
+RESTORED_BEFORE = 0.001
+"""Seconds before the latest price catalog at which a restore stores the highest prices of
+the window: at the same time, one would replace the other (one row per item and time).
+The window then counts them from there: a restore may keep a high price up to one window
+longer than its history would have, never shorter."""
 
 EventListener = Callable[[str, str], None]
 
@@ -102,6 +130,10 @@ class CacheKeeper:
         self._listeners: list[EventListener] = []
         self._in_progress: asyncio.Future[Any] | None = None
         self._last_compaction = -COMPACT_EVERY
+        self._outage: _Outage | None = None
+        self._unwritten: deque[cache_.SyncRecord] = deque()
+        self._dropped = 0  # syncs dropped from _unwritten during this outage
+        self._restore_due = False  # a new file: write everything memory holds into it
         if fallback is not None:
             self._tell("CacheFallback", fallback)
 
@@ -141,7 +173,11 @@ class CacheKeeper:
                 await self._in_progress
 
     async def maybe_compact(self, *, now: float) -> None:
-        """Drop history older than the retention, at most every :data:`COMPACT_EVERY` s."""
+        """Drop history older than the retention, at most every :data:`COMPACT_EVERY` s;
+        not during an outage (it would fail the same way, and say so again): the first
+        sync written after it compacts."""
+        if self._outage is not None:
+            return
         if self._clock.monotonic() - self._last_compaction < COMPACT_EVERY:
             return
         self._last_compaction = self._clock.monotonic()
@@ -166,13 +202,18 @@ class CacheKeeper:
         self, record: cache_.SyncRecord, *, memory: billing.BillingSnapshot
     ) -> billing.PriceBook | None:
         try:
-            rows = await self._cache.write_sync(record)
+            await self._check_file()
+            rows = await self._write(record, memory=memory)
         except errors.CacheCorrupt as exc:
-            self._announce(await self._cache.rebuild(str(exc)))
-            rows = await self._restore(record, memory=memory)
+            try:
+                self._announce(await self._cache.rebuild(str(exc)))
+                self._restore_due = True
+                rows = await self._write(record, memory=memory)
+            except errors.CacheError as again:
+                return self._failed(record, again, memory=memory)
         except errors.CacheError as exc:
-            logger.error("billing cache write failed; the snapshot is updated anyway: %s", exc)  # noqa: TRY400 - the message says it all
-            return memory.highest
+            return self._failed(record, exc, memory=memory)
+        self._recovered()
         metrics.cache_rows_written.inc(rows)
         try:
             window_start = record.finished_at - self._cfg.price_window
@@ -184,22 +225,121 @@ class CacheKeeper:
             return memory.highest
         return highest
 
-    async def _restore(self, record: cache_.SyncRecord, *, memory: billing.BillingSnapshot) -> int:
-        """Into the new cache: the highest and latest prices known, then every cost."""
-        merged = {**memory.costs, **{c.cluster_id: c for c in record.costs}}
-        books = [p for p in (memory.highest, memory.prices) if p is not None]
-        rows = 0
-        try:
-            for book in books:  # keep the highest known prices across the rebuild
-                rows += await self._cache.write_sync(
-                    dataclasses.replace(record, ok=False, costs=[], prices=book, error="restored")
-                )
-            rows += await self._cache.write_sync(
-                dataclasses.replace(record, costs=list(merged.values()))
+    async def _check_file(self) -> None:
+        """Before a write: open the file again if the path no longer names it (WARNING,
+        and memory is written into the new one) or if the adapter asks for it."""
+        if await self._cache.replaced():
+            logger.warning(
+                "the billing cache file %s was deleted or replaced while the operator ran; "
+                "opening what the path names now and writing the billing data held in "
+                "memory into it",
+                self._cache.path,
             )
-        except errors.CacheError as exc:
-            logger.error("the rebuilt billing cache failed too: %s", exc)  # noqa: TRY400
+            self._restore_due = True
+        elif not self._cache.needs_reopen:
+            return
+        quarantine = await self._cache.reopen()
+        if quarantine is not None:
+            self._announce(quarantine)
+            self._restore_due = True
+
+    async def _write(self, record: cache_.SyncRecord, *, memory: billing.BillingSnapshot) -> int:
+        """Write ``record``; after an outage or onto a new file, first what is missing."""
+        if self._outage is None and not self._restore_due:
+            return await self._cache.write_sync(record)
+        rows = 0
+        if self._restore_due or self._dropped:
+            rows += await self._restore(record, memory=memory)
+            self._restore_due, self._dropped = False, 0
+        while self._unwritten:
+            try:
+                rows += await self._cache.write_sync(self._unwritten[0])
+            except cache_.CacheRowsRefused as exc:
+                logger.error("billing cache refused a sync kept for it: %s", exc)  # noqa: TRY400
+            self._unwritten.popleft()
+        # The costs of the syncs not written are in memory, newest per cluster.
+        costs = {**memory.costs, **{c.cluster_id: c for c in record.costs}}
+        counted = len(record.costs) if record.clusters is None else record.clusters
+        merged = dataclasses.replace(record, costs=list(costs.values()), clusters=counted)
+        return rows + await self._cache.write_sync(merged)
+
+    async def _restore(self, record: cache_.SyncRecord, *, memory: billing.BillingSnapshot) -> int:
+        """Into a new (or outdated) file: the highest prices of the window, the latest
+        prices and the last success that memory holds; the costs follow with the sync."""
+        latest, highest = memory.prices, memory.highest
+        books: list[billing.PriceBook] = []
+        if highest is not None:
+            if latest is not None and highest.observed_at >= latest.observed_at:
+                highest = dataclasses.replace(
+                    highest, observed_at=latest.observed_at - RESTORED_BEFORE
+                )
+            books.append(highest)
+        books += [latest] if latest is not None else []
+        restored = dataclasses.replace(
+            record, ok=False, costs=[], clusters=0, rejected=0, error="restored"
+        )
+        rows = 0
+        for book in books:
+            rows += await self._cache.write_sync(dataclasses.replace(restored, prices=book))
+        success = memory.health.last_success
+        if success is not None:
+            last = dataclasses.replace(
+                restored, ok=True, prices=None, started_at=success, finished_at=success
+            )
+            rows += await self._cache.write_sync(last)
         return rows
+
+    def _failed(
+        self, record: cache_.SyncRecord, exc: errors.CacheError, *, memory: billing.BillingSnapshot
+    ) -> billing.PriceBook | None:
+        """A write failed: keep the sync for later and say so once per outage (module
+        docstring); the highest prices for the snapshot, as if the write had worked (else a
+        price spike met only during the outage would be forgotten by its next sync)."""
+        # What a written sync would have made of the highest prices: memory's and its own.
+        highest = memory.highest
+        if record.prices is not None:
+            books = (memory.highest, record.prices)
+            merged = pricing.highest_known(*books) or pricing.highest_known_requests(*books)
+            highest = merged or highest
+        if isinstance(exc, cache_.CacheRowsRefused):  # it would be refused again
+            logger.error("billing cache refused a sync; the snapshot is updated anyway: %s", exc)
+            return highest
+        if len(self._unwritten) >= MAX_UNWRITTEN:
+            self._unwritten.popleft()
+            self._dropped += 1
+        counted = len(record.costs) if record.clusters is None else record.clusters
+        self._unwritten.append(dataclasses.replace(record, costs=[], clusters=counted))
+        now = self._clock.monotonic()
+        outage = self._outage
+        if outage is None:
+            self._outage = _Outage(since=now, told=now)
+            logger.error(
+                "billing cache write failed; enforcement goes on from memory, and each sync "
+                "retries and keeps what it could not write until the cache works again "
+                "(said again hourly while this lasts): %s",
+                exc,
+            )
+        else:
+            outage.failed += 1
+            if now - outage.told >= REMIND_EVERY:
+                outage.told = now
+                logger.error(
+                    "billing cache writes still failing after %.0f s (%d syncs not written): %s",
+                    now - outage.since,
+                    outage.failed,
+                    exc,
+                )
+        return highest
+
+    def _recovered(self) -> None:
+        if self._outage is not None:
+            logger.info(
+                "billing cache writes work again after %.0f s; the %d syncs not written "
+                "meanwhile have been written",
+                self._clock.monotonic() - self._outage.since,
+                self._outage.failed,
+            )
+            self._outage = None
 
     def _announce(self, quarantine: cache_.Quarantine) -> None:
         metrics.cache_quarantines.inc()
@@ -216,3 +356,13 @@ class CacheKeeper:
                 cb(reason, message)
             except Exception:
                 logger.exception("an event listener failed")
+
+
+@dataclasses.dataclass
+class _Outage:
+    """Writes to the cache failing: since when (monotonic), when it was last said, how many
+    syncs failed."""
+
+    since: float
+    told: float
+    failed: int = 1
