@@ -154,6 +154,15 @@ cache_quarantines = Counter(
     "Corrupt billing cache files moved aside and rebuilt.",
     registry=REGISTRY,
 )
+cache_errors = Counter(
+    "dbquota_cache_errors_total",
+    "Billing cache faults while running, by kind: write (a sync's write failed: read-only "
+    "file, full disk, lock held elsewhere; kept and written once the cache works), refused "
+    "(rows SQLite refused outright, not retried), replaced (the file deleted or replaced "
+    "under the process, made anew from memory).",
+    ["kind"],
+    registry=REGISTRY,
+)
 
 admission_seconds = Histogram(
     "dbquota_admission_duration_seconds",

@@ -235,6 +235,7 @@ class CacheKeeper:
                 "memory into it",
                 self._cache.path,
             )
+            metrics.cache_errors.labels(kind="replaced").inc()
             self._restore_due = True
         elif not self._cache.needs_reopen:
             return
@@ -301,7 +302,9 @@ class CacheKeeper:
             books = (memory.highest, record.prices)
             merged = pricing.highest_known(*books) or pricing.highest_known_requests(*books)
             highest = merged or highest
-        if isinstance(exc, cache_.CacheRowsRefused):  # it would be refused again
+        refused = isinstance(exc, cache_.CacheRowsRefused)
+        metrics.cache_errors.labels(kind="refused" if refused else "write").inc()
+        if refused:  # it would be refused again
             logger.error("billing cache refused a sync; the snapshot is updated anyway: %s", exc)
             return highest
         if len(self._unwritten) >= MAX_UNWRITTEN:

@@ -8,7 +8,8 @@ while it lasts and once when it ends, never once per sync; once the fault clears
 sync writes what the failed ones brought, even if that sync itself got nothing from the
 provider, so a restart then finds what memory held (costs, latest and highest prices, last
 success). A file deleted or replaced under the running operator is noticed at the next
-sync (one WARNING), made anew at its path and filled from memory. A cache rebuilt after
+sync (one WARNING), made anew at its path and filled from memory. Each failed write and
+each replaced file is counted in ``dbquota_cache_errors_total{kind}``. A cache rebuilt after
 corruption keeps the highest prices of the window and the last success, and a rebuild that
 cannot move the file aside still lets the snapshot be updated and writes later. When
 neither the file nor the temporary folder can be used, the in-memory fallback opens.
@@ -41,7 +42,7 @@ from tests.unit.adapters.sqlite_faults import (
     hold_write_lock,
     pragma,
 )
-from tests.unit.services.billing_api import Provider, make_cfg
+from tests.unit.services.billing_api import Provider, make_cfg, sample
 
 LARGE = "db.r6g.large"
 
@@ -200,12 +201,14 @@ async def test_a_full_disk_is_written_again_once_there_is_room(
     run = await start(cfg, Provider(2))
     await run.ing.sync_once()
     await fill_disk(run.cache)
+    before = sample("dbquota_cache_errors_total", kind="write")
 
     async def clear() -> None:
         await free_disk(run.cache)
 
     memory = await through_an_outage(run, clock, caplog, clear)
     assert "database or disk is full" in cache_lines(caplog)[0]
+    assert sample("dbquota_cache_errors_total", kind="write") > before  # one per failed sync
     await run.stop()
     assert_kept(await restarted(cfg, clock), memory)
 
@@ -246,10 +249,12 @@ async def test_a_file_deleted_while_running_is_made_anew_from_memory(
     caplog.clear()
     provider.costs["c9"] = (9.0, 1.0)
     clock.advance(60)
+    before = sample("dbquota_cache_errors_total", kind="replaced")
     await run.ing.sync_once()
     lines = cache_lines(caplog)
     assert len(lines) == 1, lines
     assert "deleted or replaced" in lines[0]
+    assert sample("dbquota_cache_errors_total", kind="replaced") == before + 1
     assert cfg.cache.path.exists()
     await run.ing.sync_once()  # noticed once: the new file is the one open now
     assert len(cache_lines(caplog)) == 1
