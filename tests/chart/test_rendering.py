@@ -110,6 +110,9 @@ def test_probes_use_the_operators_health_endpoints(variant: Manifests) -> None:
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
     assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "metrics"}
     assert container["startupProbe"]["httpGet"] == {"path": "/healthz", "port": "metrics"}
+    # Every probe waits as long as the values say, start-up too (not the kubelet's 1 s).
+    for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+        assert container[probe]["timeoutSeconds"] == 3, probe
 
 
 def test_leases_live_in_the_release_namespace(variant: Manifests) -> None:
