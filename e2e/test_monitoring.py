@@ -115,10 +115,25 @@ def unreachable_webhook(name: str, namespace: str, failure_policy: str) -> dict[
 
 
 def apiserver_counts(
+    kubectl: Kubectl, namespace: str, metric: str, selector: dict[str, str], failure_policy: str
+) -> tuple[Any, str, list[str]]:
+    """With :func:`unreachable_webhook` named as ``selector`` says registered under
+    ``failure_policy`` (removed again at the end), create claims in ``namespace`` until the
+    apiserver's ``/metrics`` has a sample of ``metric`` matching ``selector``; return it,
+    the exposition and kubectl's errors."""
+    configuration = unreachable_webhook(selector["name"], namespace, failure_policy)
+    kubectl.apply(configuration)
+    try:
+        return _counted(kubectl, namespace, metric, selector)
+    finally:
+        name = configuration["metadata"]["name"]
+        kubectl("delete", "validatingwebhookconfiguration", name, check=False)
+
+
+def _counted(
     kubectl: Kubectl, namespace: str, metric: str, selector: dict[str, str]
 ) -> tuple[Any, str, list[str]]:
-    """Create claims in ``namespace`` until the apiserver's ``/metrics`` has a sample of
-    ``metric`` matching ``selector``; return it, the exposition and kubectl's errors."""
+    """:func:`apiserver_counts` once the configuration is registered."""
     names = (f"claim-{i}" for i in itertools.count())
     exposition = ""
     errors: list[str] = []
@@ -148,17 +163,7 @@ def test_the_apiserver_counts_failing_open_where_the_alert_looks(
 ) -> None:
     selector = rendered_selector(cluster, FAIL_OPEN)
     assert set(selector) == {"name"}
-    configuration = unreachable_webhook(selector["name"], namespace, "Ignore")
-    kubectl.apply(configuration)
-    try:
-        sample, exposition, _ = apiserver_counts(kubectl, namespace, FAIL_OPEN, selector)
-    finally:
-        kubectl(
-            "delete",
-            "validatingwebhookconfiguration",
-            configuration["metadata"]["name"],
-            check=False,
-        )
+    sample, exposition, _ = apiserver_counts(kubectl, namespace, FAIL_OPEN, selector, "Ignore")
     assert f"# TYPE {FAIL_OPEN} counter" in exposition
     assert sample.labels["type"] == "validating"
     assert sample.value >= 1
@@ -170,17 +175,7 @@ def test_the_apiserver_counts_refusing_for_an_unreachable_webhook_where_the_aler
     selector = rendered_selector(cluster, REJECTED)
     assert set(selector) == {"name", "error_type"}
     assert selector["error_type"] == "calling_webhook_error"
-    configuration = unreachable_webhook(selector["name"], namespace, "Fail")
-    kubectl.apply(configuration)
-    try:
-        sample, exposition, errors = apiserver_counts(kubectl, namespace, REJECTED, selector)
-    finally:
-        kubectl(
-            "delete",
-            "validatingwebhookconfiguration",
-            configuration["metadata"]["name"],
-            check=False,
-        )
+    sample, exposition, errors = apiserver_counts(kubectl, namespace, REJECTED, selector, "Fail")
     assert f"# TYPE {REJECTED} counter" in exposition
     assert set(sample.labels) == {"name", "type", "operation", "error_type", "rejection_code"}
     assert sample.labels["type"] == "validating"
