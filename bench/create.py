@@ -55,7 +55,7 @@ can double from one run to the next: one pair of runs says little about a 1.5x t
 
 **Extra phases**, each with its own operator. Off by default (on today's code they add
 about 20 minutes to a run of about 15); ``--extras`` turns all three on at the sizes of
-the issue's targets, or give each one's flag alone (e.g. ``--existing 10000``):
+#9's targets (bench/README.md), or give each one's flag alone (e.g. ``--existing 10000``):
 
 - ``--existing N``: a namespace that already holds N claims (created in bulk before any
   quota or webhook exists; then the operator starts and catches up, for at most
@@ -1211,7 +1211,7 @@ async def main_async(h: harness.Harness, args: argparse.Namespace) -> None:
 
 
 EXTRAS = {"existing": 10_000, "namespaces": 100, "burst": 2000}
-"""The extra phases' sizes that ``--extras`` turns on (those of the issue's targets)."""
+"""The extra phases' sizes that ``--extras`` turns on (those of #9's targets in bench/README.md)."""
 
 
 def rates(text: str) -> list[float]:
@@ -1243,7 +1243,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--settle-max", type=float, default=60.0, help="then most seconds to let it catch up")
     add("--phases", type=phases, default=list(PHASES), help="which, comma-separated")
     add("--rounds", type=int, default=1, help="run the phases this many times, interleaved")
-    add("--extras", action="store_true", help="the extra phases at the issue's sizes (below)")
+    add("--extras", action="store_true", help="the extra phases at #9's sizes (below)")
     add(
         "--existing",
         type=int,

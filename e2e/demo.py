@@ -135,7 +135,7 @@ class Demo:
         return self.harness.kubectl.get_json(*args, missing_ok=True)
 
     def quotas(self, *extra: str) -> None:
-        """What the issue asks for after every step."""
+        """The quotas' table (``kubectl get databasequotas``), shown after every step."""
         self.kubectl("get", "databasequotas", *extra)
 
     def quota_status(self) -> dict[str, Any]:
