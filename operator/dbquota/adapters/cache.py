@@ -12,7 +12,8 @@ Tables (schema version in ``PRAGMA user_version``, upgraded by :data:`MIGRATIONS
     syncs    one row per sync: when, whether it succeeded, how many rows, the error
     catalogs one row per price catalog stored (schema v4): when it was observed and the
              currency it named (NULL when it named none), so that prices read back after a
-             restart still say what currency they are in
+             restart still say what currency they are in, and the highest prices of the
+             window compare prices of one currency only
 
 Each sync is written by :meth:`Cache.write_sync` in ONE transaction (``BEGIN IMMEDIATE``
 … ``COMMIT``, ``executemany``), so a crash (even ``kill -9``) loses at most the sync in
@@ -352,6 +353,8 @@ class Cache:
 
         The latest price of every item, the latest catalog's currency and the latest cost of
         every cluster are kept whatever their age: they are what a long outage falls back on.
+        So is the currency of every price kept (:meth:`highest_prices` leaves out the
+        prices of another currency; read as unknown, an old one would count again).
         """
         conn = self._live()
         try:
@@ -364,7 +367,8 @@ class Cache:
                 "WHERE p.kind = prices.kind AND p.name = prices.name)",
                 "DELETE FROM syncs WHERE finished_at < ? AND id < (SELECT MAX(id) FROM syncs)",
                 "DELETE FROM catalogs WHERE observed_at < ? AND observed_at < "
-                "(SELECT MAX(observed_at) FROM catalogs)",
+                "(SELECT MAX(observed_at) FROM catalogs) "
+                "AND observed_at NOT IN (SELECT observed_at FROM prices)",
             ):
                 cursor = await conn.execute(sql, (before,))
                 deleted += max(0, cursor.rowcount)
@@ -420,21 +424,37 @@ class Cache:
 
     async def highest_prices(self, *, since: float) -> billing.PriceBook | None:
         """Per instance class, for storage, per vCPU and GiB of memory and per storage
-        class, the highest unit price observed since ``since``.
+        class, the highest unit price observed since ``since``, in one currency.
 
         The price in force at ``since`` counts too (the last one stored before it), so a
         window that starts between two price changes still sees the price then in effect.
-        The currency is the newest catalog's (a provider that changed currency within the
-        window is not priced across both: its newest prices are in the newest currency).
+        Prices of different currencies do not compare (0.5 EUR is not above 0.3 USD): only
+        catalogs in the currency of the newest one that names a currency count, with
+        those naming none (unknown, as every catalog stored before schema v4: not known to
+        be in another), and the book says that currency. It is the unit of the latest
+        catalog, which every live price is in; a quota in another one is told
+        (``CurrencyMismatch``), as dbquota converts nothing
+        (:func:`dbquota.domain.pricing.highest_known` merges books by the same rule).
         """
+        unit = await self._unit()
         rows = await self._fetchall(
             "SELECT kind, name, MAX(unit_price), MAX(observed_at) FROM prices AS p "
             "WHERE observed_at >= COALESCE((SELECT MAX(q.observed_at) FROM prices AS q "
             "WHERE q.kind = p.kind AND q.name = p.name AND q.observed_at <= ?), ?) "
+            "AND NOT EXISTS (SELECT 1 FROM catalogs AS k WHERE k.observed_at = p.observed_at "
+            "AND k.currency IS NOT NULL AND k.currency != ?) "
             "GROUP BY kind, name",
-            (since, since),
+            (since, since, unit),
         )
-        return _book(rows, currency=await self._currency())
+        return _book(rows, currency=unit)
+
+    async def _unit(self) -> str | None:
+        """The currency of the newest stored catalog that named one (None: none did)."""
+        rows = await self._fetchall(
+            "SELECT currency FROM catalogs WHERE currency IS NOT NULL "
+            "ORDER BY observed_at DESC LIMIT 1"
+        )
+        return str(rows[0][0]) if rows else None
 
     async def _currency(self) -> str | None:
         """The currency the newest stored catalog named (None: it named none, or it was

@@ -92,6 +92,12 @@ rejected_payloads = Counter(
     ["endpoint"],
     registry=REGISTRY,
 )
+duplicate_entries = Counter(
+    "dbquota_billing_duplicate_entries_total",
+    "Bulk listing entries naming a cluster an earlier entry of the same listing named "
+    "(the listing shifted while paged); the highest cost of each cluster is kept.",
+    registry=REGISTRY,
+)
 last_success = Gauge(
     "dbquota_billing_last_success_timestamp_seconds",
     "Unix time of the last successful billing sync (0: none yet). Staleness is time() minus this.",

@@ -33,6 +33,15 @@ class ClusterCost:
         """Compute plus storage, per month."""
         return self.compute + self.storage
 
+    @property
+    def accrues(self) -> bool:
+        """Whether the run-rate is positive: only then does it stand in for the price of the
+        object naming the cluster (:func:`dbquota.domain.usage.recount`). Providers list a
+        new cluster at 0 until it accrues (and a stopped one at 0 too): that 0 says nothing
+        of what the cluster costs, and counting it would free the price admission charged.
+        """
+        return self.compute + self.storage > 0.0
+
 
 @dataclass(frozen=True, kw_only=True)
 class Rejection:
@@ -203,7 +212,8 @@ class BillingSnapshot:
 
     ``prices`` is the latest catalog; ``highest`` holds, per instance class, for storage,
     per vCPU and GiB of memory and per storage class, the highest unit price seen in the
-    price history window (what Conservative pricing uses).
+    price history window (what Conservative pricing uses), over the catalogs in the
+    latest one's currency only (the rule of :func:`dbquota.domain.pricing.highest_known`).
     """
 
     health: BillingHealth = field(default_factory=BillingHealth)

@@ -8,7 +8,9 @@ A claim costs, per month::
 (None when the book does not know its instance class). Conservative pricing
 (:func:`conservative_cost`) uses the highest unit price seen in the price history
 (:func:`highest_known`) times the quota's safety margin; a class never seen is priced as the
-most expensive class known, so an unknown or mistyped class can never be cheap.
+most expensive class known, so an unknown or mistyped class can never be cheap. "Highest"
+compares prices of one currency only, the latest catalog's (history in another, from
+before the provider switched, is left out).
 
 An UPDATE reserves only what it adds (:func:`growth_cost`): increases are priced at the
 high rates, decreases at the low ones, and the result is never below zero, so pricing at
@@ -95,6 +97,9 @@ def highest_known(*books: billing.PriceBook | None) -> billing.PriceBook | None:
     an instance class (claims are priced by class). The requests prices (vCPU, memory, per
     storage class) are merged the same way; :func:`highest_known_requests` is the variant
     for pricing requests, None only when no book prices requests.
+
+    Only books in one currency are compared (:func:`_in_one_currency`): the history kept
+    from before a cache read failed may be in the currency the provider priced in before.
     """
     merged = _merged(books)
     return merged if merged is not None and merged.instance_hourly else None
@@ -139,8 +144,22 @@ def _highest(a: float | None, b: float | None) -> float | None:
     return b if a is None else a if b is None else max(a, b)
 
 
-def _merged(books: Iterable[billing.PriceBook | None]) -> billing.PriceBook | None:
+def _in_one_currency(
+    books: Iterable[billing.PriceBook | None],
+) -> tuple[list[billing.PriceBook], str | None]:
+    """The books whose prices compare, and their currency: those in the currency of the
+    newest book that names one, and those naming none (unknown, as a catalog cached before
+    currencies were: not known to be in another). That is the latest catalog's unit, which
+    every live price is in; 9 EUR is not a higher price than 1.5 USD, and dbquota converts
+    nothing (a quota in another currency is told: ``CurrencyMismatch``)."""
     present = [book for book in books if book is not None]
+    named = [book for book in present if book.currency]
+    unit = max(named, key=lambda book: book.observed_at).currency if named else None
+    return [book for book in present if not book.currency or book.currency == unit], unit
+
+
+def _merged(books: Iterable[billing.PriceBook | None]) -> billing.PriceBook | None:
+    present, unit = _in_one_currency(books)
     if not present:
         return None
     hourly: dict[str, float] = {}
@@ -161,7 +180,7 @@ def _merged(books: Iterable[billing.PriceBook | None]) -> billing.PriceBook | No
         vcpu_hourly=vcpu,
         memory_gib_hourly=memory,
         storage_class_gib_month=classes,
-        currency=max(present, key=lambda book: book.observed_at).currency,
+        currency=unit,
     )
 
 

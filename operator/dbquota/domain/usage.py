@@ -25,6 +25,13 @@ shows it; either way what it adds is counted. Replacing the UPDATE's reservation
 releases before did, lost the UPDATE's growth for good: the claim was then confirmed at
 its old price.
 
+A billed cost stands in for a price only when it is positive
+(:attr:`~dbquota.domain.billing.ClusterCost.accrues`): providers list a new cluster at 0
+before it accrues, and a claim admitted at 500 counted then at 0 freed its whole price for
+more claims. Billed at 0, a claim keeps counting at the price admission charged, and an
+object of another kind at its spec's estimate; a positive bill replaces either, down as
+well as up.
+
 Pure; called by the reservation service and by :mod:`dbquota.domain.statuses`.
 """
 
@@ -181,11 +188,12 @@ class Recount:
 
 
 def billed_after(claim: ClaimRef, costs: Mapping[str, billing.ClusterCost]) -> bool:
-    """Whether billing shows ``claim``'s cluster in a sample taken after its price was
-    charged (``reservedAt`` has whole seconds: only a sample from the next second on is
-    surely later)."""
+    """Whether billing shows ``claim``'s cluster accruing in a sample taken after its
+    price was charged (``reservedAt`` has whole seconds: only a sample from the next
+    second on is surely later; a run-rate of 0 shows nothing:
+    :attr:`~dbquota.domain.billing.ClusterCost.accrues`)."""
     cost = costs.get(claim.cluster_id)
-    return cost is not None and cost.observed_at >= claim.reserved_at + 1.0
+    return cost is not None and cost.accrues and cost.observed_at >= claim.reserved_at + 1.0
 
 
 Estimate = Callable[[ClaimRef], tuple[float, bool]]
@@ -211,11 +219,11 @@ def recount(
 ) -> steps.Steps[Recount]:
     """The totals (module docstring) from the namespace's claims, the reservations in
     flight and the billing snapshot's costs. A priced claim counts at its price until
-    billing shows it after the charge, then at its billed cost; an unpriced one in the caps
-    only, or not at all if ``in_escrow`` (an escrow holds it until its replica writes the
-    reservation, and that write adds it: :func:`add`). An object dbquota does not own
-    counts at its billed cost once billing shows its cluster, else at ``estimate`` of its
-    spec (in the degraded totals when priced so; in the caps only without ``estimate``). A
+    billing shows it after the charge, then at its billed cost (if positive: module
+    docstring); an unpriced one in the caps only, or not at all if ``in_escrow`` (an escrow
+    holds it until its replica writes the reservation: :func:`add` adds it). Another
+    kind's object counts at its billed cost once billing shows its cluster, else at
+    ``estimate`` of its spec (degraded totals when priced so; caps only without it). A
     reservation counts its ``delta``; its claim and storage count unless its claim already
     exists, counted, at that generation. Yields after each slice (:mod:`dbquota.kits.steps`).
 
@@ -263,10 +271,11 @@ def recount(
 
 
 def _shows(claim: ClaimRef, costs: Mapping[str, billing.ClusterCost]) -> bool:
-    """Whether billing shows ``claim``'s cluster, after its charge for a claim dbquota
-    priced (:func:`recount`)."""
+    """Whether billing shows ``claim``'s cluster accruing, after its charge for a claim
+    dbquota priced (:func:`recount`): the one test of whether a billed cost stands in."""
     if not claim.owned:
-        return claim.cluster_id in costs
+        cost = costs.get(claim.cluster_id)
+        return cost is not None and cost.accrues
     return claim.cost is not None and billed_after(claim, costs)
 
 

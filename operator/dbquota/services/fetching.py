@@ -4,7 +4,8 @@ The fetch strategy of the ingestion worker (:mod:`dbquota.services.ingesting`)::
 
     bulk listing      page by page (at most MAX_PAGES; a repeated page token is malformed),
                       while the provider has one; its first 404 says it has none, and
-                      from then on only per-cluster fetches are made
+                      from then on only per-cluster fetches are made. A cluster listed
+                      twice (the listing shifted while paged) counts at its highest cost
     per cluster       without a listing, every tracked id; with one, the tracked ids it
                       showed before and leaves out now (a partial listing, counted as
                       left_out), and at most NEW_PER_SYNC of those no listing showed in
@@ -26,6 +27,12 @@ informer calls :meth:`Fetcher.track` for each claim that appears and
 names it. Every call goes through the provider it is given, a guarded one
 (:class:`~dbquota.services.guarding.GuardedProvider`). The result of one round is a
 :class:`Fetched`: the costs, what was rejected or unknown, and the errors.
+
+A listing paged while clusters come and go can show one cluster on two pages, at two
+costs (one of them possibly the 0 of a cluster not accruing yet). Whichever entry came
+last used to win. The highest wins now: for a quota, counting a cluster over for one
+sync is safe, counting it under frees budget. Each extra entry is counted
+(``dbquota_billing_duplicate_entries_total``) and one WARNING per sync says how many.
 """
 
 from __future__ import annotations
@@ -67,6 +74,9 @@ class Fetched:
     """Tracked ids the provider answered 404 for."""
     left_out: int = 0
     """Tracked ids the bulk listing showed before (they are ``known``) and left out now."""
+    duplicates: int = 0
+    """Entries of the bulk listing naming a cluster an earlier entry named (module
+    docstring: the highest cost was kept)."""
     errors: list[str] = dataclasses.field(default_factory=list)
     """What failed, for the health report; empty when the round succeeded."""
 
@@ -173,19 +183,32 @@ class Fetcher:
     async def _list_all(self, fetched: Fetched) -> None:
         token: str | None = None
         seen: set[str] = set()
-        for _ in range(MAX_PAGES):
-            page = await self._provider.list_costs(token)
-            self._bulk = True
-            for cost in page.costs:
-                fetched.costs[cost.cluster_id] = cost
-            fetched.rejected += len(page.rejected)
-            token = page.next_page_token
-            if token is None:
-                return
-            if token in seen:
-                raise errors.MalformedPayload(f"the bulk listing repeats page token {token!r}")
-            seen.add(token)
-        raise errors.MalformedPayload(f"the bulk listing has more than {MAX_PAGES} pages")
+        twice: str | None = None  # the first cluster listed twice, for the log
+        try:
+            for _ in range(MAX_PAGES):
+                page = await self._provider.list_costs(token)
+                self._bulk = True
+                for cost in page.costs:
+                    if not _kept_highest(fetched.costs, cost):
+                        fetched.duplicates += 1
+                        twice = twice or cost.cluster_id
+                fetched.rejected += len(page.rejected)
+                token = page.next_page_token
+                if token is None:
+                    return
+                if token in seen:
+                    raise errors.MalformedPayload(f"the bulk listing repeats page token {token!r}")
+                seen.add(token)
+            raise errors.MalformedPayload(f"the bulk listing has more than {MAX_PAGES} pages")
+        finally:  # what the pages brought is kept even if a later one failed: say it too
+            if fetched.duplicates:
+                metrics.duplicate_entries.inc(fetched.duplicates)
+                logger.warning(
+                    "the billing provider's bulk listing named clusters more than once "
+                    "(%d extra entries, %s the first); each counts at its highest cost",
+                    fetched.duplicates,
+                    twice,
+                )
 
     async def _fetch_each(self, cluster_ids: list[str], fetched: Fetched) -> None:
         pending = iter(cluster_ids)
@@ -227,3 +250,12 @@ class Fetcher:
         backoff = min(UNKNOWN_BACKOFF_MAX, backoff * 2)
         self._unknown[cluster_id] = (self._clock.monotonic() + backoff, backoff)
         metrics.unknown_clusters.set(len(self._unknown))
+
+
+def _kept_highest(costs: dict[str, billing.ClusterCost], cost: billing.ClusterCost) -> bool:
+    """Put ``cost`` into ``costs`` unless its cluster is there already (then keep the higher
+    total, the earlier on a tie); whether the cluster was new (module docstring)."""
+    kept = costs.get(cost.cluster_id)
+    if kept is None or cost.total > kept.total:
+        costs[cost.cluster_id] = cost
+    return kept is None

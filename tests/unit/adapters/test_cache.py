@@ -7,9 +7,11 @@ read back highest-per-class over a window and survive reopening; that a sync's r
 written in ONE transaction (a bad row leaves none of that sync behind) and that writing
 does not block the event loop (no blocking sqlite3 call on it); latest-per-cluster with
 when each was observed, history buckets; the highest price per class over a window,
-counting the price in force when the window starts; compaction that keeps the newest price
-and cost; and that a file which is not a database, or fails its check, or has a newer
-schema, is moved aside (kept) and replaced by a working cache.
+counting the price in force when the window starts, over the catalogs in the newest
+catalog's currency (and those naming none) only; compaction that keeps the newest price
+and cost, and the currency of the catalog of each price kept; and that a file which is
+not a database, or fails its check, or has a newer schema, is moved aside (kept) and
+replaced by a working cache.
 """
 
 from __future__ import annotations
@@ -263,8 +265,9 @@ async def test_the_currency_each_catalog_named_is_read_back_with_its_prices(
     assert latest is not None
     assert highest is not None
     assert (latest.currency, latest.instance_hourly["db.r6g.large"]) == ("USD", 0.3)
-    # The highest prices of the window are in the newest catalog's currency.
-    assert (highest.currency, highest.instance_hourly["db.r6g.large"]) == ("USD", 0.5)
+    # The highest prices of the window are in the newest catalog's currency, taken over
+    # the catalogs in it: 0.5 EUR is not a higher price than 0.3 USD, it is another unit.
+    assert (highest.currency, highest.instance_hourly["db.r6g.large"]) == ("USD", 0.3)
     await c.write_sync(record([], book(300, 0.3), at=300))  # a catalog that names none
     latest = await c.latest_prices()
     assert latest is not None
@@ -279,6 +282,36 @@ async def test_the_currency_each_catalog_named_is_read_back_with_its_prices(
         assert raw.execute("SELECT observed_at, currency FROM catalogs").fetchall() == [
             (400.0, "USD")
         ]
+
+
+async def test_the_highest_prices_leave_out_catalogs_in_another_currency(
+    tmp_path: Path,
+) -> None:
+    """The provider priced in EUR, then USD. A catalog naming no currency (or stored
+    before currencies were) is not known to be in another one: it counts."""
+    c = await cache_.Cache.open(tmp_path / "c.sqlite3")
+    try:
+        euros = replace(book(100, 0.9, storage=0.5), currency="EUR")
+        euros = replace(euros, instance_hourly={**euros.instance_hourly, "db.old.class": 5.0})
+        await c.write_sync(record([], euros, at=100))
+        await c.write_sync(record([], book(150, 0.4), at=150))  # names none
+        await c.write_sync(record([], replace(book(200, 0.3), currency="USD"), at=200))
+        for since in (0, 120):  # EUR's prices in the window, or in force at its start
+            highest = await c.highest_prices(since=since)
+            assert highest is not None
+            assert highest.currency == "USD"
+            assert highest.instance_hourly["db.r6g.large"] == 0.4
+            assert "db.old.class" not in highest.instance_hourly
+            assert highest.storage_gib_month == 0.1
+        await c.write_sync(record([], replace(book(10_000, 0.2), currency="USD"), at=10_000))
+        await c.compact(before=5_000)
+        # The EUR class's price is kept (the newest of its item), and so is the currency
+        # of its catalog: read as unknown, it would count again.
+        highest = await c.highest_prices(since=0)
+        assert highest is not None
+        assert "db.old.class" not in highest.instance_hourly
+    finally:
+        await c.close()
 
 
 async def test_a_v3_file_is_migrated_and_its_catalogs_name_no_currency(tmp_path: Path) -> None:

@@ -2,9 +2,11 @@
 
 Checks exact monthly costs (hourly x 730 x replicas + GiB x GiB-month price), that an
 unknown class has no live price but a conservative one at the dearest known class, that
-highest-known merges history with the current catalog, that an UPDATE's growth is new - old
-and never below zero, and, as hypothesis properties, that more storage or replicas never
-cost less and that pricing at higher unit prices never makes a claim or update cheaper.
+highest-known merges history with the current catalog (only books in the currency of the
+newest that names one, or naming none: 9 EUR is no higher than 1.5 USD), that an UPDATE's
+growth is new - old and never below zero, and, as hypothesis properties, that more
+storage or replicas never cost less and that pricing at higher unit prices never makes a
+claim or update cheaper.
 """
 
 from __future__ import annotations
@@ -65,6 +67,50 @@ def test_highest_known_merges_history_and_current_catalog() -> None:
     assert pricing.highest_known(None, None) is None
     empty = billing.PriceBook(instance_hourly={}, storage_gib_month=1.0, observed_at=0.0)
     assert pricing.highest_known(empty) is None
+
+
+def test_highest_known_compares_prices_in_the_newest_catalogs_currency_only() -> None:
+    """A provider switched from EUR to USD (or was misconfigured for a while): 9 EUR is not
+    a higher price than 1.5 USD, it is another unit. The highest is taken over the books
+    in the currency of the newest that names one, and over those naming none (unknown:
+    catalogs cached before currencies were stored)."""
+    euros = billing.PriceBook(
+        instance_hourly={"a": 9.0, "b": 2.0},
+        storage_gib_month=3.0,
+        observed_at=1.0,
+        vcpu_hourly=0.9,
+        memory_gib_hourly=0.09,
+        currency="EUR",
+    )
+    unknown = billing.PriceBook(instance_hourly={"d": 0.7}, storage_gib_month=0.01, observed_at=1.5)
+    dollars = billing.PriceBook(
+        instance_hourly={"a": 1.5, "c": 0.5},
+        storage_gib_month=0.05,
+        observed_at=2.0,
+        vcpu_hourly=0.03,
+        memory_gib_hourly=0.004,
+        currency="USD",
+    )
+    for merged in (
+        pricing.highest_known(euros, unknown, dollars),
+        pricing.highest_known_requests(euros, unknown, dollars),
+        pricing.ceiling(billing.BillingSnapshot(highest=euros, prices=dollars)),
+    ):
+        assert merged is not None
+        assert merged.currency == "USD"
+        assert merged.instance_hourly["a"] == 1.5
+        assert "b" not in merged.instance_hourly
+        assert merged.storage_gib_month == 0.05  # not 3.0 EUR
+        assert (merged.vcpu_hourly, merged.memory_gib_hourly) == (0.03, 0.004)
+    both = pricing.highest_known(euros, unknown, dollars)
+    assert both is not None
+    assert dict(both.instance_hourly) == {"a": 1.5, "c": 0.5, "d": 0.7}
+    # The newest names no currency: the newest one named still sets the unit.
+    later = replace(unknown, observed_at=3.0)
+    merged = pricing.highest_known(euros, dollars, later)
+    assert merged is not None
+    assert merged.currency == "USD"
+    assert dict(merged.instance_hourly) == {"a": 1.5, "c": 0.5, "d": 0.7}
 
 
 def test_update_growth_is_new_minus_old_never_negative() -> None:

@@ -106,6 +106,21 @@ def test_a_claim_counts_at_its_price_until_billing_samples_it_after_the_charge()
     assert after == {"observed": 170.0, "reserved": 0.0, "remaining": 4830.0}
 
 
+def test_claims_billing_lists_at_zero_still_spend_the_budget() -> None:
+    """Twelve claims admitted at 500 on a 5,000 budget, listed by billing at 0 while their
+    clusters are provisioned: the quota is over budget, not 6,000 under it."""
+    claims = [claim(f"db{i}", cost=500.0, priced_generation=1) for i in range(12)]
+    costs = {
+        c.cluster_id: billing.ClusterCost(
+            cluster_id=c.cluster_id, compute=0.0, storage=0.0, observed_at=T0 + 2
+        )
+        for c in claims
+    }
+    got = refresh(quota(), claims, billing.BillingSnapshot(costs=costs))
+    assert got.status["spend"] == {"observed": 0.0, "reserved": 6000.0, "remaining": -1000.0}
+    assert conditions(got)["BudgetExceeded"] == ("True", "OverBudget")
+
+
 def test_reservations_end_when_their_claim_shows_the_price() -> None:
     got = refresh(
         quota(hold("priced"), hold("unpriced"), hold("never", at="2026-11-27T08:59:00Z")),

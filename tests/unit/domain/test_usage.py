@@ -3,10 +3,12 @@
 Checks that junk in a status reads as zero; that adding a CREATE's reservation counts its
 cost, one claim and its storage, and an UPDATE's only its growth; that a recount counts a
 priced claim at its price until billing samples it after the charge, then at its billed
-cost, and an unpriced claim in the caps only (in nothing while an escrow holds it); that a
-billed cost stands in for one object only (a billing id two objects name, in the namespace
-or beyond it, counts each at its own price, so naming a cheap claim's cluster frees no
-budget); and two hypothesis properties that make the two writers agree:
+cost (a billed cost of 0, a cluster listed before it accrues, stands in for nothing: the
+claim keeps its price, another kind's object its estimate), and an unpriced claim in the
+caps only (in nothing while an escrow holds it); that a billed cost stands in for one
+object only (a billing id two objects name, in the namespace or beyond it, counts each at
+its own price, so naming a cheap claim's cluster frees no budget); and two hypothesis
+properties that make the two writers agree:
 
 - the webhook's incremental totals (:func:`usage.add`) equal a recount from the objects
   with the same reservations in flight, whatever claims, prices and reservations, also
@@ -156,6 +158,37 @@ def test_a_recount_counts_each_claim_once() -> None:
         degraded_claims=1,
         degraded_storage_gib=30,
     )
+
+
+def test_a_billed_cost_of_zero_does_not_stand_in_for_the_price() -> None:
+    """Providers list a new cluster at 0 before it accrues: a claim admitted at 500 used
+    to count 0 once billing listed it so, its whole price free for more claims. It keeps
+    counting at its price until billing shows a positive run-rate, which then replaces the
+    price, down as well as up."""
+    admitted = claim("new", cost=500.0)
+    at_zero = {"ns/new": cost("new", T0 + 10, total=0.0)}
+    got = steps.finish(usage.recount(claims=[admitted], held=[], costs=at_zero))
+    assert got.billed == frozenset()
+    assert (got.usage.observed, got.usage.reserved) == (0.0, 500.0)
+    for billed in (120.0, 900.0):
+        costs = {"ns/new": cost("new", T0 + 10, total=billed)}
+        got = steps.finish(usage.recount(claims=[admitted], held=[], costs=costs))
+        assert got.billed == {"new"}
+        assert (got.usage.observed, got.usage.reserved) == (billed, 0.0)
+
+
+def test_an_object_of_another_kind_billed_at_zero_counts_at_its_estimate() -> None:
+    pg = claim("Cluster/pg", owned=False, cluster_id="ns/pg", storage_gib=10)
+    got = steps.finish(
+        usage.recount(
+            claims=[pg],
+            held=[],
+            costs={"ns/pg": cost("pg", T0, total=0.0)},
+            estimate=lambda _: (300.0, False),
+        )
+    )
+    assert got.billed == frozenset()
+    assert (got.usage.observed, got.usage.reserved) == (0.0, 300.0)
 
 
 def test_naming_a_billed_cluster_frees_no_budget() -> None:

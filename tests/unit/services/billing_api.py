@@ -31,6 +31,9 @@ class Provider:
         self.mode = "ok"
         self.large = 0.2
         self.hidden: set[str] = set()
+        self.relisted: dict[str, tuple[float, float]] = {}
+        """Clusters a second page of the listing shows again, at these costs (the listing
+        shifted while it was paged); none: the listing is one page."""
         self.bad: dict[str, bytes] = {}
         self.requests: Counter[str] = Counter()
         self.asked: Counter[str] = Counter()  # per-cluster requests by cluster id
@@ -56,6 +59,12 @@ class Provider:
         if endpoint == "bulk":
             if not self.bulk:
                 return httpx.Response(404, json={})
+            if request.url.params.get("page_token") == "2":
+                again = [
+                    {"cluster_id": cid, "compute_cost": c, "storage_cost": s}
+                    for cid, (c, s) in self.relisted.items()
+                ]
+                return httpx.Response(200, json={"clusters": again, "next_page_token": None})
             entries = [
                 {"cluster_id": cid, "compute_cost": c, "storage_cost": s}
                 for cid, (c, s) in self.costs.items()
@@ -64,7 +73,8 @@ class Provider:
             raw = ",".join(
                 [json.dumps(e) for e in entries] + [b.decode() for b in self.bad.values()]
             )
-            return httpx.Response(200, content=f'{{"clusters": [{raw}]}}'.encode())
+            more = ', "next_page_token": "2"' if self.relisted else ""
+            return httpx.Response(200, content=f'{{"clusters": [{raw}]{more}}}'.encode())
         cid = path.removeprefix("/metrics/")
         self.asked[cid] += 1
         if cid in self.bad:

@@ -5,17 +5,23 @@ Checks: without a bulk listing, tracked clusters are fetched one by one (the mis
 listing is learned once); a cluster is tracked while any claim names it; a cluster the
 provider does not know (404) is asked again only after a backoff that doubles, and is
 forgotten once it shows up; tracked clusters a partial listing left out are fetched and
-counted in the health; clusters no listing ever showed are asked for a few per sync; no
-concurrency at all is refused, not read as one.
+counted in the health; clusters no listing ever showed are asked for a few per sync; a
+cluster a shifting listing shows twice counts at the higher of its costs, in the snapshot
+and the cache, each extra entry counted and one line logged per sync; no concurrency at
+all is refused, not read as one.
 """
 
 from __future__ import annotations
+
+import logging
+import sqlite3
+from pathlib import Path
 
 import pytest
 
 from dbquota.kits.clock import FakeClock
 from dbquota.services import fetching
-from tests.unit.services.billing_api import Provider, Run
+from tests.unit.services.billing_api import Provider, Run, sample
 
 
 async def test_without_a_bulk_listing_tracked_clusters_are_fetched_one_by_one(
@@ -104,6 +110,29 @@ async def test_clusters_no_listing_showed_are_asked_for_a_few_at_a_time(
     assert sum(provider.asked.values()) == 2 * fetching.NEW_PER_SYNC
     assert ing.unknown == set(new)
     assert ing.snapshot().health.left_out == 0
+
+
+async def test_a_cluster_the_listing_shows_twice_counts_at_its_highest_cost(
+    start: Run, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A listing that shifts while it is paged shows some clusters twice. The last entry
+    used to win: a cluster listed at 111, then at 0 on a later page, counted 0. The highest
+    counts (over-counting for one sync is safe, under-counting is not)."""
+    provider = Provider(5)  # c0..c4 at 100 + i compute and 10 storage
+    ing = await start(provider)
+    provider.relisted = {"c1": (0.0, 0.0), "c3": (500.0, 10.0), "c4": (104.0, 10.0)}
+    before = sample("dbquota_billing_duplicate_entries_total")
+    caplog.set_level(logging.WARNING, logger="dbquota.services.fetching")
+    await ing.sync_once()
+    assert provider.requests["bulk"] == 3  # the warm-up's page, then two pages
+    costs = ing.snapshot().costs
+    assert (costs["c1"].total, costs["c3"].total, costs["c4"].total) == (111.0, 510.0, 114.0)
+    with sqlite3.connect(tmp_path / "cache.sqlite3") as raw:  # what a restart reads
+        cached = dict(raw.execute("SELECT cluster_id, compute FROM latest").fetchall())
+    assert (cached["c1"], cached["c3"]) == (101.0, 500.0)
+    assert sample("dbquota_billing_duplicate_entries_total") - before == 3
+    said = [r for r in caplog.records if "more than once" in r.getMessage()]
+    assert len(said) == 1  # one line per sync, not one per duplicate
 
 
 async def test_a_concurrency_below_one_is_refused(start: Run) -> None:
