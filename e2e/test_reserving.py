@@ -8,16 +8,18 @@ escrow with no write and gives idle escrow back; and
 dry-run requests reserve nothing. A replica that dies after admitting from escrow leaves
 its escrow on the status, so the other replica cannot hand out that budget again. A CREATE
 admitted from one replica's escrow and written after another replica wrote the claim's
-UPDATE keeps that UPDATE's growth on the quota.
+UPDATE keeps that UPDATE's growth on the quota. An UPDATE that dbquota admits and a second
+validating webhook then fails holds its growth only for the grace (``NeverApplied``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import json
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from typing import Any, NoReturn
 
 import pytest
@@ -26,8 +28,11 @@ from dbquota.adapters.kube import Kube
 from dbquota.domain import admission, billing, claims
 from dbquota.domain.resources import QuotaObject
 from dbquota.services import reserving
-from e2e.harness import Cluster, Kubectl
-from e2e.test_crds import quota
+from e2e.conftest import FAST
+from e2e.harness import Cluster, Kubectl, Operator, free_port
+from e2e.test_crds import claim, quota
+from e2e.test_enforcement import claim_status, live_quota, status
+from e2e.waiting import wait_for
 
 PRICES = billing.PriceBook(
     instance_hourly={"db.test": 0.0}, storage_gib_month=1.0, observed_at=time.time()
@@ -317,3 +322,95 @@ class Unreachable:
     ) -> QuotaObject:
         await asyncio.Event().wait()
         raise AssertionError
+
+
+@contextlib.contextmanager
+def growth_refused_after_dbquota(kubectl: Kubectl, namespace: str) -> Iterator[str]:
+    """A second validating webhook that fails every UPDATE growing a claim of ``namespace``:
+    nothing listens at its address and it fails closed, so the apiserver refuses the
+    request after calling dbquota's webhook beside it (webhooks are called side by side).
+    A ValidatingAdmissionPolicy would not do: the apiserver runs policies before webhooks,
+    and a request a policy denies never reaches dbquota. Yields the webhook's name."""
+    name = f"refuse-growth-{namespace}"
+    webhook = "refuse-growth.e2e.dbquota.io"
+    kubectl.apply(
+        {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingWebhookConfiguration",
+            "metadata": {"name": name},
+            "webhooks": [
+                {
+                    "name": webhook,
+                    "clientConfig": {"url": f"https://127.0.0.1:{free_port()}/refuse"},
+                    "rules": [
+                        {
+                            "apiGroups": ["dbquota.io"],
+                            "apiVersions": ["*"],
+                            "operations": ["UPDATE"],
+                            "resources": ["databaseclaims"],
+                        }
+                    ],
+                    "namespaceSelector": {
+                        "matchLabels": {"kubernetes.io/metadata.name": namespace}
+                    },
+                    "matchConditions": [
+                        {
+                            "name": "grows",
+                            "expression": "object.spec.storageGiB > oldObject.spec.storageGiB",
+                        }
+                    ],
+                    "failurePolicy": "Fail",
+                    "sideEffects": "None",
+                    "admissionReviewVersions": ["v1"],
+                    "timeoutSeconds": 2,
+                }
+            ],
+        }
+    )
+    try:
+        yield webhook
+    finally:
+        kubectl("delete", "validatingwebhookconfiguration", name, "--wait=false", check=False)
+
+
+def test_an_update_refused_after_admission_holds_its_growth_only_for_the_grace(
+    kubectl: Kubectl, operator: Operator, namespace: str
+) -> None:
+    """dbquota admits an UPDATE's growth and reserves it for generation 2; the other
+    webhook then fails the request, so the claim stays at generation 1. The reservation
+    held that growth until the claim was deleted; now it is released once the reconciler
+    has seen it for the grace, with an Event, and the quota counts the claim at the price
+    it shows."""
+    live_quota(kubectl, namespace, "q", monthlyBudget=5000)
+    kubectl.apply(claim(namespace, name="grow", storageGiB=100))
+    price = claim_status(kubectl, namespace, "grow")["estimatedMonthlyCost"]
+    grown = claim(namespace, name="grow", storageGiB=300)
+    with growth_refused_after_dbquota(kubectl, namespace) as webhook:
+        wait_for(  # the apiserver calls it once its configuration watch has it
+            lambda: (
+                webhook in kubectl.apply(grown, check=False, extra=("--dry-run=server",)).stderr
+            ),
+            what="the refusing webhook to be called",
+        )
+        refused = kubectl.apply(grown, check=False)
+        assert refused.returncode != 0
+        assert webhook in refused.stderr
+        wait_for(
+            lambda: [
+                r for r in status(kubectl, namespace, "q")["reservations"] if r["generation"] == 2
+            ],
+            what="dbquota's reservation of the growth",
+        )
+        grace = float(next(a for a in FAST if a.startswith("--reservation-grace=")).split("=")[1])
+        settled = wait_for(
+            lambda: (got := status(kubectl, namespace, "q")) and not got["reservations"] and got,
+            timeout=grace + 15,
+            what="the growth to be released",
+        )
+    assert kubectl.get_json("dbc", "grow", "-n", namespace)["metadata"]["generation"] == 1
+    assert settled["spend"]["reserved"] == pytest.approx(price, abs=0.01)
+    assert settled["used"]["storageGiB"] == 100
+    events = kubectl.get_json("events", "-n", namespace)["items"]
+    assert any(
+        e["reason"] == "ReservationReleased" and "never applied" in e["message"] for e in events
+    )

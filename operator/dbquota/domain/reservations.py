@@ -19,7 +19,27 @@ A reservation ends (:func:`settle`) when
   (:func:`owed`);
 - ``ClaimDeleted``: its claim was deleted before it was confirmed;
 - ``NeverCreated``: no object with its uid appeared within the grace period (another
-  webhook denied the request, the client gave up, or someone forged the review).
+  webhook denied the request, the client gave up, or someone forged the review);
+- ``NeverApplied``: its object exists, but after the grace period still at a generation
+  below the reservation's: dbquota admitted the UPDATE, and another webhook (or etcd)
+  refused it after. It goes only once the claim shows a price for the generation it
+  stays at: an UPDATE's reservation may have replaced, built on it, the reservation of
+  an earlier admission still in flight (below), and until that price is written the
+  earlier part counts nowhere else (an unpriced claim counts in the caps only). The
+  publisher writes it from this very reservation, the only one left, so the growth
+  that never happened is then in the claim's price until billing shows its cluster:
+  never less than it costs. Generation numbers repeat (the next spec change that
+  succeeds gets the same one), so nothing is concluded once the object is at the
+  reservation's generation or beyond.
+
+The grace is measured on the reconciler's own monotonic clock, from when it first saw
+the reservation (``ages``, :mod:`dbquota.kits.sightings`), never from ``reservedAt``:
+that is the admitting replica's wall clock, and with nodes' clocks further apart than
+the grace a leader ahead released reservations of claims still on their way (which
+then counted nowhere until adopted again), and one behind held never-created ones for
+as long as it lagged. ``reservedAt`` stays for people (``kubectl dbquota``) and for
+:func:`merged`. A new leader counts from its first sight: a reservation it inherits
+lives at most one grace longer than it would have.
 
 An object of a kind dbquota does not own (CloudNativePG, Zalando, Crossplane RDS; see
 :mod:`dbquota.domain.kinds`) shows no price of ours, so nothing on it can confirm what its
@@ -27,8 +47,9 @@ admission charged. Its reservation, named ``Kind/name``, ends once the object ex
 the reservation's generation (``Counted``, no Event): from then on every recount prices
 the object from its spec (:func:`dbquota.domain.usage.recount`), as ResourceQuota counts
 requests from the pods, until billing shows its cluster, then at its billed cost. It is
-released if the object is deleted first (``ClaimDeleted``) or never appears
-(``NeverCreated``). The quota thus holds no entry per existing object, of any kind,
+released if the object is deleted first (``ClaimDeleted``), never appears
+(``NeverCreated``), or stays below that generation (``NeverApplied``: the recount prices
+it from the spec it kept). The quota thus holds no entry per existing object, of any kind,
 whether or not billing ever shows it; earlier releases kept such a reservation
 *standing* until billing did, one entry per object for good when billing never does
 (an in-cluster Postgres that a cloud bill does not list).
@@ -41,11 +62,19 @@ by another replica knows only the claim's status price (0 if none yet: the reser
 then *blind*, :func:`blind`). When the CREATE's reservation is written after the
 UPDATE's, it joins it (:func:`merged`) rather than replacing it; a blind one is not
 confirmed while its claim is young enough for an escrow to hold its CREATE still.
+"Young" there compares the apiserver's ``creationTimestamp`` with the leader's clock;
+skew only moves when a blind reservation ends, never what is counted: confirmed early,
+a CREATE written later raises the claim's price instead (:func:`owes`).
 
 And the converse, :func:`adopt`: a claim that exists with no price and no reservation
 (its replica admitted it from escrow and died before writing the reservation, or it was
 created while the webhook was bypassed) gets a reservation at a price the reconciler
-computes, so that it is counted from then on.
+computes, so that it is counted from then on. Until :data:`ADOPT_AFTER` such a claim may
+be in a live replica's escrow, counted there only; it is that young only while both the
+apiserver's clock (its ``creationTimestamp``) and the reconciler's sight of it say so, so
+that a leader whose clock lags the apiserver's leaves it uncounted no longer. (A leader
+ahead may adopt one an escrow still holds: the CREATE's reservation, written a moment
+later, replaces the adoption.)
 
 Pure functions; the reservation service (:mod:`dbquota.services.reserving`) builds holds,
 the reconciler (:mod:`dbquota.services.reconciling`) settles and adopts, the claims'
@@ -62,7 +91,7 @@ from __future__ import annotations
 
 import functools
 import itertools
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -70,7 +99,13 @@ from dbquota.domain import claims, kinds
 from dbquota.domain.resources import Reservation
 from dbquota.kits import timestamps
 
-ReleaseReason = Literal["ClaimDeleted", "NeverCreated"]
+ReleaseReason = Literal["ClaimDeleted", "NeverCreated", "NeverApplied"]
+
+Ages = Callable[[Hashable], float]
+"""Seconds the reconciler has seen something in flight, on its own monotonic clock: a
+reservation by its :func:`identity`, an unpriced claim by its uid (module docstring).
+Asked of every reservation, and of every unpriced claim with none, at each visit
+(:class:`dbquota.kits.sightings.Look` forgets what it is not asked)."""
 
 MOST_HELD = 2_000
 """Most reservations one quota holds. They live in its status, and etcd refuses a write of
@@ -247,6 +282,13 @@ def by_uid(held: Iterable[Reservation]) -> dict[str, Reservation]:
     return {str(r.get("uid", "")): r for r in held}
 
 
+def identity(res: Reservation) -> tuple[str, int, str]:
+    """What tells one admission's reservation from the next of the same object (an UPDATE
+    replacing a CREATE's, a later UPDATE given a failed one's generation): each is aged
+    from its own first sight (:data:`Ages`)."""
+    return str(res.get("uid", "")), _generation(res), str(res.get("reservedAt", ""))
+
+
 def _cost(res: Reservation) -> float:
     return float(res.get("cost", 0.0))
 
@@ -385,34 +427,47 @@ def settle(
     deleted: Collection[str] = (),
     now: float,
     grace: float,
+    ages: Ages,
     current: bool = True,
 ) -> tuple[list[Reservation], list[Reservation], list[tuple[Reservation, ReleaseReason]]]:
     """Split reservations into those still in flight, those confirmed by their claim, and
     those to release with the reason (module docstring). ``claims`` are the namespace's
     claims by uid (only those of ``held`` are looked up), ``deleted`` the uids of claims
-    seen deleted recently. Unless ``claims`` is ``current`` (the watch that lists them is
-    up to date), no claim's absence is taken as proof it was never created. The
-    reservation of an object dbquota does not own is confirmed once its object exists at
-    the reservation's generation (``Counted``: the recount prices it from its spec); a
-    blind one once its claim is old enough (:func:`confirmed_by` at ``now``)."""
+    seen deleted recently. A reservation is released as never created or never applied
+    only once ``ages`` says the reconciler has seen it for ``grace``, and only while
+    ``claims`` is ``current`` (the watch that lists them is up to date): else a claim's
+    absence, or its generation, proves nothing. The reservation of an object dbquota does
+    not own is confirmed once its object exists at the reservation's generation
+    (``Counted``: the recount prices it from its spec); a blind one once its claim is old
+    enough (:func:`confirmed_by` at ``now``)."""
     kept: list[Reservation] = []
     confirmed: list[Reservation] = []
     released: list[tuple[Reservation, ReleaseReason]] = []
     for res in held:
         uid = str(res.get("uid", ""))
         claim = claims.get(uid)
+        aged = ages(identity(res)) > grace and current  # asked of each: see Ages
         if claim is not None:
             if confirmed_by(res, claim, now=now):
                 confirmed.append(res)
+            elif aged and never_applied(res, claim):
+                released.append((res, "NeverApplied"))
             else:
                 kept.append(res)
         elif uid in deleted:
             released.append((res, "ClaimDeleted"))
-        elif current and now - timestamps.from_rfc3339(res.get("reservedAt")) > grace:
+        elif aged:
             released.append((res, "NeverCreated"))
         else:
             kept.append(res)
     return kept, confirmed, released
+
+
+def never_applied(res: Reservation, claim: ClaimRef) -> bool:
+    """Whether ``claim`` is below ``res``'s generation and counted without ``res``: from its
+    spec (another operator's object), or at the price its status shows for the generation
+    it is at (module docstring: until then ``res`` may be what counts it)."""
+    return claim.generation < _generation(res) and (not claim.owned or claim.priced)
 
 
 def orphans(
@@ -421,11 +476,12 @@ def orphans(
     claims: Sequence[ClaimRef],
     now: float,
     covered: bool,
+    ages: Ages,
 ) -> list[ClaimRef]:
     """Claims that exist with no price for their generation and no reservation in flight.
 
     While ``covered`` (some live replica's escrow may still hold their cost, their
-    reservation not written yet) only those older than :data:`ADOPT_AFTER` count. An
+    reservation not written yet) only those no longer young count (:func:`_young`). An
     object dbquota does not own is never one: the recount prices it from its spec, or
     counts its billed cost.
     """
@@ -436,22 +492,29 @@ def orphans(
         if c.owned
         and c.cost is None
         and c.uid not in holding
-        and (not covered or now - c.created >= ADOPT_AFTER)
+        and (not _young(c, now=now, ages=ages) or not covered)
     ]
 
 
 def in_escrow(
-    *, held: Sequence[Reservation], claims: Sequence[ClaimRef], now: float
+    *, held: Sequence[Reservation], claims: Sequence[ClaimRef], now: float, ages: Ages
 ) -> frozenset[str]:
     """Uids of the claims that some live replica's escrow may still hold: dbquota's own,
-    with no price and no reservation, younger than :data:`ADOPT_AFTER` (the claims
-    :func:`orphans` leaves alone while escrow covers them)."""
+    with no price and no reservation, young (:func:`_young`; the claims :func:`orphans`
+    leaves alone while escrow covers them)."""
     holding = {str(r.get("uid", "")) for r in held}
     return frozenset(
         c.uid
         for c in claims
-        if c.owned and c.cost is None and c.uid not in holding and now - c.created < ADOPT_AFTER
+        if c.owned and c.cost is None and c.uid not in holding and _young(c, now=now, ages=ages)
     )
+
+
+def _young(claim: ClaimRef, *, now: float, ages: Ages) -> bool:
+    """Whether ``claim`` may still be in an escrow: younger than :data:`ADOPT_AFTER` by the
+    apiserver's clock (``created``) and by the reconciler's sight of it (module docstring).
+    Its age is asked first, so that its sighting is kept at every visit."""
+    return ages(claim.uid) < ADOPT_AFTER and now - claim.created < ADOPT_AFTER
 
 
 def adopt(*, claim: ClaimRef, cost: float, pricing: str | None, now: float) -> Reservation:

@@ -261,6 +261,7 @@ def quota_status(
     claims: Sequence[reservations.ClaimRef],
     now: float,
     grace: float,
+    ages: reservations.Ages,
     live: Callable[[str], bool] = lambda _: True,
     deleted: Collection[str] = (),
     claims_current: bool = True,
@@ -282,10 +283,13 @@ def quota_status(
     ``shared(cluster_id)`` says whether an object of another namespace names that billing
     id too (then billing's cost for it stands in for no object: :func:`usage.recount`).
 
-    ``live(holder)`` says whether an escrow holder's lease is still live; ``deleted`` are
-    uids of claims seen deleted recently. Unless ``claims_current`` (their watch up
-    to date), nothing is concluded from a claim's absence: no reservation is released as
-    never created, no lapsed escrow let go, no orphan adopted (an apiserver restart leaves
+    ``ages`` says how long the reconciler has seen each reservation and unpriced claim, on
+    its own clock (:data:`dbquota.domain.reservations.Ages`): the grace and a claim's youth
+    are measured so, never from another node's clock. ``live(holder)`` says whether an
+    escrow holder's lease is still live; ``deleted`` are uids of claims seen deleted
+    recently. Unless ``claims_current`` (their watch up to date), nothing is concluded from
+    a claim's absence or its generation: no reservation is released as never created or
+    never applied, no lapsed escrow let go, no orphan adopted (an apiserver restart leaves
     the watch behind for a few seconds, and budget released then would be handed out twice).
     """
     meta = quota.get("metadata", {})
@@ -311,6 +315,7 @@ def quota_status(
         unpriced=unpriced,
         now=now,
         grace=grace,
+        ages=ages,
         live=live,
         deleted=deleted,
         claims_current=claims_current,
@@ -436,7 +441,8 @@ class _Holds:
     for the next visits to adopt and counted as reserved meanwhile."""
     in_escrow: frozenset[str] = frozenset()
     """Uids of claims that a live replica's escrow may still hold (unpriced, no
-    reservation, younger than :data:`~dbquota.domain.reservations.ADOPT_AFTER`), and those
+    reservation, younger than :data:`~dbquota.domain.reservations.ADOPT_AFTER` by the
+    apiserver's clock and by the reconciler's sight of them), and those
     this replica's escrow surely holds (``unwritten``, priced or not): counted by that
     escrow until its holder writes their reservations (:func:`usage.recount`)."""
 
@@ -451,6 +457,7 @@ class _Holds:
         unpriced: Sequence[reservations.ClaimRef],
         now: float,
         grace: float,
+        ages: reservations.Ages,
         live: Callable[[str], bool],
         deleted: Collection[str],
         claims_current: bool,
@@ -463,6 +470,7 @@ class _Holds:
             deleted=deleted,
             now=now,
             grace=grace,
+            ages=ages,
             current=claims_current,
         )
         if unwritten:  # until this replica's write joins them (quota_status)
@@ -470,12 +478,9 @@ class _Holds:
             confirmed = [r for r in confirmed if str(r.get("uid", "")) not in unwritten]
         entries = escrow.entries_of(old)
         escrowed, expired = escrow.prune(entries, live=live if claims_current else lambda _: True)
-        found = (
-            reservations.orphans(
-                held=kept, claims=unpriced, now=now, covered=bool(escrowed) and not expired
-            )
-            if claims_current
-            else []
+        covering = bool(escrowed) and not expired
+        found = _orphans(
+            kept, unpriced, now=now, ages=ages, covered=covering, current=claims_current
         )
         priced = _priced_orphans(found, spec, snapshot)
         if len(priced) < len(found):  # some cannot be priced: see the class docstring
@@ -495,11 +500,27 @@ class _Holds:
             waiting=round(sum(cost for _, cost, _ in priced[reservations.ADOPT_AT_ONCE :]), 2),
             in_escrow=frozenset(unwritten)
             | (
-                reservations.in_escrow(held=kept, claims=unpriced, now=now)
+                reservations.in_escrow(held=kept, claims=unpriced, now=now, ages=ages)
                 if covered
                 else frozenset()
             ),
         )
+
+
+def _orphans(
+    kept: Sequence[Reservation],
+    unpriced: Sequence[reservations.ClaimRef],
+    *,
+    now: float,
+    ages: reservations.Ages,
+    covered: bool,
+    current: bool,
+) -> list[reservations.ClaimRef]:
+    """The claims to adopt (:func:`dbquota.domain.reservations.orphans`); none while the
+    claims' watch is behind (:func:`quota_status`)."""
+    if not current:
+        return []
+    return reservations.orphans(held=kept, claims=unpriced, now=now, covered=covered, ages=ages)
 
 
 def _priced_orphans(

@@ -18,7 +18,8 @@ nothing and gets one more warning per quota that says how it decided (:func:`exp
 With several quotas in a namespace every one must admit; they are visited in name order
 and a denial stops the visit. A reservation already taken on an earlier quota for a claim
 that a later quota denies is released by the reconciler once its grace period shows the
-claim never appeared (``NeverCreated``).
+claim never appeared (``NeverCreated``), or, for an UPDATE, that the claim stayed at its
+older generation (``NeverApplied``).
 """
 
 from __future__ import annotations

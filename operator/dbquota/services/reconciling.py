@@ -31,6 +31,12 @@ released and adopted reservations, lapsed escrow, budget and alert threshold cro
 one Event with a series). Each written status is also published as the quota's
 ``dbquota_quota_*`` metrics (:func:`dbquota.adapters.metrics.publish_quota`).
 
+Reservations, and unpriced claims with none, are aged on this process's monotonic clock
+from when a refresh first saw them (:mod:`dbquota.kits.sightings`, by quota object), never
+from the wall-clock stamps other nodes wrote: a reservation is released as never created
+or never applied once it has been seen for ``--reservation-grace``. A new leader counts
+from its first refresh, so what it inherits is held at most one grace longer.
+
 Size: the scheduling, the refresh and the Events a refresh announces in one module,
 because each Event follows one written refresh and says what that refresh changed.
 """
@@ -42,7 +48,7 @@ import functools
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
@@ -53,6 +59,7 @@ from dbquota.domain.resources import QuotaObject, QuotaStatus
 from dbquota.errors import Conflict, KubeError, NotFound
 from dbquota.kits import steps
 from dbquota.kits.schedules import DueQueue
+from dbquota.kits.sightings import Sightings
 from dbquota.services import inventory, recording
 from dbquota.services.stores import QuotaStore
 
@@ -125,6 +132,7 @@ class Reconciler:
             _nothing_unwritten
         ),
         shared: Callable[[str], bool] = usage.unshared,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self._kube = kube
         self._events = events
@@ -148,6 +156,7 @@ class Reconciler:
         self._refreshing: set[tuple[str, str]] = set()
         self._wake_at = math.inf  # when the worker wakes by itself (marks due sooner wake it)
         self._settling: dict[tuple[str, str], dict[str, float]] = {}  # reservation -> waits since
+        self._sightings: Sightings[tuple[str, str], Hashable] = Sightings(monotonic)  # ages
         self._wake = asyncio.Event()
         self._announcing = asyncio.Lock()
         self.refreshes = 0
@@ -187,6 +196,7 @@ class Reconciler:
         marks stay if a newer object of its name is there by now (a delete seen late, or
         the quota replaced while the watch was away): they are that quota's."""
         self._settling.pop((namespace, name), None)
+        self._sightings.forget((namespace, name), uid)
         now = self._quotas.derived(namespace=namespace, name=name)
         if uid and now is not None and now.uid != uid:
             return
@@ -304,13 +314,16 @@ class Reconciler:
     ) -> statuses.Refresh:
         """The quota's whole status from the claims of its namespace, as of now: a slice of
         claims at a time, letting admission reviews in between (:mod:`dbquota.kits.steps`)."""
-        return await steps.paced(
+        meta = quota.get("metadata", {})
+        look = self._sightings.look((namespace, str(meta.get("name", ""))), meta.get("uid", ""))
+        refresh = await steps.paced(
             statuses.quota_status(
                 quota=quota,
                 snapshot=self._snapshot(),
                 claims=self._claims.in_namespace(namespace),
                 now=self._clock(),
                 grace=self._grace,
+                ages=look,
                 live=self._live,
                 deleted=self._deleted(namespace),
                 claims_current=self._claims_current(),
@@ -318,6 +331,8 @@ class Reconciler:
                 shared=self._shared,
             )
         )
+        look.end()
+        return refresh
 
     def _not_yet(self, key: tuple[str, str], old: QuotaStatus, refresh: statuses.Refresh) -> bool:
         """Whether ``refresh`` need not be written now: it only ages the figures, or it only
@@ -459,6 +474,11 @@ def _release_why(held: Mapping[str, Any], why: reservations.ReleaseReason) -> st
     carries no price of ours, so its reservation stood until billing would show it."""
     if why == "ClaimDeleted" and "/" in str(held.get("claim", "")):
         return "the object was deleted before billing showed it"
+    if why == "NeverApplied":
+        return (
+            f"the update admitted for generation {held.get('generation')} was never applied "
+            "(refused after admission, e.g. by another webhook)"
+        )
     return _RELEASE_WHY[why]
 
 

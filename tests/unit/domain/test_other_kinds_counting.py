@@ -4,7 +4,8 @@ entry on the quota once it exists.
 Checks: the object is named by kind and counts in its tenant namespace; its reservation
 ends once the object exists at the reservation's generation, and the recount prices it
 from its spec at the current catalog; a reservation for a newer generation (an UPDATE in
-flight) stays, and the object counts at its old spec plus the growth held; while billing
+flight) stays, and the object counts at its old spec plus the growth held, until the grace
+shows the UPDATE never reached the object (``NeverApplied``); while billing
 is degraded for the quota it counts at the highest known prices x the safety margin, in
 the degraded totals (StrictCap's allowance); once billing shows its cluster it counts at
 its billed cost; deleting it first releases its reservation (``ClaimDeleted``); it is
@@ -16,6 +17,7 @@ with them).
 from __future__ import annotations
 
 import json
+from collections.abc import Hashable
 from pathlib import Path
 
 import pytest
@@ -36,6 +38,12 @@ LIVE = 3 * (2 * 0.03 + 8 * 0.004) * 730 + 3 * (120 * 0.17 + 50 * 0.04)
 """examples/cnpg-cluster.yaml at REQUESTS: 3 x (2 vCPU, 8 GiB) and 3 x (120 + 50 GiB)."""
 HIGH = 3 * (2 * 0.04 + 8 * 0.005) * 730 + 3 * (120 * 0.2 + 50 * 0.05)
 """The same at HIGHEST (x a safety margin of 1)."""
+
+
+def just_seen(key: Hashable) -> float:
+    """The reconciler's ages (``reservations.Ages``): everything seen for the first time now."""
+    del key
+    return 0.0
 
 
 def ref(uid: str = "u1", generation: int = 1, name: str = "orders-pg") -> reservations.ClaimRef:
@@ -86,7 +94,7 @@ def test_the_object_is_named_by_kind_and_counts_in_its_namespace() -> None:
 
 def test_its_reservation_ends_once_it_exists_and_the_recount_prices_its_spec() -> None:
     kept, confirmed, released = reservations.settle(
-        held=[held()], claims={"u1": ref()}, now=NOW, grace=5
+        held=[held()], claims={"u1": ref()}, now=NOW, grace=5, ages=just_seen
     )
     assert (kept, len(confirmed), released) == ([], 1, [])
     counted = steps.finish(
@@ -100,7 +108,7 @@ def test_its_reservation_ends_once_it_exists_and_the_recount_prices_its_spec() -
 def test_an_update_in_flight_counts_the_old_spec_plus_the_growth_held() -> None:
     growth = held(generation=2, cost=40.0)
     kept, confirmed, _ = reservations.settle(
-        held=[growth], claims={"u1": ref(generation=1)}, now=NOW, grace=5
+        held=[growth], claims={"u1": ref(generation=1)}, now=NOW, grace=5, ages=just_seen
     )
     assert (kept, confirmed) == ([growth], [])
     counted = steps.finish(
@@ -109,9 +117,29 @@ def test_an_update_in_flight_counts_the_old_spec_plus_the_growth_held() -> None:
     assert counted.reserved == pytest.approx(LIVE + 40.0)
     assert counted.claims == 1
     _, confirmed, _ = reservations.settle(
-        held=[growth], claims={"u1": ref(generation=2)}, now=NOW, grace=5
+        held=[growth], claims={"u1": ref(generation=2)}, now=NOW, grace=5, ages=just_seen
     )
     assert confirmed == [growth]  # at generation 2 its spec holds the growth
+
+
+def test_an_update_never_applied_goes_after_the_grace_and_the_object_counts_its_spec() -> None:
+    """Another webhook denied the UPDATE after dbquota admitted it: the object stays at
+    generation 1 and the growth held for generation 2 counted for good. After the grace it
+    is released (``NeverApplied``); the recount prices the object from its spec as ever."""
+    growth = held(generation=2, cost=40.0)
+    stayed = {"u1": ref(generation=1)}
+    kept, _, released = reservations.settle(
+        held=[growth], claims=stayed, now=NOW, grace=5, ages=lambda _: 4.0
+    )
+    assert (kept, released) == ([growth], [])
+    kept, _, released = reservations.settle(
+        held=[growth], claims=stayed, now=NOW, grace=5, ages=lambda _: 6.0
+    )
+    assert (kept, released) == ([], [(growth, "NeverApplied")])
+    counted = steps.finish(
+        usage.recount(claims=[ref()], held=kept, costs={}, estimate=estimate())
+    ).usage
+    assert counted.reserved == pytest.approx(LIVE)
 
 
 def test_while_billing_is_degraded_it_counts_high_and_in_the_degraded_totals() -> None:
@@ -131,19 +159,23 @@ def test_once_billing_shows_its_cluster_it_counts_the_billed_cost() -> None:
 
 
 def test_deleting_the_object_first_releases_its_reservation() -> None:
-    _, _, released = reservations.settle(held=[held()], claims={}, deleted={"u1"}, now=NOW, grace=5)
+    _, _, released = reservations.settle(
+        held=[held()], claims={}, deleted={"u1"}, now=NOW, grace=5, ages=just_seen
+    )
     assert [why for _, why in released] == ["ClaimDeleted"]
 
 
 def test_the_object_is_never_adopted() -> None:
-    assert reservations.orphans(held=[], claims=[ref()], now=NOW, covered=False) == []
+    assert (
+        reservations.orphans(held=[], claims=[ref()], now=NOW, covered=False, ages=just_seen) == []
+    )
 
 
 def test_a_standing_reservation_of_an_earlier_release_ends_too() -> None:
     standing = held()
     standing["standing"] = True
     kept, confirmed, _ = reservations.settle(
-        held=[standing], claims={"u1": ref()}, now=NOW, grace=5
+        held=[standing], claims={"u1": ref()}, now=NOW, grace=5, ages=just_seen
     )
     assert (kept, confirmed) == ([], [standing])
 
@@ -166,6 +198,7 @@ def test_a_thousand_objects_leave_no_reservation_on_the_quota() -> None:
             claims=objects,
             now=NOW,
             grace=10,
+            ages=just_seen,
         )
     )
     status = refresh.status

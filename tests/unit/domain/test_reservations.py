@@ -14,6 +14,7 @@ it cannot; and how a claim object is read (junk status fields read as "no price"
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import replace
 from typing import Any
 
@@ -36,6 +37,17 @@ def ref(name: str, **fields: Any) -> reservations.ClaimRef:
     }
     base.update(fields)
     return reservations.ClaimRef(**base)
+
+
+def aged(seconds: float = 0.0, **by_uid: float) -> reservations.Ages:
+    """How long the reconciler has seen each reservation (by its object's uid, with
+    dashes as underscores) or unpriced claim: ``seconds`` for any other."""
+
+    def age(key: Hashable) -> float:
+        uid = key[0] if isinstance(key, tuple) else key
+        return by_uid.get(str(uid).replace("-", "_"), seconds)
+
+    return age
 
 
 def held(name: str, *, cost: float = 100.0, at: float = T0, **extra: object) -> Reservation:
@@ -145,6 +157,7 @@ def test_settle_confirms_kept_and_releases_with_a_reason() -> None:
         deleted={"uid-deleted"},
         now=T0,
         grace=10,
+        ages=aged(1.0, uid_never=11.0),
     )
     assert [r["claim"] for r in confirmed] == ["priced"]
     assert [r["claim"] for r in kept] == ["unpriced", "old-generation", "young"]
@@ -162,9 +175,9 @@ def test_orphans_wait_for_escrow_until_it_cannot_cover_them() -> None:
         ref("priced", created=T0 - 100, cost=10.0, priced_generation=1),
     ]
     holds = [held("held")]
-    covered = reservations.orphans(held=holds, claims=claims, now=T0, covered=True)
+    covered = reservations.orphans(held=holds, claims=claims, now=T0, covered=True, ages=aged())
     assert [c.name for c in covered] == ["old"]
-    uncovered = reservations.orphans(held=holds, claims=claims, now=T0, covered=False)
+    uncovered = reservations.orphans(held=holds, claims=claims, now=T0, covered=False, ages=aged())
     assert [c.name for c in uncovered] == ["fresh", "old"]
 
 
@@ -214,9 +227,11 @@ def test_junk_in_a_claims_status_reads_as_no_price() -> None:
 
 def test_nothing_is_released_as_never_created_while_the_claims_watch_is_behind() -> None:
     old = held("old", at=T0 - 60)
-    kept, _, released = reservations.settle(held=[old], claims={}, now=T0, grace=10, current=False)
+    kept, _, released = reservations.settle(
+        held=[old], claims={}, now=T0, grace=10, ages=aged(60), current=False
+    )
     assert (kept, released) == ([old], [])
-    _, _, released = reservations.settle(held=[old], claims={}, now=T0, grace=10)
+    _, _, released = reservations.settle(held=[old], claims={}, now=T0, grace=10, ages=aged(60))
     assert [why for _, why in released] == ["NeverCreated"]
 
 
@@ -246,7 +261,7 @@ def test_a_price_moved_ahead_does_not_confirm_the_growth_it_does_not_show() -> N
     moved_ahead = ref("a", generation=2, cost=100.0, priced_generation=2)
     assert not reservations.confirmed_by(grown, moved_ahead)
     kept, confirmed, _ = reservations.settle(
-        held=[grown], claims={moved_ahead.uid: moved_ahead}, now=T0 + 100, grace=10
+        held=[grown], claims={moved_ahead.uid: moved_ahead}, now=T0 + 100, grace=10, ages=aged(100)
     )
     assert (kept, confirmed) == ([grown], [])
     priced = ref("a", generation=2, cost=150.0, priced_generation=2)
@@ -274,10 +289,11 @@ def test_a_blind_update_is_confirmed_only_once_its_claim_is_old() -> None:
     assert not reservations.blind(update("a", charged=100.0, growth=50.0))
     priced = ref("a", generation=2, cost=50.0, priced_generation=2, created=T0)
     assert not reservations.confirmed_by(blind, priced)
-    young, _, _ = reservations.settle(held=[blind], claims={priced.uid: priced}, now=T0, grace=10)
+    claims = {priced.uid: priced}
+    young, _, _ = reservations.settle(held=[blind], claims=claims, now=T0, grace=10, ages=aged())
     assert young == [blind]
     later = T0 + reservations.ADOPT_AFTER
-    _, old, _ = reservations.settle(held=[blind], claims={priced.uid: priced}, now=later, grace=10)
+    _, old, _ = reservations.settle(held=[blind], claims=claims, now=later, grace=10, ages=aged())
     assert old == [blind]
 
 
@@ -362,3 +378,157 @@ def test_a_claim_that_shows_what_it_owes_owes_nothing_more(
     for res in holds:
         if res["generation"] <= claim.generation:
             assert reservations.confirmed_by(res, shown, now=T0 + reservations.ADOPT_AFTER)
+
+
+def test_the_grace_is_counted_on_the_reconcilers_clock_whatever_reserved_at_says() -> None:
+    """``reservedAt`` is the admitting replica's wall clock and ``now`` the leader's: with
+    nodes an hour apart the leader released at once the reservations of claims still on
+    their way (its clock ahead) or held never-created ones an hour (behind). The age that
+    counts is how long the reconciler has seen the reservation, on its own clock."""
+    from_behind = held("a", at=T0 - 3600)  # the admitting replica's clock an hour behind
+    from_ahead = held("b", at=T0 + 3600)  # an hour ahead
+    both = [from_behind, from_ahead]
+    kept, _, released = reservations.settle(held=both, claims={}, now=T0, grace=10, ages=aged(9))
+    assert (kept, released) == (both, [])
+    kept, _, released = reservations.settle(held=both, claims={}, now=T0, grace=10, ages=aged(11))
+    assert (kept, [why for _, why in released]) == ([], ["NeverCreated", "NeverCreated"])
+
+
+def test_an_update_never_applied_is_released_once_its_claim_stays_below_its_generation() -> None:
+    """dbquota admitted an UPDATE for generation 2, and another webhook denied it: the
+    claim stays at generation 1, priced for it, and the reservation held the growth for
+    good. After the grace it is released (``NeverApplied``): the claim's price counts
+    what generation 1 owes. Not while the claims' watch is behind, and never once the
+    claim is at generation 2 (reached by that UPDATE, or by a later one that the
+    apiserver gave the same number)."""
+    grown = update("a", charged=100.0, growth=50.0)
+    stayed = ref("a", generation=1, cost=100.0, priced_generation=1)
+
+    def settle(
+        claim: reservations.ClaimRef, seconds: float, *, current: bool = True
+    ) -> tuple[list[Reservation], list[Reservation], list[tuple[Reservation, str]]]:
+        kept, confirmed, released = reservations.settle(
+            held=[grown],
+            claims={claim.uid: claim},
+            now=T0,
+            grace=10,
+            ages=aged(seconds),
+            current=current,
+        )
+        return kept, confirmed, list(released)
+
+    assert settle(stayed, 9) == ([grown], [], [])
+    assert settle(stayed, 11) == ([], [], [(grown, "NeverApplied")])
+    assert settle(stayed, 11, current=False) == ([grown], [], [])
+    reached = ref("a", generation=2, cost=100.0, priced_generation=2)
+    assert settle(reached, 3600) == ([grown], [], [])  # the publisher raises its price first
+    unpriced_yet = ref("a", generation=2, cost=100.0, priced_generation=1)
+    assert settle(unpriced_yet, 3600) == ([grown], [], [])
+
+
+def test_a_claim_showing_no_price_for_its_generation_keeps_what_holds_its_earlier_part() -> None:
+    """An UPDATE admitted while the CREATE's reservation was in flight replaced it, built on
+    it (150 = 100 + 50). Released while the claim shows no price, the CREATE's 100 would
+    count nowhere (an unpriced claim counts in the caps only). It stays until the claim
+    shows a price for its generation (the publisher writes it from this reservation, the
+    only one left), then goes."""
+    create = held("a", cost=100.0)
+    grown = reservations.hold(
+        claim_name="a",
+        uid="uid-a",
+        generation=2,
+        charged=0.0,
+        cost=50.0,
+        storage_gib=10,
+        pricing="Live",
+        degraded=False,
+        new_claim=False,
+        holder="b",
+        now=T0 + 1,
+        previous=create,
+    )
+    for unpriced in (ref("a"), ref("a", generation=3, cost=100.0, priced_generation=2)):
+        grown_later = Reservation(**grown)
+        grown_later["generation"] = unpriced.generation + 1
+        kept, _, released = reservations.settle(
+            held=[grown_later], claims={"uid-a": unpriced}, now=T0, grace=10, ages=aged(3600)
+        )
+        assert (kept, released) == ([grown_later], [])
+    priced = ref("a", cost=150.0, priced_generation=1)
+    _, _, released = reservations.settle(
+        held=[grown], claims={"uid-a": priced}, now=T0, grace=10, ages=aged(3600)
+    )
+    assert released == [(grown, "NeverApplied")]
+
+
+def test_a_claim_is_young_only_while_both_clocks_say_so() -> None:
+    """``created`` is the apiserver's clock and ``now`` the leader's. With the leader an
+    hour behind, an unpriced claim with no reservation looked young for an hour: left to
+    some live replica's escrow (counted nowhere) and not adopted. The reconciler's own
+    sighting ends that after :data:`reservations.ADOPT_AFTER`; a claim the apiserver says
+    is old stays old (a new leader sees it for the first time)."""
+    ahead = ref("ahead", created=T0 + 3600)  # the apiserver's clock an hour ahead
+    old = ref("old", created=T0 - 100)
+    claims = [ahead, old]
+
+    def orphans(ages: reservations.Ages) -> list[str]:
+        found = reservations.orphans(held=[], claims=claims, now=T0, covered=True, ages=ages)
+        return [c.name for c in found]
+
+    assert orphans(aged(1)) == ["old"]
+    assert reservations.in_escrow(held=[], claims=claims, now=T0, ages=aged(1)) == {"uid-ahead"}
+    seen_long = aged(reservations.ADOPT_AFTER)
+    assert orphans(seen_long) == ["ahead", "old"]
+    assert reservations.in_escrow(held=[], claims=claims, now=T0, ages=seen_long) == frozenset()
+
+
+def test_a_new_hold_of_the_same_object_is_aged_afresh() -> None:
+    """An UPDATE's reservation replaces its claim's CREATE reservation under the same uid:
+    it is another admission, whose grace starts when it is first seen."""
+    create = held("a")
+    grown = update("a", charged=100.0, growth=50.0)
+    assert reservations.identity(create) != reservations.identity(grown)
+    assert reservations.identity(create) == reservations.identity(Reservation(**create))
+
+
+@given(
+    histories(),
+    st.floats(min_value=0, max_value=100),
+    st.floats(min_value=-7200, max_value=7200),
+    st.booleans(),
+    st.booleans(),
+)
+def test_settle_releases_only_what_counts_elsewhere_and_only_after_the_grace(
+    history: tuple[reservations.ClaimRef, list[Reservation]],
+    seen: float,
+    skew: float,
+    present: bool,
+    current: bool,
+) -> None:
+    """Whatever clock wrote ``reservedAt`` (two hours either way), nothing is released
+    before the reconciler has seen it for the grace, with the claims' watch current; a
+    reservation whose claim exists is released only as ``NeverApplied``, when the claim
+    stays below its generation and shows a price for its own (so it counts what that
+    generation owes); and each reservation lands in exactly one list."""
+    claim, holds = history
+    stamped = [Reservation(**r) for r in holds]
+    for res in stamped:
+        res["reservedAt"] = timestamps.to_rfc3339(T0 + skew)
+    kept, confirmed, released = reservations.settle(
+        held=stamped,
+        claims={claim.uid: claim} if present else {},
+        now=T0,
+        grace=10,
+        ages=aged(seen),
+        current=current,
+    )
+    assert len(kept) + len(confirmed) + len(released) == len(stamped)
+    for res, why in released:
+        assert current
+        assert seen > 10
+        if present:
+            assert why == "NeverApplied"
+            assert claim.generation < res["generation"]
+            assert claim.priced
+        else:
+            assert why == "NeverCreated"

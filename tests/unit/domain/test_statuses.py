@@ -1,8 +1,10 @@
 """A quota's status, recomputed from its claims, its reservations in flight and billing.
 
 Checks that a claim counts at the price on its status until billing samples its cluster
-after the charge, then at its billed cost; that reservations end silently once their
-claim shows the price, stay while in flight, and are released after the grace; that the
+after the charge, then at its billed cost (never at a billed 0: claims listed at 0 while
+provisioned still spend the budget); that reservations end silently once their
+claim shows the price, stay while in flight, and are released after the grace (also an
+UPDATE's whose claim stays below its generation, once the claim shows its own price); that the
 escrow of a replica whose lease lapsed is let go and, in the same status, the claims it
 admitted without writing a reservation are adopted (while a live replica's escrow may
 still cover them, only old ones are, and the young ones count in that escrow only until
@@ -24,6 +26,7 @@ namespace is recounted a slice of claims at a time, to the same status as at onc
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Hashable
 from typing import Any
 
 from dbquota.domain import billing, reservations, statuses, usage
@@ -78,6 +81,17 @@ def sampled(at: float, total: float = 170.0) -> billing.BillingSnapshot:
     return billing.BillingSnapshot(costs={"orders-db": cost})
 
 
+def stamped(now: float) -> reservations.Ages:
+    """Ages as if the reconciler had seen each reservation from its ``reservedAt`` on, on
+    one clock with ``now``, and each unpriced claim just now (the apiserver's
+    ``creationTimestamp`` then decides whether it is young)."""
+
+    def age(key: Hashable) -> float:
+        return now - timestamps.from_rfc3339(key[2]) if isinstance(key, tuple) else 0.0
+
+    return age
+
+
 def refresh(
     quota_obj: QuotaObject,
     claims: list[reservations.ClaimRef],
@@ -85,6 +99,7 @@ def refresh(
     *,
     now: float = T0 + 5,
     live: Any = lambda _: True,
+    ages: reservations.Ages | None = None,
 ) -> statuses.Refresh:
     return steps.finish(
         statuses.quota_status(
@@ -93,6 +108,7 @@ def refresh(
             claims=claims,
             now=now,
             grace=10,
+            ages=ages or stamped(now),
             live=live,
         )
     )
@@ -131,6 +147,37 @@ def test_reservations_end_when_their_claim_shows_the_price() -> None:
     assert [(r["claim"], why) for r, why in got.released] == [("never", "NeverCreated")]
     assert got.status["spend"]["reserved"] == 165.0 + 165.0
     assert got.status["used"]["claims"] == 2
+
+
+def test_an_update_that_never_reached_its_claim_gives_its_growth_back_after_the_grace() -> None:
+    """Growth of 50 admitted for generation 2, the UPDATE then denied by another webhook:
+    the claim stays at generation 1. Priced for it, the claim counts its 165 and the 50 go
+    (``NeverApplied``) once the reconciler has seen the reservation for the grace. Not
+    priced yet, the reservation stays: it may be all that counts the claim (it replaced
+    the CREATE's reservation, built on it)."""
+    grown = reservations.hold(
+        claim_name="orders",
+        uid="uid-orders",
+        generation=2,
+        charged=165.0,
+        cost=50.0,
+        storage_gib=20,
+        pricing="Live",
+        degraded=False,
+        new_claim=False,
+        holder="b",
+        now=T0,
+    )
+    priced = claim(cost=165.0, priced_generation=1)
+    held = refresh(quota(grown), [priced], ages=lambda _: 9.0)
+    assert (held.status["reservations"], held.status["spend"]["reserved"]) == ([grown], 215.0)
+    assert held.status["used"]["storageGiB"] == 120
+    gone = refresh(quota(grown), [priced], ages=lambda _: 11.0)
+    assert [(r["claim"], why) for r, why in gone.released] == [("orders", "NeverApplied")]
+    assert (gone.status["reservations"], gone.status["spend"]["reserved"]) == ([], 165.0)
+    assert gone.status["used"]["storageGiB"] == 100
+    unpriced = refresh(quota(grown), [claim()], ages=lambda _: 3600.0)
+    assert (unpriced.status["reservations"], unpriced.released) == ([grown], ())
 
 
 def test_a_lapsed_replicas_escrow_goes_and_what_it_admitted_is_adopted() -> None:
@@ -198,6 +245,7 @@ def test_an_update_of_a_claim_this_replicas_escrow_holds_stays_until_its_write()
             claims=[priced],
             now=T0 + 1,
             grace=10,
+            ages=stamped(T0 + 1),
             unwritten={"uid-orders"},
         )
     )
@@ -257,6 +305,7 @@ def test_a_claim_priced_before_its_escrow_write_counts_once_before_and_after_it(
             claims=[priced],
             now=T0,
             grace=10,
+            ages=stamped(T0),
             unwritten={"uid-orders"},
         )
     )
@@ -308,6 +357,7 @@ def test_a_large_namespace_is_recounted_a_slice_at_a_time_with_the_same_result()
         "claims": many,
         "now": T0 + 5,
         "grace": 10,
+        "ages": stamped(T0 + 5),
     }
     work, stops = statuses.quota_status(**kwargs), 0
     while True:

@@ -11,7 +11,11 @@ published as the quota's ``dbquota_quota_*`` metrics (a quota that is gone publi
 nothing); breaker transitions are announced as Events in the order they happened, even when
 the first POST is slow; and budget thresholds crossed are announced once each, not again by
 a restarted reconciler; and the recount of a large namespace lets other tasks (admission
-reviews) run between its slices.
+reviews) run between its slices. Reservations are aged on the reconciler's own clock from
+when it first saw them, so a leader whose wall clock is an hour ahead of the admitting
+replica's keeps them for the grace and one an hour behind releases them after it; an
+UPDATE that never reached its claim (another webhook denied it) gives its growth back after
+the grace, with an Event; and what the reconciler remembers of reservations goes with them.
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import pytest
@@ -54,6 +58,7 @@ class Apiserver:
         self.writes = 0
         self.conflict_next = 0
         self.events: list[str] = []
+        self.notes: list[str] = []
         self.counts: dict[str, int] = {}  # Event name -> occurrences it shows
         self.slow_first: str | None = None
         self.recorders: list[recording.Recorder] = []
@@ -87,6 +92,7 @@ class Apiserver:
         if reason == self.slow_first and not self.events:
             await asyncio.sleep(0.05)
         self.events.append(reason)
+        self.notes.append(event.get("note", ""))
         self.counts[event["metadata"]["name"]] = event.get("series", {"count": 1})["count"]
         return event
 
@@ -136,7 +142,11 @@ def hold(name: str, cost: float) -> dict[str, Any]:
 
 
 def setup(
-    api: Apiserver, *, leading: bool = True
+    api: Apiserver,
+    *,
+    leading: bool = True,
+    clock: Callable[[], float] = time.time,
+    grace: float = 10.0,
 ) -> tuple[reconciling.Reconciler, Informer[reservations.ClaimRef]]:
     quotas = Informer(api, QUOTAS, derive=reconciling.quota_ref, keep_objects=True)
     quotas.put(copy.deepcopy(api.quota))
@@ -149,8 +159,8 @@ def setup(
         quotas=quotas,
         claims=claims,
         snapshot=billing.BillingSnapshot,
-        clock=time.time,
-        grace=10.0,
+        clock=clock,
+        grace=grace,
         leading=lambda: leading,
     )
     return reconciler, claims
@@ -456,3 +466,81 @@ async def test_a_delete_told_late_leaves_the_new_quota_of_its_name_alone() -> No
     assert asked == ["uq-2"]
     reconciler.forget("ns", "q", uid="uq-2")
     assert ("ns", "q") not in reconciler._dirty
+
+
+def in_flight(name: str, *, generation: int = 1, cost: float = 100.0, delta: float = 100.0) -> Any:
+    """A reservation written just now by a replica whose wall clock is this process's."""
+    held = hold(name, cost)
+    held.update(generation=generation, delta=delta, newClaim=generation == 1)
+    return held
+
+
+async def test_a_leader_whose_clock_is_ahead_keeps_reservations_for_the_grace() -> None:
+    """The leader's wall clock an hour ahead of the admitting replica's: a reservation just
+    written looked an hour old, and was released at once as never created while its claim
+    was still on its way (then adopted again: a window where it counted nowhere)."""
+    api = Apiserver()
+    api.quota["status"] = {"reservations": [in_flight("a")]}
+    reconciler, _ = setup(api, clock=lambda: time.time() + 3600)
+    await reconciler.refresh("ns", "q")
+    assert [r["claim"] for r in api.quota["status"]["reservations"]] == ["a"]
+    assert api.quota["status"]["spend"]["reserved"] == 100.0
+    assert "ReservationReleased" not in api.events
+
+
+async def test_a_leader_whose_clock_is_behind_releases_after_the_grace_all_the_same() -> None:
+    """An hour behind, a never-created reservation was held an hour, not the grace: it is
+    released once the reconciler has seen it for the grace (a new leader counts from its
+    first sight)."""
+    api = Apiserver()
+    api.quota["status"] = {"reservations": [in_flight("a")]}
+    reconciler, _ = setup(api, clock=lambda: time.time() - 3600, grace=0.05)
+    await reconciler.refresh("ns", "q")
+    assert [r["claim"] for r in api.quota["status"]["reservations"]] == ["a"]
+    await asyncio.sleep(0.1)
+    await reconciler.refresh("ns", "q")
+    assert api.quota["status"]["reservations"] == []
+    assert api.quota["status"]["spend"]["reserved"] == 0.0
+    assert api.events == ["ReservationReleased"]
+    assert "no claim appeared" in api.notes[0]
+
+
+async def test_an_update_another_webhook_denied_gives_its_growth_back_after_the_grace() -> None:
+    """dbquota admitted growth of 50 for generation 2; a later webhook denied the UPDATE, so
+    the claim stays at generation 1, priced 100. The reservation held the 50 until the
+    claim was deleted; now it goes after the grace, with an Event, and the claim's own
+    price still counts."""
+    api = Apiserver()
+    api.quota["status"] = {"reservations": [in_flight("a", generation=2, cost=150.0, delta=50.0)]}
+    reconciler, claims = setup(api, grace=0.05)
+    claims.put(claim("a", estimatedMonthlyCost=100.0, observedGeneration=1))
+    await reconciler.refresh("ns", "q")
+    assert api.quota["status"]["spend"]["reserved"] == 150.0  # within the grace: held
+    await asyncio.sleep(0.1)
+    await reconciler.refresh("ns", "q")
+    status = api.quota["status"]
+    assert status["reservations"] == []
+    assert status["spend"]["reserved"] == 100.0
+    assert status["used"] == {
+        "claims": 1,
+        "storageGiB": 10,
+        "degradedClaims": 0,
+        "degradedStorageGiB": 0,
+    }
+    assert api.events == ["ReservationReleased"]
+    assert "generation 2" in api.notes[0]
+    assert "never applied" in api.notes[0]
+
+
+async def test_what_the_reconciler_remembers_of_reservations_goes_with_them() -> None:
+    api = Apiserver()
+    api.quota["status"] = {"reservations": [in_flight("a"), in_flight("b")]}
+    reconciler, claims = setup(api)
+    await reconciler.refresh("ns", "q")
+    assert len(reconciler._sightings) == 2
+    claims.put(claim("a", estimatedMonthlyCost=100.0, observedGeneration=1))
+    await reconciler.refresh("ns", "q")  # confirms a's reservation, drops it
+    await reconciler.refresh("ns", "q")
+    assert len(reconciler._sightings) == 1
+    reconciler.forget("ns", "q", uid="uq")
+    assert len(reconciler._sightings) == 0
