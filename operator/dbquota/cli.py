@@ -25,7 +25,11 @@ def _settings_table() -> str:
     rows = ["| flag | environment variable | default | meaning |", "| --- | --- | --- | --- |"]
     for knob in settings.knobs():
         unit = f" ({knob.unit})" if knob.unit else ""
-        rows.append(f"| `{knob.flag}` | `{knob.env}` | `{knob.default_text}` | {knob.help}{unit} |")
+        # A switch is turned off by its --no- form: argparse takes no value after it.
+        flag = f"`{knob.flag}`" + (
+            f", `--no-{knob.flag[2:]}`" if isinstance(knob.default, bool) else ""
+        )
+        rows.append(f"| {flag} | `{knob.env}` | `{knob.default_text}` | {knob.help}{unit} |")
     return "\n".join(rows)
 
 

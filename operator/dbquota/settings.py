@@ -7,7 +7,9 @@ default and, for a number, its range (:class:`Bounds`) in ``field(metadata=...)`
 line wins over its ``DBQUOTA_*`` variable, which wins over the default. A value out of its
 range is refused as it is parsed, and durations that must be ordered are checked when
 the tree is built (:class:`LeaseSettings`), each with one line naming the flag, the range
-and the value. Nothing else in the package reads ``os.environ``.
+and the value. Nothing else in the package reads ``os.environ`` for settings; the HTTP
+clients honour the standard ``HTTPS_PROXY``, ``HTTP_PROXY`` and ``NO_PROXY`` (billing
+through httpx, the apiserver through :func:`dbquota.adapters.kube._env_proxy`).
 
 Called by :mod:`dbquota.cli` only; everything else receives a ``Settings`` (or one branch
 of it) as an argument.
@@ -376,7 +378,7 @@ class WebhookSettings:
         flag="--webhook-http2",
         help="Offer HTTP/2: the apiserver then sends every review on one connection instead "
         "of a TLS handshake per review in flight beyond 25; that connection reaches one "
-        "replica behind a Service, until --webhook-max-connection-age (false: HTTP/1.1 "
+        "replica behind a Service, until --webhook-max-connection-age (off: HTTP/1.1 "
         "only, balanced per connection).",
         parse=_bool,
     )
@@ -480,7 +482,7 @@ class LeaseSettings:
     leader_election: bool = _knob(
         True,
         flag="--leader-election",
-        help="Elect one replica to reconcile through a Lease; false: this replica always "
+        help="Elect one replica to reconcile through a Lease; off: this replica always "
         "reconciles (run only one replica then). Every replica serves the webhook.",
         parse=_bool,
     )
@@ -579,7 +581,10 @@ class Knob:
 
     @property
     def default_text(self) -> str:
-        """The default as it would be typed: ``a,b`` for names, empty for None."""
+        """The default as it would be typed: ``a,b`` for names, empty for None, ``true`` or
+        ``false`` for a switch (as its variable takes it)."""
+        if isinstance(self.default, bool):
+            return str(self.default).lower()
         if isinstance(self.default, tuple):
             return ",".join(self.default)
         return "" if self.default is None else str(self.default)

@@ -114,7 +114,23 @@ def test_settings_command_prints_every_flag(capsys: pytest.CaptureFixture[str]) 
 def test_readme_documents_every_flag() -> None:
     text = README.read_text()
     missing = [k.flag for k in settings.knobs() if f"`{k.flag}`" not in text]
+    switches = [k for k in settings.knobs() if isinstance(k.default, bool)]
+    missing += [f"--no-{k.flag[2:]}" for k in switches if f"`--no-{k.flag[2:]}`" not in text]
     assert not missing, f"README.md lacks {missing}; paste `dbquota settings` into it"
+
+
+def test_a_switch_is_documented_as_it_is_typed(capsys: pytest.CaptureFixture[str]) -> None:
+    """argparse takes no value after a switch (``--leader-election=false`` exits 2): the
+    table names its ``--no-`` form, and its default as the variable takes it."""
+    assert cli.main(["settings"]) == 0
+    rows = {line.split(" | ")[1]: line for line in capsys.readouterr().out.splitlines()[2:]}
+    row = rows["`DBQUOTA_LEADER_ELECTION`"]
+    assert row.startswith("| `--leader-election`, `--no-leader-election` |")
+    assert "| `true` |" in row
+    parser = cli.build_parser()
+    assert parser.parse_args(["run", "--no-leader-election"]).leases_leader_election is False
+    (knob,) = [k for k in settings.knobs() if k.flag == "--leader-election"]
+    assert knob.parse(row.split(" | ")[2].strip("`")) is True
 
 
 def test_bad_environment_variable_stops_the_cli_with_a_message(
