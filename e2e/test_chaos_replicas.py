@@ -170,6 +170,10 @@ def pair(plane: Plane, tmp_path: Path, request: pytest.FixtureRequest) -> Iterat
         # HTTP/1.1, so that the apiserver's connections (one per review in flight) spread
         # over both replicas; over HTTP/2 all would share one connection, to one replica.
         "--no-webhook-http2",
+        # And aged at 2 s: while reviews do not overlap (a quiet machine, or one so loaded
+        # that the bursts crawl), the apiserver keeps reusing its first connection, and
+        # the second replica could go 30 s without a review, so without escrow.
+        "--webhook-max-connection-age=2",
     )
     road, cut_off = road_to_apiserver(plane, tmp_path)
     started: list[Operator] = []
