@@ -92,6 +92,24 @@ def stamped(now: float) -> reservations.Ages:
     return age
 
 
+def growth(*, storage_gib: int) -> Reservation:
+    """Replica ``b``'s reservation of an UPDATE of ``orders`` to generation 2: 50 more on
+    the 165 its claim was charged, ``storage_gib`` more GiB."""
+    return reservations.hold(
+        claim_name="orders",
+        uid="uid-orders",
+        generation=2,
+        charged=165.0,
+        cost=50.0,
+        storage_gib=storage_gib,
+        pricing="Live",
+        degraded=False,
+        new_claim=False,
+        holder="b",
+        now=T0,
+    )
+
+
 def refresh(
     quota_obj: QuotaObject,
     claims: list[reservations.ClaimRef],
@@ -155,19 +173,7 @@ def test_an_update_that_never_reached_its_claim_gives_its_growth_back_after_the_
     (``NeverApplied``) once the reconciler has seen the reservation for the grace. Not
     priced yet, the reservation stays: it may be all that counts the claim (it replaced
     the CREATE's reservation, built on it)."""
-    grown = reservations.hold(
-        claim_name="orders",
-        uid="uid-orders",
-        generation=2,
-        charged=165.0,
-        cost=50.0,
-        storage_gib=20,
-        pricing="Live",
-        degraded=False,
-        new_claim=False,
-        holder="b",
-        now=T0,
-    )
+    grown = growth(storage_gib=20)
     priced = claim(cost=165.0, priced_generation=1)
     held = refresh(quota(grown), [priced], ages=lambda _: 9.0)
     assert (held.status["reservations"], held.status["spend"]["reserved"]) == ([grown], 215.0)
@@ -224,19 +230,7 @@ def test_an_update_of_a_claim_this_replicas_escrow_holds_stays_until_its_write()
     replica admitted its UPDATE (growth 50) and wrote it. Until the leader's write, the
     claim counts in that escrow only, so the UPDATE's reservation is what counts the
     growth, even once the claim shows the new price: it stays, and the write joins it."""
-    grown = reservations.hold(
-        claim_name="orders",
-        uid="uid-orders",
-        generation=2,
-        charged=165.0,
-        cost=50.0,
-        storage_gib=0,
-        pricing="Live",
-        degraded=False,
-        new_claim=False,
-        holder="b",
-        now=T0,
-    )
+    grown = growth(storage_gib=0)
     priced = claim(generation=2, created=T0, cost=215.0, priced_generation=2)
     before = steps.finish(
         statuses.quota_status(

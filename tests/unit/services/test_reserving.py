@@ -769,13 +769,11 @@ async def test_a_quota_deleted_and_created_again_starts_clean(
     assert warnings_of(caplog) == []
 
 
-async def test_a_ledger_whose_quota_was_replaced_unseen_writes_nothing_into_the_new_one(
+async def escrow_taken(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    """The watch has not told of the delete (a relist shows the new object as a change; or
-    the ledger's write simply comes first): its write loses the compare-and-swap, the read
-    that follows finds another uid under the name, and the ledger stops there, instead of
-    writing its escrow, totals and spec into the new quota."""
+) -> tuple[Store, admitting.Ledgers, reserving.Ledger]:
+    """A ledger of a quota of 10,000 that took escrow with ``old0`` and admitted ``old1``
+    from it (its flush comes next, in 0.05 s), the reservation module's INFO captured."""
     caplog.set_level(logging.INFO, logger=reserving.__name__)
     monkeypatch.setattr(reserving, "FLUSH_INTERVAL", 0.05)
     monkeypatch.setattr(reserving, "RETRY_DELAY", 0.01)
@@ -784,7 +782,18 @@ async def test_a_ledger_whose_quota_was_replaced_unseen_writes_nothing_into_the_
     old = reviewed(ledgers, store)
     old.account.demand(time.monotonic())
     assert await admitted(old, request("old0"))
-    assert await admitted(old, request("old1"))  # from escrow: its flush comes next
+    assert await admitted(old, request("old1"))
+    return store, ledgers, old
+
+
+async def test_a_ledger_whose_quota_was_replaced_unseen_writes_nothing_into_the_new_one(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The watch has not told of the delete (a relist shows the new object as a change; or
+    the ledger's write simply comes first): its write loses the compare-and-swap, the read
+    that follows finds another uid under the name, and the ledger stops there, instead of
+    writing its escrow, totals and spec into the new quota."""
+    store, ledgers, old = await escrow_taken(monkeypatch, caplog)  # old1 from it, unwritten
     store.recreate(budget=1000)
     start = len(store.writes)
     await until(lambda: old._writer is not None and old._writer.done())
@@ -811,15 +820,7 @@ async def test_a_ledger_that_finds_its_quota_deleted_stops_quietly(
     ledger says so once (INFO) and asks nothing more of the apiserver, where it used to
     retry every RETRY_DELAY with a warning, for ever. A review that still reaches it is
     told to try again (the next one gets a new ledger)."""
-    caplog.set_level(logging.INFO, logger=reserving.__name__)
-    monkeypatch.setattr(reserving, "FLUSH_INTERVAL", 0.05)
-    monkeypatch.setattr(reserving, "RETRY_DELAY", 0.01)
-    store = Store(budget=10_000)
-    ledgers = admitting.Ledgers(store, snapshot=snapshot, share=0.5, holder="me")
-    old = reviewed(ledgers, store)
-    old.account.demand(time.monotonic())
-    assert await admitted(old, request("old0"))
-    assert await admitted(old, request("old1"))
+    store, ledgers, old = await escrow_taken(monkeypatch, caplog)
     store.gone = True
     await until(lambda: old._writer is not None and old._writer.done())
     calls = store.calls
