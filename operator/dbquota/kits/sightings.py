@@ -10,7 +10,8 @@ leader) counts from its first look.
 :class:`Sightings` keeps, per scope (one object's things), when each key was first seen.
 Each :meth:`Sightings.look` ages the keys asked of it at one instant and, once it ends
 (:meth:`Look.end`), forgets the keys of that scope it was not asked about: what is kept
-is bounded by what the last look saw. The reconciler ages reservations and claims so
+is bounded by what the last look saw. The reconciler ages reservations and claims so, and
+times how long confirmed reservations wait to be dropped
 (:mod:`dbquota.services.reconciling`).
 """
 

@@ -16,6 +16,8 @@ when it first saw them, so a leader whose wall clock is an hour ahead of the adm
 replica's keeps them for the grace and one an hour behind releases them after it; an
 UPDATE that never reached its claim (another webhook denied it) gives its growth back after
 the grace, with an Event; and what the reconciler remembers of reservations goes with them.
+A quota whose reservations stay in flight is visited twice as late after each visit with
+nothing to write, never later than an eighth of the grace, and at once on a mark.
 """
 
 from __future__ import annotations
@@ -544,3 +546,35 @@ async def test_what_the_reconciler_remembers_of_reservations_goes_with_them() ->
     assert len(reconciler._sightings) == 1
     reconciler.forget("ns", "q", uid="uq")
     assert len(reconciler._sightings) == 0
+
+
+async def test_a_reservation_in_flight_with_nothing_to_write_is_visited_less_and_less() -> None:
+    """Each visit recounts the namespace. One reservation waiting for its claim was visited
+    every MIN_INTERVAL for the whole grace; now each visit with nothing to write comes twice
+    as late as the last (0.05, 0.1, 0.2, 0.4, 0.8, 1.6 s here), and an event about the
+    quota's claims still brings one at once."""
+    api = Apiserver()
+    api.quota["status"] = {"reservations": [in_flight("a")]}
+    reconciler, claims = setup(api, grace=60.0)
+    task = asyncio.create_task(reconciler.run())
+    reconciler.mark("ns", "q")
+    await asyncio.sleep(2.0)
+    visits = reconciler.refreshes
+    assert 5 <= visits <= 8  # 0, 0.05, 0.15, 0.35, 0.75, 1.55 s; the next at 3.15 s
+    claims.put(claim("a", estimatedMonthlyCost=100.0, observedGeneration=1))
+    reconciler.mark("ns", "q")  # as the claim informer does on the claim's event
+    await asyncio.sleep(0.1)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert reconciler.refreshes == visits + 1
+
+
+async def test_a_follow_up_comes_no_later_than_an_eighth_of_the_grace() -> None:
+    api = Apiserver()
+    api.quota["status"] = {"reservations": [in_flight("a")]}
+    reconciler, _ = setup(api, grace=0.8)
+    await run_for(reconciler, 0.0)
+    reconciler.mark("ns", "q")
+    await run_for(reconciler, 1.2)  # seen at 0 s, released at the first visit after 0.8 s
+    assert api.quota["status"]["reservations"] == []
+    assert api.events == ["ReservationReleased"]
