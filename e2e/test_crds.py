@@ -119,8 +119,19 @@ def test_claim_without_instance_class_is_refused(kubectl: Kubectl, namespace: st
 def test_cluster_id_cannot_change_once_set(kubectl: Kubectl, namespace: str) -> None:
     kubectl.apply(claim(namespace, clusterId="orders-db"))
     refused = kubectl.apply(claim(namespace, clusterId="other-db"), check=False)
-    assert "clusterId is immutable once set" in refused.stderr
+    assert "clusterId is immutable" in refused.stderr
     kubectl.apply(claim(namespace, clusterId="orders-db", storageGiB=200))
+
+
+def test_cluster_id_cannot_be_added_to_a_claim_created_without_one(
+    kubectl: Kubectl, namespace: str
+) -> None:
+    """Without one, a claim is billed as ``<namespace>/<name>``; naming another id later
+    would move what billing shows for it to that id's cost, a cheap one if chosen so."""
+    kubectl.apply(claim(namespace, name="plain"))
+    refused = kubectl.apply(claim(namespace, name="plain", clusterId="cheap-db"), check=False)
+    assert "clusterId is immutable" in refused.stderr
+    kubectl.apply(claim(namespace, name="plain", storageGiB=200))
 
 
 def test_short_names_and_printer_columns(kubectl: Kubectl, namespace: str) -> None:
