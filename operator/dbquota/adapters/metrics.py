@@ -5,7 +5,8 @@ one), so tests and embedders read exactly dbquota's series. :func:`serve_probes`
 on one port (``--metrics-port``)::
 
     GET /metrics   the registry in Prometheus' text format
-    GET /healthz   200 while the event loop runs (liveness)
+    GET /healthz   200 while the event loop runs and the process's long-lived loops
+                   keep running, 503 with the reason when one cannot (liveness)
     GET /readyz    200 once ready, 503 with the reason before (the cache warm, the
                    watches listed, start-up done)
 
@@ -441,12 +442,15 @@ async def serve_probes(
     port: int,
     *,
     ready: Callable[[], str | None],
+    alive: Callable[[], str | None] = lambda: None,
     host: str = "0.0.0.0",  # noqa: S104 - probes come from the kubelet, off-pod
     registry: CollectorRegistry = REGISTRY,
 ) -> AsyncIterator[int]:
     """Serve ``/metrics``, ``/healthz`` and ``/readyz`` on ``port``; yields the bound port.
 
-    ``ready()`` is None when the replica is ready, else why not (``/readyz`` says it).
+    ``ready()`` is None when the replica is ready, else why not (``/readyz`` says it);
+    ``alive()`` is None while the process works, else why a restart is needed
+    (``/healthz`` says it, and the kubelet restarts the container).
     """
 
     async def metrics(_: web.Request) -> web.Response:
@@ -456,7 +460,10 @@ async def serve_probes(
         )
 
     async def healthz(_: web.Request) -> web.Response:
-        return web.Response(text="ok\n")
+        problem = alive()
+        if problem is None:
+            return web.Response(text="ok\n")
+        return web.Response(text=f"unhealthy: {problem}\n", status=503)
 
     async def readyz(_: web.Request) -> web.Response:
         problem = ready()

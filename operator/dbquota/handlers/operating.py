@@ -8,6 +8,11 @@ admission webhook (:mod:`dbquota.handlers.webhook`, with :func:`admit_claims` as
 stops the webhook first, then closes the rest in reverse order. kopf runs the quota
 handlers and the operator's lifecycle; it serves no webhook. Called by :mod:`dbquota.cli`.
 
+The watches, the reconciler and the claim status publisher are loops kept running by one
+:class:`~dbquota.kits.supervising.Supervisor`: one that dies of a bug is logged with its
+traceback and started again with a backoff, and one that keeps dying makes ``/healthz``
+fail (:class:`Probes`), so that the kubelet restarts the container.
+
 SIGTERM and SIGINT are handled here (:class:`Shutdown`), in place of kopf's own handlers:
 the replica reports not ready at once, goes on serving for ``--shutdown-delay`` seconds
 while the webhook Service stops sending the apiserver here, and only then stops kopf, whose
@@ -49,6 +54,7 @@ from dbquota.domain.kinds import registry
 from dbquota.errors import ConfigurationError, DbquotaError, NotFound
 from dbquota.handlers import quotas, webhook
 from dbquota.handlers import runtime as runtime_
+from dbquota.kits import supervising
 from dbquota.services import (
     admitting,
     announcing,
@@ -433,13 +439,14 @@ async def _serve(
         )
         runtime.wire()
         stack.callback(leases.close)
+        supervisor = supervising.Supervisor()  # each loop restarted if it dies: _supervise
         tasks = [
-            asyncio.create_task(quota_informer.run(), name="quota watch"),
+            supervisor.spawn("quota watch", quota_informer.run),
             *(
-                asyncio.create_task(informer.run(), name=f"{name} watch")
+                supervisor.spawn(f"{name} watch", informer.run)
                 for name, informer in informers.items()
             ),
-            asyncio.create_task(leases.informer.run(), name="lease watch"),
+            supervisor.spawn("lease watch", leases.informer.run),
         ]
         stack.push_async_callback(_cancel, tasks)
         await liveness.start()
@@ -450,18 +457,15 @@ async def _serve(
         else:
             runtime.on_leadership(True)
         stack.push_async_callback(ledgers.close)
-        workers = [asyncio.create_task(runtime.reconciler.run(), name="reconciler")]
-        if runtime.publisher is not None:
-            workers.append(
-                asyncio.create_task(runtime.publisher.run(), name="claim status publisher")
-            )
-        stack.push_async_callback(_cancel, workers)
+        stack.push_async_callback(_cancel, _workers(runtime, supervisor))
         probes.check = lambda: (
             None
             if ingestor.ready and quota_informer.synced.is_set()
             else "the billing cache is not warm yet, or the quota watch has not listed"
         )
+        probes.health = supervisor.problem
         stack.callback(setattr, probes, "check", None)
+        stack.callback(setattr, probes, "health", None)
         # Entered last, left first: no review is in flight when the ledgers flush and close.
         own_user = await _own_user(kube)
         port = await stack.enter_async_context(
@@ -506,6 +510,28 @@ async def served(kube: Kube, enabled: tuple[kinds.Kind, ...], *, namespace: str 
             ) from None
 
 
+def _workers(
+    runtime: runtime_.Runtime, supervisor: supervising.Supervisor
+) -> list[asyncio.Task[None]]:
+    """Start the reconciler and the claim status publisher, each kept running by
+    ``supervisor``: one that dies of a bug is logged and started again with a backoff.
+
+    Both are safe to restart: what they work through lives on their objects (the dirty
+    quotas, the claims ready to be written), not in the loop; the loop only takes the
+    next piece. What a dying loop had taken and not handled yet is rebuilt before the
+    restart, as when this replica becomes the leader: every quota is marked, every claim
+    without its price looked at again. The watches (:func:`_serve`) need nothing: a
+    restarted watch lists again.
+    """
+    reconciler, publisher = runtime.reconciler, runtime.publisher
+    workers = [supervisor.spawn("reconciler", reconciler.run, on_restart=reconciler.mark_all)]
+    if publisher is not None:
+        workers.append(
+            supervisor.spawn("claim status publisher", publisher.run, on_restart=publisher.resync)
+        )
+    return workers
+
+
 async def _cancel(tasks: list[asyncio.Task[None]]) -> None:
     for task in tasks:
         task.cancel()
@@ -535,6 +561,8 @@ class Probes:
     def __init__(self) -> None:
         self.problem: str | None = "starting"
         self.check: Callable[[], str | None] | None = None
+        self.health: Callable[[], str | None] | None = None
+        """Why the running operator needs a restart (a loop that keeps dying), or None."""
         self.stopping = False
         """Told to stop (:class:`Shutdown`): not ready from then on, whatever else holds."""
         self._stack = contextlib.AsyncExitStack()
@@ -548,13 +576,18 @@ class Probes:
             return self.problem
         return "starting" if self.check is None else self.check()
 
+    def not_alive(self) -> str | None:
+        """Why the process should be restarted (``/healthz`` fails), or None. Never while
+        start-up is retried: a new process would retry the same way."""
+        return None if self.health is None else self.health()
+
     async def start(self, port: int) -> None:
         """Serve the probes on ``port`` (0: not at all), once."""
         if self._started or not port:
             return
         self._started = True
         bound = await self._stack.enter_async_context(
-            metrics.serve_probes(port, ready=self.not_ready)
+            metrics.serve_probes(port, ready=self.not_ready, alive=self.not_alive)
         )
         logger.info("serving /metrics, /healthz and /readyz on port %d", bound)
 

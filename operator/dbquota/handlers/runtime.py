@@ -16,10 +16,11 @@ billing leaves the status then, not at the next periodic refresh.
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -75,7 +76,14 @@ class Runtime:
     """Admission's fallback hit rate, fed by :meth:`observe_admission`."""
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
     deleted: dict[str, dict[str, float]] = field(default_factory=dict)
-    """Namespace -> uid of a recently deleted claim -> when (epoch seconds)."""
+    """Namespace -> uid of a claim deleted in the last :data:`DELETED_MEMORY` s -> when
+    (epoch seconds). Every replica records every deletion, and the reconciler asks only
+    on the leader and only for namespaces with a quota: entries are let go by age as new
+    ones come (:meth:`_forget_deleted`), not when asked for, or they would pile up."""
+    deletions: collections.deque[tuple[float, str, str]] = field(default_factory=collections.deque)
+    """The same deletions, oldest first: (when, namespace, uid)."""
+    clock: Callable[[], float] = time.time
+    """Wall-clock seconds, for the deletions' times."""
 
     def wire(self) -> None:
         """Connect the parts' events to each other (called once, before the watches run)."""
@@ -146,8 +154,10 @@ class Runtime:
         if after is not None and (before is None or after.cluster_id != before.cluster_id):
             self.ingestor.track([after.cluster_id])
         if after is None and before is not None:
-            gone = self.deleted.setdefault(namespace, {})
-            gone[before.uid] = time.time()
+            now = self.clock()
+            self._forget_deleted(now - DELETED_MEMORY)
+            self.deleted.setdefault(namespace, {})[before.uid] = now
+            self.deletions.append((now, namespace, before.uid))
         if before is None or after is None or before.cost != after.cost:
             self.reconciler.mark_namespace(namespace)
 
@@ -172,11 +182,19 @@ class Runtime:
 
     def recently_deleted(self, namespace: str) -> set[str]:
         """Uids of claims of ``namespace`` deleted in the last :data:`DELETED_MEMORY` s."""
-        gone = self.deleted.get(namespace, {})
-        cutoff = time.time() - DELETED_MEMORY
-        for uid in [u for u, at in gone.items() if at < cutoff]:
-            del gone[uid]
-        return set(gone)
+        self._forget_deleted(self.clock() - DELETED_MEMORY)
+        return set(self.deleted.get(namespace, {}))
+
+    def _forget_deleted(self, cutoff: float) -> None:
+        """Let go of the deletions from before ``cutoff``: O(1) for each, once."""
+        deletions = self.deletions
+        while deletions and deletions[0][0] < cutoff:
+            at, namespace, uid = deletions.popleft()
+            gone = self.deleted.get(namespace)
+            if gone is not None and gone.get(uid) == at:  # not deleted again since
+                del gone[uid]
+                if not gone:
+                    del self.deleted[namespace]
 
     # -- admission ------------------------------------------------------------------------
 

@@ -91,6 +91,7 @@ import functools
 import logging
 import math
 import time
+import traceback
 import urllib.parse
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
@@ -681,13 +682,48 @@ class _Connection(asyncio.Protocol):
         self._transport_or_fail().abort()
 
 
+SWEEP_EVERY = 1.0
+"""Seconds between two checks of every connection's deadlines (:func:`_sweep_forever`)."""
+
+
 async def _sweep_forever(webhook: _Webhook) -> None:
+    """Check every connection's deadlines each :data:`SWEEP_EVERY` seconds, for good: the
+    408s, idle closes, aborts of stalled clients and connection aging all hang on it."""
     loop = asyncio.get_running_loop()
+    logged: set[tuple[str, str, int | None]] = set()
     while True:
-        await asyncio.sleep(1.0)
+        await asyncio.sleep(SWEEP_EVERY)
         now = loop.time()
         for connection in list(webhook.connections):
-            connection.expire(now)
+            _expire(webhook, connection, now=now, logged=logged)
+
+
+def _expire(
+    webhook: _Webhook,
+    connection: _Connection,
+    *,
+    now: float,
+    logged: set[tuple[str, str, int | None]],
+) -> None:
+    """One connection's deadlines. An error there (a bug) aborts that connection alone,
+    logged with its traceback the first time it comes from that line of code and in one
+    line after that (``logged``: where each came from), so that the sweep goes on."""
+    try:
+        connection.expire(now)
+    except Exception as exc:  # one connection must not stop the sweep
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        origin = (type(exc).__name__, where.filename, where.lineno)
+        if origin in logged:
+            logger.warning(
+                "checking a webhook connection's deadlines failed again (%r); aborting it", exc
+            )
+        else:
+            logged.add(origin)
+            logger.exception("checking a webhook connection's deadlines failed; aborting it")
+        try:
+            connection.abort()
+        except Exception:  # noqa: BLE001 - said above; it is swept no more
+            webhook.connections.discard(connection)
 
 
 @contextlib.asynccontextmanager

@@ -285,6 +285,7 @@ class Publisher:
         self._index: dict[str, tuple[dict[str, list[Reservation]], list[str]]] = {}
         self._writing: set[tuple[str, str]] = set()
         self._first: dict[tuple[str, str], float] = {}  # when a changed spec was first seen
+        self._failing: dict[tuple[str, str], str] = {}  # claim -> its last unexpected error
         self._changed: set[str] = set()  # namespaces whose quotas changed since last looked
         self._rechecked = -float("inf")  # monotonic: when they were last looked at
         self._wake = asyncio.Event()
@@ -305,6 +306,7 @@ class Publisher:
             self._timers.discard((namespace, name))
             self._waiting.get(namespace, set()).discard(name)
             self._first.pop((namespace, name), None)
+            self._failing.pop((namespace, name), None)
         elif not after.priced or (self._leading() and self._owes(namespace, after)):
             self._make_ready(namespace, name)
         else:  # priced (by us, or by the leader while this replica stands by)
@@ -415,6 +417,40 @@ class Publisher:
         return by_uid, names
 
     async def _publish(self, namespace: str, name: str) -> None:
+        """Write the claim's status if it is due one; a write that failed, for any reason,
+        is tried again after :data:`RETRY_DELAY`. An error that is not the apiserver's
+        answer (a bug, an ``OSError`` from below) is logged with its traceback the first
+        time it fails this claim, in one line after that."""
+        try:
+            await self._write(namespace, name)
+        except NotFound:
+            return
+        except KubeError as exc:
+            logger.warning("could not write DatabaseClaim %s/%s status: %s", namespace, name, exc)
+        except Exception as exc:  # noqa: BLE001 - a write must not drop its claim
+            self._failed(namespace, name, exc)
+        else:
+            self._failing.pop((namespace, name), None)
+            return
+        self._later(namespace, name, RETRY_DELAY)
+
+    def _failed(self, namespace: str, name: str, exc: Exception) -> None:
+        """Log an unexpected failure to write a claim's status: with its traceback unless
+        the last attempt for this claim failed of the same kind of error."""
+        kind = type(exc).__name__
+        if self._failing.get((namespace, name)) == kind:
+            logger.warning(
+                "writing DatabaseClaim %s/%s status failed again: %s: %s",
+                namespace,
+                name,
+                kind,
+                exc,
+            )
+            return
+        self._failing[(namespace, name)] = kind
+        logger.error("writing DatabaseClaim %s/%s status failed", namespace, name, exc_info=exc)
+
+    async def _write(self, namespace: str, name: str) -> None:
         ref = self._claims.derived(namespace=namespace, name=name)
         if ref is None:
             return
@@ -428,16 +464,9 @@ class Publisher:
             status = self._unheld(namespace, ref, held, quota_names, now)
         if status is None:
             return
-        try:
-            written = await self._kube.patch_claim_status(
-                namespace=namespace, name=name, uid=ref.uid, status=status
-            )
-        except NotFound:
-            return
-        except KubeError as exc:
-            logger.warning("could not write DatabaseClaim %s/%s status: %s", namespace, name, exc)
-            self._later(namespace, name, RETRY_DELAY)
-            return
+        written = await self._kube.patch_claim_status(
+            namespace=namespace, name=name, uid=ref.uid, status=status
+        )
         self.writes += 1
         self._first.pop((namespace, name), None)
         self._claims.put(written)

@@ -9,7 +9,9 @@ SIGTERM (:class:`~dbquota.handlers.operating.Shutdown`) ``/readyz`` says "stoppi
 once, the webhook goes on accepting connections and answering reviews for the shutdown
 delay and stops after it, a second signal skips the rest of the delay and a third is only
 logged, there is no delay without one set or before the webhook serves, and the signals
-reach it in place of the handlers kopf installed.
+reach it in place of the handlers kopf installed; that the claim status publisher, dead
+of a bug, is logged with its traceback, started again and writes; and that ``/healthz``
+fails, saying why, while a loop of the running operator keeps dying.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import logging
 import os
 import signal
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, cast
 
 import httpx
@@ -31,9 +34,12 @@ from dbquota.adapters.kube import Kube
 from dbquota.domain import reviews
 from dbquota.errors import ConfigurationError
 from dbquota.handlers import operating, webhook, webhook_tls
+from dbquota.kits import supervising
+from dbquota.kits.clock import FakeClock
 from dbquota.settings import WebhookSettings
 from tests.unit.handlers.test_webhook import KINDS, Admitter, client_context, review, wait_until
 from tests.unit.handlers.test_webhook import settings as webhook_settings
+from tests.unit.services import test_publishing as publishing_tests
 
 
 class RecordingKube:
@@ -255,3 +261,81 @@ async def test_signals_reach_the_shutdown_in_place_of_kopfs_handlers(
         shutdown.uninstall()
     assert not kopfs.done()
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_a_publisher_dead_of_a_bug_is_logged_started_again_and_writes(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The claim status publisher raising once (a bug in its recheck) used to end its task
+    for good with nothing logged: no claim got its price again, and the probes stayed
+    green. Started by :func:`operating._workers`, it is logged with its traceback and
+    started again, and the claim waiting for its price gets it."""
+    world = publishing_tests.World()
+    recheck = world.publisher._recheck
+    calls = [0]
+
+    def buggy(now: float) -> None:
+        calls[0] += 1
+        if calls[0] == 1:
+            raise KeyError("a bug")
+        recheck(now)
+
+    world.publisher._recheck = buggy  # type: ignore[method-assign]
+    world.quotas.put(publishing_tests.quota("q", publishing_tests.hold("a", 40.0)))
+    world.claims.put(publishing_tests.claim("a"))
+    reconciler = SimpleNamespace(run=asyncio.Event().wait, mark_all=lambda: None)
+    glue = cast(Any, SimpleNamespace(reconciler=reconciler, publisher=world.publisher))
+    supervisor = supervising.Supervisor(backoff=supervising.Backoff(initial=0.01))
+    workers = operating._workers(glue, supervisor)
+    try:
+        await wait_until(lambda: bool(world.api.written))
+    finally:
+        await operating._cancel(workers)
+    assert [name for name, _ in world.api.written] == ["a"]
+    (failed,) = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert failed.getMessage().startswith("claim status publisher failed; starting it again")
+    assert failed.exc_info is not None
+    assert isinstance(failed.exc_info[1], KeyError)
+    assert supervisor.problem() is None  # stopped on purpose: nothing to report
+
+
+async def test_healthz_fails_while_a_loop_of_the_running_operator_keeps_dying() -> None:
+    """``/healthz`` always answered "ok", so a replica whose loops were dead lived on.
+    It says why once a supervised loop keeps failing (the kubelet then restarts the
+    container), and passes during start-up and again once the loop runs."""
+    clock = FakeClock()
+    backoff = supervising.Backoff(give_up=2, stable=60.0)
+    supervisor = supervising.Supervisor(backoff=backoff, clock=clock)
+    failing = [True]
+
+    async def watch() -> None:
+        if failing[0]:
+            raise OSError("no")
+        await asyncio.Event().wait()
+
+    probes = ready_probes()
+    task = supervisor.spawn("quota watch", watch)
+    async with (
+        metrics.serve_probes(
+            0, ready=probes.not_ready, alive=probes.not_alive, host="127.0.0.1"
+        ) as port,
+        httpx.AsyncClient(timeout=5) as plain,
+    ):
+        healthz = f"http://127.0.0.1:{port}/healthz"
+        await wait_until(lambda: clock.sleepers == 1)
+        clock.advance(1.0)
+        await wait_until(lambda: supervisor.problem() is not None)
+        assert (await plain.get(healthz)).status_code == 200  # start-up: no health check yet
+        probes.health = supervisor.problem  # what _serve sets
+        answer = await plain.get(healthz)
+        assert (answer.status_code, answer.text) == (
+            503,
+            "unhealthy: quota watch failed 2 times in a row\n",
+        )
+        failing[0] = False
+        clock.advance(2.0)
+        await wait_until(lambda: clock.sleepers == 0)
+        clock.advance(60.0)
+        assert (await plain.get(healthz)).status_code == 200
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)

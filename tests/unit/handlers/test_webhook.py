@@ -17,8 +17,10 @@ certificate, or with one another CA signed, gets no HTTP answer, one with a cert
 of that CA is served, and ``--webhook-client-names`` refuses other names with 403; that
 stopping lets a review in flight finish; that a client offering HTTP/2 (as the apiserver
 does) gets many reviews answered at once on one connection, the same refusals, and its
-reviews in flight finished on stop; that missing certificate files fail at start; and
-that dev certificates are made once and name the webhook host.
+reviews in flight finished on stop; that missing certificate files fail at start;
+that dev certificates are made once and name the webhook host; and that a connection
+whose deadline check raises is aborted, the error logged with its traceback once, and the
+deadline sweep goes on for the others.
 """
 
 from __future__ import annotations
@@ -744,3 +746,52 @@ async def test_a_timeout_raised_inside_admit_is_a_bug_not_a_late_review(
     answer = await served.client.post(served.url + webhook.PATH + "?timeout=10s", content=review())
     assert answer.json()["response"]["status"]["code"] == 500
     assert late() == before
+
+
+@dataclass(eq=False)
+class Swept:
+    """A connection as the deadline sweep sees it, whose ``expire`` raises ``fail`` times."""
+
+    fail: int = 0
+    expired: int = 0
+    aborted: bool = False
+
+    def expire(self, now: float) -> None:
+        del now
+        self.expired += 1
+        if self.fail:
+            self.fail -= 1
+            raise KeyError("a bug")
+
+    def abort(self) -> None:
+        self.aborted = True
+
+
+async def test_a_connection_whose_deadline_check_raises_is_aborted_and_the_sweep_goes_on(
+    admitter: Admitter, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The sweep that gives 408s, closes idle connections, cuts off stalled clients and
+    ages connections used to die with the first error of one connection, and all of that
+    stopped, silently. Such a connection is aborted and the error logged, its traceback
+    once however many connections fail the same way; the sweep goes on for the others."""
+    monkeypatch.setattr(webhook, "SWEEP_EVERY", 0.01, raising=False)
+    server = webhook._Webhook(
+        admit=admitter, kinds=KINDS, client_names=(), rejections=webhook.Rejections()
+    )
+    broken, also_broken, healthy = Swept(fail=1), Swept(fail=1), Swept()
+    server.connections.update([broken, also_broken, healthy])  # type: ignore[list-item]
+    sweep = asyncio.create_task(webhook._sweep_forever(server))
+    try:
+        await wait_until(lambda: healthy.expired >= 3)
+        assert not sweep.done()
+    finally:
+        sweep.cancel()
+        await asyncio.gather(sweep, return_exceptions=True)
+    assert (broken.aborted, also_broken.aborted, healthy.aborted) == (True, True, False)
+    assert broken.expired >= 3  # still swept (a real one leaves the set once closed)
+    logged = [r for r in caplog.records if r.name == webhook.logger.name]
+    assert [(r.levelno, r.exc_info is not None) for r in logged] == [
+        (logging.ERROR, True),
+        (logging.WARNING, False),
+    ]
+    assert logged[0].getMessage().startswith("checking a webhook connection's deadlines")

@@ -13,7 +13,8 @@ no quota waits for prices rather than show 0; with several quotas the claim carr
 highest price; a standby writes nothing; claims that the writes keep up with
 are written ``STEADY_WORKERS`` at a time, so as not to crowd out admissions on the
 apiserver; the writes allowed at once double with each ``BACKLOG_AGE`` of backlog; a
-backlog is written oldest first with every worker busy and no more.
+backlog is written oldest first with every worker busy and no more; a write that fails
+with an unexpected error is tried again, its traceback logged once.
 """
 
 from __future__ import annotations
@@ -431,3 +432,41 @@ async def test_a_backlog_is_written_oldest_first_and_never_more_than_workers_at_
     assert sorted(written) == names
     assert peak == [publishing.WORKERS]
     assert written[: publishing.WORKERS] == names[: publishing.WORKERS]
+
+
+async def test_a_write_that_fails_unexpectedly_is_tried_again_with_one_traceback(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An error that is not the apiserver's answer (an ``OSError`` the Kubernetes client
+    let through, a bug) used to drop the claim: out of the ready claims, never tried again,
+    its price never shown and its reservation never confirmed. It is tried again after
+    ``RETRY_DELAY``, as a failed write is, with its traceback logged once for the claim,
+    not at every attempt."""
+    monkeypatch.setattr(publishing, "RETRY_DELAY", 0.01)
+    world = World()
+    write = world.api.patch_claim_status
+    attempts = [0]
+
+    async def flaky(*, namespace: str, name: str, uid: str, status: ClaimStatus) -> dict[str, Any]:
+        attempts[0] += 1
+        if attempts[0] <= 3:
+            raise OSError("the token file is being replaced")
+        return await write(namespace=namespace, name=name, uid=uid, status=status)
+
+    world.api.patch_claim_status = flaky  # type: ignore[method-assign]
+    world.quotas.put(quota("q", hold("a", 40.0)))
+    world.claims.put(claim("a"))
+    task = asyncio.create_task(world.publisher.run())
+    try:
+        async with asyncio.timeout(10):
+            while not world.api.written:  # noqa: ASYNC110 - polling a plain attribute
+                await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert attempts[0] == 4
+    assert [name for name, _ in world.api.written] == ["a"]
+    failures = [r for r in caplog.records if r.name == publishing.logger.name]
+    assert len(failures) == 3
+    assert [r.exc_info is not None for r in failures] == [True, False, False]
+    assert "DatabaseClaim ns/a" in failures[0].getMessage()
