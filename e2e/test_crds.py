@@ -58,6 +58,8 @@ INVALID_QUOTAS = [
     ({"enforcement": "Sometimes"}, 'spec.enforcement: Unsupported value: "Sometimes"'),
     ({"degradation": {"policy": "Hope"}}, 'spec.degradation.policy: Unsupported value: "Hope"'),
     ({"degradation": {"maxStaleness": "soon"}}, "spec.degradation.maxStaleness"),
+    ({"degradation": {"maxStaleness": "2562048h"}}, "must be at most 2562047h"),
+    ({"degradation": {"maxStaleness": "9" * 400 + "h"}}, "spec.degradation.maxStaleness"),
     ({"degradation": {"safetyMargin": 0.5}}, "spec.degradation.safetyMargin"),
     ({"degradation": {"policy": "StrictCap"}}, "policy StrictCap needs strictCap"),
     ({"hard": {"claims": -1}}, "spec.hard.claims"),

@@ -20,6 +20,13 @@ when Δ >= 0, else the low one), never below 0: with a DatabaseClaim's two units
 exactly :func:`dbquota.domain.pricing.growth_cost` (units are summed compute first, the new
 version's before the old's, so the floating-point sums are the same too).
 
+A price is always a finite number, at most :data:`MOST`: the readers bound what an object
+may ask for (:mod:`dbquota.domain.kinds`), so with any plausible catalog no bill comes near
+it; a larger total, infinity (an overflow) or NaN (infinity minus infinity, or infinity x
+0) counts as ``MOST``. So no cost is ever free that cannot be counted, every budget denies
+it, and whatever sums, holds or writes prices (a quota's totals, a reservation, the
+status) gets a number that JSON carries.
+
 Called by :mod:`dbquota.domain.quotes` and :mod:`dbquota.domain.claims`. Pure: no I/O.
 """
 
@@ -57,6 +64,13 @@ class Unit(NamedTuple):
         return {"vcpu-hours": "vCPU", "memory-hours": "memory", "storage-months": "storage"}[
             self.what
         ]
+
+
+MOST = 1e100
+"""The most one bill costs or adds per month, in any currency (module docstring): above
+any budget (the CRD's ``monthlyBudget`` is at most 10^12) and any bill the readers let
+through at a plausible catalog (below 10^40), yet so far below the largest float that any
+number of such prices sums to a finite total."""
 
 
 Bill = Mapping[Unit, float]
@@ -135,15 +149,17 @@ def ordered(new: Bill, old: Bill | None = None) -> list[Unit]:
 
 
 def cost(bill: Bill, prices: Prices) -> float:
-    """The monthly cost of ``bill`` at ``prices`` (which price every unit of it)."""
+    """The monthly cost of ``bill`` at ``prices`` (which price every unit of it), at most
+    :data:`MOST`."""
     total = 0.0
     for unit in ordered(bill):
         total += bill[unit] * prices[unit]
-    return total
+    return _counted(total)
 
 
 def growth(*, new: Bill, old: Bill | None, high: Prices, low: Prices) -> float:
-    """What ``new`` adds to the monthly bill over ``old`` (None: all of it), never below 0.
+    """What ``new`` adds to the monthly bill over ``old`` (None: all of it), never below 0
+    nor above :data:`MOST`.
 
     ``high`` prices ``new``'s units, ``low`` those of ``old`` (a unit missing from ``low``
     is credited at nothing): each unit's increase at its high price, each decrease at its
@@ -155,7 +171,12 @@ def growth(*, new: Bill, old: Bill | None, high: Prices, low: Prices) -> float:
     for unit in ordered(new, old):
         delta = new.get(unit, 0.0) - old.get(unit, 0.0)
         total += delta * (high[unit] if delta >= 0 else low.get(unit, 0.0))
-    return max(0.0, total)
+    return 0.0 if total <= 0.0 else _counted(total)  # NaN is no saving: not max(0.0, NaN)
+
+
+def _counted(total: float) -> float:
+    """``total``, or :data:`MOST` when it is more, infinite or NaN (module docstring)."""
+    return total if total <= MOST else MOST  # noqa: FURB136  (min(NaN, MOST) is NaN)
 
 
 def grows(*, new: Bill, old: Bill | None) -> bool:

@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TypedDict
 
-from dbquota.domain import billing, bills, fields
+from dbquota.domain import billing, bills, fields, quantities
 from dbquota.domain.kinds import Demand
 
 KIND = "DatabaseClaim"
@@ -127,8 +127,19 @@ def demand_bill(demand: Demand) -> bills.Bill:
 
 def of_demand(*, kind: str, demand: Demand, cluster_id: str) -> ClaimSpec:
     """The :class:`ClaimSpec` of another kind's object: its instances as ``replicas`` and
-    its whole storage (all instances' volumes, in GiB rounded up) as ``storage_gib``."""
+    its whole storage (all instances' volumes, in GiB rounded up) as ``storage_gib``.
+
+    ``ValueError`` when that whole is more than 8 EiB (:data:`~dbquota.domain.quantities.
+    MAX_GIB`), the most one Kubernetes quantity holds: each volume is at most that, but
+    instances times volumes need not be, and ``storage_gib`` goes into int64 fields (a
+    reservation's, a quota status's), where a billion such objects still sum within one.
+    """
     storage = demand.instances * sum(volume.gib for volume in demand.volumes)
+    if not storage <= quantities.MAX_GIB:  # inf and NaN too: never math.ceil() them
+        raise ValueError(
+            f"spec: {demand.instances:,} instances ask for more than 8 EiB of storage in all "
+            f"({quantities.MAX_GIB:,} GiB, 2^63 bytes), more than Kubernetes counts"
+        )
     return ClaimSpec(
         engine=kind,
         instance_class=demand.instance_class or "",

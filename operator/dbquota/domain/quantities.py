@@ -25,8 +25,12 @@ refused with a ``ValueError`` that says so.
 
 :func:`cores` and :func:`gib` turn a quantity into a float the way apimachinery's
 ``MilliValue()`` and ``Value()`` round a positive quantity (up, to a whole milli-core or
-byte); a quantity too large for a float raises ``ValueError``. Pure; used by
-the kind readers in :mod:`dbquota.domain.kinds`.
+byte). Those are int64s, which overflow beyond 2^63-1: Kubernetes cannot count more
+milli-cores or bytes than that (:data:`MAX_INT64`; a binary quantity is capped there, so
+``9999999999999999999Ei`` is 8 EiB), and neither can the int64 status fields dbquota
+writes them into. A quantity beyond it raises ``ValueError`` saying so, rather than
+becoming a float that overflows an int64 field, or infinity once multiplied by
+instances. Pure; used by the kind readers in :mod:`dbquota.domain.kinds`.
 
 Why not a library: the ``kubernetes`` client's ``kubernetes.utils.quantity.parse_quantity``
 would pull in the whole synchronous client for one function, and it accepts what
@@ -51,6 +55,12 @@ MAX_DIGITS = 1000
 """Most digits a quantity's number may have here (apimachinery has no limit)."""
 MAX_DECIMAL_EXPONENT = 1000
 """Quantities of 10^1000 or more are refused here (apimachinery keeps them)."""
+MAX_INT64 = 2**63 - 1
+"""The most milli-cores (``MilliValue()``) and bytes (``Value()``) Kubernetes counts."""
+MAX_GIB = 2**33
+"""8 EiB in GiB, the most storage one object may ask for in all
+(:func:`dbquota.domain.claims.of_demand`): the largest quantity, 2^63-1 bytes, is one byte
+less, which :func:`gib`'s float cannot tell apart."""
 
 _DIGITS = frozenset("0123456789")
 _SUFFIX_LETTERS = frozenset("eEinumkKMGTP")
@@ -68,8 +78,8 @@ _DECIMAL_SI: dict[str, int] = {
 }
 _BINARY_SI: dict[str, int] = {"Ki": 10, "Mi": 20, "Gi": 30, "Ti": 40, "Pi": 50, "Ei": 60}
 _NANO = Fraction(1, 10**9)
-_MAX_BINARY = Fraction(2**63 - 1)
-_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+_MAX_BINARY = Fraction(MAX_INT64)
+_INT64_MIN, _INT64_MAX = -(2**63), MAX_INT64
 _GIB = 2**30
 
 
@@ -229,16 +239,16 @@ def _magnitude(text: str, parts: _Parts, *, base: int, exponent: int) -> Fractio
 
 def cores(quantity: Quantity) -> float:
     """CPU cores, rounded up to a whole milli-core as ``MilliValue()`` rounds."""
-    return _as_float(quantity, Fraction(math.ceil(quantity.value * 1000), 1000))
+    return _counted(quantity, math.ceil(quantity.value * 1000), "milli-cores") / 1000
 
 
 def gib(quantity: Quantity) -> float:
     """GiB (2^30 bytes) of a whole number of bytes, rounded up as ``Value()`` rounds."""
-    return _as_float(quantity, Fraction(math.ceil(quantity.value), _GIB))
+    return _counted(quantity, math.ceil(quantity.value), "bytes") / _GIB
 
 
-def _as_float(quantity: Quantity, value: Fraction) -> float:
-    try:
-        return float(value)
-    except OverflowError:
-        raise _bad(quantity.text, "too large to count with") from None
+def _counted(quantity: Quantity, count: int, what: str) -> int:
+    """``count`` when an int64 holds it (module docstring); ValueError naming the text."""
+    if not _INT64_MIN <= count <= _INT64_MAX:
+        raise _bad(quantity.text, f"too large: beyond 2^63-1 {what}, more than Kubernetes counts")
+    return count

@@ -227,6 +227,9 @@ _DURATION_UNITS: Mapping[str, float] = {
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
 _DURATION = re.compile(rf"(?:{_DURATION_PART.pattern})+")
 _DURATION_HINT = "expected a duration such as 90s, 15m, 1h30m or 500ms"
+MAX_DURATION = (2**63 - 1) / 1e9
+"""The longest duration Go holds (``time.Duration``, an int64 of nanoseconds): about 292
+years, ``2562047h47m16.854775807s``. Go's ``ParseDuration`` refuses longer ones."""
 
 
 def parse_duration(text: str) -> float:
@@ -234,15 +237,24 @@ def parse_duration(text: str) -> float:
 
     Accepts what Go's ``time.ParseDuration`` accepts without a sign: a sequence of decimal
     numbers each with a unit (``ns``, ``us``/``µs``, ``ms``, ``s``, ``m``, ``h``), or a bare
-    ``0``. Anything else raises ``ValueError`` saying what was expected.
+    ``0``, up to :data:`MAX_DURATION`. Anything else raises ``ValueError`` saying what was
+    expected. (Longer ones read as infinity or centuries: a ``maxStaleness`` so long would
+    never count billing data as stale, however old.)
     """
     if text == "0":
         return 0.0
     if not isinstance(text, str) or not _DURATION.fullmatch(text):
         raise ValueError(f"invalid duration {text!r}: {_DURATION_HINT}")
-    return sum(
+    seconds = sum(
         float(amount) * _DURATION_UNITS[unit] for amount, unit in _DURATION_PART.findall(text)
     )
+    if not seconds <= MAX_DURATION:
+        shown = text if len(text) <= 40 else f"{text[:37]}..."
+        raise ValueError(
+            f"invalid duration {shown!r}: longer than 2562047h47m16.854775807s (about 292 "
+            "years), the most Go holds"
+        )
+    return seconds
 
 
 _Choice = TypeVar("_Choice", bound=str)

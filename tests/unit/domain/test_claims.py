@@ -7,6 +7,7 @@ our words, describing the value briefly (``got null``, ``got a list``, a long st
 and that ``grows_from`` / ``storage_growth`` tell which updates can cost more. Property:
 whatever JSON value the spec is, or holds in its fields, parsing returns a claim or raises
 ``ValueError`` with a short message in our words, never another exception or its text.
+Another kind's claim whose storage comes to more than 8 EiB in all is refused.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dbquota.domain import claims
+from dbquota.domain.kinds import Demand, Volume
 from tests.unit.domain import samples
 
 
@@ -177,3 +179,23 @@ def test_growth() -> None:
     assert samples.claim(storage_gib=50, replicas=3).storage_growth(base) == 0
     cheaper_class = samples.claim("db.t3.micro", storage_gib=100, replicas=2)
     assert cheaper_class.grows_from(base), "a class change needs pricing whatever the class"
+
+
+def test_another_kinds_storage_beyond_8_eib_in_all_is_refused() -> None:
+    """Each volume fits an int64 of bytes, but all instances' together may not: the whole
+    is refused, so that ``storage_gib`` (a reservation's and a status's ``storageGiB``,
+    int64 fields) always fits, and never overflows to infinity on its way there."""
+    most = Volume(None, 2.0**33)  # 9999999999999999999Ei, capped at 2^63-1 bytes
+    one = claims.of_demand(kind="Cluster", demand=demand(1, most), cluster_id="a/b")
+    assert one.storage_gib == 2**33
+    for instances, volume in ((2, most), (2**31 - 1, most), (2, Volume(None, 1e308))):
+        with pytest.raises(
+            ValueError, match=rf"^spec: {instances:,} instances ask for more than 8 EiB"
+        ):
+            claims.of_demand(kind="Cluster", demand=demand(instances, volume), cluster_id="a/b")
+
+
+def demand(instances: int, *volumes: Volume) -> Demand:
+    return Demand(
+        instances=instances, instance_class=None, cpu=1.0, memory_gib=1.0, volumes=volumes
+    )

@@ -4,13 +4,15 @@ Checks apimachinery v0.36.3's own table (``TestQuantityParse`` in quantity_test.
 input with its exact value and format, then each again with ``-`` and ``+`` in front, and
 its list of invalid inputs), the quirks that table does not show (a number without digits,
 int32 exponents, the binary cap), that every refusal is a ValueError naming the text, that
-:func:`cores` and :func:`gib` round up as ``MilliValue()`` and ``Value()`` do, and, as
+:func:`cores` and :func:`gib` round up as ``MilliValue()`` and ``Value()`` do and refuse
+what their int64s cannot hold (the binary cap, 2^63-1 bytes, still counts), and, as
 hypothesis properties, that a value written in any notation parses back to itself and that
 no text at all makes the parser raise anything but ValueError.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from fractions import Fraction
 
 import pytest
@@ -316,3 +318,42 @@ def test_any_text_gives_a_quantity_or_a_value_error(text: str) -> None:
         assert (parsed.value * 10**9).denominator == 1  # a whole number of nanos
         return
     assert message.startswith("invalid quantity")
+
+
+@pytest.mark.parametrize(
+    ("text", "unit"),
+    [
+        ("9223372036854775807m", quantities.cores),  # 2^63-1 milli-cores: MilliValue()'s most
+        ("9223372036854775807", quantities.gib),  # 2^63-1 bytes: Value()'s most
+        ("9999999999999999999Ei", quantities.gib),  # capped at 2^63-1 bytes, as apimachinery
+    ],
+)
+def test_cores_and_gib_count_up_to_what_an_int64_holds(
+    text: str, unit: Callable[[quantities.Quantity], float]
+) -> None:
+    assert unit(quantities.parse(text)) == (2**63 - 1) / (
+        1000 if unit is quantities.cores else 2**30
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "unit", "what"),
+    [
+        ("9223372036854775808m", quantities.cores, "milli-cores"),
+        ("9999999999999999999Ei", quantities.cores, "milli-cores"),  # 2^63-1 cores
+        ("1e308", quantities.cores, "milli-cores"),
+        ("-1e308", quantities.cores, "milli-cores"),
+        ("9223372036854775808", quantities.gib, "bytes"),
+        ("1e28", quantities.gib, "bytes"),  # 9.3e18 GiB: no int64 status field holds it
+        ("1.7e317", quantities.gib, "bytes"),
+        ("17e316", quantities.gib, "bytes"),
+    ],
+)
+def test_cores_and_gib_refuse_what_no_int64_holds(
+    text: str, unit: Callable[[quantities.Quantity], float], what: str
+) -> None:
+    """Kubernetes counts milli-cores and bytes in int64s (``MilliValue()``, ``Value()``
+    overflow beyond): a larger quantity is refused, not counted as a float that overflows
+    an int64 status field or, multiplied by instances, becomes infinite."""
+    with pytest.raises(ValueError, match=rf"too large: beyond 2\^63-1 {what}, more than"):
+        unit(quantities.parse(text))

@@ -4,7 +4,8 @@ Checks that ``parse_quota`` applies every CRD default when fields are absent, re
 field when present (``alerts.thresholds`` too), and refuses wrong types and values with a
 message naming the field;
 that ``parse_duration`` reads Go-style durations (``15m``, ``1h30m``, ``90s``, ``500ms``)
-and refuses junk with a clear ``ValueError``; and that ``Usage`` refuses negative or
+and refuses junk, and durations longer than Go's (an int64 of nanoseconds), with a clear
+``ValueError``; and that ``Usage`` refuses negative or
 non-finite amounts and adds up spend and the remaining budget.
 """
 
@@ -173,3 +174,22 @@ def test_usage_adds_spend_and_remaining() -> None:
 def test_usage_refuses_negative_or_infinite_amounts(fields: dict[str, float]) -> None:
     with pytest.raises(ValueError, match="must be a finite number >= 0"):
         quotas.Usage(**fields)  # type: ignore[arg-type]
+
+
+def test_durations_go_up_to_what_go_holds() -> None:
+    """Go's ``time.Duration`` is an int64 of nanoseconds: about 292 years."""
+    assert quotas.parse_duration("2562047h47m16s") == 2562047 * 3600 + 47 * 60 + 16
+
+
+@pytest.mark.parametrize(
+    "text", ["2562048h", "100000000000000h", "9" * 400 + "h", "1" * 309 + "h", "2562047h48m"]
+)
+def test_durations_beyond_what_go_holds_are_refused(text: str) -> None:
+    """They read as infinity or centuries: billing data would never count as stale (and
+    billing as degraded for it), however old."""
+    with pytest.raises(ValueError, match=r"longer than 2562047h47m16\.854775807s"):
+        quotas.parse_duration(text)
+    with pytest.raises(ValueError, match=r"^DatabaseQuota q: spec\.degradation\.maxStaleness: "):
+        quotas.parse_quota(
+            name="q", spec={"monthlyBudget": 100, "degradation": {"maxStaleness": text}}
+        )

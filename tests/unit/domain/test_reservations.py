@@ -9,7 +9,9 @@ released as ``ClaimDeleted`` or ``NeverCreated`` (after the grace, measured from
 admission); a CREATE written late joining the UPDATE it did not see; what a claim owes,
 and a property: once it shows that, each reservation is confirmed and it owes no more; which
 claims are orphans (no price, no reservation) while escrow may still cover them and once
-it cannot; and how a claim object is read (junk status fields read as "no price").
+it cannot; and how a claim object is read (junk status fields read as "no price"), and
+that another kind's object too large to count (storage or cpu beyond an int64) is
+unreadable for the informer, not an exception.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from dbquota.domain import reservations
+from dbquota.domain.kinds import registry
 from dbquota.domain.resources import Reservation
 from dbquota.kits import timestamps
 
@@ -532,3 +535,41 @@ def test_settle_releases_only_what_counts_elsewhere_and_only_after_the_grace(
             assert claim.priced
         else:
             assert why == "NeverCreated"
+
+
+def _cnpg(spec: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "pg", "namespace": "team-a", "uid": "u-pg", "generation": 1},
+        "spec": spec,
+    }
+
+
+_RDS = {
+    "metadata": {"name": "db", "uid": "u-db", "labels": {"crossplane.io/claim-namespace": "a"}},
+    "spec": {
+        "forProvider": {
+            "instanceClass": "db.r6g.large",
+            "allocatedStorage": 1.7e308,
+            "multiAz": True,
+        }
+    },
+}
+
+
+def test_an_object_too_large_to_count_is_unreadable_for_the_informer() -> None:
+    """Its storage overflowed (OverflowError out of the derive: the kind's watch relisted
+    every second, forever), or its cpu priced at infinity (every recount of its quota
+    raised): now it is unreadable, like any other bad object, and counted by no quota."""
+    cnpg, rds = registry.KINDS["cnpg"], registry.KINDS["rds"]
+    label = "crossplane.io/claim-namespace"
+    assert reservations.foreign_ref(_RDS, kind=rds, namespace_label=label) is None
+    base = {"instances": 2, "storage": {"size": "10Gi"}}
+    for spec in (
+        {**base, "storage": {"size": "1.7e317"}},
+        {**base, "resources": {"requests": {"cpu": "1e308", "memory": "1Gi"}}},
+        {**base, "storage": {"size": "1e28"}},
+    ):
+        assert reservations.foreign_ref(_cnpg(spec), kind=cnpg, namespace_label="") is None
+    readable = reservations.foreign_ref(_cnpg(base), kind=cnpg, namespace_label="")
+    assert readable is not None
+    assert readable.storage_gib == 20

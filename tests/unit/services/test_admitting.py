@@ -1,12 +1,21 @@
 """What a dry run is told about each quota's decision, for ``kubectl dbquota explain``.
 
 Checks the warning's ``key=value`` fields for an admission, a Warn-mode admission and a
-denial, and that it never exceeds the 256 characters the apiserver keeps of a warning.
+denial, and that it never exceeds the 256 characters the apiserver keeps of a warning;
+and that an object whose size is too large to count (a CREATE, or an UPDATE that keeps
+it) is denied naming the field, not answered with an internal error.
 """
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any, cast
+
+import pytest
+
+from dbquota.adapters.kube import Informer
 from dbquota.domain import verdicts
+from dbquota.domain.kinds import registry
 from dbquota.services import admitting
 
 
@@ -53,3 +62,42 @@ def test_warned_and_denied_are_told_apart() -> None:
 
 def test_the_warning_fits_what_the_apiserver_keeps() -> None:
     assert len(admitting.explain(decision(quota="q" * 300))) == 256
+
+
+class _NoQuotas:
+    """A quota informer that must not be asked: a bad object is denied before."""
+
+    synced = asyncio.Event()
+
+    def in_namespace(self, namespace: str) -> list[Any]:
+        raise AssertionError(f"asked the quotas of {namespace}")
+
+
+_HUGE = {"instances": 2, "storage": {"size": "1.7e317"}}
+
+
+@pytest.mark.parametrize("old_spec", [None, _HUGE])
+async def test_a_size_too_large_to_count_is_denied_naming_the_field(
+    old_spec: dict[str, Any] | None,
+) -> None:
+    """It overflowed (OverflowError: the webhook answered "internal error"), on a CREATE
+    and on an UPDATE that keeps it (a metadata-only change)."""
+    admission = admitting.Admission(
+        ledgers=cast(admitting.Ledgers, None),
+        quotas=cast(Informer[Any], _NoQuotas()),
+        no_quota="Admit",
+    )
+    verdict = await admission.review(
+        admitting.Review(
+            namespace="team-a",
+            name="pg",
+            spec=_HUGE,
+            old_spec=old_spec,
+            dry_run=False,
+            kind=registry.KINDS["cnpg"],
+        )
+    )
+    assert not verdict.allowed
+    assert verdict.message.startswith(
+        'invalid Cluster team-a/pg: spec.storage.size: invalid quantity "1.7e317": too large'
+    )

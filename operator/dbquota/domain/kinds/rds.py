@@ -7,10 +7,13 @@ instance class and allocated storage. Read, each from ``spec.forProvider``, else
 
     instanceClass       the instance class (e.g. db.r6g.large); None when neither sets it,
                         which the CRD allows only for an Observe-only resource
-    allocatedStorage    GiB of storage, a whole number (the CRD types it as any number);
-                        no volume when absent (e.g. restored from a snapshot)
+    allocatedStorage    GiB of storage, a whole number (the CRD types it as any number) of
+                        at most 8 EiB; no volume when absent (e.g. restored from a snapshot)
     storageType         the storage class of that volume (gp2, gp3, io1, standard, …)
     multiAz             a standby in another zone: 2 instances (and 2 volumes) billed
+
+An empty string sets nothing, as null does: ``instanceClass: ""`` in forProvider leaves
+initProvider's class to count (and with neither, there is no class).
 
 The tenant is the namespace of the Crossplane claim that made it, in the label
 ``crossplane.io/claim-namespace`` (or another key the caller passes); None without it.
@@ -23,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from dbquota.domain import kinds
+from dbquota.domain import kinds, quantities
 from dbquota.domain.kinds import Demand, Resource, Volume, reading
 
 RESOURCE = Resource(
@@ -36,6 +39,9 @@ RESOURCE = Resource(
 
 CLAIM_NAMESPACE_LABEL = "crossplane.io/claim-namespace"
 """The label Crossplane puts on a managed resource made for a namespaced claim."""
+MAX_ALLOCATED_GIB = quantities.MAX_INT64 // 2**30
+"""The most whole GiB of ``allocatedStorage`` whose bytes an int64 holds (8 EiB), as the
+other kinds' volumes are bounded (:mod:`dbquota.domain.quantities`)."""
 
 
 def demand(obj: Mapping[str, object], *, namespace_label: str = CLAIM_NAMESPACE_LABEL) -> Demand:
@@ -48,21 +54,19 @@ def demand(obj: Mapping[str, object], *, namespace_label: str = CLAIM_NAMESPACE_
     initial = reading.mapping(spec, "initProvider", path="spec")
 
     def source(key: str) -> tuple[Mapping[str, object], str]:
-        """forProvider when it sets ``key``, else initProvider."""
-        if wanted.get(key) is not None:
+        """forProvider when it sets ``key`` (null and "" set nothing), else initProvider."""
+        if wanted.get(key) not in (None, ""):
             return wanted, "spec.forProvider"
         return initial, "spec.initProvider"
 
     parent, path = source("instanceClass")
     instance_class = reading.string(parent, "instanceClass", path=path)
     parent, path = source("allocatedStorage")
-    storage = reading.number(parent, "allocatedStorage", path=path)
-    if storage is not None and not storage.is_integer():
-        raise ValueError(f"{path}.allocatedStorage: must be a whole number of GiB, got {storage!r}")
+    storage = _gib(parent, path=path)
     parent, path = source("multiAz")
     multi_az = bool(reading.boolean(parent, "multiAz", path=path))
     parent, path = source("storageType")
-    storage_type = reading.string(parent, "storageType", path=path)
+    storage_type = reading.string(parent, "storageType", path=path) or None
     return Demand(
         instances=2 if multi_az else 1,
         instance_class=instance_class or None,
@@ -72,6 +76,21 @@ def demand(obj: Mapping[str, object], *, namespace_label: str = CLAIM_NAMESPACE_
         multi_az=multi_az,
         namespace=reading.string(labels, namespace_label, path="metadata.labels"),
     )
+
+
+def _gib(parent: Mapping[str, object], *, path: str) -> float | None:
+    """``allocatedStorage``: a whole number of GiB up to :data:`MAX_ALLOCATED_GIB`."""
+    storage = reading.number(parent, "allocatedStorage", path=path)
+    if storage is None:
+        return None
+    if not storage.is_integer():
+        raise ValueError(f"{path}.allocatedStorage: must be a whole number of GiB, got {storage!r}")
+    if storage > MAX_ALLOCATED_GIB:
+        raise ValueError(
+            f"{path}.allocatedStorage: must be at most {MAX_ALLOCATED_GIB:,} GiB (8 EiB), "
+            f"got {reading.show(storage)}"
+        )
+    return storage
 
 
 EXTERNAL_NAME_ANNOTATION = "crossplane.io/external-name"

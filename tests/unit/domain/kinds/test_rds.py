@@ -119,3 +119,26 @@ def test_no_storage_no_volume_and_no_class_is_none() -> None:
 def test_a_bad_field_is_refused_naming_it(path: str, value: Any, message: str) -> None:
     with pytest.raises(ValueError, match="^" + message.replace("[", r"\[").replace("(", r"\(")):
         rds.demand(edited(INSTANCE, path, value))
+
+
+def test_an_empty_for_provider_field_is_absent_and_init_provider_fills_in() -> None:
+    """``instanceClass: ""`` in forProvider used to hide initProvider's class (and then
+    read as no class: storage priced alone); "" is absent, as a class and a type."""
+    obj = edited(INSTANCE, "spec.forProvider.instanceClass", "")
+    obj = edited(obj, "spec.forProvider.storageType", "")
+    obj = edited(obj, "spec.initProvider", {"instanceClass": "db.r6g.xlarge", "storageType": "io1"})
+    got = rds.demand(obj)
+    assert (got.instance_class, got.volumes) == ("db.r6g.xlarge", (Volume("io1", 200.0),))
+    alone = rds.demand(edited(obj, "spec.initProvider", DELETE))
+    assert (alone.instance_class, alone.volumes) == (None, (Volume(None, 200.0),))
+
+
+@pytest.mark.parametrize("size", [1.7e308, 2**33, 10**30])
+def test_allocated_storage_beyond_an_int64_of_bytes_is_refused(size: float) -> None:
+    with pytest.raises(
+        ValueError,
+        match=r"^spec.forProvider.allocatedStorage: must be at most 8,589,934,591 GiB \(8 EiB\)",
+    ):
+        rds.demand(edited(INSTANCE, "spec.forProvider.allocatedStorage", size))
+    most = rds.demand(edited(INSTANCE, "spec.forProvider.allocatedStorage", 2**33 - 1))
+    assert most.volumes == (Volume("gp3", 2**33 - 1),)
