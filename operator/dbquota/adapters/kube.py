@@ -8,11 +8,12 @@ objects, which cost more CPU than the apiserver round trip on the paths a busy w
 and reconciler take (status writes at hundreds per second).
 
 Every failure becomes one of :mod:`dbquota.errors` (``Conflict`` for 409, ``NotFound``
-for 404, ``KubeError`` for the rest, closed connections included) with
-``raise ... from exc``. A merge patch or a PUT that carries ``metadata.resourceVersion``
-is a compare-and-swap: the apiserver applies it only if the object still has that
-version, which is how reservations avoid over-admission (as ResourceQuota's admission
-does).
+for 404, ``KubeError`` for the rest, closed connections and credentials that could not be
+refreshed included) with ``raise ... from exc``; only cancellation passes through. A call
+takes at most :data:`REQUEST_TIMEOUT`, or what its caller's own deadline leaves. A merge
+patch or a PUT that carries ``metadata.resourceVersion`` is a compare-and-swap: the
+apiserver applies it only if the object still has that version, which is how reservations
+avoid over-admission (as ResourceQuota's admission does).
 
 :class:`Informer` keeps a watch-fed copy of one kind, as client-go's informers do: it
 lists, watches from the list's ``resourceVersion`` (with bookmarks), watches again when
@@ -82,6 +83,12 @@ the apiserver accepting the new watch counts as hearing from it (:data:`OPENED`)
 quiet cluster an informer watches anew every 45 s, one request, no list. Before, the only
 bound was a read timeout of 330 s, and for all of it an absence in the copy passed for an
 absence in the cluster."""
+
+REQUEST_TIMEOUT = 30.0
+"""Seconds one API call (not a watch) may take unless its caller has a deadline of its own
+and passes what is left of it: a lease renewal (:mod:`dbquota.services.leasing`) must end
+in time to try again before its holder stops trusting its lease, whatever the state of the
+pooled connection it went out on."""
 
 OPENED = "OPENED"
 """What :meth:`Kube.watch` yields first, with no object, once the apiserver has accepted the
@@ -205,11 +212,24 @@ class Kube:
             await self._own_session.close()
         await self._api_client.close()
 
-    async def _headers(self, content_type: str | None) -> dict[str, str]:
+    async def _headers(self, content_type: str | None, *, what: str) -> dict[str, str]:
+        """The request's headers, credentials included.
+
+        kubernetes-asyncio refreshes the credentials here when they are due (in a pod it
+        reads the service account's token file again every minute), so this fails as a
+        file read or a kubeconfig plugin fails (``OSError``, ``ConfigException``): that is
+        a failed call like any other, a ``KubeError``, which callers that retry already
+        handle. Cancellation passes through.
+        """
         headers: dict[str, str] = {"Accept": "application/json"}
         if content_type:
             headers["Content-Type"] = content_type
-        await self._api_client.update_params_for_auth(headers, [], ["BearerToken"])
+        try:
+            await self._api_client.update_params_for_auth(headers, [], ["BearerToken"])
+        except Exception as exc:
+            raise KubeError(
+                f"{what}: could not get credentials: {type(exc).__name__}: {exc}"
+            ) from exc
         return headers
 
     async def request(
@@ -221,14 +241,22 @@ class Kube:
         query: Mapping[str, str] | None = None,
         body: object = None,
         content_type: str | None = None,
-        seconds: float = 30.0,
+        seconds: float = REQUEST_TIMEOUT,
     ) -> dict[str, Any]:
-        """One API call; the decoded JSON answer. ``what`` names it in errors."""
+        """One API call; the decoded JSON answer. ``what`` names it in errors; ``seconds``
+        bounds the exchange with the apiserver (callers with a deadline of their own pass
+        what is left of it).
+
+        Whatever fails on the way (credentials, connection, timeout, a session closed
+        while shutting down, anything else aiohttp raises) is a ``KubeError``, so that a
+        caller that retries on one never dies of another; cancellation passes through.
+        """
         if self._closed:
             raise KubeError(f"{what}: the Kubernetes connection is closed")
         url = self._host + path + (f"?{urlencode(query)}" if query else "")
         data = None if body is None else _json_encode(body)
-        headers = await self._headers(content_type or ("application/json" if data else None))
+        kind = content_type or ("application/json" if data else None)
+        headers = await self._headers(kind, what=what)
         try:
             async with self._session.request(
                 method,
@@ -241,8 +269,7 @@ class Kube:
             ) as resp:
                 raw = await resp.read()
                 status = resp.status
-        except (aiohttp.ClientError, TimeoutError, RuntimeError) as exc:
-            # RuntimeError: "Session is closed" while shutting down.
+        except Exception as exc:  # e.g. RuntimeError: "Session is closed" while shutting down
             raise KubeError(f"{what}: {type(exc).__name__}: {exc}") from exc
         if status == 409:
             raise Conflict(f"{what}: {_message(status, raw)}")
@@ -257,16 +284,24 @@ class Kube:
 
     # -- objects ------------------------------------------------------------------------
 
-    async def get(self, resource: Resource, *, namespace: str, name: str) -> dict[str, Any]:
+    async def get(
+        self, resource: Resource, *, namespace: str, name: str, seconds: float = REQUEST_TIMEOUT
+    ) -> dict[str, Any]:
         """One object."""
         return await self.request(
             "GET",
             resource.path(namespace, name),
             what=f"get {resource.kind} {namespace}/{name}",
+            seconds=seconds,
         )
 
     async def create(
-        self, resource: Resource, *, namespace: str, body: Mapping[str, Any]
+        self,
+        resource: Resource,
+        *,
+        namespace: str,
+        body: Mapping[str, Any],
+        seconds: float = REQUEST_TIMEOUT,
     ) -> dict[str, Any]:
         """Create one object (``Conflict`` when it exists)."""
         name = body.get("metadata", {}).get("name", "")
@@ -275,10 +310,17 @@ class Kube:
             resource.path(namespace),
             what=f"create {resource.kind} {namespace}/{name}",
             body=body,
+            seconds=seconds,
         )
 
     async def replace(
-        self, resource: Resource, *, namespace: str, name: str, body: Mapping[str, Any]
+        self,
+        resource: Resource,
+        *,
+        namespace: str,
+        name: str,
+        body: Mapping[str, Any],
+        seconds: float = REQUEST_TIMEOUT,
     ) -> dict[str, Any]:
         """Replace one object; with ``metadata.resourceVersion`` it is a compare-and-swap."""
         return await self.request(
@@ -286,6 +328,7 @@ class Kube:
             resource.path(namespace, name),
             what=f"replace {resource.kind} {namespace}/{name}",
             body=body,
+            seconds=seconds,
         )
 
     async def patch(
@@ -307,13 +350,16 @@ class Kube:
             content_type=MERGE,
         )
 
-    async def delete(self, resource: Resource, *, namespace: str, name: str) -> None:
+    async def delete(
+        self, resource: Resource, *, namespace: str, name: str, seconds: float = REQUEST_TIMEOUT
+    ) -> None:
         """Delete one object (gone already is fine)."""
         with contextlib.suppress(NotFound):
             await self.request(
                 "DELETE",
                 resource.path(namespace, name),
                 what=f"delete {resource.kind} {namespace}/{name}",
+                seconds=seconds,
             )
 
     async def list(self, resource: Resource, *, namespace: str = "") -> dict[str, Any]:
@@ -351,7 +397,7 @@ class Kube:
             "timeoutSeconds": str(seconds),
         }
         url = f"{self._host}{resource.path(namespace)}?{urlencode(query)}"
-        headers = await self._headers(None)
+        headers = await self._headers(None, what=what)
         try:
             async with self._session.get(
                 url,

@@ -33,6 +33,9 @@ So a replica cut off from the apiserver stops admitting from its escrow (its
 (:class:`LeaseWatch` says not ``live(holder)``) and lets that escrow go; and a new leader
 takes over only once the old one has stopped acting as leader. A clean shutdown deletes
 the replica's lease and releases the leader's, so a rolling update hands over at once.
+Each lease call may take only what the holder's trust leaves (:meth:`Timing.patience`),
+and both loops outlive any failure of one attempt, so a connection stuck after a failover
+or a failed refresh of the credentials costs an attempt, not the lease.
 
 Size: the two kinds of Lease and their watch in one module, because the timing argument
 above holds only for the three together: the holder's trust and the watchers' lapse are the
@@ -94,6 +97,24 @@ class Timing:
         retry period above this gap, they come later by that ratio, never earlier.)
         """
         return self.lease_duration - self.renew_deadline
+
+    def patience(self, trusted_until: float) -> float:
+        """Seconds one lease call may take, for a holder that trusts its lease until
+        ``trusted_until`` (monotonic): what is left of that trust (a whole renew deadline
+        when none is), less two retry periods, one for the loop's wait and one for the next
+        attempt; at least one retry period.
+
+        client-go bounds a renewal by the renew deadline; this also leaves room for another
+        attempt. A call stuck on a dead pooled connection (after an apiserver or load
+        balancer failover) then fails in time for the next one, on a new connection, to
+        renew before trust ends, and long before the others see the lease lapse. With the
+        generic request timeout (30 s) one such call kept the holder from renewing past the
+        lease duration: its escrow let go, its leadership taken over.
+        """
+        left = trusted_until - time.monotonic()
+        return max(
+            self.retry_period, (left if left > 0 else self.renew_deadline) - 2 * self.retry_period
+        )
 
     def __post_init__(self) -> None:
         if not 0 < self.retry_period < self.renew_deadline < self.lease_duration:
@@ -179,6 +200,40 @@ def _health(annotations: Mapping[str, Any]) -> billing.BillingHealth | None:
         return None
 
 
+def _complain(exc: Exception, *, what: str, said: str) -> str:
+    """Log one failed attempt of a lease loop, which goes on: a loop that died would stop
+    renewing for good while the process runs on, trusted by nobody and never saying why.
+
+    A ``KubeError`` (the apiserver busy or away) in one line. Anything else (a bug) with its
+    traceback the first time it comes, in one line while it repeats: ``said`` is what the
+    previous failure said (the loop passes back what this returns, "" after a success).
+    """
+    text = str(exc) if isinstance(exc, KubeError) else f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, KubeError) or text == said:
+        logger.warning("%s: %s", what, text)
+    else:
+        logger.error("%s: %s", what, text, exc_info=exc)
+    return text
+
+
+async def _stop_loop(task: asyncio.Task[None] | None) -> None:
+    """Cancel a lease loop and wait until it has ended (shutdown), so that nothing renews
+    what the caller deletes or releases next.
+
+    The loop's own failure is logged, not raised: the caller still has its lease to give
+    up. A cancellation of the caller while it waits here is raised (``asyncio.wait`` does),
+    not taken for the loop's own end, as ``suppress(CancelledError)`` around ``await task``
+    took it. One that came before (a shutdown cut short, unwinding through its clean-up,
+    which is what calls this) is the caller's to handle: the lease is still given up.
+    """
+    if task is None:
+        return
+    task.cancel()
+    await asyncio.wait({task})
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        logger.error("%s had stopped: %s", task.get_name(), exc, exc_info=exc)
+
+
 class Liveness:
     """This replica's own lease, renewed until :meth:`stop` (module docstring)."""
 
@@ -214,27 +269,31 @@ class Liveness:
     async def stop(self) -> None:
         """Stop renewing and delete the lease (others see at once that we are gone)."""
         self._trusted_until = 0.0
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await _stop_loop(self._task)
         with contextlib.suppress(KubeError):
-            await self._kube.delete(LEASES, namespace=self.namespace, name=self.name)
+            await self._kube.delete(
+                LEASES, namespace=self.namespace, name=self.name, seconds=self._patience()
+            )
 
     async def _loop(self) -> None:
+        """Renew every retry period, whatever fails (:func:`_complain`)."""
+        said = ""
+        what = (
+            f"could not renew lease {self.namespace}/{self.name} (escrow admissions stop "
+            f"{self._timing.renew_deadline:.0f}s after the last renewal)"
+        )
         while True:
             await asyncio.sleep(self._timing.retry_period)
             try:
                 await self._renew()
-            except KubeError as exc:
-                logger.warning(
-                    "could not renew lease %s/%s (%s); escrow admissions stop %.0fs after "
-                    "the last renewal",
-                    self.namespace,
-                    self.name,
-                    exc,
-                    self._timing.renew_deadline,
-                )
+            except Exception as exc:  # noqa: BLE001 - said by _complain; renewal goes on
+                said = _complain(exc, what=what, said=said)
+            else:
+                said = ""
+
+    def _patience(self) -> float:
+        """Seconds the next call may take (:meth:`Timing.patience`)."""
+        return self._timing.patience(self._trusted_until)
 
     async def _renew(self) -> None:
         sent = time.monotonic()
@@ -250,30 +309,37 @@ class Liveness:
             else {BILLING_ANNOTATION: json.dumps(billing.shared(self._health()))},
         )
         try:
-            if self._version:
-                got = await self._kube.replace(
-                    LEASES, namespace=self.namespace, name=self.name, body=body
-                )
-            else:
-                got = await self._kube.create(LEASES, namespace=self.namespace, body=body)
+            got = await self._write(body)
         except (Conflict, NotFound):
             # Someone else wrote it (or it was deleted): take the current version and retry.
             self._version = await self._current_version()
             body["metadata"]["resourceVersion"] = self._version
-            if self._version:
-                got = await self._kube.replace(
-                    LEASES, namespace=self.namespace, name=self.name, body=body
-                )
-            else:
+            if not self._version:
                 body["metadata"].pop("resourceVersion")
-                got = await self._kube.create(LEASES, namespace=self.namespace, body=body)
+            got = await self._write(body)
         self._version = str(got.get("metadata", {}).get("resourceVersion", ""))
         self._trusted_until = sent + self._timing.renew_deadline
         self.renewals += 1
 
+    async def _write(self, body: dict[str, Any]) -> dict[str, Any]:
+        """Replace the lease at the version last seen, or create it if none was."""
+        if self._version:
+            return await self._kube.replace(
+                LEASES,
+                namespace=self.namespace,
+                name=self.name,
+                body=body,
+                seconds=self._patience(),
+            )
+        return await self._kube.create(
+            LEASES, namespace=self.namespace, body=body, seconds=self._patience()
+        )
+
     async def _current_version(self) -> str:
         try:
-            got = await self._kube.get(LEASES, namespace=self.namespace, name=self.name)
+            got = await self._kube.get(
+                LEASES, namespace=self.namespace, name=self.name, seconds=self._patience()
+            )
         except NotFound:
             return ""
         return str(got.get("metadata", {}).get("resourceVersion", ""))
@@ -463,10 +529,7 @@ class LeaderElection:
 
     async def stop(self) -> None:
         """Stop; release the lease if held, so another replica takes over at once."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        await _stop_loop(self._task)
         if self.leading() and self._version:
             body = _body(
                 name=self.name,
@@ -477,9 +540,7 @@ class LeaderElection:
                 version=self._version,
             )
             with contextlib.suppress(KubeError):
-                await self._kube.replace(
-                    LEASES, namespace=self.namespace, name=self.name, body=body
-                )
+                await self._replace(body)
         self._set(False)
         self._trusted_until = 0.0
 
@@ -496,23 +557,42 @@ class LeaderElection:
                 logger.exception("a leadership listener failed")
 
     async def _loop(self) -> None:
+        """Acquire or renew every retry period, whatever fails (:func:`_complain`), and say
+        after each attempt whether this replica leads: one that could not renew past its
+        renew deadline steps down (the gauge, the leadership listener) as well as stops."""
+        said = ""
         while True:
             try:
                 await self._attempt()
-            except KubeError as exc:
-                logger.warning("leader election: %s", exc)
+            except Exception as exc:  # noqa: BLE001 - said by _complain; the election goes on
+                said = _complain(exc, what="leader election", said=said)
+            else:
+                said = ""
             self._set(self.leading())
             await asyncio.sleep(self._timing.retry_period)
+
+    def _patience(self) -> float:
+        """Seconds the next call may take (:meth:`Timing.patience`)."""
+        return self._timing.patience(self._trusted_until)
+
+    async def _replace(self, body: dict[str, Any]) -> dict[str, Any]:
+        return await self._kube.replace(
+            LEASES, namespace=self.namespace, name=self.name, body=body, seconds=self._patience()
+        )
 
     async def _attempt(self) -> None:
         sent = time.monotonic()
         if self.leading() and await self._renew():
             return
         try:
-            current = await self._kube.get(LEASES, namespace=self.namespace, name=self.name)
+            current = await self._kube.get(
+                LEASES, namespace=self.namespace, name=self.name, seconds=self._patience()
+            )
         except NotFound:
             body = self._record("", kept=None)
-            got = await self._kube.create(LEASES, namespace=self.namespace, body=body)
+            got = await self._kube.create(
+                LEASES, namespace=self.namespace, body=body, seconds=self._patience()
+            )
             self._won(got, sent)
             return
         spec = current.get("spec") or {}
@@ -534,9 +614,7 @@ class LeaderElection:
                 transitions if isinstance(transitions, int) else 0
             ) + 1
         try:
-            got = await self._kube.replace(
-                LEASES, namespace=self.namespace, name=self.name, body=body
-            )
+            got = await self._replace(body)
         except Conflict:
             return  # someone else moved first; look again next period
         self._won(got, sent)
@@ -547,9 +625,7 @@ class LeaderElection:
         sent = time.monotonic()
         body = self._record(self._version, kept=self._spec)
         try:
-            got = await self._kube.replace(
-                LEASES, namespace=self.namespace, name=self.name, body=body
-            )
+            got = await self._replace(body)
         except (Conflict, NotFound):
             return False
         self._won(got, sent)

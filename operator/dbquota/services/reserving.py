@@ -7,9 +7,10 @@ One :class:`Ledger` per quota and replica serialises that replica's writes:
   (:func:`dbquota.domain.rounds.plan`), write reservations and totals with a merge patch
   that carries the ``resourceVersion`` read. On a 409 another writer got there first: read
   again and decide the whole batch again, until :data:`RESERVE_DEADLINE` (losing races is
-  a retry, not a denial). One writer task per quota takes every request queued while the
-  previous write was in flight, so N concurrent claims cost one round, not N rounds with
-  N-1 conflicts each (kubernetes#67761).
+  a retry, not a denial; a read or write with no answer by then fails the round). One
+  writer task per quota takes every request queued while the previous write was in
+  flight, so N concurrent claims cost one round, not N rounds with N-1 conflicts each
+  (kubernetes#67761).
 - **The escrow path** takes that write off the review's path (the why and the invariant
   are in :mod:`dbquota.domain.escrow`): a CREATE the replica's escrow covers is admitted
   from memory at once, and its reservation joins the next write, at most every
@@ -66,8 +67,9 @@ import logging
 import math
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from dbquota.adapters import metrics
 from dbquota.domain import (
@@ -83,15 +85,17 @@ from dbquota.domain import (
 )
 from dbquota.domain.reservations import ClaimRef
 from dbquota.domain.resources import QuotaObject, QuotaStatus, Reservation
-from dbquota.errors import Conflict, NotFound
+from dbquota.errors import Conflict, KubeError, NotFound
 from dbquota.services import stores
 
 logger = logging.getLogger(__name__)
 
 RESERVE_DEADLINE = 8.0
 """Most seconds one batch keeps retrying lost compare-and-swap races before it gives up,
-with a denial that says why. Each review also has a deadline of its own, shortly before
-the apiserver's timeout (the webhook's step 6): the chart's 5 s comes first."""
+with a denial that says why; also the most all its reads and writes may take (a call stuck
+on a dead connection fails there, not at the generic 30 s request timeout). Each review
+also has a deadline of its own, shortly before the apiserver's timeout (the webhook's step
+6): the chart's 5 s comes first."""
 FLUSH_INTERVAL = 0.25
 """Seconds between two writes of reservations admitted from escrow (batching them)."""
 LEADER_FLUSH_INTERVAL = 5.0
@@ -113,6 +117,7 @@ RETRY_DELAY = 0.5
 """Seconds before retrying to write reservations after a failed write."""
 
 _generation = views.generation_of
+T = TypeVar("T")
 
 
 @dataclass
@@ -122,6 +127,30 @@ class _Pending:
     future: asyncio.Future[verdicts.Decision] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
+
+
+async def _by(deadline: float | None, call: Awaitable[T]) -> T:
+    """``call``'s answer, or a ``KubeError`` at ``deadline`` (monotonic; None: no bound).
+
+    A round's reads and writes may take what is left of its :data:`RESERVE_DEADLINE`, not
+    the generic request timeout (30 s): the reviews waiting on the round are answered
+    within it (sooner still by the webhook's own deadline), and a call stuck on a dead
+    pooled connection (after an apiserver or load balancer failover) held the writer, and
+    every review queued behind it, that long. The round fails like any failed write: its
+    reviews hear "try again", and a write it owed is retried on a new connection."""
+    if deadline is None:
+        return await call
+    limit = asyncio.timeout(max(0.0, deadline - time.monotonic()))
+    try:
+        async with limit:
+            return await call
+    except TimeoutError as exc:
+        if not limit.expired():
+            raise
+        raise KubeError(
+            f"no answer from the apiserver within the reservation deadline "
+            f"({RESERVE_DEADLINE:.0f}s)"
+        ) from exc
 
 
 class Ledger:
@@ -392,50 +421,78 @@ class Ledger:
         self._start()
 
     async def _drain(self) -> None:
-        """The writer: exact rounds at once, escrow flushes batched, the escrow returned."""
-        while (delay := self._next_delay()) is not None:
-            if delay > 0:
-                # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
-                # that arrives as the event is set, and the writer must stop when cancelled.
-                self._sleeps_until = time.monotonic() + delay
-                try:
-                    with contextlib.suppress(TimeoutError):
-                        async with asyncio.timeout(delay):
-                            await self._wake.wait()
-                finally:
-                    self._sleeps_until = -math.inf  # awake: it looks at everything next
-                continue
-            if self._queue:  # done: abandoned while queued (the webhook cancelled it)
-                self._queue = [
-                    p for p in self._queue if not (p.future.done() or self._served_at_once(p))
-                ]
-                if not self._queue:
-                    continue  # no round: all abandoned, or served by the escrow just taken
-            batch, self._queue = self._queue, []
+        """The writer: exact rounds at once, escrow flushes batched, the escrow returned.
+
+        It outlives any failure of its own (a bug: failed writes are handled in
+        :meth:`_turn`): a writer that died would leave queued reviews waiting until the
+        webhook gives up on them, and a write it owes (an escrow flush or return on a quiet
+        quota) undone until the next review on this replica."""
+        while True:
             try:
-                await self._process(batch)
-            except asyncio.CancelledError:
-                self._fail(batch)  # stopped mid-round (the quota is gone), or shutdown
-                raise
-            except Exception as exc:  # noqa: BLE001 - every waiter must hear of it
-                if self.gone:  # found gone by this round: said once by stop(), no retry
-                    self._fail(batch)
+                if not await self._turn():
                     return
-                for p in batch:
-                    if not p.future.done():
-                        p.future.set_exception(exc)
-                if not self.account.owes_a_write:
-                    continue
-                logger.warning(
-                    "could not write DatabaseQuota %s/%s status (retrying in %.1fs): %s",
+            except Exception:
+                logger.exception(
+                    "the writer of DatabaseQuota %s/%s failed; going on in %.1fs",
                     self.namespace,
                     self.name,
                     RETRY_DELAY,
-                    exc,
                 )
-                if self.account.closing:
-                    return
                 await asyncio.sleep(RETRY_DELAY)
+
+    async def _turn(self) -> bool:
+        """Sleep until the next round is due, or run it; False: nothing left to do."""
+        if (delay := self._next_delay()) is None:
+            return False
+        if delay > 0:
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can swallow a cancellation
+            # that arrives as the event is set, and the writer must stop when cancelled.
+            self._sleeps_until = time.monotonic() + delay
+            try:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(delay):
+                        await self._wake.wait()
+            finally:
+                self._sleeps_until = -math.inf  # awake: it looks at everything next
+            return True
+        if self._queue:  # done: abandoned while queued (the webhook cancelled it)
+            self._queue = [
+                p for p in self._queue if not (p.future.done() or self._served_at_once(p))
+            ]
+            if not self._queue:
+                return True  # no round: all abandoned, or served by the escrow just taken
+        batch, self._queue = self._queue, []
+        try:
+            await self._process(batch)
+        except asyncio.CancelledError:
+            self._fail(batch)  # stopped mid-round (the quota is gone), or shutdown
+            raise
+        except Exception as exc:  # noqa: BLE001 - every waiter must hear of it
+            return await self._round_failed(batch, exc)
+        return True
+
+    async def _round_failed(self, batch: list[_Pending], exc: Exception) -> bool:
+        """Tell ``batch`` why its round failed; wait to retry a write still owed. False:
+        the writer stops (the quota is gone, or this is shutdown's last try)."""
+        if self.gone:  # found gone by this round: said once by stop(), no retry
+            self._fail(batch)
+            return False
+        for p in batch:
+            if not p.future.done():
+                p.future.set_exception(exc)
+        if not self.account.owes_a_write:
+            return True
+        logger.warning(
+            "could not write DatabaseQuota %s/%s status (retrying in %.1fs): %s",
+            self.namespace,
+            self.name,
+            RETRY_DELAY,
+            exc,
+        )
+        if self.account.closing:
+            return False
+        await asyncio.sleep(RETRY_DELAY)
+        return True
 
     def _next_delay(self) -> float | None:
         """Seconds until the writer's next round (<= 0: now); None: nothing left to do, or
@@ -476,10 +533,13 @@ class Ledger:
         pending.future.set_result(decision)
         return True
 
-    async def _read_fresh(self) -> QuotaObject:
-        """The quota as the apiserver has it now, if it is still this ledger's object."""
+    async def _read_fresh(self, *, deadline: float | None = None) -> QuotaObject:
+        """The quota as the apiserver has it now, if it is still this ledger's object;
+        given up at ``deadline`` (monotonic), if any (:func:`_by`)."""
         try:
-            quota = await self.store.get_quota(namespace=self.namespace, name=self.name)
+            quota = await _by(
+                deadline, self.store.get_quota(namespace=self.namespace, name=self.name)
+            )
         except NotFound:
             self.stop("deleted")
             raise self._gone_error() from None
@@ -499,8 +559,7 @@ class Ledger:
             # Those abandoned while a lost race is retried are left out (a round with no
             # request, an escrow flush, is planned all the same).
             batch[:] = [p for p in batch if not p.future.done()]
-            known = self.known
-            quota = known.latest if known.latest and not known.stale else await self._read_fresh()
+            quota = await self._planned_on(deadline)
             round_ = rounds.plan(
                 quota=quota,
                 spec=self.known.spec(quota),
@@ -516,7 +575,7 @@ class Ledger:
             )
             if round_.patch:
                 try:
-                    written = await self._write(quota, round_)
+                    written = await self._write(quota, round_, deadline=deadline)
                 except Conflict:
                     self.conflicts += 1
                     self.known.stale = True
@@ -552,18 +611,31 @@ class Ledger:
             f"{attempt} compare-and-swap attempts in {RESERVE_DEADLINE:.0f}s; try again"
         )
 
-    async def _write(self, quota: QuotaObject, round_: rounds.Round) -> QuotaObject:
-        """Send one round's patch; one that flushes escrow admissions is unsure until its
-        answer is taken in, or a conflict, or after any other failure a later one lands."""
+    async def _planned_on(self, deadline: float) -> QuotaObject:
+        """The quota a round plans on: the one known, unless stale; else read afresh."""
+        known = self.known
+        if known.latest and not known.stale:
+            return known.latest
+        return await self._read_fresh(deadline=deadline)
+
+    async def _write(
+        self, quota: QuotaObject, round_: rounds.Round, *, deadline: float
+    ) -> QuotaObject:
+        """Send one round's patch, given up at the round's ``deadline`` (:func:`_by`); one
+        that flushes escrow admissions is unsure until its answer is taken in, or a
+        conflict, or after any other failure (a timeout included) a later one lands."""
         if round_.flushing:
             self._unsure += 1
             self._known_again.clear()
         try:
-            return await self.store.patch_quota_status(
-                namespace=self.namespace,
-                name=self.name,
-                status=round_.patch,
-                resource_version=quota.get("metadata", {}).get("resourceVersion"),
+            return await _by(
+                deadline,
+                self.store.patch_quota_status(
+                    namespace=self.namespace,
+                    name=self.name,
+                    status=round_.patch,
+                    resource_version=quota.get("metadata", {}).get("resourceVersion"),
+                ),
             )
         except Conflict:
             if round_.flushing:

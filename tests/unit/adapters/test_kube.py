@@ -14,6 +14,10 @@ against a small HTTP server: it says when the apiserver has accepted it, asks fo
 passes them on, and ends a stream that then goes silent (instead of waiting out a 330 s read
 timeout), for the informer to watch again from its version: no list, and current again
 once the new watch is accepted.
+
+Last, every failure of a call is a ``KubeError``: credentials that cannot be refreshed (the
+token file unreadable) fail a request and a watch as one; and a call given a deadline of its
+own (``seconds``) gives up at it, not at the generic 30 s.
 """
 
 from __future__ import annotations
@@ -21,12 +25,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
+from kubernetes_asyncio import client
 
 from dbquota.adapters import kube
 from dbquota.errors import KubeError
@@ -243,3 +248,80 @@ async def test_kube_asks_for_bookmarks_and_ends_a_silent_stream(
     assert got == [(kube.OPENED, ""), ("BOOKMARK", "42")]  # then it ended: watch again
     assert queries[0]["allowWatchBookmarks"] == "true"
     assert queries[0]["resourceVersion"] == "41"
+
+
+# -- every failure a KubeError; a deadline of the caller's own ------------------------------
+
+
+async def test_credentials_that_cannot_be_refreshed_fail_the_call_as_a_kube_error() -> None:
+    configuration = client.Configuration()
+    configuration.host = "http://127.0.0.1:9"
+    configuration.api_key["BearerToken"] = "expired"
+
+    def refresh(_: client.Configuration) -> None:  # in a pod: the token file read again
+        raise OSError(2, "No such file or directory: /var/run/secrets/.../token")
+
+    configuration.refresh_api_key_hook = refresh
+    api = kube.Kube(client.ApiClient(configuration))
+    try:
+        with pytest.raises(KubeError, match="could not get credentials: FileNotFoundError"):
+            await api.get(kube.LEASES, namespace="ns", name="a")
+        with pytest.raises(KubeError, match="could not get credentials: FileNotFoundError"):
+            async for _ in api.watch(kube.LEASES, namespace="ns", version="1"):
+                pass
+    finally:
+        await api.close()
+
+
+@contextlib.asynccontextmanager
+async def apiserver(
+    tmp_path: Path, handle: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> AsyncIterator[kube.Kube]:
+    """A Kube connected to a small HTTP server that answers every request with ``handle``."""
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "current-context": "c",
+        "clusters": [{"name": "c", "cluster": {"server": f"http://127.0.0.1:{port}"}}],
+        "users": [{"name": "u", "user": {"token": "secret"}}],
+        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
+    }
+    (tmp_path / "config").write_text(json.dumps(config))
+    api = await kube.Kube.connect(kubeconfig=str(tmp_path / "config"))
+    try:
+        yield api
+    finally:
+        await api.close()
+        await runner.shutdown()
+        await runner.cleanup()
+
+
+@pytest.mark.parametrize("verb", ["get", "create", "replace", "delete"])
+async def test_a_call_with_a_deadline_of_its_own_gives_up_at_it(tmp_path: Path, verb: str) -> None:
+    never = asyncio.Event()
+
+    async def dead(request: web.Request) -> web.StreamResponse:  # a connection gone silent
+        await never.wait()
+        return web.Response()
+
+    body = {"metadata": {"name": "a"}}
+    async with apiserver(tmp_path, dead) as api:
+        calls: dict[str, Callable[[], Awaitable[object]]] = {
+            "get": lambda: api.get(kube.LEASES, namespace="ns", name="a", seconds=0.1),
+            "create": lambda: api.create(kube.LEASES, namespace="ns", body=body, seconds=0.1),
+            "replace": lambda: api.replace(
+                kube.LEASES, namespace="ns", name="a", body=body, seconds=0.1
+            ),
+            "delete": lambda: api.delete(kube.LEASES, namespace="ns", name="a", seconds=0.1),
+        }
+        async with asyncio.timeout(5):  # not the generic 30 s
+            with pytest.raises(KubeError, match="Timeout"):
+                await calls[verb]()
+        never.set()

@@ -14,6 +14,13 @@ nothing while the holders renew) lets no holder lapse, however old its lease loo
 does it when the stall ends with a backlog in which other renewals come first; a watch
 that fails lets none lapse until it has listed again; a lease lapses after the duration its
 record states when that is longer than ours, and after ours when it states none.
+
+The renewal and election loops outlive failures that are no ``KubeError`` (renewing on; the
+leader stepping down while they last, gauge and listener told, and taking the lease again
+after, with one traceback logged, not one per attempt); a call stuck on a dead connection
+gives up in time for the next to renew before the lease lapses; stopping gives the lease up
+even if its loop had died, raises a cancellation of the caller that comes while it waits
+for the loop, and still gives the lease up when called as its task unwinds a cancellation.
 """
 
 from __future__ import annotations
@@ -36,44 +43,73 @@ from tests.unit.services.billing_api import sample, until
 
 
 class Leases:
-    """One Lease by resourceVersion; counts the calls by verb."""
+    """One Lease by resourceVersion; counts the calls by verb. ``faults`` are raised by the
+    next calls, one each; a ``stuck`` call hangs until its timeout (``seconds``: the generic
+    30 s unless the caller passes its own), then fails as ``Kube`` fails it: a dead pooled
+    connection. ``written_at``: when each write landed (monotonic)."""
 
     def __init__(self) -> None:
         self.lease: dict[str, Any] | None = None
         self.calls: dict[str, int] = {"get": 0, "create": 0, "replace": 0}
+        self.faults: list[Exception] = []
+        self.stuck = 0
+        self.written_at: list[float] = []
 
     def _stored(self, body: dict[str, Any], version: int) -> dict[str, Any]:
         self.lease = copy.deepcopy(body)
         self.lease["metadata"]["resourceVersion"] = str(version)
+        self.written_at.append(time.monotonic())
         return copy.deepcopy(self.lease)
 
     def _version(self) -> int:
         return int(self.lease["metadata"]["resourceVersion"]) if self.lease else 0
 
-    async def get(self, resource: Resource, *, namespace: str, name: str) -> dict[str, Any]:
+    async def _answer(self, verb: str, seconds: float) -> None:
+        self.calls[verb] += 1
+        if self.faults:
+            raise self.faults.pop(0)
+        if self.stuck:
+            self.stuck -= 1
+            await asyncio.sleep(seconds)
+            raise KubeError(f"{verb} Lease: ServerTimeoutError: Timeout on reading data")
+
+    async def get(
+        self, resource: Resource, *, namespace: str, name: str, seconds: float = 30.0
+    ) -> dict[str, Any]:
         assert resource is LEASES
-        self.calls["get"] += 1
+        await self._answer("get", seconds)
         if self.lease is None:
             raise NotFound("no lease")
         return copy.deepcopy(self.lease)
 
     async def create(
-        self, resource: Resource, *, namespace: str, body: dict[str, Any]
+        self, resource: Resource, *, namespace: str, body: dict[str, Any], seconds: float = 30.0
     ) -> dict[str, Any]:
-        self.calls["create"] += 1
+        await self._answer("create", seconds)
         if self.lease is not None:
             raise Conflict("exists")
         return self._stored(body, 1)
 
     async def replace(
-        self, resource: Resource, *, namespace: str, name: str, body: dict[str, Any]
+        self,
+        resource: Resource,
+        *,
+        namespace: str,
+        name: str,
+        body: dict[str, Any],
+        seconds: float = 30.0,
     ) -> dict[str, Any]:
-        self.calls["replace"] += 1
+        await self._answer("replace", seconds)
         if self.lease is None:
             raise NotFound("no lease")
         if body["metadata"].get("resourceVersion") != str(self._version()):
             raise Conflict("changed")
         return self._stored(body, self._version() + 1)
+
+    async def delete(
+        self, resource: Resource, *, namespace: str, name: str, seconds: float = 30.0
+    ) -> None:
+        self.lease = None
 
     def written_by(self, holder: str, **spec: object) -> None:
         """Another replica's write (or anybody's)."""
@@ -331,3 +367,154 @@ async def test_a_records_longer_lease_duration_is_honoured() -> None:
         assert 0.3 < due < 0.8
         await until(lambda: "b" in lapsed)
         assert not watch.live("b")
+
+
+# -- the loops outlive failures; calls are bounded by the lease's own deadlines --------------
+
+
+def liveness(api: Leases, timing: leasing.Timing = TIMING) -> leasing.Liveness:
+    return leasing.Liveness(api, namespace="ns", holder="a", timing=timing)  # type: ignore[arg-type]
+
+
+async def test_renewal_goes_on_after_a_failure_that_is_no_kube_error() -> None:
+    api = Leases()
+    live = liveness(api)
+    await live.start()
+    api.faults.append(OSError(2, "No such file or directory: .../serviceaccount/token"))
+    await until(lambda: not api.faults)
+    renewals = live.renewals
+    await until(lambda: live.renewals >= renewals + 2)  # renewed since, as before
+    assert live.alive()
+    await live.stop()
+    assert api.lease is None  # deleted: the others see at once that it is gone
+
+
+async def test_the_election_goes_on_after_failures_and_steps_down_while_they_last(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    api = Leases()
+    changes: list[bool] = []
+    a = leasing.LeaderElection(
+        api,  # type: ignore[arg-type]
+        namespace="ns",
+        name="leader",
+        holder="a",
+        timing=TIMING,
+        on_change=changes.append,
+    )
+    a.start()
+    await until(lambda: changes == [True])
+    api.faults.extend(RuntimeError("token refresh failed") for _ in range(10_000))
+    await until(lambda: changes == [True, False])  # past its renew deadline: it steps down
+    assert not a.leading()
+    assert sample("dbquota_leader") == 0.0
+    api.faults.clear()
+    await until(lambda: changes == [True, False, True])  # and takes the lease again
+    assert sample("dbquota_leader") == 1.0
+    failures = [r for r in caplog.records if r.getMessage().startswith("leader election")]
+    assert len(failures) > 2
+    assert len([r for r in failures if r.exc_info]) == 1  # one traceback, not one per attempt
+    await a.stop()
+
+
+@pytest.mark.parametrize("role", ["replica", "leader"])
+async def test_a_call_stuck_on_a_dead_connection_leaves_time_to_renew(role: str) -> None:
+    timing = leasing.Timing(lease_duration=1.5, renew_deadline=1.0, retry_period=0.1)
+    api = Leases()
+    holder: leasing.Liveness | leasing.LeaderElection
+    if role == "replica":
+        holder = liveness(api, timing)
+        await holder.start()
+    else:
+        holder = leasing.LeaderElection(
+            api,  # type: ignore[arg-type]
+            namespace="ns",
+            name="leader",
+            holder="a",
+            timing=timing,
+        )
+        holder.start()
+    await until(lambda: len(api.written_at) >= 2)
+    api.stuck = 1  # the next call waits for an answer that never comes, until its timeout
+    since = len(api.written_at)
+    await until(lambda: len(api.written_at) >= since + 2)  # renewing again
+    gaps = [b - a for a, b in zip(api.written_at, api.written_at[1:], strict=False)]
+    assert max(gaps) < timing.lease_duration  # no other replica saw the lease lapse
+    await holder.stop()
+
+
+@pytest.mark.parametrize("role", ["replica", "leader"])
+async def test_stopping_gives_up_the_lease_even_if_the_loop_had_died(role: str) -> None:
+    api = Leases()
+    holder: leasing.Liveness | leasing.LeaderElection
+    if role == "replica":
+        holder = liveness(api)
+        await holder.start()
+    else:
+        holder = election(api)
+        holder.start()
+        await until(holder.leading)
+
+    async def died() -> None:
+        raise RuntimeError("a bug")
+
+    assert holder._task is not None
+    holder._task.cancel()
+    holder._task = asyncio.create_task(died())
+    await asyncio.sleep(0)
+    await holder.stop()  # logged, not raised: the lease is given up all the same
+    if role == "replica":
+        assert api.lease is None
+    else:
+        assert api.lease is not None
+        assert api.lease["spec"]["holderIdentity"] == ""
+        assert sample("dbquota_leader") == 0.0
+
+
+def winding_down(live: leasing.Liveness) -> tuple[asyncio.Event, asyncio.Event]:
+    """Make the next renewal hang, and take a while to end once cancelled (until the second
+    event is set); the first event is set once it runs."""
+    running, release = asyncio.Event(), asyncio.Event()
+
+    async def renew() -> None:
+        running.set()
+        try:
+            await asyncio.sleep(3600)
+        finally:
+            await release.wait()
+
+    live._renew = renew  # type: ignore[method-assign]
+    return running, release
+
+
+async def test_a_stop_cut_short_by_its_callers_cancellation_is_cancelled() -> None:
+    api = Leases()
+    live = liveness(api)
+    await live.start()
+    running, release = winding_down(live)
+    await running.wait()
+    stopping = asyncio.create_task(live.stop())
+    await asyncio.sleep(0.05)  # stop() waits for the renewal loop to end
+    stopping.cancel()  # the shutdown is cut short
+    await asyncio.sleep(0.05)
+    release.set()
+    await asyncio.wait({stopping})
+    assert stopping.cancelled()  # not swallowed as if it were the loop's own end
+
+
+async def test_a_clean_up_that_runs_as_its_task_is_cancelled_still_deletes_the_lease() -> None:
+    api = Leases()
+    live = liveness(api)
+    await live.start()
+
+    async def serve() -> None:
+        try:
+            await asyncio.sleep(3600)
+        finally:
+            await live.stop()
+
+    serving = asyncio.create_task(serve())
+    await asyncio.sleep(0)
+    serving.cancel()  # a shutdown cut short: its clean-up runs as the cancellation unwinds
+    await asyncio.wait({serving})
+    assert api.lease is None

@@ -27,7 +27,10 @@ of the delete (the old ledger's writer stops at once) or not (its next write fin
 another uid under the name and stops): the old ledger never writes again, the new
 quota's status never holds the old escrow, reservations or totals, and never more than
 its own budget; a 404 stops a ledger with one INFO line, not a warning every retry; the
-ledgers go by uid, so a delete told late leaves the new quota's ledger alone.
+ledgers go by uid, so a delete told late leaves the new quota's ledger alone. A write stuck
+on a dead connection fails its round at the reservation deadline ("try again"), not after
+30 s, and the next round writes; the writer outlives a failure of its own (a bug in
+planning its next round) and still serves the review waiting on it.
 """
 
 from __future__ import annotations
@@ -93,6 +96,7 @@ class Store:
         self.latency = 0.002
         self.gone = False
         self.calls = 0  # reads and writes asked of it, answered or not
+        self.stuck = 0  # writes to come that get no answer (a dead connection) for 30 s
 
     def recreate(self, budget: float, *, version: int | None = None) -> None:
         """A new quota by the same name (``kubectl replace --force``): a new uid, generation
@@ -154,6 +158,10 @@ class Store:
     ) -> QuotaObject:
         await asyncio.sleep(self.latency)
         self._answer()
+        if self.stuck:
+            self.stuck -= 1
+            await asyncio.sleep(30)  # then Kube's generic request timeout would fail it
+            raise KubeError("patch DatabaseQuota ns/q/status: ServerTimeoutError")
         if self.fail_next:
             self.fail_next -= 1
             raise KubeError("apiserver unavailable")
@@ -865,3 +873,41 @@ async def test_the_ledgers_know_a_quota_by_its_uid_not_its_name(
     assert old._writer is not None
     assert old._writer.done()
     assert store.held() == ["new0"]
+
+
+async def test_a_write_stuck_on_a_dead_connection_fails_its_round_at_the_deadline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(reserving, "RESERVE_DEADLINE", 0.2)
+    store = Store(budget=1000)
+    exact = ledger(store, share=0.0)
+    store.stuck = 1
+    async with asyncio.timeout(5):  # not the 30 s of the generic request timeout
+        with pytest.raises(KubeError, match="reservation deadline"):  # "try again"
+            await exact.reserve(request("c0"))
+        assert await admitted(exact, request("c1"))  # the next round writes at once
+    assert store.held() == ["c1"]
+
+
+@pytest.mark.parametrize("helper", ["_next_delay", "_served_at_once"])
+async def test_the_writer_outlives_a_failure_of_its_own(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, helper: str
+) -> None:
+    monkeypatch.setattr(reserving, "RETRY_DELAY", 0.01)
+    store = Store(budget=1000)
+    exact = ledger(store, share=0.0)
+    works = getattr(exact, helper)
+    failed: list[str] = []
+
+    def once(*args: Any) -> Any:
+        if not failed:
+            failed.append(helper)
+            raise RuntimeError("a bug")
+        return works(*args)
+
+    monkeypatch.setattr(exact, helper, once)
+    async with asyncio.timeout(5):  # the review waits for a writer that went on
+        assert await admitted(exact, request("c0"))
+    assert failed == [helper]
+    assert store.held() == ["c0"]
+    assert any(r.exc_info for r in caplog.records)  # said, with its traceback
