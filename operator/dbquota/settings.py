@@ -194,7 +194,8 @@ class BillingSettings:
         flag="--request-timeout",
         unit="s",
         above=0,
-        help="Read timeout of one billing request.",
+        help="Read timeout of one billing request (per read); with --connect-timeout, also the "
+        "most one request may take in all.",
     )
     connect_timeout: float = _knob(
         2.0,

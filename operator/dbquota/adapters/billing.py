@@ -2,8 +2,9 @@
 
 One :class:`HttpBillingProvider` per process holds ``max_concurrency`` keep-alive
 connections (one small ``httpx.AsyncClient`` each, lent out through a stack, which is also
-the concurrency bound; separate connect and read timeouts). The stack lends the client
-returned last, so calls made one after another (the catalog, then each page of the
+the concurrency bound; separate connect and read timeouts, the read one per read as
+httpx's is: the guarded provider bounds each request as a whole). The stack lends the
+client returned last, so calls made one after another (the catalog, then each page of the
 listing) reuse one warm connection: lent in turn, each of the 16 would sit idle past
 httpx's 5 s keep-alive and open a new connection, and a new TLS handshake, per call.
 Each method makes exactly one request; retries, the circuit breaker, the client-side

@@ -4,7 +4,9 @@ A thin policy over tenacity: attempt ``n`` (1-based) that failed with a retryabl
 waits ``uniform(0, min(cap, initial * 2 ** (n - 1)))`` seconds (AWS's "full jitter"), or
 at least the server's hint (``Retry-After``) when the error carries one. Retrying stops
 after ``attempts`` attempts, or before a wait that would end past ``timeout`` seconds
-since the first attempt; the last error is then raised as it was.
+since the first attempt; the last error is then raised as it was. ``timeout`` bounds when
+attempts start, not how long one lasts: an attempt under way is never interrupted, so
+bounding one is the caller's (:mod:`dbquota.services.guarding` does, for every attempt).
 
 :func:`set_testing` turns waiting off (attempts and hints are still honoured, the sleeps
 are skipped) for every retry in the process, so tests of retrying code need no patching

@@ -14,7 +14,9 @@ The fetch strategy of the ingestion worker (:mod:`dbquota.services.ingesting`)::
                       asking for each at once would cost a request per new claim and make
                       a sync as long as a burst of claims is large); --max-concurrency at
                       a time, concurrent
-                      fetches of one id sharing one request; stops at the first refusal
+                      fetches of one id sharing one request; the ids whose cost is
+                      oldest first (a sync cut off at its deadline leaves the next one
+                      those it did not reach); stops at the first refusal
                       by the breaker, and at the first 429 (its Retry-After holds every
                       call: guarding.py)
     404s              an id the provider does not know is not asked again for
@@ -26,7 +28,8 @@ informer calls :meth:`Fetcher.track` for each claim that appears and
 :meth:`Fetcher.untrack` for each that goes away, and an id is fetched while any claim
 names it. Every call goes through the provider it is given, a guarded one
 (:class:`~dbquota.services.guarding.GuardedProvider`). The result of one round is a
-:class:`Fetched`: the costs, what was rejected or unknown, and the errors.
+:class:`Fetched`: the costs, what was rejected or unknown, and the errors; it is filled
+as answers come, so a round cut short keeps what it brought.
 
 A listing paged while clusters come and go can show one cluster on two pages, at two
 costs (one of them possibly the 0 of a cluster not accruing yet). Whichever entry came
@@ -40,7 +43,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Collection, Iterable
+import math
+from collections.abc import Iterable, Mapping
 
 from dbquota import errors
 from dbquota.adapters import metrics
@@ -139,13 +143,16 @@ class Fetcher:
         """One cluster's cost; concurrent calls for one id share a single request."""
         return await self._coalescer.run(cluster_id, lambda: self._provider.fetch_cost(cluster_id))
 
-    async def fetch_costs(self, *, known: Collection[str]) -> Fetched:
+    async def fetch_costs(
+        self, *, known: Mapping[str, billing.ClusterCost], into: Fetched | None = None
+    ) -> Fetched:
         """One round: the bulk listing if there is one, then the tracked ids it missed.
 
-        ``known`` are the cluster ids whose cost the worker holds (a listing or a fetch
-        showed them before).
+        ``known`` are the costs the worker holds (a listing or a fetch showed them before).
+        The round fills ``into`` (a new :class:`Fetched` if none) as answers come: a caller
+        that cuts the round short keeps what it brought.
         """
-        fetched = Fetched()
+        fetched = into if into is not None else Fetched()
         if self._bulk is not False:
             try:
                 await self._list_all(fetched)
@@ -162,14 +169,25 @@ class Fetcher:
             await self._fetch_each(missing, fetched)
         return fetched
 
-    def _to_fetch_one_by_one(self, fetched: Fetched, *, known: Collection[str]) -> list[str]:
+    def _to_fetch_one_by_one(
+        self, fetched: Fetched, *, known: Mapping[str, billing.ClusterCost]
+    ) -> list[str]:
         """Tracked ids to fetch one by one after the listing (if any), as the module
-        docstring says; never one the provider answered 404 for until its backoff ends."""
+        docstring says, the oldest cost first (none at all: first of all); never one the
+        provider answered 404 for until its backoff ends."""
         now = self._clock.monotonic()
+
+        def age(cid: str) -> tuple[float, str]:
+            cost = known.get(cid)
+            return (-math.inf if cost is None else cost.observed_at, cid)
+
         due = sorted(
-            cid
-            for cid in self._tracked
-            if cid not in fetched.costs and self._unknown.get(cid, (0.0, 0.0))[0] <= now
+            (
+                cid
+                for cid in self._tracked
+                if cid not in fetched.costs and self._unknown.get(cid, (0.0, 0.0))[0] <= now
+            ),
+            key=age,
         )
         if not self._bulk:
             return due

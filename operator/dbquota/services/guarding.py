@@ -8,7 +8,15 @@ and is one itself. Every call, per attempt::
     └─ the provider's hold (a 429's Retry-After: no request until it ends)
     └─ circuit breaker (kits.breaker: refused at once while Open, one probe in HalfOpen)
        └─ client-side rate limit (aiolimiter, --rate-limit requests/s, fractions too; 0 = off)
-          └─ the wrapped provider's call (one request)
+          └─ the attempt's time limit (--connect-timeout plus --request-timeout, for
+             │  the whole attempt; past it: BillingUnavailable, which trips the breaker)
+             └─ the wrapped provider's call (one request)
+
+The time limit is the whole attempt's because a provider's own timeouts need not be:
+httpx's read timeout is per read, so a provider that sends its answer a byte at a time,
+each within the read timeout, kept one attempt (and the sync, and the warm-up that
+readiness waits for) going for as long as it trickled, with the breaker Closed and no
+error shown. Past the limit, a trickling provider fails like one that is down.
 
 Each attempt is counted in ``dbquota_billing_calls_total`` by endpoint (``pricing``,
 ``bulk``, ``cluster``) and outcome; every rejected payload (a malformed answer, or a bad
@@ -35,6 +43,7 @@ state for the snapshot's health and the loop's next wake-up.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from collections.abc import Awaitable, Callable
@@ -76,6 +85,18 @@ def _outcome(exc: BaseException) -> str:
         if isinstance(exc, cls):
             return name
     return "error"
+
+
+def attempt_limit(cfg: Settings) -> float:
+    """Most seconds one attempt may take: to connect, then to read the whole answer."""
+    return cfg.billing.connect_timeout + cfg.billing.request_timeout
+
+
+def call_limit(cfg: Settings) -> float:
+    """Most seconds the attempts of one call take: the last one starts within
+    ``--retry-timeout`` of the first and lasts :func:`attempt_limit` at most (waits for
+    the client-side rate limit come on top)."""
+    return cfg.billing.retry_timeout + attempt_limit(cfg)
 
 
 def _retryable(exc: BaseException) -> bool:
@@ -135,6 +156,7 @@ class GuardedProvider:
             attempts=cfg.billing.retry_attempts, timeout=cfg.billing.retry_timeout
         )
         self._limiter = _limiter(cfg.billing.rate_limit)
+        self._attempt_limit = attempt_limit(cfg)
         self.breaker = breaker.CircuitBreaker(breaker_config(cfg), clock=clock)
         """The breaker every call goes through (read its state; do not call through it)."""
         self.breaker.add_listener(self._on_transition)
@@ -211,7 +233,7 @@ class GuardedProvider:
         async def limited() -> T:
             if self._limiter is not None:
                 await self._limiter.acquire()
-            return await fn()
+            return await self._within_limit(endpoint, fn)
 
         async def attempt() -> T:
             held = self.held_for()
@@ -253,6 +275,20 @@ class GuardedProvider:
             clock=self._clock,
             on_retry=on_retry,
         )
+
+    async def _within_limit(self, endpoint: str, fn: Callable[[], Awaitable[T]]) -> T:
+        """``fn()``, cut off at the attempt's time limit (module docstring)."""
+        limit = asyncio.timeout(self._attempt_limit)
+        try:
+            async with limit:
+                return await fn()
+        except TimeoutError as exc:
+            if not limit.expired():
+                raise  # the provider's own, not ours
+            raise errors.BillingUnavailable(
+                f"billing {endpoint} call: timed out, no complete answer within "
+                f"{self._attempt_limit:g}s (--connect-timeout plus --request-timeout)"
+            ) from exc
 
     def _trips(self, exc: BaseException) -> bool:
         """Whether a failed call counts against the provider (never once quiet)."""

@@ -2,15 +2,25 @@
 
 :func:`running` opens the cache and the provider, loads what the cache holds into a
 :class:`~dbquota.domain.billing.BillingSnapshot`, and runs a loop whose first turn is the
-warm-up sync; :attr:`Ingestor.ready` turns true once that sync finished, with success or
-with failure (there is cached data to serve, or the quotas' degradation policies decide).
+warm-up sync; :attr:`Ingestor.ready` turns true once that sync ended, however it ended:
+with success, with failure, refused by an open breaker, or cut off at its deadline
+(there is cached data to serve, or the quotas' degradation policies decide).
 Each sync, every ``--sync-interval`` (sooner when the breaker will admit a probe, never
 before the end of a hold a 429's ``Retry-After`` put on the provider)::
 
     prices    GET /pricing (in HalfOpen this call is the breaker's single probe)
     costs     the fetch strategy: bulk listing, then per-cluster fetches  fetching.py
+              (prices and costs together within the sync's deadline)
     cache     everything valid in ONE transaction, with a journal row     persisting.py
     snapshot  a new immutable snapshot swapped in (admission reads only this)
+
+Each attempt of a provider call has a time limit (guarding.py), but answers each just
+within it could still keep one sync going for hours: the data growing stale and, until the
+first sync ends, no replica ready. So fetching stops at :func:`sync_deadline`, twice the
+longer of ``--sync-interval`` and one call with its retries: room for the price call and
+a listing with all their retries, while a sync still running at twice its interval is
+stuck, or too large for the interval. Cut off, a sync fails (its error names the
+deadline) and keeps what it fetched; the next one fetches the oldest costs first.
 
 Every provider call goes through a
 :class:`~dbquota.services.guarding.GuardedProvider` (circuit breaker, retries, rate limit,
@@ -24,6 +34,10 @@ Events) with the snapshot already updated.
 Called by the operator's start-up code (:mod:`dbquota.handlers.operating`); the
 enforcement side reads :meth:`Ingestor.snapshot` and tells it which cluster ids claims
 name (:meth:`Ingestor.track`, :meth:`Ingestor.untrack`).
+
+Size: over 400 lines because the worker's public face, its lifecycle, one sync and the
+health it reports share one snapshot and one breaker; split, each part would reach into
+the others' private state.
 """
 
 from __future__ import annotations
@@ -53,6 +67,20 @@ TransitionListener = Callable[[str, str, str], None]
 SyncListener = Callable[[], None]
 
 
+def sync_deadline(cfg: Settings) -> float:
+    """Most seconds one sync may spend fetching (module docstring)."""
+    return 2 * max(cfg.billing.sync_interval, guarding.call_limit(cfg))
+
+
+@dataclasses.dataclass
+class _Gathered:
+    """What one sync fetched so far; kept when its deadline cuts it off."""
+
+    prices: billing.PriceBook | None = None
+    fetched: fetching.Fetched = dataclasses.field(default_factory=fetching.Fetched)
+    failed: list[str] = dataclasses.field(default_factory=list)  # besides fetched.errors
+
+
 class Ingestor:
     """The billing worker's state and its public face to the enforcement side."""
 
@@ -66,6 +94,7 @@ class Ingestor:
         initial: billing.BillingSnapshot | None = None,
     ) -> None:
         self._cfg = cfg
+        self._deadline = sync_deadline(cfg)
         self._clock = clock
         self._keeper = keeper
         self._guard = guarding.GuardedProvider(provider, cfg=cfg, clock=clock)
@@ -93,7 +122,7 @@ class Ingestor:
 
     @property
     def ready(self) -> bool:
-        """True once the warm-up sync was attempted (success or not; see ``_apply``)."""
+        """True once the first sync ended, however it ended (see ``_warmed``)."""
         return self._ready
 
     async def wait_ready(self) -> None:
@@ -143,7 +172,12 @@ class Ingestor:
         """One sync of prices and costs into the cache and the snapshot (never raises a
         billing or cache error: they go to the health report)."""
         async with self._sync_lock:
-            await self._sync()
+            try:
+                await self._sync()
+            except Exception:
+                self._warmed()  # a bug, logged by the loop: no reason to stay unready
+                raise
+            self._warmed()
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -162,8 +196,7 @@ class Ingestor:
         self._guard.quiet()
         if self._task is not None:
             self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await _ended(self._task)  # if we are cancelled here, a later stop() waits again
             self._task = None
             stopped_at = self._last_success_timestamp()  # a fact still: keep it, unbound
             metrics.last_success.set_function(lambda: stopped_at)
@@ -195,19 +228,9 @@ class Ingestor:
     async def _sync(self) -> None:
         started_mono = self._clock.monotonic()
         started = self._clock.time()
-        prices: billing.PriceBook | None = None
-        failed: list[str] = []
-        try:
-            self._guard.refresh_credentials()
-            prices = await self._guard.fetch_prices()
-        except errors.CircuitOpen as exc:
-            failed.append(str(exc))
-        except errors.DbquotaError as exc:
-            failed.append(f"pricing: {exc}")
-        fetched = fetching.Fetched()
-        if not failed or self._guard.breaker.state == "Closed":
-            fetched = await self._fetcher.fetch_costs(known=self._snapshot.costs)
-        failed += fetched.errors
+        gathered = await self._gather_until_deadline()
+        prices, fetched = gathered.prices, gathered.fetched
+        failed = gathered.failed + fetched.errors
         ok = not failed
         finished = self._clock.time()
         error = "; ".join(failed)[:2000]
@@ -249,6 +272,35 @@ class Ingestor:
                 logger.exception("a sync listener failed")
         await self._keeper.maybe_compact(now=finished)
 
+    async def _gather_until_deadline(self) -> _Gathered:
+        """Prices and costs, cut off at the sync's deadline with what came until then."""
+        gathered = _Gathered()
+        deadline = asyncio.timeout(self._deadline)
+        try:
+            async with deadline:
+                await self._gather(gathered)
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            gathered.failed.append(
+                f"sync cut off at its deadline of {self._deadline:g}s (twice the longer of "
+                "--sync-interval and one billing call with its retries); what it fetched "
+                "until then is kept"
+            )
+        return gathered
+
+    async def _gather(self, gathered: _Gathered) -> None:
+        """Prices, then costs, into ``gathered`` as they come."""
+        try:
+            self._guard.refresh_credentials()
+            gathered.prices = await self._guard.fetch_prices()
+        except errors.CircuitOpen as exc:
+            gathered.failed.append(str(exc))
+        except errors.DbquotaError as exc:
+            gathered.failed.append(f"pricing: {exc}")
+        if not gathered.failed or self._guard.breaker.state == "Closed":
+            await self._fetcher.fetch_costs(known=self._snapshot.costs, into=gathered.fetched)
+
     def _apply(
         self,
         costs: dict[str, billing.ClusterCost],
@@ -274,20 +326,23 @@ class Ingestor:
             costs={**old.costs, **costs},
         )
         metrics.consecutive_failures.set(self._guard.breaker.consecutive_failures)
-        if not self._ready:
-            # Ready once the warm-up sync was attempted, whatever it got: the cache was
-            # loaded before it, and a provider that is down is what the quotas'
-            # degradation policies are for. Waiting for it would keep every webhook pod
-            # unready, and failurePolicy Fail would then refuse every claim.
-            self._ready = True
-            self._ready_event.set()
-            if ok:
-                logger.info("billing cache is warm (%d clusters)", len(self._snapshot.costs))
-            else:
-                logger.warning(
-                    "warm-up sync failed; serving degraded from %d cached clusters",
-                    len(self._snapshot.costs),
-                )
+
+    def _warmed(self) -> None:
+        """Ready once the first sync ended, whatever it got: the cache was loaded before
+        it, and a provider that is down, or too slow to finish a sync by its deadline, is
+        what the quotas' degradation policies are for. Waiting for it would keep every
+        webhook pod unready, and failurePolicy Fail would then refuse every claim."""
+        if self._ready:
+            return
+        self._ready = True
+        self._ready_event.set()
+        if self._last_sync_ok:
+            logger.info("billing cache is warm (%d clusters)", len(self._snapshot.costs))
+        else:
+            logger.warning(
+                "warm-up sync failed; serving degraded from %d cached clusters",
+                len(self._snapshot.costs),
+            )
 
     # -- health -------------------------------------------------------------------------
 
@@ -312,6 +367,16 @@ class Ingestor:
             # error would otherwise sit beside "Closed" until this sync finishes).
             self._last_sync_ok = True
         self._snapshot = dataclasses.replace(self._snapshot, health=self._health())
+
+
+async def _ended(task: asyncio.Task[None]) -> None:
+    """Wait for ``task``, which the caller cancelled, to end; the caller being cancelled
+    meanwhile propagates. ``await task`` with CancelledError suppressed could not tell
+    the caller's cancellation from the task's and swallowed both, and it raised whatever
+    had killed the task out of the caller's shutdown: that is logged instead."""
+    await asyncio.wait({task})
+    if not task.cancelled() and task.exception() is not None:
+        logger.error("the billing sync loop had died", exc_info=task.exception())
 
 
 async def load(

@@ -8,7 +8,8 @@ forgotten once it shows up; tracked clusters a partial listing left out are fetc
 counted in the health; clusters no listing ever showed are asked for a few per sync; a
 cluster a shifting listing shows twice counts at the higher of its costs, in the snapshot
 and the cache, each extra entry counted and one line logged per sync; no concurrency at
-all is refused, not read as one.
+all is refused, not read as one; clusters are fetched one by one the oldest cost first,
+into the caller's :class:`~dbquota.services.fetching.Fetched`.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from pathlib import Path
 
 import pytest
 
+from dbquota import errors
+from dbquota.domain import billing
 from dbquota.kits.clock import FakeClock
 from dbquota.services import fetching
 from tests.unit.services.billing_api import Provider, Run, sample
@@ -139,3 +142,43 @@ async def test_a_concurrency_below_one_is_refused(start: Run) -> None:
     # --max-concurrency is at least 1 (dbquota.settings); Settings built in code are checked too
     with pytest.raises(ValueError, match="max_concurrency must be at least 1, got 0"):
         await start(Provider(1), max_concurrency=0)
+
+
+class InOrder:
+    """A provider with no bulk listing that notes the order clusters are asked for in."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+
+    def refresh_credentials(self) -> None:
+        pass
+
+    async def fetch_cost(self, cluster_id: str) -> billing.ClusterCost:
+        self.asked.append(cluster_id)
+        return billing.ClusterCost(cluster_id=cluster_id, compute=1.0, storage=0.0, observed_at=0)
+
+    async def list_costs(self, page_token: str | None) -> billing.CostPage:
+        raise errors.NoBulkListing("none")
+
+    async def fetch_prices(self) -> billing.PriceBook:
+        raise AssertionError("not asked for")
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def test_clusters_are_fetched_the_oldest_cost_first_and_the_round_fills_into() -> None:
+    """A sync cut off at its deadline keeps what it fetched (ingesting.py): the next one
+    starts with the clusters it did not reach, not from the same first ids again."""
+    provider = InOrder()
+    fetcher = fetching.Fetcher(provider, max_concurrency=1, clock=FakeClock())
+    fetcher.track(["a", "b", "c", "d"])
+    known = {
+        cid: billing.ClusterCost(cluster_id=cid, compute=1.0, storage=0.0, observed_at=at)
+        for cid, at in (("a", 300.0), ("b", 100.0), ("c", 200.0))
+    }
+    into = fetching.Fetched()
+    fetched = await fetcher.fetch_costs(known=known, into=into)
+    assert provider.asked == ["d", "b", "c", "a"]  # no cost yet first, then by age
+    assert fetched is into
+    assert sorted(into.costs) == ["a", "b", "c", "d"]

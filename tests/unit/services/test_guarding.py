@@ -7,7 +7,8 @@ an outage opens the breaker, listeners hear ``Closed``/``Open``/``HalfOpen`` in 
 the transitions are exported; after the recovery timeout 50 concurrent fetches make
 exactly one request. Around a stub provider (no HTTP: any provider can be guarded):
 unavailable calls are retried and client errors are not, each attempt counted by
-outcome; once quiet (our own shutdown), failures neither trip the breaker nor announce.
+outcome; once quiet (our own shutdown), failures neither trip the breaker nor announce;
+an attempt that never ends is cut off at its time limit as unavailable, and trips it.
 A rate limit below one call a second spaces calls out; a negative one, or no attempt at
 all, is refused rather than read as "no cap" or "one attempt".
 A 429's ``Retry-After`` holds every call of every endpoint until it ends, sending
@@ -333,3 +334,30 @@ async def test_a_429_without_retry_after_trips_the_breaker(
     with pytest.raises(errors.RateLimited):
         await guarded.fetch_prices()  # two attempts, no hold
     assert (guarded.breaker.consecutive_failures, guarded.held_for()) == (2, 0.0)
+
+
+class Hanging(Stub):
+    """A provider whose prices call never ends (a hang, or an answer trickling in)."""
+
+    async def fetch_prices(self) -> billing.PriceBook:
+        self.calls += 1
+        await asyncio.Event().wait()
+        raise AssertionError("unreachable")
+
+
+async def test_an_attempt_past_its_time_limit_is_unavailable_and_trips_the_breaker(
+    tmp_path: Path, clock: FakeClock
+) -> None:
+    stub = Hanging()
+    cfg = make_cfg(tmp_path, connect_timeout=0.05, request_timeout=0.05)
+    guarded = guarding.GuardedProvider(stub, cfg=cfg, clock=clock)
+    before = calls("unavailable")
+    with pytest.raises(errors.BillingUnavailable, match=r"timed out.* within 0\.1s"):
+        # wait_for only keeps a regression from hanging the suite
+        await asyncio.wait_for(guarded.fetch_prices(), timeout=10)
+    assert stub.calls == 2  # retried, like any unavailable provider
+    assert calls("unavailable") - before == 2
+    with pytest.raises(errors.CircuitOpen):
+        await asyncio.wait_for(guarded.fetch_prices(), timeout=10)  # the 3rd opens it
+    assert guarded.breaker.state == "Open"
+    assert "timed out" in guarded.breaker.last_error
