@@ -18,7 +18,11 @@ avoid over-admission (as ResourceQuota's admission does).
 :class:`Informer` keeps a watch-fed copy of one kind, as client-go's informers do: it
 lists, watches from the list's ``resourceVersion`` (with bookmarks), watches again when
 the stream ends or has been silent for :data:`WATCH_SILENCE`, and lists again when the
-watch expires (410) or fails. Used by every service that reads Kubernetes objects.
+watch expires (410) or fails. A list comes :data:`LIST_PAGE` objects at a time, and the
+informer takes in what it lists a slice at a time (:mod:`dbquota.kits.steps`), letting the
+event loop serve admission reviews, lease renewals and probes in between: a relist of
+10,000 claims in one piece held the loop for 0.4 s (40,000: 2 s), at start-up and after
+every expired or failed watch. Used by every service that reads Kubernetes objects.
 
 Size: every Kubernetes call dbquota makes and the informer that feeds on them in one
 adapter, because they share the one connection pool, its credentials and the mapping of
@@ -47,6 +51,7 @@ from dbquota.domain import kinds
 from dbquota.domain.kinds import registry
 from dbquota.domain.resources import ClaimStatus, Event, EventSeries, QuotaObject
 from dbquota.errors import Conflict, KubeError, NotFound
+from dbquota.kits import steps
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +95,9 @@ and passes what is left of it: a lease renewal (:mod:`dbquota.services.leasing`)
 in time to try again before its holder stops trusting its lease, whatever the state of the
 pooled connection it went out on."""
 
+LIST_PAGE = 500
+"""Objects per page of a list (client-go's informers page by 500 too): each page is read
+and decoded while the event loop serves others between pages."""
 OPENED = "OPENED"
 """What :meth:`Kube.watch` yields first, with no object, once the apiserver has accepted the
 watch (HTTP 200): it will send everything after the version asked for, so the stream is
@@ -363,13 +371,26 @@ class Kube:
             )
 
     async def list(self, resource: Resource, *, namespace: str = "") -> dict[str, Any]:
-        """Every object of ``resource`` (in ``namespace``, or everywhere)."""
-        return await self.request(
-            "GET",
-            resource.path(namespace),
-            what=f"list {resource.plural}",
-            seconds=120.0,
-        )
+        """Every object of ``resource`` (in ``namespace``, or everywhere), read
+        :data:`LIST_PAGE` at a time: the apiserver serves every page from the snapshot of
+        the first (one ``resourceVersion``, that of the answer). A continue token that
+        expired meanwhile (410, etcd compacted) is a ``KubeError``: list again."""
+        query = {"limit": str(LIST_PAGE)}
+        items: list[dict[str, Any]] = []
+        while True:
+            page = await self.request(
+                "GET",
+                resource.path(namespace),
+                what=f"list {resource.plural}",
+                query=query,
+                seconds=120.0,
+            )
+            items.extend(page.get("items") or [])
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                page["items"] = items
+                return page
+            query = {"limit": str(LIST_PAGE), "continue": str(token)}
 
     async def watch(
         self,
@@ -636,12 +657,16 @@ class Informer(Generic[D]):
                 logger.exception("a %s listener failed", self.plural)
 
     async def _list(self) -> str:
+        """List every object and take them in, a slice at a time (module docstring); the
+        version to watch from."""
         got = await self._kube.list(self.resource, namespace=self._namespace)
         seen: set[tuple[str, str]] = set()
-        for obj in got.get("items") or []:
-            meta = obj.get("metadata") or {}
-            seen.add((str(meta.get("namespace", "")), str(meta.get("name", ""))))
-            self._apply("ADDED", obj)
+        for part in steps.slices(got.get("items") or []):
+            for obj in part:
+                meta = obj.get("metadata") or {}
+                seen.add((str(meta.get("namespace", "")), str(meta.get("name", ""))))
+                self._apply("ADDED", obj)
+            await asyncio.sleep(0)
         for namespace, slot in list(self._store.items()):
             for name in [n for n in slot if (namespace, n) not in seen]:
                 before = slot.pop(name)
