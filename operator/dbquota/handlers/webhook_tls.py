@@ -141,6 +141,16 @@ def tls_for(settings: WebhookSettings) -> Tls:
 
 
 async def reload_forever(tls: Tls) -> None:
+    """Look at the files every :data:`RELOAD_INTERVAL`. A look that fails in a way
+    :meth:`Tls.reload_if_changed` does not expect (a bug) is logged and the next look goes
+    on: had it ended the loop, certificates the kubelet rotates would no longer be picked
+    up, and the webhook would go on serving the old ones until they expired."""
     while True:
         await asyncio.sleep(RELOAD_INTERVAL)
-        tls.reload_if_changed()
+        try:
+            tls.reload_if_changed()
+        except Exception:
+            logger.exception(
+                "looking at the webhook's TLS files failed; looking again in %gs",
+                RELOAD_INTERVAL,
+            )

@@ -20,7 +20,8 @@ does) gets many reviews answered at once on one connection, the same refusals, a
 reviews in flight finished on stop; that missing certificate files fail at start;
 that dev certificates are made once and name the webhook host; and that a connection
 whose deadline check raises is aborted, the error logged with its traceback once, and the
-deadline sweep goes on for the others.
+deadline sweep goes on for the others; and that a look at the certificate files that
+fails unexpectedly is logged, and the looks go on.
 """
 
 from __future__ import annotations
@@ -795,3 +796,26 @@ async def test_a_connection_whose_deadline_check_raises_is_aborted_and_the_sweep
         (logging.WARNING, False),
     ]
     assert logged[0].getMessage().startswith("checking a webhook connection's deadlines")
+
+
+async def test_a_look_at_the_certificate_files_that_fails_is_logged_and_the_looks_go_on(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    class Files:
+        looks = 0
+
+        def reload_if_changed(self) -> bool:
+            self.looks += 1
+            if self.looks == 1:
+                raise ValueError("a bug")
+            return False
+
+    monkeypatch.setattr(webhook_tls, "RELOAD_INTERVAL", 0.01)
+    files = Files()
+    task = asyncio.create_task(webhook_tls.reload_forever(files))  # type: ignore[arg-type]
+    await asyncio.sleep(0.2)
+    assert not task.done()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert files.looks > 2
+    assert "looking at the webhook's TLS files failed" in caplog.text
