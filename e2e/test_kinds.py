@@ -21,6 +21,11 @@ databaseclaims,cnpg,zalando,rds``. Checks, with the manifests in ``examples/``:
   over that tenant's budget, though its spec is unchanged; admitted, it counts there and
   no longer in its old tenant's quota), and removing its label, or naming a namespace with
   no DatabaseQuota, is denied while its tenant's quota enforces;
+- a CloudNativePG Cluster stored with a size dbquota cannot read (created past the
+  webhook) can still be annotated and have its finalizer removed (admitted unpriced, with
+  a warning), and fixing its size is priced as a new cluster (denied over budget, then
+  admitted and counted); another kind's billing id annotation cannot be added, changed or
+  removed once the object exists;
 - ``kubectl dbquota explain`` gives each kind's verdict before it is applied (admitted
   within budget, denied over it, an RDS Instance without a tenant label counted against
   no quota), naming the kind, and neither stores nor reserves anything;
@@ -658,3 +663,113 @@ def test_explain_counts_an_instance_without_a_tenant_label_against_no_quota(
         "no tenant namespace (label crossplane.io/claim-namespace), so no DatabaseQuota counts it"
     )
     assert "admitted without a budget check" in done.stdout
+
+
+UNCHECKED = "e2e.dbquota.io/unchecked"
+"""A label the operator's webhook skips while :func:`created_unchecked` runs."""
+CLUSTERS = "clusters.postgresql.cnpg.io"
+
+
+def created_unchecked(kubectl: Kubectl, operator: Operator, objs: list[dict[str, Any]]) -> None:
+    """Create ``objs`` (each labelled :data:`UNCHECKED`, the first unreadable) past the
+    webhook, as objects are created before their kind is enabled in ``--claim-kinds``, or
+    while no replica answers under ``failurePolicy: Ignore``: the webhook skips the label,
+    then sees everything again (a dry-run CREATE of one more like the first is denied)
+    before this returns."""
+    for obj in objs:
+        obj["metadata"].setdefault("labels", {})[UNCHECKED] = "true"
+    skip = {"matchExpressions": [{"key": UNCHECKED, "operator": "DoesNotExist"}]}
+
+    def select(selector: dict[str, Any]) -> None:
+        patch = [{"op": "add", "path": "/webhooks/0/objectSelector", "value": selector}]
+        where = ("validatingwebhookconfiguration", str(operator.configuration))
+        kubectl("patch", *where, "--type=json", "-p", json.dumps(patch))
+
+    select(skip)
+    try:
+        wait_for(  # the apiserver takes a moment to see the new configuration
+            lambda: kubectl.apply(objs, check=False).returncode == 0,
+            what="the objects created past the webhook",
+        )
+    finally:
+        select({})
+    probe = copy.deepcopy(objs[0])
+    probe["metadata"]["name"] += "-probe"
+    wait_for(
+        lambda: kubectl.apply(probe, check=False, extra=("--dry-run=server",)).returncode != 0,
+        what="the webhook seeing every object again",
+    )
+
+
+def test_a_cluster_stored_unreadable_can_be_annotated_released_and_fixed(
+    kubectl: Kubectl, operator: Operator, namespace: str
+) -> None:
+    """Every UPDATE of it was denied for its old object (``invalid Cluster …:
+    spec.storage.size``, though the new spec was valid): no fix, no annotation, and its
+    operator's finalizer could not be removed, so it could not be deleted either."""
+    quota(kubectl, namespace, budget=5)  # far below the fixed cluster's price
+    broken = example("cnpg", namespace=namespace, name="tengigs")
+    broken["spec"]["storage"]["size"] = "ten gigs"  # a plain string in CloudNativePG's CRD
+    held = copy.deepcopy(broken)
+    held["metadata"].update(name="held", finalizers=["e2e.dbquota.io/hold"])
+    created_unchecked(kubectl, operator, [broken, held])
+    where = ("-n", namespace)
+    annotated = kubectl("annotate", CLUSTERS, "tengigs", *where, "note=x", check=False)
+    assert annotated.returncode == 0, annotated.stderr
+    assert f"Cluster {namespace}/tengigs cannot be read (spec.storage.size" in annotated.stderr
+    assert "admitted unpriced" in annotated.stderr
+    kubectl("delete", CLUSTERS, "held", *where, "--wait=false")  # its finalizer holds it
+    release = json.dumps([{"op": "remove", "path": "/metadata/finalizers"}])
+    kubectl("patch", CLUSTERS, "held", *where, "--type=json", "-p", release)  # its operator's
+    wait_for(
+        lambda: kubectl("get", CLUSTERS, "held", *where, check=False).returncode != 0,
+        what="the held cluster deleted",
+    )
+    fix = json.dumps({"spec": {"storage": {"size": "100Gi"}}})
+    denied = kubectl("patch", CLUSTERS, "tengigs", *where, "--type=merge", "-p", fix, check=False)
+    assert denied.returncode != 0  # priced as a new cluster: its whole price is growth
+    assert "exceeds budget 5.00" in denied.stderr, denied.stderr
+    quota(kubectl, namespace, budget=50_000)
+    wait_for(
+        lambda: status(kubectl, namespace).get("spend", {}).get("remaining") == 50_000,
+        what="the quota's new budget",
+    )
+    fixed = kubectl("patch", CLUSTERS, "tengigs", *where, "--type=merge", "-p", fix)
+    assert 'oldObject.spec.storage.size: invalid quantity "ten gigs"' in fixed.stderr
+    assert "priced as a new object" in fixed.stderr
+    price, _ = charged(wait_for(lambda: priced(kubectl, broken), what="the Priced Event")[0])
+    found = counted(kubectl, namespace)  # one object, at the price its admission charged
+    assert found["spend"]["reserved"] == pytest.approx(price, abs=0.01)
+
+
+def test_another_kinds_billing_id_is_fixed_when_it_is_created(
+    kubectl: Kubectl, namespace: str
+) -> None:
+    """Re-pointing it was admitted (``NoIncrease``): a recount then counted the cluster at
+    the billed cost of whatever id it named."""
+    quota(kubectl, namespace, budget=50_000)
+    plain = example("cnpg", namespace=namespace)
+    billed = example("cnpg", namespace=namespace, name="billed")
+    billed["metadata"]["annotations"] = {"dbquota.io/cluster-id": "team-x/billed"}
+    kubectl.apply([plain, billed])  # at creation, the id is the tenant's to choose
+    counted(kubectl, namespace, claims=2)
+    where = ("-n", namespace)
+    repointed = BILLED["cnpg"][1]  # a cluster billing shows, that no object names
+    for name, change in (
+        ("orders-pg", f"dbquota.io/cluster-id={repointed}"),
+        ("billed", f"dbquota.io/cluster-id={repointed}"),
+        ("billed", "dbquota.io/cluster-id-"),
+    ):
+        refused = kubectl("annotate", "--overwrite", CLUSTERS, name, *where, change, check=False)
+        assert refused.returncode != 0, change
+        assert (
+            f"denied: the billing id of Cluster {namespace}/{name} is fixed when it is created"
+            in refused.stderr
+        ), refused.stderr
+        assert "delete it and create it again" in refused.stderr
+    kubectl("annotate", CLUSTERS, "orders-pg", *where, "note=x")  # other annotations: free
+    ids = {
+        obj["metadata"]["name"]: obj["metadata"].get("annotations", {}).get("dbquota.io/cluster-id")
+        for obj in kubectl.get_json(CLUSTERS, *where)["items"]
+    }
+    assert ids == {"orders-pg": None, "billed": "team-x/billed"}

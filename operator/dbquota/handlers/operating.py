@@ -168,6 +168,7 @@ def admit_claims(
             labels={} if new is None else new.metadata.labels,
             old_labels=None if old is None else old.metadata.labels,
             annotations={} if new is None else new.metadata.annotations,
+            old_annotations=None if old is None else old.metadata.annotations,
         )
         try:
             verdict = await runtime.admission.review(claim)

@@ -2,15 +2,18 @@
 
 Called by the webhook (:mod:`dbquota.handlers.webhook`) for every AdmissionReview of a
 claim. It parses the object with its kind's reader (:mod:`dbquota.domain.kinds`; a
-malformed one is denied in our words: field and reason), finds the tenant namespace (the
-object's own, or a cluster-scoped object's tenant label; an object that names none is
-admitted unchecked with a warning, or denied under ``--no-quota-policy=Deny``), finds
-that namespace's quotas in the quota informer (no apiserver call), and asks each
-quota's reservation ledger (:mod:`dbquota.services.reserving`) for a decision, which the
-ledger takes with the pure :func:`dbquota.domain.admission.admit`. It never calls the
-billing API and never counts claims: usage comes from the quota's status totals. An UPDATE
-that changes a cluster-scoped object's tenant label is a CREATE under its new tenant, and
-one that takes it out of every quota is refused (:mod:`dbquota.domain.kinds.tenancy`).
+malformed one is denied in our words: field and reason; an UPDATE of one stored unreadable
+is priced as a CREATE, or admitted unpriced when only its metadata changes, and one that
+re-points another kind's billing id is denied: :mod:`dbquota.domain.kinds.updates`), finds
+the tenant namespace (the object's own, or a cluster-scoped object's tenant label; an
+object that names none is admitted unchecked with a warning, or denied under
+``--no-quota-policy=Deny``), finds that namespace's quotas in the quota informer (no
+apiserver call), and asks each quota's reservation ledger (:mod:`dbquota.services.reserving`)
+for a decision, which the ledger takes with the pure :func:`dbquota.domain.admission.admit`.
+It never calls the billing API and never counts claims: usage comes from the quota's status
+totals. An UPDATE that changes a cluster-scoped object's tenant label is a CREATE under its
+new tenant, and one that takes it out of every quota is refused
+(:mod:`dbquota.domain.kinds.tenancy`).
 
 A dry run (``kubectl apply --dry-run=server``, ``kubectl dbquota explain``) reserves
 nothing and gets one more warning per quota that says how it decided (:func:`explain`).
@@ -32,8 +35,8 @@ from dataclasses import dataclass, replace
 from typing import Any, cast
 
 from dbquota.adapters.kube import Informer
-from dbquota.domain import admission, billing, claims, kinds, verdicts, views
-from dbquota.domain.kinds import databaseclaims, tenancy
+from dbquota.domain import admission, billing, kinds, verdicts, views
+from dbquota.domain.kinds import databaseclaims, tenancy, updates
 from dbquota.domain.reservations import ClaimRef
 from dbquota.domain.resources import QuotaObject, Reservation
 from dbquota.errors import KubeError
@@ -74,19 +77,39 @@ class Review:
     name another tenant than the object's now (:mod:`dbquota.domain.kinds.tenancy`)."""
     annotations: Mapping[str, str] = dataclasses.field(default_factory=dict)
     """The object's annotations (another kind's billing id may be in one)."""
+    old_annotations: Mapping[str, str] | None = None
+    """The annotations before an UPDATE (None: the same as ``annotations``), whose billing
+    id an UPDATE may not change (:mod:`dbquota.domain.kinds.updates`)."""
 
-    def whole(self, spec: object, labels: Mapping[str, str] | None = None) -> dict[str, object]:
-        """The object with ``spec`` (and ``labels``, else its own), as its kind's reader
-        takes it."""
-        labels = self.labels if labels is None else labels
+    def read(self, *, namespace_label: str) -> updates.Read | verdicts.Verdict:
+        """Its objects as its kind reads them, or the verdict due before any quota decides
+        (:func:`dbquota.domain.kinds.updates.read`)."""
+        return updates.read(
+            kind=self.kind,
+            new=self._whole(self.spec, self.labels, self.annotations),
+            old=self._old(),
+            namespace_label=namespace_label,
+            name="/".join(p for p in (self.namespace, self.name) if p),
+        )
+
+    def _old(self) -> dict[str, object] | None:
+        """The object before an UPDATE, as its kind's reader takes it; None for a CREATE."""
+        if self.old_spec is None:
+            return None
+        labels = self.labels if self.old_labels is None else self.old_labels
+        annotations = self.annotations if self.old_annotations is None else self.old_annotations
+        return self._whole(self.old_spec, labels, annotations)
+
+    def _whole(
+        self, spec: object, labels: Mapping[str, str], annotations: Mapping[str, str]
+    ) -> dict[str, object]:
         metadata: dict[str, object] = {"name": self.name, "labels": labels}
         if self.namespace:
             metadata["namespace"] = self.namespace
-        metadata["annotations"] = self.annotations
+        metadata["annotations"] = annotations
         return {"metadata": metadata, "spec": spec}
 
 
-Parsed = tuple[str | None, claims.ClaimSpec, claims.ClaimSpec | None, str | None]
 UNSYNCED = verdicts.Verdict(
     allowed=False,
     message="not decided: dbquota has not listed the DatabaseQuotas yet (starting up); "
@@ -136,15 +159,17 @@ class Admission:
     async def review(self, review: Review) -> verdicts.Verdict:
         """The verdict on ``review``; admitted (non-dry-run) claims hold budget on each quota."""
         kind = review.kind
-        parsed = self._parse(review)
-        if isinstance(parsed, verdicts.Verdict):
-            return parsed
-        tenant, claim, old, before = parsed
+        read = review.read(namespace_label=self._label)
+        if isinstance(read, verdicts.Verdict):
+            return read
+        tenant, old, before = read.tenant, read.old, read.before
         if (tenant is not None or before is not None) and not await self._synced():
             return UNSYNCED
         names = self._counting(review, tenant, before)
         if isinstance(names, verdicts.Verdict):
             return names
+        if read.rebilled is not None:  # a quota counts it, at the bill its id names
+            return read.rebilled
         assert tenant is not None  # no tenant: no quota counts it
         if before != tenant:  # a cluster-scoped object's tenant label changed: it moves
             old = None  # a CREATE where it goes; its old tenant's quotas stop counting it
@@ -152,9 +177,10 @@ class Admission:
             name=kind.ref(review.name),
             uid=review.uid or f"name:{tenant}/{kind.ref(review.name)}",
             generation=review.generation,
-            claim=claim,
+            claim=read.claim,
             old=old,
-            charged=_charged(review.old_status) if kind.owned else 0.0,
+            # what its quotas count it at; nothing when it is priced as new
+            charged=_charged(review.old_status) if kind.owned and old is not None else 0.0,
             dry_run=review.dry_run,
         )
         decisions: list[verdicts.Decision] = []
@@ -182,34 +208,7 @@ class Admission:
             decisions.append(decision)
             if not decision.allowed:
                 break
-        return _with_warnings(verdicts.combine(decisions), review, claim, tenant, decisions)
-
-    def _parse(self, review: Review) -> Parsed | verdicts.Verdict:
-        """(tenant, claim, old claim, old tenant) read by the review's kind, or the denial of
-        a bad one. The old tenant is read with the old object, so at no extra cost; it differs
-        only when an UPDATE changes a cluster-scoped object's tenant label."""
-        kind = review.kind
-        try:
-            tenant, claim = kind.read(review.whole(review.spec), namespace_label=self._label)
-            before, old = (
-                (tenant, None)
-                if review.old_spec is None
-                else kind.read(
-                    review.whole(review.old_spec, review.old_labels),
-                    namespace_label=self._label,
-                    field="oldObject.spec",
-                )
-            )
-        except ValueError as exc:
-            where = (
-                ""
-                if kind.owned
-                else " " + "/".join(p for p in (review.namespace, review.name) if p)
-            )
-            return verdicts.Verdict(
-                allowed=False, message=f"invalid {kind.resource.kind}{where}: {exc}"
-            )
-        return tenant, claim, old, before
+        return _with_warnings(verdicts.combine(decisions), review, read, decisions)
 
     def _counting(
         self, review: Review, tenant: str | None, before: str | None
@@ -382,14 +381,17 @@ class Ledgers:
 def _with_warnings(
     verdict: verdicts.Verdict,
     review: Review,
-    claim: claims.ClaimSpec,
-    tenant: str,
+    read: updates.Read,
     decisions: Sequence[verdicts.Decision],
 ) -> verdicts.Verdict:
-    """``verdict`` with the warnings it carries beyond the decisions' own: what the object
-    did not request (so was not priced), and on a dry run why each quota decided so (for
-    ``kubectl dbquota explain`` and ``--dry-run=server``)."""
-    unpriced = unrequested(claim, name=f"{review.kind.resource.kind} {tenant}/{review.name}")
+    """``verdict`` with the warnings it carries beyond the decisions' own: how its objects
+    were read (an old one unreadable), what the object did not request (so was not
+    priced), and on a dry run why each quota decided so (for ``kubectl dbquota explain``
+    and ``--dry-run=server``)."""
+    name = f"{review.kind.resource.kind} {read.tenant}/{review.name}"
+    unpriced = unrequested(read.claim, name=name)
+    if read.warnings:
+        verdict = replace(verdict, warnings=(*read.warnings, *verdict.warnings))
     if unpriced:
         verdict = replace(verdict, warnings=(*verdict.warnings, unpriced))
     if review.dry_run:

@@ -375,3 +375,22 @@ async def test_the_webhook_tells_admission_the_labels_before_an_update() -> None
     answer = await admit(review("rds.aws.upbound.io", "Instance", new, old=old))
     assert not answer.allowed  # a CREATE in ns, at 100 over a budget of 50
     assert "projected 100.00 USD/month exceeds budget 50.00" in answer.message
+
+
+async def test_the_webhook_tells_admission_the_annotations_before_an_update() -> None:
+    """Without them admission read the old object with the new annotations, and an UPDATE
+    re-pointing another kind's billing id (``dbquota.io/cluster-id``) was admitted."""
+    store = Store(budget=1000)
+    glue = SimpleNamespace(
+        admission=admission(store, Quotas({})), observe_admission=lambda *_, **__: None
+    )
+    admit = operating.admit_claims(cast(runtime.Runtime, glue), ALL)
+    old: dict[str, Any] = {
+        "metadata": {"name": "db", "namespace": "ns", "uid": "uid-db", "generation": 3},
+        "spec": {"instances": 1, "storage": {"size": "10Gi"}},
+    }
+    new = copy.deepcopy(old)
+    new["metadata"]["annotations"] = {"dbquota.io/cluster-id": "elsewhere"}
+    answer = await admit(review("postgresql.cnpg.io", "Cluster", new, "ns", old=old))
+    assert not answer.allowed
+    assert "the billing id of Cluster ns/db is fixed when it is created" in answer.message

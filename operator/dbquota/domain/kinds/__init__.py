@@ -166,10 +166,30 @@ class Kind:
 def cluster_id(obj: Mapping[str, object], *, default: str) -> str:
     """The billing id of another kind's object: its :data:`CLUSTER_ID_ANNOTATION`, else
     ``default``."""
+    return annotated_id(obj) or default
+
+
+def annotated_id(obj: Mapping[str, object]) -> str:
+    """The object's :data:`CLUSTER_ID_ANNOTATION`; empty when it has none (or an empty one,
+    which sets nothing)."""
     metadata = obj.get("metadata")
     annotations = metadata.get("annotations") if isinstance(metadata, Mapping) else None
     found = annotations.get(CLUSTER_ID_ANNOTATION) if isinstance(annotations, Mapping) else None
-    return found if isinstance(found, str) and found else default
+    return found if isinstance(found, str) else ""
+
+
+def relabelled(error: ValueError, *, field: str) -> ValueError:
+    """A reader's ``error``, whose message starts with a path from the object's root
+    (``spec.storage.size: …``, ``object: …`` for the whole), said of the object whose
+    ``spec`` is at ``field``: ``oldObject.spec.storage.size: …`` for an UPDATE's old object,
+    as the AdmissionReview names it. ``error`` itself for ``field="spec"``."""
+    root = field.removesuffix("spec")  # "oldObject."
+    if not root or root == field:
+        return error
+    message = str(error)
+    if message.startswith("object"):  # the whole object is no JSON object
+        return ValueError(root.removesuffix(".") + message.removeprefix("object"))
+    return ValueError(root + message)
 
 
 def parsed(*, kind: Resource, obj: Mapping[str, object], demand: Demand, default_id: str) -> Parsed:
@@ -188,16 +208,19 @@ def namespaced_reader(
     resource: Resource, demand: Callable[[Mapping[str, object]], Demand]
 ) -> Callable[..., Parsed]:
     """``read`` for a namespaced kind: the tenant is the object's namespace, the billing id
-    ``<namespace>/<name>`` unless annotated (:data:`CLUSTER_ID_ANNOTATION`). The
-    registry's common arguments (``namespace_label``, ``field``) do not apply."""
+    ``<namespace>/<name>`` unless annotated (:data:`CLUSTER_ID_ANNOTATION`). ``field``
+    names ``spec`` in errors (:func:`relabelled`); ``namespace_label`` does not apply."""
 
-    def read(obj: Mapping[str, object], **_: object) -> Parsed:
-        asked = demand(obj)
-        metadata = obj.get("metadata")
-        name = metadata.get("name") if isinstance(metadata, Mapping) else None
-        return parsed(
-            kind=resource, obj=obj, demand=asked, default_id=f"{asked.namespace}/{name or ''}"
-        )
+    def read(obj: Mapping[str, object], *, field: str = "spec", **_: object) -> Parsed:
+        try:
+            asked = demand(obj)
+            metadata = obj.get("metadata")
+            name = metadata.get("name") if isinstance(metadata, Mapping) else None
+            return parsed(
+                kind=resource, obj=obj, demand=asked, default_id=f"{asked.namespace}/{name or ''}"
+            )
+        except ValueError as exc:
+            raise relabelled(exc, field=field) from None
 
     return read
 

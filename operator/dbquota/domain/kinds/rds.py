@@ -105,14 +105,19 @@ def read(
 ) -> kinds.Parsed:
     """The Instance's tenant (the ``namespace_label`` label, None without it) and claim;
     its billing id is its annotation (:data:`dbquota.domain.kinds.CLUSTER_ID_ANNOTATION`),
-    else its external name (the RDS identifier), else its name."""
-    del field
-    asked = demand(obj, namespace_label=namespace_label or CLAIM_NAMESPACE_LABEL)
-    metadata = reading.mapping(reading.root(obj), "metadata", path="")
-    annotations = reading.mapping(metadata, "annotations", path="metadata")
-    name = reading.string(metadata, "name", path="metadata") or ""
-    external = reading.string(annotations, EXTERNAL_NAME_ANNOTATION, path="metadata.annotations")
-    return kinds.parsed(kind=RESOURCE, obj=obj, demand=asked, default_id=external or name)
+    else its external name (the RDS identifier), else its name. ``field`` names ``spec``
+    in errors (:func:`dbquota.domain.kinds.relabelled`)."""
+    try:
+        asked = demand(obj, namespace_label=namespace_label or CLAIM_NAMESPACE_LABEL)
+        metadata = reading.mapping(reading.root(obj), "metadata", path="")
+        annotations = reading.mapping(metadata, "annotations", path="metadata")
+        name = reading.string(metadata, "name", path="metadata") or ""
+        external = reading.string(
+            annotations, EXTERNAL_NAME_ANNOTATION, path="metadata.annotations"
+        )
+        return kinds.parsed(kind=RESOURCE, obj=obj, demand=asked, default_id=external or name)
+    except ValueError as exc:
+        raise kinds.relabelled(exc, field=field) from None
 
 
 KIND = kinds.Kind(
