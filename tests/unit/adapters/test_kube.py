@@ -222,33 +222,14 @@ async def test_kube_asks_for_bookmarks_and_ends_a_silent_stream(
         await done.wait()  # then nothing, the connection open: a stalled stream
         return response
 
-    app = web.Application()
-    app.router.add_get("/{tail:.*}", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "current-context": "c",
-        "clusters": [{"name": "c", "cluster": {"server": f"http://127.0.0.1:{port}"}}],
-        "users": [{"name": "u", "user": {"token": "secret"}}],
-        "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
-    }
-    (tmp_path / "config").write_text(json.dumps(config))
-    api = await kube.Kube.connect(kubeconfig=str(tmp_path / "config"))
     got: list[tuple[str, str]] = []
-
-    try:
-        async with asyncio.timeout(5):  # not the 330 s of the read timeout before
-            async for kind, obj in api.watch(kube.CLAIMS, version="41"):
-                got.append((kind, obj.get("metadata", {}).get("resourceVersion", "")))
-    finally:
-        await api.close()
-        done.set()
-        await runner.cleanup()
+    async with apiserver(tmp_path, handle) as api:
+        try:
+            async with asyncio.timeout(5):  # not the 330 s of the read timeout before
+                async for kind, obj in api.watch(kube.CLAIMS, version="41"):
+                    got.append((kind, obj.get("metadata", {}).get("resourceVersion", "")))
+        finally:
+            done.set()
     assert got == [(kube.OPENED, ""), ("BOOKMARK", "42")]  # then it ended: watch again
     assert queries[0]["allowWatchBookmarks"] == "true"
     assert queries[0]["resourceVersion"] == "41"
