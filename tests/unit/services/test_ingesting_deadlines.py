@@ -91,10 +91,11 @@ async def test_a_sync_cut_off_leaves_the_next_one_the_clusters_it_did_not_reach(
     tmp_path: Path, clock: FakeClock
 ) -> None:
     provider = Endless(bulk=False)
-    tracked = [f"c{i:04d}" for i in range(2000)]
-    async with ingesting.running(
-        slow_cfg(tmp_path, max_concurrency=1), clock=clock, transport=httpx.MockTransport(provider)
-    ) as ing:
+    tracked = [f"c{i:04d}" for i in range(2000)]  # 10 s at one 5 ms fetch at a time
+    # A deadline of 2 s (an interval of 1 s): some fetches end in it even on a loaded
+    # machine (in 0.2 s a clean-clone run's sync got none), yet not 2,000.
+    cfg = slow_cfg(tmp_path, max_concurrency=1, sync_interval=1.0)
+    async with ingesting.running(cfg, clock=clock, transport=httpx.MockTransport(provider)) as ing:
         await asyncio.wait_for(ing.wait_ready(), timeout=20)  # nothing tracked yet
         ing.track(tracked)
         await asyncio.wait_for(ing.sync_once(), timeout=20)
