@@ -89,7 +89,8 @@ class Review:
             new=self._whole(self.spec, self.labels, self.annotations),
             old=self._old(),
             namespace_label=namespace_label,
-            name="/".join(p for p in (self.namespace, self.name) if p),
+            namespace=self.namespace,
+            name=self.name,
         )
 
     def _old(self) -> dict[str, object] | None:

@@ -91,14 +91,15 @@ def read(
     new: Mapping[str, object],
     old: Mapping[str, object] | None,
     namespace_label: str,
+    namespace: str,
     name: str,
 ) -> Read | verdicts.Verdict:
-    """The objects of a review of object ``name`` (``namespace/name``, or the name of a
+    """The objects of a review of object ``name`` in ``namespace`` ("" for a
     cluster-scoped one) of ``kind``: ``new`` and, for an UPDATE, ``old``, whole (metadata
     and spec). The verdict instead when one is due before any quota decides: a denial
     for an unreadable new object, an admission for a metadata-only change of an
-    unreadable one (module docstring)."""
-    what = f"{kind.resource.kind} {name}"
+    unreadable one (module docstring). Every review of a claim comes here: the words of a
+    message are put together only when there is one."""
     try:
         tenant, claim = kind.read(new, namespace_label=namespace_label)
     except ValueError as exc:
@@ -107,21 +108,28 @@ def read(
             and old.get("spec") == new.get("spec")
             and _fails(kind, old, namespace_label)
         )
-        return _unreadable(kind, name, exc, kept=kept)
+        return _unreadable(kind, _named(namespace, name), exc, kept=kept)
     if old is None:
         return Read(tenant=tenant, claim=claim, old=None, before=tenant)
     try:
         before, was = kind.read(old, namespace_label=namespace_label, field=OLD)
     except ValueError as exc:  # priced as new: no quota counted it, under any id
+        what = f"{kind.resource.kind} {_named(namespace, name)}"
         return Read(
             tenant=tenant, claim=claim, old=None, before=tenant, warnings=(_new(what, exc),)
         )
     changed = None  # a DatabaseClaim's id is fixed by its CRD
-    if not kind.owned:
+    if not kind.owned and claim.cluster_id != was.cluster_id:
+        what = f"{kind.resource.kind} {_named(namespace, name)}"
         changed = rebilled(
             what=what, new=new, old=old, new_id=claim.cluster_id, old_id=was.cluster_id
         )
     return Read(tenant=tenant, claim=claim, old=was, before=before, rebilled=changed)
+
+
+def _named(namespace: str, name: str) -> str:
+    """``namespace/name``, or ``name`` alone for a cluster-scoped object."""
+    return "/".join(p for p in (namespace, name) if p)
 
 
 def _unreadable(kind: kinds.Kind, name: str, error: ValueError, *, kept: bool) -> verdicts.Verdict:
