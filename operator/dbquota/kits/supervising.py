@@ -22,7 +22,8 @@ outlives it:
   the loop has not cured it.
 
 Used by :mod:`dbquota.handlers.operating` for the watches, the reconciler and the claim
-status publisher.
+status publisher. :func:`stop` ends a loop that runs on its own (the billing sync, the
+Leases' renewals) at shutdown.
 """
 
 from __future__ import annotations
@@ -156,3 +157,18 @@ class Supervisor:
         except Exception as exc:  # noqa: BLE001 - any failure is logged and the loop restarted
             return exc
         return None
+
+
+async def stop(task: asyncio.Task[None], *, what: str) -> None:
+    """Cancel ``task``, a loop at shutdown, and wait until it has ended, so that nothing it
+    does overlaps what the caller undoes next (a Lease deleted, a cache closed).
+
+    The loop's own failure is logged as ``what`` having died, not raised: the caller still
+    has its clean-up to do. A cancellation of the caller while it waits here is raised
+    (``asyncio.wait`` does), where ``suppress(CancelledError)`` around ``await task``
+    could not tell it from the task's own and swallowed it.
+    """
+    task.cancel()
+    await asyncio.wait({task})
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        logger.error("%s had died: %s", what, exc, exc_info=exc)

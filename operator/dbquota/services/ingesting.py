@@ -55,7 +55,7 @@ from dbquota.adapters import billing as billing_adapter
 from dbquota.adapters import cache as cache_
 from dbquota.adapters import metrics
 from dbquota.domain import billing
-from dbquota.kits import breaker
+from dbquota.kits import breaker, supervising
 from dbquota.kits import clock as clock_
 from dbquota.services import fetching, guarding, persisting
 from dbquota.services.providers import BillingProvider
@@ -196,7 +196,8 @@ class Ingestor:
         self._guard.quiet()
         if self._task is not None:
             self._task.cancel()
-            await _ended(self._task)  # if we are cancelled here, a later stop() waits again
+            # if we are cancelled here, a later stop() waits again
+            await supervising.stop(self._task, what="the billing sync loop")
             self._task = None
             stopped_at = self._last_success_timestamp()  # a fact still: keep it, unbound
             metrics.last_success.set_function(lambda: stopped_at)
@@ -367,16 +368,6 @@ class Ingestor:
             # error would otherwise sit beside "Closed" until this sync finishes).
             self._last_sync_ok = True
         self._snapshot = dataclasses.replace(self._snapshot, health=self._health())
-
-
-async def _ended(task: asyncio.Task[None]) -> None:
-    """Wait for ``task``, which the caller cancelled, to end; the caller being cancelled
-    meanwhile propagates. ``await task`` with CancelledError suppressed could not tell
-    the caller's cancellation from the task's and swallowed both, and it raised whatever
-    had killed the task out of the caller's shutdown: that is logged instead."""
-    await asyncio.wait({task})
-    if not task.cancelled() and task.exception() is not None:
-        logger.error("the billing sync loop had died", exc_info=task.exception())
 
 
 async def load(

@@ -62,7 +62,7 @@ from dbquota.adapters import metrics
 from dbquota.adapters.kube import LEASES, Informer, Kube
 from dbquota.domain import billing, kinds
 from dbquota.errors import Conflict, KubeError, NotFound
-from dbquota.kits import timestamps
+from dbquota.kits import supervising, timestamps
 
 logger = logging.getLogger(__name__)
 
@@ -217,21 +217,12 @@ def _complain(exc: Exception, *, what: str, said: str) -> str:
 
 
 async def _stop_loop(task: asyncio.Task[None] | None) -> None:
-    """Cancel a lease loop and wait until it has ended (shutdown), so that nothing renews
-    what the caller deletes or releases next.
-
-    The loop's own failure is logged, not raised: the caller still has its lease to give
-    up. A cancellation of the caller while it waits here is raised (``asyncio.wait`` does),
-    not taken for the loop's own end, as ``suppress(CancelledError)`` around ``await task``
-    took it. One that came before (a shutdown cut short, unwinding through its clean-up,
-    which is what calls this) is the caller's to handle: the lease is still given up.
-    """
-    if task is None:
-        return
-    task.cancel()
-    await asyncio.wait({task})
-    if not task.cancelled() and (exc := task.exception()) is not None:
-        logger.error("%s had stopped: %s", task.get_name(), exc, exc_info=exc)
+    """Stop a lease loop (:func:`dbquota.kits.supervising.stop`), so that nothing renews
+    what the caller deletes or releases next. A cancellation that came before (a shutdown
+    cut short, unwinding through its clean-up, which is what calls this) is the caller's
+    to handle: the lease is still given up."""
+    if task is not None:
+        await supervising.stop(task, what=task.get_name())
 
 
 class Liveness:
