@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -22,10 +21,11 @@ from dbquota import settings
 from dbquota.kits import retrying
 from dbquota.kits.clock import FakeClock
 from dbquota.services import ingesting
+from tests.unit.services.billing_api import make_cfg
 
 pytestmark = pytest.mark.integration
 
-THRESHOLD = 3
+THRESHOLD = 3  # make_cfg's breaker: Open at the third failure
 
 
 class Trickle:
@@ -68,19 +68,12 @@ def no_backoff_sleeps() -> object:
 
 
 def config(url: str, tmp_path: Path) -> settings.Settings:
-    base = settings.Settings()
-    return replace(
-        base,
-        billing=replace(
-            base.billing,
-            url=url,
-            rate_limit=0,
-            retry_attempts=2,
-            request_timeout=0.3,  # per read: each byte comes in 0.02 s
-            connect_timeout=0.2,
-        ),
-        breaker=replace(base.breaker, failure_threshold=THRESHOLD, recovery_timeout=30.0),
-        cache=replace(base.cache, path=tmp_path / "cache.sqlite3"),
+    """Two attempts per call, the breaker opening at its third failure (:func:`make_cfg`)."""
+    return make_cfg(
+        tmp_path,
+        url=url,
+        request_timeout=0.3,  # per read: each byte comes in 0.02 s
+        connect_timeout=0.2,
     )
 
 

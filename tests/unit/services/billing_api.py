@@ -90,7 +90,8 @@ def make_cfg(tmp_path: Path, **billing: Any) -> settings.Settings:
     return replace(
         base,
         billing=replace(
-            base.billing, url="http://billing.test", rate_limit=0, retry_attempts=2, **billing
+            base.billing,
+            **{"url": "http://billing.test", "rate_limit": 0, "retry_attempts": 2, **billing},
         ),
         breaker=replace(base.breaker, failure_threshold=3, recovery_timeout=30.0),
         cache=replace(base.cache, path=tmp_path / "cache.sqlite3"),

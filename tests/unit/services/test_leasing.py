@@ -30,7 +30,7 @@ import contextlib
 import copy
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -117,13 +117,20 @@ class Leases:
         self._stored(body, self._version() + 1)
 
 
-def election(api: Leases, holder: str = "a") -> leasing.LeaderElection:
+def election(
+    api: Leases,
+    holder: str = "a",
+    *,
+    timing: leasing.Timing | None = None,
+    on_change: Callable[[bool], None] = lambda _: None,
+) -> leasing.LeaderElection:
     return leasing.LeaderElection(
         api,  # type: ignore[arg-type]
         namespace="ns",
         name="leader",
         holder=holder,
-        timing=leasing.Timing(),
+        timing=leasing.Timing() if timing is None else timing,
+        on_change=on_change,
     )
 
 
@@ -394,14 +401,7 @@ async def test_the_election_goes_on_after_failures_and_steps_down_while_they_las
 ) -> None:
     api = Leases()
     changes: list[bool] = []
-    a = leasing.LeaderElection(
-        api,  # type: ignore[arg-type]
-        namespace="ns",
-        name="leader",
-        holder="a",
-        timing=TIMING,
-        on_change=changes.append,
-    )
+    a = election(api, timing=TIMING, on_change=changes.append)
     a.start()
     await until(lambda: changes == [True])
     api.faults.extend(RuntimeError("token refresh failed") for _ in range(10_000))
@@ -426,13 +426,7 @@ async def test_a_call_stuck_on_a_dead_connection_leaves_time_to_renew(role: str)
         holder = liveness(api, timing)
         await holder.start()
     else:
-        holder = leasing.LeaderElection(
-            api,  # type: ignore[arg-type]
-            namespace="ns",
-            name="leader",
-            holder="a",
-            timing=timing,
-        )
+        holder = election(api, timing=timing)
         holder.start()
     await until(lambda: len(api.written_at) >= 2)
     api.stuck = 1  # the next call waits for an answer that never comes, until its timeout

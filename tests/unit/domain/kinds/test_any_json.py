@@ -19,7 +19,7 @@ import copy
 import math
 import re
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from hypothesis import given, settings
@@ -28,6 +28,8 @@ from hypothesis import strategies as st
 from dbquota.domain import bills, claims
 from dbquota.domain.kinds import Demand, cnpg, rds, reading, registry, zalando
 from tests.unit.domain.kinds import example
+
+T = TypeVar("T")
 
 Path = tuple[str | int, ...]
 
@@ -162,18 +164,24 @@ def test_any_json_in_a_field_gives_a_demand_or_names_the_field(
     assert ": " in message
 
 
+def assert_read_or_refused(read: Callable[[], T], check: Callable[[T], None]) -> None:
+    """``read()`` gives what ``check`` accepts, or a ValueError whose message starts with
+    the path of what it refused."""
+    try:
+        got = read()
+    except ValueError as exc:
+        message = str(exc)
+    else:
+        check(got)
+        return
+    assert message.startswith(("object:", "spec", "metadata")), message
+
+
 @settings(deadline=None)
 @given(name=st.sampled_from(sorted(KINDS)), document=JSON)
 def test_any_json_document_gives_a_demand_or_a_value_error(name: str, document: Any) -> None:
     read, _ = KINDS[name]
-    try:
-        got = read(document)
-    except ValueError as exc:
-        message = str(exc)
-    else:
-        assert_sane(got)
-        return
-    assert message.startswith(("object:", "spec", "metadata")), message
+    assert_read_or_refused(lambda: read(document), assert_sane)
 
 
 _huge = (
@@ -218,14 +226,7 @@ def test_any_json_or_huge_values_give_a_claim_or_a_value_error_through_read(
     obj = replaced(OBJECTS[name], path, value)
     if more[0] == name and more[1][: len(path)] != path:  # not inside what was replaced
         obj = replaced(obj, more[1], big)
-    try:
-        got = read_whole(name, obj)
-    except ValueError as exc:
-        message = str(exc)
-    else:
-        assert_countable(got)
-        return
-    assert message.startswith(("object:", "spec", "metadata")), message
+    assert_read_or_refused(lambda: read_whole(name, obj), assert_countable)
 
 
 @pytest.mark.parametrize(
