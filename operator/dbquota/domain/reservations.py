@@ -365,7 +365,11 @@ def owed(claim: ClaimRef, held: Iterable[Reservation]) -> Reservation | None:
     did not see (:func:`merged`). The price the claim shows stands beside the reservations
     of its generation: it saw the older ones if it covers them, else they are added to it
     (an older admission written after the price was, or a price moved ahead without its
-    admission's reservation).
+    admission's reservation). A newer reservation that holds the object's CREATE (an
+    UPDATE built on the CREATE's reservation still in flight, after its price was written)
+    is the object's whole price, the price shown included: never added to it (that
+    charged an UPDATE from 100 to 300 GiB 199.13 + 219.98), only raised to it when a
+    quota at a lower margin built on less.
     """
     mine = [r for r in held if str(r.get("uid", "")) == claim.uid]
     shown = _shown(claim)
@@ -391,6 +395,9 @@ def _shown(claim: ClaimRef) -> Reservation | None:
     """The price ``claim``'s status shows, as a reservation of its generation (:func:`owed`)."""
     if claim.cost is None:
         return None
+    # It stands for the object's CREATE (:func:`owed`), as an adoption does: the publisher
+    # wrote it from the CREATE's reservation, or from blind ones that stay held, each
+    # counted on its own, until the CREATE's joins them.
     shown = Reservation(
         claim=claim.name,
         uid=claim.uid,
@@ -398,6 +405,7 @@ def _shown(claim: ClaimRef) -> Reservation | None:
         cost=claim.cost,
         delta=claim.cost,
         pricing=claim.pricing or "None",
+        newClaim=True,
         reservedAt=timestamps.to_rfc3339(claim.reserved_at),
     )
     if claim.degraded:
@@ -410,13 +418,24 @@ def _on(before: Reservation | None, res: Reservation, *, shown: bool) -> Reserva
     if before is None:
         return res
     if not shown:
-        return merged(before, res) or res
+        return merged(before, res) or _at_least(res, _cost(before))
     if _cost(res) >= _cost(before) - HALF_CENT:
         return res
     added = _cost(res) + float(before.get("delta", 0.0))
     raised = Reservation(**before)
     raised.update(res)  # the price's generation and charge time, the flags of either
     raised["cost"] = round(max(added, _cost(before)), 2)
+    return raised
+
+
+def _at_least(res: Reservation, cost: float) -> Reservation:
+    """``res`` costing ``cost`` if it costs less: one that holds the object's CREATE has
+    seen an older price of it, but a quota pricing at a lower margin builds on less than
+    another quota's (:func:`owed`)."""
+    if _cost(res) >= cost - HALF_CENT:
+        return res
+    raised = Reservation(**res)
+    raised["cost"] = round(cost, 2)
     return raised
 
 

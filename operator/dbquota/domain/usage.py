@@ -224,8 +224,8 @@ def recount(
     holds it until its replica writes the reservation: :func:`add` adds it). Another
     kind's object counts at its billed cost once billing shows its cluster, else at
     ``estimate`` of its spec (degraded totals when priced so; caps only without it). A
-    reservation counts its ``delta``; its claim and storage count unless its claim already
-    exists, counted, at that generation. Yields after each slice (:mod:`dbquota.kits.steps`).
+    reservation counts its ``delta``, its claim and storage unless its claim exists,
+    counted, at that generation (beyond it: :func:`_adds`). Yields after each slice.
 
     A billed cost stands in for one object only: a cluster id two objects name (here, or
     anywhere per ``shared``) counts each at its price, as ids are the tenant's to choose."""
@@ -304,6 +304,28 @@ def _price(claim: ClaimRef, estimate: Estimate | None) -> tuple[float, bool]:
     return claim.cost, claim.degraded
 
 
+def _adds(res: Reservation, owner: ClaimRef | None) -> tuple[float, int]:
+    """What a reservation in flight adds to ``reserved`` and ``storageGiB`` beside its
+    claim ``owner`` (None: not seen): its ``delta``, and its storage unless its claim is at
+    its generation already. One that holds its object's CREATE (``newClaim``) holds the
+    whole object, so beside its claim only what it holds beyond what the claim counts at:
+    the price the claim shows, its storage. An UPDATE built on the CREATE's reservation
+    still in flight, once the claim's price was written, counted the CREATE twice until
+    the UPDATE's price was: 199.13 + 219.98 for a claim of 219.98, and 100 + 300 GiB for
+    one growing to 300."""
+    delta, gib = _number(res.get("delta")), _count(res.get("storageGiB"))
+    if owner is None:
+        return delta, gib
+    if owner.generation >= int(res.get("generation", 1)):
+        gib = 0
+    if not res.get("newClaim"):
+        return delta, gib
+    beyond = max(0, gib - owner.storage_gib)
+    if not owner.owned or owner.cost is None:  # counted at no price of its own
+        return delta, beyond
+    return max(0.0, delta - owner.cost), beyond
+
+
 def _plus_in_flight(
     counted: quotas.Usage, held: Sequence[Reservation], owners: Mapping[str, ClaimRef]
 ) -> quotas.Usage:
@@ -311,11 +333,11 @@ def _plus_in_flight(
     reserved, count, storage = counted.reserved, counted.claims, counted.storage_gib
     degraded_claims, degraded_storage = counted.degraded_claims, counted.degraded_storage_gib
     for res in held:
-        reserved += _number(res.get("delta"))
         owner = owners.get(str(res.get("uid", "")))
-        present = owner is not None and owner.generation >= int(res.get("generation", 1))
+        price, gib = _adds(res, owner)
+        reserved += price
         count += 1 if res.get("newClaim") and owner is None else 0
-        storage += 0 if present else _count(res.get("storageGiB"))
+        storage += gib
         if res.get("degraded"):
             degraded_claims += 1 if res.get("newClaim") else 0
             degraded_storage += _count(res.get("storageGiB"))

@@ -338,14 +338,65 @@ def test_what_a_claim_must_show_adds_what_its_price_did_not_see() -> None:
     assert reservations.owed(ref("a"), []) is None
 
 
+HOLD: dict[str, Any] = {
+    "claim_name": "a",
+    "uid": "uid-a",
+    "storage_gib": 200,
+    "pricing": "Live",
+    "degraded": False,
+    "new_claim": False,
+    "holder": "r1",
+    "now": T0 + 5,
+}
+"""An UPDATE of claim ``a`` but its generation, charge and cost."""
+
+
+def on_create_in_flight(create: Reservation, *, growth: float) -> Reservation:
+    """An UPDATE to generation 2 admitted while ``create`` is still on the quota (the
+    reconciler has not confirmed it yet): it builds on it, and holds the CREATE itself."""
+    return reservations.hold(
+        **HOLD, generation=2, charged=float(create["cost"]), cost=growth, previous=create
+    )
+
+
+def test_an_update_built_on_its_create_in_flight_owes_its_whole_price_not_that_plus_the_shown() -> (
+    None
+):
+    """The claim shows its CREATE's price (written, not confirmed yet) when an UPDATE from
+    100 to 300 GiB builds on the CREATE's reservation: that reservation is the whole
+    price. Added to the price shown, the claim was charged 199.13 + 219.98 = 419.11."""
+    create = held("a", cost=199.13, pricing="Live")
+    grown = on_create_in_flight(create, growth=20.85)
+    assert (grown["cost"], grown.get("newClaim")) == (219.98, True)
+    shows_create = ref("a", generation=2, cost=199.13, priced_generation=1, pricing="Live")
+    assert owed(shows_create, grown) == (219.98, 2, "Live")
+    assert owed(shows_create, create, grown) == (219.98, 2, "Live")
+    # Two quotas: the one at the higher margin charged the CREATE 240.00, which the claim
+    # shows; the other's UPDATE built on its own 199.13. The claim shows the dearest.
+    shows_dearer = ref("a", generation=2, cost=240.0, priced_generation=1, pricing="Live")
+    assert owed(shows_dearer, grown) == (240.0, 2, "Live")
+    dearer = on_create_in_flight(held("a", cost=240.0), growth=25.0)
+    assert owed(shows_dearer, grown, dearer) == (265.0, 2, "Live")
+    # The price of a blind UPDATE alone shown; the CREATE written late joined it on the
+    # quota, and a third generation built on that: it holds the blind part already.
+    joined = reservations.merged(create, update("a", charged=0.0, growth=50.0))
+    assert joined is not None
+    third = reservations.hold(
+        **{**HOLD, "generation": 3, "charged": 249.13, "cost": 10.0}, previous=joined
+    )
+    shows_blind = ref("a", generation=3, cost=50.0, priced_generation=2, pricing="Live")
+    assert owed(shows_blind, third) == (259.13, 3, "Live")
+
+
 MONEY = st.floats(min_value=0, max_value=5000).map(lambda x: round(x, 2))
 
 
 @st.composite
 def histories(draw: st.DrawFn) -> tuple[reservations.ClaimRef, list[Reservation]]:
     """One claim's reservations as its quotas and a replica's escrow may hold them: a
-    CREATE, UPDATEs each built on some price (or blind), one a generation ahead of the
-    object; and the price its status shows, for some generation, or none."""
+    CREATE, UPDATEs each built on some price (or blind) or on the reservation before it,
+    one a generation ahead of the object; and the price its status shows, for some
+    generation, or none."""
     generation = draw(st.integers(min_value=1, max_value=4))
     holds: list[Reservation] = []
     for g in range(1, generation + 2):
@@ -353,6 +404,11 @@ def histories(draw: st.DrawFn) -> tuple[reservations.ClaimRef, list[Reservation]
             continue
         if g == 1:
             holds.append(held("a", cost=draw(MONEY)))
+            continue
+        if draw(st.booleans()) and holds:  # built on the last one, still in flight
+            on = holds[-1]
+            grown = {"generation": g, "charged": on["cost"], "cost": draw(MONEY)}
+            holds.append(reservations.hold(**{**HOLD, **grown}, previous=on))
             continue
         charged = draw(st.one_of(st.just(0.0), MONEY))
         holds.append(update("a", charged=charged, growth=draw(MONEY), generation=g))

@@ -160,6 +160,19 @@ def test_a_recount_counts_each_claim_once() -> None:
     )
 
 
+def test_an_update_built_on_its_create_in_flight_is_counted_once() -> None:
+    """The claim shows its CREATE's price (199.13, 100 GiB) and the UPDATE to 300 GiB was
+    built on the CREATE's reservation, not confirmed yet: that reservation holds the whole
+    claim, 219.98 and 300 GiB. The recount counted the CREATE beside it: 419.11, 400 GiB."""
+    shown = claim("a", cost=199.13, priced_generation=1, storage_gib=100)
+    whole = hold("a", 219.98, storage=300, generation=2)
+    got = steps.finish(usage.recount(claims=[shown], held=[whole], costs={})).usage
+    assert (got.reserved, got.claims, got.storage_gib) == (219.98, 1, 300)
+    applied = replace(shown, generation=2, storage_gib=300)  # the object updated since
+    got = steps.finish(usage.recount(claims=[applied], held=[whole], costs={})).usage
+    assert (got.reserved, got.claims, got.storage_gib) == (219.98, 1, 300)
+
+
 def test_a_billed_cost_of_zero_does_not_stand_in_for_the_price() -> None:
     """Providers list a new cluster at 0 before it accrues: a claim admitted at 500 used
     to count 0 once billing listed it so, its whole price free for more claims. It keeps
@@ -246,7 +259,9 @@ def worlds(draw: st.DrawFn) -> World:
     for i in range(draw(st.integers(min_value=0, max_value=12))):
         name = f"c{i}"
         kind = draw(
-            st.sampled_from(("priced", "unpriced-held", "coming", "growing", "escrowed", "late"))
+            st.sampled_from(
+                ("priced", "unpriced-held", "coming", "growing", "escrowed", "late", "chained")
+            )
         )
         storage = draw(st.integers(min_value=1, max_value=500))
         price = round(draw(st.floats(min_value=0, max_value=5000)), 2)
@@ -278,6 +293,13 @@ def worlds(draw: st.DrawFn) -> World:
             counted.append(hold(name, price, storage=storage))
         elif kind == "coming":
             target.append(hold(name, price, storage=storage))
+        elif kind == "chained":  # priced; an UPDATE built on its CREATE, not confirmed yet
+            claims.append(claim(name, cost=price, priced_generation=1, storage_gib=storage))
+            whole = round(price + draw(st.floats(min_value=0, max_value=500)), 2)
+            more = storage + draw(st.integers(min_value=0, max_value=100))
+            if target is fresh:
+                counted.append(hold(name, price, storage=storage))
+            target.append(hold(name, whole, storage=more, generation=2))
         else:  # an UPDATE admitted, the object not updated yet
             claims.append(claim(name, cost=price, priced_generation=1, storage_gib=storage))
             growth = round(draw(st.floats(min_value=0, max_value=500)), 2)
@@ -315,9 +337,14 @@ def test_confirming_a_reservation_changes_no_total(world: World, data: st.DataOb
     if not held:
         return
     confirmed = data.draw(st.sampled_from(held))
-    if not confirmed.get("newClaim"):  # an UPDATE is confirmed once the object changed
+    if confirmed["generation"] > 1:  # an UPDATE is confirmed once the object changed
+        gib = confirmed["storageGiB"]  # the growth, or the whole (built on the CREATE)
         claims = [
-            replace(c, generation=2, storage_gib=c.storage_gib + confirmed["storageGiB"])
+            replace(
+                c,
+                generation=2,
+                storage_gib=gib + (0 if confirmed.get("newClaim") else c.storage_gib),
+            )
             if c.uid == confirmed["uid"]
             else c
             for c in claims
