@@ -9,8 +9,9 @@ databaseclaims,cnpg,zalando,rds``. Checks, with the manifests in ``examples/``:
 - each kind is admitted within budget (a ``Priced`` Event on the object; once the object
   exists, no reservation left on the quota and the object counted from its spec at the
   price its admission charged, in ``kubectl get databasequotas``) and denied over budget
-  with the usual message; 150 CloudNativePG clusters that billing never shows leave the
-  quota with no reservation at all;
+  with the usual message; objects admitted from a replica's escrow (the second and later
+  in a namespace) get their ``Priced`` Event too; 150 CloudNativePG clusters that billing
+  never shows leave the quota with no reservation at all;
 - deleting the object stops counting it; billing showing its cluster (the simulator's
   ``--cluster-id``) makes it count at its billed cost;
 - during a billing outage each kind follows the quota's policy (FailClosed denies,
@@ -43,6 +44,7 @@ import subprocess
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from typing import Any
 
 import pytest
@@ -284,6 +286,22 @@ def test_each_kind_is_admitted_within_budget_and_counted_from_its_spec(
     assert found["spend"]["observed"] == 0
     row = spend_columns(kubectl, namespace)  # kubectl get databasequotas -o wide
     assert float(row["RESERVED"]) == pytest.approx(price, abs=0.01)
+
+
+def test_objects_admitted_from_escrow_get_their_priced_event_too(
+    kubectl: Kubectl, namespace: str
+) -> None:
+    """The first object's admission writes its reservation and takes an escrow; the next
+    are admitted from it and written a moment later, once each object exists: each still
+    gets its ``Priced`` Event, the record of what its admission charged."""
+    quota(kubectl, namespace, budget=50_000)
+    objs = [example("cnpg", namespace=namespace, name=f"pg-{i}") for i in range(3)]
+    for obj in objs:
+        kubectl.apply(obj)
+    for obj in objs:
+        notes = wait_for(partial(priced, kubectl, obj), what=f"{obj['metadata']['name']}'s Event")
+        assert charged(notes[0])[0] > 0
+    counted(kubectl, namespace, claims=3)
 
 
 def test_objects_billing_never_shows_leave_no_reservation_on_the_quota(

@@ -40,12 +40,12 @@ ledger from its view):
   share one write.
 
 What escrow admitted is written ``flush_interval`` after the last write, or on the
-leader ``lazy_flush`` after it while each of those claims exists (priced, or waiting for
-its status write) and fewer than ``lazy_most`` wait (each counts toward the most a quota
-holds until written): the leader prices its own admissions from memory
-(:mod:`dbquota.services.publishing`), so its write changes no sum. A claim not there
-``flush_interval`` after its admission (it may never be created; the reconciler releases
-only reservations on the quota) is written then, as on a replica that does not lead.
+leader ``lazy_flush`` after it while each is a DatabaseClaim that exists (priced, or to
+be) and fewer than ``lazy_most`` wait (each counts toward the most a quota holds until
+written): the leader prices its own admissions from memory (:mod:`dbquota.services.
+publishing`), so its write changes no sum. Another kind's object (its ``Priced`` Event
+waits for the write), or a claim not there ``flush_interval`` after its admission (it may
+never be created; only reservations on the quota are released), is written then.
 
 Dimensions: money always; the claim count and storage only when the quota caps them
 (:class:`Allowance` keeps ``None`` for an uncapped dimension). Admissions that StrictCap

@@ -14,12 +14,12 @@ snapshot and the time bound in), it returns the :class:`Round`:
 - this replica's escrow kept, or renewed (what is left given back, a fresh share of the
   room after the last admission taken), written in the same patch;
 - when the round writes anyway, the reservations whose claims already show their price
-  (another operator's object: exists at that generation; ``confirmed``,
-  :func:`dbquota.domain.reservations.confirmed_by`) dropped from the list, the totals
-  unchanged: the claims count at those prices now. The reconciler does the
-  same on its refreshes; doing it here keeps the list (and every write and watch event of
-  the quota) short during a burst, when the reconciler's compare-and-swap would keep
-  losing to this writer's.
+  (``confirmed``, :func:`dbquota.domain.reservations.confirmed_by`; the ledger confirms
+  no other operator's object here, whose reservation the leader must see to announce its
+  price) dropped from the list, the totals unchanged: the claims count at those prices
+  now. The reconciler does the same on its refreshes; doing it here keeps the list (and
+  every write and watch event of the quota) short during a burst, when the reconciler's
+  compare-and-swap would keep losing to this writer's.
 
 The escrow is renewed when the spec changed, when idle or closing (then nothing is
 taken), when the lease is not trusted, and when an exact request comes while what is

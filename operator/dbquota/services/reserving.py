@@ -651,16 +651,26 @@ class Ledger:
             self._known_again.set()
 
     def _appeared(self, uid: str) -> bool:
-        """Whether the claim of escrow admission ``uid`` exists, as this replica's watch
-        shows it: then it shows its price, or will from this ledger's memory (the leader's
-        publisher writes its status from what escrow admitted here,
-        ``Admission.admitted_here``), and needs no reservation on the quota for that."""
-        return uid in self._present()
+        """Whether the DatabaseClaim of escrow admission ``uid`` exists, as this replica's
+        watch shows it: then it shows its price, or will from this ledger's memory (the
+        leader's publisher writes its status from what escrow admitted here,
+        ``Admission.admitted_here``), and needs no reservation on the quota for that.
+        Another operator's object does (:meth:`_confirmed`): it is written as soon as on a
+        replica that does not lead."""
+        claim = self._present().get(uid)
+        return claim is not None and claim.owned
 
     def _confirmed(self, res: Reservation) -> bool:
-        """Whether ``res``'s claim, as this replica's watch shows it, counts what ``res``
-        charged (:func:`dbquota.domain.reservations.confirmed_by`)."""
-        return reservations.confirmed_by(res, self._present().get(str(res.get("uid", ""))))
+        """Whether ``res``'s DatabaseClaim, as this replica's watch shows it, shows the
+        price ``res`` charged (:func:`dbquota.domain.reservations.confirmed_by`), so that a
+        write may drop ``res``. Never another operator's object's: the leader announces
+        what its admission charged (the ``Priced`` Event, :mod:`dbquota.services.
+        announcing`) from its reservation on the quota, as the object's and the quota's
+        events come, before its reconciler ends that reservation (``Counted``). Dropped
+        here because the object existed by the time an escrow admission was written, it
+        never reached the quota, and the object never got its Event."""
+        claim = self._present().get(str(res.get("uid", "")))
+        return claim is not None and claim.owned and reservations.confirmed_by(res, claim)
 
     def _may_wait(self, pending: _Pending) -> bool:
         """Whether ``pending`` may still wait for other replicas' escrow (starts its clock)."""
