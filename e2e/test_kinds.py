@@ -569,10 +569,14 @@ def test_a_hundred_parallel_creates_of_mixed_kinds_never_exceed_the_budget(
     assert 0 < admitted < 100
 
     def settled() -> dict[str, Any]:
+        # Counted at the catalog: while billing is degraded for the quota (a sync slower
+        # than this module's 5 s maxStaleness, on a loaded machine) every object counts at
+        # the highest known prices x 1.5, above what its admission charged.
         found = status(kubectl, namespace)
-        return found if found.get("used", {}).get("claims") == admitted else {}
+        live = found.get("billing", {}).get("degraded") is False
+        return found if live and found.get("used", {}).get("claims") == admitted else {}
 
-    final = wait_for(settled, timeout=60, what="every admitted object counted")
+    final = wait_for(settled, timeout=60, what="every admitted object counted, billing live")
     spend = final["spend"]
     assert spend["observed"] + spend["reserved"] <= 5_000
     assert spend["remaining"] >= 0
