@@ -184,6 +184,31 @@ def test_server_side_dry_run_reserves_nothing(
     assert after["spend"]["reserved"] == 0
 
 
+def test_a_quota_applied_with_its_claims_decides_on_them(
+    kubectl: Kubectl, operator: Operator, namespace: str
+) -> None:
+    """A quota and a claim created in one call (a GitOps sync wave): the claim reaches
+    the webhook milliseconds after the quota, and when the quota's watch event had not
+    reached the operator yet (a busy one: locally it nearly always has), the claim was
+    admitted as in a namespace with no quota, however far over the new budget. Each of
+    five fresh namespaces gets a quota of 10 a month and a claim of about 200: every claim
+    is denied by that quota (the unit tests of ``dbquota.services.lookups`` hold the
+    watch back)."""
+    for i in range(5):
+        fresh = f"{namespace}-{i}"
+        kubectl("create", "namespace", fresh)
+        both = {
+            "apiVersion": "v1",
+            "kind": "List",
+            "items": [quota(fresh, name="budget", monthlyBudget=10), claim(fresh, name="big")],
+        }  # kubectl create: one POST after the other, no GET between
+        applied = kubectl("create", "-f", "-", input_=json.dumps(both), check=False)
+        assert applied.returncode != 0, applied.stdout
+        assert "DatabaseQuota budget" in applied.stderr, applied.stderr
+        assert not kubectl.get_json("dbc", "big", "-n", fresh, missing_ok=True)
+        kubectl("delete", "namespace", fresh, "--wait=false")
+
+
 def test_update_is_charged_its_growth(
     kubectl: Kubectl, operator: Operator, namespace: str, billing: Simulator
 ) -> None:

@@ -36,7 +36,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, NamedTuple, Protocol, TypeVar, cast
 from urllib.parse import quote, urlencode
@@ -95,6 +95,10 @@ and passes what is left of it: a lease renewal (:mod:`dbquota.services.leasing`)
 in time to try again before its holder stops trusting its lease, whatever the state of the
 pooled connection it went out on."""
 
+LOOKUP_TIMEOUT = 2.0
+"""Seconds a LIST of a namespace's DatabaseQuotas that a review waits on may take: the
+apiserver gives the webhook 5 s by default (the chart's ``webhook.timeoutSeconds``), and
+the reservation's compare-and-swap comes after it."""
 LIST_PAGE = 500
 """Objects per page of a list (client-go's informers page by 500 too): each page is read
 and decoded while the event loop serves others between pages."""
@@ -370,11 +374,14 @@ class Kube:
                 seconds=seconds,
             )
 
-    async def list(self, resource: Resource, *, namespace: str = "") -> dict[str, Any]:
+    async def list(
+        self, resource: Resource, *, namespace: str = "", seconds: float = 120.0
+    ) -> dict[str, Any]:
         """Every object of ``resource`` (in ``namespace``, or everywhere), read
-        :data:`LIST_PAGE` at a time: the apiserver serves every page from the snapshot of
-        the first (one ``resourceVersion``, that of the answer). A continue token that
-        expired meanwhile (410, etcd compacted) is a ``KubeError``: list again."""
+        :data:`LIST_PAGE` at a time, each page within ``seconds``: the apiserver serves
+        every page from the snapshot of the first (one ``resourceVersion``, that of the
+        answer). A continue token that expired meanwhile (410, etcd compacted) is a
+        ``KubeError``: list again."""
         query = {"limit": str(LIST_PAGE)}
         items: list[dict[str, Any]] = []
         while True:
@@ -383,7 +390,7 @@ class Kube:
                 resource.path(namespace),
                 what=f"list {resource.plural}",
                 query=query,
-                seconds=120.0,
+                seconds=seconds,
             )
             items.extend(page.get("items") or [])
             token = (page.get("metadata") or {}).get("continue")
@@ -454,6 +461,12 @@ class Kube:
     async def get_quota(self, *, namespace: str, name: str) -> QuotaObject:
         """Read one DatabaseQuota, status included."""
         return cast(QuotaObject, await self.get(QUOTAS, namespace=namespace, name=name))
+
+    async def list_quotas(self, *, namespace: str) -> Sequence[dict[str, Any]]:
+        """Every DatabaseQuota of ``namespace`` now, for a review that waits on the answer
+        (:mod:`dbquota.services.lookups`): each page within :data:`LOOKUP_TIMEOUT`."""
+        listed = await self.list(QUOTAS, namespace=namespace, seconds=LOOKUP_TIMEOUT)
+        return cast(Sequence[dict[str, Any]], listed.get("items") or [])
 
     async def patch_quota_status(
         self,

@@ -61,6 +61,7 @@ from dbquota.services import (
     ingesting,
     inventory,
     leasing,
+    lookups,
     publishing,
     reconciling,
     recording,
@@ -395,6 +396,7 @@ async def _serve(
                 quotas=quota_informer,
                 no_quota=cfg.enforcement.no_quota,
                 namespace_label=label,
+                live=lookups.LiveQuotas(kube, scope=cfg.namespace),
             ),
             reconciler=reconciling.Reconciler(
                 kube=kube,

@@ -8,11 +8,12 @@ re-points another kind's billing id is denied: :mod:`dbquota.domain.kinds.update
 the tenant namespace (the object's own, or a cluster-scoped object's tenant label; an
 object that names none is admitted unchecked with a warning, or denied under
 ``--no-quota-policy=Deny``), finds that namespace's quotas in the quota informer (no
-apiserver call), and asks each quota's reservation ledger (:mod:`dbquota.services.reserving`)
-for a decision, which the ledger takes with the pure :func:`dbquota.domain.admission.admit`.
-It never calls the billing API and never counts claims: usage comes from the quota's status
-totals. An UPDATE that changes a cluster-scoped object's tenant label is a CREATE under its
-new tenant, and one that takes it out of every quota is refused
+apiserver call; where it shows none, a live LIST: :mod:`dbquota.services.lookups`), and
+asks each quota's reservation ledger (:mod:`dbquota.services.reserving`) for a decision,
+which the ledger takes with the pure :func:`dbquota.domain.admission.admit`. It never
+calls the billing API and never counts claims: usage comes from the quota's status totals.
+An UPDATE that changes a cluster-scoped object's tenant label is a CREATE under its new
+tenant, and one that takes it out of every quota is refused
 (:mod:`dbquota.domain.kinds.tenancy`).
 
 A dry run (``kubectl apply --dry-run=server``, ``kubectl dbquota explain``) reserves
@@ -40,7 +41,7 @@ from dbquota.domain.kinds import databaseclaims, tenancy, updates
 from dbquota.domain.reservations import ClaimRef
 from dbquota.domain.resources import QuotaObject, Reservation
 from dbquota.errors import KubeError
-from dbquota.services import reserving, stores
+from dbquota.services import lookups, reserving, stores
 from dbquota.settings import NoQuotaPolicy
 
 logger = logging.getLogger(__name__)
@@ -62,8 +63,7 @@ class Review:
     """The previous ``spec`` of an UPDATE (any JSON value but null), None for a CREATE."""
     dry_run: bool
     uid: str = ""
-    """The object's uid (set by the apiserver before admission; a review without one
-    holds its reservation under the object's name)."""
+    """The object's uid (set before admission; without one, the name holds its reservation)."""
     generation: int = 1
     """The object's ``metadata.generation`` (bumped on spec changes before admission)."""
     old_status: Mapping[str, object] | None = None
@@ -73,13 +73,11 @@ class Review:
     labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
     """The object's labels (a cluster-scoped object's tenant may be in one)."""
     old_labels: Mapping[str, str] | None = None
-    """The labels before an UPDATE (None: the same as ``labels``), whose tenant label may
-    name another tenant than the object's now (:mod:`dbquota.domain.kinds.tenancy`)."""
+    """The labels before an UPDATE (None: ``labels``): its tenant then (``kinds.tenancy``)."""
     annotations: Mapping[str, str] = dataclasses.field(default_factory=dict)
     """The object's annotations (another kind's billing id may be in one)."""
     old_annotations: Mapping[str, str] | None = None
-    """The annotations before an UPDATE (None: the same as ``annotations``), whose billing
-    id an UPDATE may not change (:mod:`dbquota.domain.kinds.updates`)."""
+    """The annotations before an UPDATE (None: ``annotations``): its billing id then."""
 
     def read(self, *, namespace_label: str) -> updates.Read | verdicts.Verdict:
         """Its objects as its kind reads them, or the verdict due before any quota decides
@@ -136,11 +134,13 @@ class Admission:
         quotas: Informer[Any],
         no_quota: NoQuotaPolicy,
         namespace_label: str = "",
+        live: lookups.LiveQuotas | None = None,
     ) -> None:
         self._ledgers = ledgers
         self._quotas = quotas
         self._no_quota = no_quota
         self._label = namespace_label
+        self._live = live
 
     async def _synced(self) -> bool:
         """Whether the quota watch has listed (waiting a little at start-up)."""
@@ -166,7 +166,8 @@ class Admission:
         tenant, old, before = read.tenant, read.old, read.before
         if (tenant is not None or before is not None) and not await self._synced():
             return UNSYNCED
-        names = self._counting(review, tenant, before)
+        found, live = await lookups.named(self._live, tenant, self.quota_names)  # KubeError: 503
+        names = self._counting(review, tenant, before, found)
         if isinstance(names, verdicts.Verdict):
             return names
         if read.rebilled is not None:  # a quota counts it, at the bill its id names
@@ -187,7 +188,7 @@ class Admission:
         decisions: list[verdicts.Decision] = []
         for name in names:
             seen = cast(QuotaObject | None, self._quotas.get(namespace=tenant, name=name))
-            ledger = self._ledgers.of(namespace=tenant, name=name, quota=seen)
+            ledger = self._ledgers.of(namespace=tenant, name=name, quota=seen or live.get(name))
             try:
                 decision = await ledger.reserve(request)
             except KubeError as exc:
@@ -212,12 +213,11 @@ class Admission:
         return _with_warnings(verdicts.combine(decisions), review, read, decisions)
 
     def _counting(
-        self, review: Review, tenant: str | None, before: str | None
+        self, review: Review, tenant: str | None, before: str | None, names: list[str]
     ) -> list[str] | verdicts.Verdict:
-        """The quotas that decide on ``review``: those of ``tenant``. When there are none,
-        the verdict instead (:func:`dbquota.domain.kinds.tenancy.unchecked`), which for an
-        UPDATE that moves the object reads the quotas of its old tenant ``before``."""
-        if tenant is not None and (names := self.quota_names(tenant)):
+        """``names``, the quotas of ``tenant``, which decide on ``review``; when there are
+        none, the verdict instead (:func:`dbquota.domain.kinds.tenancy.unchecked`)."""
+        if names:
             return names
         deny = self._no_quota == "Deny"
         left: dict[str, str] = {}  # the quotas it leaves, if an UPDATE moves it
