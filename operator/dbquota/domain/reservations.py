@@ -270,6 +270,8 @@ def hold(
         holder=holder,
     )
     # Flags only when set: a quota holds hundreds of these during a burst.
+    if previous:
+        held["builtOn"] = round(charged, 2)
     if degraded or (previous and previous.get("degraded")):
         held["degraded"] = True
     if new_claim or (previous and previous.get("newClaim")):
@@ -301,6 +303,13 @@ def basis(res: Reservation) -> float:
     """What the object was counted at when the admission of ``res`` built on it (its
     status price, or its reservation then in flight): ``cost - delta``."""
     return round(_cost(res) - float(res.get("delta", 0.0)), 2)
+
+
+def seen(res: Reservation) -> float:
+    """The most of its object's price ``res`` has seen: its :func:`basis`, or the cost of
+    the reservation in flight it built on (``builtOn``), whose own basis may be older: an
+    UPDATE built on an UPDATE still in flight has seen that one's price."""
+    return max(basis(res), float(res.get("builtOn", 0.0)))
 
 
 def blind(res: Reservation) -> bool:
@@ -337,7 +346,7 @@ def merged(earlier: Reservation, later: Reservation) -> Reservation | None:
     ``later`` has it already: built on a price that covers it (its :func:`basis`), or
     holding the object's one CREATE itself (``earlier`` again, or an adoption standing
     for it)."""
-    if basis(later) >= _cost(earlier) - HALF_CENT:
+    if seen(later) >= _cost(earlier) - HALF_CENT:
         return None
     if later.get("newClaim") and earlier.get("newClaim"):
         return None

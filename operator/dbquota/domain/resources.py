@@ -44,6 +44,9 @@ class Reservation(TypedDict, total=False):
     pricing: str
     degraded: bool
     newClaim: bool
+    builtOn: float
+    """The cost of the reservation of its object still in flight that this admission built
+    on, and replaced (written only then): what it has seen of the object's price."""
     reservedAt: str
     holder: str
     """The webhook replica that took it, or ``adopted``."""

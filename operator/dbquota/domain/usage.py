@@ -319,7 +319,9 @@ def _adds(res: Reservation, owner: ClaimRef | None) -> tuple[float, int]:
     if owner.generation >= int(res.get("generation", 1)):
         gib = 0
     if not res.get("newClaim"):
-        return delta, gib
+        if owner.cost is None or reservations.seen(res) < owner.cost - reservations.HALF_CENT:
+            return delta, gib
+        return min(delta, max(0.0, _number(res.get("cost")) - owner.cost)), gib
     beyond = max(0, gib - owner.storage_gib)
     if not owner.owned or owner.cost is None:  # counted at no price of its own
         return delta, beyond
