@@ -343,7 +343,7 @@ def merged(earlier: Reservation, later: Reservation) -> Reservation | None:
     """``later`` as its admission would have held it had it seen ``earlier``, a reservation
     of the same object for an older generation that is written only now (module
     docstring): on top of it, as :func:`hold` builds on a reservation in flight. None when
-    ``later`` has it already: built on a price that covers it (its :func:`basis`), or
+    ``later`` has it already: built on a price that covers it (:func:`seen`), or
     holding the object's one CREATE itself (``earlier`` again, or an adoption standing
     for it)."""
     if seen(later) >= _cost(earlier) - HALF_CENT:
