@@ -22,15 +22,15 @@ A reservation ends (:func:`settle`) when
   webhook denied the request, the client gave up, or someone forged the review);
 - ``NeverApplied``: its object exists, but after the grace period still at a generation
   below the reservation's: dbquota admitted the UPDATE, and another webhook (or etcd)
-  refused it after. It goes only once the claim shows a price for the generation it
-  stays at: an UPDATE's reservation may have replaced, built on it, the reservation of
-  an earlier admission still in flight (below), and until that price is written the
-  earlier part counts nowhere else (an unpriced claim counts in the caps only). The
-  publisher writes it from this very reservation, the only one left, so the growth
-  that never happened is then in the claim's price until billing shows its cluster:
-  never less than it costs. Generation numbers repeat (the next spec change that
-  succeeds gets the same one), so nothing is concluded once the object is at the
-  reservation's generation or beyond.
+  refused it after. It goes only once the claim shows, for the generation it stays at,
+  a price that covers what the reservation built on (:func:`seen`): an UPDATE's
+  reservation may have replaced, built on it, the reservation of an earlier admission
+  still in flight (below), and until that price is written the earlier part counts
+  nowhere else (an unpriced claim counts in the caps only; a price moved ahead without
+  it shows less). The publisher writes that part from this very reservation, the only
+  one left (:func:`owed`), and the UPDATE's growth only once the object takes it.
+  Generation numbers repeat (the next spec change that succeeds gets the same one), so
+  nothing is concluded once the object is at the reservation's generation or beyond.
 
 The grace is measured on the reconciler's own monotonic clock, from when it first saw
 the reservation (``ages``, :mod:`dbquota.kits.sightings`), never from ``reservedAt``:
@@ -380,7 +380,7 @@ def owed(claim: ClaimRef, held: Iterable[Reservation]) -> Reservation | None:
     charged an UPDATE from 100 to 300 GiB 199.13 + 219.98), only raised to it when a
     quota at a lower margin built on less.
     """
-    mine = [r for r in held if str(r.get("uid", "")) == claim.uid]
+    mine = [_now(r, claim) for r in held if str(r.get("uid", "")) == claim.uid]
     shown = _shown(claim)
     if shown is not None:
         mine.append(shown)  # last: a reservation of the same cost is preferred
@@ -393,11 +393,32 @@ def owed(claim: ClaimRef, held: Iterable[Reservation]) -> Reservation | None:
 
 def owes(claim: ClaimRef, held: Iterable[Reservation]) -> bool:
     """Whether ``claim`` shows a price for its generation below what :func:`owed` says it
-    must, for the reservations in ``held`` of its generation or older."""
+    must, for the reservations in ``held``."""
     if not claim.priced:
         return False
-    due = owed(claim, (r for r in held if _generation(r) <= claim.generation))
+    due = owed(claim, held)
     return due is not None and _cost(due) > (claim.cost or 0.0) + HALF_CENT
+
+
+def _now(res: Reservation, claim: ClaimRef) -> Reservation:
+    """What ``res`` asks of ``claim``'s price at the generation the object is at
+    (:func:`owed`): all of it, unless it is of a newer generation, an UPDATE the object has
+    not taken yet (or never will: ``NeverApplied``). Such a reservation asks now only for
+    what it built on (:func:`seen`): an earlier admission still in flight that it replaced,
+    which counts nowhere else. Written whole for the older generation, its growth was
+    added again once the object moved (100 -> 200 GiB built on 50 -> 100 GiB in flight: a
+    claim of 146.28 charged 236.28); left out, the earlier part was lost when the UPDATE
+    was refused. One that built on no price (:func:`blind`) asks for all of it, as the
+    only price there is, but at the object's generation too: the claim shows it then."""
+    if _generation(res) <= claim.generation:
+        return res
+    part = Reservation(**res)
+    part["generation"] = claim.generation
+    before = seen(res)
+    if before >= HALF_CENT:
+        part["cost"] = part["builtOn"] = before
+        part["delta"] = 0.0
+    return part
 
 
 def _shown(claim: ClaimRef) -> Reservation | None:
@@ -494,8 +515,14 @@ def settle(
 def never_applied(res: Reservation, claim: ClaimRef) -> bool:
     """Whether ``claim`` is below ``res``'s generation and counted without ``res``: from its
     spec (another operator's object), or at the price its status shows for the generation
-    it is at (module docstring: until then ``res`` may be what counts it)."""
-    return claim.generation < _generation(res) and (not claim.owned or claim.priced)
+    it is at, if that covers what ``res`` built on (module docstring: until then ``res``
+    may be what counts it; a price moved ahead without the reservation it replaced left
+    50 -> 100 GiB counted nowhere once 100 -> 200 GiB, built on it, was refused)."""
+    if claim.generation >= _generation(res):
+        return False
+    if not claim.owned:
+        return True
+    return claim.priced and (claim.cost or 0.0) >= seen(res) - HALF_CENT
 
 
 def orphans(

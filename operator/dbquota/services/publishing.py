@@ -123,7 +123,7 @@ def claim_status(
     if ref.priced:  # raised if a reservation of its generation or an older one costs more
         if not reservations.owes(ref, mine):
             return None
-        due = reservations.owed(ref, [r for r in mine if _generation(r) <= generation])
+        due = reservations.owed(ref, mine)
     elif any(_generation(r) >= generation for r in mine):
         due = reservations.owed(ref, mine)
     elif not quotas:
