@@ -269,9 +269,13 @@ def hold(
         reservedAt=timestamps.to_rfc3339(now),
         holder=holder,
     )
-    # Flags only when set: a quota holds hundreds of these during a burst.
-    if previous:
+    # What it built on of older generations (:func:`seen`): not another admission for
+    # the same one, which it stands beside (only one of them can reach the object).
+    if previous and _generation(previous) < generation:
         held["builtOn"] = round(charged, 2)
+    elif previous and "builtOn" in previous:
+        held["builtOn"] = previous["builtOn"]
+    # Flags only when set: a quota holds hundreds of these during a burst.
     if degraded or (previous and previous.get("degraded")):
         held["degraded"] = True
     if new_claim or (previous and previous.get("newClaim")):
@@ -308,7 +312,11 @@ def basis(res: Reservation) -> float:
 def seen(res: Reservation) -> float:
     """The most of its object's price ``res`` has seen: its :func:`basis`, or the cost of
     the reservation in flight it built on (``builtOn``), whose own basis may be older: an
-    UPDATE built on an UPDATE still in flight has seen that one's price."""
+    UPDATE built on an UPDATE still in flight has seen that one's price. Only of older
+    generations: an admission built on another for the same generation stands beside it
+    (one of them at most reaches the object; a reservation of a refused UPDATE, still
+    held, is built on by the next UPDATE, which gets its generation number), and what it
+    has seen is what that one had."""
     return max(basis(res), float(res.get("builtOn", 0.0)))
 
 
@@ -385,9 +393,11 @@ def owed(claim: ClaimRef, held: Iterable[Reservation]) -> Reservation | None:
     if shown is not None:
         mine.append(shown)  # last: a reservation of the same cost is preferred
     due: Reservation | None = None
+    past = False  # whether ``due`` is the price shown (raised or not)
     for _, group in itertools.groupby(sorted(mine, key=_generation), key=_generation):
-        before = due
-        due = max((_on(before, r, shown=r is shown) for r in group), key=_cost)
+        before, over = due, past
+        options = ((_on(before, r, shown=r is shown, over=over), r is shown) for r in group)
+        due, past = max(options, key=lambda option: _cost(option[0]))
     return due
 
 
@@ -443,10 +453,16 @@ def _shown(claim: ClaimRef) -> Reservation | None:
     return shown
 
 
-def _on(before: Reservation | None, res: Reservation, *, shown: bool) -> Reservation:
-    """``res`` after ``before``, what the generations older than its own come to (:func:`owed`)."""
+def _on(before: Reservation | None, res: Reservation, *, shown: bool, over: bool) -> Reservation:
+    """``res`` after ``before``, what the generations older than its own come to (:func:`owed`;
+    ``over``: ``before`` is the price the claim shows)."""
     if before is None:
         return res
+    if over and not shown and not res.get("newClaim"):
+        # The price shown for an older generation has what an UPDATE's reservation
+        # built on, as far as it covers that (a quota at a higher margin prices the same
+        # admissions higher): the reservation adds beyond it only its own growth.
+        return _at_least(res, _cost(before) + _cost(res) - seen(res))
     if not shown:
         return merged(before, res) or _at_least(res, _cost(before))
     if _cost(res) >= _cost(before) - HALF_CENT:

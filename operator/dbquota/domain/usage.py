@@ -312,13 +312,18 @@ def _adds(res: Reservation, owner: ClaimRef | None) -> tuple[float, int]:
     the price the claim shows, its storage. An UPDATE built on the CREATE's reservation
     still in flight, once the claim's price was written, counted the CREATE twice until
     the UPDATE's price was: 199.13 + 219.98 for a claim of 219.98, and 100 + 300 GiB for
-    one growing to 300."""
+    one growing to 300. Beside a price for its generation (written from another quota's
+    reservation, at another margin, or moved ahead without it) an UPDATE's holds only
+    what it charged beyond that price: its growth is in it as the other quota priced it
+    (107.85 was counted 100.35 + 37.50)."""
     delta, gib = _number(res.get("delta")), _count(res.get("storageGiB"))
     if owner is None:
         return delta, gib
     if owner.generation >= int(res.get("generation", 1)):
         gib = 0
     if not res.get("newClaim"):
+        if owner.cost is not None and owner.priced_generation >= int(res.get("generation", 1)):
+            return max(0.0, _number(res.get("cost")) - owner.cost), gib
         if owner.cost is None or reservations.seen(res) < owner.cost - reservations.HALF_CENT:
             return delta, gib
         return min(delta, max(0.0, _number(res.get("cost")) - owner.cost)), gib
