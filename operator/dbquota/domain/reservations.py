@@ -404,10 +404,18 @@ def owed(claim: ClaimRef, held: Iterable[Reservation]) -> Reservation | None:
 def owes(claim: ClaimRef, held: Iterable[Reservation]) -> bool:
     """Whether ``claim`` shows a price for its generation below what :func:`owed` says it
     must, for the reservations in ``held``."""
+    return raised(claim, held) is not None
+
+
+def raised(claim: ClaimRef, held: Iterable[Reservation]) -> Reservation | None:
+    """What :func:`owed` says ``claim`` must show, when it shows a price for its generation
+    below that; None when it shows no price for its generation, or enough."""
     if not claim.priced:
-        return False
+        return None
     due = owed(claim, held)
-    return due is not None and _cost(due) > (claim.cost or 0.0) + HALF_CENT
+    if due is None or _cost(due) <= (claim.cost or 0.0) + HALF_CENT:
+        return None
+    return due
 
 
 def _now(res: Reservation, claim: ClaimRef) -> Reservation:
@@ -425,9 +433,9 @@ def _now(res: Reservation, claim: ClaimRef) -> Reservation:
     part = Reservation(**res)
     part["generation"] = claim.generation
     before = seen(res)
-    if before >= HALF_CENT:
-        part["cost"] = part["builtOn"] = before
-        part["delta"] = 0.0
+    if before >= HALF_CENT:  # a part that adds nothing: its basis is what it has seen
+        part["cost"], part["delta"] = before, 0.0
+        part.pop("builtOn", None)
     return part
 
 

@@ -319,10 +319,11 @@ def _adds(res: Reservation, owner: ClaimRef | None) -> tuple[float, int]:
     delta, gib = _number(res.get("delta")), _count(res.get("storageGiB"))
     if owner is None:
         return delta, gib
-    if owner.generation >= int(res.get("generation", 1)):
+    generation = int(res.get("generation", 1))
+    if owner.generation >= generation:
         gib = 0
     if not res.get("newClaim"):
-        if owner.cost is not None and owner.priced_generation >= int(res.get("generation", 1)):
+        if owner.cost is not None and owner.priced_generation >= generation:
             return max(0.0, _number(res.get("cost")) - owner.cost), gib
         if owner.cost is None or reservations.seen(res) < owner.cost - reservations.HALF_CENT:
             return delta, gib

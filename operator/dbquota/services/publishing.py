@@ -120,10 +120,12 @@ def claim_status(
     """
     generation = ref.generation
     mine = [r for r in held if r.get("uid") == ref.uid]
-    if ref.priced:  # raised if a reservation of its generation or an older one costs more
-        if not reservations.owes(ref, mine):
+    due: Reservation | None
+    if ref.priced:  # raised if its reservations come to more (of a newer generation: the
+        # part it built on)
+        due = reservations.raised(ref, mine)
+        if due is None:
             return None
-        due = reservations.owed(ref, mine)
     elif any(_generation(r) >= generation for r in mine):
         due = reservations.owed(ref, mine)
     elif not quotas:

@@ -672,23 +672,38 @@ def test_an_update_built_on_the_last_ones_reservation_after_its_price_is_counted
     assert (recount, ns.claims[a].cost) == (146.28, 146.28)  # was 176.28, 176.28
 
 
-def test_a_price_written_from_the_next_generations_reservation_is_not_added_to_it() -> None:
-    """100 GiB is applied, unpriced, when 200 GiB builds on its reservation (146.28, which
-    replaces it). The publisher wrote generation 2 from that one, 146.28; at generation 3
-    that price looked older and unseen: 146.28 + 90.00 = 236.28, for good. Generation 2
-    is priced at what the newer reservation built on (86.28), the rest once it moves."""
-    ns = Namespace(two=False, leads=True)
-    a = ns.create(size=50, replica=OTHER, escrow=(False,), applies=True)
+@pytest.mark.parametrize(
+    ("two", "sizes", "prices"),
+    [(False, (100, 200), (86.28, 146.28)), (True, (200, 300), (182.85, 257.85))],
+    ids=["one-quota", "two-quotas"],
+)
+def test_a_price_written_from_the_next_generations_reservation_is_not_added_to_it(
+    two: bool, sizes: tuple[int, int], prices: tuple[float, float]
+) -> None:
+    """One quota: 100 GiB is applied, unpriced, when 200 GiB builds on its reservation
+    (146.28, which replaces it). The publisher wrote generation 2 from that one, 146.28;
+    at generation 3 that price looked older and unseen: 146.28 + 90.00 = 236.28, for good.
+    Generation 2 is priced at what the newer reservation built on (86.28), the rest once
+    it moves.
+
+    Two quotas: 200 GiB (q1 160.35, q2 182.85), then 300 GiB built on it. Generation 2 is
+    priced at q2's part, 182.85; at generation 3 q1's reservation, built on 160.35, took
+    that price for something it had not seen and added its whole 150.00: 332.85 for a
+    claim of 257.85. A price for an older generation has what a reservation built on, as
+    far as it covers it: beyond it, only its growth."""
+    ns = Namespace(two=two, leads=not two)
+    a = ns.create(size=50, replica=OTHER, escrow=(False, False), applies=True)
     ns.quiesce()
-    ns.update(a, size=100, replica=OTHER, applies=True)
+    ns.update(a, size=sizes[0], replica=OTHER, applies=True)
     ns.resolve(a)
-    ns.update(a, size=200, replica=OTHER, applies=True)
-    ns.watch("q1")
+    ns.update(a, size=sizes[1], replica=OTHER, applies=True)
+    for quota in ns.quotas:
+        ns.watch(quota)
     ns.publish(a)
-    assert (ns.claims[a].cost, ns.claims[a].priced_generation) == (86.28, 2)
+    assert (ns.claims[a].cost, ns.claims[a].priced_generation) == (prices[0], 2)
     ns.resolve(a)
     ns.publish(a)
-    assert (ns.claims[a].cost, ns.claims[a].priced_generation) == (146.28, 3)  # 236.28
+    assert (ns.claims[a].cost, ns.claims[a].priced_generation) == (prices[1], 3)
     ns.quiesce()
     ns.check_quiet()
 
@@ -762,29 +777,6 @@ def test_two_updates_for_one_generation_are_counted_once_each_on_their_price() -
     ns.quiesce()
     ns.check_quiet()
     assert ns.claims[a].cost == 145.35  # 107.85 and the refused twin's 37.50
-
-
-def test_a_price_from_another_quotas_older_part_is_not_added_to_again() -> None:
-    """50 -> 200 GiB applied, unpriced (q1 160.35, q2 182.85) when 200 -> 300 GiB builds
-    on it. Generation 2 is priced at q2's part, 182.85; at generation 3 q1's reservation,
-    built on 160.35, took that price for something it had not seen and added its whole
-    150.00: 332.85 for a claim of 257.85. A price for an older generation has what a
-    reservation built on, as far as it covers it: beyond it, only its growth."""
-    ns = Namespace(two=True, leads=False)
-    a = ns.create(size=50, replica=OTHER, escrow=(False, False), applies=True)
-    ns.quiesce()
-    ns.update(a, size=200, replica=OTHER, applies=True)
-    ns.resolve(a)
-    ns.update(a, size=300, replica=OTHER, applies=True)
-    ns.watch("q1")
-    ns.watch("q2")
-    ns.publish(a)
-    assert (ns.claims[a].cost, ns.claims[a].priced_generation) == (182.85, 2)
-    ns.resolve(a)
-    ns.publish(a)
-    assert (ns.claims[a].cost, ns.claims[a].priced_generation) == (257.85, 3)  # 332.85
-    ns.quiesce()
-    ns.check_quiet()
 
 
 def test_an_update_on_a_refused_ones_generation_does_not_raise_the_older_price() -> None:
